@@ -1,0 +1,62 @@
+"""One error hierarchy for the log. Each error carries a stable `code`; `api` maps codes to HTTP statuses.
+
+Callers branch on the class (or the code), never on the message; the message names the bad value and the bound.
+"""
+
+
+class LogError(Exception):
+    """Base of every error the log raises on purpose."""
+
+    code = "log-error"
+
+
+class InvalidInput(LogError):
+    """A caller passed a malformed or out-of-range value (bad base64, index past the tree, oversized entry...)."""
+
+    code = "invalid-input"
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(LogError):
+    """The thing asked for does not exist (yet): an index past the tree, a tile not yet complete, an unknown hash."""
+
+    code = "not-found"
+
+
+class VerificationError(LogError):
+    """A proof, signature, note or tile did not verify. The message says which check failed."""
+
+    code = "verification-failed"
+
+
+class ProofError(VerificationError):
+    """An inclusion or consistency proof is malformed or does not lead to the expected root."""
+
+    code = "invalid-proof"
+
+
+class SignatureError(VerificationError):
+    """A signed note or cosignature is malformed, from an unknown key, or does not verify."""
+
+    code = "invalid-signature"
+
+
+class Unavailable(LogError):
+    """The log cannot take the request right now (back-pressure, shutting down); retry later."""
+
+    code = "unavailable"
+
+
+class StorageError(LogError):
+    """The store failed or holds inconsistent state; the log fails closed rather than serve it."""
+
+    code = "storage-error"
+
+
+class SequencerLockHeld(StorageError):
+    """Another sequencer holds the database's writer lock."""
+
+    code = "sequencer-locked"
