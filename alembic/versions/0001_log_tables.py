@@ -1,0 +1,45 @@
+"""The log's first schema: entries, hash tiles, checkpoints.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-23
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "entries",
+        sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+        sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("received_at", sa.BigInteger, nullable=False),
+    )
+    op.create_index("ix_entries_leaf_hash", "entries", ["leaf_hash"])
+    op.create_table(
+        "tiles",
+        sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),
+        sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+    )
+    op.create_table(
+        "checkpoints",
+        sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("root_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("note", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("checkpoints")
+    op.drop_table("tiles")
+    op.drop_index("ix_entries_leaf_hash", table_name="entries")
+    op.drop_table("entries")

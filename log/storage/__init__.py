@@ -1,0 +1,113 @@
+"""Storage contracts for the log. `sql.py` implements them over SQLAlchemy Core (SQLite, PostgreSQL).
+
+The store only stores: it does no hashing, proving or signing. Two roles use it:
+
+* readers (any thread, any number at once) see only committed state, and every read reflects a single committed
+  state per call;
+* exactly one writer per database, obtained with `LogStore.acquire_writer()`, which holds a lock inside the
+  database itself for as long as it lives. A second `acquire_writer()` on the same database, from this process or
+  another, raises `SequencerLockHeld` instead of waiting.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root_hash: bytes
+    note: bytes  # the signed note exactly as served
+    created_at: int  # Unix milliseconds
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    index: int
+    data: bytes
+    leaf_hash: bytes
+    received_at: int  # Unix milliseconds
+
+
+@dataclass(frozen=True)
+class TileWrite:
+    """The complete current bytes of one hash tile (level, index), to be stored in place of what was there."""
+
+    level: int
+    index: int
+    data: bytes
+
+
+class LogWriter(ABC):
+    """The single writer. Holds the database's sequencer lock from creation until `close()`."""
+
+    @abstractmethod
+    def commit_batch(
+        self,
+        first_index: int,
+        entries: Sequence[bytes],
+        leaf_hashes: Sequence[bytes],
+        received_at: int,
+        tiles: Sequence[TileWrite],
+        checkpoint: StoredCheckpoint,
+    ) -> None:
+        """Store entries [first_index, first_index + len(entries)), the tiles and the checkpoint in ONE transaction.
+
+        Atomic: either all of it is stored or none of it. Durable on return: once this returns, a crash of the
+        process or the machine loses none of it. Raises `StorageError` when the transaction did not commit (the
+        caller cannot always know whether a failure happened before or after the commit point and must reload
+        state from the store before writing again), and `SequencerLockHeld` if the lock was lost.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the sequencer lock. Idempotent."""
+
+
+class LogStore(ABC):
+    """Committed log state. Every method is safe to call from several threads at once."""
+
+    dialect: str  # "sqlite" or "postgresql"
+
+    @abstractmethod
+    def acquire_writer(self) -> LogWriter:
+        """Take the database's sequencer lock; raise `SequencerLockHeld` if another writer holds it."""
+
+    @abstractmethod
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """The checkpoint with the largest size, or None for a log that never published one."""
+
+    @abstractmethod
+    def checkpoint(self, size: int) -> StoredCheckpoint | None:
+        """The checkpoint published for exactly this size, if any."""
+
+    @abstractmethod
+    def read_tiles(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """Current bytes of the hash tiles (level, index) that exist; missing ones are absent from the result."""
+
+    @abstractmethod
+    def read_entries(self, start: int, end: int) -> list[bytes]:
+        """Entry data for indices [start, end) in order, stopping at the first index that is not stored."""
+
+    @abstractmethod
+    def read_entry(self, index: int) -> StoredEntry | None:
+        """One entry with its metadata."""
+
+    @abstractmethod
+    def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
+        """The smallest index whose leaf hash is `leaf_hash`."""
+
+    @abstractmethod
+    def entry_count(self) -> int:
+        """1 + the largest stored index (0 when empty). Used by startup reconciliation."""
+
+    @abstractmethod
+    def storage_bytes(self) -> int | None:
+        """Bytes the database occupies on disk, where the backend can tell."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,309 @@
+"""The store over SQLAlchemy Core: SQLite (WAL, the embedded default) and PostgreSQL (psycopg 3).
+
+Reads go through SQLAlchemy Core statements on pooled connections. The single writer keeps one driver-level
+connection of its own for its whole life, because the sequencer lock lives on that connection:
+
+* PostgreSQL: a session-level advisory lock (`pg_try_advisory_lock`), released by the server when the
+  connection ends, so a killed sequencer never leaves a stale lock. Entries go in with COPY.
+* SQLite: the database's own write lock. The writer always holds an open `BEGIN IMMEDIATE` transaction and
+  re-opens it right after each commit, so another process that asks for the write lock is refused. Primary keys
+  on entry index and checkpoint size fence off the remaining window: a second writer can never store an index
+  or size twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, func, select, text, tuple_
+from sqlalchemy.engine import Engine, make_url
+
+from log.errors import SequencerLockHeld, StorageError
+from log.storage import LogStore, LogWriter, StoredCheckpoint, StoredEntry, TileWrite
+from log.storage.schema import checkpoints, entries, tiles
+
+# An arbitrary 64-bit constant naming "the auditlog sequencer" among PostgreSQL advisory locks.
+PG_SEQUENCER_LOCK_KEY = 0x617564_69746C6F67 & 0x7FFFFFFFFFFFFFFF
+
+ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept plain `postgresql://` / `postgres://` URLs and pin them to the psycopg 3 driver we ship."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def sqlite_url_for(path: str | os.PathLike) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def upgrade_schema(url: str) -> None:
+    """Create or upgrade the schema to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    config.attributes["database_url"] = normalize_database_url(url)
+    command.upgrade(config, "head")
+
+
+def schema_revision(url: str) -> str | None:
+    """The Alembic revision the database is at, or None if it has never been migrated."""
+    engine = _make_engine(normalize_database_url(url))
+    try:
+        with engine.connect() as conn:
+            from alembic.runtime.migration import MigrationContext
+
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def _make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8, max_overflow=8
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk when it returns, which is what an acknowledgement promises.
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+class SqlLogStore(LogStore):
+    def __init__(self, url: str):
+        self.url = normalize_database_url(url)
+        self.engine = _make_engine(self.url)
+        self.dialect = self.engine.dialect.name
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StorageError(f"unsupported database {self.dialect!r}: use sqlite:// or postgresql://")
+
+    # -- writer ---------------------------------------------------------------------------------------------
+    def acquire_writer(self) -> LogWriter:
+        if self.dialect == "sqlite":
+            return _SqliteWriter(self.engine)
+        return _PostgresWriter(self.engine)
+
+    # -- reads ----------------------------------------------------------------------------------------------
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        query = select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _checkpoint(row)
+
+    def checkpoint(self, size: int) -> StoredCheckpoint | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(checkpoints).where(checkpoints.c.size == size)).first()
+        return _checkpoint(row)
+
+    def read_tiles(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        query = select(tiles.c.level, tiles.c.idx, tiles.c.data).where(
+            tuple_(tiles.c.level, tiles.c.idx).in_(keys)
+        )
+        with self.engine.connect() as conn:
+            return {(level, idx): bytes(data) for level, idx, data in conn.execute(query)}
+
+    def read_entries(self, start: int, end: int) -> list[bytes]:
+        if end <= start:
+            return []
+        query = (
+            select(entries.c.idx, entries.c.data)
+            .where(entries.c.idx >= start, entries.c.idx < end)
+            .order_by(entries.c.idx)
+        )
+        out: list[bytes] = []
+        with self.engine.connect() as conn:
+            for idx, data in conn.execute(query):
+                if idx != start + len(out):
+                    break
+                out.append(bytes(data))
+        return out
+
+    def read_entry(self, index: int) -> StoredEntry | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(entries).where(entries.c.idx == index)).first()
+        if row is None:
+            return None
+        return StoredEntry(row.idx, bytes(row.data), bytes(row.leaf_hash), row.received_at)
+
+    def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
+        query = select(func.min(entries.c.idx)).where(entries.c.leaf_hash == leaf_hash)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+    def entry_count(self) -> int:
+        with self.engine.connect() as conn:
+            largest = conn.execute(select(func.max(entries.c.idx))).scalar()
+        return 0 if largest is None else largest + 1
+
+    def storage_bytes(self) -> int | None:
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+                page_size = conn.exec_driver_sql("PRAGMA page_size").scalar()
+                return pages * page_size
+            return conn.execute(text("SELECT pg_database_size(current_database())")).scalar()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _checkpoint(row) -> StoredCheckpoint | None:
+    if row is None:
+        return None
+    return StoredCheckpoint(row.size, bytes(row.root_hash), bytes(row.note), row.created_at)
+
+
+_UPSERT_TILE = (
+    "INSERT INTO tiles (level, idx, data) VALUES ({p}, {p}, {p}) "
+    "ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
+)
+_INSERT_CHECKPOINT = "INSERT INTO checkpoints (size, root_hash, note, created_at) VALUES ({p}, {p}, {p}, {p})"
+
+
+class _SqliteWriter(LogWriter):
+    def __init__(self, engine: Engine):
+        self._pooled = engine.raw_connection()
+        self._conn: sqlite3.Connection = self._pooled.driver_connection
+        self._conn.isolation_level = None  # we issue BEGIN/COMMIT ourselves
+        self._lock = threading.Lock()
+        self._closed = False
+        self._conn.execute("PRAGMA busy_timeout=1000")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            self._pooled.close()
+            raise SequencerLockHeld(
+                "another auditlog sequencer holds this SQLite database's write lock; "
+                "stop it or point this server at another database"
+            ) from exc
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._holding = True
+
+    def commit_batch(self, first_index, entries, leaf_hashes, received_at, tiles, checkpoint):
+        with self._lock:
+            if not self._holding:
+                raise SequencerLockHeld("this writer lost the SQLite write lock; restart to reload the log")
+            conn = self._conn
+            try:
+                conn.executemany(
+                    "INSERT INTO entries (idx, data, leaf_hash, received_at) VALUES (?, ?, ?, ?)",
+                    zip(range(first_index, first_index + len(entries)), entries, leaf_hashes,
+                        [received_at] * len(entries)),
+                )
+                conn.executemany(_UPSERT_TILE.format(p="?"), [(t.level, t.index, t.data) for t in tiles])
+                conn.execute(
+                    _INSERT_CHECKPOINT.format(p="?"),
+                    (checkpoint.size, checkpoint.root_hash, checkpoint.note, checkpoint.created_at),
+                )
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._reopen_after_failure()
+                raise StorageError(f"SQLite batch commit failed: {exc}") from exc
+            # Committed and durable. Take the write lock again at once so no other writer slips in.
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:
+                self._holding = False
+
+    def _reopen_after_failure(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            self._holding = False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            self._conn.isolation_level = ""
+            self._pooled.close()
+
+
+class _PostgresWriter(LogWriter):
+    def __init__(self, engine: Engine):
+        self._pooled = engine.raw_connection()
+        self._conn = self._pooled.driver_connection  # psycopg.Connection
+        self._lock = threading.Lock()
+        self._closed = False
+        self._conn.rollback()
+        got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (PG_SEQUENCER_LOCK_KEY,)).fetchone()[0]
+        self._conn.commit()
+        if not got:
+            self._pooled.close()
+            raise SequencerLockHeld(
+                "another auditlog sequencer holds this PostgreSQL database's advisory lock; "
+                "stop it or point this server at another database"
+            )
+
+    def commit_batch(self, first_index, entries, leaf_hashes, received_at, tiles, checkpoint):
+        import psycopg
+
+        with self._lock:
+            conn = self._conn
+            try:
+                with conn.cursor() as cur:
+                    with cur.copy(
+                        "COPY entries (idx, data, leaf_hash, received_at) FROM STDIN (FORMAT BINARY)"
+                    ) as copy:
+                        copy.set_types(["int8", "bytea", "bytea", "int8"])
+                        write_row = copy.write_row
+                        index = first_index
+                        for data, leaf_hash in zip(entries, leaf_hashes):
+                            write_row((index, data, leaf_hash, received_at))
+                            index += 1
+                    cur.executemany(_UPSERT_TILE.format(p="%s"), [(t.level, t.index, t.data) for t in tiles])
+                    cur.execute(
+                        _INSERT_CHECKPOINT.format(p="%s"),
+                        (checkpoint.size, checkpoint.root_hash, checkpoint.note, checkpoint.created_at),
+                    )
+                conn.commit()
+            except psycopg.Error as exc:
+                try:
+                    conn.rollback()
+                except psycopg.Error:
+                    pass
+                raise StorageError(f"PostgreSQL batch commit failed: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._conn.rollback()
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (PG_SEQUENCER_LOCK_KEY,))
+                self._conn.commit()
+            except Exception:
+                pass
+            self._pooled.close()
