@@ -1,0 +1,49 @@
+"""The log's signing key on disk: created on first start (mode 0600), read on every later one.
+
+The key file holds one signed-note signer key string (`PRIVATE+KEY+<origin>+<id>+<key>`); its key name is the
+log's origin, so the origin is fixed when the key is made.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from log.errors import InvalidInput
+from log.note import Signer, generate_signer_key, parse_signer_key
+
+KEY_FILE_NAME = "log.key"
+
+
+def write_signer_key(path: Path, origin: str) -> Signer:
+    """Generate a new Ed25519 signer key named `origin` and write it to `path` (0600, never overwriting)."""
+    signer_key, _ = generate_signer_key(origin)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(signer_key + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return parse_signer_key(signer_key)
+
+
+def read_signer_key(path: Path) -> Signer:
+    try:
+        return parse_signer_key(path.read_text().strip())
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the log key {path}: {exc}", field="key_file") from exc
+
+
+def load_or_create_signer(path: Path, origin: str | None) -> tuple[Signer, bool]:
+    """The signer in `path`, or a new one for `origin` if the file does not exist. Returns (signer, created)."""
+    if path.exists():
+        signer = read_signer_key(path)
+        if origin is not None and origin != signer.name:
+            raise InvalidInput(
+                f"origin {origin!r} does not match the key in {path}, which signs for {signer.name!r}",
+                field="origin",
+            )
+        return signer, False
+    if origin is None:
+        raise InvalidInput("no log key yet and no origin given to create one", field="origin")
+    return write_signer_key(path, origin), True

@@ -1,0 +1,308 @@
+"""The single writer: collects submissions into batches, integrates them into the tree and commits each batch once.
+
+A flush, in order (a crash at any step leaves the store at the previous batch's commit, or at this one's):
+
+1. Take queued submissions, FIFO, up to `batch_size` entries (a single larger submission goes alone).
+2. Hash the leaves and extend the in-memory frontier; the edge tiles collect every completed height-8k node.
+   Nothing is stored yet: a crash here loses only unacknowledged entries.
+3. Sign a checkpoint for the new size and root.
+4. Store entries, changed tiles and the checkpoint in one transaction (`LogWriter.commit_batch`), durable on
+   return. A crash before the commit point leaves the previous state; after it, this batch in full.
+5. Only now publish the checkpoint in memory and answer every waiting submission with its indices.
+
+If step 4 raises, the batch's submitters get an error (their entries may or may not have been stored: they retry),
+and the in-memory tree is reloaded from the store before anything else is written, because memory may have run
+ahead of what committed.
+
+Startup reconciliation (`load_tree_state`) refuses to serve a store whose latest checkpoint, tiles and entries
+disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from log.compact import CompactRange, frontier_node_ids
+from log.errors import InvalidInput, LogError, StorageError, Unavailable
+from log.hashing import hash_leaves
+from log.note import Signer, parse_verifier_key
+from log.stats import LogStats
+from log.storage import LogStore, LogWriter, StoredCheckpoint, TileWrite
+from log.tiles import MAX_ENTRY_SIZE, TILE_HEIGHT, TILE_WIDTH, EdgeTiles, node_hash_from_tile, tile_for_node
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Published:
+    """A checkpoint the log has committed: the newest one is what `/checkpoint` serves."""
+
+    size: int
+    root_hash: bytes
+    note: bytes
+
+
+@dataclass(frozen=True)
+class BatchReceipt:
+    """What a submission gets back once its entries are durably stored: consecutive indices from `first_index`."""
+
+    first_index: int
+    leaf_hashes: list[bytes]
+    checkpoint: Published
+
+
+@dataclass
+class TreeState:
+    frontier: CompactRange
+    edge: EdgeTiles
+    published: Published | None
+
+
+def load_tree_state(store: LogStore, signer: Signer) -> TreeState:
+    """Rebuild the writer's in-memory state from the store, checking that the stored pieces agree.
+
+    Checks: the latest checkpoint's signature (with our own key) and its body against the row's size and root;
+    the number of stored entries against the checkpoint size; the root recomputed from the stored tiles against the
+    checkpoint root; every right-edge partial tile's width against the size. Raises StorageError naming the first
+    disagreement: the log refuses to serve rather than extend a history it cannot vouch for.
+    """
+    stored = store.latest_checkpoint()
+    entry_count = store.entry_count()
+    if stored is None:
+        if entry_count:
+            raise StorageError(f"the store holds {entry_count} entries but no checkpoint")
+        return TreeState(CompactRange(), EdgeTiles(0, {}), None)
+
+    verifier = parse_verifier_key(signer.verifier_key)
+    try:
+        checkpoint, _ = open_checkpoint(stored.note, verifier, signer.name)
+    except LogError as exc:
+        raise StorageError(f"the latest stored checkpoint (size {stored.size}) does not verify: {exc}") from exc
+    if checkpoint.size != stored.size or checkpoint.root_hash != stored.root_hash:
+        raise StorageError(f"the stored checkpoint row for size {stored.size} does not match its signed note")
+    size = stored.size
+    if entry_count != size:
+        raise StorageError(f"the latest checkpoint has size {size} but the store holds {entry_count} entries")
+
+    frontier_ids = frontier_node_ids(size)
+    tile_of = {node: tile_for_node(*node) for node in frontier_ids}
+    edge_keys = {level: (size >> (TILE_HEIGHT * level)) for level in range(_levels(size))}
+    partial_keys = {
+        level: (count // TILE_WIDTH, count % TILE_WIDTH) for level, count in edge_keys.items() if count % TILE_WIDTH
+    }
+    wanted = {(tid.level, tid.index) for tid, _, _ in tile_of.values()}
+    wanted |= {(level, index) for level, (index, _) in partial_keys.items()}
+    stored_tiles = store.read_tiles(wanted)
+
+    hashes = []
+    for node in frontier_ids:
+        tid, start, count = tile_of[node]
+        data = stored_tiles.get((tid.level, tid.index))
+        if data is None or len(data) < (start + count) * 32:
+            raise StorageError(f"tile {tid.path()} is missing or too short for a tree of size {size}")
+        hashes.append(node_hash_from_tile(data, start, count))
+    frontier = CompactRange(size, hashes)
+    if frontier.root() != stored.root_hash:
+        raise StorageError(f"the root recomputed from stored tiles does not match the checkpoint of size {size}")
+
+    partial = {}
+    for level, (index, width) in partial_keys.items():
+        data = stored_tiles.get((level, index))
+        if data is None or len(data) != width * 32:
+            raise StorageError(f"the right-edge tile at level {level}, index {index} should hold {width} hashes")
+        partial[level] = data
+    return TreeState(frontier, EdgeTiles(size, partial), Published(size, stored.root_hash, stored.note))
+
+
+def _levels(size: int) -> int:
+    """Tile levels that hold at least one hash for a tree of `size` leaves."""
+    levels = 0
+    while size >> (TILE_HEIGHT * levels):
+        levels += 1
+    return levels
+
+
+@dataclass
+class _Submission:
+    entries: Sequence[bytes]
+    future: asyncio.Future
+    queued_at: float
+
+
+class Sequencer:
+    """Batches submissions and integrates them through one `LogWriter`. Use from one event loop.
+
+    A batch is flushed as soon as the writer is free and either it holds `batch_size` entries or its oldest entry
+    has waited `batch_linger` seconds (default 0: an idle writer flushes at once). `batch_max_age` is a ceiling
+    on the linger. `max_pending` entries may wait at most; beyond that `submit` raises `Unavailable`.
+    """
+
+    def __init__(
+        self,
+        store: LogStore,
+        writer: LogWriter,
+        signer: Signer,
+        *,
+        batch_size: int = 1024,
+        batch_max_age: float = 0.05,
+        batch_linger: float = 0.0,
+        max_pending: int = 1 << 16,
+        stats: LogStats | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        if batch_size < 1:
+            raise InvalidInput(f"batch_size must be at least 1, not {batch_size}", field="batch_size")
+        self._store = store
+        self._writer = writer
+        self._signer = signer
+        self._origin = signer.name
+        self._batch_size = batch_size
+        self._linger = min(max(batch_linger, 0.0), max(batch_max_age, 0.0))
+        self._max_pending = max_pending
+        self.stats = stats or LogStats()
+        self._clock = clock
+        self._queue: collections.deque[_Submission] = collections.deque()
+        self._pending = 0
+        self._wakeup = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="auditlog-writer")
+        self._task: asyncio.Task | None = None
+        self._state: TreeState | None = None
+        self._broken: Exception | None = None
+        self._closing = False
+
+    @property
+    def published(self) -> Published:
+        assert self._state is not None and self._state.published is not None, "sequencer not started"
+        return self._state.published
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._state = await loop.run_in_executor(self._executor, load_tree_state, self._store, self._signer)
+        if self._state.published is None:
+            # A new log publishes its empty checkpoint so that /checkpoint always has something to serve.
+            await loop.run_in_executor(self._executor, self._integrate, [])
+        self._task = asyncio.create_task(self._run(), name="auditlog-sequencer")
+
+    async def submit(self, entries: Sequence[bytes]) -> BatchReceipt:
+        """Queue entries; return once they are durably committed, with their consecutive indices."""
+        if self._closing:
+            raise Unavailable("the log is shutting down")
+        if self._broken is not None:
+            raise StorageError(f"the sequencer stopped after a storage failure it could not recover from: "
+                               f"{self._broken}")
+        for position, entry in enumerate(entries):
+            if len(entry) > MAX_ENTRY_SIZE:
+                raise InvalidInput(
+                    f"entry {position} is {len(entry)} bytes; the limit is {MAX_ENTRY_SIZE}", field="entries"
+                )
+        if not entries:
+            raise InvalidInput("no entries to add", field="entries")
+        if self._pending + len(entries) > self._max_pending:
+            self.stats.submissions_rejected_busy += 1
+            raise Unavailable(f"the sequencer already has {self._pending} entries waiting; retry shortly")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Submission(entries, future, time.monotonic()))
+        self._pending += len(entries)
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Finish what is queued, stop, release the writer lock."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+        self._writer.close()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # Let requests that are already being handled join this batch before it is cut.
+            await asyncio.sleep(0)
+            if self._linger and self._pending < self._batch_size:
+                waited = time.monotonic() - self._queue[0].queued_at
+                if waited < self._linger:
+                    await asyncio.sleep(self._linger - waited)
+            batch = self._take_batch()
+            entries = [entry for submission in batch for entry in submission.entries]
+            started = time.perf_counter()
+            try:
+                first_index, leaf_hashes, published = await loop.run_in_executor(
+                    self._executor, self._integrate, entries
+                )
+            except Exception as exc:  # noqa: BLE001 - every failure fails the batch closed, then we recover
+                self.stats.batch_failures += 1
+                logger.error("batch of %d entries failed: %s", len(entries), exc)
+                error = exc if isinstance(exc, LogError) else StorageError(f"storing the batch failed: {exc}")
+                for submission in batch:
+                    if not submission.future.done():
+                        submission.future.set_exception(error)
+                await self._recover(loop)
+                continue
+            self.stats.integration_seconds.observe(time.perf_counter() - started)
+            offset = 0
+            for submission in batch:
+                n = len(submission.entries)
+                if not submission.future.done():
+                    submission.future.set_result(
+                        BatchReceipt(first_index + offset, leaf_hashes[offset:offset + n], published)
+                    )
+                offset += n
+
+    def _take_batch(self) -> list[_Submission]:
+        batch = [self._queue.popleft()]
+        count = len(batch[0].entries)
+        while self._queue and count + len(self._queue[0].entries) <= self._batch_size:
+            submission = self._queue.popleft()
+            batch.append(submission)
+            count += len(submission.entries)
+        self._pending -= count
+        return batch
+
+    def _integrate(self, entries: list[bytes]) -> tuple[int, list[bytes], Published]:
+        """Steps 2-5 of a flush, on the writer thread."""
+        state = self._state
+        leaf_hashes = hash_leaves(entries)
+        first_index = state.frontier.size
+        state.frontier.extend(leaf_hashes, state.edge.add_node)
+        size = state.frontier.size
+        root = state.frontier.root()
+        tiles = [TileWrite(tid.level, tid.index, data) for tid, data in state.edge.take_dirty()]
+        note = sign_checkpoint(Checkpoint(self._origin, size, root), self._signer)
+        now_ms = int(self._clock() * 1000)
+        self._writer.commit_batch(
+            first_index, entries, leaf_hashes, now_ms, tiles, StoredCheckpoint(size, root, note, now_ms)
+        )
+        published = Published(size, root, note)
+        state.published = published
+        if entries:
+            self.stats.entries_integrated += len(entries)
+            self.stats.batches_committed += 1
+            self.stats.batch_size.observe(len(entries))
+        return first_index, leaf_hashes, published
+
+    async def _recover(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            self._state = await loop.run_in_executor(self._executor, load_tree_state, self._store, self._signer)
+        except Exception as exc:  # noqa: BLE001
+            logger.critical("cannot reload the log after a failed batch; refusing further writes: %s", exc)
+            self._broken = exc
+            while self._queue:
+                submission = self._queue.popleft()
+                if not submission.future.done():
+                    submission.future.set_exception(StorageError(f"the log cannot accept entries: {exc}"))
+            self._pending = 0

@@ -1,0 +1,280 @@
+"""The Log object that `api` and `witness` call: submission through the sequencer, reads and proofs from storage.
+
+Reads never touch the writer: they run on a thread pool against committed state. Proofs are built from stored
+tiles only (never from entries): each proof element is folded from perfect-subtree hashes, and those hashes are
+immutable once their subtree is complete, so they are cached by node ID, as are full tiles and full entry bundles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from log import proofs
+from log.errors import InvalidInput, NotFound
+from log.keys import KEY_FILE_NAME, load_or_create_signer
+from log.note import Signer
+from log.sequencer import BatchReceipt, Published, Sequencer
+from log.stats import LogStats
+from log.storage import LogStore, StoredEntry
+from log.storage.sql import SqlLogStore, sqlite_url_for, upgrade_schema
+from log.tiles import TILE_WIDTH, TileID, encode_entry_bundle, node_hash_from_tile, tile_for_node
+
+HASH_SIZE = 32
+
+
+@dataclass
+class LogConfig:
+    """Everything needed to open a log. Defaults give the embedded SQLite log in `data_dir`."""
+
+    data_dir: Path = Path("data")
+    database_url: str | None = None  # default: sqlite in data_dir
+    origin: str | None = None  # default: the key's name; required to create a key
+    key_file: Path | None = None  # default: data_dir / log.key
+    batch_size: int = 1024
+    batch_max_age: float = 0.05
+    batch_linger: float = 0.0
+    max_pending: int = 1 << 16
+    migrate: bool = True
+    node_cache_size: int = 200_000
+    tile_cache_size: int = 4096
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or sqlite_url_for(self.data_dir / "auditlog.db")
+
+    def resolved_key_file(self) -> Path:
+        return self.key_file or self.data_dir / KEY_FILE_NAME
+
+
+class _LRU:
+    """A small thread-safe LRU map for immutable values."""
+
+    def __init__(self, capacity: int):
+        self._capacity = capacity
+        self._data: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self._capacity:
+                self._data.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    first_index: int
+    leaf_hashes: list[bytes]
+    checkpoint: Published
+
+
+class Log:
+    """One transparency log. Create with `Log.open(config)` inside a running event loop; `close()` when done."""
+
+    def __init__(self, store: LogStore, signer: Signer, config: LogConfig, *, key_created: bool = False):
+        self.store = store
+        self.signer = signer
+        self.config = config
+        self.key_created = key_created
+        self.stats = LogStats()
+        self._sequencer: Sequencer | None = None
+        self._reader = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="auditlog-read")
+        self._nodes = _LRU(config.node_cache_size)
+        self._full_tiles = _LRU(config.tile_cache_size)
+        self._full_bundles = _LRU(max(64, config.tile_cache_size // 16))
+
+    @classmethod
+    async def open(cls, config: LogConfig) -> "Log":
+        """Migrate (if asked), load or create the key, take the sequencer lock, reconcile and start."""
+        url = config.resolved_database_url()
+        loop = asyncio.get_running_loop()
+        if config.migrate:
+            await loop.run_in_executor(None, upgrade_schema, url)
+        signer, created = load_or_create_signer(config.resolved_key_file(), config.origin)
+        store = SqlLogStore(url)
+        log = cls(store, signer, config, key_created=created)
+        try:
+            writer = await loop.run_in_executor(None, store.acquire_writer)
+        except BaseException:
+            store.close()
+            raise
+        log._sequencer = Sequencer(
+            store, writer, signer,
+            batch_size=config.batch_size, batch_max_age=config.batch_max_age, batch_linger=config.batch_linger,
+            max_pending=config.max_pending, stats=log.stats,
+        )
+        try:
+            await log._sequencer.start()
+        except BaseException:
+            writer.close()
+            store.close()
+            raise
+        return log
+
+    async def close(self) -> None:
+        if self._sequencer is not None:
+            await self._sequencer.close()
+        self._reader.shutdown(wait=True)
+        self.store.close()
+
+    # -- identity ---------------------------------------------------------------------------------------------
+    @property
+    def origin(self) -> str:
+        return self.signer.name
+
+    @property
+    def verifier_key(self) -> str:
+        return self.signer.verifier_key
+
+    @property
+    def checkpoint(self) -> Published:
+        return self._sequencer.published
+
+    @property
+    def size(self) -> int:
+        return self._sequencer.published.size
+
+    # -- writes -----------------------------------------------------------------------------------------------
+    async def add_entries(self, entries: list[bytes]) -> AddResult:
+        """Append entries; returns once they are durably stored, with consecutive indices."""
+        receipt: BatchReceipt = await self._sequencer.submit(entries)
+        return AddResult(receipt.first_index, receipt.leaf_hashes, receipt.checkpoint)
+
+    # -- reads ------------------------------------------------------------------------------------------------
+    async def _read(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
+
+    async def entry(self, index: int) -> StoredEntry:
+        if index < 0:
+            raise InvalidInput(f"index must not be negative, not {index}", field="index")
+        if index >= self.size:
+            raise NotFound(f"entry {index} does not exist: the tree has {self.size} entries")
+        entry = await self._read(self.store.read_entry, index)
+        if entry is None:
+            raise NotFound(f"entry {index} is not stored")
+        return entry
+
+    async def tile(self, tile_id: TileID) -> bytes:
+        """Bytes of a hash tile of the current tree; a partial width is served as a prefix of a wider tile."""
+        if tile_id.level is None:
+            return await self.entry_bundle(tile_id)
+        return await self._read(self._read_tile, tile_id)
+
+    def _read_tile(self, tile_id: TileID) -> bytes:
+        key = (tile_id.level, tile_id.index)
+        data = self._full_tiles.get(key)
+        if data is None:
+            data = self.store.read_tiles([key]).get(key)
+            if data is None:
+                raise NotFound(f"tile {tile_id.path()} does not exist yet")
+            if len(data) == TILE_WIDTH * HASH_SIZE:
+                self._full_tiles.put(key, data)
+        if len(data) < tile_id.width * HASH_SIZE:
+            raise NotFound(f"tile {tile_id.path()} does not exist yet (it holds {len(data) // HASH_SIZE} hashes)")
+        return data[: tile_id.width * HASH_SIZE]
+
+    async def entry_bundle(self, tile_id: TileID) -> bytes:
+        return await self._read(self._read_bundle, tile_id)
+
+    def _read_bundle(self, tile_id: TileID) -> bytes:
+        start = tile_id.index * TILE_WIDTH
+        if start + tile_id.width > self.size:
+            raise NotFound(f"entry bundle {tile_id.path()} does not exist yet")
+        if tile_id.width == TILE_WIDTH:
+            cached = self._full_bundles.get(tile_id.index)
+            if cached is not None:
+                return cached
+        entries = self.store.read_entries(start, start + tile_id.width)
+        if len(entries) != tile_id.width:
+            raise NotFound(f"entry bundle {tile_id.path()} is not fully stored")
+        bundle = encode_entry_bundle(entries)
+        if tile_id.width == TILE_WIDTH:
+            self._full_bundles.put(tile_id.index, bundle)
+        return bundle
+
+    async def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        self._check_size(tree_size, "tree_size")
+        self._check_index(index, tree_size, "index")
+        return await self._read(self._prove, proofs.inclusion_plan(index, tree_size))
+
+    async def find_leaf(self, leaf_hash: bytes, tree_size: int | None = None) -> int:
+        """The smallest index with this leaf hash (within `tree_size`, if given)."""
+        if len(leaf_hash) != HASH_SIZE:
+            raise InvalidInput(f"leaf_hash must be {HASH_SIZE} bytes, not {len(leaf_hash)}", field="leaf_hash")
+        index = await self._read(self.store.find_leaf_hash, leaf_hash)
+        if index is None or (tree_size is not None and index >= tree_size):
+            raise NotFound("no entry with that leaf hash" + (f" in a tree of size {tree_size}" if tree_size else ""))
+        return index
+
+    async def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        self._check_size(second, "second")
+        if first < 1:
+            raise InvalidInput(f"first must be at least 1, not {first}", field="first")
+        if first > second:
+            raise InvalidInput(f"first ({first}) must not exceed second ({second})", field="first")
+        return await self._read(self._prove, proofs.consistency_plan(first, second))
+
+    def _prove(self, plan) -> list[bytes]:
+        return proofs.rehash(plan, self.node_hashes(proofs.nodes_of(plan)))
+
+    def node_hashes(self, nodes) -> dict[tuple[int, int], bytes]:
+        """Hashes of perfect subtrees (height, index) of the committed tree, from tiles (cached: immutable)."""
+        found: dict[tuple[int, int], bytes] = {}
+        missing = []
+        for node in nodes:
+            cached = self._nodes.get(node)
+            if cached is None:
+                missing.append(node)
+            else:
+                found[node] = cached
+        if not missing:
+            return found
+        located = {node: tile_for_node(*node) for node in missing}
+        tile_keys = {(tid.level, tid.index) for tid, _, _ in located.values()}
+        tiles = {}
+        uncached = []
+        for key in tile_keys:
+            data = self._full_tiles.get(key)
+            if data is None:
+                uncached.append(key)
+            else:
+                tiles[key] = data
+        if uncached:
+            for key, data in self.store.read_tiles(uncached).items():
+                tiles[key] = data
+                if len(data) == TILE_WIDTH * HASH_SIZE:
+                    self._full_tiles.put(key, data)
+        for node, (tid, start, count) in located.items():
+            data = tiles.get((tid.level, tid.index))
+            if data is None or len(data) < (start + count) * HASH_SIZE:
+                raise NotFound(f"node {node} is not in the stored tree")
+            value = node_hash_from_tile(data, start, count)
+            self._nodes.put(node, value)
+            found[node] = value
+        return found
+
+    async def storage_bytes(self) -> int | None:
+        return await self._read(self.store.storage_bytes)
+
+    def _check_size(self, size: int, field: str) -> None:
+        current = self.size
+        if size < 1 or size > current:
+            raise InvalidInput(f"{field} must be between 1 and the current tree size {current}, not {size}",
+                               field=field)
+
+    @staticmethod
+    def _check_index(index: int, size: int, field: str) -> None:
+        if index < 0 or index >= size:
+            raise InvalidInput(f"{field} must be between 0 and {size - 1}, not {index}", field=field)
