@@ -561,10 +561,7 @@ def open_note(data: bytes, verifiers: Iterable[Verifier]) -> tuple[Note, list[No
         verifier = known.get((sig.name, sig.key_id))
         if verifier is None:
             continue
-        try:
-            verifier.check(message, sig.signature)
-        except SignatureError as exc:
-            raise SignatureError(f"note signature from {sig.name}+{sig.key_id:08x} does not verify: {exc}") from exc
+        verifier.check(message, sig.signature)  # raises SignatureError naming the key and the failed check
         verified.setdefault((sig.name, sig.key_id), sig)
     if not verified:
         names = ", ".join(f"{n}+{i:08x}" for n, i in known) or "none given"
