@@ -26,6 +26,12 @@ class NotFound(LogError):
     code = "not-found"
 
 
+class Conflict(LogError):
+    """The request contradicts what the log already holds (the same idempotency key with different content)."""
+
+    code = "conflict"
+
+
 class VerificationError(LogError):
     """A proof, signature, note or tile did not verify. The message says which check failed."""
 

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 
 from log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from log.compact import CompactRange, frontier_node_ids
-from log.errors import InvalidInput, LogError, StorageError, Unavailable
+from log.errors import Conflict, InvalidInput, LogError, StorageError, Unavailable
 from log.hashing import hash_leaves
 from log.note import Signer, parse_verifier_key
 from log.stats import LogStats
-from log.storage import LogStore, LogWriter, StoredCheckpoint, TileWrite
+from log.storage import KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite
 from log.tiles import MAX_ENTRY_SIZE, TILE_HEIGHT, TILE_WIDTH, EdgeTiles, node_hash_from_tile, tile_for_node
 
 logger = logging.getLogger(__name__)
@@ -50,12 +50,42 @@ class Published:
 
 
 @dataclass(frozen=True)
-class BatchReceipt:
-    """What a submission gets back once its entries are durably stored: consecutive indices from `first_index`."""
+class IdempotencyKey:
+    """Makes a submission safe to retry: a key already in the log returns the entry it first came with.
 
-    first_index: int
-    leaf_hashes: list[bytes]
+    `content_hash` identifies the content the key stands for; the same key with another content hash is a
+    conflict, never a new entry.
+    """
+
+    key: bytes
+    content_hash: bytes
+
+
+@dataclass(frozen=True)
+class EntryOutcome:
+    index: int
+    leaf_hash: bytes
+    duplicate: bool = False  # True: the key was already in the log; index and leaf hash are the original's
+
+
+@dataclass(frozen=True)
+class BatchReceipt:
+    """What a submission gets back once its entries are durably stored, one outcome per entry in order.
+
+    Entries without keys always get new, consecutive indices. An outcome is a `Conflict` instead where a key was
+    reused with different content.
+    """
+
+    outcomes: list[EntryOutcome | Conflict]
     checkpoint: Published
+
+    @property
+    def first_index(self) -> int:
+        return self.outcomes[0].index
+
+    @property
+    def leaf_hashes(self) -> list[bytes]:
+        return [outcome.leaf_hash for outcome in self.outcomes]
 
 
 @dataclass
@@ -121,6 +151,10 @@ def load_tree_state(store: LogStore, signer: Signer) -> TreeState:
     return TreeState(frontier, EdgeTiles(size, partial), Published(size, stored.root_hash, stored.note))
 
 
+def _conflict(key: IdempotencyKey, index: int) -> Conflict:
+    return Conflict(f"this idempotency key already stands for different content, at index {index}")
+
+
 def _levels(size: int) -> int:
     """Tile levels that hold at least one hash for a tree of `size` leaves."""
     levels = 0
@@ -132,6 +166,8 @@ def _levels(size: int) -> int:
 @dataclass
 class _Submission:
     entries: Sequence[bytes]
+    keys: Sequence[IdempotencyKey | None] | None
+    rows: Sequence[Sequence[RowInsert]] | None  # per entry; columns exclude "idx", which the writer supplies
     future: asyncio.Future
     queued_at: float
 
@@ -190,8 +226,18 @@ class Sequencer:
             await loop.run_in_executor(self._executor, self._integrate, [])
         self._task = asyncio.create_task(self._run(), name="auditlog-sequencer")
 
-    async def submit(self, entries: Sequence[bytes]) -> BatchReceipt:
-        """Queue entries; return once they are durably committed, with their consecutive indices."""
+    async def submit(
+        self,
+        entries: Sequence[bytes],
+        keys: Sequence[IdempotencyKey | None] | None = None,
+        rows: Sequence[Sequence[RowInsert]] | None = None,
+    ) -> BatchReceipt:
+        """Queue entries; return once they are durably committed (or found already committed, by key).
+
+        `keys` and `rows`, when given, line up with `entries`: an idempotency key per entry (or None), and rows
+        of the personality's own tables to store with each new entry in the same transaction (their `idx` column
+        is filled in with the entry's index; nothing is stored for a duplicate).
+        """
         if self._closing:
             raise Unavailable("the log is shutting down")
         if self._broken is not None:
@@ -204,11 +250,14 @@ class Sequencer:
                 )
         if not entries:
             raise InvalidInput("no entries to add", field="entries")
+        for name, aligned in (("keys", keys), ("rows", rows)):
+            if aligned is not None and len(aligned) != len(entries):
+                raise InvalidInput(f"{name} has {len(aligned)} items for {len(entries)} entries", field=name)
         if self._pending + len(entries) > self._max_pending:
             self.stats.submissions_rejected_busy += 1
             raise Unavailable(f"the sequencer already has {self._pending} entries waiting; retry shortly")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Submission(entries, future, time.monotonic()))
+        self._queue.append(_Submission(entries, keys, rows, future, time.monotonic()))
         self._pending += len(entries)
         self._wakeup.set()
         return await future
@@ -238,15 +287,12 @@ class Sequencer:
                 if waited < self._linger:
                     await asyncio.sleep(self._linger - waited)
             batch = self._take_batch()
-            entries = [entry for submission in batch for entry in submission.entries]
             started = time.perf_counter()
             try:
-                first_index, leaf_hashes, published = await loop.run_in_executor(
-                    self._executor, self._integrate, entries
-                )
+                outcomes, published = await loop.run_in_executor(self._executor, self._integrate_batch, batch)
             except Exception as exc:  # noqa: BLE001 - every failure fails the batch closed, then we recover
                 self.stats.batch_failures += 1
-                logger.error("batch of %d entries failed: %s", len(entries), exc)
+                logger.error("batch of %d submissions failed: %s", len(batch), exc)
                 error = exc if isinstance(exc, LogError) else StorageError(f"storing the batch failed: {exc}")
                 for submission in batch:
                     if not submission.future.done():
@@ -258,9 +304,7 @@ class Sequencer:
             for submission in batch:
                 n = len(submission.entries)
                 if not submission.future.done():
-                    submission.future.set_result(
-                        BatchReceipt(first_index + offset, leaf_hashes[offset:offset + n], published)
-                    )
+                    submission.future.set_result(BatchReceipt(outcomes[offset:offset + n], published))
                 offset += n
 
     def _take_batch(self) -> list[_Submission]:
@@ -273,7 +317,65 @@ class Sequencer:
         self._pending -= count
         return batch
 
-    def _integrate(self, entries: list[bytes]) -> tuple[int, list[bytes], Published]:
+    def _integrate_batch(self, batch: list[_Submission]) -> tuple[list[EntryOutcome | Conflict], Published]:
+        """Resolve idempotency keys against the store and the batch itself, then integrate the new entries."""
+        if all(submission.keys is None and submission.rows is None for submission in batch):
+            entries = [entry for submission in batch for entry in submission.entries]
+            first_index, leaf_hashes, published = self._integrate(entries)
+            return [EntryOutcome(first_index + i, h) for i, h in enumerate(leaf_hashes)], published
+
+        items = [
+            (entry, sub.keys[i] if sub.keys else None, sub.rows[i] if sub.rows else ())
+            for sub in batch for i, entry in enumerate(sub.entries)
+        ]
+        known = self._store.find_keys([key.key for _, key, _ in items if key is not None])
+        first_index = self._state.frontier.size
+        new_entries: list[bytes] = []
+        key_records: list[KeyRecord] = []
+        rows: list[RowInsert] = []
+        # Per item: ("new", position in new_entries) | ("known", KeyedEntry) | ("again", position) | Conflict
+        plan: list = []
+        in_batch: dict[bytes, tuple[int, bytes]] = {}  # key -> (position in new_entries, content hash)
+        for entry, key, extra_rows in items:
+            if key is not None:
+                prior = known.get(key.key)
+                if prior is not None:
+                    plan.append(("known", prior) if prior.content_hash == key.content_hash
+                                else _conflict(key, prior.index))
+                    continue
+                if key.key in in_batch:
+                    position, content_hash = in_batch[key.key]
+                    plan.append(("again", position) if content_hash == key.content_hash
+                                else _conflict(key, first_index + position))
+                    continue
+            position = len(new_entries)
+            index = first_index + position
+            new_entries.append(entry)
+            if key is not None:
+                in_batch[key.key] = (position, key.content_hash)
+                key_records.append(KeyRecord(key.key, index, key.content_hash))
+            for row in extra_rows:
+                rows.append(RowInsert(row.table, ("idx", *row.columns), (index, *row.values)))
+            plan.append(("new", position))
+
+        if new_entries:
+            _, leaf_hashes, published = self._integrate(new_entries, key_records, rows)
+        else:
+            leaf_hashes, published = [], self._state.published
+        outcomes: list[EntryOutcome | Conflict] = []
+        for step in plan:
+            if isinstance(step, Conflict):
+                outcomes.append(step)
+            elif step[0] == "known":
+                outcomes.append(EntryOutcome(step[1].index, step[1].leaf_hash, duplicate=True))
+            else:
+                kind, position = step
+                outcomes.append(EntryOutcome(first_index + position, leaf_hashes[position], kind == "again"))
+        return outcomes, published
+
+    def _integrate(
+        self, entries: list[bytes], keys: Sequence[KeyRecord] = (), rows: Sequence[RowInsert] = ()
+    ) -> tuple[int, list[bytes], Published]:
         """Steps 2-5 of a flush, on the writer thread."""
         state = self._state
         leaf_hashes = hash_leaves(entries)
@@ -285,7 +387,7 @@ class Sequencer:
         note = sign_checkpoint(Checkpoint(self._origin, size, root), self._signer)
         now_ms = int(self._clock() * 1000)
         self._writer.commit_batch(
-            first_index, entries, leaf_hashes, now_ms, tiles, StoredCheckpoint(size, root, note, now_ms)
+            first_index, entries, leaf_hashes, now_ms, tiles, StoredCheckpoint(size, root, note, now_ms), keys, rows
         )
         published = Published(size, root, note)
         state.published = published

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from log import proofs
-from log.errors import InvalidInput, NotFound
+from log.errors import Conflict, InvalidInput, NotFound
 from log.keys import KEY_FILE_NAME, load_or_create_signer
 from log.note import Signer
-from log.sequencer import BatchReceipt, Published, Sequencer
+from log.sequencer import BatchReceipt, EntryOutcome, IdempotencyKey, Published, Sequencer
 from log.stats import LogStats
-from log.storage import LogStore, StoredEntry
+from log.storage import LogStore, RowInsert, StoredEntry
 from log.storage.sql import SqlLogStore, sqlite_url_for, upgrade_schema
 from log.tiles import TILE_WIDTH, TileID, encode_entry_bundle, node_hash_from_tile, tile_for_node
 
@@ -75,9 +75,18 @@ class _LRU:
 
 @dataclass(frozen=True)
 class AddResult:
-    first_index: int
-    leaf_hashes: list[bytes]
+    """Entries stored (or found stored, by idempotency key), in submission order."""
+
+    outcomes: list[EntryOutcome | Conflict]
     checkpoint: Published
+
+    @property
+    def first_index(self) -> int:
+        return self.outcomes[0].index
+
+    @property
+    def leaf_hashes(self) -> list[bytes]:
+        return [outcome.leaf_hash for outcome in self.outcomes]
 
 
 class Log:
@@ -147,10 +156,20 @@ class Log:
         return self._sequencer.published.size
 
     # -- writes -----------------------------------------------------------------------------------------------
-    async def add_entries(self, entries: list[bytes]) -> AddResult:
-        """Append entries; returns once they are durably stored, with consecutive indices."""
-        receipt: BatchReceipt = await self._sequencer.submit(entries)
-        return AddResult(receipt.first_index, receipt.leaf_hashes, receipt.checkpoint)
+    async def add_entries(
+        self,
+        entries: list[bytes],
+        keys: list[IdempotencyKey | None] | None = None,
+        rows: list[list[RowInsert]] | None = None,
+    ) -> AddResult:
+        """Append entries; returns once they are durably stored. Without keys, indices are consecutive.
+
+        With idempotency keys, an entry whose key is already in the log is not stored again: its outcome is the
+        original index (`duplicate=True`), or a `Conflict` if the key came with different content. `rows` are a
+        personality's own table rows, committed with each new entry (see `Sequencer.submit`).
+        """
+        receipt: BatchReceipt = await self._sequencer.submit(entries, keys, rows)
+        return AddResult(receipt.outcomes, receipt.checkpoint)
 
     # -- reads ------------------------------------------------------------------------------------------------
     async def _read(self, fn, *args):

@@ -1,4 +1,4 @@
-"""The log's first schema: entries, hash tiles, checkpoints.
+"""The log's first schema: entries, hash tiles, checkpoints, idempotency keys.
 
 Revision ID: 0001
 Revises:
@@ -36,9 +36,16 @@ def upgrade() -> None:
         sa.Column("note", sa.LargeBinary, nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),
     )
+    op.create_table(
+        "entry_keys",
+        sa.Column("key", sa.LargeBinary, primary_key=True),
+        sa.Column("idx", sa.BigInteger, nullable=False),
+        sa.Column("content_hash", sa.LargeBinary(32), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("entry_keys")
     op.drop_table("checkpoints")
     op.drop_table("tiles")
     op.drop_index("ix_entries_leaf_hash", table_name="entries")

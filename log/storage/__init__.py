@@ -41,6 +41,36 @@ class TileWrite:
     data: bytes
 
 
+@dataclass(frozen=True)
+class KeyRecord:
+    """An idempotency key stored with the entry it first came with."""
+
+    key: bytes
+    index: int
+    content_hash: bytes
+
+
+@dataclass(frozen=True)
+class KeyedEntry:
+    """What a stored idempotency key points at."""
+
+    index: int
+    content_hash: bytes
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True)
+class RowInsert:
+    """A row for a table that a log personality owns (e.g. a query index), committed with the batch.
+
+    `table` and `columns` are identifiers from code, never from requests; `values` line up with `columns`.
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    values: tuple
+
+
 class LogWriter(ABC):
     """The single writer. Holds the database's sequencer lock from creation until `close()`."""
 
@@ -53,8 +83,11 @@ class LogWriter(ABC):
         received_at: int,
         tiles: Sequence[TileWrite],
         checkpoint: StoredCheckpoint,
+        keys: Sequence[KeyRecord] = (),
+        rows: Sequence[RowInsert] = (),
     ) -> None:
-        """Store entries [first_index, first_index + len(entries)), the tiles and the checkpoint in ONE transaction.
+        """Store entries [first_index, first_index + len(entries)), the tiles, the checkpoint, the idempotency keys
+        and the personality rows in ONE transaction.
 
         Atomic: either all of it is stored or none of it. Durable on return: once this returns, a crash of the
         process or the machine loses none of it. Raises `StorageError` when the transaction did not commit (the
@@ -99,6 +132,10 @@ class LogStore(ABC):
     @abstractmethod
     def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
         """The smallest index whose leaf hash is `leaf_hash`."""
+
+    @abstractmethod
+    def find_keys(self, keys: Sequence[bytes]) -> dict[bytes, KeyedEntry]:
+        """The stored idempotency keys among `keys`, with the entry each points at."""
 
     @abstractmethod
     def entry_count(self) -> int:

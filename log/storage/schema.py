@@ -38,3 +38,13 @@ checkpoints = Table(
     Column("note", LargeBinary, nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
+
+# Idempotency keys: a submission that carries a key already stored gets the original index back instead of a new
+# entry. `content_hash` tells a true retry (same content) from a conflicting reuse of the key.
+entry_keys = Table(
+    "entry_keys",
+    metadata,
+    Column("key", LargeBinary, primary_key=True),
+    Column("idx", BigInteger, nullable=False),
+    Column("content_hash", LargeBinary(32), nullable=False),
+)

@@ -14,6 +14,7 @@ connection of its own for its whole life, because the sequencer lock lives on th
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -23,8 +24,10 @@ from sqlalchemy import create_engine, event, func, select, text, tuple_
 from sqlalchemy.engine import Engine, make_url
 
 from log.errors import SequencerLockHeld, StorageError
-from log.storage import LogStore, LogWriter, StoredCheckpoint, StoredEntry, TileWrite
-from log.storage.schema import checkpoints, entries, tiles
+from log.storage import (
+    KeyedEntry, KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, StoredEntry, TileWrite,
+)
+from log.storage.schema import checkpoints, entries, entry_keys, tiles
 
 # An arbitrary 64-bit constant naming "the auditlog sequencer" among PostgreSQL advisory locks.
 PG_SEQUENCER_LOCK_KEY = 0x617564_69746C6F67 & 0x7FFFFFFFFFFFFFFF
@@ -153,6 +156,20 @@ class SqlLogStore(LogStore):
         with self.engine.connect() as conn:
             return conn.execute(query).scalar()
 
+    def find_keys(self, keys: Sequence[bytes]) -> dict[bytes, KeyedEntry]:
+        if not keys:
+            return {}
+        query = (
+            select(entry_keys.c.key, entry_keys.c.idx, entry_keys.c.content_hash, entries.c.leaf_hash)
+            .join(entries, entries.c.idx == entry_keys.c.idx)
+            .where(entry_keys.c.key.in_(list(keys)))
+        )
+        with self.engine.connect() as conn:
+            return {
+                bytes(key): KeyedEntry(idx, bytes(content_hash), bytes(leaf_hash))
+                for key, idx, content_hash, leaf_hash in conn.execute(query)
+            }
+
     def entry_count(self) -> int:
         with self.engine.connect() as conn:
             largest = conn.execute(select(func.max(entries.c.idx))).scalar()
@@ -181,6 +198,23 @@ _UPSERT_TILE = (
     "ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
 )
 _INSERT_CHECKPOINT = "INSERT INTO checkpoints (size, root_hash, note, created_at) VALUES ({p}, {p}, {p}, {p})"
+_INSERT_KEY = "INSERT INTO entry_keys (key, idx, content_hash) VALUES ({p}, {p}, {p})"
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def _grouped_inserts(rows: Sequence[RowInsert], placeholder: str) -> list[tuple[str, list[tuple]]]:
+    """Personality rows as (INSERT statement, parameter rows), one statement per table and column list."""
+    groups: dict[tuple[str, tuple[str, ...]], list[tuple]] = {}
+    for row in rows:
+        groups.setdefault((row.table, row.columns), []).append(row.values)
+    statements = []
+    for (table, columns), values in groups.items():
+        for name in (table, *columns):
+            if not _IDENTIFIER.fullmatch(name):
+                raise StorageError(f"refusing to use {name!r} as a table or column name")
+        marks = ", ".join([placeholder] * len(columns))
+        statements.append((f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", values))
+    return statements
 
 
 class _SqliteWriter(LogWriter):
@@ -202,7 +236,7 @@ class _SqliteWriter(LogWriter):
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._holding = True
 
-    def commit_batch(self, first_index, entries, leaf_hashes, received_at, tiles, checkpoint):
+    def commit_batch(self, first_index, entries, leaf_hashes, received_at, tiles, checkpoint, keys=(), rows=()):
         with self._lock:
             if not self._holding:
                 raise SequencerLockHeld("this writer lost the SQLite write lock; restart to reload the log")
@@ -218,6 +252,10 @@ class _SqliteWriter(LogWriter):
                     _INSERT_CHECKPOINT.format(p="?"),
                     (checkpoint.size, checkpoint.root_hash, checkpoint.note, checkpoint.created_at),
                 )
+                if keys:
+                    conn.executemany(_INSERT_KEY.format(p="?"), [(k.key, k.index, k.content_hash) for k in keys])
+                for statement, values in _grouped_inserts(rows, "?"):
+                    conn.executemany(statement, values)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._reopen_after_failure()
@@ -266,7 +304,7 @@ class _PostgresWriter(LogWriter):
                 "stop it or point this server at another database"
             )
 
-    def commit_batch(self, first_index, entries, leaf_hashes, received_at, tiles, checkpoint):
+    def commit_batch(self, first_index, entries, leaf_hashes, received_at, tiles, checkpoint, keys=(), rows=()):
         import psycopg
 
         with self._lock:
@@ -287,6 +325,10 @@ class _PostgresWriter(LogWriter):
                         _INSERT_CHECKPOINT.format(p="%s"),
                         (checkpoint.size, checkpoint.root_hash, checkpoint.note, checkpoint.created_at),
                     )
+                    if keys:
+                        cur.executemany(_INSERT_KEY.format(p="%s"), [(k.key, k.index, k.content_hash) for k in keys])
+                    for statement, values in _grouped_inserts(rows, "%s"):
+                        cur.executemany(statement, values)
                 conn.commit()
             except psycopg.Error as exc:
                 try:
