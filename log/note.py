@@ -154,16 +154,22 @@ def _require_mldsa() -> None:
 
 
 def _checkpoint_fields(text: str):
-    """Parse `text` as a checkpoint body with log.checkpoint (imported here: that module builds on this one)."""
+    """`text` parsed by log.checkpoint (imported here, as that module builds on this one); InvalidInput if bad.
+
+    Both cosignature types sign checkpoints only, so the message builders refuse any other text.
+    """
     from log.checkpoint import Checkpoint
 
-    return Checkpoint.from_text(text)
+    try:
+        return Checkpoint.from_text(text)
+    except SignatureError as exc:
+        raise InvalidInput(f"cosigned text is not a checkpoint body: {exc}", field="checkpoint") from exc
 
 
 def cosignature_v1_message(checkpoint_text: str, timestamp: int) -> bytes:
     """The message an Ed25519 cosignature (0x04) signs: "cosignature/v1\\ntime <t>\\n" || checkpoint text."""
     _check_timestamp(timestamp)
-    _checkpoint_fields(checkpoint_text)  # raises SignatureError unless it is a well-formed checkpoint body
+    _checkpoint_fields(checkpoint_text)  # raises InvalidInput unless it is a well-formed checkpoint body
     return COSIGNATURE_V1_HEADER + b"time %d\n" % timestamp + checkpoint_text.encode()
 
 
@@ -171,7 +177,9 @@ def subtree_v1_message(cosigner_name: str, timestamp: int, origin: str, start: i
     """The `cosigned_message` an ML-DSA-44 cosignature (0x06) signs (tlog-cosignature, "ML-DSA-44 signed message").
 
     Checks the struct's own bounds: name and origin 1..255 bytes, timestamp <= 2^63 - 1 and zero unless start is
-    zero, 0 <= start <= end < 2^64, a 32-byte root, and the empty subtree's root being SHA-256 of the empty string.
+    zero, 0 <= start <= end < 2^64, a 32-byte root, and (as RFC 6962 defines it) the empty tree's root being
+    SHA-256 of the empty string. Whether [start, end) is a valid subtree in the sense of the Merkle Tree
+    Certificates draft is not checked: this module only cosigns checkpoints, where start is 0.
     """
     _check_timestamp(timestamp)
     name_bytes, origin_bytes = cosigner_name.encode(), origin.encode()
@@ -292,7 +300,9 @@ class Verifier:
     def _verify_raw(self, raw: bytes, signed: bytes) -> None:
         size = MLDSA44_SIGNATURE_SIZE if self.key_type == COSIGNATURE_MLDSA44 else ED25519_SIGNATURE_SIZE
         if len(raw) != size:
-            raise SignatureError(f"signature from {self.name} is {len(raw)} bytes; {_type_name(self.key_type)} has {size}")
+            raise SignatureError(
+                f"signature from {self.name} is {len(raw)} bytes; {_type_name(self.key_type)} has {size}"
+            )
         try:
             # ML-DSA-44 per tlog-cosignature: pure ML-DSA with the empty context string.
             self._key.verify(raw, signed)
@@ -540,7 +550,9 @@ def sign_note(text: str, signers: Sequence[Signer]) -> bytes:
     return format_note(text, [NoteSignature(s.name, s.key_id, s.sign(message)) for s in signers])
 
 
-def open_note(data: bytes, verifiers: Iterable[Verifier]) -> tuple[Note, list[NoteSignature]]:
+def open_note(
+    data: bytes, verifiers: Iterable[Verifier | CosignatureVerifier]
+) -> tuple[Note, list[NoteSignature]]:
     """Parse `data` and verify it against `verifiers` (signed-note "Signatures").
 
     1. Parse the note (SignatureError if malformed).
@@ -551,6 +563,8 @@ def open_note(data: bytes, verifiers: Iterable[Verifier]) -> tuple[Note, list[No
     """
     known: dict[tuple[str, int], Verifier] = {}
     for v in verifiers:
+        if isinstance(v, CosignatureVerifier):
+            v = v.verifier
         if (v.name, v.key_id) in known:
             raise InvalidInput(f"two verifiers share the name and key ID {v.name}+{v.key_id:08x}", field="verifiers")
         known[(v.name, v.key_id)] = v
