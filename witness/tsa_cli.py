@@ -1,0 +1,82 @@
+"""`auditlog tsa serve`: run the small RFC 3161 TSA of witness/tsa.py over HTTP.
+
+Wire into the main CLI with `add_tsa_parser(subparsers)`; the parsed args carry `func=run_tsa_serve`. Standalone:
+
+    python -m witness.tsa_cli serve --port 0 --data-dir D
+
+prints `listening on http://127.0.0.1:<port>` (flushed) once the socket is bound, and `D/tsa-ca.pem` holds the
+trust anchor to give verifiers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from witness.tsa import CA_CERT_FILE, TimestampAuthority, TsaIdentity, make_tsa_app
+
+DEFAULT_PORT = 8318
+
+
+def add_tsa_parser(subparsers) -> argparse.ArgumentParser:
+    """Add `tsa serve` to an argparse subparsers object; returns the `tsa` parser."""
+    tsa = subparsers.add_parser("tsa", help="the built-in RFC 3161 time-stamping authority")
+    commands = tsa.add_subparsers(dest="tsa_command", required=True)
+    serve = commands.add_parser("serve", help="serve RFC 3161 timestamps over HTTP (key and chain made on first "
+                                              "start)")
+    _add_serve_arguments(serve)
+    return tsa
+
+
+def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
+    serve.add_argument("--data-dir", type=Path,
+                       default=Path(os.environ.get("AUDITLOG_TSA_DATA_DIR", "data/tsa")),
+                       help=f"key and certificates (env AUDITLOG_TSA_DATA_DIR; default ./data/tsa); the trust "
+                            f"anchor is written to <data-dir>/{CA_CERT_FILE}")
+    serve.set_defaults(func=run_tsa_serve)
+
+
+def run_tsa_serve(args: argparse.Namespace) -> int:
+    """Run the TSA until SIGINT or SIGTERM; returns the exit status."""
+    return asyncio.run(_serve(args.host, args.port, Path(args.data_dir)))
+
+
+async def _serve(host: str, port: int, data_dir: Path) -> int:
+    identity = await asyncio.to_thread(TsaIdentity.load_or_create, data_dir)
+    runner = web.AppRunner(make_tsa_app(TimestampAuthority(identity)), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    shown = f"[{host}]" if ":" in host else host
+    print(f"listening on http://{shown}:{bound}", flush=True)
+    print(f"trust anchor: {data_dir / CA_CERT_FILE}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m witness.tsa_cli", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="tsa_command", required=True)
+    _add_serve_arguments(commands.add_parser("serve", help="serve RFC 3161 timestamps over HTTP"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
