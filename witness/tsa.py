@@ -21,7 +21,7 @@ one failInfo bit, never with an HTTP error for a well-formed POST:
     systemFailure       signing failed
 
 The token's TSTInfo (RFC 3161 2.4.2) carries version 1, our policy, the request's imprint, a random 127-bit serial
-number, genTime in UTC with millisecond precision, accuracy of one second, the request's nonce when it had one,
+number, genTime in UTC to the second, accuracy of one second, the request's nonce when it had one,
 and no extensions. The SignedData (RFC 5652 5.1) has version 3, one SignerInfo (version 1, issuerAndSerialNumber)
 and, when certReq was true, the TSA certificate. Signed attributes: contentType id-ct-TSTInfo, messageDigest, and
 signingCertificateV2 (RFC 5035) whose single ESSCertIDv2 holds the SHA-256 of the TSA certificate.
@@ -249,11 +249,12 @@ def parse_request(der: bytes) -> ParsedRequest:
 
 
 def _generalized_time(when: datetime.datetime) -> useful.GeneralizedTime:
-    """DER GeneralizedTime in UTC with milliseconds, trailing fraction zeros (and a bare point) removed."""
-    when = when.astimezone(datetime.timezone.utc)
-    text = when.strftime("%Y%m%d%H%M%S")
-    fraction = f"{when.microsecond // 1000:03d}".rstrip("0")
-    return useful.GeneralizedTime(text + ("." + fraction if fraction else "") + "Z")
+    """DER GeneralizedTime in UTC, whole seconds (the token states an accuracy of one second).
+
+    No fraction on purpose: pyasn1's DER encoder (0.6) deletes every '0' digit of a fraction, not only trailing
+    ones, so "42.505Z" would go out as "42.55Z".
+    """
+    return useful.GeneralizedTime(when.astimezone(datetime.timezone.utc).strftime("%Y%m%d%H%M%SZ"))
 
 
 def _attribute(oid: univ.ObjectIdentifier, value_der: bytes) -> rfc5652.Attribute:
