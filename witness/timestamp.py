@@ -64,7 +64,7 @@ from pyasn1.type import univ
 from pyasn1_modules import rfc2634, rfc3161, rfc5035, rfc5280, rfc5652
 
 from log.checkpoint import Checkpoint
-from log.errors import InvalidInput, VerificationError
+from log.errors import InvalidInput, LogError, VerificationError
 
 logger = logging.getLogger(__name__)
 
@@ -582,7 +582,7 @@ def checkpoint_size(note: bytes) -> int:
     try:
         body = note[: note.index(b"\n\n") + 1].decode("utf-8")
         return Checkpoint.from_text(body).size
-    except (ValueError, UnicodeDecodeError, InvalidInput) as exc:
+    except (ValueError, UnicodeDecodeError, LogError) as exc:
         raise InvalidInput(f"the bytes to stamp are not a checkpoint note: {exc}", field="note") from None
 
 
