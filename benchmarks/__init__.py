@@ -1,0 +1,1 @@
+"""auditlog's performance suite; see conftest.py for the modes and the results file."""

@@ -1,0 +1,187 @@
+"""The HTTP load generator: an aiohttp client in its own process, so it never shares a GIL with the server.
+
+    python -m benchmarks.loadgen --url http://127.0.0.1:8080 --kind single --concurrency 64 --seconds 10
+
+Kinds:
+  single  POST /api/v1/entries, one random entry as the raw octet-stream body per request
+  batch   POST /api/v1/entries, {"entries": [base64, ...]} with --batch entries per request
+  get     GET the paths listed (JSON array) in --paths-file, round robin
+  events  POST /api/v1/events with the JSON bodies listed (JSON array) in --bodies-file, round robin
+
+Each of --concurrency workers sends its next request as soon as the previous one is answered (closed loop, one
+keep-alive connection each). With --seconds the run lasts that long after --warmup seconds whose requests are not
+counted; with --requests it stops after that many requests. Prints one JSON object: counts, statuses, latency
+percentiles (ms, request sent to full response read), the indices acknowledged (count, distinct, min, max), and
+the CPU seconds this process used, so a reader can tell whether the load generator was the bottleneck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import itertools
+import json
+import os
+import resource
+import sys
+import time
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _indices_of(body: dict) -> list[int]:
+    """Entry indices in an answer to POST /api/v1/entries or /api/v1/events, whichever shape it has."""
+    if "entries" in body and isinstance(body["entries"], list):
+        return [item["index"] for item in body["entries"] if isinstance(item, dict) and "index" in item]
+    if "index" in body:
+        return [body["index"]]
+    return []
+
+
+async def run(args) -> dict:
+    import aiohttp
+
+    url = args.url.rstrip("/")
+    if args.kind == "single":
+        def make_request():
+            return "POST", f"{url}/api/v1/entries", os.urandom(args.entry_size), \
+                {"Content-Type": "application/octet-stream"}
+    elif args.kind == "batch":
+        def make_request():
+            body = {"entries": [base64.b64encode(os.urandom(args.entry_size)).decode()
+                                for _ in range(args.batch)]}
+            return "POST", f"{url}/api/v1/entries", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    elif args.kind == "get":
+        with open(args.paths_file) as f:
+            paths = itertools.cycle(json.load(f))
+
+        def make_request():
+            return "GET", f"{url}{next(paths)}", None, {}
+    elif args.kind == "events":
+        with open(args.bodies_file) as f:
+            bodies = itertools.cycle([json.dumps(b).encode() for b in json.load(f)])
+
+        def make_request():
+            return "POST", f"{url}/api/v1/events", next(bodies), {"Content-Type": "application/json"}
+    else:
+        raise SystemExit(f"unknown kind {args.kind!r}")
+
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors: list[str] = []
+    indices: list[int] = []
+    entries_done = 0
+    counting = args.seconds is None
+    stop = False
+    sent = 0
+    per_request = args.batch if args.kind == "batch" else 1
+
+    connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async def worker():
+            nonlocal entries_done, sent
+            while not stop:
+                if args.requests is not None:
+                    if sent >= args.requests:
+                        return
+                    sent += 1
+                method, target, body, headers = make_request()
+                started = time.perf_counter()
+                try:
+                    async with session.request(method, target, data=body, headers=headers) as response:
+                        payload = await response.read()
+                        status = response.status
+                except Exception as exc:  # noqa: BLE001 - counted and reported, never hidden
+                    if counting and len(errors) < 5:
+                        errors.append(repr(exc))
+                    status = -1
+                    payload = b""
+                elapsed = time.perf_counter() - started
+                if not counting:
+                    continue
+                statuses[status] = statuses.get(status, 0) + 1
+                latencies.append(elapsed)
+                if 200 <= status < 300:
+                    if method == "POST":
+                        got = _indices_of(json.loads(payload))
+                        indices.extend(got)
+                        entries_done += len(got)
+                elif len(errors) < 5:
+                    errors.append(f"{status}: {payload[:300]!r}")
+
+        tasks = [asyncio.create_task(worker()) for _ in range(args.concurrency)]
+        if args.seconds is not None:
+            await asyncio.sleep(args.warmup)
+            counting = True
+        cpu_start, wall_start = _cpu_seconds(), time.perf_counter()
+        if args.seconds is not None:
+            await asyncio.sleep(args.seconds)
+            stop = True
+            wall = time.perf_counter() - wall_start
+            cpu = _cpu_seconds() - cpu_start
+            await asyncio.gather(*tasks)  # in-flight requests finish but are not counted beyond the window
+        else:
+            await asyncio.gather(*tasks)
+            wall = time.perf_counter() - wall_start
+            cpu = _cpu_seconds() - cpu_start
+
+    ordered = sorted(latencies)
+    ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
+    return {
+        "kind": args.kind,
+        "concurrency": args.concurrency,
+        "seconds": wall,
+        "requests": len(latencies),
+        "ok": ok,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "errors": errors,
+        "requests_per_second": len(latencies) / wall if wall else None,
+        "entries": entries_done if args.kind != "get" else None,
+        "entries_per_second": entries_done / wall if wall and args.kind != "get" else None,
+        "entries_per_request": per_request,
+        "latency_ms": {name: (None if v is None else v * 1000) for name, v in (
+            ("p50", _percentile(ordered, 0.50)), ("p90", _percentile(ordered, 0.90)),
+            ("p99", _percentile(ordered, 0.99)), ("max", ordered[-1] if ordered else None),
+        )},
+        "indices": {"count": len(indices), "distinct": len(set(indices)),
+                    "min": min(indices) if indices else None, "max": max(indices) if indices else None},
+        "loadgen_cpu_seconds": cpu,
+        "loadgen_cpu_utilisation": cpu / wall if wall else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--kind", required=True, choices=["single", "batch", "get", "events"])
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--requests", type=int)
+    parser.add_argument("--entry-size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--paths-file")
+    parser.add_argument("--bodies-file")
+    args = parser.parse_args(argv)
+    if (args.seconds is None) == (args.requests is None):
+        parser.error("give exactly one of --seconds and --requests")
+    json.dump(asyncio.run(run(args)), sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""A real `python -m api.cli serve` process on a random loopback port, and tools to watch it from outside."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LISTENING = re.compile(r"listening on (http://\S+)")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_status_kb(pid: int, field_name: str) -> int | None:
+    """A `kB` field of /proc/<pid>/status, e.g. VmHWM (peak RSS) or VmRSS."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process, all its threads, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    database_url: str | None = None
+    origin: str = "bench.example/log"
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    url: str = ""
+    output: list[str] = field(default_factory=list)
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--data-dir", str(self.data_dir), "--origin", self.origin, *self.extra_args]
+        if self.database_url:
+            cmd += ["--database-url", self.database_url]
+        return cmd
+
+    def start(self, timeout: float = 120) -> "Server":
+        self.proc = subprocess.Popen(
+            self.command(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        found = threading.Event()
+
+        def pump():
+            for line in self.proc.stdout:
+                if len(self.output) < 2000:
+                    self.output.append(line)
+                match = LISTENING.search(line)
+                if match and not found.is_set():
+                    self.url = match.group(1).rstrip("/")
+                    found.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not found.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server did not start (exit {self.proc.poll()}):\n{''.join(self.output)}")
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class RssSampler:
+    """Samples a process's VmRSS every `interval` seconds in a thread; `peak_kb` is its VmHWM at `stop()`."""
+
+    def __init__(self, pid: int, interval: float = 0.25):
+        self.pid, self.interval = pid, interval
+        self.samples: list[tuple[float, int]] = []  # (seconds since start, VmRSS kB)
+        self.peak_kb: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            rss = proc_status_kb(self.pid, "VmRSS")
+            if rss is not None:
+                self.samples.append((time.monotonic() - self._started, rss))
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_kb = proc_status_kb(self.pid, "VmHWM")
+
+
+def run_loadgen(url: str, kind: str, *, timeout: float = 3600, **options) -> dict:
+    """Run benchmarks/loadgen.py in its own process and return its JSON report.
+
+    Options become flags (`paths_file="x"` → `--paths-file x`). The report gains `server_cpu_*` only if the caller
+    measures them; see `with_server_cpu`.
+    """
+    cmd = [sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--kind", kind]
+    for name, value in options.items():
+        if value is not None:
+            cmd += [f"--{name.replace('_', '-')}", str(value)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def loadgen_with_server_cpu(server: Server, kind: str, **options) -> dict:
+    """`run_loadgen`, plus the server's CPU use over the same run (it includes the load generator's warm-up)."""
+    cpu_before, wall_before = proc_cpu_seconds(server.pid), time.perf_counter()
+    report = run_loadgen(server.url, kind, **options)
+    wall = time.perf_counter() - wall_before
+    cpu = proc_cpu_seconds(server.pid) - cpu_before
+    report["server_cpu_utilisation"] = cpu / wall if wall else None
+    return report

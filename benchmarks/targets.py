@@ -1,0 +1,98 @@
+"""Every figure the suite reports, in report order, with its description and the target it is judged against.
+
+A figure key is `<id>` or `<id>@<size>` (e.g. `hash.ours@1000000`); the target belongs to `<id>`. Targets are
+for the 2-core machine the issue names; they are reported beside the figures and never asserted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Target:
+    op: str  # ">=" or "<=", or "" for a figure reported without a target
+    bound: float
+    text: str
+
+    def met_by(self, value: float) -> bool | None:
+        if self.op == ">=":
+            return value >= self.bound
+        if self.op == "<=":
+            return value <= self.bound
+        return None
+
+
+@dataclass(frozen=True)
+class Figure:
+    id: str
+    title: str
+    target: Target | None = None
+
+
+def _ge(bound: float, text: str) -> Target:
+    return Target(">=", bound, text)
+
+
+def _le(bound: float, text: str) -> Target:
+    return Target("<=", bound, text)
+
+
+FIGURES: list[Figure] = [
+    Figure("hash.ours", "(1) leaf hashing + CompactRange/EdgeTiles integration, in memory",
+           _ge(300_000, "≥ 300,000 entries/s")),
+    Figure("hash.pymerkle", "(1) the same work in pymerkle 7 InmemoryTree, same process"),
+    Figure("hash.ratio", "(1) ours ÷ pymerkle", _ge(5, "≥ 5×")),
+    Figure("durable.sqlite", "(2) Sequencer → SQLite, batches of 1024, entries+tiles+checkpoint committed",
+           _ge(60_000, "≥ 60,000 entries/s")),
+    Figure("durable.postgresql", "(2) Sequencer → PostgreSQL (COPY), batches of 1024",
+           _ge(40_000, "≥ 40,000 entries/s")),
+    Figure("http.single.rate", "(3) HTTP single-entry POSTs, 64 concurrent clients, SQLite",
+           _ge(4_000, "≥ 4,000 entries/s")),
+    Figure("http.single.p50", "(3) single-entry POST latency to acknowledgement, p50"),
+    Figure("http.single.p99", "(3) single-entry POST latency to acknowledgement, p99", _le(100, "≤ 100 ms")),
+    Figure("http.batch.sqlite", "(3) HTTP batch API (JSON, 1024 entries/request), SQLite",
+           _ge(40_000, "≥ 40,000 entries/s")),
+    Figure("http.batch.postgresql", "(3) HTTP batch API (JSON, 1024 entries/request), PostgreSQL"),
+    Figure("events.rate", "(4) signed audit events over HTTP", _ge(6_000, "≥ 6,000 events/s")),
+    Figure("events.p99", "(4) signed audit event latency to acknowledgement, p99"),
+    Figure("proof.inclusion.inproc", "(5) inclusion proof via Log.inclusion_proof, in process, mean"),
+    Figure("proof.consistency.inproc", "(5) consistency proof via Log.consistency_proof, in process, mean"),
+    Figure("proof.inclusion.http", "(5) GET /api/v1/proof/inclusion, 64 clients",
+           _ge(4_000, "≥ 4,000 req/s")),
+    Figure("proof.inclusion.http.p99", "(5) GET /api/v1/proof/inclusion latency p99", _le(50, "≤ 50 ms")),
+    Figure("proof.consistency.http", "(5) GET /api/v1/proof/consistency, 64 clients"),
+    Figure("proof.consistency.http.p99", "(5) GET /api/v1/proof/consistency latency p99"),
+    Figure("read.tile.http", "(5) GET /tile/<L>/<N>[.p/<W>], 64 clients"),
+    Figure("read.tile.http.p99", "(5) tile GET latency p99"),
+    Figure("read.checkpoint.http", "(5) GET /checkpoint, 64 clients"),
+    Figure("read.checkpoint.http.p99", "(5) checkpoint GET latency p99"),
+    Figure("memory.server_peak_rss", "(6) server peak RSS (VmHWM) while ingesting over HTTP, SQLite",
+           _le(200, "≤ 200 MB, flat")),
+    Figure("memory.db_bytes_per_entry", "(6) SQLite database bytes per 256-byte entry"),
+]
+
+
+class _Targets:
+    def __init__(self, figures: list[Figure]):
+        self._by_id = {figure.id: figure for figure in figures}
+        self._order = {figure.id: position for position, figure in enumerate(figures)}
+
+    @staticmethod
+    def _split(key: str) -> tuple[str, int]:
+        base, _, size = key.partition("@")
+        return base, int(size) if size.isdigit() else 0
+
+    def figure(self, key: str) -> Figure | None:
+        return self._by_id.get(self._split(key)[0])
+
+    def get(self, key: str) -> Target | None:
+        figure = self.figure(key)
+        return figure.target if figure else None
+
+    def order(self, key: str) -> tuple[int, int]:
+        base, size = self._split(key)
+        return self._order.get(base, len(self._order)), size
+
+
+TARGETS = _Targets(FIGURES)

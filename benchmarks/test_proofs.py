@@ -1,0 +1,133 @@
+"""(5) Proof serving from a large tree: in process through the Log, and over HTTP from a server process.
+
+The tree comes from benchmarks/prooftree.py (built through the production write path once, then cached). In
+process: random indices and sizes, each call timed on its own, caches as a fresh server has them (warm after the
+first few thousand). Over HTTP: 64 concurrent clients on random inclusion proofs, consistency proofs, tiles and
+the checkpoint. Every in-process proof is verified against the signed checkpoint after timing; a sample of the
+HTTP answers is fetched again and verified the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+
+import pytest
+
+from benchmarks.prooftree import ORIGIN, proof_tree
+from benchmarks.server import Server, loadgen_with_server_cpu
+from benchmarks.verify import fetch_and_verify_http_proofs, verify_consistency, verify_inclusion
+from benchmarks.workloads import percentile
+
+LOADGEN = "benchmarks/loadgen.py (aiohttp client, own process, closed loop, keep-alive)"
+
+
+@pytest.fixture(scope="module")
+def tree(bench_mode):
+    data_dir, build_seconds = proof_tree(bench_mode.proof_tree_size)
+    return data_dir, bench_mode.proof_tree_size, build_seconds
+
+
+async def _in_process(data_dir, size, requests, seed):
+    from log.service import Log, LogConfig
+
+    rng = random.Random(seed)
+    log = await Log.open(LogConfig(data_dir=data_dir, origin=ORIGIN))
+    try:
+        assert log.size == size
+        root = log.checkpoint.root_hash
+        inclusion, consistency = [], []
+        for _ in range(requests):
+            index = rng.randrange(size)
+            started = time.perf_counter()
+            proof = await log.inclusion_proof(index, size)
+            inclusion.append((time.perf_counter() - started, index, proof))
+        for _ in range(requests):
+            first = rng.randrange(1, size + 1)
+            started = time.perf_counter()
+            proof = await log.consistency_proof(first, size)
+            consistency.append((time.perf_counter() - started, first, proof))
+        # Correctness, after the clock: every proof verifies against the checkpoint's root (and the old root
+        # recomputed for each first size from the tiles).
+        for _, index, proof in inclusion:
+            leaf_hash = (await log.entry(index)).leaf_hash
+            verify_inclusion(index, size, leaf_hash, proof, root)
+        for _, first, proof in consistency:
+            verify_consistency(first, size, await _root_at(log, first), root, proof)
+        return inclusion, consistency
+    finally:
+        await log.close()
+
+
+async def _root_at(log, size):
+    """The root of the tree's first `size` leaves, folded from stored perfect-subtree hashes (tiles)."""
+    from log.compact import CompactRange, frontier_node_ids
+
+    nodes = frontier_node_ids(size)
+    hashes = await asyncio.get_running_loop().run_in_executor(None, log.node_hashes, nodes)
+    return CompactRange(size, [hashes[node] for node in nodes]).root()
+
+
+def test_proofs_in_process(benchmark, bench_mode, results, request, needs):
+    size = bench_mode.proof_tree_size
+    needs("log.proofs", f"proof.inclusion.inproc@{size}", f"proof.consistency.inproc@{size}")
+    data_dir, size, build_seconds = request.getfixturevalue("tree")
+    inclusion, consistency = benchmark.pedantic(
+        lambda: asyncio.run(_in_process(data_dir, size, bench_mode.proof_requests, seed=1)), rounds=1, iterations=1
+    )
+    for key, samples in (("proof.inclusion.inproc", inclusion), ("proof.consistency.inproc", consistency)):
+        micros = [seconds * 1e6 for seconds, _, _ in samples]
+        results.record(
+            f"{key}@{size}", sum(micros) / len(micros), "µs", tree_size=size, calls=len(micros),
+            p50_us=percentile(micros, 0.5), p99_us=percentile(micros, 0.99), verified=len(micros),
+            tree_build_seconds=build_seconds, note="mean of sequential awaited calls on a freshly opened Log "
+            "(random positions; node and tile caches start cold)",
+        )
+
+
+def _paths(kind: str, size: int, count: int, rng: random.Random) -> list[str]:
+    from log.tiles import tiles_for_size
+
+    if kind == "inclusion":
+        return [f"/api/v1/proof/inclusion?index={rng.randrange(size)}&tree_size={size}" for _ in range(count)]
+    if kind == "consistency":
+        return [f"/api/v1/proof/consistency?first={rng.randrange(1, size + 1)}&second={size}"
+                for _ in range(count)]
+    if kind == "tile":
+        tiles = tiles_for_size(size)
+        return ["/" + rng.choice(tiles).path() for _ in range(count)]
+    if kind == "checkpoint":
+        return ["/checkpoint"]
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["inclusion", "consistency", "tile", "checkpoint"])
+def test_reads_over_http(benchmark, bench_mode, results, request, tmp_path, kind, needs):
+    size = bench_mode.proof_tree_size
+    name = {"inclusion": "proof.inclusion.http", "consistency": "proof.consistency.http",
+            "tile": "read.tile.http", "checkpoint": "read.checkpoint.http"}[kind]
+    for module in ("log.proofs", "api.cli"):
+        needs(module, f"{name}@{size}", f"{name}.p99@{size}")
+    data_dir, size, _ = request.getfixturevalue("tree")
+    rng = random.Random(2)
+    paths_file = tmp_path / "paths.json"
+    paths_file.write_text(json.dumps(_paths(kind, size, 50_000, rng)))
+    with Server(data_dir, origin=ORIGIN) as server:
+        report = benchmark.pedantic(
+            loadgen_with_server_cpu, args=(server, "get"),
+            kwargs=dict(concurrency=64, seconds=bench_mode.http_read_seconds, warmup=1.0,
+                        paths_file=paths_file),
+            rounds=1, iterations=1,
+        )
+        assert report["ok"] == report["requests"] > 0, report
+        fetch_and_verify_http_proofs(server.url, kind, size, rng)
+    results.record(
+        f"{name}@{size}", report["requests_per_second"], "req/s", tree_size=size, load_generator=LOADGEN,
+        requests=report["requests"], seconds=report["seconds"], latency_ms=report["latency_ms"],
+        loadgen_cpu_utilisation=report["loadgen_cpu_utilisation"],
+        server_cpu_utilisation=report["server_cpu_utilisation"],
+    )
+    results.record(f"{name}.p99@{size}", report["latency_ms"]["p99"], "ms", tree_size=size, concurrency=64)
+    benchmark.extra_info.update(requests_per_second=report["requests_per_second"])
