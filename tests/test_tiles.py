@@ -23,8 +23,14 @@ except ImportError:  # stand-in until log/hashing.py lands: RFC 6962 section 2.1
     _stand_in = types.ModuleType("log.hashing")
     _stand_in.hash_leaf = lambda entry: hashlib.sha256(bytes([0]) + bytes(entry)).digest()
     _stand_in.hash_children = lambda left, right: hashlib.sha256(bytes([1]) + left + right).digest()
+    _stand_in.NODE_PREFIX = bytes([1])
     sys.modules["log.hashing"] = _stand_in
     from log.hashing import hash_children, hash_leaf
+
+try:
+    from log.compact import CompactRange
+except ImportError:  # until log/compact.py lands the naive Frontier below stands in
+    CompactRange = None
 
 from log.errors import InvalidInput
 from log.tiles import (
@@ -115,6 +121,10 @@ class Frontier:
             self.size += 1
 
 
+RANGES = [Frontier] + ([CompactRange] if CompactRange is not None else [])
+range_kinds = pytest.mark.parametrize("make_range", RANGES, ids=[r.__name__ for r in RANGES])
+
+
 def _perfect_nodes(size: int) -> list[tuple[int, int]]:
     """The (height, index) of the perfect subtrees that make up [0, size), left to right."""
     nodes, begin = [], 0
@@ -175,9 +185,10 @@ def test_the_entry_bundles_decode_to_every_entry(reference):
         assert encode_entry_bundle(reference.entries[start : start + tid.width]) == reference.files[tid.path()]
 
 
-def test_edge_tiles_built_in_one_go_equal_every_reference_tile(reference):
+@range_kinds
+def test_edge_tiles_built_in_one_go_equal_every_reference_tile(reference, make_range):
     edge = EdgeTiles(0, {})
-    Frontier().extend(reference.leaves, edge.add_node)
+    make_range().extend(reference.leaves, edge.add_node)
     dirty = edge.take_dirty()
     assert [tid for tid, _ in dirty] == sorted(tiles_for_size(SIZE), key=lambda t: (t.level, t.index))
     for tid, data in dirty:
@@ -186,9 +197,10 @@ def test_edge_tiles_built_in_one_go_equal_every_reference_tile(reference):
     assert edge.take_dirty() == []
 
 
-def test_edge_tiles_in_batches_report_each_changed_tile_once(reference):
+@range_kinds
+def test_edge_tiles_in_batches_report_each_changed_tile_once(reference, make_range):
     edge = EdgeTiles(0, {})
-    frontier = Frontier()
+    frontier = make_range()
     latest: dict[tuple[int, int], tuple[TileID, bytes]] = {}
     for begin, end in [(0, 1), (1, 255), (255, 256), (256, 300), (300, 65536), (65536, 65537), (65537, SIZE)]:
         before = set(tiles_for_size(begin))
@@ -253,7 +265,7 @@ def test_edge_tiles_resumed_from_stored_partial_tiles(reference, n, k):
             partial[tid.level] = reference.widest[(tid.level, tid.index)][: tid.width * 32]
     edge = EdgeTiles(n, partial)
     assert edge.take_dirty() == []
-    frontier = Frontier(n, [_node_from_tiles(reference.widest, *node) for node in _perfect_nodes(n)])
+    frontier = RANGES[-1](n, [_node_from_tiles(reference.widest, *node) for node in _perfect_nodes(n)])
     frontier.extend(reference.leaves[n:end], edge.add_node)
     dirty = edge.take_dirty()
     assert {tid for tid, _ in dirty} == set(tiles_for_size(end)) - set(tiles_for_size(n))
