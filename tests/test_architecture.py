@@ -1,0 +1,46 @@
+"""The direction of imports is part of the design: `log` imports neither `api` nor `witness`."""
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_log_imports_neither_api_nor_witness():
+    wrong = []
+    for path in sorted((REPO / "log").rglob("*.py")):
+        for package in _imports(path) & {"api", "witness"}:
+            wrong.append(f"{path.relative_to(REPO)} imports {package}: log/ must not depend on it")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_witness_does_not_import_api():
+    wrong = [
+        f"{path.relative_to(REPO)} imports api: witness/ uses log/ only"
+        for path in sorted((REPO / "witness").rglob("*.py"))
+        if "api" in _imports(path)
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_rfc6962_prefixes_live_in_one_module():
+    """Only log/hashing.py spells the domain-separation prefixes (the naive test reference aside)."""
+    offenders = []
+    for path in sorted((REPO / "log").rglob("*.py")):
+        if path.name == "hashing.py":
+            continue
+        text = path.read_text()
+        if 'b"\\x00" +' in text or 'b"\\x01" +' in text or "sha256(b\"\\x01\"" in text:
+            offenders.append(str(path.relative_to(REPO)))
+    assert not offenders, offenders

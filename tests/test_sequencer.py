@@ -1,0 +1,240 @@
+"""The sequencer and the store together: batching, durability, recovery after failures, idempotency keys.
+
+Faults are injected on both sides of the commit point ("failed and not persisted", "failed but persisted"), and
+after every scenario the whole stored tree is re-verified against the naive reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+
+import pytest
+from sqlalchemy import update
+
+from log.errors import Conflict, SequencerLockHeld, StorageError
+from log.hashing import hash_leaf
+from log.note import generate_signer_key, parse_signer_key
+from log.sequencer import IdempotencyKey, Sequencer, load_tree_state
+from log.storage import RowInsert
+from log.storage.schema import tiles
+from log.storage.sql import SqlLogStore, sqlite_url_for, upgrade_schema
+from tests.postgres import fresh_database
+from tests.reference_tree import mth
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = sqlite_url_for(tmp_path / "log.db")
+        else:
+            url = stack.enter_context(fresh_database())
+        upgrade_schema(url)
+        store = SqlLogStore(url)
+        stack.callback(store.close)
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE test_rows (idx BIGINT, label VARCHAR(40))")
+        yield store
+
+
+@pytest.fixture
+def signer():
+    return parse_signer_key(generate_signer_key("test.example/log")[0])
+
+
+def _verify_whole_tree(store, signer):
+    """Everything stored agrees: entries, tiles, checkpoint (startup reconciliation) and the naive root."""
+    state = load_tree_state(store, signer)
+    size = state.published.size
+    entries = store.read_entries(0, size)
+    assert len(entries) == size
+    assert state.published.root_hash == mth(entries)
+    return entries
+
+
+class FaultyWriter:
+    """Wraps a real writer and fails one commit, before or after the real commit point."""
+
+    def __init__(self, inner, fail_on_call: int, persisted: bool):
+        self.inner, self.fail_on_call, self.persisted, self.calls = inner, fail_on_call, persisted, 0
+
+    def commit_batch(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            if self.persisted:
+                self.inner.commit_batch(*args, **kwargs)
+                raise StorageError("injected: connection lost after the commit")
+            raise StorageError("injected: disk full before the commit")
+        self.inner.commit_batch(*args, **kwargs)
+
+    def close(self):
+        self.inner.close()
+
+
+async def _run(store, signer, scenario, writer=None, **options):
+    sequencer = Sequencer(store, writer or store.acquire_writer(), signer, **options)
+    await sequencer.start()
+    try:
+        return await scenario(sequencer)
+    finally:
+        await sequencer.close()
+
+
+def test_concurrent_submissions_get_consecutive_indices(store, signer):
+    entries = [f"entry {i}".encode() for i in range(500)]
+
+    async def scenario(sequencer):
+        receipts = await asyncio.gather(*(sequencer.submit([e]) for e in entries))
+        return receipts, sequencer.stats
+
+    receipts, stats = asyncio.run(_run(store, signer, scenario, batch_size=64))
+    assert sorted(r.first_index for r in receipts) == list(range(500))
+    for entry, receipt in zip(entries, receipts):
+        assert receipt.leaf_hashes == [hash_leaf(entry)]
+        assert receipt.checkpoint.size > receipt.first_index
+    assert stats.entries_integrated == 500
+    at_most_64 = dict(stats.batch_size.cumulative())[64]
+    assert at_most_64 == stats.batch_size.count == stats.batches_committed  # no batch exceeded the size limit
+    assert stats.batches_committed >= 500 // 64
+    stored = _verify_whole_tree(store, signer)
+    assert sorted(stored) == sorted(entries)
+
+
+def test_a_multi_entry_submission_gets_consecutive_indices(store, signer):
+    async def scenario(sequencer):
+        return await asyncio.gather(sequencer.submit([b"a", b"b", b"c"]), sequencer.submit([b"d", b"e"]))
+
+    first, second = asyncio.run(_run(store, signer, scenario))
+    assert [o.index for o in first.outcomes] == [first.first_index + i for i in range(3)]
+    assert [o.index for o in second.outcomes] == [second.first_index + i for i in range(2)]
+    _verify_whole_tree(store, signer)
+
+
+@pytest.mark.parametrize("persisted", [False, True], ids=["failed-not-persisted", "failed-but-persisted"])
+def test_a_failed_commit_fails_its_batch_closed_and_the_log_recovers(store, signer, persisted):
+    async def scenario(sequencer):
+        await sequencer.submit([b"before"])
+        with pytest.raises(StorageError):
+            await sequencer.submit([b"during 1", b"during 2"])
+        after = await sequencer.submit([b"after"])
+        return after
+
+    writer = FaultyWriter(store.acquire_writer(), fail_on_call=3, persisted=persisted)  # call 1: empty checkpoint
+    after = asyncio.run(_run(store, signer, scenario, writer=writer))
+    stored = _verify_whole_tree(store, signer)
+    if persisted:
+        assert stored == [b"before", b"during 1", b"during 2", b"after"]
+        assert after.first_index == 3
+    else:
+        assert stored == [b"before", b"after"]
+        assert after.first_index == 1
+
+
+def test_restart_resumes_from_the_stored_frontier(store, signer):
+    async def fill(sequencer):
+        for chunk in range(5):
+            await sequencer.submit([f"{chunk}-{i}".encode() for i in range(123)])
+
+    asyncio.run(_run(store, signer, fill))
+    asyncio.run(_run(store, signer, fill))
+    stored = _verify_whole_tree(store, signer)
+    assert len(stored) == 2 * 5 * 123
+
+
+def test_only_one_writer_per_database(store, signer):
+    writer = store.acquire_writer()
+    try:
+        with pytest.raises(SequencerLockHeld):
+            store.acquire_writer()
+    finally:
+        writer.close()
+    store.acquire_writer().close()  # released on close
+
+
+def test_startup_refuses_a_checkpoint_signed_by_another_key(store, signer):
+    async def fill(sequencer):
+        await sequencer.submit([b"x"])
+
+    asyncio.run(_run(store, signer, fill))
+    other = parse_signer_key(generate_signer_key("test.example/log")[0])
+    with pytest.raises(StorageError, match="does not verify"):
+        load_tree_state(store, other)
+
+
+def test_startup_refuses_tiles_that_disagree_with_the_checkpoint(store, signer):
+    async def fill(sequencer):
+        await sequencer.submit([f"{i}".encode() for i in range(300)])
+
+    asyncio.run(_run(store, signer, fill))
+    edge = store.read_tiles([(0, 1)])[(0, 1)]
+    with store.engine.begin() as conn:
+        conn.execute(update(tiles).where(tiles.c.level == 0, tiles.c.idx == 1).values(data=edge + edge[:32]))
+    with pytest.raises(StorageError, match="right-edge tile"):
+        load_tree_state(store, signer)
+
+
+def test_startup_refuses_entries_beyond_the_checkpoint(store, signer):
+    async def fill(sequencer):
+        await sequencer.submit([b"a", b"b"])
+
+    asyncio.run(_run(store, signer, fill))
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO entries (idx, data, leaf_hash, received_at) VALUES (2, %s, %s, 0)"
+            % (("x'00'", "x'" + "00" * 32 + "'") if store.dialect == "sqlite"
+               else ("'\\x00'::bytea", "'\\x" + "00" * 32 + "'::bytea"))
+        )
+    with pytest.raises(StorageError, match="holds 3 entries"):
+        load_tree_state(store, signer)
+
+
+def test_idempotency_keys_make_retries_safe(store, signer):
+    def key(name, content):
+        return IdempotencyKey(name.encode(), hash_leaf(content))
+
+    def rows(label):
+        return [[RowInsert("test_rows", ("label",), (label,))]]
+
+    async def scenario(sequencer):
+        first = await sequencer.submit([b"event A"], [key("A", b"event A")], rows("A"))
+        retry = await sequencer.submit([b"event A"], [key("A", b"event A")], rows("A again"))
+        # The same key twice in one batch, and a conflicting reuse, submitted concurrently.
+        together = await asyncio.gather(
+            sequencer.submit([b"event B"], [key("B", b"event B")], rows("B")),
+            sequencer.submit([b"event B"], [key("B", b"event B")], rows("B again")),
+            sequencer.submit([b"other"], [key("A", b"other")], rows("conflict")),
+            sequencer.submit([b"plain"]),
+        )
+        return first, retry, together
+
+    first, retry, (b1, b2, conflict, plain) = asyncio.run(_run(store, signer, scenario))
+    assert first.outcomes[0].duplicate is False
+    assert retry.outcomes[0].index == first.outcomes[0].index and retry.outcomes[0].duplicate
+    assert retry.outcomes[0].leaf_hash == first.outcomes[0].leaf_hash
+    assert b1.outcomes[0].index == b2.outcomes[0].index
+    assert [b1.outcomes[0].duplicate, b2.outcomes[0].duplicate].count(True) == 1
+    assert isinstance(conflict.outcomes[0], Conflict)
+    stored = _verify_whole_tree(store, signer)
+    assert stored.count(b"event A") == 1 and stored.count(b"event B") == 1 and b"other" not in stored
+    assert plain.first_index == len(stored) - 1 or b"plain" in stored
+    with store.engine.connect() as conn:
+        labels = dict(conn.exec_driver_sql("SELECT label, idx FROM test_rows").fetchall())
+    assert set(labels) == {"A", "B"}, "rows are stored with new entries only"
+    assert labels["A"] == first.outcomes[0].index and labels["B"] == b1.outcomes[0].index
+
+
+def test_sqlite_second_process_cannot_take_the_write_lock(tmp_path, signer):
+    url = sqlite_url_for(tmp_path / "log.db")
+    upgrade_schema(url)
+    store = SqlLogStore(url)
+    writer = store.acquire_writer()
+    try:
+        other = sqlite3.connect(tmp_path / "log.db", timeout=0.2, isolation_level=None)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        assert other.execute("SELECT count(*) FROM entries").fetchone() == (0,)  # readers are not blocked
+    finally:
+        writer.close()
+        store.close()
