@@ -1,0 +1,144 @@
+"""RFC 9457 problem details: the one place where errors become HTTP statuses and `application/problem+json` bodies.
+
+Every error response of the API is a problem object:
+
+    {"type": "urn:auditlog:problem:<code>", "title": "...", "status": 400, "detail": "...", "field": "index"}
+
+`type` is stable (it is built from the error's `code`, never from its message), `title` is the same for every
+occurrence of a type, `detail` is this occurrence's message, and `field` (an extension member) names the request
+field to blame where one is known. Log errors are looked up by class, most specific first, so a subclass without
+its own entry inherits its parent's status while keeping its own `type`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from log.errors import (
+    Conflict, InvalidInput, LogError, NotFound, ProofError, SequencerLockHeld, SignatureError, StorageError,
+    Unavailable, VerificationError,
+)
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:auditlog:problem:"
+RETRY_AFTER_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class ProblemKind:
+    status: int
+    title: str
+    retry_after: bool = False
+
+
+# Error class -> how it is answered. Looked up along the class's MRO, so the most specific entry wins.
+_BY_CLASS: dict[type, ProblemKind] = {
+    InvalidInput: ProblemKind(400, "Invalid request"),
+    NotFound: ProblemKind(404, "Not found"),
+    Conflict: ProblemKind(409, "Conflict"),
+    VerificationError: ProblemKind(422, "Verification failed"),
+    ProofError: ProblemKind(422, "Invalid proof"),
+    SignatureError: ProblemKind(422, "Invalid signature"),
+    Unavailable: ProblemKind(503, "Service unavailable", retry_after=True),
+    SequencerLockHeld: ProblemKind(503, "Sequencer lock held elsewhere", retry_after=True),
+    StorageError: ProblemKind(500, "Storage error"),
+    LogError: ProblemKind(500, "Log error"),
+}
+
+# Failures the HTTP layer finds itself (no LogError behind them): status -> (code, title).
+_BY_STATUS: dict[int, tuple[str, str]] = {
+    400: ("bad-request", "Bad request"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    408: ("request-timeout", "Request timeout"),
+    411: ("length-required", "Length required"),
+    413: ("payload-too-large", "Payload too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    500: ("internal-error", "Internal server error"),
+}
+
+
+def kind_of(exc: LogError) -> ProblemKind:
+    for cls in type(exc).__mro__:
+        kind = _BY_CLASS.get(cls)
+        if kind is not None:
+            return kind
+    return _BY_CLASS[LogError]
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict | None = None,
+) -> web.Response:
+    body: dict = {"type": TYPE_PREFIX + code, "title": title, "status": status, "detail": detail}
+    if field is not None:
+        body["field"] = field
+    if extra:
+        body.update(extra)
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+def problem_from_log_error(exc: LogError) -> web.Response:
+    kind = kind_of(exc)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if kind.retry_after else None
+    extra = None
+    errors = getattr(exc, "errors", None)
+    if errors and all(hasattr(e, "field") and hasattr(e, "message") for e in errors):
+        extra = {"errors": [{"field": e.field, "message": e.message} for e in errors]}
+    return problem_response(
+        kind.status, exc.code, kind.title, str(exc), field=getattr(exc, "field", None), headers=headers, extra=extra
+    )
+
+
+def problem_from_http(exc: web.HTTPException, request: web.Request) -> web.Response:
+    code, title = _BY_STATUS.get(exc.status, (f"http-{exc.status}", exc.reason))
+    headers = {}
+    if exc.status == 405:
+        allowed = sorted(getattr(exc, "allowed_methods", ()) or ())
+        detail = f"{request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}"
+        headers["Allow"] = ",".join(allowed)
+    elif exc.status == 404:
+        detail = f"nothing is served at {request.path}"
+    elif exc.text and exc.text != f"{exc.status}: {exc.reason}":
+        detail = exc.text
+    else:
+        detail = exc.reason
+    return problem_response(exc.status, code, title, detail, headers=headers)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Turn every error into a problem response: log errors by class, HTTP errors by status, anything else 500."""
+    try:
+        return await handler(request)
+    except LogError as exc:
+        return problem_from_log_error(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_from_http(exc, request)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - the one place that answers the unexpected, after logging it
+        logger.exception("unexpected error handling %s %s", request.method, request.path)
+        return problem_response(500, "internal-error", "Internal server error",
+                                "an unexpected error occurred; it has been logged")

@@ -1,0 +1,13 @@
+"""Typed application state shared by the app factory, the handlers and the middlewares."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.metrics import HttpMetrics
+from log.service import Log, LogConfig
+
+LOG = web.AppKey("log", Log)
+CONFIG = web.AppKey("config", LogConfig)
+HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
+OPENAPI = web.AppKey("openapi", bytes)
