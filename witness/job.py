@@ -1,0 +1,395 @@
+"""Witnessing from the log's side: send each new checkpoint to the log's witnesses, keep their cosignatures.
+
+`WitnessJob` runs in the log server's event loop. Every `interval` seconds it looks at the log's latest checkpoint
+and, for each witness that has not cosigned that size yet, speaks c2sp.org/tlog-witness `add-checkpoint`:
+
+    old <the witness's last cosigned size, as far as the job knows; 0 when it knows nothing>
+    <consistency proof lines from that size to the new one, from Log.consistency_proof>
+
+    <the log's signed checkpoint>
+
+and then, by answer:
+    200  every line from a key configured for that witness must verify (CosignatureVerifier); lines from other
+         keys are ignored, as the spec asks; at least one must verify. They are stored, then served.
+    409  with Content-Type text/x.tlog.size: the body is the size the witness holds; re-send from it (a few times).
+    4xx  otherwise a refusal (403, 404, 422, or 409 for a same-size other root): counted, not retried this round.
+    5xx, network errors, timeouts: retried with exponential backoff, then counted as a failure for the round.
+
+Cosignatures live in the `checkpoint_cosignatures` table (witness/schema.py): in the log's database on
+PostgreSQL; on SQLite, where the sequencer holds the write lock for the log's whole life, in a sidecar file
+`<database>-witnessing.db` beside it. A cosignature is stored before it is served, and only after it verified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from sqlalchemy import func, insert, select
+
+from log.errors import InvalidInput, LogError, SignatureError
+from log.note import CosignatureVerifier, NoteSignature, parse_note
+from log.storage.sql import _make_engine, sqlite_url_for, upgrade_schema
+from witness.cosigner import AddCheckpointRequest
+from witness.schema import checkpoint_cosignatures
+
+logger = logging.getLogger(__name__)
+
+SIZE_CONTENT_TYPE = "text/x.tlog.size"
+SIDECAR_SUFFIX = "-witnessing.db"
+MAX_RESPONSE_SIZE = 1 << 20
+MAX_RESYNCS = 3  # 409 re-sends per witness per round: a witness that keeps moving is tried again next round
+
+
+@dataclass(frozen=True)
+class WitnessEndpoint:
+    """A witness: its name (for metrics and storage), submission prefix URL, and cosigner verifier key(s)."""
+
+    name: str
+    url: str
+    verifier_key: str | tuple[str, ...]
+    verifiers: tuple[CosignatureVerifier, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        keys = (self.verifier_key,) if isinstance(self.verifier_key, str) else tuple(self.verifier_key)
+        if not keys:
+            raise InvalidInput(f"witness {self.name!r} has no verifier key", field="verifier_key")
+        object.__setattr__(self, "verifiers", tuple(CosignatureVerifier(k) for k in keys))
+
+    @property
+    def add_checkpoint_url(self) -> str:
+        return self.url.rstrip("/") + "/add-checkpoint"
+
+
+@dataclass(frozen=True)
+class KOfN:
+    """A checkpoint is witnessed once `k` distinct configured witnesses have cosigned it."""
+
+    k: int
+
+    def satisfied(self, witnesses: set[str] | frozenset[str]) -> bool:
+        return len(witnesses) >= self.k
+
+
+@dataclass
+class _WitnessState:
+    known_size: int = 0  # the size we believe the witness last cosigned for this log (0: unknown)
+    cosigned_size: int | None = None  # the largest size we hold its cosignature for
+    requests: int = 0
+    failures: int = 0
+    conflicts: int = 0
+    refusals: int = 0
+    last_error: str = ""
+
+
+class CosignatureStore:
+    """The `checkpoint_cosignatures` table. Blocking: call from a thread. `add` is one durable transaction."""
+
+    def __init__(self, engine, *, owned: bool):
+        self.engine = engine
+        self._owned = owned
+
+    @classmethod
+    def for_log(cls, log) -> CosignatureStore:
+        """The log's own database on PostgreSQL; on SQLite a migrated sidecar `<database>-witnessing.db`."""
+        engine = log.store.engine
+        if engine.dialect.name != "sqlite":
+            return cls(engine, owned=False)
+        database = Path(engine.url.database)
+        url = sqlite_url_for(database.with_name(database.name.removesuffix(".db") + SIDECAR_SUFFIX))
+        upgrade_schema(url)
+        return cls(_make_engine(url), owned=True)
+
+    def add(self, size: int, witness: str, signatures: list[tuple[NoteSignature, int]]) -> None:
+        now = int(time.time() * 1000)
+        with self.engine.begin() as conn:
+            for sig, timestamp in signatures:
+                exists = conn.execute(select(checkpoint_cosignatures.c.size).where(
+                    checkpoint_cosignatures.c.size == size, checkpoint_cosignatures.c.witness == witness,
+                    checkpoint_cosignatures.c.key_id == sig.key_id)).first()
+                if exists is None:
+                    conn.execute(insert(checkpoint_cosignatures).values(
+                        size=size, witness=witness, key_id=sig.key_id, signature_line=sig.to_line(),
+                        timestamp=timestamp, created_at=now))
+
+    def latest_sizes(self) -> dict[str, int]:
+        """The largest size each witness has a stored cosignature for."""
+        query = select(checkpoint_cosignatures.c.witness, func.max(checkpoint_cosignatures.c.size)).group_by(
+            checkpoint_cosignatures.c.witness)
+        with self.engine.connect() as conn:
+            return {witness: size for witness, size in conn.execute(query)}
+
+    def lines_at(self, sizes: list[int]) -> list[tuple[int, str, str]]:
+        """(size, witness, signature line) stored for each of `sizes`."""
+        if not sizes:
+            return []
+        query = select(checkpoint_cosignatures.c.size, checkpoint_cosignatures.c.witness,
+                       checkpoint_cosignatures.c.signature_line).where(checkpoint_cosignatures.c.size.in_(sizes))
+        with self.engine.connect() as conn:
+            return [(size, witness, line) for size, witness, line in conn.execute(query)]
+
+    def close(self) -> None:
+        if self._owned:
+            self.engine.dispose()
+
+
+class WitnessJob:
+    """Gets the log's checkpoints cosigned by `witnesses` and serves them with their cosignatures.
+
+    `await start()` loads what was gathered before and starts the background task; `await stop()` ends it.
+    `run_once()` is one round (what the task does every `interval` seconds), for tests and manual triggers.
+    """
+
+    def __init__(
+        self,
+        log,
+        witnesses: list[WitnessEndpoint],
+        *,
+        interval: float = 10.0,
+        policy: KOfN | None = None,
+        timeout: float = 10.0,
+        attempts: int = 3,
+        backoff: float = 0.5,
+        store: CosignatureStore | None = None,
+    ):
+        names = [w.name for w in witnesses]
+        if len(set(names)) != len(names):
+            raise InvalidInput(f"witness names must be distinct: {names}", field="witnesses")
+        self.policy = policy or KOfN(len(witnesses))
+        if not witnesses or not 1 <= self.policy.k <= len(witnesses):
+            raise InvalidInput(f"policy needs 1 <= k <= {len(witnesses)} witnesses, k is {self.policy.k}",
+                               field="policy")
+        if interval <= 0 or attempts < 1 or backoff < 0 or timeout <= 0:
+            raise InvalidInput("interval and timeout must be positive, attempts at least 1", field="interval")
+        self.log = log
+        self.witnesses = list(witnesses)
+        self.interval = interval
+        self.timeout = timeout
+        self.attempts = attempts
+        self.backoff = backoff
+        self._store = store
+        self._state = {w.name: _WitnessState() for w in witnesses}
+        self._lines: dict[int, dict[str, list[str]]] = {}  # size -> witness -> verified signature lines
+        self._witnessed: tuple[int, bytes] | None = None  # (size, note) of the latest witnessed checkpoint
+        self._witnessed_at: float | None = None
+        self._started_at = time.monotonic()
+        self._rounds = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task | None = None
+        self._loaded = False
+
+    # -- lifetime -------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._load()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="auditlog-witnessing")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._store is not None:
+            await asyncio.to_thread(self._store.close)
+
+    async def _load(self) -> None:
+        if self._loaded:
+            return
+        if self._store is None:
+            self._store = await asyncio.to_thread(CosignatureStore.for_log, self.log)
+        latest = await asyncio.to_thread(self._store.latest_sizes)
+        for name, state in self._state.items():
+            if name in latest:
+                state.known_size = state.cosigned_size = latest[name]
+        for size, witness, line in await asyncio.to_thread(self._store.lines_at, sorted(set(latest.values()))):
+            if witness in self._state:
+                self._lines.setdefault(size, {}).setdefault(witness, []).append(line)
+        await self._update_witnessed()
+        self._loaded = True
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one bad round must not end witnessing
+                logger.exception("witnessing round failed")
+            await asyncio.sleep(self.interval)
+
+    # -- one round ------------------------------------------------------------------------------------------
+    async def run_once(self) -> None:
+        """Send the latest checkpoint to every witness that has not cosigned its size yet."""
+        await self._load()
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        published = self.log.checkpoint
+        due = [w for w in self.witnesses if self._state[w.name].cosigned_size != published.size]
+        self._rounds += 1
+        if due:
+            await asyncio.gather(*(self._witness(w, published) for w in due))
+            await self._update_witnessed()
+
+    async def _witness(self, endpoint: WitnessEndpoint, published) -> None:
+        state = self._state[endpoint.name]
+        text = parse_note(published.note).text
+        resyncs = 0
+        attempt = 0
+        while True:
+            old = state.known_size
+            if old > published.size:
+                self._fail(state, f"witness holds size {old}, larger than the log's {published.size}")
+                return
+            try:
+                proof = [] if old in (0, published.size) else await self.log.consistency_proof(old, published.size)
+            except LogError as exc:
+                self._fail(state, f"no consistency proof from {old} to {published.size}: {exc}")
+                return
+            body = AddCheckpointRequest(old, tuple(proof), published.note).to_bytes()
+            state.requests += 1
+            try:
+                status, content_type, data = await self._post(endpoint, body)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                status, content_type, data = None, "", repr(exc).encode()
+            if status == 200:
+                try:
+                    signatures = self._verify(endpoint, text, data)
+                except SignatureError as exc:
+                    self._fail(state, f"bad cosignatures: {exc}")
+                    return
+                await asyncio.to_thread(self._store.add, published.size, endpoint.name, signatures)
+                self._lines.setdefault(published.size, {})[endpoint.name] = [s.to_line() for s, _ in signatures]
+                state.known_size = state.cosigned_size = published.size
+                state.last_error = ""
+                return
+            if status == 409 and content_type == SIZE_CONTENT_TYPE:
+                size = _parse_size(data)
+                state.conflicts += 1
+                if size is not None and size != old and resyncs < MAX_RESYNCS:
+                    state.known_size = size
+                    resyncs += 1
+                    continue
+            if status is not None and 400 <= status < 500:
+                state.refusals += 1
+                self._fail(state, f"refused with {status}: {data[:200]!r}")
+                return
+            attempt += 1
+            if attempt >= self.attempts:
+                self._fail(state, f"gave up after {attempt} attempts: {status} {data[:200]!r}")
+                return
+            await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+
+    async def _post(self, endpoint: WitnessEndpoint, body: bytes) -> tuple[int, str, bytes]:
+        async with self._session.post(
+            endpoint.add_checkpoint_url, data=body, headers={"Content-Type": "text/plain; charset=utf-8"}
+        ) as response:
+            data = await response.content.read(MAX_RESPONSE_SIZE)
+            return response.status, response.content_type, data
+
+    @staticmethod
+    def _verify(endpoint: WitnessEndpoint, text: str, data: bytes) -> list[tuple[NoteSignature, int]]:
+        """The verified cosignatures in a 200 body; lines from unknown keys are skipped, a bad known one fails."""
+        try:
+            body = data.decode()
+        except UnicodeDecodeError as exc:
+            raise SignatureError("response is not UTF-8") from exc
+        if not body.endswith("\n"):
+            raise SignatureError("response does not end with a newline")
+        known = {(v.name, v.key_id): v for v in endpoint.verifiers}
+        found: list[tuple[NoteSignature, int]] = []
+        for line in body[:-1].split("\n"):
+            sig = NoteSignature.from_line(line)
+            verifier = known.get((sig.name, sig.key_id))
+            if verifier is None:
+                continue
+            found.append((sig, verifier.verify(text, sig)))
+        if not found:
+            raise SignatureError(f"no cosignature from a key configured for {endpoint.name}")
+        return found
+
+    def _fail(self, state: _WitnessState, reason: str) -> None:
+        state.failures += 1
+        state.last_error = reason
+        logger.warning("witnessing: %s", reason)
+
+    async def _update_witnessed(self) -> None:
+        """Find the latest size meeting the policy; keep its note; drop older sizes from memory."""
+        sizes = [s for s, by in self._lines.items() if self.policy.satisfied(set(by))]
+        if not sizes:
+            return
+        size = max(sizes)
+        if self._witnessed is None or self._witnessed[0] != size:
+            published = self.log.checkpoint
+            if published.size == size:
+                note = published.note
+            else:
+                stored = await asyncio.to_thread(self.log.store.checkpoint, size)
+                if stored is None:
+                    return
+                note = stored.note
+            self._witnessed = (size, note)
+            self._witnessed_at = time.monotonic()
+        for old in [s for s in self._lines if s < size]:
+            del self._lines[old]
+
+    # -- serving --------------------------------------------------------------------------------------------
+    def _with_lines(self, size: int, note: bytes) -> bytes:
+        by_witness = self._lines.get(size, {})
+        return note + "".join(line for name in sorted(by_witness) for line in by_witness[name]).encode()
+
+    async def cosigned_checkpoint(self) -> bytes:
+        """The log's latest signed checkpoint, then every cosignature gathered for it (maybe none yet)."""
+        published = self.log.checkpoint
+        return self._with_lines(published.size, published.note)
+
+    async def witnessed_checkpoint(self) -> bytes | None:
+        """The latest checkpoint cosigned by enough witnesses for the policy, with those cosignatures; or None."""
+        if self._witnessed is None:
+            return None
+        size, note = self._witnessed
+        return self._with_lines(size, note)
+
+    def metrics(self) -> dict[str, float]:
+        latest = self.log.checkpoint.size
+        witnessed = self._witnessed[0] if self._witnessed else None
+        now = time.monotonic()
+        if witnessed == latest:
+            backlog_seconds = 0.0
+        else:
+            backlog_seconds = now - (self._witnessed_at if self._witnessed_at is not None else self._started_at)
+        out = {
+            "witness_rounds_total": float(self._rounds),
+            "witness_latest_size": float(latest),
+            "witness_witnessed_size": float(witnessed if witnessed is not None else -1),
+            "witness_backlog_entries": float(latest - (witnessed or 0)),
+            "witness_backlog_seconds": backlog_seconds,
+        }
+        for name, state in self._state.items():
+            label = f'{{witness="{name}"}}'
+            out[f"witness_requests_total{label}"] = float(state.requests)
+            out[f"witness_failures_total{label}"] = float(state.failures)
+            out[f"witness_conflicts_total{label}"] = float(state.conflicts)
+            out[f"witness_refusals_total{label}"] = float(state.refusals)
+            out[f"witness_cosigned_size{label}"] = float(
+                state.cosigned_size if state.cosigned_size is not None else -1)
+        return out
+
+
+def _parse_size(data: bytes) -> int | None:
+    """The body of a 409 text/x.tlog.size answer: a decimal and a newline."""
+    if not data.endswith(b"\n"):
+        return None
+    digits = data[:-1]
+    if not digits.isdigit() or (len(digits) > 1 and digits.startswith(b"0")):
+        return None
+    return int(digits)
