@@ -403,3 +403,16 @@ def test_http_statuses_and_bodies(db_url, witness_keys):
             assert status == 200
 
     run(scenario())
+
+
+def test_extension_lines_are_cosigned_by_ed25519_only_and_refused_by_an_mldsa_only_witness(db_url):
+    ed_skey, ed_vkey = generate_signer_key(WITNESS_NAME, COSIGNATURE_ED25519)
+    ml_skey, _ = generate_signer_key(WITNESS_NAME, COSIGNATURE_MLDSA44)
+    with_extension = sign_checkpoint(Checkpoint(ORIGIN, 2, ROOTS[2], ("extension line",)), LOG_SIGNER)
+    mldsa_only = make_cosigner(db_url, [ml_skey])
+    with pytest.raises(MalformedRequest):
+        run(mldsa_only.add_checkpoint(AddCheckpointRequest(0, (), with_extension)))
+    assert mldsa_only.store.latest(ORIGIN) is None  # nothing stored for a checkpoint it could not cosign
+    both = make_cosigner(db_url, [ed_skey, ml_skey])
+    sigs = run(both.add_checkpoint(AddCheckpointRequest(0, (), with_extension)))
+    assert [s.key_id for s in sigs] == [CosignatureVerifier(ed_vkey).key_id]

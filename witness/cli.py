@@ -100,6 +100,7 @@ def _log_keys(args: argparse.Namespace):
 def build_cosigner(args: argparse.Namespace) -> Cosigner:
     """Keys (made if missing), migrated state database and trusted logs, from the `serve` arguments."""
     data_dir = Path(args.data_dir)
+    logs = _log_keys(args)
     signers = []
     for kind in [k.strip() for k in args.key_types.split(",") if k.strip()]:
         if kind not in KEY_FILES:
@@ -109,7 +110,7 @@ def build_cosigner(args: argparse.Namespace) -> Cosigner:
     url = args.database_url or sqlite_url_for(data_dir / DATABASE_FILE)
     data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_schema(url)
-    return Cosigner(WitnessStore(url), signers, _log_keys(args))
+    return Cosigner(WitnessStore(url), signers, logs)
 
 
 def run_witness_serve(args: argparse.Namespace) -> int:

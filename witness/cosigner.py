@@ -329,8 +329,11 @@ class Cosigner:
         6. Same size: the roots must be equal (RootConflict) and the proof empty. Otherwise, from 0: the proof
            must be empty; from old > 0: it must prove the stored root consistent with the new one
            (InconsistentProof). A size-0 checkpoint must carry the empty tree's root.
-        7. Compare-and-swap the new state in; if another process moved it meanwhile, go back to 5.
-        8. Cosign with every key at the current time. Nothing is returned before step 7 committed.
+        7. Cosign with every key at the current time, before anything is stored, so that nothing can fail after
+           the commit. A key that cannot sign this checkpoint (ML-DSA-44 over extension lines) is skipped; if
+           none can, MalformedRequest.
+        8. Compare-and-swap the new state in; if another process moved it meanwhile, go back to 5. The
+           cosignatures are returned only after this commit.
         """
         try:
             result = await self._add_checkpoint(request)
@@ -373,6 +376,8 @@ class Cosigner:
                 # 6.
                 await self._check_consistency(origin, state, new, request.proof)
                 # 7.
+                signatures = self._cosign(note.text)
+                # 8.
                 try:
                     swapped = await asyncio.to_thread(self.store.compare_and_swap, origin, state, new)
                 except RootConflict as exc:
@@ -380,10 +385,19 @@ class Cosigner:
                     raise
                 if swapped:
                     break
-        # 8.
+        return signatures
+
+    def _cosign(self, text: str) -> list[NoteSignature]:
         timestamp = int(self._clock())
-        text = note.text
-        return [signer.cosign(text, timestamp) for signer in self.signers]
+        signatures = []
+        for signer in self.signers:
+            try:
+                signatures.append(signer.cosign(text, timestamp))
+            except InvalidInput as exc:
+                logger.info("cosigner %s skipped a checkpoint: %s", signer.verifier_key[:60], exc)
+        if not signatures:
+            raise MalformedRequest("none of this witness's keys can cosign this checkpoint (extension lines?)")
+        return signatures
 
     async def _check_consistency(
         self, origin: str, state: WitnessState | None, new: WitnessState, proof: Sequence[bytes]
