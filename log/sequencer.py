@@ -34,7 +34,9 @@ from log.errors import Conflict, InvalidInput, LogError, StorageError, Unavailab
 from log.hashing import hash_leaves
 from log.note import Signer, parse_verifier_key
 from log.stats import LogStats
-from log.storage import KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite
+from log.storage import (
+    KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite, WorkFailed, WriteTransaction,
+)
 from log.tiles import MAX_ENTRY_SIZE, TILE_HEIGHT, TILE_WIDTH, EdgeTiles, node_hash_from_tile, tile_for_node
 
 logger = logging.getLogger(__name__)
@@ -168,6 +170,7 @@ class _Submission:
     entries: Sequence[bytes]
     keys: Sequence[IdempotencyKey | None] | None
     rows: Sequence[Sequence[RowInsert]] | None  # per entry; columns exclude "idx", which the writer supplies
+    work: Callable[[WriteTransaction], object] | None  # for a work-only submission (no entries)
     future: asyncio.Future
     queued_at: float
 
@@ -257,10 +260,29 @@ class Sequencer:
             self.stats.submissions_rejected_busy += 1
             raise Unavailable(f"the sequencer already has {self._pending} entries waiting; retry shortly")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Submission(entries, keys, rows, future, time.monotonic()))
+        self._queue.append(_Submission(entries, keys, rows, None, future, time.monotonic()))
         self._pending += len(entries)
         self._wakeup.set()
         return await future
+
+    async def submit_work(self, work: Callable[[WriteTransaction], object]) -> object:
+        """Run `work` on the writer thread inside the next batch's transaction; return its result once committed.
+
+        Every write to the log's database goes through the writer (on SQLite it holds the write lock), so this is
+        how cosignatures, timestamps and registries are stored. `work` runs in its own savepoint: if it raises,
+        only it is undone and its exception is raised here.
+        """
+        if self._closing:
+            raise Unavailable("the log is shutting down")
+        if self._broken is not None:
+            raise StorageError(f"the sequencer stopped after a storage failure: {self._broken}")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Submission((), None, None, work, future, time.monotonic()))
+        self._wakeup.set()
+        result = await future
+        if isinstance(result, WorkFailed):
+            raise result.error
+        return result
 
     async def close(self) -> None:
         """Finish what is queued, stop, release the writer lock."""
@@ -289,7 +311,9 @@ class Sequencer:
             batch = self._take_batch()
             started = time.perf_counter()
             try:
-                outcomes, published = await loop.run_in_executor(self._executor, self._integrate_batch, batch)
+                outcomes, work_results, published = await loop.run_in_executor(
+                    self._executor, self._integrate_batch, batch
+                )
             except Exception as exc:  # noqa: BLE001 - every failure fails the batch closed, then we recover
                 self.stats.batch_failures += 1
                 logger.error("batch of %d submissions failed: %s", len(batch), exc)
@@ -301,7 +325,13 @@ class Sequencer:
                 continue
             self.stats.integration_seconds.observe(time.perf_counter() - started)
             offset = 0
+            work_results = iter(work_results)
             for submission in batch:
+                if submission.work is not None:
+                    result = next(work_results)
+                    if not submission.future.done():
+                        submission.future.set_result(result)
+                    continue
                 n = len(submission.entries)
                 if not submission.future.done():
                     submission.future.set_result(BatchReceipt(outcomes[offset:offset + n], published))
@@ -317,12 +347,16 @@ class Sequencer:
         self._pending -= count
         return batch
 
-    def _integrate_batch(self, batch: list[_Submission]) -> tuple[list[EntryOutcome | Conflict], Published]:
-        """Resolve idempotency keys against the store and the batch itself, then integrate the new entries."""
-        if all(submission.keys is None and submission.rows is None for submission in batch):
+    def _integrate_batch(self, batch: list[_Submission]):
+        """Resolve idempotency keys against the store and the batch itself, then integrate the new entries.
+
+        Returns (one outcome per entry, one result per work submission, the published checkpoint).
+        """
+        work = [submission.work for submission in batch if submission.work is not None]
+        if not work and all(submission.keys is None and submission.rows is None for submission in batch):
             entries = [entry for submission in batch for entry in submission.entries]
-            first_index, leaf_hashes, published = self._integrate(entries)
-            return [EntryOutcome(first_index + i, h) for i, h in enumerate(leaf_hashes)], published
+            first_index, leaf_hashes, published, _ = self._integrate(entries)
+            return [EntryOutcome(first_index + i, h) for i, h in enumerate(leaf_hashes)], [], published
 
         items = [
             (entry, sub.keys[i] if sub.keys else None, sub.rows[i] if sub.rows else ())
@@ -358,10 +392,10 @@ class Sequencer:
                 rows.append(RowInsert(row.table, ("idx", *row.columns), (index, *row.values)))
             plan.append(("new", position))
 
-        if new_entries:
-            _, leaf_hashes, published = self._integrate(new_entries, key_records, rows)
+        if new_entries or work:
+            _, leaf_hashes, published, work_results = self._integrate(new_entries, key_records, rows, work)
         else:
-            leaf_hashes, published = [], self._state.published
+            leaf_hashes, published, work_results = [], self._state.published, []
         outcomes: list[EntryOutcome | Conflict] = []
         for step in plan:
             if isinstance(step, Conflict):
@@ -371,23 +405,32 @@ class Sequencer:
             else:
                 kind, position = step
                 outcomes.append(EntryOutcome(first_index + position, leaf_hashes[position], kind == "again"))
-        return outcomes, published
+        return outcomes, work_results, published
 
     def _integrate(
-        self, entries: list[bytes], keys: Sequence[KeyRecord] = (), rows: Sequence[RowInsert] = ()
-    ) -> tuple[int, list[bytes], Published]:
+        self,
+        entries: list[bytes],
+        keys: Sequence[KeyRecord] = (),
+        rows: Sequence[RowInsert] = (),
+        work: Sequence[Callable[[WriteTransaction], object]] = (),
+    ) -> tuple[int, list[bytes], Published, list[object]]:
         """Steps 2-5 of a flush, on the writer thread."""
         state = self._state
-        leaf_hashes = hash_leaves(entries)
         first_index = state.frontier.size
+        now_ms = int(self._clock() * 1000)
+        if not entries and state.published is not None:
+            # Work only: nothing new to sign.
+            results = self._writer.commit_batch(first_index, [], [], now_ms, [], None, (), (), work)
+            return first_index, [], state.published, results
+        leaf_hashes = hash_leaves(entries)
         state.frontier.extend(leaf_hashes, state.edge.add_node)
         size = state.frontier.size
         root = state.frontier.root()
         tiles = [TileWrite(tid.level, tid.index, data) for tid, data in state.edge.take_dirty()]
         note = sign_checkpoint(Checkpoint(self._origin, size, root), self._signer)
-        now_ms = int(self._clock() * 1000)
-        self._writer.commit_batch(
-            first_index, entries, leaf_hashes, now_ms, tiles, StoredCheckpoint(size, root, note, now_ms), keys, rows
+        results = self._writer.commit_batch(
+            first_index, entries, leaf_hashes, now_ms, tiles, StoredCheckpoint(size, root, note, now_ms), keys, rows,
+            work,
         )
         published = Published(size, root, note)
         state.published = published
@@ -395,7 +438,7 @@ class Sequencer:
             self.stats.entries_integrated += len(entries)
             self.stats.batches_committed += 1
             self.stats.batch_size.observe(len(entries))
-        return first_index, leaf_hashes, published
+        return first_index, leaf_hashes, published, results
 
     async def _recover(self, loop: asyncio.AbstractEventLoop) -> None:
         try:

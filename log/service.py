@@ -171,6 +171,15 @@ class Log:
         receipt: BatchReceipt = await self._sequencer.submit(entries, keys, rows)
         return AddResult(receipt.outcomes, receipt.checkpoint)
 
+    async def write(self, work):
+        """Run `work(transaction)` on the log's single writer, inside the next batch's transaction.
+
+        The way for personalities and jobs to store their own rows in the log's database (on SQLite the writer
+        holds the write lock). `transaction.execute(core_statement)` returns rows. Returns work's result once
+        committed; if work raises, only its own changes are undone and the exception is raised here.
+        """
+        return await self._sequencer.submit_work(work)
+
     # -- reads ------------------------------------------------------------------------------------------------
     async def _read(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)

@@ -238,3 +238,35 @@ def test_sqlite_second_process_cannot_take_the_write_lock(tmp_path, signer):
     finally:
         writer.close()
         store.close()
+
+
+def test_work_runs_in_the_writer_transaction_and_fails_alone(store, signer):
+    from sqlalchemy import column, insert, select, table
+
+    test_rows = table("test_rows", column("idx"), column("label"))
+
+    def add(label):
+        return lambda tx: tx.execute(insert(test_rows).values(idx=-1, label=label))
+
+    def broken(tx):
+        tx.execute(insert(test_rows).values(idx=-2, label="undone"))
+        raise ValueError("work failed after writing")
+
+    def read(tx):
+        return tx.execute(select(test_rows.c.label).order_by(test_rows.c.label))
+
+    async def scenario(sequencer):
+        results = await asyncio.gather(
+            sequencer.submit_work(add("kept")),
+            sequencer.submit_work(broken),
+            sequencer.submit([b"entry"]),
+            return_exceptions=True,
+        )
+        seen = await sequencer.submit_work(read)
+        return results, seen
+
+    (ok, failed, receipt), seen = asyncio.run(_run(store, signer, scenario))
+    assert isinstance(failed, ValueError)
+    assert receipt.first_index == 0
+    assert seen == [("kept",)]
+    assert _verify_whole_tree(store, signer) == [b"entry"]

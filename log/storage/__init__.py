@@ -12,7 +12,7 @@ The store only stores: it does no hashing, proving or signing. Two roles use it:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -71,6 +71,21 @@ class RowInsert:
     values: tuple
 
 
+class WriteTransaction(ABC):
+    """The writer's open transaction, lent to personality work (see `LogWriter.commit_batch`)."""
+
+    @abstractmethod
+    def execute(self, statement) -> list[tuple]:
+        """Run one SQLAlchemy Core statement (insert, update, delete, select) and return its rows, if any."""
+
+
+@dataclass(frozen=True)
+class WorkFailed:
+    """The result of a unit of work that raised: its savepoint was rolled back, the rest of the batch committed."""
+
+    error: Exception
+
+
 class LogWriter(ABC):
     """The single writer. Holds the database's sequencer lock from creation until `close()`."""
 
@@ -82,12 +97,18 @@ class LogWriter(ABC):
         leaf_hashes: Sequence[bytes],
         received_at: int,
         tiles: Sequence[TileWrite],
-        checkpoint: StoredCheckpoint,
+        checkpoint: StoredCheckpoint | None,
         keys: Sequence[KeyRecord] = (),
         rows: Sequence[RowInsert] = (),
-    ) -> None:
+        work: Sequence[Callable[[WriteTransaction], object]] = (),
+    ) -> list[object]:
         """Store entries [first_index, first_index + len(entries)), the tiles, the checkpoint, the idempotency keys
-        and the personality rows in ONE transaction.
+        and the personality rows in ONE transaction, and run each `work` callable inside it (in its own savepoint,
+        so one that raises is undone alone and returns `WorkFailed`). Returns the work results in order.
+
+        Work exists because the writer holds the database's write lock: on SQLite no other connection can write,
+        so every write to the log's database (cosignatures, timestamps, registries) goes through here.
+        `checkpoint` is None only for a batch that adds no entries.
 
         Atomic: either all of it is stored or none of it. Durable on return: once this returns, a crash of the
         process or the machine loses none of it. Raises `StorageError` when the transaction did not commit (the

@@ -25,7 +25,8 @@ from sqlalchemy.engine import Engine, make_url
 
 from log.errors import SequencerLockHeld, StorageError
 from log.storage import (
-    KeyedEntry, KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, StoredEntry, TileWrite,
+    KeyedEntry, KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, StoredEntry, TileWrite, WorkFailed,
+    WriteTransaction,
 )
 from log.storage.schema import checkpoints, entries, entry_keys, tiles
 
@@ -217,13 +218,84 @@ def _grouped_inserts(rows: Sequence[RowInsert], placeholder: str) -> list[tuple[
     return statements
 
 
-class _SqliteWriter(LogWriter):
+class _DriverTransaction(WriteTransaction):
+    """Runs SQLAlchemy Core statements on the writer's own driver connection, inside the batch transaction."""
+
+    def __init__(self, cursor, dialect, positional: bool):
+        self._cursor = cursor
+        self._dialect = dialect
+        self._positional = positional
+
+    def execute(self, statement) -> list[tuple]:
+        compiled = statement.compile(dialect=self._dialect, compile_kwargs={"render_postcompile": True})
+        params = compiled.params
+        if self._positional:
+            params = tuple(params[name] for name in compiled.positiontup)
+        self._cursor.execute(str(compiled), params)
+        if self._cursor.description is None:
+            return []
+        return [tuple(row) for row in self._cursor.fetchall()]
+
+
+class _DriverWriter(LogWriter):
+    """The batch transaction, written once for both drivers; subclasses supply the driver-specific steps."""
+
+    placeholder = "?"
+
     def __init__(self, engine: Engine):
+        self._dialect = engine.dialect
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def commit_batch(self, first_index, entries, leaf_hashes, received_at, tiles, checkpoint, keys=(), rows=(),
+                     work=()):
+        with self._lock:
+            self._check_holding()
+            p = self.placeholder
+            try:
+                cur = self._cursor()
+                if entries:
+                    self._insert_entries(cur, first_index, entries, leaf_hashes, received_at)
+                if tiles:
+                    cur.executemany(_UPSERT_TILE.format(p=p), [(t.level, t.index, t.data) for t in tiles])
+                if checkpoint is not None:
+                    cur.execute(
+                        _INSERT_CHECKPOINT.format(p=p),
+                        (checkpoint.size, checkpoint.root_hash, checkpoint.note, checkpoint.created_at),
+                    )
+                if keys:
+                    cur.executemany(_INSERT_KEY.format(p=p), [(k.key, k.index, k.content_hash) for k in keys])
+                for statement, values in _grouped_inserts(rows, p):
+                    cur.executemany(statement, values)
+                results = [self._run_work(cur, position, fn) for position, fn in enumerate(work)]
+                self._commit()
+            except Exception as exc:
+                self._after_failure()
+                raise StorageError(f"{self._dialect.name} batch commit failed: {exc}") from exc
+            self._after_commit()
+            return results
+
+    def _run_work(self, cur, position: int, fn):
+        """One unit of personality work in its own savepoint: its failure undoes only itself."""
+        cur.execute(f"SAVEPOINT work_{position}")
+        try:
+            result = fn(_DriverTransaction(cur, self._dialect, self.placeholder == "?"))
+        except Exception as exc:  # noqa: BLE001 - handed back to the submitter of this work only
+            cur.execute(f"ROLLBACK TO SAVEPOINT work_{position}")
+            cur.execute(f"RELEASE SAVEPOINT work_{position}")
+            return WorkFailed(exc)
+        cur.execute(f"RELEASE SAVEPOINT work_{position}")
+        return result
+
+
+class _SqliteWriter(_DriverWriter):
+    _driver_error = sqlite3.Error
+
+    def __init__(self, engine: Engine):
+        super().__init__(engine)
         self._pooled = engine.raw_connection()
         self._conn: sqlite3.Connection = self._pooled.driver_connection
         self._conn.isolation_level = None  # we issue BEGIN/COMMIT ourselves
-        self._lock = threading.Lock()
-        self._closed = False
         self._conn.execute("PRAGMA busy_timeout=1000")
         try:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -236,37 +308,30 @@ class _SqliteWriter(LogWriter):
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._holding = True
 
-    def commit_batch(self, first_index, entries, leaf_hashes, received_at, tiles, checkpoint, keys=(), rows=()):
-        with self._lock:
-            if not self._holding:
-                raise SequencerLockHeld("this writer lost the SQLite write lock; restart to reload the log")
-            conn = self._conn
-            try:
-                conn.executemany(
-                    "INSERT INTO entries (idx, data, leaf_hash, received_at) VALUES (?, ?, ?, ?)",
-                    zip(range(first_index, first_index + len(entries)), entries, leaf_hashes,
-                        [received_at] * len(entries)),
-                )
-                conn.executemany(_UPSERT_TILE.format(p="?"), [(t.level, t.index, t.data) for t in tiles])
-                conn.execute(
-                    _INSERT_CHECKPOINT.format(p="?"),
-                    (checkpoint.size, checkpoint.root_hash, checkpoint.note, checkpoint.created_at),
-                )
-                if keys:
-                    conn.executemany(_INSERT_KEY.format(p="?"), [(k.key, k.index, k.content_hash) for k in keys])
-                for statement, values in _grouped_inserts(rows, "?"):
-                    conn.executemany(statement, values)
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._reopen_after_failure()
-                raise StorageError(f"SQLite batch commit failed: {exc}") from exc
-            # Committed and durable. Take the write lock again at once so no other writer slips in.
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error:
-                self._holding = False
+    def _check_holding(self) -> None:
+        if not self._holding:
+            raise SequencerLockHeld("this writer lost the SQLite write lock; restart to reload the log")
 
-    def _reopen_after_failure(self) -> None:
+    def _cursor(self):
+        return self._conn.cursor()
+
+    def _insert_entries(self, cur, first_index, entries, leaf_hashes, received_at) -> None:
+        cur.executemany(
+            "INSERT INTO entries (idx, data, leaf_hash, received_at) VALUES (?, ?, ?, ?)",
+            zip(range(first_index, first_index + len(entries)), entries, leaf_hashes, [received_at] * len(entries)),
+        )
+
+    def _commit(self) -> None:
+        self._conn.execute("COMMIT")
+
+    def _after_commit(self) -> None:
+        # Committed and durable. Take the write lock again at once so no other writer slips in.
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            self._holding = False
+
+    def _after_failure(self) -> None:
         try:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
@@ -288,12 +353,16 @@ class _SqliteWriter(LogWriter):
             self._pooled.close()
 
 
-class _PostgresWriter(LogWriter):
+class _PostgresWriter(_DriverWriter):
+    placeholder = "%s"
+
     def __init__(self, engine: Engine):
+        import psycopg
+
+        super().__init__(engine)
+        self._driver_error = psycopg.Error
         self._pooled = engine.raw_connection()
         self._conn = self._pooled.driver_connection  # psycopg.Connection
-        self._lock = threading.Lock()
-        self._closed = False
         self._conn.rollback()
         got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (PG_SEQUENCER_LOCK_KEY,)).fetchone()[0]
         self._conn.commit()
@@ -304,38 +373,33 @@ class _PostgresWriter(LogWriter):
                 "stop it or point this server at another database"
             )
 
-    def commit_batch(self, first_index, entries, leaf_hashes, received_at, tiles, checkpoint, keys=(), rows=()):
-        import psycopg
+    def _check_holding(self) -> None:
+        if self._closed:
+            raise SequencerLockHeld("this writer is closed")
 
-        with self._lock:
-            conn = self._conn
-            try:
-                with conn.cursor() as cur:
-                    with cur.copy(
-                        "COPY entries (idx, data, leaf_hash, received_at) FROM STDIN (FORMAT BINARY)"
-                    ) as copy:
-                        copy.set_types(["int8", "bytea", "bytea", "int8"])
-                        write_row = copy.write_row
-                        index = first_index
-                        for data, leaf_hash in zip(entries, leaf_hashes):
-                            write_row((index, data, leaf_hash, received_at))
-                            index += 1
-                    cur.executemany(_UPSERT_TILE.format(p="%s"), [(t.level, t.index, t.data) for t in tiles])
-                    cur.execute(
-                        _INSERT_CHECKPOINT.format(p="%s"),
-                        (checkpoint.size, checkpoint.root_hash, checkpoint.note, checkpoint.created_at),
-                    )
-                    if keys:
-                        cur.executemany(_INSERT_KEY.format(p="%s"), [(k.key, k.index, k.content_hash) for k in keys])
-                    for statement, values in _grouped_inserts(rows, "%s"):
-                        cur.executemany(statement, values)
-                conn.commit()
-            except psycopg.Error as exc:
-                try:
-                    conn.rollback()
-                except psycopg.Error:
-                    pass
-                raise StorageError(f"PostgreSQL batch commit failed: {exc}") from exc
+    def _cursor(self):
+        return self._conn.cursor()
+
+    def _insert_entries(self, cur, first_index, entries, leaf_hashes, received_at) -> None:
+        with cur.copy("COPY entries (idx, data, leaf_hash, received_at) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "bytea", "bytea", "int8"])
+            write_row = copy.write_row
+            index = first_index
+            for data, leaf_hash in zip(entries, leaf_hashes):
+                write_row((index, data, leaf_hash, received_at))
+                index += 1
+
+    def _commit(self) -> None:
+        self._conn.commit()
+
+    def _after_commit(self) -> None:
+        pass
+
+    def _after_failure(self) -> None:
+        try:
+            self._conn.rollback()
+        except self._driver_error:
+            pass
 
     def close(self) -> None:
         with self._lock:
