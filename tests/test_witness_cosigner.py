@@ -416,3 +416,38 @@ def test_extension_lines_are_cosigned_by_ed25519_only_and_refused_by_an_mldsa_on
     both = make_cosigner(db_url, [ed_skey, ml_skey])
     sigs = run(both.add_checkpoint(AddCheckpointRequest(0, (), with_extension)))
     assert [s.key_id for s in sigs] == [CosignatureVerifier(ed_vkey).key_id]
+
+
+def test_the_compare_and_swap_holds_on_postgresql(witness_keys):
+    """The same race as above on PostgreSQL (the server at 127.0.0.1:5432, as tests/postgres.py requires)."""
+    from tests.postgres import fresh_database
+
+    with fresh_database() as url:
+        upgrade_schema(url)
+        first, second = make_cosigner(url, [witness_keys[0]]), make_cosigner(url, [witness_keys[0]])
+
+        async def attempt(cosigner, req):
+            try:
+                await cosigner.add_checkpoint(req)
+                return req.checkpoint
+            except OldSizeConflict:
+                return None
+
+        async def scenario():
+            firsts = await asyncio.gather(*(attempt(c, request(0, 256)) for c in (first, second) * 4))
+            grown = await asyncio.gather(*(attempt(c, r) for c, r in [(first, request(256, 257)),
+                                                                         (second, request(256, 512))] * 4))
+            return firsts, grown
+
+        try:
+            firsts, grown = run(scenario())
+            assert len([r for r in firsts if r is not None]) == 1
+            won = [r for r in grown if r is not None]
+            assert len(won) == 1 and first.store.latest(ORIGIN).note == won[0]
+            latest = first.store.latest(ORIGIN)
+            with pytest.raises(RootConflict):  # the history table's fence, inside the same transaction
+                first.store.compare_and_swap(ORIGIN, latest, WitnessState(latest.size, ROOTS[8], signed(8)))
+            assert first.store.latest(ORIGIN) == latest
+        finally:
+            first.store.close()
+            second.store.close()
