@@ -1,0 +1,377 @@
+"""HTTP routes of the audit personality: signed events in, timelines, evidence, blobs and the producer registry.
+
+Wiring (in `api.app.create_app`, after the log's own cleanup context): `add_audit_routes(app, data_dir=...)`.
+It adds a cleanup context that opens the `AuditService` over `app[LOG]` and the blob store, and the routes of
+`AUDIT_ROUTES`. Handlers parse, call one method of the service, and encode; errors of the audit personality are
+turned into RFC 9457 problems by `AUDIT_PROBLEMS` (one table, here), everything else by `api.problems`.
+
+| method and path | what |
+| --- | --- |
+| POST /api/v1/events | one envelope, or `{"events": [...]}` (at most 1000); `?proofs=true|false` |
+| GET /api/v1/events | filter: tenant, run_id, trace_id, actor_id, actor_type, event_type, producer, case_id, alert_id, customer_id, context.<name>, since, until (RFC 3339); `cursor`, `limit` |
+| GET /api/v1/runs/{run_id}/timeline | causal order, each event with its inclusion proof in the included checkpoint |
+| GET /api/v1/runs/{run_id}/evidence | the evidence bundle (log/audit/evidence.py) |
+| GET /api/v1/schemas/auditlog.event/v1 | the JSON Schema |
+| PUT, GET /api/v1/blobs/{sha256}; DELETE (admin, `?reason=`) | the content-addressed blob store |
+| GET /api/v1/producers; POST (admin) | list; register `{"producer", "tenants", "reason"}` |
+| POST /api/v1/producers/{producer}/keys (admin) | `{"public_key": base64, "not_before"?, "not_after"?, "reason"?}` |
+| POST /api/v1/producers/{producer}/keys/{key_id}/retire, .../revoke (admin) | `{"not_after"?}` / `{"revoked_at"?}`, `"reason"` |
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from api.problems import PROBLEM_CONTENT_TYPE, TYPE_PREFIX, kind_of
+from api.state import LOG
+from log.audit.admin import check_bearer, load_or_create_admin_token
+from log.audit.errors import (
+    AdminUnauthorized, AuthenticationFailed, EventConflict, InvalidEvent, RegistryConflict, TenantForbidden,
+)
+from log.audit.records import format_registry_change
+from log.audit.schema import EVENT_SCHEMA, SCHEMA_URL_PATH, parse_timestamp_ms
+from log.audit.service import AuditService, AuditStats, EventQuery, LoggedEvent, Receipt, SubmitResult
+from log.blobs import MAX_BLOB_SIZE, BlobMismatch, BlobNotFound, BlobStore, FileBlobStore
+from log.errors import InvalidInput, LogError
+
+AUDIT = web.AppKey("audit", AuditService)
+AUDIT_ADMIN_TOKEN = web.AppKey("audit_admin_token", str)
+AUDIT_SETTINGS = web.AppKey("audit_settings", object)
+
+MAX_EVENTS_BODY = 8 << 20
+MAX_ADMIN_BODY = 64 << 10
+JSON = "application/json"
+CONTEXT_PARAMS = ("case_id", "alert_id", "customer_id")
+
+
+@dataclass(frozen=True)
+class ProblemKind:
+    status: int
+    title: str
+
+
+# The audit personality's errors -> HTTP. Looked up along the class's MRO; anything else goes to api.problems.
+AUDIT_PROBLEMS: dict[type, ProblemKind] = {
+    InvalidEvent: ProblemKind(422, "Invalid audit event"),
+    AuthenticationFailed: ProblemKind(401, "Producer not authenticated"),
+    TenantForbidden: ProblemKind(403, "Tenant not allowed for this producer"),
+    AdminUnauthorized: ProblemKind(401, "Admin credential required"),
+    EventConflict: ProblemKind(409, "Event id already used for other content"),
+    RegistryConflict: ProblemKind(409, "Registry conflict"),
+    BlobMismatch: ProblemKind(422, "Blob does not match its hash"),
+    BlobNotFound: ProblemKind(404, "No such blob"),
+}
+
+
+def problem_body(exc: LogError) -> dict:
+    """The RFC 9457 body for `exc` (used for single responses and for each refused item of a batch)."""
+    kind = next((AUDIT_PROBLEMS[c] for c in type(exc).__mro__ if c in AUDIT_PROBLEMS), None)
+    if kind is None:
+        base = kind_of(exc)
+        kind = ProblemKind(base.status, base.title)
+    body = {"type": TYPE_PREFIX + exc.code, "title": kind.title, "status": kind.status, "detail": str(exc)}
+    if getattr(exc, "field", None):
+        body["field"] = exc.field
+    errors = getattr(exc, "errors", ())
+    if errors:
+        body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+    return body
+
+
+def _problem(exc: LogError) -> web.Response:
+    body = problem_body(exc)
+    headers = {"Cache-Control": "no-store"}
+    if body["status"] == 401:
+        headers["WWW-Authenticate"] = "Bearer" if isinstance(exc, AdminUnauthorized) else "Signature"
+    if body["status"] == 503:
+        headers["Retry-After"] = "1"
+    return web.Response(status=body["status"], body=json.dumps(body).encode(), content_type=PROBLEM_CONTENT_TYPE,
+                        headers=headers)
+
+
+def _translating(handler):
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except LogError as exc:
+            return _problem(exc)
+
+    return wrapped
+
+
+def _json(body, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json.dumps(body, separators=(",", ":")).encode(), content_type=JSON,
+                        headers={"Cache-Control": "no-store"})
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+    body = bytearray()
+    while chunk := await request.content.read(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return bytes(body)
+
+
+async def _admin_json(request: web.Request) -> dict:
+    check_bearer(request.app[AUDIT_ADMIN_TOKEN], request.headers.get("Authorization"))
+    try:
+        body = json.loads(await _body(request, MAX_ADMIN_BODY) or b"{}")
+    except ValueError as exc:
+        raise InvalidInput(f"the body is not JSON: {exc}", field="$") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object", field="$")
+    return body
+
+
+def _flag(params, name: str, default: bool | None) -> bool | None:
+    value = params.get(name)
+    if value is None:
+        return default
+    if value not in ("true", "false", "1", "0"):
+        raise InvalidInput(f"{name} must be true or false, not {value!r}", field=name)
+    return value in ("true", "1")
+
+
+def _time(value, name: str) -> int | None:
+    if value is None:
+        return None
+    ms = parse_timestamp_ms(value) if isinstance(value, str) else None
+    if ms is None:
+        raise InvalidInput(f"{name} must be an RFC 3339 UTC timestamp with milliseconds, not {value!r}", field=name)
+    return ms
+
+
+def _text(body: dict, name: str, default=None):
+    value = body.get(name, default)
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string", field=name)
+    return value
+
+
+# --- encoding -----------------------------------------------------------------------------------------------
+
+def _receipt(receipt: Receipt) -> dict:
+    out = {"status": 200, "producer": receipt.producer, "event_id": receipt.event_id, "index": receipt.index,
+           "leaf_hash": _b64(receipt.leaf_hash), "duplicate": receipt.duplicate}
+    if receipt.proof is not None:
+        out["inclusion_proof"] = [_b64(h) for h in receipt.proof]
+    return out
+
+
+def _logged(event: LoggedEvent) -> dict:
+    out = {"index": event.index, "entry": _b64(event.data), **event.envelope.to_json()}
+    if event.proof is not None:
+        out["inclusion_proof"] = [_b64(h) for h in event.proof]
+    return out
+
+
+def _submit_response(result: SubmitResult) -> web.Response:
+    checkpoint = {"tree_size": result.checkpoint.size, "checkpoint": result.checkpoint.note.decode()}
+    if result.single:
+        only = result.results[0]
+        if isinstance(only, LogError):
+            return _problem(only)
+        return _json({**_receipt(only), **checkpoint})
+    items = [problem_body(r) if isinstance(r, LogError) else _receipt(r) for r in result.results]
+    accepted = sum(1 for r in result.results if isinstance(r, Receipt))
+    return _json({"accepted": accepted, "refused": len(items) - accepted, "results": items, **checkpoint})
+
+
+# --- handlers -----------------------------------------------------------------------------------------------
+
+async def submit_events(request: web.Request) -> web.Response:
+    proofs = _flag(request.query, "proofs", None)
+    result = await request.app[AUDIT].submit(await _body(request, MAX_EVENTS_BODY), proofs=proofs)
+    return _submit_response(result)
+
+
+_QUERY_FIELDS = ("tenant", "run_id", "trace_id", "actor_id", "actor_type", "event_type", "producer")
+
+
+async def list_events(request: web.Request) -> web.Response:
+    params = request.query
+    known = {*_QUERY_FIELDS, *CONTEXT_PARAMS, "since", "until", "cursor", "limit"}
+    for name in params:
+        if name not in known and not name.startswith("context."):
+            raise InvalidInput(f"unknown query parameter {name!r}", field=name)
+        if len(params.getall(name)) > 1:
+            raise InvalidInput(f"query parameter {name!r} is repeated", field=name)
+    context = tuple(sorted(
+        [(name, params[name]) for name in CONTEXT_PARAMS if name in params]
+        + [(name.removeprefix("context."), value) for name, value in params.items() if name.startswith("context.")]
+    ))
+    try:
+        limit = int(params.get("limit", "100"))
+        after = int(base64.urlsafe_b64decode(params["cursor"].encode()).decode()) if "cursor" in params else -1
+    except (ValueError, binascii.Error) as exc:
+        raise InvalidInput(f"limit and cursor must be what the previous page returned: {exc}", field="cursor")
+    query = EventQuery(**{f: params.get(f) for f in _QUERY_FIELDS}, context=context,
+                       since=_time(params.get("since"), "since"), until=_time(params.get("until"), "until"),
+                       after=after, limit=limit)
+    page = await request.app[AUDIT].query_events(query)
+    cursor = None if page.next_cursor is None else base64.urlsafe_b64encode(str(page.next_cursor).encode()).decode()
+    return _json({"events": [_logged(e) for e in page.events], "next_cursor": cursor})
+
+
+async def run_timeline(request: web.Request) -> web.Response:
+    audit = request.app[AUDIT]
+    timeline = await audit.timeline(request.match_info["run_id"], request.query.get("tenant"),
+                                    proofs=_flag(request.query, "proofs", True))
+    return _json({
+        "run_id": timeline.run_id, "origin": audit.log.origin, "log_key": audit.log.verifier_key,
+        "tree_size": timeline.checkpoint.size, "checkpoint": timeline.checkpoint.note.decode(),
+        "events": [_logged(e) for e in timeline.events], "external_parents": timeline.external_parents,
+    })
+
+
+async def run_evidence(request: web.Request) -> web.Response:
+    bundle = await request.app[AUDIT].evidence(request.match_info["run_id"], request.query.get("tenant"))
+    return _json(bundle)
+
+
+async def event_schema(request: web.Request) -> web.Response:
+    return web.Response(body=json.dumps(EVENT_SCHEMA, indent=2).encode(), content_type="application/schema+json",
+                        headers={"Cache-Control": "public, max-age=3600"})
+
+
+async def put_blob(request: web.Request) -> web.Response:
+    digest = request.match_info["sha256"]
+    created = await request.app[AUDIT].put_blob(digest, await _body(request, MAX_BLOB_SIZE))
+    return _json({"sha256": digest, "created": created}, status=201 if created else 200)
+
+
+async def get_blob(request: web.Request) -> web.Response:
+    digest = request.match_info["sha256"]
+    data = await request.app[AUDIT].get_blob(digest)
+    return web.Response(body=data, content_type="application/octet-stream",
+                        headers={"ETag": f'"{digest}"', "Cache-Control": "private, max-age=31536000, immutable"})
+
+
+async def delete_blob(request: web.Request) -> web.Response:
+    check_bearer(request.app[AUDIT_ADMIN_TOKEN], request.headers.get("Authorization"))
+    reason = request.query.get("reason", "")
+    index = await request.app[AUDIT].erase_blob(request.match_info["sha256"], reason)
+    return _json({"sha256": request.match_info["sha256"], "erased": True, "erasure_index": index})
+
+
+def _registry_receipt(receipt) -> dict:
+    return {"index": receipt.index, "change": format_registry_change(receipt.change), "tree_size": receipt.checkpoint.size,
+            "checkpoint": receipt.checkpoint.note.decode()}
+
+
+async def list_producers(request: web.Request) -> web.Response:
+    out = []
+    for producer in request.app[AUDIT].registry.producers():
+        out.append({"producer": producer.producer_id, "tenants": sorted(producer.tenants), "keys": [
+            {"key_id": k.key_id, "public_key": k.public_key_b64(), "not_before": k.not_before,
+             "not_after": k.not_after, "revoked_at": k.revoked_at}
+            for k in sorted(producer.keys.values(), key=lambda k: k.not_before)]})
+    return _json({"producers": out})
+
+
+async def register_producer(request: web.Request) -> web.Response:
+    body = await _admin_json(request)
+    tenants = body.get("tenants")
+    if not isinstance(tenants, list) or not all(isinstance(t, str) for t in tenants):
+        raise InvalidInput("tenants must be a list of tenant ids", field="tenants")
+    receipt = await request.app[AUDIT].register_producer(_text(body, "producer"), tenants,
+                                                         _text(body, "reason", ""))
+    return _json(_registry_receipt(receipt), status=201)
+
+
+async def add_key(request: web.Request) -> web.Response:
+    body = await _admin_json(request)
+    try:
+        public_key = base64.b64decode(_text(body, "public_key") or "", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"public_key must be base64: {exc}", field="public_key") from exc
+    receipt = await request.app[AUDIT].add_key(
+        request.match_info["producer"], public_key, not_before=_time(body.get("not_before"), "not_before"),
+        not_after=_time(body.get("not_after"), "not_after"), reason=_text(body, "reason", ""))
+    return _json(_registry_receipt(receipt), status=201)
+
+
+async def retire_key(request: web.Request) -> web.Response:
+    body = await _admin_json(request)
+    receipt = await request.app[AUDIT].retire_key(
+        request.match_info["producer"], request.match_info["key_id"],
+        not_after=_time(body.get("not_after"), "not_after"), reason=_text(body, "reason", ""))
+    return _json(_registry_receipt(receipt))
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    body = await _admin_json(request)
+    receipt = await request.app[AUDIT].revoke_key(
+        request.match_info["producer"], request.match_info["key_id"],
+        revoked_at=_time(body.get("revoked_at"), "revoked_at"), reason=_text(body, "reason", ""))
+    return _json(_registry_receipt(receipt))
+
+
+AUDIT_ROUTES = [
+    web.post("/api/v1/events", _translating(submit_events)),
+    web.get("/api/v1/events", _translating(list_events), allow_head=False),
+    web.get("/api/v1/runs/{run_id}/timeline", _translating(run_timeline), allow_head=False),
+    web.get("/api/v1/runs/{run_id}/evidence", _translating(run_evidence), allow_head=False),
+    web.get(SCHEMA_URL_PATH, event_schema, allow_head=False),
+    web.put("/api/v1/blobs/{sha256}", _translating(put_blob)),
+    web.get("/api/v1/blobs/{sha256}", _translating(get_blob), allow_head=False),
+    web.delete("/api/v1/blobs/{sha256}", _translating(delete_blob)),
+    web.get("/api/v1/producers", _translating(list_producers), allow_head=False),
+    web.post("/api/v1/producers", _translating(register_producer)),
+    web.post("/api/v1/producers/{producer}/keys", _translating(add_key)),
+    web.post("/api/v1/producers/{producer}/keys/{key_id}/retire", _translating(retire_key)),
+    web.post("/api/v1/producers/{producer}/keys/{key_id}/revoke", _translating(revoke_key)),
+]
+
+
+def add_audit_routes(app: web.Application, *, data_dir: Path, admin_token: str | None = None,
+                     blobs: BlobStore | None = None) -> None:
+    """Add the audit routes and the service's lifetime to `app`. Call after the log's cleanup context is added
+    (the service opens over `app[LOG]`). Blobs default to `<data_dir>/blobs`; the admin token to
+    AUDITLOG_ADMIN_TOKEN or `<data_dir>/admin.token` (created on first start)."""
+    data_dir = Path(data_dir)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        token, created = load_or_create_admin_token(data_dir, admin_token)
+        if created:
+            print(f"admin token written to {data_dir / 'admin.token'}", flush=True)
+        app[AUDIT_ADMIN_TOKEN] = token
+        app[AUDIT] = await AuditService.open(app[LOG], blobs or FileBlobStore(data_dir / "blobs"))
+        try:
+            yield
+        finally:
+            await app[AUDIT].close()
+
+    app.cleanup_ctx.append(lifetime)
+    app.router.add_routes(AUDIT_ROUTES)
+
+
+def render_audit_metrics(stats: AuditStats) -> str:
+    """Prometheus text lines for the audit counters, to append to /metrics."""
+    lines = []
+    declared = set()
+    for name, value in stats.counters().items():
+        base = name.split("{")[0]
+        metric = f"auditlog_audit_{base}_total"
+        if base not in declared:
+            declared.add(base)
+            lines.append(f"# TYPE {metric} counter")
+        lines.append(f"{metric}{name[len(base):]} {value}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,216 @@
+"""The audit event schema `auditlog.event/v1`, published as JSON Schema (draft 2020-12), and its validator.
+
+The schema is data (`EVENT_SCHEMA`), served as is at /api/v1/schemas/auditlog.event/v1. Validation runs in two
+gears that read the same schema: a compiled validator (fastjsonschema, a few microseconds per valid event) on the
+hot path, and, only for an event that failed it, the reference validator (jsonschema) to list every field-level
+error with its JSON path. A check the schema language cannot express (a timestamp that matches the pattern but
+names no real instant, e.g. February 30th) runs after both, in `validate_event`.
+
+Field rules worth knowing:
+
+* identifiers (`event_id`, `run_id`, `trace_id`, `tenant`, actor and principal ids, `context` values) are tokens:
+  1-128 characters of `A-Za-z0-9._:~-`, starting with a letter or digit. No spaces and no `@`, so an e-mail
+  address or a name cannot be put where a token belongs; context ids are pseudonymous tokens, never raw
+  personal data.
+* `timestamp` and `approval.approved_at` are RFC 3339 in UTC with exactly millisecond precision:
+  `2026-11-23T14:05:09.123Z`.
+* `input`/`output` are content references (`{"sha256": <64 lowercase hex>, ...}`) to blobs, never the content.
+* integers are bounded to +-(2^53 - 1), so that every producer language reads them exactly and RFC 8785
+  canonicalization never meets a number it would have to round. The schema has no floating-point field: costs
+  are decimal strings.
+* unknown top-level or nested fields are refused; producer-specific data goes in `extensions`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from typing import Any
+
+import fastjsonschema
+import jsonschema
+
+from log.audit.errors import FieldError, InvalidEvent
+
+SCHEMA_ID = "auditlog.event/v1"
+SCHEMA_URL_PATH = "/api/v1/schemas/auditlog.event/v1"
+
+EVENT_TYPES = (
+    "intent", "model_call", "tool_call", "tool_result", "retrieval", "policy_decision", "approval",
+    "human_review", "denial", "escalation", "external_action", "outcome", "retention", "erasure",
+)
+ACTOR_TYPES = ("agent", "user", "system")
+TOKEN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:~-]{0,127}$"
+TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+MAX_SAFE_INTEGER = 2**53 - 1
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+_token = {"type": "string", "pattern": TOKEN_PATTERN}
+_timestamp = {"type": "string", "pattern": TIMESTAMP_PATTERN}
+_text = {"type": "string", "maxLength": 1024}
+_count = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER}
+_content_ref = {
+    "type": "object",
+    "description": "A reference to a blob in the content-addressed store.",
+    "required": ["sha256"],
+    "additionalProperties": False,
+    "properties": {
+        "sha256": {"type": "string", "pattern": SHA256_PATTERN},
+        "media_type": {"type": "string", "maxLength": 255},
+        "size": _count,
+    },
+}
+_principal = {
+    "type": "object",
+    "required": ["type", "id"],
+    "additionalProperties": False,
+    "properties": {"type": {"enum": list(ACTOR_TYPES)}, "id": _token},
+}
+
+
+def _object(properties: dict, required: tuple[str, ...] = (), **extra) -> dict:
+    return {"type": "object", "required": list(required), "additionalProperties": False,
+            "properties": properties, **extra}
+
+
+EVENT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": f"urn:auditlog:schema:{SCHEMA_ID}",
+    "title": "auditlog audit event, version 1",
+    "description": "One thing an AI system, a person or a system did, as a producer signs and submits it. "
+                   "Producers sign the RFC 8785 canonical form of this object with Ed25519.",
+    **_object(
+        {
+            "schema": {"const": SCHEMA_ID},
+            "event_id": _token,
+            "trace_id": _token,
+            "run_id": _token,
+            "parent_event_id": {"anyOf": [_token, {"type": "null"}]},
+            "timestamp": _timestamp,
+            "tenant": _token,
+            "actor": _object({"type": {"enum": list(ACTOR_TYPES)}, "id": _token, "run_id": _token},
+                             ("type", "id")),
+            "on_behalf_of": _principal,
+            "event_type": {"enum": list(EVENT_TYPES)},
+            "context": {
+                "type": "object",
+                "description": "Ids of the case, alert, customer... as pseudonymous tokens.",
+                "maxProperties": 32,
+                "propertyNames": {"pattern": "^[a-z][a-z0-9_]{0,63}$"},
+                "properties": {"case_id": _token, "alert_id": _token, "customer_id": _token},
+                "additionalProperties": _token,
+            },
+            "snapshot": _object({
+                "model_id": _text,
+                "prompt_version": _text,
+                "tool_versions": {"type": "object", "maxProperties": 64, "additionalProperties": _text},
+                "retrieval_index_version": _text,
+                "policy_snapshot": _text,
+            }),
+            "policy": _object({"decision": {"enum": ["allow", "deny", "review", "escalate"]},
+                               "matched_rule": _text, "snapshot": _text}),
+            "approval": _object({"required": {"type": "boolean"}, "approver": _principal,
+                                 "approved_at": _timestamp, "review_dwell_ms": _count}),
+            "input": _content_ref,
+            "output": _content_ref,
+            "metadata": _object({
+                "input_tokens": _count,
+                "output_tokens": _count,
+                "latency_ms": _count,
+                "cost": {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,12})?$"},
+                "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            }),
+            "outcome": _object({"status": {"enum": ["success", "failure", "cancelled", "partial"]},
+                                "reason": _text}, ("status",)),
+            "error": _object({"code": {"type": "string", "maxLength": 128}, "message": _text,
+                              "retryable": {"type": "boolean"}}, ("code",)),
+            "extensions": {"type": "object"},
+        },
+        ("schema", "event_id", "trace_id", "run_id", "timestamp", "tenant", "actor", "event_type"),
+    ),
+}
+
+# fastjsonschema implements draft 7; everything EVENT_SCHEMA uses means the same in draft 7 and 2020-12.
+_fast_validate = fastjsonschema.compile({**EVENT_SCHEMA, "$schema": "http://json-schema.org/draft-07/schema#"})
+_reference = jsonschema.Draft202012Validator(EVENT_SCHEMA)
+
+
+def _path(error: jsonschema.ValidationError) -> str:
+    """The JSON path of a failing value, `$` for the event itself, e.g. `$.actor.type`, `$.extensions["a b"]`."""
+    out = "$"
+    for part in error.absolute_path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            out += f".{part}"
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+def _describe(error: jsonschema.ValidationError) -> FieldError:
+    """One field-level error; a missing required property is reported at the property, not at its parent."""
+    if error.validator == "required":
+        missing = re.match(r"'([^']*)' is a required property", error.message)
+        parent = _path(error)
+        name = missing.group(1) if missing else "?"
+        return FieldError(f"{parent}.{name}", f"{name} is required")
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        return FieldError(_path(error), f"unknown field(s): {error.message.split('(')[-1].rstrip(')')}; "
+                                        f"put producer-specific data in extensions")
+    if error.validator == "pattern" and error.schema.get("pattern") == TOKEN_PATTERN:
+        return FieldError(_path(error), "must be a token: 1-128 characters of A-Za-z0-9._:~- starting with a "
+                                        "letter or digit (pseudonymous ids, never names or addresses)")
+    if error.validator == "pattern" and error.schema.get("pattern") == TIMESTAMP_PATTERN:
+        return FieldError(_path(error), "must be an RFC 3339 UTC timestamp with milliseconds, "
+                                        "like 2026-11-23T14:05:09.123Z")
+    return FieldError(_path(error), error.message)
+
+
+def field_errors(event: Any) -> list[FieldError]:
+    """Every schema violation in `event`, in a stable order (by path), plus the semantic timestamp checks."""
+    errors = [_describe(e) for e in _reference.iter_errors(event)]
+    if not errors:
+        errors = _semantic_errors(event)
+    return sorted(errors, key=lambda e: (e.field, e.message))
+
+
+def _semantic_errors(event: dict) -> list[FieldError]:
+    errors = []
+    for field, value in (("$.timestamp", event.get("timestamp")),
+                         ("$.approval.approved_at", (event.get("approval") or {}).get("approved_at"))):
+        if value is not None and parse_timestamp_ms(value) is None:
+            errors.append(FieldError(field, f"{value!r} is not a real date and time"))
+    return errors
+
+
+def validate_event(event: Any) -> dict:
+    """Return `event` if it is a valid auditlog.event/v1 object; raise InvalidEvent listing every problem."""
+    try:
+        _fast_validate(event)
+    except fastjsonschema.JsonSchemaException:
+        pass
+    else:
+        if not _semantic_errors(event):
+            return event
+    raise InvalidEvent.from_fields(field_errors(event))
+
+
+def parse_timestamp_ms(value: str) -> int | None:
+    """Unix milliseconds of an RFC 3339 `YYYY-MM-DDTHH:MM:SS.mmmZ` timestamp, or None if it names no instant."""
+    if not re.fullmatch(TIMESTAMP_PATTERN, value):
+        return None
+    try:
+        moment = datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+    if moment.year < 1970:
+        return None
+    return (moment - _EPOCH) // datetime.timedelta(milliseconds=1)
+
+
+def format_timestamp_ms(ms: int) -> str:
+    """The inverse of `parse_timestamp_ms`."""
+    moment = _EPOCH + datetime.timedelta(milliseconds=ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"

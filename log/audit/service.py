@@ -1,0 +1,515 @@
+"""The audit personality: signed producer envelopes in, exactly once; run timelines and evidence out.
+
+`AuditService` sits beside a `Log` and uses only its public extension points: `add_entries` with idempotency
+keys and index rows, `inclusion_proof`, `checkpoint`, and the store's engine for its own read queries.
+
+Ingest of a submission (one envelope, or `{"events": [...]}`), per envelope, in order; the first failing step
+refuses that envelope alone, and a refused envelope is never stored:
+
+1. Shape: producer, key_id, signature, event, nothing else (422 invalid-event).
+2. The event against auditlog.event/v1, every field-level error listed (422 invalid-event); its timestamp no more
+   than MAX_FUTURE_SKEW_MS ahead of our clock.
+3. RFC 8785 canonical bytes of the event; the whole envelope entry within the log's entry size limit.
+4. Producer and key in the in-memory registry (401 unknown-producer / unknown-key).
+5. The Ed25519 signature over the canonical event (401 bad-signature), on a small thread pool (libsodium runs
+   without the GIL).
+6. The producer may write for the event's tenant (403 tenant-forbidden).
+7. The key is valid at the event's timestamp and usable now (401 key-revoked / key-expired; see registry.py).
+   A refused envelope that is a retry of an event already logged gets the original receipt instead.
+8. All admitted envelopes go to the sequencer in ONE `add_entries` call with idempotency key
+   SHA-256(producer, event_id) and content hash SHA-256(canonical event), and their index rows. The answer comes
+   back only after the commit: a new index, the original index (`duplicate`), or a conflict (409
+   event-conflict: that event_id was logged with other content).
+
+No step before 8 touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, select
+
+from log.audit import evidence as evidence_format
+from log.audit.canonical import canonicalize, parse_json
+from log.audit.errors import AuthenticationFailed, EventConflict, InvalidEvent, KeyExpired, KeyRevoked
+from log.audit.records import (
+    Envelope, format_blob_erasure, format_registry_change, parse_entry, parse_envelope, parse_registry_change,
+    registry_change,
+)
+from log.audit.registry import Registry, key_id_for
+from log.audit.schema import parse_timestamp_ms
+from log.audit.tables import audit_event_context, audit_events, audit_registry
+from log.audit.timeline import Node, causal_order
+from log.blobs import BlobStore, check_digest
+from log.errors import Conflict, InvalidInput, LogError, NotFound
+from log.sequencer import EntryOutcome, IdempotencyKey, Published
+from log.storage import RowInsert
+from log.storage.schema import entries as entries_table
+
+MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
+MAX_BATCH = 1000
+MAX_ENTRY_SIZE = 65535
+MAX_TIMELINE = 10_000
+MAX_PAGE = 1000
+INLINE_VERIFY = 4  # verify this many signatures or fewer on the event loop; more go to the pool
+IDEMPOTENCY_DOMAIN = b"auditlog.event/v1 idempotency\x00"
+
+_EVENT_COLUMNS = ("tenant", "producer", "event_id", "run_id", "trace_id", "parent_event_id", "actor_type",
+                  "actor_id", "event_type", "ts")
+
+
+def idempotency_key(producer: str, event_id: str, canonical_event: bytes) -> IdempotencyKey:
+    """(producer, event_id) names the event; the content hash tells a retry from a conflicting reuse."""
+    key = hashlib.sha256(IDEMPOTENCY_DOMAIN + producer.encode() + b"\x00" + event_id.encode()).digest()
+    return IdempotencyKey(key, hashlib.sha256(canonical_event).digest())
+
+
+@dataclass
+class AuditStats:
+    """Counters for /metrics: `counters()` gives name -> value (all monotonically increasing)."""
+
+    events_accepted: int = 0
+    events_duplicate: int = 0
+    events_conflict: int = 0
+    refused: dict[str, int] = field(default_factory=dict)  # problem code -> count
+    registry_changes: int = 0
+    blobs_stored: int = 0
+    blobs_erased: int = 0
+
+    def refuse(self, code: str) -> None:
+        self.refused[code] = self.refused.get(code, 0) + 1
+
+    def counters(self) -> dict[str, int]:
+        out = {"events_accepted": self.events_accepted, "events_duplicate": self.events_duplicate,
+               "events_conflict": self.events_conflict, "registry_changes": self.registry_changes,
+               "blobs_stored": self.blobs_stored, "blobs_erased": self.blobs_erased}
+        for code, count in sorted(self.refused.items()):
+            out[f"events_refused{{code=\"{code}\"}}"] = count
+        return out
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """An event's place in the log. `proof` is its inclusion proof in the submission's checkpoint, if asked."""
+
+    producer: str
+    event_id: str
+    index: int
+    leaf_hash: bytes
+    duplicate: bool
+    proof: list[bytes] | None = None
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """One outcome per submitted envelope, in order: a Receipt or the LogError that refused it."""
+
+    results: list[Receipt | LogError]
+    checkpoint: Published
+    single: bool  # the body was one envelope, not {"events": [...]}
+
+
+@dataclass(frozen=True)
+class RegistryReceipt:
+    index: int
+    change: dict
+    checkpoint: Published
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    index: int
+    data: bytes  # the entry bytes, as in the log
+    envelope: Envelope
+    proof: list[bytes] | None = None
+
+
+@dataclass(frozen=True)
+class Timeline:
+    run_id: str
+    events: list[LoggedEvent]  # causal order
+    checkpoint: Published
+    external_parents: dict[str, str]  # event_id -> parent event_id not in this run
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    tenant: str | None = None
+    run_id: str | None = None
+    trace_id: str | None = None
+    actor_id: str | None = None
+    actor_type: str | None = None
+    event_type: str | None = None
+    producer: str | None = None
+    context: tuple[tuple[str, str], ...] = ()
+    since: int | None = None  # Unix ms, inclusive
+    until: int | None = None  # Unix ms, exclusive
+    after: int = -1  # cursor: only entries with a larger index
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[LoggedEvent]
+    next_cursor: int | None  # pass as `after` for the next page; None when this was the last
+
+
+class _Admitted:
+    __slots__ = ("position", "envelope", "key", "error")
+
+    def __init__(self, position, envelope, key):
+        self.position, self.envelope, self.key, self.error = position, envelope, key, None
+
+
+class AuditService:
+    """Create with `await AuditService.open(log, blobs)`; `close()` when done (before closing the log)."""
+
+    def __init__(self, log, blobs: BlobStore, *, clock: Callable[[], float] = time.time, verify_threads: int = 2):
+        self.log = log
+        self.blobs = blobs
+        self.registry = Registry()
+        self.stats = AuditStats()
+        self._clock = clock
+        self._registry_lock = asyncio.Lock()
+        self._verifier = concurrent.futures.ThreadPoolExecutor(verify_threads, thread_name_prefix="audit-verify")
+        self._io = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="audit-io")
+
+    @classmethod
+    async def open(cls, log, blobs: BlobStore, **kwargs) -> AuditService:
+        """Rebuild the registry from its index table (every registry-change entry, in log order)."""
+        service = cls(log, blobs, **kwargs)
+        for _, record in await service._read(service._select_registry, None, None):
+            service.registry.apply(parse_registry_change(parse_json(record).value))
+        return service
+
+    async def close(self) -> None:
+        self._verifier.shutdown(wait=True)
+        self._io.shutdown(wait=True)
+
+    def _now(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def _read(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    # -- ingest ---------------------------------------------------------------------------------------------
+    async def submit(self, body: bytes, *, proofs: bool | None = None) -> SubmitResult:
+        """Steps 1-8 of the module docstring for a request body. `proofs` (default: only for a single envelope)
+        asks for each receipt's inclusion proof in the returned checkpoint."""
+        parsed = parse_json(body)
+        value = parsed.value
+        single = not (isinstance(value, dict) and "events" in value)
+        if single:
+            items = [value]
+        else:
+            if set(value) != {"events"}:
+                raise InvalidEvent("a batch is an object with only an events list", "$")
+            items = value["events"]
+            if not isinstance(items, list) or not items:
+                raise InvalidEvent("events must be a non-empty list of envelopes", "$.events")
+            if len(items) > MAX_BATCH:
+                raise InvalidEvent(f"a batch holds at most {MAX_BATCH} envelopes, not {len(items)}", "$.events")
+        if proofs is None:
+            proofs = single
+        now = self._now()
+        results: list[Receipt | LogError | None] = [None] * len(items)
+        admitted: list[_Admitted] = []
+        for position, obj in enumerate(items):
+            try:
+                admitted.append(self._admit(position, obj, parsed.exact, now))
+            except LogError as exc:
+                results[position] = exc
+
+        await self._verify_signatures(admitted)
+
+        to_log: list[_Admitted] = []
+        maybe_retries: list[_Admitted] = []
+        for item in admitted:
+            if item.error is None:
+                try:
+                    event = item.envelope.event
+                    self.registry.check_tenant(item.envelope.producer, event["tenant"])
+                    item.key.check_usable(parse_timestamp_ms(event["timestamp"]), now)
+                except (KeyRevoked, KeyExpired) as exc:
+                    item.error = exc
+                    maybe_retries.append(item)
+                except LogError as exc:
+                    item.error = exc
+            if item.error is None:
+                to_log.append(item)
+            else:
+                results[item.position] = item.error
+
+        if maybe_retries:
+            for item, receipt in zip(maybe_retries, await self._find_logged(maybe_retries)):
+                if receipt is not None:
+                    results[item.position] = receipt
+                    self.stats.events_duplicate += 1
+
+        checkpoint = self.log.checkpoint
+        if to_log:
+            checkpoint = await self._append(to_log, results)
+        for result in results:
+            if isinstance(result, LogError):
+                self.stats.refuse(result.code)
+        if proofs:
+            results = await self._with_proofs(results, checkpoint)
+        return SubmitResult(results, checkpoint, single)
+
+    def _admit(self, position: int, obj: Any, exact: bool, now: int) -> _Admitted:
+        """Steps 1-4."""
+        envelope = parse_envelope(obj, exact=exact)
+        ts = parse_timestamp_ms(envelope.event["timestamp"])
+        if ts > now + MAX_FUTURE_SKEW_MS:
+            raise InvalidEvent(f"the event timestamp is more than {MAX_FUTURE_SKEW_MS // 1000} s ahead of the "
+                               f"log's clock", "$.event.timestamp")
+        size = len(envelope.event_bytes) + 200
+        if size > MAX_ENTRY_SIZE:
+            raise InvalidEvent(f"the envelope is about {size} bytes; the limit is {MAX_ENTRY_SIZE}: put large "
+                               f"content in blobs and refer to it by sha256", "$.event")
+        key = self.registry.key(envelope.producer, envelope.key_id)
+        return _Admitted(position, envelope, key)
+
+    async def _verify_signatures(self, admitted: list[_Admitted]) -> None:
+        """Step 5: sets `error` on each item whose signature does not verify."""
+        if len(admitted) <= INLINE_VERIFY:
+            _verify_chunk(admitted)
+            return
+        loop = asyncio.get_running_loop()
+        workers = self._verifier._max_workers
+        chunk = -(-len(admitted) // workers)
+        await asyncio.gather(*(loop.run_in_executor(self._verifier, _verify_chunk, admitted[i:i + chunk])
+                               for i in range(0, len(admitted), chunk)))
+
+    async def _find_logged(self, items: list[_Admitted]) -> list[Receipt | None]:
+        """Receipts for authentic envelopes refused for their key's state that are retries of logged events."""
+        keys = [idempotency_key(i.envelope.producer, i.envelope.event["event_id"], i.envelope.event_bytes)
+                for i in items]
+        found = await self._read(self.log.store.find_keys, [k.key for k in keys])
+        out: list[Receipt | None] = []
+        for item, key in zip(items, keys):
+            prior = found.get(key.key)
+            out.append(Receipt(item.envelope.producer, item.envelope.event["event_id"], prior.index,
+                               prior.leaf_hash, True)
+                       if prior is not None and prior.content_hash == key.content_hash else None)
+        return out
+
+    async def _append(self, items: list[_Admitted], results: list) -> Published:
+        """Step 8."""
+        entries, keys, rows = [], [], []
+        for item in items:
+            envelope = item.envelope
+            event = envelope.event
+            entries.append(envelope.entry_bytes())
+            keys.append(idempotency_key(envelope.producer, event["event_id"], envelope.event_bytes))
+            rows.append(_index_rows(envelope))
+        added = await self.log.add_entries(entries, keys=keys, rows=rows)
+        for item, outcome in zip(items, added.outcomes):
+            envelope = item.envelope
+            if isinstance(outcome, Conflict):
+                self.stats.events_conflict += 1
+                results[item.position] = EventConflict(
+                    f"producer {envelope.producer!r} already logged event {envelope.event['event_id']!r} with "
+                    f"different content; an event_id names one event forever")
+                continue
+            assert isinstance(outcome, EntryOutcome)
+            if outcome.duplicate:
+                self.stats.events_duplicate += 1
+            else:
+                self.stats.events_accepted += 1
+            results[item.position] = Receipt(envelope.producer, envelope.event["event_id"], outcome.index,
+                                             outcome.leaf_hash, outcome.duplicate)
+        return added.checkpoint
+
+    async def _with_proofs(self, results: list, checkpoint: Published) -> list:
+        async def prove(result):
+            if not isinstance(result, Receipt) or result.index >= checkpoint.size:
+                return result
+            proof = await self.log.inclusion_proof(result.index, checkpoint.size)
+            return Receipt(result.producer, result.event_id, result.index, result.leaf_hash, result.duplicate, proof)
+
+        return list(await asyncio.gather(*(prove(r) for r in results)))
+
+    # -- registry -------------------------------------------------------------------------------------------
+    async def register_producer(self, producer: str, tenants: Sequence[str], reason: str = "") -> RegistryReceipt:
+        return await self._change("producer-registered", producer, tenants=tuple(tenants), reason=reason)
+
+    async def add_key(self, producer: str, public_key: bytes, *, not_before: int | None = None,
+                      not_after: int | None = None, reason: str = "") -> RegistryReceipt:
+        """Register an Ed25519 public key (32 raw bytes) for `producer`; its key id is `key_id_for(public_key)`."""
+        if not isinstance(public_key, bytes) or len(public_key) != 32:
+            raise InvalidInput("public_key must be 32 raw Ed25519 public-key bytes", field="public_key")
+        now = self._now()
+        return await self._change("key-added", producer, key_id=key_id_for(public_key), public_key=public_key,
+                                  not_before=now if not_before is None else not_before, not_after=not_after,
+                                  reason=reason)
+
+    async def retire_key(self, producer: str, key_id: str, *, not_after: int | None = None,
+                         reason: str = "") -> RegistryReceipt:
+        """Rotation: the key signs nothing dated from `not_after` (default now) on; older events stay valid."""
+        return await self._change("key-retired", producer, key_id=key_id,
+                                  not_after=self._now() if not_after is None else not_after, reason=reason)
+
+    async def revoke_key(self, producer: str, key_id: str, *, revoked_at: int | None = None,
+                         reason: str = "") -> RegistryReceipt:
+        """Compromise: nothing new is accepted with the key, and events dated from `revoked_at` (default now;
+        may be earlier) never verify."""
+        return await self._change("key-revoked", producer, key_id=key_id,
+                                  revoked_at=self._now() if revoked_at is None else revoked_at, reason=reason)
+
+    async def _change(self, kind: str, producer: str, **fields) -> RegistryReceipt:
+        async with self._registry_lock:
+            change = registry_change(kind, producer, self._now(), **fields)
+            self.registry.check(change)
+            record = canonicalize(format_registry_change(change))
+            row = RowInsert(audit_registry.name, ("producer", "key_id", "change", "record"),
+                            (producer, change.get("key_id"), kind, record.decode()))
+            added = await self.log.add_entries([record], rows=[[row]])
+            self.registry.apply(change)
+            self.stats.registry_changes += 1
+            return RegistryReceipt(added.first_index, change, added.checkpoint)
+
+    def _select_registry(self, producer: str | None, key_ids: Sequence[str] | None) -> list[tuple[int, bytes]]:
+        query = select(audit_registry.c.idx, audit_registry.c.record).order_by(audit_registry.c.idx)
+        if producer is not None:
+            query = query.where(audit_registry.c.producer == producer)
+        if key_ids is not None:
+            query = query.where(audit_registry.c.key_id.in_(list(key_ids)) | audit_registry.c.key_id.is_(None))
+        with self.log.store.engine.connect() as conn:
+            return [(idx, record.encode()) for idx, record in conn.execute(query)]
+
+    # -- blobs ----------------------------------------------------------------------------------------------
+    async def put_blob(self, digest: str, data: bytes) -> bool:
+        created = await self._read(self.blobs.put, check_digest(digest), data)
+        if created:
+            self.stats.blobs_stored += 1
+        return created
+
+    async def get_blob(self, digest: str) -> bytes:
+        return await self._read(self.blobs.get, check_digest(digest))
+
+    async def erase_blob(self, digest: str, reason: str) -> int:
+        """Delete a blob, first logging the erasure (so the record exists even if the delete must be retried).
+        Returns the erasure record's index. No entry, tile or proof changes: events refer to blobs by hash."""
+        check_digest(digest)
+        if not await self._read(self.blobs.exists, digest):
+            raise NotFound(f"no blob {digest}")
+        record = canonicalize(format_blob_erasure(digest, self._now(), reason))
+        added = await self.log.add_entries([record])
+        await self._read(self.blobs.delete, digest)
+        self.stats.blobs_erased += 1
+        return added.first_index
+
+    # -- queries --------------------------------------------------------------------------------------------
+    async def query_events(self, query: EventQuery) -> EventPage:
+        if not 1 <= query.limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, not {query.limit}", field="limit")
+        size = self.log.checkpoint.size
+        rows = await self._read(self._select_events, query, size)
+        more = len(rows) > query.limit
+        rows = rows[:query.limit]
+        events = [_logged(index, data) for index, data in rows]
+        return EventPage(events, events[-1].index if more else None)
+
+    def _select_events(self, query: EventQuery, size: int) -> list[tuple[int, bytes]]:
+        a = audit_events.c
+        conditions = [a.idx > query.after, a.idx < size]
+        for column, value in ((a.tenant, query.tenant), (a.run_id, query.run_id), (a.trace_id, query.trace_id),
+                              (a.actor_id, query.actor_id), (a.actor_type, query.actor_type),
+                              (a.event_type, query.event_type), (a.producer, query.producer)):
+            if value is not None:
+                conditions.append(column == value)
+        if query.since is not None:
+            conditions.append(a.ts >= query.since)
+        if query.until is not None:
+            conditions.append(a.ts < query.until)
+        for name, value in query.context:
+            c = audit_event_context.alias()
+            conditions.append(select(c.c.idx).where(c.c.idx == a.idx, c.c.name == name, c.c.value == value)
+                              .exists())
+        statement = (select(a.idx, entries_table.c.data).join(entries_table, entries_table.c.idx == a.idx)
+                     .where(and_(*conditions)).order_by(a.idx).limit(query.limit + 1))
+        with self.log.store.engine.connect() as conn:
+            return [(idx, bytes(data)) for idx, data in conn.execute(statement)]
+
+    async def timeline(self, run_id: str, tenant: str | None = None, *, proofs: bool = True) -> Timeline:
+        """One run's events in causal order, each with its inclusion proof in the latest checkpoint."""
+        checkpoint = self.log.checkpoint
+        rows = await self._read(self._select_events,
+                                EventQuery(run_id=run_id, tenant=tenant, limit=MAX_TIMELINE), checkpoint.size)
+        if not rows:
+            raise NotFound(f"no events for run {run_id!r}" + (f" of tenant {tenant!r}" if tenant else ""))
+        if len(rows) > MAX_TIMELINE:
+            raise InvalidInput(f"run {run_id!r} has more than {MAX_TIMELINE} events; query it with "
+                               f"/api/v1/events?run_id=... instead", field="run_id")
+        events = [_logged(index, data) for index, data in rows]
+        ordering = causal_order([_node(e) for e in events])
+        ordered = [events[p] for p in ordering.order]
+        external = {events[p].envelope.event["event_id"]: parent for p, parent in ordering.external_parents.items()}
+        if proofs:
+            hashes = await asyncio.gather(*(self.log.inclusion_proof(e.index, checkpoint.size) for e in ordered))
+            ordered = [LoggedEvent(e.index, e.data, e.envelope, h) for e, h in zip(ordered, hashes)]
+        return Timeline(run_id, ordered, checkpoint, external)
+
+    async def evidence(self, run_id: str, tenant: str | None = None) -> dict:
+        """An evidence bundle for one run (see evidence.py): the timeline, and every registry record of the
+        producers and keys it used, each with its inclusion proof in the same checkpoint."""
+        timeline = await self.timeline(run_id, tenant)
+        size = timeline.checkpoint.size
+        used: dict[str, set[str]] = {}
+        for event in timeline.events:
+            used.setdefault(event.envelope.producer, set()).add(event.envelope.key_id)
+        registry_entries = []
+        for producer, key_ids in sorted(used.items()):
+            for index, data in await self._read(self._select_registry, producer, sorted(key_ids)):
+                if index < size:
+                    registry_entries.append((index, data, await self.log.inclusion_proof(index, size)))
+        return evidence_format.build_bundle(
+            origin=self.log.origin, log_key=self.log.verifier_key, checkpoint_note=timeline.checkpoint.note,
+            run_id=run_id, events=[(e.index, e.data, e.proof) for e in timeline.events],
+            registry_entries=registry_entries,
+        )
+
+
+def _verify_chunk(items: list[_Admitted]) -> None:
+    for item in items:
+        try:
+            item.key.verify(item.envelope.event_bytes, item.envelope.signature)
+        except AuthenticationFailed as exc:
+            item.error = exc
+
+
+def _index_rows(envelope: Envelope) -> list[RowInsert]:
+    event = envelope.event
+    actor = event["actor"]
+    rows = [RowInsert(audit_events.name, _EVENT_COLUMNS, (
+        event["tenant"], envelope.producer, event["event_id"], event["run_id"], event["trace_id"],
+        event.get("parent_event_id"), actor["type"], actor["id"], event["event_type"],
+        parse_timestamp_ms(event["timestamp"]),
+    ))]
+    for name, value in (event.get("context") or {}).items():
+        rows.append(RowInsert(audit_event_context.name, ("name", "value"), (name, value)))
+    return rows
+
+
+def _logged(index: int, data: bytes) -> LoggedEvent:
+    kind, envelope = parse_entry(data)
+    if kind != "envelope":
+        raise InvalidEvent(f"entry {index} is indexed as an audit event but is a {kind} record", "$")
+    return LoggedEvent(index, data, envelope)
+
+
+def _node(event: LoggedEvent) -> Node:
+    e = event.envelope.event
+    return Node(event.index, e["event_id"], e.get("parent_event_id"), parse_timestamp_ms(e["timestamp"]))
+
+
+__all__ = ["AuditService", "AuditStats", "EventPage", "EventQuery", "LoggedEvent", "Receipt", "RegistryReceipt",
+           "SubmitResult", "Timeline", "idempotency_key"]

@@ -1,0 +1,56 @@
+"""The audit personality's query-index tables, as SQLAlchemy Core tables (alembic/versions/0004_audit.py creates
+them; the two must agree, which tests/test_audit_service.py checks).
+
+Rows are written only through the sequencer (`RowInsert`), in the same transaction as the entry they index, so the
+tables never disagree with the log: `idx` is the entry's index. They hold nothing that is not in the entry itself,
+so they can be rebuilt from the log. Times are Unix milliseconds.
+"""
+
+from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+# One row per accepted audit envelope.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(128), nullable=False),
+    Column("producer", String(128), nullable=False),
+    Column("event_id", String(128), nullable=False),
+    Column("run_id", String(128), nullable=False),
+    Column("trace_id", String(128), nullable=False),
+    Column("parent_event_id", String(128)),
+    Column("actor_type", String(16), nullable=False),
+    Column("actor_id", String(128), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Index("ix_audit_events_run", "run_id", "idx"),
+    Index("ix_audit_events_trace", "trace_id", "idx"),
+    Index("ix_audit_events_tenant_ts", "tenant", "ts", "idx"),
+    Index("ix_audit_events_actor", "actor_id", "idx"),
+    Index("ix_audit_events_type", "event_type", "idx"),
+    Index("ix_audit_events_producer_event", "producer", "event_id"),
+)
+
+# One row per (entry, context id): context ids are what an auditor starts from ("case Y").
+audit_event_context = Table(
+    "audit_event_context",
+    metadata,
+    Column("idx", BigInteger, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("value", String(128), nullable=False),
+    Index("ix_audit_event_context_lookup", "name", "value", "idx"),
+)
+
+# One row per registry-change entry, with its canonical JSON: replayed on start to rebuild the registry.
+audit_registry = Table(
+    "audit_registry",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("producer", String(128), nullable=False),
+    Column("key_id", String(16)),
+    Column("change", String(32), nullable=False),
+    Column("record", Text, nullable=False),
+    Index("ix_audit_registry_producer_key", "producer", "key_id", "idx"),
+)
