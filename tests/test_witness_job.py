@@ -200,3 +200,13 @@ def test_a_forked_log_is_refused_and_never_cosigned(tmp_path):
             assert w1.cosigner.stats.get("cosigned") == 1
 
     asyncio.run(scenario())
+
+
+def test_endpoint_from_config():
+    _, ed = generate_signer_key("w.example/w", COSIGNATURE_ED25519)
+    _, ml = generate_signer_key("w.example/w", COSIGNATURE_MLDSA44)
+    endpoint = WitnessEndpoint.from_config(f"https://w.example/ {ed} {ml}")
+    assert (endpoint.name, endpoint.add_checkpoint_url) == ("w.example/w", "https://w.example/add-checkpoint")
+    assert len(endpoint.verifiers) == 2
+    with pytest.raises(InvalidInput):
+        WitnessEndpoint.from_config(ed)

@@ -60,6 +60,16 @@ class WitnessEndpoint:
             raise InvalidInput(f"witness {self.name!r} has no verifier key", field="verifier_key")
         object.__setattr__(self, "verifiers", tuple(CosignatureVerifier(k) for k in keys))
 
+    @classmethod
+    def from_config(cls, text: str) -> WitnessEndpoint:
+        """`<submission prefix URL> <verifier key> [<verifier key> ...]`; the name is the first key's name."""
+        parts = text.split()
+        if len(parts) < 2 or not parts[0].startswith(("http://", "https://")):
+            raise InvalidInput(f"witness {text[:80]!r} must be '<url> <verifier key> [<verifier key> ...]'",
+                               field="witness")
+        keys = tuple(parts[1:])
+        return cls(CosignatureVerifier(keys[0]).name, parts[0], keys[0] if len(keys) == 1 else keys)
+
     @property
     def add_checkpoint_url(self) -> str:
         return self.url.rstrip("/") + "/add-checkpoint"
