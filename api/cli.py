@@ -1,0 +1,423 @@
+"""The `auditlog` command: serve the log, make keys, migrate the database, add entries, prove and monitor.
+
+    auditlog serve [--host H] [--port P] [--data-dir D] [--database-url U] [--origin O] [--batch-size N]
+                   [--batch-max-age-ms MS] [--batch-linger-ms MS]
+    auditlog keygen --origin NAME [--out FILE]
+    auditlog db upgrade [--database-url U] [--data-dir D]
+    auditlog add [FILE|- ...] [--lines] [--server URL] [--key VKEY]
+    auditlog proof (--index I | --leaf-hash H) [--tree-size S] [--server URL] [--key VKEY]
+    auditlog verify [--server URL] --key VKEY [--state FILE]
+
+`serve` prints `listening on http://<host>:<port>` (flushed) once it accepts connections, so `--port 0` can be
+used by scripts and tests. Commands that verify take the log's verifier key from --key (the key string, or a file
+holding it), else $AUDITLOG_VERIFIER_KEY, else <data-dir>/log.vkey, which `serve` and `keygen` write.
+Exit status: 0 success, 1 a failed check or an error (said on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from log.errors import InvalidInput, LogError
+from log.hashing import hash_leaf
+from log.service import LogConfig
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+VKEY_SUFFIX = ".vkey"
+
+
+def _env(name: str, default=None):
+    value = os.environ.get(name)
+    return value if value else default
+
+
+def default_origin() -> str:
+    """auditlog.localhost/<hostname>, the hostname reduced to characters a key name and a URL path both allow."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()).strip("-.") or "localhost"
+    return f"auditlog.localhost/{host}"
+
+
+def _write_vkey(key_file: Path, verifier_key: str) -> Path:
+    path = key_file.with_suffix(VKEY_SUFFIX)
+    if not path.exists() or path.read_text().strip() != verifier_key:
+        path.write_text(verifier_key + "\n")
+    return path
+
+
+def _read_key(args) -> str:
+    value = args.key or _env("AUDITLOG_VERIFIER_KEY")
+    if value is None:
+        default = Path(_env("AUDITLOG_DATA_DIR", "data")) / f"log{VKEY_SUFFIX}"
+        if default.is_file():
+            return default.read_text().strip()
+        raise InvalidInput("no verifier key: pass --key, set AUDITLOG_VERIFIER_KEY, or run next to data/log.vkey",
+                           field="key")
+    if os.path.isfile(value):
+        return Path(value).read_text().strip()
+    return value
+
+
+def _out(document) -> None:
+    print(json.dumps(document, indent=1), flush=True)
+
+
+# --- serve -------------------------------------------------------------------------------------------------------
+
+
+def cmd_serve(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    config = LogConfig(
+        data_dir=Path(args.data_dir),
+        database_url=args.database_url,
+        origin=args.origin,
+        batch_size=args.batch_size,
+        batch_max_age=args.batch_max_age_ms / 1000,
+        batch_linger=args.batch_linger_ms / 1000,
+    )
+    if config.origin is None and not config.resolved_key_file().exists():
+        config.origin = default_origin()
+    # Log.open migrates the SQLite database before it writes the key (which makes the directory): make it first.
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_serve(config, args.host, args.port))
+
+
+async def _serve(config: LogConfig, host: str, port: int) -> int:
+    from aiohttp import web
+
+    from api.app import create_app
+    from api.state import LOG
+
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    try:
+        await runner.setup()  # opens the log: migrate, key, sequencer lock, reconcile
+    except LogError as exc:
+        print(f"auditlog: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a database that cannot be opened, a bad URL...: say it in one line
+        logging.getLogger(__name__).debug("startup failed", exc_info=True)
+        print(f"auditlog: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        log = app[LOG]
+        key_file = config.resolved_key_file()
+        vkey_file = _write_vkey(key_file, log.verifier_key)
+        if log.key_created:
+            print(f"created a new signing key for origin {log.origin} in {key_file}")
+        print(f"origin: {log.origin}")
+        print(f"verifier key: {log.verifier_key} (also in {vkey_file})")
+        print(f"tree size: {log.size}")
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0]
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        print(f"listening on http://{shown}:{bound[1]}", flush=True)
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        print("shutting down: finishing queued entries", flush=True)
+    finally:
+        await runner.cleanup()  # stops accepting, then closes the log (drains the sequencer, releases the lock)
+    return 0
+
+
+# --- keygen, db --------------------------------------------------------------------------------------------------
+
+
+def cmd_keygen(args) -> int:
+    from log.keys import write_signer_key
+
+    out = Path(args.out) if args.out else Path(_env("AUDITLOG_DATA_DIR", "data")) / "log.key"
+    try:
+        signer = write_signer_key(out, args.origin)
+    except FileExistsError:
+        raise InvalidInput(f"{out} already exists; refusing to overwrite a signing key", field="out") from None
+    vkey_file = _write_vkey(out, signer.verifier_key)
+    print(f"wrote the signing key for {args.origin} to {out} (mode 0600); verifier key also in {vkey_file}",
+          file=sys.stderr)
+    print(signer.verifier_key)
+    return 0
+
+
+def cmd_db_upgrade(args) -> int:
+    from log.storage.sql import upgrade_schema
+
+    config = LogConfig(data_dir=Path(args.data_dir), database_url=args.database_url)
+    if args.database_url is None:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_schema(config.resolved_database_url())
+    print("database schema is up to date")
+    return 0
+
+
+# --- client commands ---------------------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _read_inputs(paths: list[str]) -> list[tuple[str, bytes]]:
+    inputs = []
+    for path in paths or ["-"]:
+        if path == "-":
+            inputs.append(("-", sys.stdin.buffer.read()))
+        else:
+            try:
+                inputs.append((path, Path(path).read_bytes()))
+            except OSError as exc:
+                raise InvalidInput(f"cannot read {path}: {exc}", field="file") from exc
+    return inputs
+
+
+def cmd_add(args) -> int:
+    return asyncio.run(_add(args))
+
+
+async def _add(args) -> int:
+    from api.client import LogClient
+
+    inputs = _read_inputs(args.files)
+    if args.lines:
+        entries = [(f"{name}:{n}", line) for name, data in inputs
+                   for n, line in enumerate(data.splitlines(), start=1) if line.strip()]
+    else:
+        entries = inputs
+    if not entries:
+        raise InvalidInput("nothing to add", field="file")
+    key = _read_key(args) if (args.key or _env("AUDITLOG_VERIFIER_KEY")) else None
+    if key is None:
+        return await _add_unverified(args.server, entries, batch=args.lines)
+    async with LogClient(args.server, key) as client:
+        data = [entry for _, entry in entries]
+        receipts = await (client.add_many(data) if args.lines else _each(client.add, data))
+        for (name, _), receipt in zip(entries, receipts):
+            print(json.dumps({"source": name, "index": receipt.index, "leaf_hash": _b64(receipt.leaf_hash),
+                              "tree_size": receipt.tree_size, "inclusion": "verified"}), flush=True)
+    return 0
+
+
+async def _each(fn, items):
+    return [await fn(item) for item in items]
+
+
+async def _add_unverified(server: str, entries: list[tuple[str, bytes]], *, batch: bool) -> int:
+    """Without a verifier key: submit and report what the server answered (checking only the leaf hashes)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async def post(**kwargs) -> dict:
+            async with session.post(server.rstrip("/") + "/api/v1/entries", **kwargs) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status != 200:
+                    raise LogError(f"the server refused the entry: HTTP {resp.status}: {body.get('detail', body)}")
+                return body
+
+        results = []
+        if batch:
+            for start in range(0, len(entries), 4096):
+                chunk = entries[start:start + 4096]
+                body = await post(json={"entries": [_b64(e) for _, e in chunk]})
+                results += [(name, entry, item, body["tree_size"]) for (name, entry), item in zip(chunk, body["entries"])]
+        else:
+            for name, entry in entries:
+                body = await post(data=entry, headers={"Content-Type": "application/octet-stream"})
+                results.append((name, entry, body, body["tree_size"]))
+        for name, entry, item, tree_size in results:
+            if item["leaf_hash"] != _b64(hash_leaf(entry)):
+                raise LogError(f"{name}: the server's leaf hash is not the hash of the entry sent")
+            print(json.dumps({"source": name, "index": item["index"], "leaf_hash": item["leaf_hash"],
+                              "tree_size": tree_size, "inclusion": "not verified (no --key)"}), flush=True)
+    return 0
+
+
+def _parse_leaf_hash(text: str) -> bytes:
+    normalized = text.strip().replace("-", "+").replace("_", "/").rstrip("=")
+    try:
+        value = base64.b64decode(normalized + "=" * (-len(normalized) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        value = b""
+    if len(value) != 32:
+        try:
+            value = bytes.fromhex(text)
+        except ValueError:
+            value = b""
+    if len(value) != 32:
+        raise InvalidInput(f"--leaf-hash {text!r} is not a 32-byte hash in base64, base64url or hex",
+                           field="leaf_hash")
+    return value
+
+
+def cmd_proof(args) -> int:
+    return asyncio.run(_proof(args))
+
+
+async def _proof(args) -> int:
+    from api.client import LogClient
+
+    leaf_hash = _parse_leaf_hash(args.leaf_hash) if args.leaf_hash is not None else None
+    async with LogClient(args.server, _read_key(args)) as client:
+        proof = await client.inclusion_proof(args.index, args.tree_size, leaf_hash=leaf_hash)
+        checkpoint = client.latest
+        _out({
+            "index": proof.index,
+            "tree_size": proof.tree_size,
+            "leaf_hash": _b64(proof.leaf_hash),
+            "root_hash": _b64(proof.root),
+            "hashes": [_b64(h) for h in proof.hashes],
+            "checkpoint": {"origin": checkpoint.origin, "size": checkpoint.size,
+                           "root_hash": _b64(checkpoint.root_hash)},
+            "verified": True,
+        })
+    return 0
+
+
+def cmd_verify(args) -> int:
+    return asyncio.run(_verify(args))
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal and at most every 1% of the work."""
+
+    def __init__(self, stream=sys.stderr, enabled: bool | None = None):
+        self.stream = stream
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        percent = done * 100 // total
+        if percent == self.last:
+            return
+        self.last = percent
+        filled = percent * 30 // 100
+        self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {percent:3d}% {done:,}/{total:,} entries")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+async def _verify(args) -> int:
+    from api.client import LogClient
+    from api.monitor import verify_log
+
+    state = Path(args.state) if args.state else None
+    async with LogClient(args.server, _read_key(args)) as client:
+        report = await verify_log(client, state, concurrency=args.concurrency,
+                                  progress=None if args.quiet else _ProgressBar())
+    for failure in report.failures:
+        print(f"FAILED: {failure}")
+    if report.checkpoint is not None:
+        print(f"checkpoint: {report.checkpoint.origin} size {report.checkpoint.size} root "
+              f"{_b64(report.checkpoint.root_hash)}")
+    if report.previous_size is not None:
+        print(f"consistent with the saved checkpoint of size {report.previous_size}: "
+              f"{'yes' if report.valid else 'not established'}")
+    print(report.summary(), flush=True)
+    return 0 if report.valid else 1
+
+
+# --- parser ------------------------------------------------------------------------------------------------------
+
+
+def _non_negative(text: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,19}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative decimal integer")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="auditlog", description="A verifiable transparency log for audit trails.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the log server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_non_negative, default=8080, help="0 picks a free port (see the output)")
+    serve.add_argument("--data-dir", default=_env("AUDITLOG_DATA_DIR", "data"),
+                       help="SQLite database and signing key (env AUDITLOG_DATA_DIR; default ./data)")
+    serve.add_argument("--database-url", default=_env("AUDITLOG_DATABASE_URL"),
+                       help="SQLAlchemy URL, e.g. postgresql+psycopg://... (env AUDITLOG_DATABASE_URL)")
+    serve.add_argument("--origin", default=_env("AUDITLOG_ORIGIN"),
+                       help="log origin: default the key's name; on first start auditlog.localhost/<hostname>")
+    serve.add_argument("--batch-size", type=_positive, default=1024)
+    serve.add_argument("--batch-max-age-ms", type=_non_negative, default=50)
+    serve.add_argument("--batch-linger-ms", type=_non_negative, default=0)
+    serve.set_defaults(func=cmd_serve)
+
+    keygen = commands.add_parser("keygen", help="make a signing key (mode 0600); prints the verifier key")
+    keygen.add_argument("--origin", required=True, help="the log's origin, which is the key's name")
+    keygen.add_argument("--out", help="where to write the signer key (default <data-dir>/log.key)")
+    keygen.set_defaults(func=cmd_keygen)
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="SUBCOMMAND")
+    upgrade = db_commands.add_parser("upgrade", help="create or migrate the schema to the newest revision")
+    upgrade.add_argument("--database-url", default=_env("AUDITLOG_DATABASE_URL"))
+    upgrade.add_argument("--data-dir", default=_env("AUDITLOG_DATA_DIR", "data"))
+    upgrade.set_defaults(func=cmd_db_upgrade)
+
+    def client_options(sub, key_required: bool = False):
+        sub.add_argument("--server", default=_env("AUDITLOG_SERVER", DEFAULT_SERVER),
+                         help=f"log URL (env AUDITLOG_SERVER; default {DEFAULT_SERVER})")
+        sub.add_argument("--key", required=key_required,
+                         help="the log's verifier key, or a file holding it (env AUDITLOG_VERIFIER_KEY)")
+
+    add = commands.add_parser("add", help="append entries: one per file (or stdin), or one per line with --lines")
+    add.add_argument("files", nargs="*", metavar="FILE", help="files to add, '-' for stdin (the default)")
+    add.add_argument("--lines", action="store_true", help="add each non-empty line as an entry (batch API)")
+    client_options(add)
+    add.set_defaults(func=cmd_add)
+
+    proof = commands.add_parser("proof", help="fetch and verify an inclusion proof against a signed checkpoint")
+    which = proof.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", type=_non_negative)
+    which.add_argument("--leaf-hash", help="base64, base64url or hex")
+    proof.add_argument("--tree-size", type=_positive, help="default: the latest checkpoint's size")
+    client_options(proof)
+    proof.set_defaults(func=cmd_proof)
+
+    verify = commands.add_parser("verify", help="the monitor: re-verify the whole log from its tiles")
+    client_options(verify, key_required=False)
+    verify.add_argument("--state", help="JSON file keeping the last verified checkpoint (for consistency)")
+    verify.add_argument("--concurrency", type=_positive, default=16, help="tile fetches in flight")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    verify.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LogError as exc:
+        print(f"auditlog {args.command}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
