@@ -11,13 +11,13 @@ import urllib.request
 def verify_inclusion(index: int, size: int, leaf_hash: bytes, proof: list[bytes], root: bytes) -> None:
     from log import proofs
 
-    proofs.verify_inclusion(index, size, leaf_hash, proof, root)
+    proofs.verify_inclusion(leaf_hash, index, size, proof, root)
 
 
 def verify_consistency(first: int, second: int, first_root: bytes, second_root: bytes, proof: list[bytes]) -> None:
     from log import proofs
 
-    proofs.verify_consistency(first, second, first_root, second_root, proof)
+    proofs.verify_consistency(first, second, proof, first_root, second_root)
 
 
 def _get(url: str) -> bytes:
