@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from log.checkpoint import Checkpoint, sign_checkpoint
 from log.note import generate_signer_key, parse_signer_key
+from log.storage import WorkFailed
 from log.storage.sql import SqlLogStore, sqlite_url_for, upgrade_schema
 from witness.timestamp import TimestampJob, verify_timestamp
 from witness.tsa import TimestampAuthority, TsaIdentity, make_tsa_app, make_tsa_chain
@@ -35,7 +36,8 @@ def _note(size: int) -> bytes:
 
 @dataclass
 class FakeLog:
-    """What the job touches of a Log: `store` (the real SQL store, sequencer lock held) and `checkpoint.note`."""
+    """What the job touches of a Log: `store` (the real SQL store), `write` through the real writer holding the
+    sequencer lock, and `checkpoint.note`."""
 
     store: SqlLogStore
     note: bytes
@@ -44,17 +46,23 @@ class FakeLog:
     def checkpoint(self):
         return self
 
+    async def write(self, work):
+        results = await asyncio.to_thread(self.store.writer.commit_batch, 0, [], [], 0, [], None, work=[work])
+        if isinstance(results[0], WorkFailed):
+            raise results[0].error
+        return results[0]
+
 
 @contextlib.contextmanager
 def locked_store(tmp_path: Path):
     url = sqlite_url_for(tmp_path / "auditlog.db")
     upgrade_schema(url)
     store = SqlLogStore(url)
-    writer = store.acquire_writer()  # holds the SQLite write lock, as the sequencer does
+    store.writer = store.acquire_writer()  # holds the SQLite write lock, as the sequencer does
     try:
         yield store
     finally:
-        writer.close()
+        store.writer.close()
         store.close()
 
 

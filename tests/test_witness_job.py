@@ -109,7 +109,7 @@ def test_one_round_gathers_both_cosignatures_and_serves_them(tmp_path):
             assert job.metrics()["witness_witnessed_size"] == new_size
             assert w1.cosigner.store.latest(ORIGIN).size == new_size
 
-        # a fresh job on the same log finds what was gathered (the sidecar store), without asking again
+        # a fresh job on the same log finds what was gathered (in the log database), without asking again
         log = await open_log(tmp_path / "log")
         job = WitnessJob(log, [w1.endpoint("http://127.0.0.1:9"), w2.endpoint("http://127.0.0.1:9")],
                          interval=3600, policy=KOfN(2))

@@ -26,21 +26,18 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 from sqlalchemy import func, insert, select
 
 from log.errors import InvalidInput, LogError, SignatureError
 from log.note import CosignatureVerifier, NoteSignature, parse_note
-from log.storage.sql import _make_engine, sqlite_url_for, upgrade_schema
 from witness.cosigner import AddCheckpointRequest
 from witness.schema import checkpoint_cosignatures
 
 logger = logging.getLogger(__name__)
 
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
-SIDECAR_SUFFIX = "-witnessing.db"
 MAX_RESPONSE_SIZE = 1 << 20
 MAX_RESYNCS = 3  # 409 re-sends per witness per round: a witness that keeps moving is tried again next round
 
@@ -97,34 +94,34 @@ class _WitnessState:
 
 
 class CosignatureStore:
-    """The `checkpoint_cosignatures` table. Blocking: call from a thread. `add` is one durable transaction."""
+    """The `checkpoint_cosignatures` table in the log's own database.
 
-    def __init__(self, engine, *, owned: bool):
+    Reads are blocking (call from a thread); `add` is async because it writes through the log's single writer
+    (`Log.write`): on SQLite the sequencer holds the write lock, and either way the row commits with a batch.
+    """
+
+    def __init__(self, engine, write):
         self.engine = engine
-        self._owned = owned
+        self._write = write
 
     @classmethod
     def for_log(cls, log) -> CosignatureStore:
-        """The log's own database on PostgreSQL; on SQLite a migrated sidecar `<database>-witnessing.db`."""
-        engine = log.store.engine
-        if engine.dialect.name != "sqlite":
-            return cls(engine, owned=False)
-        database = Path(engine.url.database)
-        url = sqlite_url_for(database.with_name(database.name.removesuffix(".db") + SIDECAR_SUFFIX))
-        upgrade_schema(url)
-        return cls(_make_engine(url), owned=True)
+        return cls(log.store.engine, log.write)
 
-    def add(self, size: int, witness: str, signatures: list[tuple[NoteSignature, int]]) -> None:
+    async def add(self, size: int, witness: str, signatures: list[tuple[NoteSignature, int]]) -> None:
         now = int(time.time() * 1000)
-        with self.engine.begin() as conn:
+
+        def work(tx):
             for sig, timestamp in signatures:
-                exists = conn.execute(select(checkpoint_cosignatures.c.size).where(
+                exists = tx.execute(select(checkpoint_cosignatures.c.size).where(
                     checkpoint_cosignatures.c.size == size, checkpoint_cosignatures.c.witness == witness,
-                    checkpoint_cosignatures.c.key_id == sig.key_id)).first()
-                if exists is None:
-                    conn.execute(insert(checkpoint_cosignatures).values(
+                    checkpoint_cosignatures.c.key_id == sig.key_id))
+                if not exists:
+                    tx.execute(insert(checkpoint_cosignatures).values(
                         size=size, witness=witness, key_id=sig.key_id, signature_line=sig.to_line(),
                         timestamp=timestamp, created_at=now))
+
+        await self._write(work)
 
     def latest_sizes(self) -> dict[str, int]:
         """The largest size each witness has a stored cosignature for."""
@@ -142,9 +139,6 @@ class CosignatureStore:
         with self.engine.connect() as conn:
             return [(size, witness, line) for size, witness, line in conn.execute(query)]
 
-    def close(self) -> None:
-        if self._owned:
-            self.engine.dispose()
 
 
 class WitnessJob:
@@ -209,14 +203,12 @@ class WitnessJob:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        if self._store is not None:
-            await asyncio.to_thread(self._store.close)
 
     async def _load(self) -> None:
         if self._loaded:
             return
         if self._store is None:
-            self._store = await asyncio.to_thread(CosignatureStore.for_log, self.log)
+            self._store = CosignatureStore.for_log(self.log)
         latest = await asyncio.to_thread(self._store.latest_sizes)
         for name, state in self._state.items():
             if name in latest:
@@ -277,7 +269,7 @@ class WitnessJob:
                 except SignatureError as exc:
                     self._fail(state, f"bad cosignatures: {exc}")
                     return
-                await asyncio.to_thread(self._store.add, published.size, endpoint.name, signatures)
+                await self._store.add(published.size, endpoint.name, signatures)
                 self._lines.setdefault(published.size, {})[endpoint.name] = [s.to_line() for s, _ in signatures]
                 state.known_size = state.cosigned_size = published.size
                 state.last_error = ""

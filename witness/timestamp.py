@@ -503,8 +503,6 @@ timestamps = sa.Table(
     sa.Index("ix_timestamps_size", "size"),
 )
 
-SIDECAR_SUFFIX = "-timestamps.db"
-
 
 @dataclasses.dataclass(frozen=True)
 class StoredTimestamp:
@@ -515,47 +513,26 @@ class StoredTimestamp:
 
 
 class TimestampStore:
-    """The `timestamps` table over a SQLAlchemy engine. Blocking: call from a thread.
+    """The `timestamps` table (migration 0003) in the log's own database.
 
-    `add` is one transaction, durable when it returns (as durable as the engine's database); readers see a row
-    whole or not at all. Any number of readers and writers may call concurrently.
+    Reads are blocking (call from a thread). `add` is async: it writes through the log's single writer
+    (`Log.write`), because on SQLite the sequencer holds the write lock; the row is durable when it returns.
     """
 
-    def __init__(self, engine: sa.Engine, *, create: bool = False):
+    def __init__(self, engine: sa.Engine, write):
         self.engine = engine
-        if create:
-            metadata.create_all(engine, tables=[timestamps], checkfirst=True)
+        self._write = write
 
     @classmethod
     def for_log(cls, log) -> "TimestampStore":
-        """The log's database on PostgreSQL (migration 0003 made the table).
+        return cls(log.store.engine, log.write)
 
-        On SQLite the sequencer holds the database's write lock for the log's whole life (log/storage/sql.py), so
-        no other connection can write there; the table then lives in a sidecar file beside the database,
-        `<database>-timestamps.db`, created here on first use.
-        """
-        store = log.store
-        if store.dialect != "sqlite":
-            return cls(store.engine)
-        database = Path(store.engine.url.database)
-        sidecar = database.with_name(database.name.removesuffix(".db") + SIDECAR_SUFFIX)
-        engine = sa.create_engine(f"sqlite:///{sidecar}", connect_args={"timeout": 30})
-
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.close()
-
-        return cls(engine, create=True)
-
-    def add(self, size: int, note: bytes, response: bytes, info: TimestampInfo, created_at_ms: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(timestamps.insert().values(
-                size=size, note=note, response=response, gen_time=int(info.gen_time.timestamp() * 1000),
-                serial=str(info.serial), tsa_name=info.tsa_name, created_at=created_at_ms,
-            ))
+    async def add(self, size: int, note: bytes, response: bytes, info: TimestampInfo, created_at_ms: int) -> None:
+        row = timestamps.insert().values(
+            size=size, note=note, response=response, gen_time=int(info.gen_time.timestamp() * 1000),
+            serial=str(info.serial), tsa_name=info.tsa_name, created_at=created_at_ms,
+        )
+        await self._write(lambda tx: tx.execute(row))
 
     def _one(self, where=None) -> StoredTimestamp | None:
         query = sa.select(timestamps.c.size, timestamps.c.note, timestamps.c.response, timestamps.c.gen_time)
@@ -572,9 +549,6 @@ class TimestampStore:
     def for_size(self, size: int) -> StoredTimestamp | None:
         return self._one(timestamps.c.size == size)
 
-    def close(self, *, dispose: bool) -> None:
-        if dispose:
-            self.engine.dispose()
 
 
 def checkpoint_size(note: bytes) -> int:
@@ -653,8 +627,7 @@ class TimestampJob:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        if self._store is not None and self._owns_store:
-            await asyncio.to_thread(self._store.close, dispose=self._store.engine is not self._log.store.engine)
+        if self._owns_store:
             self._store = None
 
     def metrics(self) -> dict:
@@ -739,7 +712,7 @@ class TimestampJob:
         # 4. Store. Only now is the checkpoint stamped; a crash before the commit leaves it unstamped and the
         #    next run asks again.
         now = self._clock()
-        await asyncio.to_thread(self._get_store().add, size, note, response, info, int(now * 1000))
+        await self._get_store().add(size, note, response, info, int(now * 1000))
         self._stored += 1
         self._stamped_note, self._stamped_size, self._stamped_at = note, size, now
         self._waiting_since = None

@@ -53,9 +53,13 @@ def upgrade_schema(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
+    url = normalize_database_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     config = Config()
     config.set_main_option("script_location", str(ALEMBIC_DIR))
-    config.attributes["database_url"] = normalize_database_url(url)
+    config.attributes["database_url"] = url
     command.upgrade(config, "head")
 
 
