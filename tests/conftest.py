@@ -1,0 +1,83 @@
+"""Shared fixtures: a fast-batching log config in tmp_path, and real HTTP servers for in-process tests.
+
+`serve_app(app)` (async context manager) runs an aiohttp app on a loopback port inside the caller's event loop and
+yields its base URL. The `live_server` fixture runs one in a background thread with its own loop, for code that
+makes its own loop (the CLI's asyncio.run, SyncLogClient).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from aiohttp import web
+
+from log.service import LogConfig
+
+TEST_ORIGIN = "test.example/log"
+
+
+@pytest.fixture
+def log_config(tmp_path) -> LogConfig:
+    return LogConfig(data_dir=tmp_path / "data", origin=TEST_ORIGIN, batch_max_age=0.002)
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def live_server() -> Callable[[web.Application], str]:
+    """start(app) runs `app` in a background thread and returns its URL; every app started is stopped after."""
+    stops: list[Callable[[], None]] = []
+
+    def start(app: web.Application) -> str:
+        ready = threading.Event()
+        box: dict = {}
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            stop = asyncio.Event()
+
+            async def main() -> None:
+                try:
+                    async with serve_app(app) as url:
+                        box["url"] = url
+                        ready.set()
+                        await stop.wait()
+                except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                    box["error"] = exc
+                    ready.set()
+
+            box["stop"] = lambda: loop.call_soon_threadsafe(stop.set)
+            loop.run_until_complete(main())
+            loop.close()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        ready.wait(30)
+        if "error" in box:
+            raise box["error"]
+
+        def stop() -> None:
+            box["stop"]()
+            thread.join(30)
+
+        stops.append(stop)
+        return box["url"]
+
+    yield start
+    for stop in reversed(stops):
+        stop()
