@@ -153,16 +153,20 @@ def test_verify_finds_a_byte_changed_in_the_database(server_factory, tmp_path, d
             return info["verifier_key"]
 
     vkey = asyncio.run(fill())
-    verify = [sys.executable, "-m", "api.cli", "verify", "--server", server.url, "--key", vkey,
-              "--state", str(tmp_path / "monitor.json")]
-    clean = subprocess.run(verify, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    def verify():
+        command = [sys.executable, "-m", "api.cli", "verify", "--server", server.url, "--key", vkey,
+                   "--state", str(tmp_path / "monitor.json")]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    clean = verify()
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "700" in clean.stdout and "VALID" in clean.stdout
 
     server.stop()
     _tamper_entry(server.data_dir, database_url, 300)
     server.start()
-    tampered = subprocess.run(verify, cwd=REPO, capture_output=True, text=True, timeout=120)
+    tampered = verify()
     assert tampered.returncode != 0
     assert "300" in tampered.stdout + tampered.stderr, tampered.stdout + tampered.stderr
 
