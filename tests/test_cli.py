@@ -1,0 +1,233 @@
+"""The `auditlog` command: keygen, db upgrade, add/proof/verify against a live in-process server (the monitor
+against tampered bundles, tiles and history), and `serve` as a real subprocess (listening line, lock, SIGTERM)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from api.app import create_app
+from api.cli import _ProgressBar, main
+from log.checkpoint import Checkpoint, sign_checkpoint
+from log.hashing import hash_leaf
+from log.keys import read_signer_key
+from log.service import Log
+from tests.conftest import TEST_ORIGIN
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_keygen_writes_a_0600_key_and_prints_the_verifier_key(tmp_path, capsys):
+    out = tmp_path / "keys" / "log.key"
+    code, stdout, _ = run_cli(capsys, "keygen", "--origin", "example.com/log", "--out", str(out))
+    assert code == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert out.read_text().startswith("PRIVATE+KEY+example.com/log+")
+    assert stdout.strip().startswith("example.com/log+")
+    assert (tmp_path / "keys" / "log.vkey").read_text().strip() == stdout.strip()
+    code, _, stderr = run_cli(capsys, "keygen", "--origin", "example.com/log", "--out", str(out))
+    assert code == 1 and "already exists" in stderr
+
+
+def test_db_upgrade_creates_the_schema(tmp_path, capsys):
+    code, _, _ = run_cli(capsys, "db", "upgrade", "--data-dir", str(tmp_path))
+    assert code == 0
+    with sqlite3.connect(tmp_path / "auditlog.db") as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"entries", "tiles"} <= tables
+
+
+def _verifier_key(config) -> str:
+    return read_signer_key(config.resolved_key_file()).verifier_key
+
+
+def test_add_proof_and_verify_against_a_live_server(log_config, live_server, tmp_path, capsys):
+    url = live_server(create_app(log_config))
+    vkey = _verifier_key(log_config)
+    first = tmp_path / "first.json"
+    first.write_bytes(b'{"event": "first"}')
+    code, out, _ = run_cli(capsys, "add", str(first), "--server", url, "--key", vkey)
+    assert code == 0
+    receipt = json.loads(out)
+    assert receipt["index"] == 0 and receipt["inclusion"] == "verified"
+
+    lines = tmp_path / "lines.txt"
+    lines.write_bytes(b"".join(f"line {i}\n".encode() for i in range(300)))
+    code, out, _ = run_cli(capsys, "add", "--lines", str(lines), "--server", url)  # no key: unverified
+    assert code == 0
+    receipts = [json.loads(line) for line in out.splitlines()]
+    assert [r["index"] for r in receipts] == list(range(1, 301))
+
+    code, out, _ = run_cli(capsys, "proof", "--index", "42", "--server", url, "--key", vkey)
+    assert code == 0
+    proof = json.loads(out)
+    assert proof["verified"] is True and proof["tree_size"] == 301 and proof["index"] == 42
+    leaf = hash_leaf(b"line 99")
+    code, out, _ = run_cli(capsys, "proof", "--leaf-hash", leaf.hex(), "--tree-size", "150", "--server", url,
+                           "--key", vkey)
+    assert code == 0 and json.loads(out)["index"] == 100
+
+    state = tmp_path / "monitor.json"
+    code, out, _ = run_cli(capsys, "verify", "--server", url, "--key", vkey, "--state", str(state))
+    assert code == 0, out
+    assert "Verified 301 entries · integrity VALID · tampered 0" in out
+    assert json.loads(state.read_text())["size"] == 301
+
+    run_cli(capsys, "add", str(first), "--server", url)
+    code, out, _ = run_cli(capsys, "verify", "--server", url, "--key", vkey, "--state", str(state))
+    assert code == 0, out
+    assert "consistent with the saved checkpoint of size 301: yes" in out
+    assert json.loads(state.read_text())["size"] == 302
+
+
+def _tampering_server(config, live_server, rewrite) -> str:
+    app = create_app(config)
+
+    @web.middleware
+    async def tamper(request, handler):
+        response = await handler(request)
+        changed = rewrite(request.path, response.body) if response.status == 200 else None
+        if changed is not None:
+            response.body = changed
+        return response
+
+    app.middlewares.append(tamper)
+    return live_server(app)
+
+
+def _fill(config, count: int) -> None:
+    async def fill():
+        log = await Log.open(config)
+        try:
+            await log.add_entries([f"entry {i}".encode() for i in range(count)])
+        finally:
+            await log.close()
+
+    asyncio.run(fill())
+
+
+def test_verify_names_a_changed_entry(log_config, live_server, capsys):
+    # Entry 300 sits in bundle 1 at position 44: change one byte of it in what the server serves.
+    def rewrite(path, body):
+        if path.startswith("/tile/entries/001"):
+            offset = sum(2 + len(f"entry {i}") for i in range(256, 300)) + 2
+            return body[:offset] + bytes([body[offset] ^ 1]) + body[offset + 1:]
+        return None
+
+    _fill(log_config, 700)
+    url = _tampering_server(log_config, live_server, rewrite)
+    code, out, _ = run_cli(capsys, "verify", "--server", url, "--key", _verifier_key(log_config))
+    assert code == 1
+    assert "entry 300 (tile/entries/001, position 44)" in out
+    assert "integrity INVALID · tampered 1" in out
+
+
+def test_verify_finds_a_changed_upper_tile_and_a_wrong_root(log_config, live_server, capsys):
+    def rewrite(path, body):
+        return b"\0" * len(body) if path.startswith("/tile/1/") else None
+
+    _fill(log_config, 300)
+    url = _tampering_server(log_config, live_server, rewrite)
+    code, out, _ = run_cli(capsys, "verify", "--server", url, "--key", _verifier_key(log_config))
+    assert code == 1 and "tile/1/000.p/1: does not match" in out
+
+
+def test_verify_finds_a_rewritten_history(log_config, live_server, tmp_path, capsys):
+    """A saved checkpoint the log signed but whose root the current tree does not extend: a fork."""
+    _fill(log_config, 10)
+    url = live_server(create_app(log_config))
+    signer = read_signer_key(log_config.resolved_key_file())
+    forked = sign_checkpoint(Checkpoint(TEST_ORIGIN, 4, b"\x07" * 32), signer)
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"checkpoint": forked.decode()}))
+    code, out, _ = run_cli(capsys, "verify", "--server", url, "--key", signer.verifier_key, "--state", str(state))
+    assert code == 1
+    assert "another root at the saved size 4" in out and "consistency proof" in out
+    assert json.loads(state.read_text())["checkpoint"] == forked.decode()  # not overwritten
+
+
+def test_progress_bar_draws_on_a_terminal_only():
+    stream = io.StringIO()
+    bar = _ProgressBar(stream, enabled=True)
+    for done in (0, 2560, 12847):
+        bar(done, 12847)
+    assert "100% 12,847/12,847 entries" in stream.getvalue()
+    quiet = io.StringIO()
+    _ProgressBar(quiet)(5, 10)  # StringIO is not a terminal
+    assert quiet.getvalue() == ""
+
+
+def _start_serve(data_dir: Path, *extra: str) -> tuple[subprocess.Popen, list[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", "0", "--data-dir", str(data_dir), *extra],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines = []
+    deadline = time.monotonic() + 30
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("listening on ") or time.monotonic() > deadline:
+            break
+    return proc, lines
+
+
+def test_serve_as_a_process(tmp_path):
+    data_dir = tmp_path / "data"
+    proc, lines = _start_serve(data_dir, "--origin", "serve.example/log")
+    try:
+        output = "".join(lines)
+        assert "created a new signing key for origin serve.example/log" in output, output
+        assert re.search(r"verifier key: serve\.example/log\+[0-9a-f]{8}\+", output)
+        url = re.search(r"listening on (http://127\.0\.0\.1:\d+)", output).group(1)
+        import urllib.request
+        with urllib.request.urlopen(url + "/healthz", timeout=10) as resp:
+            assert json.loads(resp.read())["status"] == "ok"
+
+        second = subprocess.run(
+            [sys.executable, "-m", "api.cli", "serve", "--port", "0", "--data-dir", str(data_dir)],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )
+        assert second.returncode != 0
+        assert "sequencer" in second.stderr and "lock" in second.stderr, second.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0
+
+    again, lines = _start_serve(data_dir)  # the origin now comes from the key
+    try:
+        assert "created" not in "".join(lines) and "origin: serve.example/log" in "".join(lines)
+    finally:
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(30) == 0
+
+
+@pytest.mark.parametrize("argv", [["serve", "--port", "-1"], ["proof", "--server", "x"], ["nope"]])
+def test_bad_usage_exits_2(argv, capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert raised.value.code == 2
