@@ -45,6 +45,8 @@ TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 MAX_SAFE_INTEGER = 2**53 - 1
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_TIMESTAMP = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{3})Z\Z")
 
 _token = {"type": "string", "pattern": TOKEN_PATTERN}
 _timestamp = {"type": "string", "pattern": TIMESTAMP_PATTERN}
@@ -198,16 +200,19 @@ def validate_event(event: Any) -> dict:
 
 
 def parse_timestamp_ms(value: str) -> int | None:
-    """Unix milliseconds of an RFC 3339 `YYYY-MM-DDTHH:MM:SS.mmmZ` timestamp, or None if it names no instant."""
-    if not re.fullmatch(TIMESTAMP_PATTERN, value):
+    """Unix milliseconds of an RFC 3339 `YYYY-MM-DDTHH:MM:SS.mmmZ` timestamp, or None if it names no instant
+    (a date that does not exist, hour 24, second 60: leap seconds are not representable in Unix time)."""
+    match = _TIMESTAMP.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, millis = map(int, match.groups())
+    if year < 1970 or hour > 23 or minute > 59 or second > 59:
         return None
     try:
-        moment = datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+        days = datetime.date(year, month, day).toordinal() - _EPOCH_ORDINAL
     except ValueError:
         return None
-    if moment.year < 1970:
-        return None
-    return (moment - _EPOCH) // datetime.timedelta(milliseconds=1)
+    return ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis
 
 
 def format_timestamp_ms(ms: int) -> str:
