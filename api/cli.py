@@ -119,16 +119,15 @@ async def _serve(config: LogConfig, host: str, port: int) -> int:
         print(f"origin: {log.origin}")
         print(f"verifier key: {log.verifier_key} (also in {vkey_file})")
         print(f"tree size: {log.size}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = runner.addresses[0]
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         print(f"listening on http://{shown}:{bound[1]}", flush=True)
-
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         print("shutting down: finishing queued entries", flush=True)
     finally:
