@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from api.audit import add_audit_routes
 from api.metrics import HttpMetrics, metrics_middleware
 from api.openapi import document_bytes
 from api.problems import problem_middleware
 from api.routes import MAX_JSON_BODY, ROUTES
-from api.state import CONFIG, HTTP_METRICS, LOG, OPENAPI
+from api.state import CONFIG, HTTP_METRICS, LOG, METRIC_SOURCES, OPENAPI
 from log.service import Log, LogConfig
 
 
@@ -33,6 +34,8 @@ def create_app(config: LogConfig) -> web.Application:
     app[CONFIG] = config
     app[HTTP_METRICS] = http_metrics
     app[OPENAPI] = document_bytes()
+    app[METRIC_SOURCES] = []
     app.cleanup_ctx.append(_log_lifetime)
     app.router.add_routes(ROUTES)
+    add_audit_routes(app, data_dir=config.data_dir)  # after the log's lifetime: the service opens over it
     return app

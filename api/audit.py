@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
+import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
-from api.problems import PROBLEM_CONTENT_TYPE, TYPE_PREFIX, kind_of
-from api.state import LOG
+from api.problems import ProblemKind, problem_body, register_problem_kinds
+from api.state import LOG, METRIC_SOURCES
 from log.audit.admin import check_bearer, load_or_create_admin_token
 from log.audit.errors import (
     AdminUnauthorized, AuthenticationFailed, EventConflict, InvalidEvent, RegistryConflict, TenantForbidden,
@@ -47,65 +46,25 @@ AUDIT_ADMIN_TOKEN = web.AppKey("audit_admin_token", str)
 AUDIT_SETTINGS = web.AppKey("audit_settings", object)
 
 MAX_EVENTS_BODY = 8 << 20
+logger = logging.getLogger(__name__)
+
 MAX_ADMIN_BODY = 64 << 10
 JSON = "application/json"
 CONTEXT_PARAMS = ("case_id", "alert_id", "customer_id")
 
 
-@dataclass(frozen=True)
-class ProblemKind:
-    status: int
-    title: str
-
-
-# The audit personality's errors -> HTTP. Looked up along the class's MRO; anything else goes to api.problems.
+# The audit personality's errors -> HTTP, registered into api.problems' one table.
 AUDIT_PROBLEMS: dict[type, ProblemKind] = {
     InvalidEvent: ProblemKind(422, "Invalid audit event"),
-    AuthenticationFailed: ProblemKind(401, "Producer not authenticated"),
+    AuthenticationFailed: ProblemKind(401, "Producer not authenticated", www_authenticate="Signature"),
     TenantForbidden: ProblemKind(403, "Tenant not allowed for this producer"),
-    AdminUnauthorized: ProblemKind(401, "Admin credential required"),
+    AdminUnauthorized: ProblemKind(401, "Admin credential required", www_authenticate="Bearer"),
     EventConflict: ProblemKind(409, "Event id already used for other content"),
     RegistryConflict: ProblemKind(409, "Registry conflict"),
     BlobMismatch: ProblemKind(422, "Blob does not match its hash"),
     BlobNotFound: ProblemKind(404, "No such blob"),
 }
-
-
-def problem_body(exc: LogError) -> dict:
-    """The RFC 9457 body for `exc` (used for single responses and for each refused item of a batch)."""
-    kind = next((AUDIT_PROBLEMS[c] for c in type(exc).__mro__ if c in AUDIT_PROBLEMS), None)
-    if kind is None:
-        base = kind_of(exc)
-        kind = ProblemKind(base.status, base.title)
-    body = {"type": TYPE_PREFIX + exc.code, "title": kind.title, "status": kind.status, "detail": str(exc)}
-    if getattr(exc, "field", None):
-        body["field"] = exc.field
-    errors = getattr(exc, "errors", ())
-    if errors:
-        body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
-    return body
-
-
-def _problem(exc: LogError) -> web.Response:
-    body = problem_body(exc)
-    headers = {"Cache-Control": "no-store"}
-    if body["status"] == 401:
-        headers["WWW-Authenticate"] = "Bearer" if isinstance(exc, AdminUnauthorized) else "Signature"
-    if body["status"] == 503:
-        headers["Retry-After"] = "1"
-    return web.Response(status=body["status"], body=json.dumps(body).encode(), content_type=PROBLEM_CONTENT_TYPE,
-                        headers=headers)
-
-
-def _translating(handler):
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except LogError as exc:
-            return _problem(exc)
-
-    return wrapped
+register_problem_kinds(AUDIT_PROBLEMS)
 
 
 def _json(body, status: int = 200) -> web.Response:
@@ -187,7 +146,7 @@ def _submit_response(result: SubmitResult) -> web.Response:
     if result.single:
         only = result.results[0]
         if isinstance(only, LogError):
-            return _problem(only)
+            raise only
         return _json({**_receipt(only), **checkpoint})
     items = [problem_body(r) if isinstance(r, LogError) else _receipt(r) for r in result.results]
     accepted = sum(1 for r in result.results if isinstance(r, Receipt))
@@ -325,19 +284,19 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 
 AUDIT_ROUTES = [
-    web.post("/api/v1/events", _translating(submit_events)),
-    web.get("/api/v1/events", _translating(list_events), allow_head=False),
-    web.get("/api/v1/runs/{run_id}/timeline", _translating(run_timeline), allow_head=False),
-    web.get("/api/v1/runs/{run_id}/evidence", _translating(run_evidence), allow_head=False),
+    web.post("/api/v1/events", submit_events),
+    web.get("/api/v1/events", list_events, allow_head=False),
+    web.get("/api/v1/runs/{run_id}/timeline", run_timeline, allow_head=False),
+    web.get("/api/v1/runs/{run_id}/evidence", run_evidence, allow_head=False),
     web.get(SCHEMA_URL_PATH, event_schema, allow_head=False),
-    web.put("/api/v1/blobs/{sha256}", _translating(put_blob)),
-    web.get("/api/v1/blobs/{sha256}", _translating(get_blob), allow_head=False),
-    web.delete("/api/v1/blobs/{sha256}", _translating(delete_blob)),
-    web.get("/api/v1/producers", _translating(list_producers), allow_head=False),
-    web.post("/api/v1/producers", _translating(register_producer)),
-    web.post("/api/v1/producers/{producer}/keys", _translating(add_key)),
-    web.post("/api/v1/producers/{producer}/keys/{key_id}/retire", _translating(retire_key)),
-    web.post("/api/v1/producers/{producer}/keys/{key_id}/revoke", _translating(revoke_key)),
+    web.put("/api/v1/blobs/{sha256}", put_blob),
+    web.get("/api/v1/blobs/{sha256}", get_blob, allow_head=False),
+    web.delete("/api/v1/blobs/{sha256}", delete_blob),
+    web.get("/api/v1/producers", list_producers, allow_head=False),
+    web.post("/api/v1/producers", register_producer),
+    web.post("/api/v1/producers/{producer}/keys", add_key),
+    web.post("/api/v1/producers/{producer}/keys/{key_id}/retire", retire_key),
+    web.post("/api/v1/producers/{producer}/keys/{key_id}/revoke", revoke_key),
 ]
 
 
@@ -351,9 +310,10 @@ def add_audit_routes(app: web.Application, *, data_dir: Path, admin_token: str |
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         token, created = load_or_create_admin_token(data_dir, admin_token)
         if created:
-            print(f"admin token written to {data_dir / 'admin.token'}", flush=True)
+            logger.warning("created the admin token for the producer registry in %s", data_dir / "admin.token")
         app[AUDIT_ADMIN_TOKEN] = token
         app[AUDIT] = await AuditService.open(app[LOG], blobs or FileBlobStore(data_dir / "blobs"))
+        app[METRIC_SOURCES].append(lambda: render_audit_metrics(app[AUDIT].stats))
         try:
             yield
         finally:

@@ -36,6 +36,7 @@ class ProblemKind:
     status: int
     title: str
     retry_after: bool = False
+    www_authenticate: str | None = None  # the challenge a 401 carries
 
 
 # Error class -> how it is answered. Looked up along the class's MRO, so the most specific entry wins.
@@ -64,6 +65,11 @@ _BY_STATUS: dict[int, tuple[str, str]] = {
     415: ("unsupported-media-type", "Unsupported media type"),
     500: ("internal-error", "Internal server error"),
 }
+
+
+def register_problem_kinds(kinds: dict[type, ProblemKind]) -> None:
+    """Add a personality's error classes to the one table (called once, when its module is imported)."""
+    _BY_CLASS.update(kinds)
 
 
 def kind_of(exc: LogError) -> ProblemKind:
@@ -97,16 +103,28 @@ def problem_response(
     )
 
 
-def problem_from_log_error(exc: LogError) -> web.Response:
+def problem_body(exc: LogError) -> dict:
+    """The RFC 9457 body for a log error: for whole responses, and for each refused item of a batch answer."""
     kind = kind_of(exc)
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if kind.retry_after else None
-    extra = None
+    body: dict = {"type": TYPE_PREFIX + exc.code, "title": kind.title, "status": kind.status, "detail": str(exc)}
+    if getattr(exc, "field", None) is not None:
+        body["field"] = exc.field
     errors = getattr(exc, "errors", None)
     if errors and all(hasattr(e, "field") and hasattr(e, "message") for e in errors):
-        extra = {"errors": [{"field": e.field, "message": e.message} for e in errors]}
-    return problem_response(
-        kind.status, exc.code, kind.title, str(exc), field=getattr(exc, "field", None), headers=headers, extra=extra
-    )
+        body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+    return body
+
+
+def problem_from_log_error(exc: LogError) -> web.Response:
+    kind = kind_of(exc)
+    headers = {"Cache-Control": "no-store"}
+    if kind.retry_after:
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if kind.www_authenticate:
+        headers["WWW-Authenticate"] = kind.www_authenticate
+    body = problem_body(exc)
+    return web.Response(status=body["status"], body=json.dumps(body).encode(), content_type=PROBLEM_CONTENT_TYPE,
+                        headers=headers)
 
 
 def problem_from_http(exc: web.HTTPException, request: web.Request) -> web.Response:

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from api import metrics
-from api.state import HTTP_METRICS, LOG, OPENAPI
+from api.state import HTTP_METRICS, LOG, METRIC_SOURCES, OPENAPI
 from log.errors import InvalidInput
 from log.tiles import MAX_ENTRY_SIZE, TileID
 
@@ -278,6 +278,9 @@ async def entry_bundle(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     log = request.app[LOG]
+    if log.failure is not None:
+        return _json({"status": "failing", "origin": log.origin, "tree_size": log.size, "detail": log.failure},
+                     status=503)
     return _json({"status": "ok", "origin": log.origin, "tree_size": log.size})
 
 
@@ -286,6 +289,7 @@ async def metrics_text(request: web.Request) -> web.Response:
     text = metrics.render(
         log.stats, request.app[HTTP_METRICS], tree_size=log.size, storage_bytes=await log.storage_bytes()
     )
+    text += "".join(source() for source in request.app[METRIC_SOURCES])
     return web.Response(body=text.encode(), headers={"Content-Type": metrics.CONTENT_TYPE, "Cache-Control": NO_CACHE})
 
 

@@ -11,3 +11,6 @@ LOG = web.AppKey("log", Log)
 CONFIG = web.AppKey("config", LogConfig)
 HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
 OPENAPI = web.AppKey("openapi", bytes)
+# Extra Prometheus text for /metrics from the parts of the server that have their own figures (audit, witnessing,
+# timestamping): each is called on every scrape and returns complete exposition lines.
+METRIC_SOURCES = web.AppKey("metric_sources", list)

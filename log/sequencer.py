@@ -217,6 +217,11 @@ class Sequencer:
         self._closing = False
 
     @property
+    def broken(self) -> Exception | None:
+        """The storage failure the sequencer could not recover from, if any: it accepts no entries after one."""
+        return self._broken
+
+    @property
     def published(self) -> Published:
         assert self._state is not None and self._state.published is not None, "sequencer not started"
         return self._state.published

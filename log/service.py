@@ -152,6 +152,12 @@ class Log:
         return self._sequencer.published
 
     @property
+    def failure(self) -> str | None:
+        """Why the log no longer accepts entries, or None while it does."""
+        broken = self._sequencer.broken
+        return None if broken is None else str(broken)
+
+    @property
     def size(self) -> int:
         return self._sequencer.published.size
 
@@ -206,11 +212,11 @@ class Log:
         if data is None:
             data = self.store.read_tiles([key]).get(key)
             if data is None:
-                raise NotFound(f"tile {tile_id.path()} does not exist yet")
+                raise NotFound(f"{tile_id.path()} does not exist yet")
             if len(data) == TILE_WIDTH * HASH_SIZE:
                 self._full_tiles.put(key, data)
         if len(data) < tile_id.width * HASH_SIZE:
-            raise NotFound(f"tile {tile_id.path()} does not exist yet (it holds {len(data) // HASH_SIZE} hashes)")
+            raise NotFound(f"{tile_id.path()} does not exist yet (the tile holds {len(data) // HASH_SIZE} hashes)")
         return data[: tile_id.width * HASH_SIZE]
 
     async def entry_bundle(self, tile_id: TileID) -> bytes:
