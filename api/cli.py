@@ -349,6 +349,10 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from api.audit_cli import add_audit_parsers
+    from witness.cli import add_witness_parser
+    from witness.tsa_cli import add_tsa_parser
+
     parser = argparse.ArgumentParser(prog="auditlog", description="A verifiable transparency log for audit trails.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -404,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--concurrency", type=_positive, default=16, help="tile fetches in flight")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     verify.set_defaults(func=cmd_verify)
+
+    add_audit_parsers(commands)
+    add_witness_parser(commands)
+    add_tsa_parser(commands)
     return parser
 
 
