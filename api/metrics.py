@@ -133,3 +133,23 @@ def render(stats: LogStats, http: HttpMetrics, *, tree_size: int, storage_bytes:
     for route, histogram in sorted(http.durations.items()):
         out.histogram("auditlog_http_request_duration_seconds", histogram, {"route": route})
     return out.text()
+
+
+def render_dict_metrics(values: dict, prefix: str = "auditlog_") -> str:
+    """Prometheus text for a job's `metrics()` dict: `{"name" or 'name{label="v"}': number}`.
+
+    Each name is prefixed; a name ending in `_total` is a counter, any other a gauge. Labels in a key are kept as
+    written. None and non-numbers (an error message, say) are skipped. Samples of one name are written together,
+    under one TYPE line, in the order their names first appear.
+    """
+    families: dict[str, list[str]] = {}
+    for key, value in values.items():
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        name, brace, labels = key.partition("{")
+        families.setdefault(name, []).append(f"{prefix}{name}{brace}{labels} {_number(value)}")
+    lines = []
+    for name, samples in families.items():
+        lines.append(f"# TYPE {prefix}{name} {'counter' if name.endswith('_total') else 'gauge'}")
+        lines.extend(samples)
+    return "\n".join(lines) + "\n" if lines else ""

@@ -7,6 +7,11 @@ refused rather than ignored (a misspelt `tree-size` must not silently mean "the 
 Static read API (c2sp.org/tlog-tiles): `/checkpoint`, `/tile/<L>/<N>[.p/<W>]` and `/tile/entries/<N>[.p/<W>]`.
 Full tiles and bundles never change, so they are cached for a year as immutable; partial ones are answered with
 `no-cache`, since the log may stop serving them once the full tile exists.
+
+Witnessing and timestamping (api/app.py `Witnessing`): `/checkpoint` carries the witnesses' cosignatures gathered so
+far after the log's signature; `/checkpoint.witnessed` is the latest checkpoint cosigned by k of the n witnesses;
+`/api/v1/timestamps/latest` and `/api/v1/timestamps/<size>` serve the RFC 3161 tokens. These routes always exist
+(the OpenAPI document is static) and answer a 404 problem when the job is not configured or has nothing yet.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from api import metrics
-from api.state import HTTP_METRICS, LOG, METRIC_SOURCES, OPENAPI
-from log.errors import InvalidInput
+from api.problems import ProblemKind, register_problem_kinds
+from api.state import HTTP_METRICS, LOG, METRIC_SOURCES, OPENAPI, TIMESTAMP_JOB, WITNESS_JOB
+from log.errors import InvalidInput, NotFound
 from log.tiles import MAX_ENTRY_SIZE, TileID
+from witness.evidence import EntryEvidenceError
+from witness.timestamp import TIMESTAMP_REPLY, TimestampError, checkpoint_size, TimestampRejected, UntrustedTimestamp
 
 MAX_BATCH_ENTRIES = 4096
 MAX_JSON_BODY = 16 << 20  # 4096 entries of ~3 KiB each, or fewer bigger ones
@@ -36,6 +44,14 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 NO_CACHE = "no-cache"
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
+
+# The witnessing and timestamping errors, into api.problems' one table.
+register_problem_kinds({
+    TimestampError: ProblemKind(422, "Invalid timestamp"),
+    UntrustedTimestamp: ProblemKind(422, "Untrusted timestamp"),
+    TimestampRejected: ProblemKind(502, "The timestamp authority refused"),
+    EntryEvidenceError: ProblemKind(422, "Invalid entry evidence"),
+})
 
 
 # --- parsing -----------------------------------------------------------------------------------------------------
@@ -250,11 +266,50 @@ async def log_info(request: web.Request) -> web.Response:
     })
 
 
+def _note(note: bytes) -> web.Response:
+    return web.Response(body=note, headers={"Content-Type": CHECKPOINT_CONTENT_TYPE, "Cache-Control": NO_CACHE})
+
+
 async def checkpoint(request: web.Request) -> web.Response:
-    return web.Response(
-        body=request.app[LOG].checkpoint.note,
-        headers={"Content-Type": CHECKPOINT_CONTENT_TYPE, "Cache-Control": NO_CACHE},
-    )
+    """The latest checkpoint; with witnesses configured, followed by the cosignatures gathered for it so far."""
+    job = request.app.get(WITNESS_JOB)
+    return _note(request.app[LOG].checkpoint.note if job is None else await job.cosigned_checkpoint())
+
+
+async def checkpoint_witnessed(request: web.Request) -> web.Response:
+    _query(request, set())
+    job = request.app.get(WITNESS_JOB)
+    if job is None:
+        raise NotFound("this log has no witnesses configured")
+    note = await job.witnessed_checkpoint()
+    if note is None:
+        raise NotFound(f"no checkpoint has been cosigned by {job.policy.k} of the {len(job.witnesses)} witnesses yet")
+    return _note(note)
+
+
+def _timestamp_job(request: web.Request):
+    job = request.app.get(TIMESTAMP_JOB)
+    if job is None:
+        raise NotFound("this log has no timestamp authority configured")
+    return job
+
+
+async def timestamp_latest(request: web.Request) -> web.Response:
+    _query(request, set())
+    found = await _timestamp_job(request).latest_token()
+    if found is None:
+        raise NotFound("no checkpoint has been timestamped yet")
+    note, response = found
+    return _json({"tree_size": checkpoint_size(note), "checkpoint": note.decode(), "timestamp": b64(response)})
+
+
+async def timestamp_for_size(request: web.Request) -> web.Response:
+    _query(request, set())
+    size = parse_uint(request.match_info["size"], "size")
+    found = await _timestamp_job(request).token_for(size)
+    if found is None:
+        raise NotFound(f"no timestamp for the checkpoint of size {size}")
+    return web.Response(body=found[1], content_type=TIMESTAMP_REPLY, headers={"Cache-Control": NO_CACHE})
 
 
 async def _serve_tile(request: web.Request, tile_id: TileID) -> web.Response:
@@ -307,6 +362,9 @@ ROUTES = [
     web.get("/api/v1/log", log_info, allow_head=False),
     web.get("/api/v1/openapi.json", openapi, allow_head=False),
     web.get("/checkpoint", checkpoint, allow_head=False),
+    web.get("/checkpoint.witnessed", checkpoint_witnessed, allow_head=False),
+    web.get("/api/v1/timestamps/latest", timestamp_latest, allow_head=False),
+    web.get("/api/v1/timestamps/{size}", timestamp_for_size, allow_head=False),
     web.get("/tile/entries/{n:.+}", entry_bundle, allow_head=False),
     web.get("/tile/{level}/{n:.+}", hash_tile, allow_head=False),
     web.get("/healthz", healthz, allow_head=False),

@@ -6,6 +6,8 @@ from aiohttp import web
 
 from api.metrics import HttpMetrics
 from log.service import Log, LogConfig
+from witness.job import WitnessJob
+from witness.timestamp import TimestampJob
 
 LOG = web.AppKey("log", Log)
 CONFIG = web.AppKey("config", LogConfig)
@@ -14,3 +16,6 @@ OPENAPI = web.AppKey("openapi", bytes)
 # Extra Prometheus text for /metrics from the parts of the server that have their own figures (audit, witnessing,
 # timestamping): each is called on every scrape and returns complete exposition lines.
 METRIC_SOURCES = web.AppKey("metric_sources", list)
+# The background jobs, present only while the app runs and only when configured (api.app.Witnessing).
+WITNESS_JOB = web.AppKey("witness_job", WitnessJob)
+TIMESTAMP_JOB = web.AppKey("timestamp_job", TimestampJob)
