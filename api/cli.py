@@ -2,15 +2,20 @@
 
     auditlog serve [--host H] [--port P] [--data-dir D] [--database-url U] [--origin O] [--batch-size N]
                    [--batch-max-age-ms MS] [--batch-linger-ms MS]
+                   [--witness "URL VKEY [VKEY...]" ...] [--witness-interval S] [--witness-k K]
+                   [--tsa-url URL --tsa-ca PEM] [--timestamp-interval S]
     auditlog keygen --origin NAME [--out FILE]
     auditlog db upgrade [--database-url U] [--data-dir D]
     auditlog add [FILE|- ...] [--lines] [--server URL] [--key VKEY]
     auditlog proof (--index I | --leaf-hash H) [--tree-size S] [--server URL] [--key VKEY]
-    auditlog verify [--server URL] --key VKEY [--state FILE]
+    auditlog proof --evidence I [--out FILE] [--server URL] [--key VKEY]
+    auditlog verify [--server URL] --key VKEY [--state FILE] [--witness-key VKEY ... [--witness-k K]] [--tsa-ca PEM]
+    auditlog verify-evidence FILE --log-key VKEY [--witness-key VKEY ... [--witness-k K]] [--tsa-ca PEM]
 
 `serve` prints `listening on http://<host>:<port>` (flushed) once it accepts connections, so `--port 0` can be
 used by scripts and tests. Commands that verify take the log's verifier key from --key (the key string, or a file
 holding it), else $AUDITLOG_VERIFIER_KEY, else <data-dir>/log.vkey, which `serve` and `keygen` write.
+Witness keys (`--witness-key`) and `--log-key` may also be given as files holding the key.
 Exit status: 0 success, 1 a failed check or an error (said on stderr), 2 bad usage.
 """
 
@@ -88,18 +93,34 @@ def cmd_serve(args) -> int:
     )
     if config.origin is None and not config.resolved_key_file().exists():
         config.origin = default_origin()
+    witnessing = _witnessing(args)
     # Log.open migrates the SQLite database before it writes the key (which makes the directory): make it first.
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_serve(config, args.host, args.port))
+    return asyncio.run(_serve(config, args.host, args.port, witnessing))
 
 
-async def _serve(config: LogConfig, host: str, port: int) -> int:
+def _witnessing(args):
+    """The serve flags' Witnessing (checked: a bad witness line or k fails here, before anything starts)."""
+    from api.app import Witnessing
+
+    witnesses = args.witness
+    if witnesses is None:  # no flag: the environment, one witness per line or ';'-separated
+        witnesses = [w.strip() for w in re.split(r"[;\n]", _env("AUDITLOG_WITNESSES", "")) if w.strip()]
+    witnessing = Witnessing.from_options(
+        witnesses=witnesses, witness_interval=args.witness_interval, witness_k=args.witness_k,
+        tsa_url=args.tsa_url, tsa_ca=args.tsa_ca, timestamp_interval=args.timestamp_interval,
+    )
+    witnessing.check()
+    return witnessing
+
+
+async def _serve(config: LogConfig, host: str, port: int, witnessing=None) -> int:
     from aiohttp import web
 
     from api.app import create_app
     from api.state import LOG
 
-    app = create_app(config)
+    app = create_app(config, witnessing)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
         await runner.setup()  # opens the log: migrate, key, sequencer lock, reconcile
@@ -119,6 +140,14 @@ async def _serve(config: LogConfig, host: str, port: int) -> int:
         print(f"origin: {log.origin}")
         print(f"verifier key: {log.verifier_key} (also in {vkey_file})")
         print(f"tree size: {log.size}")
+        if witnessing is not None and witnessing.witnesses:
+            k = witnessing.witness_k or len(witnessing.witnesses)
+            print(f"witnessing: {len(witnessing.witnesses)} witnesses, a checkpoint is witnessed with {k} "
+                  f"cosignatures; every {witnessing.witness_interval:g} s")
+        if witnessing is not None and witnessing.tsa_url:
+            what = "witnessed" if witnessing.witnesses else "latest"
+            print(f"timestamping: the {what} checkpoint at {witnessing.tsa_url} every "
+                  f"{witnessing.timestamp_interval:g} s")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -269,6 +298,10 @@ def cmd_proof(args) -> int:
 async def _proof(args) -> int:
     from api.client import LogClient
 
+    if args.evidence is not None:
+        return await _proof_evidence(args)
+    if args.out is not None:
+        raise InvalidInput("--out goes with --evidence", field="out")
     leaf_hash = _parse_leaf_hash(args.leaf_hash) if args.leaf_hash is not None else None
     async with LogClient(args.server, _read_key(args)) as client:
         proof = await client.inclusion_proof(args.index, args.tree_size, leaf_hash=leaf_hash)
@@ -284,6 +317,76 @@ async def _proof(args) -> int:
             "verified": True,
         })
     return 0
+
+
+async def _proof_evidence(args) -> int:
+    """Write one entry's offline evidence bundle (witness/evidence.py): the newest timestamped checkpoint that
+    includes the entry, else the newest witnessed one, else the latest; with its cosignatures and token."""
+    from api.client import LogClient
+    from log.errors import NotFound
+    from log.note import parse_note
+    from witness.evidence import build_entry_bundle, verify_entry_bundle
+
+    index = args.evidence
+    async with LogClient(args.server, _read_key(args)) as client:
+        latest, note = await client.signed_checkpoint()
+        if index >= latest.size:
+            raise NotFound(f"entry {index} is not in the log: its latest checkpoint has size {latest.size}")
+        token = None
+        try:
+            stamped, stamped_note, stamped_token = await client.latest_timestamp()
+            if stamped.size > index:
+                note, token = stamped_note, stamped_token
+        except NotFound:
+            pass
+        if token is None:
+            try:
+                witnessed, witnessed_note = await client.witnessed_checkpoint()
+                if witnessed.size > index:
+                    note = witnessed_note
+            except NotFound:
+                pass
+        checkpoint = client.believe(note)
+        entry = await client.entry(index, verify=False)
+        proof = await client.inclusion_proof(index, checkpoint.size, leaf_hash=hash_leaf(entry))
+        log_key = client.verifier.verifier_key
+    bundle = build_entry_bundle(origin=checkpoint.origin, log_key=log_key, index=index, entry=entry,
+                                tree_size=checkpoint.size, inclusion_proof=proof.hashes, checkpoint_note=note,
+                                timestamp=token)
+    verify_entry_bundle(bundle, log_key)  # what we write holds, as far as the log's key can tell
+    text = json.dumps(bundle, indent=1) + "\n"
+    cosignatures = len(parse_note(note).signatures) - 1  # the lines after the log's own signature
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"evidence for entry {index} in checkpoint {checkpoint.origin} size {checkpoint.size} "
+              f"({cosignatures} cosignatures, {'a' if token else 'no'} timestamp) written to {args.out}",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _key_text(value: str) -> str:
+    return Path(value).read_text().strip() if os.path.isfile(value) else value
+
+
+def _witness_policy(args):
+    from witness.evidence import WitnessPolicy
+
+    if not args.witness_key:
+        if args.witness_k is not None:
+            raise InvalidInput("--witness-k needs --witness-key", field="witness_k")
+        return None
+    return WitnessPolicy(tuple(_key_text(k) for k in args.witness_key), args.witness_k)
+
+
+def _tsa_ca(args) -> bytes | None:
+    if args.tsa_ca is None:
+        return None
+    try:
+        return Path(args.tsa_ca).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the TSA certificate {args.tsa_ca}: {exc}", field="tsa_ca") from None
 
 
 def cmd_verify(args) -> int:
@@ -317,9 +420,11 @@ async def _verify(args) -> int:
     from api.monitor import verify_log
 
     state = Path(args.state) if args.state else None
+    witnesses, tsa_trusted = _witness_policy(args), _tsa_ca(args)
     async with LogClient(args.server, _read_key(args)) as client:
         report = await verify_log(client, state, concurrency=args.concurrency,
-                                  progress=None if args.quiet else _ProgressBar())
+                                  progress=None if args.quiet else _ProgressBar(),
+                                  witnesses=witnesses, tsa_trusted=tsa_trusted)
     for failure in report.failures:
         print(f"FAILED: {failure}")
     if report.checkpoint is not None:
@@ -330,6 +435,39 @@ async def _verify(args) -> int:
               f"{'yes' if report.valid else 'not established'}")
     print(report.summary(), flush=True)
     return 0 if report.valid else 1
+
+
+def cmd_verify_evidence(args) -> int:
+    """Dispatch on the bundle's `format`: one entry's evidence (witness/evidence.py) or a run's (api/audit_cli.py)."""
+    from api.audit_cli import cmd_verify_evidence as verify_run_evidence
+    from witness.evidence import ENTRY_EVIDENCE_FORMAT, format_gen_time, verify_entry_bundle
+
+    try:
+        bundle = json.loads(Path(args.file).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"FAILED: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 1
+    if not (isinstance(bundle, dict) and bundle.get("format") == ENTRY_EVIDENCE_FORMAT):
+        if args.witness_key or args.tsa_ca:
+            print("note: --witness-key and --tsa-ca apply to entry evidence bundles only", file=sys.stderr)
+        return verify_run_evidence(args)
+    witnesses, tsa_trusted = _witness_policy(args), _tsa_ca(args)
+    try:
+        report = verify_entry_bundle(bundle, _key_text(args.log_key), witnesses=witnesses, tsa_trusted=tsa_trusted)
+    except LogError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    parts = [f"OK: entry {report.index} is included in checkpoint {report.checkpoint.origin} size "
+             f"{report.checkpoint.size}, signed by the log"]
+    if report.cosignatures is not None:
+        parts.append(f"cosigned by {len(report.cosignatures.cosigned_by)} of {report.cosignatures.total} witnesses")
+    if report.timestamp is not None:
+        parts.append(f"timestamp VALID (genTime {format_gen_time(report.timestamp.gen_time)}, "
+                     f"{report.timestamp.tsa_name})")
+    elif report.has_timestamp:
+        parts.append("timestamp present, not checked (no --tsa-ca)")
+    print(" · ".join(parts))
+    return 0
 
 
 # --- parser ------------------------------------------------------------------------------------------------------
@@ -346,6 +484,25 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _witness_check_options(sub) -> None:
+    sub.add_argument("--witness-key", action="append", default=[], metavar="VKEY",
+                     help="a witness's cosigner verifier key, or a file holding it (repeatable; keys with one name "
+                          "are one witness)")
+    sub.add_argument("--witness-k", type=_positive, metavar="K",
+                     help="cosignatures required (default: every witness given)")
+    sub.add_argument("--tsa-ca", metavar="PEM", help="the TSA's CA (or own) certificate: require a valid timestamp")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,6 +525,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--batch-size", type=_positive, default=1024)
     serve.add_argument("--batch-max-age-ms", type=_non_negative, default=50)
     serve.add_argument("--batch-linger-ms", type=_non_negative, default=0)
+    serve.add_argument("--witness", action="append", metavar='"URL VKEY [VKEY...]"',
+                       help="a tlog-witness: its submission URL prefix and cosigner verifier key(s) (repeatable; env "
+                            "AUDITLOG_WITNESSES, one per line or ';'-separated)")
+    serve.add_argument("--witness-interval", type=_positive_seconds,
+                       default=_env("AUDITLOG_WITNESS_INTERVAL", "10"),
+                       help="seconds between witnessing rounds (env AUDITLOG_WITNESS_INTERVAL; default 10)")
+    serve.add_argument("--witness-k", type=_positive, default=_env("AUDITLOG_WITNESS_K"), metavar="K",
+                       help="cosignatures that make a checkpoint witnessed (env AUDITLOG_WITNESS_K; default all)")
+    serve.add_argument("--tsa-url", default=_env("AUDITLOG_TSA_URL"),
+                       help="an RFC 3161 TSA to timestamp checkpoints (env AUDITLOG_TSA_URL; needs --tsa-ca)")
+    serve.add_argument("--tsa-ca", default=_env("AUDITLOG_TSA_CA"), metavar="PEM",
+                       help="the certificate the TSA's tokens must chain to (env AUDITLOG_TSA_CA)")
+    serve.add_argument("--timestamp-interval", type=_positive_seconds,
+                       default=_env("AUDITLOG_TIMESTAMP_INTERVAL", "60"),
+                       help="seconds between timestamping rounds (env AUDITLOG_TIMESTAMP_INTERVAL; default 60)")
     serve.set_defaults(func=cmd_serve)
 
     keygen = commands.add_parser("keygen", help="make a signing key (mode 0600); prints the verifier key")
@@ -398,7 +570,11 @@ def build_parser() -> argparse.ArgumentParser:
     which = proof.add_mutually_exclusive_group(required=True)
     which.add_argument("--index", type=_non_negative)
     which.add_argument("--leaf-hash", help="base64, base64url or hex")
+    which.add_argument("--evidence", type=_non_negative, metavar="INDEX",
+                       help="write entry INDEX's offline evidence bundle: entry, inclusion proof, witnessed "
+                            "checkpoint with its cosignatures, timestamp token (check with verify-evidence)")
     proof.add_argument("--tree-size", type=_positive, help="default: the latest checkpoint's size")
+    proof.add_argument("--out", metavar="FILE", help="with --evidence: where to write the bundle (default stdout)")
     client_options(proof)
     proof.set_defaults(func=cmd_proof)
 
@@ -407,9 +583,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--state", help="JSON file keeping the last verified checkpoint (for consistency)")
     verify.add_argument("--concurrency", type=_positive, default=16, help="tile fetches in flight")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    _witness_check_options(verify)
     verify.set_defaults(func=cmd_verify)
 
     add_audit_parsers(commands)
+    # verify-evidence checks run bundles (api/audit_cli.py) and entry bundles (witness/evidence.py) alike.
+    verify_evidence = commands.choices["verify-evidence"]
+    _witness_check_options(verify_evidence)
+    verify_evidence.set_defaults(func=cmd_verify_evidence)
     add_witness_parser(commands)
     add_tsa_parser(commands)
     return parser

@@ -241,6 +241,30 @@ class LogClient:
         note, _ = await self._request("GET", "/checkpoint")
         return self.believe(note), note
 
+    async def witnessed_checkpoint(self) -> tuple[Checkpoint, bytes]:
+        """Fetch /checkpoint.witnessed: the log's signature is verified and its root believed; the witnesses'
+        cosignatures are left to the caller (witness.evidence.check_cosignatures, with the keys it trusts)."""
+        note, _ = await self._request("GET", "/checkpoint.witnessed")
+        return self.believe(note), note
+
+    async def latest_timestamp(self) -> tuple[Checkpoint, bytes, bytes]:
+        """Fetch /api/v1/timestamps/latest: (the stamped checkpoint, verified and believed; its note's bytes, which
+        the token covers; the DER TimeStampResp, unverified: witness.timestamp.verify_timestamp with the TSA's
+        certificate)."""
+        document = await self._get_json("/api/v1/timestamps/latest")
+        note = document.get("checkpoint")
+        if not isinstance(note, str):
+            raise _malformed("the timestamp answer holds no checkpoint")
+        try:
+            token = base64.b64decode(document.get("timestamp") or "", validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise _malformed("the timestamp is not base64") from None
+        checkpoint = self.believe(note.encode())
+        if _int(document, "tree_size") != checkpoint.size:
+            raise _malformed(f"tree_size {document.get('tree_size')} is not the stamped checkpoint's size "
+                             f"{checkpoint.size}")
+        return checkpoint, note.encode(), token
+
     async def root_at(self, size: int) -> bytes:
         """The root of the tree of `size`, believed (step 4): held, or from tiles checked by a consistency proof."""
         held = self._roots.get(size)

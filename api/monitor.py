@@ -12,7 +12,12 @@ Checks, in order (each failure is recorded with the tile or entry index it conce
 4. With a saved state (the last checkpoint this monitor accepted): the saved checkpoint must verify with the same
    key, must not be larger than the new one, the root recomputed at its size must equal its root, and the log's
    consistency proof from it to the new checkpoint must verify (equal sizes: equal roots).
-5. Only when everything passed is the new checkpoint saved as the state.
+5. With witness keys (a `WitnessPolicy`): every cosignature on /checkpoint from those keys must verify; the
+   checkpoint /checkpoint.witnessed serves must be signed by the log, consistent with the one verified above, and
+   cosigned by at least k of the witnesses (witness/evidence.py).
+6. With a TSA certificate: the latest timestamp's checkpoint must be signed by the log and consistent with the one
+   verified above, and its token must verify over that note's bytes (witness/timestamp.py's checklist).
+7. Only when everything passed is the new checkpoint saved as the state.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from log.compact import CompactRange
 from log.errors import InvalidInput, LogError
 from log.hashing import hash_leaves
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID, decode_entry_bundle, tiles_for_size
+from witness.evidence import WitnessPolicy, check_cosignatures, format_gen_time
+from witness.timestamp import TimestampInfo, verify_timestamp
 
 HASH_SIZE = 32
 MAX_LISTED_ENTRIES = 20
@@ -45,6 +52,12 @@ class MonitorReport:
     failures: list[str] = field(default_factory=list)  # every failed check, naming the tile or entry
     previous_size: int | None = None
     state_saved: bool = False
+    witnesses: WitnessPolicy | None = None  # set when cosignatures were asked for
+    cosigned_by: int = 0
+    witnessed_size: int | None = None
+    timestamp_asked: bool = False
+    timestamp: TimestampInfo | None = None  # set once a token verified
+    timestamp_size: int | None = None
 
     @property
     def valid(self) -> bool:
@@ -52,7 +65,20 @@ class MonitorReport:
 
     def summary(self) -> str:
         verdict = "VALID" if self.valid else "INVALID"
-        return f"Verified {self.entries_checked:,} entries · integrity {verdict} · tampered {len(self.tampered)}"
+        line = f"Verified {self.entries_checked:,} entries · integrity {verdict} · tampered {len(self.tampered)}"
+        if self.witnesses is not None:
+            line += f" · cosigned by {self.cosigned_by} of {self.witnesses.total} witnesses"
+            if self.witnesses.required != self.witnesses.total:
+                line += f" (k={self.witnesses.required})"
+            if self.witnessed_size is not None:
+                line += f" at size {self.witnessed_size}"
+        if self.timestamp_asked:
+            if self.timestamp is None:
+                line += " · timestamp INVALID"
+            else:
+                line += (f" · timestamp VALID (genTime {format_gen_time(self.timestamp.gen_time)}, "
+                         f"size {self.timestamp_size})")
+        return line
 
 
 Progress = Callable[[int, int], None]
@@ -107,9 +133,15 @@ def save_state(path: Path, checkpoint: Checkpoint, note: bytes) -> None:
 
 
 async def verify_log(
-    client: LogClient, state_path: Path | None = None, *, concurrency: int = 16, progress: Progress | None = None
+    client: LogClient,
+    state_path: Path | None = None,
+    *,
+    concurrency: int = 16,
+    progress: Progress | None = None,
+    witnesses: WitnessPolicy | None = None,
+    tsa_trusted: bytes | None = None,
 ) -> MonitorReport:
-    report = MonitorReport()
+    report = MonitorReport(witnesses=witnesses, timestamp_asked=tsa_trusted is not None)
     failures = report.failures
 
     # 4 (first half). The saved checkpoint must still verify with the key before anything is compared with it.
@@ -215,11 +247,67 @@ async def verify_log(
             except LogError as exc:
                 failures.append(f"consistency proof from the saved size {previous.size} to {size}: {exc}")
 
-    # 5. Save only what fully verified.
+    # 5. Witnesses, and 6. the timestamp, once the tree was folded up to the checkpoint.
+    if tree.size == size:
+        if witnesses is not None:
+            await _check_witnesses(client, report, note, witnesses)
+        if tsa_trusted is not None:
+            await _check_timestamp(client, report, tsa_trusted)
+
+    # 7. Save only what fully verified.
     if state_path is not None and report.valid:
         save_state(state_path, checkpoint, note)
         report.state_saved = True
     return report
+
+
+async def _consistent(client: LogClient, first: int, second: int) -> None:
+    """Both sizes' roots are believed; equal sizes were compared by `believe` (a split view raises there)."""
+    low, high = min(first, second), max(first, second)
+    if 0 < low < high:
+        await client.consistency(low, high)
+
+
+async def _check_witnesses(client: LogClient, report: MonitorReport, note: bytes, policy: WitnessPolicy) -> None:
+    try:
+        check_cosignatures(note, policy)  # lines already on /checkpoint from the given keys must verify
+    except LogError as exc:
+        report.failures.append(f"a cosignature on /checkpoint does not verify: {exc}")
+        return
+    try:
+        witnessed, witnessed_note = await client.witnessed_checkpoint()
+        cosignatures = check_cosignatures(witnessed_note, policy)
+    except LogError as exc:
+        report.failures.append(f"witnessed checkpoint: {exc}")
+        return
+    report.cosigned_by, report.witnessed_size = len(cosignatures.cosigned_by), witnessed.size
+    if not cosignatures.satisfied:
+        report.failures.append(f"the witnessed checkpoint of size {witnessed.size} is {cosignatures.describe()}")
+    try:
+        await _consistent(client, witnessed.size, report.checkpoint.size)
+    except LogError as exc:
+        report.failures.append(f"the witnessed checkpoint of size {witnessed.size} is not consistent with the "
+                               f"verified one of size {report.checkpoint.size}: {exc}")
+
+
+async def _check_timestamp(client: LogClient, report: MonitorReport, trusted: bytes) -> None:
+    try:
+        stamped, stamped_note, token = await client.latest_timestamp()
+    except LogError as exc:
+        report.failures.append(f"timestamp: {exc}")
+        return
+    try:
+        info = verify_timestamp(token, stamped_note, trusted)
+    except LogError as exc:
+        report.failures.append(f"the timestamp of the checkpoint of size {stamped.size}: {exc}")
+        return
+    try:
+        await _consistent(client, stamped.size, report.checkpoint.size)
+    except LogError as exc:
+        report.failures.append(f"the timestamped checkpoint of size {stamped.size} is not consistent with the "
+                               f"verified one of size {report.checkpoint.size}: {exc}")
+        return
+    report.timestamp, report.timestamp_size = info, stamped.size
 
 
 def _check_bundle(report: MonitorReport, bundle_id: TileID, bundle, tile_id: TileID, leaf_hashes: list[bytes]):

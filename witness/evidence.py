@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from log.checkpoint import Checkpoint, open_checkpoint
-from log.errors import LogError, VerificationError
+from log.errors import InvalidInput, LogError, VerificationError
 from log.hashing import hash_leaf
 from log.note import CosignatureVerifier, Note, parse_note, parse_verifier_key
 from log.proofs import verify_inclusion
@@ -74,9 +74,10 @@ class WitnessPolicy:
             verifier = CosignatureVerifier(key)  # InvalidInput for a key that is not a cosigner key
             by_name.setdefault(verifier.name, []).append(verifier)
         if not by_name:
-            raise VerificationError("no witness keys given")
+            raise InvalidInput("no witness keys given", field="witness_key")
         if self.k is not None and not 1 <= self.k <= len(by_name):
-            raise VerificationError(f"witness k must be in [1, {len(by_name)}] (the witnesses given), not {self.k}")
+            raise InvalidInput(f"witness k must be in [1, {len(by_name)}] (the witnesses given), not {self.k}",
+                               field="witness_k")
         object.__setattr__(self, "verifiers", {name: tuple(v) for name, v in by_name.items()})
 
     @property
