@@ -55,7 +55,7 @@ SHORT = BenchMode(
 )
 FULL = BenchMode(
     name="full", hash_sizes=(100_000, 1_000_000), durable_entries=1_048_576, http_single_seconds=20.0,
-    http_batch_entries=1_048_576, events=100_000, proof_tree_size=10_000_000, proof_requests=20_000,
+    http_batch_entries=1_048_576, events=30_000, proof_tree_size=10_000_000, proof_requests=20_000,
     http_read_seconds=10.0, memory_entries=10_000_000, rounds=3,
 )
 

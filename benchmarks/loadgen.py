@@ -127,7 +127,7 @@ async def run(args) -> dict:
         if args.seconds is not None:
             await asyncio.sleep(args.warmup)
             counting = True
-        cpu_start, wall_start = _cpu_seconds(), time.perf_counter()
+        cpu_start, wall_start, epoch_start = _cpu_seconds(), time.perf_counter(), time.time()
         if args.seconds is not None:
             await asyncio.sleep(args.seconds)
             stop = True
@@ -159,6 +159,7 @@ async def run(args) -> dict:
         )},
         "indices": {"count": len(indices), "distinct": len(set(indices)),
                     "min": min(indices) if indices else None, "max": max(indices) if indices else None},
+        "window_epoch": [epoch_start, epoch_start + wall],  # the measured window, for server-side sampling
         "loadgen_cpu_seconds": cpu,
         "loadgen_cpu_utilisation": cpu / wall if wall else None,
     }

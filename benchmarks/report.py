@@ -32,7 +32,8 @@ def render_markdown(data: dict) -> str:
     lines = ["# auditlog performance", "",
              "Written by `pytest benchmarks` (short mode, the CI default) and `pytest benchmarks --bench-full`.",
              "Targets are for 2 cores and are reported, never asserted; each benchmark asserts only that the work",
-             "it timed was correct. Raw figures with their parameters: `results.json`.", ""]
+             "it timed was correct. Raw figures with their parameters: `results.json`; what bounds each missed",
+             "target: `PROFILES.md`.", ""]
     for mode in ("full", "short"):
         section = data.get("modes", {}).get(mode)
         if not section:
@@ -50,6 +51,8 @@ def render_markdown(data: dict) -> str:
         for key, fig in section["figures"].items():
             figure = TARGETS.figure(key)
             title = (figure.title if figure else key) + _size(key)
+            if "@" not in key and isinstance(fig["details"].get("entries"), int):
+                title += f" ({fig['details']['entries']:,} entries)"
             if fig["status"] == "pending":
                 measured = "**pending**: " + fig["details"].get("reason", "not landed")
             else:

@@ -148,10 +148,27 @@ def run_loadgen(url: str, kind: str, *, timeout: float = 3600, **options) -> dic
 
 
 def loadgen_with_server_cpu(server: Server, kind: str, **options) -> dict:
-    """`run_loadgen`, plus the server's CPU use over the same run (it includes the load generator's warm-up)."""
-    cpu_before, wall_before = proc_cpu_seconds(server.pid), time.perf_counter()
-    report = run_loadgen(server.url, kind, **options)
-    wall = time.perf_counter() - wall_before
-    cpu = proc_cpu_seconds(server.pid) - cpu_before
-    report["server_cpu_utilisation"] = cpu / wall if wall else None
+    """`run_loadgen`, plus the server's CPU utilisation (cores busy) over the load generator's measured window."""
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.1):
+            cpu = proc_cpu_seconds(server.pid)
+            if cpu is not None:
+                samples.append((time.time(), cpu))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        report = run_loadgen(server.url, kind, **options)
+    finally:
+        done.set()
+        thread.join()
+    start, end = report["window_epoch"]
+    inside = [(t, cpu) for t, cpu in samples if start <= t <= end]
+    if len(inside) >= 2 and inside[-1][0] > inside[0][0]:
+        report["server_cpu_utilisation"] = (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+    else:
+        report["server_cpu_utilisation"] = None
     return report
