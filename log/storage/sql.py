@@ -13,6 +13,7 @@ connection of its own for its whole life, because the sequencer lock lives on th
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sqlite3
@@ -20,7 +21,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, func, select, text, tuple_
+from sqlalchemy import and_, create_engine, event, func, or_, select, text
 from sqlalchemy.engine import Engine, make_url
 
 from log.errors import SequencerLockHeld, StorageError
@@ -91,6 +92,9 @@ def _make_engine(url: str) -> Engine:
             # FULL: a commit is on disk when it returns, which is what an acknowledgement promises.
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA busy_timeout=30000")
+            # The leaf-hash index takes inserts at random places: keep its hot pages in memory (64 MiB at most,
+            # per connection, only as far as the database needs it).
+            cur.execute("PRAGMA cache_size=-65536")
             cur.close()
 
         return engine
@@ -127,8 +131,10 @@ class SqlLogStore(LogStore):
         keys = list(dict.fromkeys(keys))
         if not keys:
             return {}
+        # An OR of (level = ? AND idx = ?) terms: each term is a primary-key lookup. A row-value IN list would be
+        # answered by SQLite with a scan of the whole table.
         query = select(tiles.c.level, tiles.c.idx, tiles.c.data).where(
-            tuple_(tiles.c.level, tiles.c.idx).in_(keys)
+            or_(*(and_(tiles.c.level == level, tiles.c.idx == idx) for level, idx in keys))
         )
         with self.engine.connect() as conn:
             return {(level, idx): bytes(data) for level, idx, data in conn.execute(query)}
@@ -311,6 +317,10 @@ class _SqliteWriter(_DriverWriter):
             ) from exc
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._holding = True
+        # Copying the WAL back into the database is left to a background thread on its own connection, so that a
+        # batch's COMMIT only appends to the WAL and fsyncs it.
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = _WalCheckpointer(self._conn.execute("PRAGMA database_list").fetchone()[2])
 
     def _check_holding(self) -> None:
         if not self._holding:
@@ -348,6 +358,7 @@ class _SqliteWriter(_DriverWriter):
             if self._closed:
                 return
             self._closed = True
+            self._checkpointer.stop()
             try:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
@@ -355,6 +366,32 @@ class _SqliteWriter(_DriverWriter):
                 pass
             self._conn.isolation_level = ""
             self._pooled.close()
+
+
+class _WalCheckpointer:
+    """Checkpoints the SQLite WAL every `interval` seconds from a thread of its own (PASSIVE: it never waits for
+    the writer or readers and never blocks them). A final TRUNCATE checkpoint runs when it stops."""
+
+    def __init__(self, path: str, interval: float = 0.5):
+        self._path = path
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="auditlog-wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stop.wait(self._interval):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            logging.getLogger(__name__).warning("WAL checkpointing stopped: %s", exc)
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class _PostgresWriter(_DriverWriter):
