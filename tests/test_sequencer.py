@@ -270,3 +270,24 @@ def test_work_runs_in_the_writer_transaction_and_fails_alone(store, signer):
     assert receipt.first_index == 0
     assert seen == [("kept",)]
     assert _verify_whole_tree(store, signer) == [b"entry"]
+
+
+def test_entries_are_found_by_leaf_hash_in_indexed_chunks_and_in_the_tail(store, signer):
+    from log.storage.sql import LEAF_INDEX_CHUNK
+
+    total = LEAF_INDEX_CHUNK + 300
+    entries = [f"e{i}".encode() for i in range(total)]
+    entries[LEAF_INDEX_CHUNK + 7] = entries[5]  # a repeat: the lookup answers the first index
+
+    async def fill(sequencer):
+        for start in range(0, total, 4096):
+            await sequencer.submit(entries[start:start + 4096])
+
+    asyncio.run(_run(store, signer, fill, batch_size=4096))
+    with store.engine.connect() as conn:
+        indexed = conn.exec_driver_sql("SELECT count(*), max(chunk) FROM leaf_index").fetchone()
+    assert tuple(indexed) == (LEAF_INDEX_CHUNK, 0), "exactly the completed chunk is indexed"
+    for index in (0, 1234, LEAF_INDEX_CHUNK - 1, LEAF_INDEX_CHUNK, total - 1):
+        assert store.find_leaf_hash(hash_leaf(entries[index])) == index
+    assert store.find_leaf_hash(hash_leaf(entries[5])) == 5
+    assert store.find_leaf_hash(hash_leaf(b"never logged")) is None

@@ -1,4 +1,4 @@
-"""The log's first schema: entries, hash tiles, checkpoints, idempotency keys.
+"""The log's first schema: entries, the chunked leaf-hash index, hash tiles, checkpoints, idempotency keys.
 
 Revision ID: 0001
 Revises:
@@ -22,7 +22,13 @@ def upgrade() -> None:
         sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
         sa.Column("received_at", sa.BigInteger, nullable=False),
     )
-    op.create_index("ix_entries_leaf_hash", "entries", ["leaf_hash"])
+    op.create_table(
+        "leaf_index",
+        sa.Column("chunk", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("leaf_prefix", sa.LargeBinary(8), primary_key=True),
+        sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+        sqlite_with_rowid=False,
+    )
     op.create_table(
         "tiles",
         sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),
@@ -48,5 +54,5 @@ def downgrade() -> None:
     op.drop_table("entry_keys")
     op.drop_table("checkpoints")
     op.drop_table("tiles")
-    op.drop_index("ix_entries_leaf_hash", table_name="entries")
+    op.drop_table("leaf_index")
     op.drop_table("entries")

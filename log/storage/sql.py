@@ -29,12 +29,16 @@ from log.storage import (
     KeyedEntry, KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, StoredEntry, TileWrite, WorkFailed,
     WriteTransaction,
 )
-from log.storage.schema import checkpoints, entries, entry_keys, tiles
+from log.storage.schema import checkpoints, entries, entry_keys, leaf_index, tiles
 
 # An arbitrary 64-bit constant naming "the auditlog sequencer" among PostgreSQL advisory locks.
 PG_SEQUENCER_LOCK_KEY = 0x617564_69746C6F67 & 0x7FFFFFFFFFFFFFFF
 
 ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
+
+# Entries per leaf-index chunk (see schema.leaf_index), and chunks probed per lookup query.
+LEAF_INDEX_CHUNK = 1 << 16
+_CHUNKS_PER_QUERY = 200
 
 
 def normalize_database_url(url: str) -> str:
@@ -163,9 +167,29 @@ class SqlLogStore(LogStore):
         return StoredEntry(row.idx, bytes(row.data), bytes(row.leaf_hash), row.received_at)
 
     def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
-        query = select(func.min(entries.c.idx)).where(entries.c.leaf_hash == leaf_hash)
         with self.engine.connect() as conn:
-            return conn.execute(query).scalar()
+            largest = conn.execute(select(func.max(entries.c.idx))).scalar()
+            if largest is None:
+                return None
+            indexed_chunks = (largest + 1) // LEAF_INDEX_CHUNK
+            prefix = leaf_hash[:8]
+            # Completed chunks, lowest first: each (chunk, prefix) term is a primary-key range lookup.
+            for first in range(0, indexed_chunks, _CHUNKS_PER_QUERY):
+                chunks = range(first, min(first + _CHUNKS_PER_QUERY, indexed_chunks))
+                query = (
+                    select(func.min(leaf_index.c.idx))
+                    .select_from(leaf_index.join(entries, entries.c.idx == leaf_index.c.idx))
+                    .where(or_(*(and_(leaf_index.c.chunk == c, leaf_index.c.leaf_prefix == prefix) for c in chunks)))
+                    .where(entries.c.leaf_hash == leaf_hash)
+                )
+                found = conn.execute(query).scalar()
+                if found is not None:
+                    return found
+            # The unfinished chunk: a scan of at most LEAF_INDEX_CHUNK entries along the primary key.
+            tail = select(func.min(entries.c.idx)).where(
+                entries.c.idx >= indexed_chunks * LEAF_INDEX_CHUNK, entries.c.leaf_hash == leaf_hash
+            )
+            return conn.execute(tail).scalar()
 
     def find_keys(self, keys: Sequence[bytes]) -> dict[bytes, KeyedEntry]:
         if not keys:
@@ -266,6 +290,11 @@ class _DriverWriter(LogWriter):
                 cur = self._cursor()
                 if entries:
                     self._insert_entries(cur, first_index, entries, leaf_hashes, received_at)
+                    end = first_index + len(entries)
+                    for chunk in range(first_index // LEAF_INDEX_CHUNK, end // LEAF_INDEX_CHUNK):
+                        # This batch completes `chunk`: index its leaf hashes, sorted, in the same transaction.
+                        start = chunk * LEAF_INDEX_CHUNK
+                        cur.execute(self.index_chunk_sql, (chunk, start, start + LEAF_INDEX_CHUNK))
                 if tiles:
                     cur.executemany(_UPSERT_TILE.format(p=p), [(t.level, t.index, t.data) for t in tiles])
                 if checkpoint is not None:
@@ -300,6 +329,10 @@ class _DriverWriter(LogWriter):
 
 class _SqliteWriter(_DriverWriter):
     _driver_error = sqlite3.Error
+    index_chunk_sql = (
+        "INSERT INTO leaf_index (chunk, leaf_prefix, idx) SELECT ?, substr(leaf_hash, 1, 8), idx FROM entries "
+        "WHERE idx >= ? AND idx < ? ORDER BY 2, 3"
+    )
 
     def __init__(self, engine: Engine):
         super().__init__(engine)
@@ -396,6 +429,10 @@ class _WalCheckpointer:
 
 class _PostgresWriter(_DriverWriter):
     placeholder = "%s"
+    index_chunk_sql = (
+        "INSERT INTO leaf_index (chunk, leaf_prefix, idx) SELECT %s, substring(leaf_hash from 1 for 8), idx "
+        "FROM entries WHERE idx >= %s AND idx < %s ORDER BY 2, 3"
+    )
 
     def __init__(self, engine: Engine):
         import psycopg
