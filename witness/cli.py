@@ -19,17 +19,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from pathlib import Path
 
-from aiohttp import web
 
 from log.errors import InvalidInput
 from log.note import COSIGNATURE_ED25519, COSIGNATURE_MLDSA44, CosignatureSigner, generate_signer_key
 from log.storage.sql import sqlite_url_for, upgrade_schema
 from witness.cosigner import Cosigner, WitnessStore, parse_log_keys
 from witness.server import create_witness_app
+from witness.serving import serve_until_signalled
 
 DEFAULT_PORT = 8319
 DATABASE_FILE = "witness.db"
@@ -124,24 +123,8 @@ def run_witness_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(cosigner: Cosigner, host: str, port: int) -> int:
-    runner = web.AppRunner(create_witness_app(cosigner, close_store=True), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0][1] if runner.addresses else port
-    shown = f"[{host}]" if ":" in host else host
-    print(f"listening on http://{shown}:{bound}", flush=True)
-    for key in cosigner.verifier_keys:
-        print(f"cosigner key: {key}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-    return 0
+    banner = [f"cosigner key: {key}" for key in cosigner.verifier_keys]
+    return await serve_until_signalled(create_witness_app(cosigner, close_store=True), host, port, banner)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from pathlib import Path
 
-from aiohttp import web
 
+from witness.serving import serve_until_signalled
 from witness.tsa import CA_CERT_FILE, TimestampAuthority, TsaIdentity, make_tsa_app
 
 DEFAULT_PORT = 8318
@@ -51,23 +50,8 @@ def run_tsa_serve(args: argparse.Namespace) -> int:
 
 async def _serve(host: str, port: int, data_dir: Path) -> int:
     identity = await asyncio.to_thread(TsaIdentity.load_or_create, data_dir)
-    runner = web.AppRunner(make_tsa_app(TimestampAuthority(identity)), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0][1] if runner.addresses else port
-    shown = f"[{host}]" if ":" in host else host
-    print(f"listening on http://{shown}:{bound}", flush=True)
-    print(f"trust anchor: {data_dir / CA_CERT_FILE}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-    return 0
+    app = make_tsa_app(TimestampAuthority(identity))
+    return await serve_until_signalled(app, host, port, [f"trust anchor: {data_dir / CA_CERT_FILE}"])
 
 
 def main(argv: list[str] | None = None) -> int:
