@@ -25,7 +25,7 @@ from log.audit.errors import EvidenceError
 from log.audit.evidence import verify_bundle
 from log.audit.schema import format_timestamp_ms
 
-DEFAULT_URL = os.environ.get("AUDITLOG_URL", "http://127.0.0.1:8080")
+DEFAULT_URL = os.environ.get("AUDITLOG_SERVER") or os.environ.get("AUDITLOG_URL", "http://127.0.0.1:8080")
 
 
 def _http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
@@ -164,7 +164,7 @@ def add_audit_parsers(subparsers) -> None:
     """Add `timeline`, `verify-evidence` and `producer` to the `auditlog` command's subparsers."""
     p = subparsers.add_parser("timeline", help="print one run's audit timeline, or export its evidence bundle")
     p.add_argument("--run", required=True, help="the run id")
-    p.add_argument("--url", default=DEFAULT_URL)
+    p.add_argument("--server", "--url", dest="url", default=DEFAULT_URL, help="the log server (env AUDITLOG_SERVER)")
     p.add_argument("--tenant")
     p.add_argument("--evidence", metavar="FILE", help="write the run's evidence bundle to FILE")
     p.add_argument("--log-key", help="verify the evidence bundle with this log verifier key before writing it")
@@ -186,7 +186,7 @@ def add_audit_parsers(subparsers) -> None:
     p.add_argument("--at", help="retire-key: not_after; revoke-key: revoked_at (RFC 3339; default now)")
     p.add_argument("--reason")
     p.add_argument("--out", help="keygen: where to write the secret seed")
-    p.add_argument("--url", default=DEFAULT_URL)
+    p.add_argument("--server", "--url", dest="url", default=DEFAULT_URL, help="the log server (env AUDITLOG_SERVER)")
     p.add_argument("--admin-token")
     p.add_argument("--data-dir", help="read the admin token from this server data dir")
     p.set_defaults(func=cmd_producer)
