@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -42,6 +43,9 @@ def _http(method: str, url: str, body: dict | None = None, token: str | None = N
             return exc.code, json.loads(exc.read())
         except ValueError:
             return exc.code, {"detail": exc.reason}
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SystemExit(f"auditlog: cannot reach {url}: {reason}") from None
 
 
 def _fail(status: int, answer: dict) -> int:
@@ -134,8 +138,11 @@ def cmd_producer(args) -> int:
         for p in answer["producers"]:
             print(f"{p['producer']}  tenants={','.join(p['tenants'])}")
             for k in p["keys"]:
+                now = int(time.time() * 1000)
                 state = ("revoked" if k["revoked_at"] is not None
-                         else "retired" if k["not_after"] is not None else "current")
+                         else "expired" if k["not_after"] is not None and k["not_after"] <= now
+                         else f"current until {format_timestamp_ms(k['not_after'])}" if k["not_after"] is not None
+                         else "current")
                 print(f"  {k['key_id']}  {state}  from {format_timestamp_ms(k['not_before'])}  {k['public_key']}")
         return 0
     if args.action == "keygen":
