@@ -291,3 +291,28 @@ def test_entries_are_found_by_leaf_hash_in_indexed_chunks_and_in_the_tail(store,
         assert store.find_leaf_hash(hash_leaf(entries[index])) == index
     assert store.find_leaf_hash(hash_leaf(entries[5])) == 5
     assert store.find_leaf_hash(hash_leaf(b"never logged")) is None
+
+
+def test_sqlite_wal_stays_bounded_while_the_writer_holds_its_lock(tmp_path, signer, monkeypatch):
+    import os
+
+    import log.storage.sql as sql
+
+    monkeypatch.setattr(sql, "WAL_TRUNCATE_BYTES", 1 << 20)
+    url = sqlite_url_for(tmp_path / "log.db")
+    upgrade_schema(url)
+    store = SqlLogStore(url)
+    sizes = []
+
+    async def fill(sequencer):
+        for batch in range(40):
+            await sequencer.submit([os.urandom(200) for _ in range(1024)])  # ~250 KiB of WAL a batch
+            sizes.append(os.path.getsize(tmp_path / "log.db-wal"))
+
+    try:
+        asyncio.run(_run(store, signer, fill))
+        _verify_whole_tree(store, signer)
+    finally:
+        store.close()
+    assert max(sizes) < 4 << 20, f"the WAL grew to {max(sizes)} bytes"
+    assert min(sizes[10:]) < 1 << 20, "the WAL was never truncated"
