@@ -22,7 +22,9 @@ from log.sequencer import BatchReceipt, EntryOutcome, IdempotencyKey, Published,
 from log.stats import LogStats
 from log.storage import LogStore, RowInsert, StoredEntry
 from log.storage.sql import SqlLogStore, sqlite_url_for, upgrade_schema
-from log.tiles import TILE_WIDTH, TileID, encode_entry_bundle, node_hash_from_tile, tile_for_node
+from log.tiles import (
+    TILE_HEIGHT, TILE_WIDTH, TileID, encode_entry_bundle, node_hash_from_tile, tile_node_layers,
+)
 
 HASH_SIZE = 32
 
@@ -100,8 +102,11 @@ class Log:
         self.stats = LogStats()
         self._sequencer: Sequencer | None = None
         self._reader = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="auditlog-read")
-        self._nodes = _LRU(config.node_cache_size)
+        self._nodes = _LRU(config.node_cache_size)  # perfect nodes computed from partial (right-edge) tiles
         self._full_tiles = _LRU(config.tile_cache_size)
+        # Every perfect node inside a full tile (tile_node_layers): a proof through a cached tile hashes nothing.
+        # 16 KiB per tile, layer 0 shared with _full_tiles.
+        self._tile_layers = _LRU(max(64, config.tile_cache_size // 2))
         self._full_bundles = _LRU(max(64, config.tile_cache_size // 16))
 
     @classmethod
@@ -241,7 +246,7 @@ class Log:
     async def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
         self._check_size(tree_size, "tree_size")
         self._check_index(index, tree_size, "index")
-        return await self._read(self._prove, proofs.inclusion_plan(index, tree_size))
+        return await self._prove(proofs.inclusion_plan(index, tree_size))
 
     async def find_leaf(self, leaf_hash: bytes, tree_size: int | None = None) -> int:
         """The smallest index with this leaf hash (within `tree_size`, if given)."""
@@ -258,46 +263,91 @@ class Log:
             raise InvalidInput(f"first must be at least 1, not {first}", field="first")
         if first > second:
             raise InvalidInput(f"first ({first}) must not exceed second ({second})", field="first")
-        return await self._read(self._prove, proofs.consistency_plan(first, second))
+        return await self._prove(proofs.consistency_plan(first, second))
 
-    def _prove(self, plan) -> list[bytes]:
-        return proofs.rehash(plan, self.node_hashes(proofs.nodes_of(plan)))
+    async def _prove(self, plan) -> list[bytes]:
+        """Rehash `plan` from cached nodes right here on the event loop when every tile it needs is cached (no
+        thread hand-off: at most a few hashes); otherwise read the missing tiles on a reader thread."""
+        nodes = proofs.nodes_of(plan)
+        hashes = self._node_hashes(nodes, read=False)
+        if hashes is None:
+            hashes = await self._read(self.node_hashes, nodes)
+        return proofs.rehash(plan, hashes)
 
     def node_hashes(self, nodes) -> dict[tuple[int, int], bytes]:
-        """Hashes of perfect subtrees (height, index) of the committed tree, from tiles (cached: immutable)."""
+        """Hashes of perfect subtrees (height, index) of the committed tree, from tiles (cached: immutable).
+
+        Blocking (reads the store for tiles not cached): call it from a reader thread.
+        """
+        return self._node_hashes(nodes, read=True)
+
+    def _node_hashes(self, nodes, *, read: bool) -> dict[tuple[int, int], bytes] | None:
+        """node_hashes; with read=False, None instead of reading the store when a needed tile is not cached.
+
+        Node (height, index) is hash `start >> r` of layer r of the level-L tile, where L, r = divmod(height, 8)
+        and start = (index << r) & 255 (log/tiles.py: tile_for_node). Full tiles are used through their cached
+        layers (tile_node_layers); a partial tile's perfect nodes are hashed on their own and cached one by one.
+        """
         found: dict[tuple[int, int], bytes] = {}
-        missing = []
+        located = []  # (node, tile key, r, start) for nodes still to find
         for node in nodes:
-            cached = self._nodes.get(node)
-            if cached is None:
-                missing.append(node)
-            else:
-                found[node] = cached
-        if not missing:
-            return found
-        located = {node: tile_for_node(*node) for node in missing}
-        tile_keys = {(tid.level, tid.index) for tid, _, _ in located.values()}
-        tiles = {}
-        uncached = []
-        for key in tile_keys:
+            height, index = node
+            if height < 0 or index < 0:
+                raise InvalidInput(f"node ({height}, {index}) has a negative height or index", field="node")
+            level, r = divmod(height, TILE_HEIGHT)
+            first = index << r
+            located.append((node, (level, first >> TILE_HEIGHT), r, first & (TILE_WIDTH - 1)))
+        layers_of: dict[tuple[int, int], list[bytes]] = {}
+        fetched: dict[tuple[int, int], bytes] = {}
+        partial: list = []
+        for item in located:
+            key = item[1]
+            if key in layers_of:
+                continue
+            layers = self._tile_layers.get(key)
+            if layers is not None:
+                layers_of[key] = layers
+                continue
+            cached = self._nodes.get(item[0])
+            if cached is not None:
+                found[item[0]] = cached
+                continue
             data = self._full_tiles.get(key)
-            if data is None:
-                uncached.append(key)
-            else:
-                tiles[key] = data
-        if uncached:
-            for key, data in self.store.read_tiles(uncached).items():
-                tiles[key] = data
+            if data is not None:
+                layers_of[key] = self._layers(key, data)
+                continue
+            partial.append(item)
+        if partial:
+            if not read:
+                return None
+            wanted = {key for _, key, _, _ in partial if key not in layers_of}
+            if wanted:
+                fetched = self.store.read_tiles(wanted)
+            for key, data in fetched.items():
                 if len(data) == TILE_WIDTH * HASH_SIZE:
                     self._full_tiles.put(key, data)
-        for node, (tid, start, count) in located.items():
-            data = tiles.get((tid.level, tid.index))
+                    layers_of[key] = self._layers(key, data)
+        for node, key, r, start in located:
+            if node in found:
+                continue
+            layers = layers_of.get(key)
+            if layers is not None:
+                position = (start >> r) * HASH_SIZE
+                found[node] = layers[r][position:position + HASH_SIZE]
+                continue
+            data = fetched.get(key)
+            count = 1 << r
             if data is None or len(data) < (start + count) * HASH_SIZE:
                 raise NotFound(f"node {node} is not in the stored tree")
             value = node_hash_from_tile(data, start, count)
             self._nodes.put(node, value)
             found[node] = value
         return found
+
+    def _layers(self, key: tuple[int, int], data: bytes) -> list[bytes]:
+        layers = tile_node_layers(data)
+        self._tile_layers.put(key, layers)
+        return layers
 
     async def storage_bytes(self) -> int | None:
         return await self._read(self.store.storage_bytes)

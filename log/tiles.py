@@ -255,6 +255,36 @@ def node_hash_from_tile(tile_data: bytes, start: int, count: int) -> bytes:
     return layer
 
 
+def tile_node_layers(tile_data: bytes) -> list[bytes]:
+    """Every perfect node inside one tile, bottom-up: `layers[r]` is the hashes of the height-r subtrees of the tile.
+
+    `layers[0]` is `tile_data` itself (W hashes); `layers[r]` holds floor(W / 2**r) hashes, hash j being the RFC 6962
+    interior node over tile hashes [j * 2**r, (j + 1) * 2**r), for r up to floor(log2(W)) (a full tile: r = 0..8,
+    255 hashes computed, the last layer being the tile's root). So node_hash_from_tile(tile_data, start, count) is
+    `layers[r][start // count * 32 :][:32]` with count = 2**r. Computing them all costs as much as the eight
+    siblings an inclusion proof needs from one tile (247 hashes), and any later proof through the same tile then
+    needs no hashing at all.
+
+    Raises InvalidInput unless `tile_data` is 1 to 256 whole hashes.
+    """
+    if len(tile_data) % _HASH_SIZE or not _HASH_SIZE <= len(tile_data) <= _FULL_TILE_BYTES:
+        raise InvalidInput(
+            f"a tile of {len(tile_data)} bytes is not 1 to {TILE_WIDTH} hashes of {_HASH_SIZE} bytes", field="tile"
+        )
+    layer = bytes(tile_data)
+    layers = [layer]
+    copy = _NODE_HASHER.copy
+    while len(layer) >= 2 * _HASH_SIZE:
+        parents = []
+        for i in range(0, len(layer) - _HASH_SIZE, 2 * _HASH_SIZE):  # an odd last hash has no sibling yet
+            hasher = copy()
+            hasher.update(layer[i : i + 2 * _HASH_SIZE])
+            parents.append(hasher.digest())
+        layer = b"".join(parents)
+        layers.append(layer)
+    return layers
+
+
 def tile_hashes(data: bytes) -> list[bytes]:
     """The hashes of a tile's bytes: a whole number of 32-byte hashes, 1 to 256 of them (InvalidInput otherwise)."""
     if len(data) % _HASH_SIZE or not _HASH_SIZE <= len(data) <= _FULL_TILE_BYTES:

@@ -29,7 +29,7 @@ from log.storage import (
     KeyedEntry, KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, StoredEntry, TileWrite, WorkFailed,
     WriteTransaction,
 )
-from log.storage.schema import checkpoints, entries, entry_keys, leaf_index, tiles
+from log.storage.schema import checkpoints, entries, entry_keys, leaf_index
 
 # An arbitrary 64-bit constant naming "the auditlog sequencer" among PostgreSQL advisory locks.
 PG_SEQUENCER_LOCK_KEY = 0x617564_69746C6F67 & 0x7FFFFFFFFFFFFFFF
@@ -38,6 +38,8 @@ ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
 
 # Entries per leaf-index chunk (see schema.leaf_index), and chunks probed per lookup query.
 LEAF_INDEX_CHUNK = 1 << 16
+# The SQLite WAL is checkpointed in the background and truncated between batches once it grows past this.
+WAL_TRUNCATE_BYTES = 64 << 20
 _CHUNKS_PER_QUERY = 200
 
 
@@ -112,6 +114,8 @@ class SqlLogStore(LogStore):
         self.dialect = self.engine.dialect.name
         if self.dialect not in ("sqlite", "postgresql"):
             raise StorageError(f"unsupported database {self.dialect!r}: use sqlite:// or postgresql://")
+        self._placeholder = "?" if self.dialect == "sqlite" else "%s"
+        self._tile_sql: dict[int, str] = {}
 
     # -- writer ---------------------------------------------------------------------------------------------
     def acquire_writer(self) -> LogWriter:
@@ -135,13 +139,30 @@ class SqlLogStore(LogStore):
         keys = list(dict.fromkeys(keys))
         if not keys:
             return {}
-        # An OR of (level = ? AND idx = ?) terms: each term is a primary-key lookup. A row-value IN list would be
-        # answered by SQLite with a scan of the whole table.
-        query = select(tiles.c.level, tiles.c.idx, tiles.c.data).where(
-            or_(*(and_(tiles.c.level == level, tiles.c.idx == idx) for level, idx in keys))
-        )
-        with self.engine.connect() as conn:
-            return {(level, idx): bytes(data) for level, idx, data in conn.execute(query)}
+        # The hot read of proof and tile serving, so it skips SQLAlchemy's statement building, caching and result
+        # wrapping (270 us of Python per call against 30 us for the lookup itself at 10^7 entries) and runs one
+        # fixed SQL string on a pooled driver connection. An OR of (level = ? AND idx = ?) terms: each term is a
+        # primary-key lookup. A row-value IN list would be answered by SQLite with a scan of the whole table.
+        params = [value for key in keys for value in key]
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(self._read_tiles_sql(len(keys)), params)
+                return {(level, idx): bytes(data) for level, idx, data in cur.fetchall()}
+            finally:
+                cur.close()
+        finally:
+            conn.close()  # back to the pool, which ends the read transaction
+
+    def _read_tiles_sql(self, count: int) -> str:
+        sql = self._tile_sql.get(count)
+        if sql is None:
+            term = f"(level = {self._placeholder} AND idx = {self._placeholder})"
+            sql = "SELECT level, idx, data FROM tiles WHERE " + " OR ".join([term] * count)
+            if count <= 64:  # the shapes proofs and startup use; cached per key count
+                self._tile_sql[count] = sql
+        return sql
 
     def read_entries(self, start: int, end: int) -> list[bytes]:
         if end <= start:
@@ -353,7 +374,9 @@ class _SqliteWriter(_DriverWriter):
         # Copying the WAL back into the database is left to a background thread on its own connection, so that a
         # batch's COMMIT only appends to the WAL and fsyncs it.
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
-        self._checkpointer = _WalCheckpointer(self._conn.execute("PRAGMA database_list").fetchone()[2])
+        database = self._conn.execute("PRAGMA database_list").fetchone()[2]
+        self._wal_path = database + "-wal"
+        self._checkpointer = _WalCheckpointer(database)
 
     def _check_holding(self) -> None:
         if not self._holding:
@@ -372,7 +395,15 @@ class _SqliteWriter(_DriverWriter):
         self._conn.execute("COMMIT")
 
     def _after_commit(self) -> None:
-        # Committed and durable. Take the write lock again at once so no other writer slips in.
+        # Committed and durable. SQLite only rewinds the WAL when a write transaction starts on a fully
+        # checkpointed WAL, which never happens while we hold a transaction open at all times: now and then,
+        # between two batches, checkpoint it to the end and truncate it, so it stays bounded.
+        try:
+            if os.path.getsize(self._wal_path) > WAL_TRUNCATE_BYTES:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except (OSError, sqlite3.Error) as exc:
+            logging.getLogger(__name__).warning("could not truncate the WAL: %s", exc)
+        # Take the write lock again at once so no other writer slips in.
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:
