@@ -213,6 +213,7 @@ class Sequencer:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="auditlog-writer")
         self._task: asyncio.Task | None = None
         self._state: TreeState | None = None
+        self._edge_tiles: dict[tuple[int, int], bytes] = {}
         self._broken: Exception | None = None
         self._closing = False
 
@@ -222,6 +223,14 @@ class Sequencer:
         return self._broken
 
     @property
+    def edge_tiles(self) -> dict[tuple[int, int], bytes]:
+        """The right-edge (partial) tiles of a committed tree at least as big as `published`: {(level, index):
+        bytes}, never mutated once handed out. Every perfect node inside them is final, so readers may build
+        proofs for any size up to `published.size` from them without reading the store; a tile that has since
+        filled up is absent (it is stored, full)."""
+        return self._edge_tiles
+
+    @property
     def published(self) -> Published:
         assert self._state is not None and self._state.published is not None, "sequencer not started"
         return self._state.published
@@ -229,6 +238,7 @@ class Sequencer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._state = await loop.run_in_executor(self._executor, load_tree_state, self._store, self._signer)
+        self._edge_tiles = self._state.edge.snapshot()
         if self._state.published is None:
             # A new log publishes its empty checkpoint so that /checkpoint always has something to serve.
             await loop.run_in_executor(self._executor, self._integrate, [])
@@ -438,6 +448,9 @@ class Sequencer:
             work,
         )
         published = Published(size, root, note)
+        # Committed. The edge snapshot goes out before the checkpoint, so a reader that sees a checkpoint always
+        # finds edge tiles at least that big.
+        self._edge_tiles = state.edge.snapshot()
         state.published = published
         if entries:
             self.stats.entries_integrated += len(entries)
@@ -448,6 +461,7 @@ class Sequencer:
     async def _recover(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             self._state = await loop.run_in_executor(self._executor, load_tree_state, self._store, self._signer)
+            self._edge_tiles = self._state.edge.snapshot()
         except Exception as exc:  # noqa: BLE001
             logger.critical("cannot reload the log after a failed batch; refusing further writes: %s", exc)
             self._broken = exc

@@ -286,7 +286,8 @@ class Log:
 
         Node (height, index) is hash `start >> r` of layer r of the level-L tile, where L, r = divmod(height, 8)
         and start = (index << r) & 255 (log/tiles.py: tile_for_node). Full tiles are used through their cached
-        layers (tile_node_layers); a partial tile's perfect nodes are hashed on their own and cached one by one.
+        layers (tile_node_layers); a partial tile's perfect nodes are hashed on their own and cached one by one,
+        from the sequencer's in-memory edge tiles when they hold them (the newest entries' proofs read nothing).
         """
         found: dict[tuple[int, int], bytes] = {}
         located = []  # (node, tile key, r, start) for nodes still to find
@@ -298,6 +299,7 @@ class Log:
             first = index << r
             located.append((node, (level, first >> TILE_HEIGHT), r, first & (TILE_WIDTH - 1)))
         layers_of: dict[tuple[int, int], list[bytes]] = {}
+        edge = self._sequencer.edge_tiles if self._sequencer is not None else {}  # the newest commit's right edge
         fetched: dict[tuple[int, int], bytes] = {}
         partial: list = []
         for item in located:
@@ -315,6 +317,12 @@ class Log:
             data = self._full_tiles.get(key)
             if data is not None:
                 layers_of[key] = self._layers(key, data)
+                continue
+            node, _, r, start = item
+            data = edge.get(key)
+            if data is not None and len(data) >= (start + (1 << r)) * HASH_SIZE:
+                found[node] = value = node_hash_from_tile(data, start, 1 << r)
+                self._nodes.put(node, value)
                 continue
             partial.append(item)
         if partial:

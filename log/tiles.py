@@ -393,6 +393,10 @@ class EdgeTiles:
         buf = self._bufs[level]
         return TileID(level, self._index[level], len(buf) >> 5), bytes(buf)
 
+    def snapshot(self) -> dict[tuple[int, int], bytes]:
+        """Every non-empty edge tile as {(level, index): its current bytes}: a copy the caller may share freely."""
+        return {(level, self._index[level]): bytes(buf) for level, buf in enumerate(self._bufs) if buf}
+
 
 # --- Entry bundles -----------------------------------------------------------------------------------------------
 

@@ -335,6 +335,8 @@ class AuditService:
             proof = await self.log.inclusion_proof(result.index, checkpoint.size)
             return Receipt(result.producer, result.event_id, result.index, result.leaf_hash, result.duplicate, proof)
 
+        if len(results) == 1:  # a single envelope: no task to gather
+            return [await prove(results[0])]
         return list(await asyncio.gather(*(prove(r) for r in results)))
 
     # -- registry -------------------------------------------------------------------------------------------
