@@ -107,6 +107,7 @@ class Log:
         # Every perfect node inside a full tile (tile_node_layers): a proof through a cached tile hashes nothing.
         # 16 KiB per tile, layer 0 shared with _full_tiles.
         self._tile_layers = _LRU(max(64, config.tile_cache_size // 2))
+        self._inline_tile_reads = bool(getattr(store, "cheap_tile_reads", False))
         self._full_bundles = _LRU(max(64, config.tile_cache_size // 16))
 
     @classmethod
@@ -266,12 +267,26 @@ class Log:
         return await self._prove(proofs.consistency_plan(first, second))
 
     async def _prove(self, plan) -> list[bytes]:
-        """Rehash `plan` from cached nodes right here on the event loop when every tile it needs is cached (no
-        thread hand-off: at most a few hashes); otherwise read the missing tiles on a reader thread."""
+        """Rehash `plan` on the event loop, from cached tiles and nodes when it can.
+
+        A tile not cached is read right here when the store says its tile reads are cheap in-process lookups
+        (SQLite: one primary-key lookup, ~30 us), because handing the read to a reader thread costs more than the
+        read: at 10^7 entries, 64 clients, 1,350 proofs/s and p99 107 ms through a reader thread (with or without
+        the hashing there), 1,950 proofs/s and p99 36 ms without it. Otherwise (PostgreSQL: a network round trip)
+        only the read goes to a reader thread and the hashing stays here.
+        """
         nodes = proofs.nodes_of(plan)
-        hashes = self._node_hashes(nodes, read=False)
-        if hashes is None:
-            hashes = await self._read(self.node_hashes, nodes)
+        if self._inline_tile_reads:
+            return proofs.rehash(plan, self._node_hashes(nodes, self.store.read_tiles))
+        hashes = self._node_hashes(nodes, None)
+        if isinstance(hashes, set):
+            fetched = await self._read(self.store.read_tiles, hashes)
+
+            def fetch(keys):  # what the reader thread read; anything evicted since is read again, rarely
+                again = [key for key in keys if key not in fetched]
+                return {**fetched, **self.store.read_tiles(again)} if again else fetched
+
+            hashes = self._node_hashes(nodes, fetch)
         return proofs.rehash(plan, hashes)
 
     def node_hashes(self, nodes) -> dict[tuple[int, int], bytes]:
@@ -279,10 +294,11 @@ class Log:
 
         Blocking (reads the store for tiles not cached): call it from a reader thread.
         """
-        return self._node_hashes(nodes, read=True)
+        return self._node_hashes(nodes, self.store.read_tiles)
 
-    def _node_hashes(self, nodes, *, read: bool) -> dict[tuple[int, int], bytes] | None:
-        """node_hashes; with read=False, None instead of reading the store when a needed tile is not cached.
+    def _node_hashes(self, nodes, fetch) -> dict[tuple[int, int], bytes] | set[tuple[int, int]]:
+        """node_hashes, reading tiles not cached with `fetch(keys) -> {key: bytes}`; with fetch=None, the set of
+        tile keys that would have to be read instead, if any.
 
         Node (height, index) is hash `start >> r` of layer r of the level-L tile, where L, r = divmod(height, 8)
         and start = (index << r) & 255 (log/tiles.py: tile_for_node). Full tiles are used through their cached
@@ -326,11 +342,11 @@ class Log:
                 continue
             partial.append(item)
         if partial:
-            if not read:
-                return None
             wanted = {key for _, key, _, _ in partial if key not in layers_of}
             if wanted:
-                fetched = self.store.read_tiles(wanted)
+                if fetch is None:
+                    return wanted
+                fetched = fetch(wanted)
             for key, data in fetched.items():
                 if len(data) == TILE_WIDTH * HASH_SIZE:
                     self._full_tiles.put(key, data)

@@ -115,6 +115,9 @@ class SqlLogStore(LogStore):
         if self.dialect not in ("sqlite", "postgresql"):
             raise StorageError(f"unsupported database {self.dialect!r}: use sqlite:// or postgresql://")
         self._placeholder = "?" if self.dialect == "sqlite" else "%s"
+        # read_tiles is an in-process primary-key lookup on SQLite (tens of microseconds, the GIL released while
+        # SQLite reads), cheaper than a thread hand-off: Log may call it on its event loop. PostgreSQL: a round trip.
+        self.cheap_tile_reads = self.dialect == "sqlite"
         self._tile_sql: dict[int, str] = {}
 
     # -- writer ---------------------------------------------------------------------------------------------
