@@ -185,6 +185,7 @@ class WitnessJob:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task | None = None
         self._loaded = False
+        self._round_lock = asyncio.Lock()
 
     # -- lifetime -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -231,16 +232,21 @@ class WitnessJob:
 
     # -- one round ------------------------------------------------------------------------------------------
     async def run_once(self) -> None:
-        """Send the latest checkpoint to every witness that has not cosigned its size yet."""
-        await self._load()
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        published = self.log.checkpoint
-        due = [w for w in self.witnesses if self._state[w.name].cosigned_size != published.size]
-        self._rounds += 1
-        if due:
-            await asyncio.gather(*(self._witness(w, published) for w in due))
-            await self._update_witnessed()
+        """Send the latest checkpoint to every witness that has not cosigned its size yet.
+
+        Rounds never overlap (the background round and one asked for directly wait for each other): two rounds
+        at once would send one witness two checkpoints from the same old size, and one of them would get a 409.
+        """
+        async with self._round_lock:
+            await self._load()
+            if self._session is None:
+                self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            published = self.log.checkpoint
+            due = [w for w in self.witnesses if self._state[w.name].cosigned_size != published.size]
+            self._rounds += 1
+            if due:
+                await asyncio.gather(*(self._witness(w, published) for w in due))
+                await self._update_witnessed()
 
     async def _witness(self, endpoint: WitnessEndpoint, published) -> None:
         state = self._state[endpoint.name]
