@@ -5,11 +5,8 @@ vectors.json (roots for 40 sizes, sample entries with leaf hashes), used byte fo
 """
 
 import base64
-import hashlib
 import json
 import os
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,21 +14,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-try:
-    from log.hashing import hash_children, hash_leaf
-except ImportError:  # stand-in until log/hashing.py lands: RFC 6962 section 2.1, SHA-256
-    _stand_in = types.ModuleType("log.hashing")
-    _stand_in.hash_leaf = lambda entry: hashlib.sha256(bytes([0]) + bytes(entry)).digest()
-    _stand_in.hash_children = lambda left, right: hashlib.sha256(bytes([1]) + left + right).digest()
-    _stand_in.NODE_PREFIX = bytes([1])
-    sys.modules["log.hashing"] = _stand_in
-    from log.hashing import hash_children, hash_leaf
-
-try:
-    from log.compact import CompactRange
-except ImportError:  # until log/compact.py lands the naive Frontier below stands in
-    CompactRange = None
-
+from log.compact import CompactRange
+from log.hashing import hash_children, hash_leaf
 from log.errors import InvalidInput
 from log.tiles import (
     MAX_ENTRY_SIZE,
@@ -48,6 +32,7 @@ from log.tiles import (
     node_hash_from_tile,
     tile_for_node,
     tile_hashes,
+    tile_node_layers,
     tiles_for_size,
 )
 
@@ -121,7 +106,7 @@ class Frontier:
             self.size += 1
 
 
-RANGES = [Frontier] + ([CompactRange] if CompactRange is not None else [])
+RANGES = [Frontier, CompactRange]
 range_kinds = pytest.mark.parametrize("make_range", RANGES, ids=[r.__name__ for r in RANGES])
 
 
@@ -520,3 +505,24 @@ def test_edge_tiles_rejects_inconsistent_state():
             edge.add_node(*bad)
     assert edge.take_dirty() == [(TileID(0, 0, 1), bytes(32))]
     assert edge.take_dirty() == []
+
+
+@given(width=st.integers(1, TILE_WIDTH), seed=st.binary(min_size=1, max_size=8))
+@settings(max_examples=60, deadline=None)
+def test_tile_node_layers_hold_every_perfect_node_of_the_tile(width, seed):
+    hashes = [hash_leaf(seed + i.to_bytes(2, "big")) for i in range(width)]
+    layers = tile_node_layers(b"".join(hashes))
+    assert layers[0] == b"".join(hashes)
+    level = hashes
+    for r, layer in enumerate(layers[1:], start=1):
+        level = [hash_children(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        assert layer == b"".join(level), f"layer {r}"
+        for j in range(len(level)):  # and the same nodes as node_hash_from_tile gives one by one
+            assert layer[32 * j:32 * (j + 1)] == node_hash_from_tile(layers[0], j << r, 1 << r)
+    assert len(layers) == width.bit_length()
+
+
+@pytest.mark.parametrize("size", [0, 33, 257])
+def test_tile_node_layers_refuse_what_is_not_a_tile(size):
+    with pytest.raises(InvalidInput):
+        tile_node_layers(bytes(size))
