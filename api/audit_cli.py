@@ -11,7 +11,6 @@ Wire in with `add_audit_parsers(subparsers)`; each parser sets `func(args) -> in
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import os

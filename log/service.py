@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from log import proofs
-from log.errors import Conflict, InvalidInput, NotFound
+from log.errors import InvalidInput, NotFound
 from log.keys import KEY_FILE_NAME, load_or_create_signer
 from log.note import Signer
-from log.sequencer import BatchReceipt, EntryOutcome, IdempotencyKey, Published, Sequencer
+from log.sequencer import BatchReceipt, IdempotencyKey, Published, Sequencer
 from log.stats import LogStats
 from log.storage import LogStore, RowInsert, StoredEntry
 from log.storage.sql import SqlLogStore, sqlite_url_for, upgrade_schema
@@ -75,22 +75,6 @@ class _LRU:
                 self._data.popitem(last=False)
 
 
-@dataclass(frozen=True)
-class AddResult:
-    """Entries stored (or found stored, by idempotency key), in submission order."""
-
-    outcomes: list[EntryOutcome | Conflict]
-    checkpoint: Published
-
-    @property
-    def first_index(self) -> int:
-        return self.outcomes[0].index
-
-    @property
-    def leaf_hashes(self) -> list[bytes]:
-        return [outcome.leaf_hash for outcome in self.outcomes]
-
-
 class Log:
     """One transparency log. Create with `Log.open(config)` inside a running event loop; `close()` when done."""
 
@@ -107,7 +91,7 @@ class Log:
         # Every perfect node inside a full tile (tile_node_layers): a proof through a cached tile hashes nothing.
         # 16 KiB per tile, layer 0 shared with _full_tiles.
         self._tile_layers = _LRU(max(64, config.tile_cache_size // 2))
-        self._inline_tile_reads = bool(getattr(store, "cheap_tile_reads", False))
+        self._inline_tile_reads = store.cheap_tile_reads
         self._full_bundles = _LRU(max(64, config.tile_cache_size // 16))
 
     @classmethod
@@ -173,15 +157,14 @@ class Log:
         entries: list[bytes],
         keys: list[IdempotencyKey | None] | None = None,
         rows: list[list[RowInsert]] | None = None,
-    ) -> AddResult:
+    ) -> BatchReceipt:
         """Append entries; returns once they are durably stored. Without keys, indices are consecutive.
 
         With idempotency keys, an entry whose key is already in the log is not stored again: its outcome is the
         original index (`duplicate=True`), or a `Conflict` if the key came with different content. `rows` are a
         personality's own table rows, committed with each new entry (see `Sequencer.submit`).
         """
-        receipt: BatchReceipt = await self._sequencer.submit(entries, keys, rows)
-        return AddResult(receipt.outcomes, receipt.checkpoint)
+        return await self._sequencer.submit(entries, keys, rows)
 
     async def write(self, work):
         """Run `work(transaction)` on the log's single writer, inside the next batch's transaction.

@@ -42,7 +42,6 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 
 import aiohttp
 import rfc3161ng
@@ -61,7 +60,7 @@ from pyasn1.codec.der import decoder as der_decoder
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
-from pyasn1_modules import rfc2634, rfc3161, rfc5035, rfc5280, rfc5652
+from pyasn1_modules import rfc2634, rfc3161, rfc5035, rfc5652
 
 from log.checkpoint import Checkpoint
 from log.errors import InvalidInput, LogError, VerificationError

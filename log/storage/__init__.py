@@ -125,6 +125,9 @@ class LogStore(ABC):
     """Committed log state. Every method is safe to call from several threads at once."""
 
     dialect: str  # "sqlite" or "postgresql"
+    # True when read_tiles is an in-process lookup cheaper than a thread hand-off (SQLite), so callers may run it
+    # on their event loop; False when it is a network round trip (PostgreSQL).
+    cheap_tile_reads: bool = False
 
     @abstractmethod
     def acquire_writer(self) -> LogWriter:

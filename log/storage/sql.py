@@ -26,8 +26,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from log.errors import SequencerLockHeld, StorageError
 from log.storage import (
-    KeyedEntry, KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, StoredEntry, TileWrite, WorkFailed,
-    WriteTransaction,
+    KeyedEntry, LogStore, LogWriter, RowInsert, StoredCheckpoint, StoredEntry, WorkFailed, WriteTransaction,
 )
 from log.storage.schema import checkpoints, entries, entry_keys, leaf_index
 
