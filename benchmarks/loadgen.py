@@ -46,6 +46,8 @@ def _indices_of(body: dict) -> list[int]:
     """Entry indices in an answer to POST /api/v1/entries or /api/v1/events, whichever shape it has."""
     if "entries" in body and isinstance(body["entries"], list):
         return [item["index"] for item in body["entries"] if isinstance(item, dict) and "index" in item]
+    if "results" in body and isinstance(body["results"], list):  # POST /api/v1/events with {"events": [...]}
+        return [item["index"] for item in body["results"] if isinstance(item, dict) and "index" in item]
     if "index" in body:
         return [body["index"]]
     return []
