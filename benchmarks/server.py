@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-REPO = Path(__file__).resolve().parents[1]
-LISTENING = re.compile(r"listening on (http://\S+)")
+from tests.processes import REPO, ServerProcess
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -41,64 +37,13 @@ def proc_cpu_seconds(pid: int) -> float | None:
 
 
 @dataclass
-class Server:
-    data_dir: Path
-    database_url: str | None = None
-    origin: str = "bench.example/log"
-    extra_args: list[str] = field(default_factory=list)
-    proc: subprocess.Popen | None = None
-    url: str = ""
-    output: list[str] = field(default_factory=list)
+class Server(ServerProcess):
+    """The benchmarks' server: the same process the end-to-end tests start, under the benchmarks' origin."""
 
-    def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-               "--data-dir", str(self.data_dir), "--origin", self.origin, *self.extra_args]
-        if self.database_url:
-            cmd += ["--database-url", self.database_url]
-        return cmd
+    origin: str = "bench.example/log"
 
     def start(self, timeout: float = 120) -> "Server":
-        self.proc = subprocess.Popen(
-            self.command(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        found = threading.Event()
-
-        def pump():
-            for line in self.proc.stdout:
-                if len(self.output) < 2000:
-                    self.output.append(line)
-                match = LISTENING.search(line)
-                if match and not found.is_set():
-                    self.url = match.group(1).rstrip("/")
-                    found.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not found.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not start (exit {self.proc.poll()}):\n{''.join(self.output)}")
-        return self
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def __enter__(self) -> "Server":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return super().start(timeout)
 
 
 class RssSampler:

@@ -44,7 +44,7 @@ from log.audit.registry import key_id_for
 from log.audit.schema import format_timestamp_ms
 from log.checkpoint import open_checkpoint
 from log.note import parse_verifier_key
-from tests.e2e.conftest import REPO
+from tests.processes import REPO
 
 PROBLEM = "application/problem+json"
 

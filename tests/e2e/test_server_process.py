@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import psycopg
 from log.checkpoint import open_checkpoint
 from log.hashing import hash_leaf
 from log.note import parse_verifier_key
-from tests.e2e.conftest import REPO
+from tests.processes import REPO
 from tests.reference_tree import mth
 
 

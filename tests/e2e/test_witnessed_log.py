@@ -27,7 +27,7 @@ import pytest
 
 from api.cli import main as cli_main
 from log.note import COSIGNATURE_ED25519, NoteSignature, generate_signer_key, parse_note
-from tests.e2e.conftest import REPO, ServerProcess
+from tests.processes import REPO, ServerProcess
 
 ORIGIN = "e2e.test/log"  # what ServerProcess passes as --origin
 ENTRIES = 10

@@ -1,0 +1,90 @@
+"""Real `auditlog serve` processes on random loopback ports, for the end-to-end tests and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+@dataclass
+class ServerProcess:
+    """One `auditlog serve` process. `start()` waits for its "listening on" line; `kill()` sends SIGKILL."""
+
+    data_dir: Path
+    database_url: str | None = None
+    extra_args: list[str] = field(default_factory=list)
+    origin: str = "e2e.test/log"
+    proc: subprocess.Popen | None = None
+    url: str = ""
+    output: list[str] = field(default_factory=list)
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--data-dir", str(self.data_dir), "--origin", self.origin, *self.extra_args]
+        if self.database_url:
+            cmd += ["--database-url", self.database_url]
+        return cmd
+
+    def start(self, timeout: float = 60) -> "ServerProcess":
+        self.output = []
+        self.proc = subprocess.Popen(
+            self.command(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        found = threading.Event()
+
+        def pump():
+            for line in self.proc.stdout:
+                if len(self.output) < 2000:  # a long-running server's log is not kept whole
+                    self.output.append(line)
+                match = LISTENING.search(line)
+                if match and not found.is_set():
+                    self.url = match.group(1).rstrip("/")
+                    found.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not found.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                time.sleep(0.2)
+                self.kill()
+                raise RuntimeError(f"server did not start (exit {self.proc.poll()}):\n{''.join(self.output)}")
+        return self
+
+    def run_to_exit(self, timeout: float = 60) -> tuple[int, str]:
+        """Start and wait for the process to exit by itself (for servers expected to refuse to start)."""
+        proc = subprocess.run(self.command(), cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
