@@ -37,7 +37,9 @@ from log.stats import LogStats
 from log.storage import (
     KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite, WorkFailed, WriteTransaction,
 )
-from log.tiles import MAX_ENTRY_SIZE, TILE_HEIGHT, TILE_WIDTH, EdgeTiles, node_hash_from_tile, tile_for_node
+from log.tiles import (
+    MAX_ENTRY_SIZE, TILE_HEIGHT, TILE_WIDTH, EdgeTiles, middle_layer, node_hash_from_tile, tile_for_node,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -441,7 +443,10 @@ class Sequencer:
         state.frontier.extend(leaf_hashes, state.edge.add_node)
         size = state.frontier.size
         root = state.frontier.root()
-        tiles = [TileWrite(tid.level, tid.index, data) for tid, data in state.edge.take_dirty()]
+        tiles = [
+            TileWrite(tid.level, tid.index, data, middle_layer(data) if tid.width == TILE_WIDTH else None)
+            for tid, data in state.edge.take_dirty()
+        ]
         note = sign_checkpoint(Checkpoint(self._origin, size, root), self._signer)
         results = self._writer.commit_batch(
             first_index, entries, leaf_hashes, now_ms, tiles, StoredCheckpoint(size, root, note, now_ms), keys, rows,

@@ -23,7 +23,7 @@ from log.stats import LogStats
 from log.storage import LogStore, RowInsert, StoredEntry
 from log.storage.sql import SqlLogStore, sqlite_url_for, upgrade_schema
 from log.tiles import (
-    TILE_HEIGHT, TILE_WIDTH, TileID, encode_entry_bundle, node_hash_from_tile, tile_node_layers,
+    TILE_HEIGHT, TILE_WIDTH, TileID, encode_entry_bundle, node_hash_from_tile, TileNodes,
 )
 
 HASH_SIZE = 32
@@ -88,7 +88,8 @@ class Log:
         self._reader = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="auditlog-read")
         self._nodes = _LRU(config.node_cache_size)  # perfect nodes computed from partial (right-edge) tiles
         self._full_tiles = _LRU(config.tile_cache_size)
-        # Every perfect node inside a full tile (tile_node_layers): a proof through a cached tile hashes nothing.
+        # The perfect nodes inside full tiles (TileNodes, from the tile and its stored middle layer), remembered as
+        # proofs ask for them: a proof through a cached tile hashes nothing, through a new one at most 22 nodes.
         # 16 KiB per tile, layer 0 shared with _full_tiles.
         self._tile_layers = _LRU(max(64, config.tile_cache_size // 2))
         self._inline_tile_reads = store.cheap_tile_reads
@@ -283,9 +284,9 @@ class Log:
         """node_hashes, reading tiles not cached with `fetch(keys) -> {key: bytes}`; with fetch=None, the set of
         tile keys that would have to be read instead, if any.
 
-        Node (height, index) is hash `start >> r` of layer r of the level-L tile, where L, r = divmod(height, 8)
-        and start = (index << r) & 255 (log/tiles.py: tile_for_node). Full tiles are used through their cached
-        layers (tile_node_layers); a partial tile's perfect nodes are hashed on their own and cached one by one,
+        Node (height, index) is the height-r node over hashes [start, start + 2**r) of the level-L tile, where
+        L, r = divmod(height, 8) and start = (index << r) & 255 (log/tiles.py: tile_for_node). Full tiles are used
+        through their cached TileNodes; a partial tile's perfect nodes are hashed on their own and cached one by one,
         from the sequencer's in-memory edge tiles when they hold them (the newest entries' proofs read nothing).
         """
         found: dict[tuple[int, int], bytes] = {}
@@ -339,8 +340,7 @@ class Log:
                 continue
             layers = layers_of.get(key)
             if layers is not None:
-                position = (start >> r) * HASH_SIZE
-                found[node] = layers[r][position:position + HASH_SIZE]
+                found[node] = layers.node(r, start)
                 continue
             data = fetched.get(key)
             count = 1 << r
@@ -351,8 +351,8 @@ class Log:
             found[node] = value
         return found
 
-    def _layers(self, key: tuple[int, int], data: bytes) -> list[bytes]:
-        layers = tile_node_layers(data)
+    def _layers(self, key: tuple[int, int], data: bytes) -> TileNodes:
+        layers = TileNodes(data, getattr(data, "middle", None))
         self._tile_layers.put(key, layers)
         return layers
 

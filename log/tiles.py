@@ -285,6 +285,51 @@ def tile_node_layers(tile_data: bytes) -> list[bytes]:
     return layers
 
 
+MIDDLE_HEIGHT = 4  # a full tile's stored middle layer: its 16 perfect nodes of height 4 within the tile
+
+
+def middle_layer(tile_data: bytes) -> bytes:
+    """The 16 height-4 nodes of a full tile (240 hashes), stored beside it so that a proof needs at most 7 hashes
+    per half of the tile instead of up to 127 (see TileNodes)."""
+    if len(tile_data) != _FULL_TILE_BYTES:
+        raise InvalidInput(f"a middle layer is kept for full tiles only, not {len(tile_data)} bytes", field="tile")
+    return tile_node_layers(tile_data)[MIDDLE_HEIGHT]
+
+
+class TileData(bytes):
+    """A full tile's bytes as stored, carrying its stored middle layer (`middle`, or None) to proof serving."""
+
+    middle: bytes | None = None
+
+
+class TileNodes:
+    """Every perfect node inside one full tile, computed when first asked for and remembered.
+
+    Nodes of height r < 4 are folded from the tile's own hashes, nodes of height r >= 4 from its middle layer: at
+    most 7 hashes each, 22 for all the siblings an inclusion proof needs from one tile (247 without the middle
+    layer). A tile stored without one gets it computed once here.
+    """
+
+    __slots__ = ("_data", "_middle", "_memo")
+
+    def __init__(self, tile_data: bytes, middle: bytes | None = None):
+        self._data = tile_data
+        self._middle = middle if middle is not None else middle_layer(tile_data)
+        self._memo: dict[tuple[int, int], bytes] = {}
+
+    def node(self, r: int, start: int) -> bytes:
+        """The height-r node over tile hashes [start, start + 2**r); `start` a multiple of 2**r, r <= 8."""
+        key = (r, start)
+        value = self._memo.get(key)
+        if value is None:
+            if r < MIDDLE_HEIGHT:
+                value = node_hash_from_tile(self._data, start, 1 << r)
+            else:
+                value = node_hash_from_tile(self._middle, start >> MIDDLE_HEIGHT, 1 << (r - MIDDLE_HEIGHT))
+            self._memo[key] = value
+        return value
+
+
 def tile_hashes(data: bytes) -> list[bytes]:
     """The hashes of a tile's bytes: a whole number of 32-byte hashes, 1 to 256 of them (InvalidInput otherwise)."""
     if len(data) % _HASH_SIZE or not _HASH_SIZE <= len(data) <= _FULL_TILE_BYTES:

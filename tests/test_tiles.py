@@ -31,6 +31,8 @@ from log.tiles import (
     entry_bundles_for_size,
     node_hash_from_tile,
     tile_for_node,
+    TileNodes,
+    middle_layer,
     tile_hashes,
     tile_node_layers,
     tiles_for_size,
@@ -526,3 +528,20 @@ def test_tile_node_layers_hold_every_perfect_node_of_the_tile(width, seed):
 def test_tile_node_layers_refuse_what_is_not_a_tile(size):
     with pytest.raises(InvalidInput):
         tile_node_layers(bytes(size))
+
+
+@given(seed=st.binary(min_size=1, max_size=8), stored=st.booleans())
+@settings(max_examples=10, deadline=None)
+def test_tile_nodes_from_the_middle_layer_equal_the_tile_folded_directly(seed, stored):
+    tile = b"".join(hash_leaf(seed + i.to_bytes(2, "big")) for i in range(TILE_WIDTH))
+    middle = middle_layer(tile)
+    assert middle == tile_node_layers(tile)[4] and len(middle) == 16 * 32
+    nodes = TileNodes(tile, middle if stored else None)
+    for r in range(TILE_HEIGHT + 1):
+        for start in range(0, TILE_WIDTH, 1 << r):
+            assert nodes.node(r, start) == node_hash_from_tile(tile, start, 1 << r), (r, start)
+
+
+def test_a_middle_layer_is_kept_for_full_tiles_only():
+    with pytest.raises(InvalidInput):
+        middle_layer(bytes(32 * 255))

@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),
         sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("data", sa.LargeBinary, nullable=False),
+        sa.Column("middle", sa.LargeBinary, nullable=True),
     )
     op.create_table(
         "checkpoints",

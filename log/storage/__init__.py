@@ -34,11 +34,13 @@ class StoredEntry:
 
 @dataclass(frozen=True)
 class TileWrite:
-    """The complete current bytes of one hash tile (level, index), to be stored in place of what was there."""
+    """The complete current bytes of one hash tile (level, index), to be stored in place of what was there, and for
+    a full tile its middle layer (log.tiles.middle_layer), which proof serving uses to hash less."""
 
     level: int
     index: int
     data: bytes
+    middle: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,8 @@ class LogStore(ABC):
 
     @abstractmethod
     def read_tiles(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        """Current bytes of the hash tiles (level, index) that exist; missing ones are absent from the result."""
+        """Current bytes of the hash tiles (level, index) that exist; missing ones are absent from the result.
+        A full tile stored with its middle layer comes as a `log.tiles.TileData` carrying it."""
 
     @abstractmethod
     def read_entries(self, start: int, end: int) -> list[bytes]:

@@ -29,6 +29,7 @@ from log.storage import (
     KeyedEntry, LogStore, LogWriter, RowInsert, StoredCheckpoint, StoredEntry, WorkFailed, WriteTransaction,
 )
 from log.storage.schema import checkpoints, entries, entry_keys, leaf_index
+from log.tiles import TileData
 
 # An arbitrary 64-bit constant naming "the auditlog sequencer" among PostgreSQL advisory locks.
 PG_SEQUENCER_LOCK_KEY = 0x617564_69746C6F67 & 0x7FFFFFFFFFFFFFFF
@@ -151,7 +152,7 @@ class SqlLogStore(LogStore):
             cur = conn.cursor()
             try:
                 cur.execute(self._read_tiles_sql(len(keys)), params)
-                return {(level, idx): bytes(data) for level, idx, data in cur.fetchall()}
+                return {(level, idx): _tile_data(data, middle) for level, idx, data, middle in cur.fetchall()}
             finally:
                 cur.close()
         finally:
@@ -161,7 +162,7 @@ class SqlLogStore(LogStore):
         sql = self._tile_sql.get(count)
         if sql is None:
             term = f"(level = {self._placeholder} AND idx = {self._placeholder})"
-            sql = "SELECT level, idx, data FROM tiles WHERE " + " OR ".join([term] * count)
+            sql = "SELECT level, idx, data, middle FROM tiles WHERE " + " OR ".join([term] * count)
             if count <= 64:  # the shapes proofs and startup use; cached per key count
                 self._tile_sql[count] = sql
         return sql
@@ -245,6 +246,14 @@ class SqlLogStore(LogStore):
         self.engine.dispose()
 
 
+def _tile_data(data, middle) -> bytes:
+    if middle is None:
+        return bytes(data)
+    tile = TileData(data)
+    tile.middle = bytes(middle)
+    return tile
+
+
 def _checkpoint(row) -> StoredCheckpoint | None:
     if row is None:
         return None
@@ -252,8 +261,8 @@ def _checkpoint(row) -> StoredCheckpoint | None:
 
 
 _UPSERT_TILE = (
-    "INSERT INTO tiles (level, idx, data) VALUES ({p}, {p}, {p}) "
-    "ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
+    "INSERT INTO tiles (level, idx, data, middle) VALUES ({p}, {p}, {p}, {p}) "
+    "ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data, middle = excluded.middle"
 )
 _INSERT_CHECKPOINT = "INSERT INTO checkpoints (size, root_hash, note, created_at) VALUES ({p}, {p}, {p}, {p})"
 _INSERT_KEY = "INSERT INTO entry_keys (key, idx, content_hash) VALUES ({p}, {p}, {p})"
@@ -319,7 +328,7 @@ class _DriverWriter(LogWriter):
                         start = chunk * LEAF_INDEX_CHUNK
                         cur.execute(self.index_chunk_sql, (chunk, start, start + LEAF_INDEX_CHUNK))
                 if tiles:
-                    cur.executemany(_UPSERT_TILE.format(p=p), [(t.level, t.index, t.data) for t in tiles])
+                    cur.executemany(_UPSERT_TILE.format(p=p), [(t.level, t.index, t.data, t.middle) for t in tiles])
                 if checkpoint is not None:
                     cur.execute(
                         _INSERT_CHECKPOINT.format(p=p),
