@@ -216,6 +216,8 @@ def test_standalone_process_serves_and_writes_the_trust_anchor(tmp_path):
                              "--data-dir", str(tmp_path / "tsa")], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
+        banner = proc.stdout.readline()  # the trust anchor's path, then the listening line, last of all
+        assert banner.strip() == f"trust anchor: {tmp_path / 'tsa' / CA_CERT_FILE}", banner
         line = proc.stdout.readline()
         match = re.match(r"listening on (http://127\.0\.0\.1:\d+)$", line.strip())
         assert match, line

@@ -5,8 +5,8 @@ Standalone:
 
     python -m witness.cli serve --port 0 --data-dir D --name witness.example/w1 --log "<log verifier key>"
 
-prints `listening on http://<host>:<port>` (flushed) once the socket is bound, then one `cosigner key: <vkey>`
-line per key. The data dir holds the state database (`witness.db`, unless --database-url) and the cosigner keys,
+prints one `cosigner key: <vkey>` line per key and then `listening on http://<host>:<port>` (flushed), last, once
+the socket is bound. The data dir holds the state database (`witness.db`, unless --database-url) and the cosigner keys,
 made on first start with mode 0600: `witness-ed25519.key` (type 0x04) and, if asked for, `witness-mldsa44.key`
 (type 0x06); their verifier keys are written beside them as `.vkey` files.
 

@@ -10,8 +10,9 @@ from aiohttp import web
 
 
 async def serve_until_signalled(app: web.Application, host: str, port: int, banner: Iterable[str] = ()) -> int:
-    """Serve `app`; once bound, print `listening on http://<host>:<port>` (what tests and scripts wait for) and
-    the banner lines; stop cleanly on SIGINT or SIGTERM. Returns the exit status."""
+    """Serve `app`; once bound, print the banner lines and then `listening on http://<host>:<port>`, the last
+    startup line (what tests and scripts wait for: everything else is out by then); stop cleanly on SIGINT or
+    SIGTERM. Returns the exit status."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     stop = asyncio.Event()
@@ -22,9 +23,9 @@ async def serve_until_signalled(app: web.Application, host: str, port: int, bann
         await web.TCPSite(runner, host, port).start()
         bound = runner.addresses[0][1] if runner.addresses else port
         shown = f"[{host}]" if ":" in host else host
-        print(f"listening on http://{shown}:{bound}", flush=True)
         for line in banner:
             print(line, flush=True)
+        print(f"listening on http://{shown}:{bound}", flush=True)
         await stop.wait()
     finally:
         await runner.cleanup()
