@@ -38,7 +38,7 @@ from log.storage import (
     KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite, WorkFailed, WriteTransaction,
 )
 from log.tiles import (
-    MAX_ENTRY_SIZE, TILE_HEIGHT, TILE_WIDTH, EdgeTiles, middle_layer, node_hash_from_tile, tile_for_node,
+    MAX_ENTRY_SIZE, TILE_HEIGHT, TILE_WIDTH, EdgeTiles, interior_nodes, node_hash_from_tile, tile_for_node,
 )
 
 logger = logging.getLogger(__name__)
@@ -444,7 +444,7 @@ class Sequencer:
         size = state.frontier.size
         root = state.frontier.root()
         tiles = [
-            TileWrite(tid.level, tid.index, data, middle_layer(data) if tid.width == TILE_WIDTH else None)
+            TileWrite(tid.level, tid.index, data, interior_nodes(data) if tid.width == TILE_WIDTH else None)
             for tid, data in state.edge.take_dirty()
         ]
         note = sign_checkpoint(Checkpoint(self._origin, size, root), self._signer)

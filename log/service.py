@@ -1,16 +1,15 @@
 """The Log object that `api` and `witness` call: submission through the sequencer, reads and proofs from storage.
 
-Reads never touch the writer: they run on a thread pool against committed state. Proofs are built from stored
-tiles only (never from entries): each proof element is folded from perfect-subtree hashes, and those hashes are
-immutable once their subtree is complete, so they are cached by node ID, as are full tiles and full entry bundles.
+Reads never touch the writer: they run against committed state (on a thread pool, or inline where the store says a
+read is cheaper than a thread hop). Proofs are built from stored tiles only (never from entries) by log/prover.py,
+which caches what never changes: views of full tiles, the right edge, folded proof elements. Full tiles and full
+entry bundles are cached for tile GETs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +21,8 @@ from log.sequencer import BatchReceipt, IdempotencyKey, Published, Sequencer
 from log.stats import LogStats
 from log.storage import LogStore, RowInsert, StoredEntry
 from log.storage.sql import SqlLogStore, sqlite_url_for, upgrade_schema
-from log.tiles import (
-    TILE_HEIGHT, TILE_WIDTH, TileID, encode_entry_bundle, node_hash_from_tile, TileNodes,
-)
+from log.prover import LRU, Prover
+from log.tiles import TILE_WIDTH, TileID, encode_entry_bundle
 
 HASH_SIZE = 32
 
@@ -42,7 +40,7 @@ class LogConfig:
     batch_linger: float = 0.0
     max_pending: int = 1 << 16
     migrate: bool = True
-    node_cache_size: int = 200_000
+    fold_cache_size: int = 16_384  # proof elements over the imperfect right edge, 32 bytes each
     tile_cache_size: int = 4096
 
     def resolved_database_url(self) -> str:
@@ -50,29 +48,6 @@ class LogConfig:
 
     def resolved_key_file(self) -> Path:
         return self.key_file or self.data_dir / KEY_FILE_NAME
-
-
-class _LRU:
-    """A small thread-safe LRU map for immutable values."""
-
-    def __init__(self, capacity: int):
-        self._capacity = capacity
-        self._data: collections.OrderedDict = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key, value) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self._capacity:
-                self._data.popitem(last=False)
 
 
 class Log:
@@ -86,14 +61,11 @@ class Log:
         self.stats = LogStats()
         self._sequencer: Sequencer | None = None
         self._reader = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="auditlog-read")
-        self._nodes = _LRU(config.node_cache_size)  # perfect nodes computed from partial (right-edge) tiles
-        self._full_tiles = _LRU(config.tile_cache_size)
-        # The perfect nodes inside full tiles (TileNodes, from the tile and its stored middle layer), remembered as
-        # proofs ask for them: a proof through a cached tile hashes nothing, through a new one at most 22 nodes.
-        # 16 KiB per tile, layer 0 shared with _full_tiles.
-        self._tile_layers = _LRU(max(64, config.tile_cache_size // 2))
+        self._full_tiles = LRU(config.tile_cache_size)  # for tile GETs; proofs keep their own views
+        # A view of a full tile holds its 8 KiB and up to 8 KiB of nodes hashed from it.
+        self._prover = Prover(tile_views=max(64, config.tile_cache_size // 2), folds=config.fold_cache_size)
         self._inline_tile_reads = store.cheap_tile_reads
-        self._full_bundles = _LRU(max(64, config.tile_cache_size // 16))
+        self._full_bundles = LRU(max(64, config.tile_cache_size // 16))
 
     @classmethod
     async def open(cls, config: LogConfig) -> "Log":
@@ -194,6 +166,8 @@ class Log:
         """Bytes of a hash tile of the current tree; a partial width is served as a prefix of a wider tile."""
         if tile_id.level is None:
             return await self.entry_bundle(tile_id)
+        if self._inline_tile_reads:  # as for proofs (see _prove): the read costs less than a thread hop
+            return self._read_tile(tile_id)
         return await self._read(self._read_tile, tile_id)
 
     def _read_tile(self, tile_id: TileID) -> bytes:
@@ -251,7 +225,7 @@ class Log:
         return await self._prove(proofs.consistency_plan(first, second))
 
     async def _prove(self, plan) -> list[bytes]:
-        """Rehash `plan` on the event loop, from cached tiles and nodes when it can.
+        """Fold `plan` on the event loop, from cached tile views and the sequencer's edge tiles when it can.
 
         A tile not cached is read right here when the store says its tile reads are cheap in-process lookups
         (SQLite: one primary-key lookup, ~30 us), because handing the read to a reader thread costs more than the
@@ -259,102 +233,29 @@ class Log:
         the hashing there), 1,950 proofs/s and p99 36 ms without it. Otherwise (PostgreSQL: a network round trip)
         only the read goes to a reader thread and the hashing stays here.
         """
-        nodes = proofs.nodes_of(plan)
+        edge = self._edge_tiles()
         if self._inline_tile_reads:
-            return proofs.rehash(plan, self._node_hashes(nodes, self.store.read_tiles))
-        hashes = self._node_hashes(nodes, None)
-        if isinstance(hashes, set):
-            fetched = await self._read(self.store.read_tiles, hashes)
+            return self._prover.prove(plan, edge, self.store.read_tiles)
+        missing = self._prover.missing(plan, edge)
+        if not missing:
+            return self._prover.prove(plan, edge, self.store.read_tiles)  # reads nothing unless evicted meanwhile
+        fetched = await self._read(self.store.read_tiles, missing)
 
-            def fetch(keys):  # what the reader thread read; anything evicted since is read again, rarely
-                again = [key for key in keys if key not in fetched]
-                return {**fetched, **self.store.read_tiles(again)} if again else fetched
+        def read(keys):  # what the reader thread read; anything evicted since is read again, rarely
+            again = {key for key in keys if key not in fetched}
+            return {**fetched, **self.store.read_tiles(again)} if again else fetched
 
-            hashes = self._node_hashes(nodes, fetch)
-        return proofs.rehash(plan, hashes)
+        return self._prover.prove(plan, edge, read)
 
     def node_hashes(self, nodes) -> dict[tuple[int, int], bytes]:
         """Hashes of perfect subtrees (height, index) of the committed tree, from tiles (cached: immutable).
 
         Blocking (reads the store for tiles not cached): call it from a reader thread.
         """
-        return self._node_hashes(nodes, self.store.read_tiles)
+        return self._prover.node_hashes(nodes, self._edge_tiles(), self.store.read_tiles)
 
-    def _node_hashes(self, nodes, fetch) -> dict[tuple[int, int], bytes] | set[tuple[int, int]]:
-        """node_hashes, reading tiles not cached with `fetch(keys) -> {key: bytes}`; with fetch=None, the set of
-        tile keys that would have to be read instead, if any.
-
-        Node (height, index) is the height-r node over hashes [start, start + 2**r) of the level-L tile, where
-        L, r = divmod(height, 8) and start = (index << r) & 255 (log/tiles.py: tile_for_node). Full tiles are used
-        through their cached TileNodes; a partial tile's perfect nodes are hashed on their own and cached one by one,
-        from the sequencer's in-memory edge tiles when they hold them (the newest entries' proofs read nothing).
-        """
-        found: dict[tuple[int, int], bytes] = {}
-        located = []  # (node, tile key, r, start) for nodes still to find
-        for node in nodes:
-            height, index = node
-            if height < 0 or index < 0:
-                raise InvalidInput(f"node ({height}, {index}) has a negative height or index", field="node")
-            level, r = divmod(height, TILE_HEIGHT)
-            first = index << r
-            located.append((node, (level, first >> TILE_HEIGHT), r, first & (TILE_WIDTH - 1)))
-        layers_of: dict[tuple[int, int], list[bytes]] = {}
-        edge = self._sequencer.edge_tiles if self._sequencer is not None else {}  # the newest commit's right edge
-        fetched: dict[tuple[int, int], bytes] = {}
-        partial: list = []
-        for item in located:
-            key = item[1]
-            if key in layers_of:
-                continue
-            layers = self._tile_layers.get(key)
-            if layers is not None:
-                layers_of[key] = layers
-                continue
-            cached = self._nodes.get(item[0])
-            if cached is not None:
-                found[item[0]] = cached
-                continue
-            data = self._full_tiles.get(key)
-            if data is not None:
-                layers_of[key] = self._layers(key, data)
-                continue
-            node, _, r, start = item
-            data = edge.get(key)
-            if data is not None and len(data) >= (start + (1 << r)) * HASH_SIZE:
-                found[node] = value = node_hash_from_tile(data, start, 1 << r)
-                self._nodes.put(node, value)
-                continue
-            partial.append(item)
-        if partial:
-            wanted = {key for _, key, _, _ in partial if key not in layers_of}
-            if wanted:
-                if fetch is None:
-                    return wanted
-                fetched = fetch(wanted)
-            for key, data in fetched.items():
-                if len(data) == TILE_WIDTH * HASH_SIZE:
-                    self._full_tiles.put(key, data)
-                    layers_of[key] = self._layers(key, data)
-        for node, key, r, start in located:
-            if node in found:
-                continue
-            layers = layers_of.get(key)
-            if layers is not None:
-                found[node] = layers.node(r, start)
-                continue
-            data = fetched.get(key)
-            count = 1 << r
-            if data is None or len(data) < (start + count) * HASH_SIZE:
-                raise NotFound(f"node {node} is not in the stored tree")
-            value = node_hash_from_tile(data, start, count)
-            self._nodes.put(node, value)
-            found[node] = value
-        return found
-
-    def _layers(self, key: tuple[int, int], data: bytes) -> TileNodes:
-        layers = TileNodes(data, getattr(data, "middle", None))
-        self._tile_layers.put(key, layers)
-        return layers
+    def _edge_tiles(self) -> dict[tuple[int, int], bytes]:
+        return self._sequencer.edge_tiles if self._sequencer is not None else {}
 
     async def storage_bytes(self) -> int | None:
         return await self._read(self.store.storage_bytes)

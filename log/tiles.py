@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 
-from log.errors import InvalidInput
+from log.errors import InvalidInput, NotFound
 from log.hashing import NODE_PREFIX
 
 TILE_HEIGHT = 8
@@ -285,52 +285,88 @@ def tile_node_layers(tile_data: bytes) -> list[bytes]:
     return layers
 
 
-MIDDLE_HEIGHT = 4  # a full tile's stored middle layer: its 16 perfect nodes of height 4 within the tile
+INTERIOR_BYTES = (TILE_WIDTH - 2) * _HASH_SIZE  # layers 1..7 of a full tile: 128 + 64 + ... + 2 hashes
+_INTERIOR_OFFSETS = [0, 0] + [(TILE_WIDTH - (TILE_WIDTH >> (r - 1))) * _HASH_SIZE for r in range(2, TILE_HEIGHT)]
 
 
-def middle_layer(tile_data: bytes) -> bytes:
-    """The 16 height-4 nodes of a full tile (240 hashes), stored beside it so that a proof needs at most 7 hashes
-    per half of the tile instead of up to 127 (see TileNodes)."""
+def interior_nodes(tile_data: bytes) -> bytes:
+    """A full tile's interior nodes, stored beside it so that proof serving hashes nothing inside full tiles:
+    layers 1 to 7 of tile_node_layers concatenated (254 hashes, 8,128 bytes; layer r starts at hash 256 - 2**(9-r)).
+    Layer 8, the tile's root, is a hash of the tile above and not repeated here."""
     if len(tile_data) != _FULL_TILE_BYTES:
-        raise InvalidInput(f"a middle layer is kept for full tiles only, not {len(tile_data)} bytes", field="tile")
-    return tile_node_layers(tile_data)[MIDDLE_HEIGHT]
+        raise InvalidInput(f"interior nodes are kept for full tiles only, not {len(tile_data)} bytes", field="tile")
+    return b"".join(tile_node_layers(tile_data)[1:TILE_HEIGHT])
 
 
 class TileData(bytes):
-    """A full tile's bytes as stored, carrying its stored middle layer (`middle`, or None) to proof serving."""
+    """A full tile's bytes as stored, carrying its stored interior nodes (`interior`, or None) to proof serving."""
 
-    middle: bytes | None = None
+    interior: bytes | None = None
 
 
 class TileNodes:
-    """Every perfect node inside one full tile, computed when first asked for and remembered.
+    """Every perfect node inside one full tile (height r < 8 within it), sliced from the tile and its interior nodes
+    (interior_nodes: stored with the tile; computed here, once, for a tile that comes without them)."""
 
-    Nodes of height r < 4 come from the layers of their 16-hash group of the tile, nodes of height r >= 4 from the
-    layers of the tile's middle layer: 15 hashes each, computed in one pass when first needed, so all the siblings
-    an inclusion proof needs from one tile cost 30 hashes (247 without the middle layer). A tile stored without one
-    gets it computed once here.
-    """
+    __slots__ = ("_data", "_interior")
 
-    __slots__ = ("_data", "_middle", "_groups")
-
-    def __init__(self, tile_data: bytes, middle: bytes | None = None):
+    def __init__(self, tile_data: bytes, interior: bytes | None = None):
+        if interior is None or len(interior) != INTERIOR_BYTES:
+            interior = interior_nodes(tile_data)
         self._data = tile_data
-        self._middle = middle if middle is not None else middle_layer(tile_data)
-        self._groups: dict[int, list[bytes]] = {}  # group of 16 hashes (-1: the middle layer) -> its layers
+        self._interior = interior
 
     def node(self, r: int, start: int) -> bytes:
-        """The height-r node over tile hashes [start, start + 2**r); `start` a multiple of 2**r, r <= 8."""
-        if r < MIDDLE_HEIGHT:
-            group, offset = divmod(start, 1 << MIDDLE_HEIGHT)
-        else:
-            group, offset, r = -1, start >> MIDDLE_HEIGHT, r - MIDDLE_HEIGHT
-        layers = self._groups.get(group)
-        if layers is None:
-            group_bytes = (1 << MIDDLE_HEIGHT) * _HASH_SIZE
-            hashes = self._middle if group < 0 else self._data[group * group_bytes:(group + 1) * group_bytes]
-            layers = self._groups[group] = tile_node_layers(hashes)
-        position = (offset >> r) * _HASH_SIZE
-        return layers[r][position:position + _HASH_SIZE]
+        """The height-r node over tile hashes [start, start + 2**r); `start` a multiple of 2**r, 0 <= r <= 8."""
+        if r == 0:
+            return self._data[start * _HASH_SIZE:(start + 1) * _HASH_SIZE]
+        if r == TILE_HEIGHT:  # the tile's root: a proof takes it from the tile above, so it is not stored
+            hasher = _NODE_HASHER.copy()
+            hasher.update(self._interior[-2 * _HASH_SIZE:])
+            return hasher.digest()
+        position = _INTERIOR_OFFSETS[r] + (start >> r) * _HASH_SIZE
+        return self._interior[position:position + _HASH_SIZE]
+
+
+class PartialTileNodes:
+    """Every perfect node inside a partial tile (1 to 255 hashes), all computed up front: `layers[r]` as in
+    tile_node_layers. A partial tile only ever grows, and its perfect nodes never change, so `extended(wider)`
+    reuses this one's and hashes only the nodes the new hashes complete."""
+
+    __slots__ = ("width", "_layers")
+
+    def __init__(self, tile_data: bytes, layers: list[bytes] | None = None):
+        self._layers = layers if layers is not None else tile_node_layers(tile_data)
+        self.width = len(self._layers[0]) // _HASH_SIZE
+
+    def extended(self, tile_data: bytes) -> "PartialTileNodes":
+        """The view of `tile_data`, a wider version of this tile (or, if its first hashes differ, a new one)."""
+        old = self._layers[0]
+        if len(tile_data) % _HASH_SIZE or not len(old) <= len(tile_data) <= _FULL_TILE_BYTES \
+                or tile_data[:len(old)] != old:
+            return PartialTileNodes(tile_data)
+        layers = [bytes(tile_data)]
+        copy = _NODE_HASHER.copy
+        r = 1
+        while len(layers[-1]) >= 2 * _HASH_SIZE:
+            below = layers[-1]
+            kept = self._layers[r] if r < len(self._layers) else b""
+            parents = [kept]
+            for i in range(2 * len(kept), len(below) - _HASH_SIZE, 2 * _HASH_SIZE):
+                hasher = copy()
+                hasher.update(below[i : i + 2 * _HASH_SIZE])
+                parents.append(hasher.digest())
+            layers.append(b"".join(parents))
+            r += 1
+        return PartialTileNodes(tile_data, layers)
+
+    def node(self, r: int, start: int) -> bytes:
+        """The height-r node over tile hashes [start, start + 2**r); NotFound past the tile's width."""
+        position = (start >> r) * _HASH_SIZE
+        layer = self._layers[r] if r < len(self._layers) else b""
+        if position + _HASH_SIZE > len(layer):
+            raise NotFound(f"node of height {r} at tile hash {start} is past the tile's {self.width} hashes")
+        return layer[position:position + _HASH_SIZE]
 
 
 def tile_hashes(data: bytes) -> list[bytes]:

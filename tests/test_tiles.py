@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from log.compact import CompactRange
 from log.hashing import hash_children, hash_leaf
-from log.errors import InvalidInput
+from log.errors import InvalidInput, NotFound
 from log.tiles import (
     MAX_ENTRY_SIZE,
     MAX_TILE_INDEX,
@@ -32,7 +32,8 @@ from log.tiles import (
     node_hash_from_tile,
     tile_for_node,
     TileNodes,
-    middle_layer,
+    interior_nodes,
+    PartialTileNodes,
     tile_hashes,
     tile_node_layers,
     tiles_for_size,
@@ -532,16 +533,41 @@ def test_tile_node_layers_refuse_what_is_not_a_tile(size):
 
 @given(seed=st.binary(min_size=1, max_size=8), stored=st.booleans())
 @settings(max_examples=10, deadline=None)
-def test_tile_nodes_from_the_middle_layer_equal_the_tile_folded_directly(seed, stored):
+def test_tile_nodes_from_the_interior_nodes_equal_the_tile_folded_directly(seed, stored):
     tile = b"".join(hash_leaf(seed + i.to_bytes(2, "big")) for i in range(TILE_WIDTH))
-    middle = middle_layer(tile)
-    assert middle == tile_node_layers(tile)[4] and len(middle) == 16 * 32
-    nodes = TileNodes(tile, middle if stored else None)
+    interior = interior_nodes(tile)
+    assert interior == b"".join(tile_node_layers(tile)[1:TILE_HEIGHT]) and len(interior) == 254 * 32
+    nodes = TileNodes(tile, interior if stored else None)
     for r in range(TILE_HEIGHT + 1):
         for start in range(0, TILE_WIDTH, 1 << r):
             assert nodes.node(r, start) == node_hash_from_tile(tile, start, 1 << r), (r, start)
 
 
-def test_a_middle_layer_is_kept_for_full_tiles_only():
+def test_interior_nodes_are_kept_for_full_tiles_only():
     with pytest.raises(InvalidInput):
-        middle_layer(bytes(32 * 255))
+        interior_nodes(bytes(32 * 255))
+
+
+@given(seed=st.binary(min_size=1, max_size=8), widths=st.lists(st.integers(1, 255), min_size=1, max_size=6))
+@settings(max_examples=40, deadline=None)
+def test_a_partial_tile_view_extended_step_by_step_equals_one_built_at_once(seed, widths):
+    tile = b"".join(hash_leaf(seed + i.to_bytes(2, "big")) for i in range(TILE_WIDTH))
+    view = None
+    for width in sorted(widths):
+        data = tile[:width * 32]
+        view = PartialTileNodes(data) if view is None else view.extended(data)
+        assert view.width == width
+        for r in range(TILE_HEIGHT):
+            for start in range(0, TILE_WIDTH, 1 << r):
+                if start + (1 << r) <= width:
+                    assert view.node(r, start) == node_hash_from_tile(tile, start, 1 << r), (width, r, start)
+                else:  # not a perfect node of this tile yet
+                    with pytest.raises(NotFound):
+                        view.node(r, start)
+
+
+def test_a_partial_tile_view_is_rebuilt_for_a_tile_that_is_not_its_extension():
+    first = b"".join(hash_leaf(bytes([i])) for i in range(8))
+    other = b"".join(hash_leaf(bytes([i, 1])) for i in range(12))
+    view = PartialTileNodes(first).extended(other)
+    assert view.width == 12 and view.node(2, 0) == node_hash_from_tile(other, 0, 4)

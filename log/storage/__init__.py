@@ -35,12 +35,12 @@ class StoredEntry:
 @dataclass(frozen=True)
 class TileWrite:
     """The complete current bytes of one hash tile (level, index), to be stored in place of what was there, and for
-    a full tile its middle layer (log.tiles.middle_layer), which proof serving uses to hash less."""
+    a full tile its interior nodes (log.tiles.interior_nodes), from which proof serving slices instead of hashing."""
 
     level: int
     index: int
     data: bytes
-    middle: bytes | None = None
+    interior: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class LogStore(ABC):
     @abstractmethod
     def read_tiles(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         """Current bytes of the hash tiles (level, index) that exist; missing ones are absent from the result.
-        A full tile stored with its middle layer comes as a `log.tiles.TileData` carrying it."""
+        A full tile stored with its interior nodes comes as a `log.tiles.TileData` carrying them."""
 
     @abstractmethod
     def read_entries(self, start: int, end: int) -> list[bytes]:

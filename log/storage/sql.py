@@ -55,19 +55,31 @@ def sqlite_url_for(path: str | os.PathLike) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
-def upgrade_schema(url: str) -> None:
-    """Create or upgrade the schema to the newest Alembic revision."""
+def upgrade_schema(url: str, revision: str = "head") -> None:
+    """Create or upgrade the schema to an Alembic revision (default: the newest)."""
     from alembic import command
-    from alembic.config import Config
 
     url = normalize_database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(_alembic_config(url), revision)
+
+
+def downgrade_schema(url: str, revision: str) -> None:
+    """Take the schema back to an Alembic revision (each migration's downgrade keeps the data it can)."""
+    from alembic import command
+
+    command.downgrade(_alembic_config(normalize_database_url(url)), revision)
+
+
+def _alembic_config(url: str):
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(ALEMBIC_DIR))
     config.attributes["database_url"] = url
-    command.upgrade(config, "head")
+    return config
 
 
 def schema_revision(url: str) -> str | None:
@@ -152,7 +164,7 @@ class SqlLogStore(LogStore):
             cur = conn.cursor()
             try:
                 cur.execute(self._read_tiles_sql(len(keys)), params)
-                return {(level, idx): _tile_data(data, middle) for level, idx, data, middle in cur.fetchall()}
+                return {(level, idx): _tile_data(data, interior) for level, idx, data, interior in cur.fetchall()}
             finally:
                 cur.close()
         finally:
@@ -162,7 +174,7 @@ class SqlLogStore(LogStore):
         sql = self._tile_sql.get(count)
         if sql is None:
             term = f"(level = {self._placeholder} AND idx = {self._placeholder})"
-            sql = "SELECT level, idx, data, middle FROM tiles WHERE " + " OR ".join([term] * count)
+            sql = "SELECT level, idx, data, interior FROM tiles WHERE " + " OR ".join([term] * count)
             if count <= 64:  # the shapes proofs and startup use; cached per key count
                 self._tile_sql[count] = sql
         return sql
@@ -246,11 +258,11 @@ class SqlLogStore(LogStore):
         self.engine.dispose()
 
 
-def _tile_data(data, middle) -> bytes:
-    if middle is None:
+def _tile_data(data, interior) -> bytes:
+    if interior is None:
         return bytes(data)
     tile = TileData(data)
-    tile.middle = bytes(middle)
+    tile.interior = bytes(interior)
     return tile
 
 
@@ -261,8 +273,8 @@ def _checkpoint(row) -> StoredCheckpoint | None:
 
 
 _UPSERT_TILE = (
-    "INSERT INTO tiles (level, idx, data, middle) VALUES ({p}, {p}, {p}, {p}) "
-    "ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data, middle = excluded.middle"
+    "INSERT INTO tiles (level, idx, data, interior) VALUES ({p}, {p}, {p}, {p}) "
+    "ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data, interior = excluded.interior"
 )
 _INSERT_CHECKPOINT = "INSERT INTO checkpoints (size, root_hash, note, created_at) VALUES ({p}, {p}, {p}, {p})"
 _INSERT_KEY = "INSERT INTO entry_keys (key, idx, content_hash) VALUES ({p}, {p}, {p})"
@@ -328,7 +340,7 @@ class _DriverWriter(LogWriter):
                         start = chunk * LEAF_INDEX_CHUNK
                         cur.execute(self.index_chunk_sql, (chunk, start, start + LEAF_INDEX_CHUNK))
                 if tiles:
-                    cur.executemany(_UPSERT_TILE.format(p=p), [(t.level, t.index, t.data, t.middle) for t in tiles])
+                    cur.executemany(_UPSERT_TILE.format(p=p), [(t.level, t.index, t.data, t.interior) for t in tiles])
                 if checkpoint is not None:
                     cur.execute(
                         _INSERT_CHECKPOINT.format(p=p),
