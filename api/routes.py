@@ -188,6 +188,14 @@ def _json(body: dict, *, status: int = 200, cache: str = NO_CACHE) -> web.Respon
     return web.json_response(body, status=status, headers={"Cache-Control": cache})
 
 
+def _proof_json(fields: str, hashes: list[bytes]) -> web.Response:
+    """`{<fields>,"hashes":[base64, ...]}`, written out directly: `fields` are `"name":<integer>` pairs and base64
+    needs no JSON escaping, and json.dumps was ~5 % of a proof request's server CPU."""
+    body = '{%s,"hashes":[%s]}' % (fields, ",".join(['"%s"' % b64(h) for h in hashes]))
+    return web.Response(body=body.encode("ascii"), content_type=JSON, charset="utf-8",
+                        headers={"Cache-Control": NO_CACHE})
+
+
 # --- handlers ----------------------------------------------------------------------------------------------------
 
 
@@ -239,7 +247,7 @@ async def inclusion_proof(request: web.Request) -> web.Response:
         index = await log.find_leaf(parse_hash(params["leaf_hash"], "leaf_hash"), tree_size)
     _require(index, "index")
     hashes = await log.inclusion_proof(index, tree_size)
-    return _json({"index": index, "tree_size": tree_size, "hashes": [b64(h) for h in hashes]})
+    return _proof_json('"index":%d,"tree_size":%d' % (index, tree_size), hashes)
 
 
 async def consistency_proof(request: web.Request) -> web.Response:
@@ -250,7 +258,7 @@ async def consistency_proof(request: web.Request) -> web.Response:
     if second is None:
         second = log.size
     hashes = await log.consistency_proof(first, second)
-    return _json({"first": first, "second": second, "hashes": [b64(h) for h in hashes]})
+    return _proof_json('"first":%d,"second":%d' % (first, second), hashes)
 
 
 async def log_info(request: web.Request) -> web.Response:
