@@ -54,6 +54,10 @@ def _range_nodes(begin: int, end: int) -> list[NodeID]:
     Valid for the ranges RFC 6962's recursion produces: `begin` is a multiple of the largest power of two not
     exceeding end - begin, so each piece taken is aligned.
     """
+    width = end - begin
+    if width & (width - 1) == 0:  # the common case: one perfect subtree
+        height = width.bit_length() - 1
+        return [(height, begin >> height)]
     nodes = []
     while begin < end:
         height = (end - begin).bit_length() - 1
