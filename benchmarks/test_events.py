@@ -19,10 +19,11 @@ import urllib.request
 
 import pytest
 
+from benchmarks.loadgen import DESCRIPTION
 from benchmarks.server import Server, loadgen_with_server_cpu
 from benchmarks.verify import signed_checkpoint
 
-LOADGEN = "benchmarks/loadgen.py (aiohttp client, own process, closed loop, keep-alive)"
+LOADGEN = DESCRIPTION["raw"]
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
 
 

@@ -12,10 +12,11 @@ import contextlib
 
 import pytest
 
+from benchmarks.loadgen import DESCRIPTION
 from benchmarks.server import Server, loadgen_with_server_cpu
 from benchmarks.verify import check_acknowledged
 
-LOADGEN = "benchmarks/loadgen.py (aiohttp client, own process, closed loop, keep-alive)"
+LOADGEN = DESCRIPTION["raw"]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -16,12 +16,13 @@ import time
 
 import pytest
 
-from benchmarks.prooftree import ORIGIN, proof_tree
+from benchmarks.loadgen import DESCRIPTION
+from benchmarks.prooftree import ORIGIN, proof_tree, warm_page_cache
 from benchmarks.server import Server, loadgen_with_server_cpu
 from benchmarks.verify import fetch_and_verify_http_proofs, verify_consistency, verify_inclusion
 from benchmarks.workloads import percentile
 
-LOADGEN = "benchmarks/loadgen.py (aiohttp client, own process, closed loop, keep-alive)"
+LOADGEN = DESCRIPTION["raw"]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,7 @@ def test_proofs_in_process(benchmark, bench_mode, results, request, needs):
     size = bench_mode.proof_tree_size
     needs("log.proofs", f"proof.inclusion.inproc@{size}", f"proof.consistency.inproc@{size}")
     data_dir, size, build_seconds = request.getfixturevalue("tree")
+    warm_page_cache(data_dir)
     inclusion, consistency = benchmark.pedantic(
         lambda: asyncio.run(_in_process(data_dir, size, bench_mode.proof_requests, seed=1)), rounds=1, iterations=1
     )
@@ -83,7 +85,7 @@ def test_proofs_in_process(benchmark, bench_mode, results, request, needs):
             f"{key}@{size}", sum(micros) / len(micros), "µs", tree_size=size, calls=len(micros),
             p50_us=percentile(micros, 0.5), p99_us=percentile(micros, 0.99), verified=len(micros),
             tree_build_seconds=build_seconds, note="mean of sequential awaited calls on a freshly opened Log "
-            "(random positions; node and tile caches start cold)",
+            "(random positions; the Log's caches start cold, the OS page cache warm: see prooftree.warm_page_cache)",
         )
 
 
@@ -114,6 +116,7 @@ def test_reads_over_http(benchmark, bench_mode, results, request, tmp_path, kind
     rng = random.Random(2)
     paths_file = tmp_path / "paths.json"
     paths_file.write_text(json.dumps(_paths(kind, size, 50_000, rng)))
+    warm_page_cache(data_dir)
     with Server(data_dir, origin=ORIGIN) as server:
         report = benchmark.pedantic(
             loadgen_with_server_cpu, args=(server, "get"),
@@ -126,6 +129,7 @@ def test_reads_over_http(benchmark, bench_mode, results, request, tmp_path, kind
     results.record(
         f"{name}@{size}", report["requests_per_second"], "req/s", tree_size=size, load_generator=LOADGEN,
         requests=report["requests"], seconds=report["seconds"], latency_ms=report["latency_ms"],
+        page_cache="warmed before the run (prooftree.warm_page_cache); the server's own caches start cold",
         loadgen_cpu_utilisation=report["loadgen_cpu_utilisation"],
         server_cpu_utilisation=report["server_cpu_utilisation"],
     )
