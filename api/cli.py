@@ -96,7 +96,21 @@ def cmd_serve(args) -> int:
     witnessing = _witnessing(args)
     # Log.open migrates the SQLite database before it writes the key (which makes the directory): make it first.
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_serve(config, args.host, args.port, witnessing))
+    return asyncio.run(_serve(config, args.host, args.port, witnessing, read_workers=args.read_workers))
+
+
+def cmd_serve_reads(args) -> int:
+    """A read worker (api/readers.py), started by `serve --read-workers`; not meant to be run by hand."""
+    from api.readers import serve_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = LogConfig(data_dir=Path(args.data_dir), database_url=args.database_url,
+                       key_file=Path(args.key_file) if args.key_file else None, migrate=False)
+    try:
+        return asyncio.run(serve_worker(config, args.host, args.port))
+    except LogError as exc:
+        print(f"auditlog read worker: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 1
 
 
 def _witnessing(args):
@@ -114,7 +128,7 @@ def _witnessing(args):
     return witnessing
 
 
-async def _serve(config: LogConfig, host: str, port: int, witnessing=None) -> int:
+async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int = 0) -> int:
     from aiohttp import web
 
     from api.app import create_app
@@ -131,6 +145,7 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None) -> in
         logging.getLogger(__name__).debug("startup failed", exc_info=True)
         print(f"auditlog: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
+    workers = None
     try:
         log = app[LOG]
         key_file = config.resolved_key_file()
@@ -152,14 +167,24 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None) -> in
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        await web.TCPSite(runner, host, port, reuse_port=read_workers > 0).start()
         bound = runner.addresses[0]
+        if read_workers:
+            from api.readers import ReadWorkers, worker_command, writer_socket
+
+            socket_path = writer_socket(config)
+            socket_path.unlink(missing_ok=True)  # left by a writer that was killed
+            await web.UnixSite(runner, str(socket_path)).start()
+            workers = ReadWorkers(read_workers, worker_command(config, host, bound[1]))
+            await workers.start()
+            print(f"read workers: {read_workers} (proofs, tiles and entries on the same port)")
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         print(f"listening on http://{shown}:{bound[1]}", flush=True)
         await stop.wait()
         print("shutting down: finishing queued entries", flush=True)
     finally:
+        if workers is not None:
+            await workers.stop()  # first: they forward writes here
         await runner.cleanup()  # stops accepting, then closes the log (drains the sequencer, releases the lock)
     return 0
 
@@ -540,7 +565,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--timestamp-interval", type=_positive_seconds,
                        default=_env("AUDITLOG_TIMESTAMP_INTERVAL", "60"),
                        help="seconds between timestamping rounds (env AUDITLOG_TIMESTAMP_INTERVAL; default 60)")
+    serve.add_argument("--read-workers", type=_non_negative, default=int(_env("AUDITLOG_READ_WORKERS", "0")),
+                       metavar="N", help="extra processes serving proofs, tiles and entries on the same port, for "
+                                         "reads beyond one core (env AUDITLOG_READ_WORKERS; default 0)")
     serve.set_defaults(func=cmd_serve)
+
+    reads = commands.add_parser("serve-reads", help="(internal) a read worker; serve --read-workers starts them")
+    reads.add_argument("--host", required=True)
+    reads.add_argument("--port", type=_non_negative, required=True)
+    reads.add_argument("--data-dir", required=True)
+    reads.add_argument("--database-url")
+    reads.add_argument("--key-file")
+    reads.set_defaults(func=cmd_serve_reads)
 
     keygen = commands.add_parser("keygen", help="make a signing key (mode 0600); prints the verifier key")
     keygen.add_argument("--origin", required=True, help="the log's origin, which is the key's name")

@@ -127,22 +127,35 @@ class Prover:
         return todo
 
     def _views(self, todo, edge: Mapping[TileKey, bytes], missing: set[TileKey]) -> dict:
-        """The cached or in-memory view of each tile `todo` touches; the keys of the others go to `missing`."""
-        views: dict[TileKey, TileNodes | PartialTileNodes] = {}
+        """The cached or in-memory view of each tile `todo` touches; the keys of the others go to `missing`.
+
+        A partial tile comes from `edge` when it is there; otherwise a cached view of it serves if it is wide enough
+        for every node asked of it (a reader process has no edge in memory and reads partial tiles from the store).
+        """
+        needed: dict[TileKey, int] = {}  # tile -> how many of its hashes the nodes asked of it span
         for _, element in todo:
             for height, index in element:
-                key = (height >> _LEVEL_SHIFT, (index << (height & _WITHIN)) >> TILE_HEIGHT)
-                if key in views or key in missing:
-                    continue
-                view = self._full.get(key)
-                if view is None:
-                    data = edge.get(key)
-                    if data is not None:
-                        view = self._remember(key, data)
-                if view is None:
-                    missing.add(key)
+                r = height & _WITHIN
+                first = index << r
+                key = (height >> _LEVEL_SHIFT, first >> TILE_HEIGHT)
+                end = (first & _OFFSET) + (1 << r)
+                if needed.get(key, 0) < end:
+                    needed[key] = end
+        views: dict[TileKey, TileNodes | PartialTileNodes] = {}
+        for key, width in needed.items():
+            view = self._full.get(key)
+            if view is None:
+                data = edge.get(key)
+                if data is not None:
+                    view = self._remember(key, data)
                 else:
-                    views[key] = view
+                    partial = self._edges.get(key)
+                    if partial is not None and partial.width >= width:
+                        view = partial
+            if view is None:
+                missing.add(key)
+            else:
+                views[key] = view
         return views
 
     def _remember(self, key: TileKey, data: bytes) -> TileNodes | PartialTileNodes:

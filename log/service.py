@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from log import proofs
-from log.errors import InvalidInput, NotFound
-from log.keys import KEY_FILE_NAME, load_or_create_signer
+from log.errors import InvalidInput, NotFound, Unavailable
+from log.keys import KEY_FILE_NAME, load_or_create_signer, read_signer_key
 from log.note import Signer
 from log.sequencer import BatchReceipt, IdempotencyKey, Published, Sequencer
 from log.stats import LogStats
@@ -50,6 +52,35 @@ class LogConfig:
         return self.key_file or self.data_dir / KEY_FILE_NAME
 
 
+class StoredHead:
+    """The latest checkpoint as the database holds it, for a Log without a sequencer (a read replica in another
+    process). Re-read when older than `max_age` seconds, or on demand: a size a client learned from the writer is
+    always committed before the writer answered, so a reader asked about a bigger size re-reads and finds it."""
+
+    def __init__(self, store: LogStore, max_age: float = 0.05):
+        self._store = store
+        self._max_age = max_age
+        self._lock = threading.Lock()
+        self._published: Published | None = None
+        self._read_at = float("-inf")
+
+    def latest(self) -> Published:
+        if time.monotonic() - self._read_at > self._max_age:
+            return self.refresh()
+        return self._published  # type: ignore[return-value]
+
+    def refresh(self) -> Published:
+        with self._lock:
+            read_at = time.monotonic()
+            stored = self._store.latest_checkpoint()
+            if stored is None:
+                raise Unavailable("the log has not published a checkpoint yet")
+            if self._published is None or stored.size >= self._published.size:
+                self._published = Published(stored.size, stored.root_hash, stored.note)
+            self._read_at = read_at
+            return self._published
+
+
 class Log:
     """One transparency log. Create with `Log.open(config)` inside a running event loop; `close()` when done."""
 
@@ -60,6 +91,7 @@ class Log:
         self.key_created = key_created
         self.stats = LogStats()
         self._sequencer: Sequencer | None = None
+        self._head: StoredHead | None = None  # a reader's checkpoint source (no sequencer)
         self._reader = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="auditlog-read")
         self._full_tiles = LRU(config.tile_cache_size)  # for tile GETs; proofs keep their own views
         # A view of a full tile holds its 8 KiB and up to 8 KiB of nodes hashed from it.
@@ -95,6 +127,28 @@ class Log:
             raise
         return log
 
+    @classmethod
+    async def open_reader(cls, config: LogConfig) -> "Log":
+        """A read-only Log over a database another process writes: proofs, tiles and entries of the latest stored
+        checkpoint, nothing written. Needs the key file (for the origin) and the schema in place; takes no lock."""
+        key_file = config.resolved_key_file()
+        if not key_file.exists():
+            raise InvalidInput(f"no log key at {key_file}: start the writer first", field="key_file")
+        signer = read_signer_key(key_file)
+        store = SqlLogStore(config.resolved_database_url())
+        log = cls(store, signer, config)
+        log._head = StoredHead(store)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, log._head.refresh)
+        except BaseException:
+            store.close()
+            raise
+        return log
+
+    @property
+    def read_only(self) -> bool:
+        return self._sequencer is None
+
     async def close(self) -> None:
         if self._sequencer is not None:
             await self._sequencer.close()
@@ -112,17 +166,19 @@ class Log:
 
     @property
     def checkpoint(self) -> Published:
+        if self._sequencer is None:
+            return self._head.latest()
         return self._sequencer.published
 
     @property
     def failure(self) -> str | None:
-        """Why the log no longer accepts entries, or None while it does."""
-        broken = self._sequencer.broken
+        """Why the log no longer accepts entries, or None while it does (or, for a reader, while it can read)."""
+        broken = self._sequencer.broken if self._sequencer is not None else None
         return None if broken is None else str(broken)
 
     @property
     def size(self) -> int:
-        return self._sequencer.published.size
+        return self.checkpoint.size
 
     # -- writes -----------------------------------------------------------------------------------------------
     async def add_entries(
@@ -137,7 +193,7 @@ class Log:
         original index (`duplicate=True`), or a `Conflict` if the key came with different content. `rows` are a
         personality's own table rows, committed with each new entry (see `Sequencer.submit`).
         """
-        return await self._sequencer.submit(entries, keys, rows)
+        return await self._writer().submit(entries, keys, rows)
 
     async def write(self, work):
         """Run `work(transaction)` on the log's single writer, inside the next batch's transaction.
@@ -146,7 +202,12 @@ class Log:
         holds the write lock). `transaction.execute(core_statement)` returns rows. Returns work's result once
         committed; if work raises, only its own changes are undone and the exception is raised here.
         """
-        return await self._sequencer.submit_work(work)
+        return await self._writer().submit_work(work)
+
+    def _writer(self) -> Sequencer:
+        if self._sequencer is None:
+            raise Unavailable("this Log is a read-only replica: writes go to the process that sequences the log")
+        return self._sequencer
 
     # -- reads ------------------------------------------------------------------------------------------------
     async def _read(self, fn, *args):
@@ -155,8 +216,9 @@ class Log:
     async def entry(self, index: int) -> StoredEntry:
         if index < 0:
             raise InvalidInput(f"index must not be negative, not {index}", field="index")
-        if index >= self.size:
-            raise NotFound(f"entry {index} does not exist: the tree has {self.size} entries")
+        size = self._size_covering(index + 1)
+        if index >= size:
+            raise NotFound(f"entry {index} does not exist: the tree has {size} entries")
         entry = await self._read(self.store.read_entry, index)
         if entry is None:
             raise NotFound(f"entry {index} is not stored")
@@ -188,7 +250,7 @@ class Log:
 
     def _read_bundle(self, tile_id: TileID) -> bytes:
         start = tile_id.index * TILE_WIDTH
-        if start + tile_id.width > self.size:
+        if start + tile_id.width > self._size_covering(start + tile_id.width):
             raise NotFound(f"entry bundle {tile_id.path()} does not exist yet")
         if tile_id.width == TILE_WIDTH:
             cached = self._full_bundles.get(tile_id.index)
@@ -260,8 +322,16 @@ class Log:
     async def storage_bytes(self) -> int | None:
         return await self._read(self.store.storage_bytes)
 
-    def _check_size(self, size: int, field: str) -> None:
+    def _size_covering(self, wanted: int) -> int:
+        """The current size; a reader asked for more than it last saw re-reads the head first (the writer commits
+        before it answers, so a size a client has seen is always in the database)."""
         current = self.size
+        if wanted > current and self._head is not None:
+            current = self._head.refresh().size
+        return current
+
+    def _check_size(self, size: int, field: str) -> None:
+        current = self._size_covering(size)
         if size < 1 or size > current:
             raise InvalidInput(f"{field} must be between 1 and the current tree size {current}, not {size}",
                                field=field)

@@ -114,3 +114,19 @@ def test_node_hashes_equal_the_reference_subtree_hashes():
     hashes = prover.node_hashes(nodes, edge, store.read)
     for height, index in nodes:
         assert hashes[(height, index)] == ref.mth(leaves[index << height:(index + 1) << height]), (height, index)
+
+
+def test_without_the_edge_in_memory_a_cached_partial_view_serves_only_what_it_covers():
+    # A read worker has no edge tiles: it reads partial tiles from the store, and reuses a view while wide enough.
+    store = Store()
+    leaves, edge = grow(300, store)
+    store.tiles.update(edge)  # the store holds the partial tiles too, as the sequencer commits them
+    prover = Prover()
+    assert prover.prove(inclusion_plan(260, 300), {}, store.read) == ref.path(260, leaves[:300])
+    reads = len(store.reads)
+    assert prover.prove(inclusion_plan(270, 290), {}, store.read) == ref.path(270, leaves[:290])
+    assert len(store.reads) == reads  # (0, 1) at width 44 covers a tree of 290
+    leaves, edge = grow(400, store)
+    store.tiles.update(edge)
+    assert prover.prove(inclusion_plan(399, 400), {}, store.read) == ref.path(399, leaves)
+    assert store.reads[-1] == {(0, 1)}  # wider than the cached view: read again

@@ -25,7 +25,7 @@ from witness.timestamp import (
     TIMESTAMP_QUERY, TIMESTAMP_REPLY, TimestampRejected, build_request, verify_timestamp,
 )
 from witness.tsa import (
-    BAD_ALG, BAD_DATA_FORMAT, BAD_REQUEST, CA_CERT_FILE, CA_KEY_FILE, TSA_CERT_FILE, TSA_KEY_FILE,
+    BAD_ALG, BAD_DATA_FORMAT, BAD_REQUEST, CA_CERT_FILE, CA_KEY_FILE, TSA_KEY_FILE,
     UNACCEPTED_EXTENSION, UNACCEPTED_POLICY, TimestampAuthority, TsaIdentity, make_tsa_app,
 )
 

@@ -13,11 +13,9 @@ import json
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from log.checkpoint import Checkpoint, sign_checkpoint
-from log.errors import SignatureError
 from log.note import (
     COSIGNATURE_ED25519, COSIGNATURE_MLDSA44, CosignatureSigner, CosignatureVerifier, NoteSignature,
     generate_signer_key, open_note, parse_note, parse_signer_key, parse_verifier_key,
