@@ -26,6 +26,19 @@ def proc_status_kb(pid: int, field_name: str) -> int | None:
     return None
 
 
+def server_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of a server process and its children (read workers): what the whole server has used."""
+    total = proc_cpu_seconds(pid)
+    if total is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(child) for child in f.read().split()]
+    except OSError:
+        children = []
+    return total + sum(proc_cpu_seconds(child) or 0.0 for child in children)
+
+
 def proc_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of a process, all its threads, from /proc/<pid>/stat."""
     try:
@@ -93,13 +106,14 @@ def run_loadgen(url: str, kind: str, *, timeout: float = 3600, **options) -> dic
 
 
 def loadgen_with_server_cpu(server: Server, kind: str, **options) -> dict:
-    """`run_loadgen`, plus the server's CPU utilisation (cores busy) over the load generator's measured window."""
+    """`run_loadgen`, plus the server's CPU utilisation (cores busy, read workers included) over the load
+    generator's measured window."""
     samples: list[tuple[float, float]] = []
     done = threading.Event()
 
     def sample():
         while not done.wait(0.1):
-            cpu = proc_cpu_seconds(server.pid)
+            cpu = server_cpu_seconds(server.pid)
             if cpu is not None:
                 samples.append((time.time(), cpu))
 

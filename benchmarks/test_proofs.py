@@ -105,11 +105,20 @@ def _paths(kind: str, size: int, count: int, rng: random.Random) -> list[str]:
     raise ValueError(kind)
 
 
-@pytest.mark.parametrize("kind", ["inclusion", "consistency", "tile", "checkpoint"])
-def test_reads_over_http(benchmark, bench_mode, results, request, tmp_path, kind, needs):
+READS = [("inclusion", 1), ("inclusion", 0), ("consistency", 1), ("consistency", 0), ("tile", 1), ("tile", 0),
+         ("checkpoint", 0)]
+
+
+@pytest.mark.parametrize("kind,read_workers", READS, ids=[f"{k}-{w}-workers" for k, w in READS])
+def test_reads_over_http(benchmark, bench_mode, results, request, tmp_path, kind, read_workers, needs):
+    """Each read kind against a fresh server: with one read worker (`serve --read-workers 1`: two processes share
+    the port) and as one process. /checkpoint only as one process: a worker forwards it to the writer, which adds
+    the cosignatures."""
     size = bench_mode.proof_tree_size
     name = {"inclusion": "proof.inclusion.http", "consistency": "proof.consistency.http",
             "tile": "read.tile.http", "checkpoint": "read.checkpoint.http"}[kind]
+    if not read_workers and kind != "checkpoint":
+        name += ".one_process"
     for module in ("log.proofs", "api.cli"):
         needs(module, f"{name}@{size}", f"{name}.p99@{size}")
     data_dir, size, _ = request.getfixturevalue("tree")
@@ -117,7 +126,8 @@ def test_reads_over_http(benchmark, bench_mode, results, request, tmp_path, kind
     paths_file = tmp_path / "paths.json"
     paths_file.write_text(json.dumps(_paths(kind, size, 50_000, rng)))
     warm_page_cache(data_dir)
-    with Server(data_dir, origin=ORIGIN) as server:
+    extra_args = ["--read-workers", str(read_workers)] if read_workers else []
+    with Server(data_dir, origin=ORIGIN, extra_args=extra_args) as server:
         report = benchmark.pedantic(
             loadgen_with_server_cpu, args=(server, "get"),
             kwargs=dict(concurrency=64, seconds=bench_mode.http_read_seconds, warmup=1.0,
@@ -128,7 +138,8 @@ def test_reads_over_http(benchmark, bench_mode, results, request, tmp_path, kind
         fetch_and_verify_http_proofs(server.url, kind, size, rng)
     results.record(
         f"{name}@{size}", report["requests_per_second"], "req/s", tree_size=size, load_generator=LOADGEN,
-        requests=report["requests"], seconds=report["seconds"], latency_ms=report["latency_ms"],
+        read_workers=read_workers, requests=report["requests"], seconds=report["seconds"],
+        latency_ms=report["latency_ms"],
         page_cache="warmed before the run (prooftree.warm_page_cache); the server's own caches start cold",
         loadgen_cpu_utilisation=report["loadgen_cpu_utilisation"],
         server_cpu_utilisation=report["server_cpu_utilisation"],
