@@ -18,10 +18,12 @@ per-request Python (HTTP, the proof's own bookkeeping), not I/O.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from api.metrics import HttpMetrics, metrics_middleware
 from api.problems import problem_middleware, problem_response
 from api.routes import MAX_JSON_BODY
 from api.state import CONFIG, HTTP_METRICS, LOG, METRIC_SOURCES
+from log.blobs import MAX_BLOB_SIZE
 from log.service import Log, LogConfig
 
 logger = logging.getLogger(__name__)
@@ -53,7 +56,13 @@ RESTART_DELAY = 1.0
 
 
 def writer_socket(config: LogConfig) -> Path:
-    return config.data_dir / WRITER_SOCKET_NAME
+    """`<data dir>/writer.sock`; in the temp dir, named after the data dir, when that path is too long for a Unix
+    socket address (108 bytes on Linux)."""
+    path = config.data_dir.resolve() / WRITER_SOCKET_NAME
+    if len(os.fsencode(path)) < 100:
+        return path
+    digest = hashlib.sha256(os.fsencode(config.data_dir.resolve())).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"auditlog-{digest}.sock"
 
 
 # --- the worker --------------------------------------------------------------------------------------------------
@@ -96,7 +105,7 @@ def create_worker_app(config: LogConfig) -> web.Application:
     http_metrics = HttpMetrics()
     # The writer enforces its own body limits; the worker only has to let through what the writer accepts.
     app = web.Application(middlewares=[metrics_middleware(http_metrics), problem_middleware],
-                          client_max_size=max(MAX_JSON_BODY, 64 << 20))
+                          client_max_size=max(MAX_JSON_BODY, MAX_BLOB_SIZE) + 1)
     app[CONFIG] = config
     app[HTTP_METRICS] = http_metrics
     app[METRIC_SOURCES] = []
