@@ -94,7 +94,7 @@ class Log:
         self._head: StoredHead | None = None  # a reader's checkpoint source (no sequencer)
         self._reader = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="auditlog-read")
         self._full_tiles = LRU(config.tile_cache_size)  # for tile GETs; proofs keep their own views
-        # A view of a full tile holds its 8 KiB and up to 8 KiB of nodes hashed from it.
+        # A view of a full tile holds its 8 KiB and its 8 KiB of stored interior nodes.
         self._prover = Prover(tile_views=max(64, config.tile_cache_size // 2), folds=config.fold_cache_size)
         self._inline_tile_reads = store.cheap_tile_reads
         self._full_bundles = LRU(max(64, config.tile_cache_size // 16))
@@ -144,10 +144,6 @@ class Log:
             store.close()
             raise
         return log
-
-    @property
-    def read_only(self) -> bool:
-        return self._sequencer is None
 
     async def close(self) -> None:
         if self._sequencer is not None:
