@@ -32,6 +32,7 @@ ReadTiles = Callable[[set[TileKey]], Mapping[TileKey, bytes]]
 """Blocking read of stored tiles, as LogStore.read_tiles: {key: bytes} for the keys stored."""
 
 _FULL_TILE_BYTES = TILE_WIDTH * HASH_SIZE
+# tiles.tile_for_node's arithmetic, inlined: it builds a TileID per node, which the proof path cannot afford.
 _LEVEL_SHIFT = TILE_HEIGHT.bit_length() - 1  # height >> 3 is the tile level
 _WITHIN = TILE_HEIGHT - 1  # height & 7 is the node's height inside its tile
 _OFFSET = TILE_WIDTH - 1
