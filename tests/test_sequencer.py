@@ -225,6 +225,34 @@ def test_idempotency_keys_make_retries_safe(store, signer):
     assert labels["A"] == first.outcomes[0].index and labels["B"] == b1.outcomes[0].index
 
 
+def test_a_large_keyed_batch_stores_every_key_and_row_at_its_index(store, signer):
+    # 700 keyed entries with rows in one submission: more than one multi-row INSERT per table on SQLite (256 rows
+    # a statement), and a remainder; then the same keys again, all found, in more than one lookup query (500).
+    count = 700
+    entries = [f"entry {n}".encode() for n in range(count)]
+    keys = [IdempotencyKey(f"key {n}".encode(), hash_leaf(entry)) for n, entry in enumerate(entries)]
+    rows = [[RowInsert("test_rows", ("label",), (f"label {n}",))] for n in range(count)]
+
+    async def scenario(sequencer):
+        await sequencer.submit([b"before"])
+        first = await sequencer.submit(entries, keys, rows)
+        again = await sequencer.submit(entries, keys, rows)
+        return first, again
+
+    first, again = asyncio.run(_run(store, signer, scenario))
+    assert [o.index for o in first.outcomes] == list(range(1, count + 1))
+    assert not any(o.duplicate for o in first.outcomes)
+    assert [(o.index, o.leaf_hash, o.duplicate) for o in again.outcomes] == [
+        (o.index, o.leaf_hash, True) for o in first.outcomes]
+    stored = _verify_whole_tree(store, signer)
+    assert stored[1:] == entries
+    with store.engine.connect() as conn:
+        labels = dict(conn.exec_driver_sql("SELECT label, idx FROM test_rows").fetchall())
+        stored_keys = dict(conn.exec_driver_sql("SELECT idx, content_hash FROM entry_keys").fetchall())
+    assert labels == {f"label {n}": n + 1 for n in range(count)}
+    assert {idx: bytes(h) for idx, h in stored_keys.items()} == {n + 1: k.content_hash for n, k in enumerate(keys)}
+
+
 def test_sqlite_second_process_cannot_take_the_write_lock(tmp_path, signer):
     url = sqlite_url_for(tmp_path / "log.db")
     upgrade_schema(url)

@@ -28,7 +28,7 @@ from log.errors import SequencerLockHeld, StorageError
 from log.storage import (
     KeyedEntry, LogStore, LogWriter, RowInsert, StoredCheckpoint, StoredEntry, WorkFailed, WriteTransaction,
 )
-from log.storage.schema import checkpoints, entries, entry_keys, leaf_index
+from log.storage.schema import checkpoints, entries, leaf_index
 from log.tiles import TileData
 
 # An arbitrary 64-bit constant naming "the auditlog sequencer" among PostgreSQL advisory locks.
@@ -41,6 +41,7 @@ LEAF_INDEX_CHUNK = 1 << 16
 # The SQLite WAL is checkpointed in the background and truncated between batches once it grows past this.
 WAL_TRUNCATE_BYTES = 64 << 20
 _CHUNKS_PER_QUERY = 200
+_KEYS_PER_QUERY = 500  # well under SQLite's 32,766 bound variables and PostgreSQL's 65,535 parameters
 
 
 def normalize_database_url(url: str) -> str:
@@ -131,6 +132,7 @@ class SqlLogStore(LogStore):
         # SQLite reads), cheaper than a thread hand-off: Log may call it on its event loop. PostgreSQL: a round trip.
         self.cheap_tile_reads = self.dialect == "sqlite"
         self._tile_sql: dict[int, str] = {}
+        self._keys_sql: dict[int, str] = {}
         self._tile_readers = threading.local()
         self._tile_readers_lock = threading.Lock()
         self._tile_reader_connections: list = []
@@ -163,21 +165,8 @@ class SqlLogStore(LogStore):
         # primary-key lookup. A row-value IN list would be answered by SQLite with a scan of the whole table.
         params = [value for key in keys for value in key]
         sql = self._read_tiles_sql(len(keys))
-        if self.dialect == "sqlite":
-            # This thread's own connection, kept: a pool checkout and check-in cost twice the lookup. No read
-            # transaction outlives the statement (the driver opens none for a SELECT; fetchall ends it).
-            rows = self._tile_reader().execute(sql, params).fetchall()
-            return {(level, idx): _tile_data(data, interior) for level, idx, data, interior in rows}
-        conn = self.engine.raw_connection()
-        try:
-            cur = conn.cursor()
-            try:
-                cur.execute(sql, params)
-                return {(level, idx): _tile_data(data, interior) for level, idx, data, interior in cur.fetchall()}
-            finally:
-                cur.close()
-        finally:
-            conn.close()  # back to the pool, which ends the read transaction
+        rows = self._driver_rows(sql, params)
+        return {(level, idx): _tile_data(data, interior) for level, idx, data, interior in rows}
 
     def _tile_reader(self):
         reader = getattr(self._tile_readers, "connection", None)
@@ -251,18 +240,44 @@ class SqlLogStore(LogStore):
             return conn.execute(tail).scalar()
 
     def find_keys(self, keys: Sequence[bytes]) -> dict[bytes, KeyedEntry]:
-        if not keys:
-            return {}
-        query = (
-            select(entry_keys.c.key, entry_keys.c.idx, entry_keys.c.content_hash, entries.c.leaf_hash)
-            .join(entries, entries.c.idx == entry_keys.c.idx)
-            .where(entry_keys.c.key.in_(list(keys)))
-        )
-        with self.engine.connect() as conn:
-            return {
-                bytes(key): KeyedEntry(idx, bytes(content_hash), bytes(leaf_hash))
-                for key, idx, content_hash, leaf_hash in conn.execute(query)
-            }
+        # Asked by the sequencer for every batch of keyed entries: a fixed SQL string on a driver connection, as
+        # read_tiles (SQLAlchemy's IN-list compilation and bind processing cost more than the lookups).
+        found: dict[bytes, KeyedEntry] = {}
+        for start in range(0, len(keys), _KEYS_PER_QUERY):
+            chunk = list(keys[start:start + _KEYS_PER_QUERY])
+            sql = self._find_keys_sql(len(chunk))
+            for key, idx, content_hash, leaf_hash in self._driver_rows(sql, chunk):
+                found[bytes(key)] = KeyedEntry(idx, bytes(content_hash), bytes(leaf_hash))
+        return found
+
+    def _find_keys_sql(self, count: int) -> str:
+        sql = self._keys_sql.get(count)
+        if sql is None:
+            marks = ", ".join([self._placeholder] * count)
+            sql = ("SELECT entry_keys.key, entry_keys.idx, entry_keys.content_hash, entries.leaf_hash "
+                   "FROM entry_keys JOIN entries ON entries.idx = entry_keys.idx "
+                   f"WHERE entry_keys.key IN ({marks})")
+            if len(self._keys_sql) < 256:
+                self._keys_sql[count] = sql
+        return sql
+
+    def _driver_rows(self, sql: str, params: Sequence) -> list[tuple]:
+        """Rows of one read-only statement on a driver connection: this thread's own on SQLite, pooled on
+        PostgreSQL."""
+        if self.dialect == "sqlite":
+            # This thread's own connection, kept: a pool checkout and check-in cost twice the lookup. No read
+            # transaction outlives the statement (the driver opens none for a SELECT; fetchall ends it).
+            return self._tile_reader().execute(sql, params).fetchall()
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(sql, params)
+                return cur.fetchall()
+            finally:
+                cur.close()
+        finally:
+            conn.close()  # back to the pool, which ends the read transaction
 
     def entry_count(self) -> int:
         with self.engine.connect() as conn:
@@ -304,12 +319,15 @@ _UPSERT_TILE = (
     "ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data, interior = excluded.interior"
 )
 _INSERT_CHECKPOINT = "INSERT INTO checkpoints (size, root_hash, note, created_at) VALUES ({p}, {p}, {p}, {p})"
-_INSERT_KEY = "INSERT INTO entry_keys (key, idx, content_hash) VALUES ({p}, {p}, {p})"
+_INSERT_KEY = "INSERT INTO entry_keys (key, idx, content_hash)"
+_INSERT_ENTRY = "INSERT INTO entries (idx, data, leaf_hash, received_at)"
+_ROWS_PER_INSERT = 256  # SQLite: 11 columns x 256 rows stays far below its 32,766 bound variables
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 
-def _grouped_inserts(rows: Sequence[RowInsert], placeholder: str) -> list[tuple[str, list[tuple]]]:
-    """Personality rows as (INSERT statement, parameter rows), one statement per table and column list."""
+def _grouped_inserts(rows: Sequence[RowInsert]) -> list[tuple[str, int, list[tuple]]]:
+    """Personality rows as ("INSERT INTO t (columns)", column count, parameter rows), one per table and column
+    list."""
     groups: dict[tuple[str, tuple[str, ...]], list[tuple]] = {}
     for row in rows:
         groups.setdefault((row.table, row.columns), []).append(row.values)
@@ -318,8 +336,7 @@ def _grouped_inserts(rows: Sequence[RowInsert], placeholder: str) -> list[tuple[
         for name in (table, *columns):
             if not _IDENTIFIER.fullmatch(name):
                 raise StorageError(f"refusing to use {name!r} as a table or column name")
-        marks = ", ".join([placeholder] * len(columns))
-        statements.append((f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", values))
+        statements.append((f"INSERT INTO {table} ({', '.join(columns)})", len(columns), values))
     return statements
 
 
@@ -374,9 +391,9 @@ class _DriverWriter(LogWriter):
                         (checkpoint.size, checkpoint.root_hash, checkpoint.note, checkpoint.created_at),
                     )
                 if keys:
-                    cur.executemany(_INSERT_KEY.format(p=p), [(k.key, k.index, k.content_hash) for k in keys])
-                for statement, values in _grouped_inserts(rows, p):
-                    cur.executemany(statement, values)
+                    self._insert_many(cur, _INSERT_KEY, 3, [(k.key, k.index, k.content_hash) for k in keys])
+                for head, width, values in _grouped_inserts(rows):
+                    self._insert_many(cur, head, width, values)
                 results = [self._run_work(cur, position, fn) for position, fn in enumerate(work)]
                 self._commit()
             except Exception as exc:
@@ -384,6 +401,10 @@ class _DriverWriter(LogWriter):
                 raise StorageError(f"{self._dialect.name} batch commit failed: {exc}") from exc
             self._after_commit()
             return results
+
+    def _insert_many(self, cur, head: str, width: int, rows: list[tuple]) -> None:
+        """`head` is "INSERT INTO table (columns)"; each row holds `width` values."""
+        cur.executemany(f"{head} VALUES ({', '.join([self.placeholder] * width)})", rows)
 
     def _run_work(self, cur, position: int, fn):
         """One unit of personality work in its own savepoint: its failure undoes only itself."""
@@ -410,6 +431,7 @@ class _SqliteWriter(_DriverWriter):
         self._pooled = engine.raw_connection()
         self._conn: sqlite3.Connection = self._pooled.driver_connection
         self._conn.isolation_level = None  # we issue BEGIN/COMMIT ourselves
+        self._values_statements: dict[tuple[str, int], str] = {}
         self._conn.execute("PRAGMA busy_timeout=1000")
         try:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -436,10 +458,23 @@ class _SqliteWriter(_DriverWriter):
         return self._conn.cursor()
 
     def _insert_entries(self, cur, first_index, entries, leaf_hashes, received_at) -> None:
-        cur.executemany(
-            "INSERT INTO entries (idx, data, leaf_hash, received_at) VALUES (?, ?, ?, ?)",
-            zip(range(first_index, first_index + len(entries)), entries, leaf_hashes, [received_at] * len(entries)),
-        )
+        self._insert_many(cur, _INSERT_ENTRY, 4, list(zip(
+            range(first_index, first_index + len(entries)), entries, leaf_hashes, [received_at] * len(entries))))
+
+    def _insert_many(self, cur, head: str, width: int, rows: list[tuple]) -> None:
+        # Many rows per INSERT, not executemany: the driver releases and retakes the GIL around every statement
+        # step, and with the event loop and verifier threads busy each retake can wait out a switch interval
+        # (5 ms). Row by row, a batch's commit spent most of its time waiting for the GIL.
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start:start + _ROWS_PER_INSERT]
+            cur.execute(self._values_sql(head, width, len(chunk)), [value for row in chunk for value in row])
+
+    def _values_sql(self, head: str, width: int, count: int) -> str:
+        sql = self._values_statements.get((head, count))
+        if sql is None:
+            row = "(" + ", ".join(["?"] * width) + ")"
+            sql = self._values_statements[(head, count)] = f"{head} VALUES {', '.join([row] * count)}"
+        return sql
 
     def _commit(self) -> None:
         self._conn.execute("COMMIT")
