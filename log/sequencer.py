@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from log.compact import CompactRange, frontier_node_ids
@@ -53,8 +54,7 @@ class Published:
     note: bytes
 
 
-@dataclass(frozen=True)
-class IdempotencyKey:
+class IdempotencyKey(NamedTuple):
     """Makes a submission safe to retry: a key already in the log returns the entry it first came with.
 
     `content_hash` identifies the content the key stands for; the same key with another content hash is a
@@ -65,8 +65,7 @@ class IdempotencyKey:
     content_hash: bytes
 
 
-@dataclass(frozen=True)
-class EntryOutcome:
+class EntryOutcome(NamedTuple):
     index: int
     leaf_hash: bytes
     duplicate: bool = False  # True: the key was already in the log; index and leaf hash are the original's
