@@ -6,6 +6,8 @@ keys and index rows, `inclusion_proof`, `checkpoint`, and the store's engine for
 Ingest of a submission (one envelope, or `{"events": [...]}`), per envelope, in order; the first failing step
 refuses that envelope alone, and a refused envelope is never stored:
 
+Steps 1-3 are `intake.check_body`; 4-8 are here.
+
 1. Shape: producer, key_id, signature, event, nothing else (422 invalid-event).
 2. The event against auditlog.event/v1, every field-level error listed (422 invalid-event); its timestamp no more
    than MAX_FUTURE_SKEW_MS ahead of our clock.
@@ -32,20 +34,22 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import and_, select
 
 from log.audit import evidence as evidence_format
 from log.audit.canonical import canonicalize, parse_json
 from log.audit.errors import AuthenticationFailed, EventConflict, InvalidEvent, KeyExpired, KeyRevoked
+from log.audit.intake import (
+    CheckedEnvelope, check_body, idempotency_key_of,
+)
 from log.audit.records import (
-    Envelope, format_blob_erasure, format_registry_change, parse_entry, parse_envelope, parse_registry_change,
+    Envelope, format_blob_erasure, format_registry_change, parse_entry, parse_registry_change,
     registry_change,
 )
 from log.audit.registry import Registry, key_id_for
 from log.audit.schema import parse_timestamp_ms
-from log.audit.tables import audit_event_context, audit_events, audit_registry
+from log.audit.tables import EVENT_COLUMNS, audit_event_context, audit_events, audit_registry
 from log.audit.timeline import Node, causal_order
 from log.blobs import BlobStore, check_digest
 from log.errors import Conflict, InvalidInput, LogError, NotFound
@@ -53,22 +57,14 @@ from log.sequencer import EntryOutcome, IdempotencyKey, Published
 from log.storage import RowInsert
 from log.storage.schema import entries as entries_table
 
-MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
-MAX_BATCH = 1000
-MAX_ENTRY_SIZE = 65535
 MAX_TIMELINE = 10_000
 MAX_PAGE = 1000
 INLINE_VERIFY = 4  # verify this many signatures or fewer on the event loop; more go to the pool
-IDEMPOTENCY_DOMAIN = b"auditlog.event/v1 idempotency\x00"
-
-_EVENT_COLUMNS = ("tenant", "producer", "event_id", "run_id", "trace_id", "parent_event_id", "actor_type",
-                  "actor_id", "event_type", "ts")
 
 
 def idempotency_key(producer: str, event_id: str, canonical_event: bytes) -> IdempotencyKey:
     """(producer, event_id) names the event; the content hash tells a retry from a conflicting reuse."""
-    key = hashlib.sha256(IDEMPOTENCY_DOMAIN + producer.encode() + b"\x00" + event_id.encode()).digest()
-    return IdempotencyKey(key, hashlib.sha256(canonical_event).digest())
+    return IdempotencyKey(idempotency_key_of(producer, event_id), hashlib.sha256(canonical_event).digest())
 
 
 @dataclass
@@ -162,10 +158,10 @@ class EventPage:
 
 
 class _Admitted:
-    __slots__ = ("position", "envelope", "key", "error")
+    __slots__ = ("position", "checked", "key", "error")
 
-    def __init__(self, position, envelope, key):
-        self.position, self.envelope, self.key, self.error = position, envelope, key, None
+    def __init__(self, position: int, checked: CheckedEnvelope, key):
+        self.position, self.checked, self.key, self.error = position, checked, key, None
 
 
 class AuditService:
@@ -203,27 +199,18 @@ class AuditService:
     async def submit(self, body: bytes, *, proofs: bool | None = None) -> SubmitResult:
         """Steps 1-8 of the module docstring for a request body. `proofs` (default: only for a single envelope)
         asks for each receipt's inclusion proof in the returned checkpoint."""
-        parsed = parse_json(body)
-        value = parsed.value
-        single = not (isinstance(value, dict) and "events" in value)
-        if single:
-            items = [value]
-        else:
-            if set(value) != {"events"}:
-                raise InvalidEvent("a batch is an object with only an events list", "$")
-            items = value["events"]
-            if not isinstance(items, list) or not items:
-                raise InvalidEvent("events must be a non-empty list of envelopes", "$.events")
-            if len(items) > MAX_BATCH:
-                raise InvalidEvent(f"a batch holds at most {MAX_BATCH} envelopes, not {len(items)}", "$.events")
+        now = self._now()
+        single, items = check_body(body, now)  # steps 1-3
         if proofs is None:
             proofs = single
-        now = self._now()
         results: list[Receipt | LogError | None] = [None] * len(items)
         admitted: list[_Admitted] = []
-        for position, obj in enumerate(items):
+        for position, item in enumerate(items):
+            if isinstance(item, LogError):
+                results[position] = item
+                continue
             try:
-                admitted.append(self._admit(position, obj, parsed.exact, now))
+                admitted.append(_Admitted(position, item, self.registry.key(item.producer, item.key_id)))  # step 4
             except LogError as exc:
                 results[position] = exc
 
@@ -234,9 +221,8 @@ class AuditService:
         for item in admitted:
             if item.error is None:
                 try:
-                    event = item.envelope.event
-                    self.registry.check_tenant(item.envelope.producer, event["tenant"])
-                    item.key.check_usable(parse_timestamp_ms(event["timestamp"]), now)
+                    self.registry.check_tenant(item.checked.producer, item.checked.tenant)
+                    item.key.check_usable(item.checked.timestamp_ms, now)
                 except (KeyRevoked, KeyExpired) as exc:
                     item.error = exc
                     maybe_retries.append(item)
@@ -263,20 +249,6 @@ class AuditService:
             results = await self._with_proofs(results, checkpoint)
         return SubmitResult(results, checkpoint, single)
 
-    def _admit(self, position: int, obj: Any, exact: bool, now: int) -> _Admitted:
-        """Steps 1-4."""
-        envelope = parse_envelope(obj, exact=exact)
-        ts = parse_timestamp_ms(envelope.event["timestamp"])
-        if ts > now + MAX_FUTURE_SKEW_MS:
-            raise InvalidEvent(f"the event timestamp is more than {MAX_FUTURE_SKEW_MS // 1000} s ahead of the "
-                               f"log's clock", "$.event.timestamp")
-        size = len(envelope.event_bytes) + 200
-        if size > MAX_ENTRY_SIZE:
-            raise InvalidEvent(f"the envelope is about {size} bytes; the limit is {MAX_ENTRY_SIZE}: put large "
-                               f"content in blobs and refer to it by sha256", "$.event")
-        key = self.registry.key(envelope.producer, envelope.key_id)
-        return _Admitted(position, envelope, key)
-
     async def _verify_signatures(self, admitted: list[_Admitted]) -> None:
         """Step 5: sets `error` on each item whose signature does not verify."""
         if len(admitted) <= INLINE_VERIFY:
@@ -290,33 +262,30 @@ class AuditService:
 
     async def _find_logged(self, items: list[_Admitted]) -> list[Receipt | None]:
         """Receipts for authentic envelopes refused for their key's state that are retries of logged events."""
-        keys = [idempotency_key(i.envelope.producer, i.envelope.event["event_id"], i.envelope.event_bytes)
-                for i in items]
-        found = await self._read(self.log.store.find_keys, [k.key for k in keys])
+        found = await self._read(self.log.store.find_keys, [i.checked.idempotency_key for i in items])
         out: list[Receipt | None] = []
-        for item, key in zip(items, keys):
-            prior = found.get(key.key)
-            out.append(Receipt(item.envelope.producer, item.envelope.event["event_id"], prior.index,
-                               prior.leaf_hash, True)
-                       if prior is not None and prior.content_hash == key.content_hash else None)
+        for item in items:
+            checked = item.checked
+            prior = found.get(checked.idempotency_key)
+            out.append(Receipt(checked.producer, checked.event_id, prior.index, prior.leaf_hash, True)
+                       if prior is not None and prior.content_hash == checked.content_hash else None)
         return out
 
     async def _append(self, items: list[_Admitted], results: list) -> Published:
         """Step 8."""
         entries, keys, rows = [], [], []
         for item in items:
-            envelope = item.envelope
-            event = envelope.event
-            entries.append(envelope.entry_bytes())
-            keys.append(idempotency_key(envelope.producer, event["event_id"], envelope.event_bytes))
-            rows.append(_index_rows(envelope))
+            checked = item.checked
+            entries.append(checked.entry)
+            keys.append(IdempotencyKey(checked.idempotency_key, checked.content_hash))
+            rows.append(_index_rows(checked))
         added = await self.log.add_entries(entries, keys=keys, rows=rows)
         for item, outcome in zip(items, added.outcomes):
-            envelope = item.envelope
+            checked = item.checked
             if isinstance(outcome, Conflict):
                 self.stats.events_conflict += 1
                 results[item.position] = EventConflict(
-                    f"producer {envelope.producer!r} already logged event {envelope.event['event_id']!r} with "
+                    f"producer {checked.producer!r} already logged event {checked.event_id!r} with "
                     f"different content; an event_id names one event forever")
                 continue
             assert isinstance(outcome, EntryOutcome)
@@ -324,8 +293,8 @@ class AuditService:
                 self.stats.events_duplicate += 1
             else:
                 self.stats.events_accepted += 1
-            results[item.position] = Receipt(envelope.producer, envelope.event["event_id"], outcome.index,
-                                             outcome.leaf_hash, outcome.duplicate)
+            results[item.position] = Receipt(checked.producer, checked.event_id, outcome.index, outcome.leaf_hash,
+                                             outcome.duplicate)
         return added.checkpoint
 
     async def _with_proofs(self, results: list, checkpoint: Published) -> list:
@@ -483,20 +452,14 @@ class AuditService:
 def _verify_chunk(items: list[_Admitted]) -> None:
     for item in items:
         try:
-            item.key.verify(item.envelope.event_bytes, item.envelope.signature)
+            item.key.verify(item.checked.event_bytes, item.checked.signature)
         except AuthenticationFailed as exc:
             item.error = exc
 
 
-def _index_rows(envelope: Envelope) -> list[RowInsert]:
-    event = envelope.event
-    actor = event["actor"]
-    rows = [RowInsert(audit_events.name, _EVENT_COLUMNS, (
-        event["tenant"], envelope.producer, event["event_id"], event["run_id"], event["trace_id"],
-        event.get("parent_event_id"), actor["type"], actor["id"], event["event_type"],
-        parse_timestamp_ms(event["timestamp"]),
-    ))]
-    for name, value in (event.get("context") or {}).items():
+def _index_rows(checked: CheckedEnvelope) -> list[RowInsert]:
+    rows = [RowInsert(audit_events.name, EVENT_COLUMNS, checked.event_row)]
+    for name, value in checked.context_rows:
         rows.append(RowInsert(audit_event_context.name, ("name", "value"), (name, value)))
     return rows
 

@@ -33,6 +33,10 @@ audit_events = Table(
     Index("ix_audit_events_producer_event", "producer", "event_id"),
 )
 
+# audit_events' columns after idx, in the order RowInserts give them.
+EVENT_COLUMNS = ("tenant", "producer", "event_id", "run_id", "trace_id", "parent_event_id", "actor_type",
+                 "actor_id", "event_type", "ts")
+
 # One row per (entry, context id): context ids are what an auditor starts from ("case Y").
 audit_event_context = Table(
     "audit_event_context",
