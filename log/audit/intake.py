@@ -16,10 +16,10 @@ from log.audit.errors import InvalidEvent
 from log.audit.records import parse_envelope
 from log.audit.schema import parse_timestamp_ms
 from log.errors import LogError
+from log.tiles import MAX_ENTRY_SIZE
 
 MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
 MAX_BATCH = 1000
-MAX_ENTRY_SIZE = 65535
 IDEMPOTENCY_DOMAIN = b"auditlog.event/v1 idempotency\x00"
 
 

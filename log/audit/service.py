@@ -40,9 +40,7 @@ from sqlalchemy import and_, select
 from log.audit import evidence as evidence_format
 from log.audit.canonical import canonicalize, parse_json
 from log.audit.errors import AuthenticationFailed, EventConflict, InvalidEvent, KeyExpired, KeyRevoked
-from log.audit.intake import (
-    CheckedEnvelope, check_body, idempotency_key_of,
-)
+from log.audit.intake import CheckedEnvelope, check_body, idempotency_key_of
 from log.audit.records import (
     Envelope, format_blob_erasure, format_registry_change, parse_entry, parse_registry_change,
     registry_change,
