@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from sqlalchemy import and_, select
 from log.audit import evidence as evidence_format
 from log.audit.canonical import canonicalize, parse_json
 from log.audit.errors import AuthenticationFailed, EventConflict, InvalidEvent, KeyExpired, KeyRevoked
-from log.audit.intake import CheckedEnvelope, check_body, idempotency_key_of
+from log.audit.intake import CheckedEnvelope, check_body
 from log.audit.records import (
     Envelope, format_blob_erasure, format_registry_change, parse_entry, parse_registry_change,
     registry_change,
@@ -58,11 +57,6 @@ from log.storage.schema import entries as entries_table
 MAX_TIMELINE = 10_000
 MAX_PAGE = 1000
 INLINE_VERIFY = 4  # verify this many signatures or fewer on the event loop; more go to the pool
-
-
-def idempotency_key(producer: str, event_id: str, canonical_event: bytes) -> IdempotencyKey:
-    """(producer, event_id) names the event; the content hash tells a retry from a conflicting reuse."""
-    return IdempotencyKey(idempotency_key_of(producer, event_id), hashlib.sha256(canonical_event).digest())
 
 
 @dataclass
@@ -475,4 +469,4 @@ def _node(event: LoggedEvent) -> Node:
 
 
 __all__ = ["AuditService", "AuditStats", "EventPage", "EventQuery", "LoggedEvent", "Receipt", "RegistryReceipt",
-           "SubmitResult", "Timeline", "idempotency_key"]
+           "SubmitResult", "Timeline"]
