@@ -216,7 +216,9 @@ async def add_entries(request: web.Request) -> web.Response:
     if single:
         outcome = result.outcomes[0]
         return _json({"index": outcome.index, "leaf_hash": b64(outcome.leaf_hash), **checkpoint})
-    receipts = [{"index": o.index, "leaf_hash": b64(o.leaf_hash)} for o in result.outcomes]
+    # Keyless entries get consecutive indices: no outcome objects needed.
+    receipts = [{"index": index, "leaf_hash": b64(leaf_hash)}
+                for index, leaf_hash in enumerate(result.leaf_hashes, result.first_index)]
     return _json({"entries": receipts, **checkpoint})
 
 

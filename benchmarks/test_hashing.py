@@ -1,7 +1,8 @@
 """(1) The hashing path in memory: leaf hashing plus integration into the tree, as the sequencer does it.
 
-Ours: per batch of 1024, `hash_leaves`, `CompactRange.extend` with `EdgeTiles.add_node` as the node callback, and
-`EdgeTiles.take_dirty` (the tile bytes a commit would store). Beside it, in the same process and run, pymerkle 7's
+Ours: per batch of 1024, `hash_leaves`, `extend_tree` into a `CompactRange` and its `EdgeTiles` (whole level-0
+tiles hashed as blocks, their interior nodes kept), and `EdgeTiles.take_dirty` (the tile bytes a commit would
+store). Beside it, in the same process and run, pymerkle 7's
 `InmemoryTree` appending the same entries. pymerkle's default hasher (sha256, "security" on) prefixes leaves with
 0x00 and nodes with 0x01 and folds the perfect subtrees right to left, which is RFC 6962's tree hash, so both sides
 do equal work and the test checks that the roots, and the tile hashes against pymerkle's subtree roots, agree.
@@ -21,13 +22,13 @@ pymerkle = pytest.importorskip("pymerkle")
 def _ours(entries):
     from log.compact import CompactRange
     from log.hashing import hash_leaves
-    from log.tiles import EdgeTiles
+    from log.tiles import EdgeTiles, extend_tree
 
     frontier = CompactRange()
     edge = EdgeTiles(0, {})
     tiles = {}
     for start in range(0, len(entries), 1024):
-        frontier.extend(hash_leaves(entries[start:start + 1024]), edge.add_node)
+        extend_tree(frontier, edge, hash_leaves(entries[start:start + 1024]))
         for tid, data in edge.take_dirty():
             tiles[(tid.level, tid.index)] = data
     return frontier, tiles

@@ -23,18 +23,18 @@ def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 
 
 def integrate_in_memory(entries: Sequence[bytes], batch_size: int = BATCH_SIZE):
-    """What the sequencer does per batch, minus signing and storage: hash the leaves, extend the frontier with the
-    edge tiles collecting every completed node, and take the changed tiles. Returns (frontier, edge, tile writes).
+    """What the sequencer does per batch, minus signing and storage: hash the leaves, extend the frontier and its
+    edge tiles, and take the changed tiles. Returns (frontier, edge, tile writes).
     """
     from log.compact import CompactRange
     from log.hashing import hash_leaves
-    from log.tiles import EdgeTiles
+    from log.tiles import EdgeTiles, extend_tree
 
     frontier = CompactRange()
     edge = EdgeTiles(0, {})
     tiles_written = 0
     for batch in chunks(entries, batch_size):
-        frontier.extend(hash_leaves(batch), edge.add_node)
+        extend_tree(frontier, edge, hash_leaves(batch))
         tiles_written += len(edge.take_dirty())
     return frontier, edge, tiles_written
 

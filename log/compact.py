@@ -156,6 +156,35 @@ class CompactRange:
         finally:
             self._size = size
 
+    def append_subtree(self, height: int, node_hash: bytes, on_node: NodeCallback | None = None) -> None:
+        """Add leaves [size, size + 2**height) at once, given the hash of the perfect subtree over them.
+
+        The size must be a multiple of 2**height (InvalidInput otherwise). on_node gets the subtree's root and then
+        each parent it completes, bottom-up: what append() would report for the subtree's last leaf from `height`
+        upwards (the nodes below are the caller's, who hashed the subtree).
+        """
+        if height < 0 or self._size & ((1 << height) - 1) or len(node_hash) != HASH_SIZE:
+            raise InvalidInput(
+                f"a subtree of height {height} with a {len(node_hash)}-byte hash cannot follow {self._size} leaves",
+                field="height",
+            )
+        hashes = self._hashes
+        bits = self._size >> height
+        node = node_hash
+        if on_node is not None:
+            on_node(height, bits, node)
+        merged = 0
+        while bits & 1:  # read, not popped, so an exception from on_node leaves the range as it was
+            merged += 1
+            node = hash_children(hashes[-merged], node)
+            bits >>= 1
+            if on_node is not None:
+                on_node(height + merged, bits, node)
+        if merged:
+            del hashes[-merged:]
+        hashes.append(node)
+        self._size += 1 << height
+
     def root(self) -> bytes:
         """The RFC 6962 Merkle tree hash of [0, size): the right fold of the frontier; EMPTY_ROOT for size 0."""
         hashes = self._hashes

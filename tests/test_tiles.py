@@ -31,7 +31,9 @@ from log.tiles import (
     entry_bundles_for_size,
     node_hash_from_tile,
     tile_for_node,
+    TileData,
     TileNodes,
+    extend_tree,
     interior_nodes,
     PartialTileNodes,
     tile_hashes,
@@ -202,6 +204,85 @@ def test_edge_tiles_in_batches_report_each_changed_tile_once(reference, make_ran
     assert {tid.path(): data for tid, data in latest.values()} == {
         path: data for path, data in reference.files.items() if not path.startswith("tile/entries/")
     }
+
+
+def test_extend_tree_in_batches_gives_every_reference_tile_and_its_interior_nodes(reference):
+    """The sequencer's path: whole level-0 tiles hashed as blocks, the rest leaf by leaf, across tile and
+    level-1 boundaries; tiles byte for byte as Go's x/mod, interior nodes as RFC 6962 defines them."""
+    edge = EdgeTiles(0, {})
+    frontier = CompactRange()
+    latest: dict[tuple[int, int], bytes] = {}
+    blocks = 0
+    for begin, end in [(0, 1), (1, 255), (255, 300), (300, 1024), (1024, 1500), (1500, 65536 + 700),
+                       (65536 + 700, SIZE)]:
+        before = set(tiles_for_size(begin))
+        extend_tree(frontier, edge, reference.leaves[begin:end])
+        assert frontier.size == end
+        if end <= 1500:
+            assert frontier.root() == _mth(reference.leaves[:end])
+        dirty = edge.take_dirty()
+        assert {tid for tid, _ in dirty} == set(tiles_for_size(end)) - before
+        for tid, data in dirty:
+            latest[(tid.level, tid.index)] = data
+            if isinstance(data, TileData) and data.interior is not None:
+                blocks += 1
+                assert tid.level == 0 and tid.width == TILE_WIDTH
+                assert data.interior == interior_nodes(data)
+                first = tid.index * TILE_WIDTH
+                # layer 1 first (128 hashes) ... layer 7 last (2 hashes), against the leaves by the definition
+                assert data.interior[:32] == _mth(reference.leaves[first:first + 2])
+                assert data.interior[127 * 32:128 * 32] == _mth(reference.leaves[first + 254:first + 256])
+                assert data.interior[-32:] == _mth(reference.leaves[first + 128:first + 256])
+    assert blocks > 250  # most level-0 tiles went the block way
+    assert frontier.root() == base64.b64decode(reference.vectors["root"])
+    assert {TileID(level, index, len(data) // 32).path(): data for (level, index), data in latest.items()} == {
+        path: data for path, data in reference.files.items() if not path.startswith("tile/entries/")
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(start=st.integers(0, 2000), batches=st.lists(st.integers(0, 900), min_size=1, max_size=6))
+@example(start=0, batches=[256, 256])
+@example(start=255, batches=[513])
+@example(start=65280, batches=[512])
+def test_extend_tree_equals_extending_leaf_by_leaf(start, batches):
+    leaves = [hash_leaf(i.to_bytes(4, "big")) for i in range(start + sum(batches))]
+    old_way, old_edge = CompactRange(), EdgeTiles(0, {})
+    new_way, new_edge = CompactRange(), EdgeTiles(0, {})
+    old_way.extend(leaves[:start], old_edge.add_node)
+    new_way.extend(leaves[:start], new_edge.add_node)
+    assert old_edge.take_dirty() == new_edge.take_dirty()
+    at = start
+    for count in batches:
+        old_way.extend(leaves[at:at + count], old_edge.add_node)
+        extend_tree(new_way, new_edge, leaves[at:at + count])
+        at += count
+        assert (new_way.size, new_way.hashes) == (old_way.size, old_way.hashes)
+        assert new_edge.take_dirty() == old_edge.take_dirty()
+        assert new_edge.snapshot() == old_edge.snapshot()
+
+
+def test_edge_tiles_take_a_whole_leaf_tile_only_at_a_tile_boundary():
+    tile = b"".join(hash_leaf(bytes([i])) for i in range(TILE_WIDTH))
+    interior = interior_nodes(tile)
+    edge = EdgeTiles(0, {})
+    with pytest.raises(InvalidInput):
+        edge.add_leaf_tile(1, tile, interior)  # tile 0 comes first
+    with pytest.raises(InvalidInput):
+        edge.add_leaf_tile(0, tile[:-32], interior)
+    with pytest.raises(InvalidInput):
+        edge.add_leaf_tile(0, tile, interior[:-32])
+    edge.add_node(0, 0, tile[:32])
+    with pytest.raises(InvalidInput):
+        edge.add_leaf_tile(0, tile, interior)  # tile 0 already holds a hash
+    edge = EdgeTiles(0, {})
+    edge.add_leaf_tile(0, tile, interior)
+    [(tid, data)] = edge.take_dirty()
+    assert (tid, data, data.interior) == (TileID(0, 0), tile, interior)
+    edge.add_leaf_tile(1, tile, interior)  # the next one follows
+    with pytest.raises(InvalidInput):
+        edge.add_node(0, 0, tile[:32])  # and leaves continue after it, at 512
+    edge.add_node(0, 512, tile[:32])
 
 
 def test_roots_from_tiles_match_the_reference_roots(reference):
