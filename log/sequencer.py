@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -232,6 +232,10 @@ class Sequencer:
     A batch is flushed as soon as the writer is free and either it holds `batch_size` entries or its oldest entry
     has waited `batch_linger` seconds (default 0: an idle writer flushes at once). `batch_max_age` is a ceiling
     on the linger. `max_pending` entries may wait at most; beyond that `submit` raises `Unavailable`.
+
+    The writer is a thread of its own that cuts the next batch itself the moment it is free, and hands each
+    committed batch's results to the event loop in one call. Driving it from the event loop instead left it idle
+    whenever the loop was busy with other requests (writer 53 % busy, 3,900 signed events/s).
     """
 
     def __init__(
@@ -258,11 +262,12 @@ class Sequencer:
         self._max_pending = max_pending
         self.stats = stats or LogStats()
         self._clock = clock
+        # The queue, _pending, _closing and _broken are shared with the writer thread: guarded by _ready.
         self._queue: collections.deque[_Submission] = collections.deque()
         self._pending = 0
-        self._wakeup = asyncio.Event()
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="auditlog-writer")
-        self._task: asyncio.Task | None = None
+        self._ready = threading.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._state: TreeState | None = None
         self._edge_tiles: dict[tuple[int, int], bytes] = {}
         self._broken: Exception | None = None
@@ -288,12 +293,14 @@ class Sequencer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._state = await loop.run_in_executor(self._executor, load_tree_state, self._store, self._signer)
+        self._state = await loop.run_in_executor(None, load_tree_state, self._store, self._signer)
         self._edge_tiles = self._state.edge.snapshot()
         if self._state.published is None:
             # A new log publishes its empty checkpoint so that /checkpoint always has something to serve.
-            await loop.run_in_executor(self._executor, self._integrate, [])
-        self._task = asyncio.create_task(self._run(), name="auditlog-sequencer")
+            await loop.run_in_executor(None, self._integrate, [])
+        self._loop = loop
+        self._thread = threading.Thread(target=self._write_loop, name="auditlog-writer", daemon=True)
+        self._thread.start()
 
     async def submit(
         self,
@@ -322,13 +329,8 @@ class Sequencer:
         for name, aligned in (("keys", keys), ("rows", rows)):
             if aligned is not None and len(aligned) != len(entries):
                 raise InvalidInput(f"{name} has {len(aligned)} items for {len(entries)} entries", field=name)
-        if self._pending + len(entries) > self._max_pending:
-            self.stats.submissions_rejected_busy += 1
-            raise Unavailable(f"the sequencer already has {self._pending} entries waiting; retry shortly")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Submission(entries, keys, rows, None, future, time.monotonic()))
-        self._pending += len(entries)
-        self._wakeup.set()
+        self._enqueue(_Submission(entries, keys, rows, None, future, time.monotonic()), len(entries))
         return await future
 
     async def submit_work(self, work: Callable[[WriteTransaction], object]) -> object:
@@ -343,8 +345,7 @@ class Sequencer:
         if self._broken is not None:
             raise StorageError(f"the sequencer stopped after a storage failure: {self._broken}")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Submission((), None, None, work, future, time.monotonic()))
-        self._wakeup.set()
+        self._enqueue(_Submission((), None, None, work, future, time.monotonic()), 0)
         result = await future
         if isinstance(result, WorkFailed):
             raise result.error
@@ -352,56 +353,60 @@ class Sequencer:
 
     async def close(self) -> None:
         """Finish what is queued, stop, release the writer lock."""
-        self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
-        self._executor.shutdown(wait=True)
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
+        if self._thread is not None:
+            # The last batch's results were handed to the loop before the thread ended, so they run before this.
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._writer.close()
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _enqueue(self, submission: _Submission, count: int) -> None:
+        with self._ready:
+            if self._closing:  # checked again here: the writer may be past its last look at the queue
+                raise Unavailable("the log is shutting down")
+            if self._broken is not None:
+                raise StorageError(f"the sequencer stopped after a storage failure it could not recover from: "
+                                   f"{self._broken}")
+            if count and self._pending + count > self._max_pending:
+                self.stats.submissions_rejected_busy += 1
+                raise Unavailable(f"the sequencer already has {self._pending} entries waiting; retry shortly")
+            self._queue.append(submission)
+            self._pending += count
+            self._ready.notify()
+
+    def _write_loop(self) -> None:
+        """The writer thread: cut a batch, integrate it, hand the results to the event loop; until closed."""
         while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            # Let requests that are already being handled join this batch before it is cut.
-            await asyncio.sleep(0)
-            if self._linger and self._pending < self._batch_size:
-                waited = time.monotonic() - self._queue[0].queued_at
-                if waited < self._linger:
-                    await asyncio.sleep(self._linger - waited)
-            batch = self._take_batch()
+            with self._ready:
+                while not self._queue:
+                    if self._closing:
+                        return
+                    self._ready.wait()
+                while self._linger and self._pending < self._batch_size and not self._closing:
+                    left = self._linger - (time.monotonic() - self._queue[0].queued_at)
+                    if left <= 0:
+                        break
+                    self._ready.wait(left)
+                batch = self._take_batch()
             started = time.perf_counter()
             try:
-                outcomes, work_results, published = await loop.run_in_executor(
-                    self._executor, self._integrate_batch, batch
-                )
+                result = self._integrate_batch(batch)
             except Exception as exc:  # noqa: BLE001 - every failure fails the batch closed, then we recover
                 self.stats.batch_failures += 1
                 logger.error("batch of %d submissions failed: %s", len(batch), exc)
                 error = exc if isinstance(exc, LogError) else StorageError(f"storing the batch failed: {exc}")
-                for submission in batch:
-                    if not submission.future.done():
-                        submission.future.set_exception(error)
-                await self._recover(loop)
+                self._hand_over(_fail, batch, error)
+                self._recover()
                 continue
             self.stats.integration_seconds.observe(time.perf_counter() - started)
-            offset = 0
-            work_results = iter(work_results)
-            for submission in batch:
-                if submission.work is not None:
-                    result = next(work_results)
-                    if not submission.future.done():
-                        submission.future.set_result(result)
-                    continue
-                n = len(submission.entries)
-                if not submission.future.done():
-                    submission.future.set_result(BatchReceipt(outcomes[offset:offset + n], published))
-                offset += n
+            self._hand_over(_resolve, batch, result)
+
+    def _hand_over(self, deliver: Callable, batch: list[_Submission], outcome) -> None:
+        try:
+            self._loop.call_soon_threadsafe(deliver, batch, outcome)
+        except RuntimeError:  # the event loop is closed: nobody is waiting for these any more
+            pass
 
     def _take_batch(self) -> list[_Submission]:
         batch = [self._queue.popleft()]
@@ -509,15 +514,39 @@ class Sequencer:
             self.stats.batch_size.observe(len(entries))
         return first_index, leaf_hashes, published, results
 
-    async def _recover(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _recover(self) -> None:
+        """On the writer thread, after a failed batch: reload the tree from the store, or stop for good."""
         try:
-            self._state = await loop.run_in_executor(self._executor, load_tree_state, self._store, self._signer)
+            self._state = load_tree_state(self._store, self._signer)
             self._edge_tiles = self._state.edge.snapshot()
         except Exception as exc:  # noqa: BLE001
             logger.critical("cannot reload the log after a failed batch; refusing further writes: %s", exc)
-            self._broken = exc
-            while self._queue:
-                submission = self._queue.popleft()
-                if not submission.future.done():
-                    submission.future.set_exception(StorageError(f"the log cannot accept entries: {exc}"))
-            self._pending = 0
+            with self._ready:
+                self._broken = exc
+                waiting = list(self._queue)
+                self._queue.clear()
+                self._pending = 0
+            self._hand_over(_fail, waiting, StorageError(f"the log cannot accept entries: {exc}"))
+
+
+def _resolve(batch: list[_Submission], result) -> None:
+    """On the event loop: each submission of a committed batch gets its receipt or work result."""
+    outcomes, work_results, published = result
+    offset = 0
+    work_results = iter(work_results)
+    for submission in batch:
+        if submission.work is not None:
+            work_result = next(work_results)
+            if not submission.future.done():
+                submission.future.set_result(work_result)
+            continue
+        n = len(submission.entries)
+        if not submission.future.done():
+            submission.future.set_result(BatchReceipt(outcomes[offset:offset + n], published))
+        offset += n
+
+
+def _fail(batch: list[_Submission], error: Exception) -> None:
+    for submission in batch:
+        if not submission.future.done():
+            submission.future.set_exception(error)
