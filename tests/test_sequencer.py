@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 
 import pytest
 from sqlalchemy import update
 
-from log.errors import Conflict, SequencerLockHeld, StorageError
+from log.errors import Conflict, SequencerLockHeld, StorageError, Unavailable
 from log.hashing import hash_leaf
 from log.note import generate_signer_key, parse_signer_key
 from log.sequencer import IdempotencyKey, Sequencer, load_tree_state
@@ -130,6 +131,87 @@ def test_a_failed_commit_fails_its_batch_closed_and_the_log_recovers(store, sign
     else:
         assert stored == [b"before", b"after"]
         assert after.first_index == 1
+
+
+def test_a_failure_the_log_cannot_recover_from_fails_what_waits_and_refuses_the_rest(store, signer, monkeypatch):
+    import log.sequencer
+
+    async def scenario(sequencer):
+        await sequencer.submit([b"before"])
+
+        def cannot_reload(*args):
+            raise StorageError("injected: the database went away")
+
+        monkeypatch.setattr(log.sequencer, "load_tree_state", cannot_reload)
+        outcomes = await asyncio.gather(*(sequencer.submit([b"lost %d" % i]) for i in range(5)),
+                                        return_exceptions=True)
+        with pytest.raises(StorageError):
+            await sequencer.submit([b"after"])
+        with pytest.raises(StorageError):
+            await sequencer.submit_work(lambda tx: None)
+        return outcomes, sequencer.broken
+
+    writer = FaultyWriter(store.acquire_writer(), fail_on_call=3, persisted=False)
+    outcomes, broken = asyncio.run(_run(store, signer, scenario, writer=writer))
+    assert all(isinstance(o, StorageError) for o in outcomes)  # the failed batch, and whatever queued behind it
+    assert isinstance(broken, StorageError)
+    assert _verify_whole_tree(store, signer) == [b"before"]
+
+
+class BlockingWriter:
+    """Wraps a real writer; every commit waits until `release` is set (entered: set when one is waiting)."""
+
+    def __init__(self, inner):
+        self.inner, self.entered, self.release = inner, threading.Event(), threading.Event()
+
+    def commit_batch(self, *args, **kwargs):
+        self.entered.set()
+        self.release.wait(30)
+        return self.inner.commit_batch(*args, **kwargs)
+
+    def close(self):
+        self.inner.close()
+
+
+def test_a_full_queue_refuses_more_and_close_still_commits_what_was_queued(store, signer):
+    writer = BlockingWriter(store.acquire_writer())
+    writer.release.set()  # the start-up checkpoint
+
+    async def scenario():
+        sequencer = Sequencer(store, writer, signer, batch_size=4, max_pending=6)
+        await sequencer.start()
+        writer.release.clear()
+        writer.entered.clear()
+        first = asyncio.create_task(sequencer.submit([b"first"]))
+        await asyncio.get_running_loop().run_in_executor(None, writer.entered.wait, 30)  # the writer holds it
+        queued = [asyncio.create_task(sequencer.submit([b"q%d" % i, b"r%d" % i])) for i in range(3)]
+        await asyncio.sleep(0)
+        with pytest.raises(Unavailable):
+            await sequencer.submit([b"one too many"])  # 6 entries wait already
+        writer.release.set()
+        await sequencer.close()  # finishes what is queued before it stops
+        with pytest.raises(Unavailable):
+            await sequencer.submit([b"after close"])
+        return await first, [await task for task in queued]
+
+    first, queued = asyncio.run(scenario())
+    assert first.first_index == 0
+    assert sorted(r.first_index for r in queued) == [1, 3, 5]
+    assert _verify_whole_tree(store, signer) == [b"first", b"q0", b"r0", b"q1", b"r1", b"q2", b"r2"]
+
+
+def test_a_lingering_batch_waits_for_more_entries_until_it_is_full(store, signer):
+    async def scenario(sequencer):
+        first = asyncio.create_task(sequencer.submit([b"a"]))
+        await asyncio.sleep(0.05)  # well inside the linger: the writer is still waiting for more
+        rest = await asyncio.gather(sequencer.submit([b"b"]), sequencer.submit([b"c"]))
+        return [await first, *rest], sequencer.stats.batches_committed
+
+    receipts, batches = asyncio.run(_run(store, signer, scenario, batch_size=3, batch_linger=5, batch_max_age=10))
+    # Full at three entries: one batch, cut without waiting out the 5 s linger (the scenario would time out first).
+    assert batches == 1
+    assert [r.first_index for r in receipts] == [0, 1, 2]
+    assert receipts[0].checkpoint == receipts[2].checkpoint
 
 
 def test_restart_resumes_from_the_stored_frontier(store, signer):
