@@ -73,3 +73,63 @@ def test_0005_recomputes_tile_interior_nodes_both_ways(database_url, tmp_path):
             await log.close()
 
     asyncio.run(prove())
+
+
+def _declared_metadata():
+    from log.audit import tables as audit_tables
+    from log.storage import schema as log_schema
+
+    return [log_schema.metadata, audit_tables.metadata]
+
+
+def _schema(url: str) -> dict:
+    """{table: (column names, {index name: column names})} as the database has them."""
+    engine = sa.create_engine(normalize_database_url(url))
+    try:
+        inspector = sa.inspect(engine)
+        return {table: ({c["name"] for c in inspector.get_columns(table)},
+                        {i["name"]: tuple(i["column_names"]) for i in inspector.get_indexes(table)})
+                for table in inspector.get_table_names()}
+    finally:
+        engine.dispose()
+
+
+def test_the_migrated_schema_has_every_column_and_index_the_code_declares(database_url):
+    upgrade_schema(database_url)
+    stored = _schema(database_url)
+    for metadata in _declared_metadata():
+        for table in metadata.tables.values():
+            columns, indexes = stored[table.name]
+            assert columns == {c.name for c in table.columns}, table.name
+            declared = {index.name: tuple(c.name for c in index.columns) for index in table.indexes}
+            assert indexes == declared, table.name
+
+
+def test_0006_pages_audit_events_by_producer_through_its_own_index_both_ways(database_url):
+    upgrade_schema(database_url)
+    assert _schema(database_url)["audit_events"][1]["ix_audit_events_producer"] == ("producer", "idx")
+    downgrade_schema(database_url, "0005")
+    indexes = _schema(database_url)["audit_events"][1]
+    assert indexes["ix_audit_events_producer_event"] == ("producer", "event_id")
+    assert "ix_audit_events_producer" not in indexes
+    upgrade_schema(database_url)
+    indexes = _schema(database_url)["audit_events"][1]
+    assert "ix_audit_events_producer_event" not in indexes and "ix_audit_events_producer" in indexes
+
+
+def test_a_page_of_one_producers_events_is_read_in_index_order_not_sorted(tmp_path):
+    """SQLite's plan for the events query filtered by producer: a range of ix_audit_events_producer, no sort."""
+    from log.audit.service import EventQuery, events_statement
+
+    url = f"sqlite:///{tmp_path / 'auditlog.db'}"
+    upgrade_schema(url)
+    engine = sa.create_engine(normalize_database_url(url))
+    try:
+        statement = events_statement(EventQuery(producer="agent-7", after=1000, limit=100), 10**9)
+        sql = str(statement.compile(engine, compile_kwargs={"literal_binds": True}))
+        with engine.connect() as conn:
+            plan = " | ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    finally:
+        engine.dispose()
+    assert "ix_audit_events_producer (producer=? AND idx>? AND idx<?)" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan

@@ -382,25 +382,8 @@ class AuditService:
         return EventPage(events, events[-1].index if more else None)
 
     def _select_events(self, query: EventQuery, size: int) -> list[tuple[int, bytes]]:
-        a = audit_events.c
-        conditions = [a.idx > query.after, a.idx < size]
-        for column, value in ((a.tenant, query.tenant), (a.run_id, query.run_id), (a.trace_id, query.trace_id),
-                              (a.actor_id, query.actor_id), (a.actor_type, query.actor_type),
-                              (a.event_type, query.event_type), (a.producer, query.producer)):
-            if value is not None:
-                conditions.append(column == value)
-        if query.since is not None:
-            conditions.append(a.ts >= query.since)
-        if query.until is not None:
-            conditions.append(a.ts < query.until)
-        for name, value in query.context:
-            c = audit_event_context.alias()
-            conditions.append(select(c.c.idx).where(c.c.idx == a.idx, c.c.name == name, c.c.value == value)
-                              .exists())
-        statement = (select(a.idx, entries_table.c.data).join(entries_table, entries_table.c.idx == a.idx)
-                     .where(and_(*conditions)).order_by(a.idx).limit(query.limit + 1))
         with self.log.store.engine.connect() as conn:
-            return [(idx, bytes(data)) for idx, data in conn.execute(statement)]
+            return [(idx, bytes(data)) for idx, data in conn.execute(events_statement(query, size))]
 
     async def timeline(self, run_id: str, tenant: str | None = None, *, proofs: bool = True) -> Timeline:
         """One run's events in causal order, each with its inclusion proof in the latest checkpoint."""
@@ -439,6 +422,27 @@ class AuditService:
             run_id=run_id, events=[(e.index, e.data, e.proof) for e in timeline.events],
             registry_entries=registry_entries,
         )
+
+
+def events_statement(query: EventQuery, size: int):
+    """The page of audit events (index, entry bytes) that `query` asks for, in a tree of `size` entries: one
+    more than query.limit, so the caller knows whether another page follows."""
+    a = audit_events.c
+    conditions = [a.idx > query.after, a.idx < size]
+    for column, value in ((a.tenant, query.tenant), (a.run_id, query.run_id), (a.trace_id, query.trace_id),
+                          (a.actor_id, query.actor_id), (a.actor_type, query.actor_type),
+                          (a.event_type, query.event_type), (a.producer, query.producer)):
+        if value is not None:
+            conditions.append(column == value)
+    if query.since is not None:
+        conditions.append(a.ts >= query.since)
+    if query.until is not None:
+        conditions.append(a.ts < query.until)
+    for name, value in query.context:
+        c = audit_event_context.alias()
+        conditions.append(select(c.c.idx).where(c.c.idx == a.idx, c.c.name == name, c.c.value == value).exists())
+    return (select(a.idx, entries_table.c.data).join(entries_table, entries_table.c.idx == a.idx)
+            .where(and_(*conditions)).order_by(a.idx).limit(query.limit + 1))
 
 
 def _verify_chunk(items: list[_Admitted]) -> None:

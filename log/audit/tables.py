@@ -1,5 +1,5 @@
 """The audit personality's query-index tables, as SQLAlchemy Core tables (alembic/versions/0004_audit.py creates
-them; the two must agree, which tests/test_audit_service.py checks).
+them and later migrations change them; the two must agree, which tests/test_migrations.py checks).
 
 Rows are written only through the sequencer (`RowInsert`), in the same transaction as the entry they index, so the
 tables never disagree with the log: `idx` is the entry's index. They hold nothing that is not in the entry itself,
@@ -30,7 +30,7 @@ audit_events = Table(
     Index("ix_audit_events_tenant_ts", "tenant", "ts", "idx"),
     Index("ix_audit_events_actor", "actor_id", "idx"),
     Index("ix_audit_events_type", "event_type", "idx"),
-    Index("ix_audit_events_producer_event", "producer", "event_id"),
+    Index("ix_audit_events_producer", "producer", "idx"),
 )
 
 # audit_events' columns after idx, in the order RowInserts give them.
