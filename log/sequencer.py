@@ -377,6 +377,13 @@ class Sequencer:
 
     def _write_loop(self) -> None:
         """The writer thread: cut a batch, integrate it, hand the results to the event loop; until closed."""
+        try:
+            self._write_batches()
+        except BaseException as exc:  # a bug in the loop itself: nobody must wait for a writer that is gone
+            logger.critical("the sequencer's writer thread stopped: %r", exc, exc_info=True)
+            self._stop_for_good(exc, StorageError(f"the log's writer stopped: {exc!r}"))
+
+    def _write_batches(self) -> None:
         while True:
             with self._ready:
                 while not self._queue:
@@ -521,12 +528,16 @@ class Sequencer:
             self._edge_tiles = self._state.edge.snapshot()
         except Exception as exc:  # noqa: BLE001
             logger.critical("cannot reload the log after a failed batch; refusing further writes: %s", exc)
-            with self._ready:
-                self._broken = exc
-                waiting = list(self._queue)
-                self._queue.clear()
-                self._pending = 0
-            self._hand_over(_fail, waiting, StorageError(f"the log cannot accept entries: {exc}"))
+            self._stop_for_good(exc, StorageError(f"the log cannot accept entries: {exc}"))
+
+    def _stop_for_good(self, cause: BaseException, error: StorageError) -> None:
+        """Refuse every later submission (`broken`) and fail the ones still queued with `error`."""
+        with self._ready:
+            self._broken = cause
+            waiting = list(self._queue)
+            self._queue.clear()
+            self._pending = 0
+        self._hand_over(_fail, waiting, error)
 
 
 def _resolve(batch: list[_Submission], result) -> None:

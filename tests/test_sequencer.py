@@ -158,6 +158,25 @@ def test_a_failure_the_log_cannot_recover_from_fails_what_waits_and_refuses_the_
     assert _verify_whole_tree(store, signer) == [b"before"]
 
 
+def test_a_writer_thread_that_dies_fails_what_waits_instead_of_leaving_it_hanging(store, signer, monkeypatch):
+    async def scenario(sequencer):
+        await sequencer.submit([b"before"])
+
+        def bug(*args):
+            raise RuntimeError("injected: a bug in the batch loop")
+
+        monkeypatch.setattr(sequencer, "_take_batch", bug)
+        with pytest.raises(StorageError):
+            await asyncio.wait_for(sequencer.submit([b"lost"]), 30)
+        with pytest.raises(StorageError):
+            await sequencer.submit([b"after"])
+        return sequencer.broken
+
+    broken = asyncio.run(_run(store, signer, scenario))
+    assert isinstance(broken, RuntimeError)
+    assert _verify_whole_tree(store, signer) == [b"before"]
+
+
 class BlockingWriter:
     """Wraps a real writer; every commit waits until `release` is set (entered: set when one is waiting)."""
 
