@@ -8,6 +8,7 @@ stop before it closes (cleanup contexts unwind in reverse order).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,16 @@ from log.errors import InvalidInput
 from log.service import Log, LogConfig
 from witness.job import KOfN, WitnessEndpoint, WitnessJob
 from witness.timestamp import TimestampJob, load_certificates
+
+
+def freeze_startup_heap() -> None:
+    """Once the app is set up: collect start-up garbage, then exempt everything alive from the cyclic GC.
+
+    Full collections then walk only what serving allocated since: under signed-event load they stalled every
+    request for 80-105 ms (one or two a minute) and take ~2 ms this way.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def _witnessing(args):
 async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int = 0) -> int:
     from aiohttp import web
 
-    from api.app import create_app
+    from api.app import create_app, freeze_startup_heap
     from api.state import LOG
 
     app = create_app(config, witnessing)
@@ -145,6 +145,7 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
         logging.getLogger(__name__).debug("startup failed", exc_info=True)
         print(f"auditlog: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
+    freeze_startup_heap()
     workers = None
     try:
         log = app[LOG]

@@ -31,6 +31,7 @@ import aiohttp
 from aiohttp import web
 
 from api import routes
+from api.app import freeze_startup_heap
 from api.metrics import HttpMetrics, metrics_middleware
 from api.problems import problem_middleware, problem_response
 from api.routes import MAX_JSON_BODY
@@ -119,6 +120,7 @@ async def serve_worker(config: LogConfig, host: str, port: int) -> int:
     """Run one read worker on (host, port) with SO_REUSEPORT until SIGTERM or SIGINT."""
     runner = web.AppRunner(create_worker_app(config), access_log=None, handle_signals=False)
     await runner.setup()
+    freeze_startup_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
