@@ -34,9 +34,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
+from typing import TYPE_CHECKING
 
 from log.errors import InvalidInput, NotFound
 from log.hashing import NODE_PREFIX
+
+if TYPE_CHECKING:
+    from log.compact import CompactRange
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT  # hashes in a full tile
@@ -508,7 +512,7 @@ class EdgeTiles:
         return {(level, self._index[level]): bytes(buf) for level, buf in enumerate(self._bufs) if buf}
 
 
-def extend_tree(frontier, edge: EdgeTiles, leaf_hashes: Sequence[bytes]) -> None:
+def extend_tree(frontier: CompactRange, edge: EdgeTiles, leaf_hashes: Sequence[bytes]) -> None:
     """Append leaf hashes to a CompactRange and its EdgeTiles: the same tree, tiles and callbacks as
     `frontier.extend(leaf_hashes, edge.add_node)`, with half the hashing.
 
