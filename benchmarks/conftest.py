@@ -125,6 +125,31 @@ def _postgres_version() -> str | None:
         return None
 
 
+def host_speed() -> dict:
+    """The host's speed now, from two fixed pieces of C work (best of five rounds): this machine's speed moves by up
+    to 40 % from hour to hour, and figures of two runs compare only after scaling by these."""
+    import hashlib
+    import time
+
+    from nacl.signing import SigningKey
+
+    signed = SigningKey(bytes(32)).sign(bytes(300))
+    verify = SigningKey(bytes(32)).verify_key.verify
+    block = bytes(64)
+
+    def best(fn, calls: int) -> float:
+        rounds = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            rounds.append((time.perf_counter() - started) / calls)
+        return min(rounds)
+
+    return {"ed25519_verify_us": round(best(lambda: verify(signed), 200) * 1e6, 1),
+            "sha256_64_bytes_ns": round(best(lambda: hashlib.sha256(block).digest(), 20_000) * 1e9)}
+
+
 def machine_description() -> dict:
     commit = _run(["git", "rev-parse", "HEAD"])
     dirty = _run(["git", "status", "--porcelain", "--", "log", "api", "witness"])
@@ -156,6 +181,7 @@ class Results:
     def __init__(self, mode: BenchMode):
         self.mode = mode
         self.figures: dict[str, dict] = {}
+        self.host_speed_at_start = host_speed()
 
     def record(self, key: str, value: float | None, unit: str, *, status: str = "measured", **details) -> dict:
         """Record one figure. `status` is "measured" or "pending" (a feature not landed yet: no value)."""
@@ -216,6 +242,7 @@ def pytest_sessionfinish(session, exitstatus):
     modes = data.setdefault("modes", {})
     section = modes.setdefault(results.mode.name, {"figures": {}})
     machine = machine_description()
+    machine["host_speed"] = {"start": results.host_speed_at_start, "end": host_speed()}
     for figure in results.figures.values():
         figure["measured_at"] = {"date": machine["date"], "git_commit": machine["git_commit"]}
     section["machine"] = machine

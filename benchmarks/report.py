@@ -28,6 +28,16 @@ def _size(key: str) -> str:
     return f" at {int(size):,}" if size.isdigit() else ""
 
 
+def _host_speed(speed: dict | None) -> list[str]:
+    """The host's speed at the start and end of the run (conftest.host_speed), to scale figures of other runs by."""
+    if not speed:
+        return []
+    start, end = speed["start"], speed["end"]
+    return [f"Host speed (best of five, lower is faster), start / end of the run: Ed25519 verification "
+            f"{start['ed25519_verify_us']} / {end['ed25519_verify_us']} µs, SHA-256 of 64 bytes "
+            f"{start['sha256_64_bytes_ns']} / {end['sha256_64_bytes_ns']} ns.", ""]
+
+
 def render_markdown(data: dict) -> str:
     lines = ["# auditlog performance", "",
              "Written by `pytest benchmarks` (short mode, the CI default) and `pytest benchmarks --bench-full`.",
@@ -45,6 +55,7 @@ def render_markdown(data: dict) -> str:
             f"{m['os']}; Python {m['python']}, SQLite {m['sqlite']}, PostgreSQL {m['postgresql']}; "
             f"{m['date']}, commit `{m['git_commit'][:12]}`"
             + (" (with uncommitted changes in log/api/witness)" if m.get("git_worktree_dirty") else ""), "",
+            *_host_speed(m.get("host_speed")),
             "| figure | measured | target | met |", "| --- | --- | --- | --- |",
         ]
         notes = []
