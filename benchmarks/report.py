@@ -33,9 +33,12 @@ def _host_speed(speed: dict | None) -> list[str]:
     if not speed:
         return []
     start, end = speed["start"], speed["end"]
-    return [f"Host speed (best of five, lower is faster), start / end of the run: Ed25519 verification "
+    line = (f"Host speed (best of five, lower is faster), start / end of the run: Ed25519 verification "
             f"{start['ed25519_verify_us']} / {end['ed25519_verify_us']} µs, SHA-256 of 64 bytes "
-            f"{start['sha256_64_bytes_ns']} / {end['sha256_64_bytes_ns']} ns.", ""]
+            f"{start['sha256_64_bytes_ns']} / {end['sha256_64_bytes_ns']} ns")
+    if "fdatasync_4k_us" in start:
+        line += f", a 4 KiB write and fdatasync {start['fdatasync_4k_us']} / {end['fdatasync_4k_us']} µs"
+    return [line + ".", ""]
 
 
 def render_markdown(data: dict) -> str:
