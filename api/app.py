@@ -122,8 +122,10 @@ def _jobs_lifetime(settings: Witnessing):
     return lifetime
 
 
-def create_app(config: LogConfig, witnessing: Witnessing | None = None) -> web.Application:
-    """The whole HTTP API over the log `config` describes. The log opens in the app's startup (cleanup_ctx)."""
+def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verify_processes: int = 0
+               ) -> web.Application:
+    """The whole HTTP API over the log `config` describes. The log opens in the app's startup (cleanup_ctx).
+    `verify_processes`: child processes for the signatures of signed audit events (0: threads of this one)."""
     witnessing = witnessing or Witnessing()
     witnessing.check()
     http_metrics = HttpMetrics()
@@ -139,5 +141,5 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None) -> web.A
     app.cleanup_ctx.append(_log_lifetime)
     app.cleanup_ctx.append(_jobs_lifetime(witnessing))  # after the log opens, stopped before it closes
     app.router.add_routes(ROUTES)
-    add_audit_routes(app, data_dir=config.data_dir)  # after the log's lifetime: the service opens over it
+    add_audit_routes(app, data_dir=config.data_dir, verify_processes=verify_processes)  # after the log's lifetime: the service opens over it
     return app

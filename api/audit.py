@@ -301,10 +301,11 @@ AUDIT_ROUTES = [
 
 
 def add_audit_routes(app: web.Application, *, data_dir: Path, admin_token: str | None = None,
-                     blobs: BlobStore | None = None) -> None:
+                     blobs: BlobStore | None = None, verify_processes: int = 0) -> None:
     """Add the audit routes and the service's lifetime to `app`. Call after the log's cleanup context is added
     (the service opens over `app[LOG]`). Blobs default to `<data_dir>/blobs`; the admin token to
-    AUDITLOG_ADMIN_TOKEN or `<data_dir>/admin.token` (created on first start)."""
+    AUDITLOG_ADMIN_TOKEN or `<data_dir>/admin.token` (created on first start). `verify_processes` child
+    processes check the signatures of multi-envelope submissions (log/audit/verifier.py)."""
     data_dir = Path(data_dir)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -312,7 +313,10 @@ def add_audit_routes(app: web.Application, *, data_dir: Path, admin_token: str |
         if created:
             logger.warning("created the admin token for the producer registry in %s", data_dir / "admin.token")
         app[AUDIT_ADMIN_TOKEN] = token
-        app[AUDIT] = await AuditService.open(app[LOG], blobs or FileBlobStore(data_dir / "blobs"))
+        app[AUDIT] = await AuditService.open(app[LOG], blobs or FileBlobStore(data_dir / "blobs"),
+                                             verify_processes=verify_processes)
+        if app[AUDIT].verifier_pool is not None:
+            await app[AUDIT].verifier_pool.start()  # now, not on the first request; a failure is retried then
         app[METRIC_SOURCES].append(lambda: render_audit_metrics(app[AUDIT].stats))
         try:
             yield

@@ -96,7 +96,13 @@ def cmd_serve(args) -> int:
     witnessing = _witnessing(args)
     # Log.open migrates the SQLite database before it writes the key (which makes the directory): make it first.
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_serve(config, args.host, args.port, witnessing, read_workers=args.read_workers))
+    return asyncio.run(_serve(config, args.host, args.port, witnessing, read_workers=args.read_workers,
+                              verify_processes=args.verify_processes))
+
+
+def default_verify_processes() -> int:
+    """One core is the server's; signature checks may have the others (up to 4: more would wait on the writer)."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 def cmd_serve_reads(args) -> int:
@@ -128,13 +134,14 @@ def _witnessing(args):
     return witnessing
 
 
-async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int = 0) -> int:
+async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int = 0,
+                 verify_processes: int = 0) -> int:
     from aiohttp import web
 
     from api.app import create_app, freeze_startup_heap
     from api.state import LOG
 
-    app = create_app(config, witnessing)
+    app = create_app(config, witnessing, verify_processes=verify_processes)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
         await runner.setup()  # opens the log: migrate, key, sequencer lock, reconcile
@@ -569,6 +576,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--read-workers", type=_non_negative, default=int(_env("AUDITLOG_READ_WORKERS", "0")),
                        metavar="N", help="extra processes serving proofs, tiles and entries on the same port, for "
                                          "reads beyond one core (env AUDITLOG_READ_WORKERS; default 0)")
+    serve.add_argument("--verify-processes", type=_non_negative, metavar="N",
+                       default=int(_env("AUDITLOG_VERIFY_PROCESSES", str(default_verify_processes()))),
+                       help="processes that check the signatures of multi-event submissions beside the server "
+                            "(env AUDITLOG_VERIFY_PROCESSES; default one fewer than the cores, at most 4; 0: threads)")
     serve.set_defaults(func=cmd_serve)
 
     reads = commands.add_parser("serve-reads", help="(internal) a read worker; serve --read-workers starts them")

@@ -84,8 +84,12 @@ class ProducerKey:
         try:
             self.verify_key.verify(message, signature)
         except (BadSignatureError, ValueError, TypeError) as exc:
-            raise BadSignature(f"the signature does not verify with key {self.key_id} of producer "
-                               f"{self.producer}", "$.signature") from exc
+            raise self.bad_signature() from exc
+
+    def bad_signature(self) -> BadSignature:
+        """The refusal of a signature that does not verify with this key."""
+        return BadSignature(f"the signature does not verify with key {self.key_id} of producer {self.producer}",
+                            "$.signature")
 
     def public_key_b64(self) -> str:
         return base64.b64encode(self.public_key).decode()

@@ -13,8 +13,8 @@ Steps 1-3 are `intake.check_body`; 4-8 are here.
    than MAX_FUTURE_SKEW_MS ahead of our clock.
 3. RFC 8785 canonical bytes of the event; the whole envelope entry within the log's entry size limit.
 4. Producer and key in the in-memory registry (401 unknown-producer / unknown-key).
-5. The Ed25519 signature over the canonical event (401 bad-signature), on a small thread pool (libsodium runs
-   without the GIL).
+5. The Ed25519 signature over the canonical event (401 bad-signature): in a verifier process (verifier.py) when
+   the service has one; else, or when none answers, a few on the event loop and more on a small thread pool.
 6. The producer may write for the event's tenant (403 tenant-forbidden).
 7. The key is valid at the event's timestamp and usable now (401 key-revoked / key-expired; see registry.py).
    A refused envelope that is a retry of an event already logged gets the original receipt instead.
@@ -48,6 +48,7 @@ from log.audit.registry import Registry, key_id_for
 from log.audit.schema import parse_timestamp_ms
 from log.audit.tables import EVENT_COLUMNS, audit_event_context, audit_events, audit_registry
 from log.audit.timeline import Node, causal_order
+from log.audit.verifier import VerifierPool, VerifierUnavailable
 from log.blobs import BlobStore, check_digest
 from log.errors import Conflict, InvalidInput, LogError, NotFound
 from log.sequencer import EntryOutcome, IdempotencyKey, Published
@@ -56,7 +57,7 @@ from log.storage.schema import entries as entries_table
 
 MAX_TIMELINE = 10_000
 MAX_PAGE = 1000
-INLINE_VERIFY = 4  # verify this many signatures or fewer on the event loop; more go to the pool
+INLINE_VERIFY = 4  # without a verifier process: this many signatures or fewer on the event loop, more on threads
 
 
 @dataclass
@@ -70,9 +71,13 @@ class AuditStats:
     registry_changes: int = 0
     blobs_stored: int = 0
     blobs_erased: int = 0
+    signatures: dict[str, int] = field(default_factory=dict)  # where they were checked -> count
 
     def refuse(self, code: str) -> None:
         self.refused[code] = self.refused.get(code, 0) + 1
+
+    def checked_signatures(self, where: str, count: int) -> None:
+        self.signatures[where] = self.signatures.get(where, 0) + count
 
     def counters(self) -> dict[str, int]:
         out = {"events_accepted": self.events_accepted, "events_duplicate": self.events_duplicate,
@@ -80,6 +85,8 @@ class AuditStats:
                "blobs_stored": self.blobs_stored, "blobs_erased": self.blobs_erased}
         for code, count in sorted(self.refused.items()):
             out[f"events_refused{{code=\"{code}\"}}"] = count
+        for where, count in sorted(self.signatures.items()):
+            out[f"signatures_checked{{where=\"{where}\"}}"] = count
         return out
 
 
@@ -159,7 +166,8 @@ class _Admitted:
 class AuditService:
     """Create with `await AuditService.open(log, blobs)`; `close()` when done (before closing the log)."""
 
-    def __init__(self, log, blobs: BlobStore, *, clock: Callable[[], float] = time.time, verify_threads: int = 2):
+    def __init__(self, log, blobs: BlobStore, *, clock: Callable[[], float] = time.time, verify_threads: int = 2,
+                 verify_processes: int = 0):
         self.log = log
         self.blobs = blobs
         self.registry = Registry()
@@ -167,6 +175,7 @@ class AuditService:
         self._clock = clock
         self._registry_lock = asyncio.Lock()
         self._verifier = concurrent.futures.ThreadPoolExecutor(verify_threads, thread_name_prefix="audit-verify")
+        self.verifier_pool = VerifierPool(verify_processes) if verify_processes else None
         self._io = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="audit-io")
 
     @classmethod
@@ -178,6 +187,8 @@ class AuditService:
         return service
 
     async def close(self) -> None:
+        if self.verifier_pool is not None:
+            await self.verifier_pool.close()
         self._verifier.shutdown(wait=True)
         self._io.shutdown(wait=True)
 
@@ -242,15 +253,33 @@ class AuditService:
         return SubmitResult(results, checkpoint, single)
 
     async def _verify_signatures(self, admitted: list[_Admitted]) -> None:
-        """Step 5: sets `error` on each item whose signature does not verify."""
+        """Step 5: sets `error` on each item whose signature does not verify. In a verifier process when there is
+        one (even a single signature: the hand-off costs the event loop less than verifying), else a few on the
+        event loop and more on the thread pool."""
+        if not admitted:
+            return
+        if self.verifier_pool is not None:
+            try:
+                verdicts = await self.verifier_pool.verify(
+                    [(item.key.public_key, item.checked.event_bytes, item.checked.signature) for item in admitted])
+            except VerifierUnavailable:
+                pass  # verified below, in this process
+            else:
+                for item, valid in zip(admitted, verdicts, strict=True):
+                    if not valid:
+                        item.error = item.key.bad_signature()
+                self.stats.checked_signatures("process", len(admitted))
+                return
         if len(admitted) <= INLINE_VERIFY:
             _verify_chunk(admitted)
+            self.stats.checked_signatures("event_loop", len(admitted))
             return
         loop = asyncio.get_running_loop()
         workers = self._verifier._max_workers
         chunk = -(-len(admitted) // workers)
         await asyncio.gather(*(loop.run_in_executor(self._verifier, _verify_chunk, admitted[i:i + chunk])
                                for i in range(0, len(admitted), chunk)))
+        self.stats.checked_signatures("thread", len(admitted))
 
     async def _find_logged(self, items: list[_Admitted]) -> list[Receipt | None]:
         """Receipts for authentic envelopes refused for their key's state that are retries of logged events."""

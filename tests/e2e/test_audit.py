@@ -11,6 +11,8 @@ import base64
 import copy
 import hashlib
 import json
+import os
+import signal
 import threading
 import time
 import uuid
@@ -37,8 +39,9 @@ ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class Server:
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, verify_processes: int = 0):
         self.data_dir = data_dir
+        self.verify_processes = verify_processes
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -46,7 +49,7 @@ class Server:
     def _run(self):
         asyncio.set_event_loop(self.loop)
         self.app = create_app(LogConfig(data_dir=self.data_dir, origin="audit.e2e/log"))
-        add_audit_routes(self.app, data_dir=self.data_dir, admin_token=TOKEN)
+        add_audit_routes(self.app, data_dir=self.data_dir, admin_token=TOKEN, verify_processes=self.verify_processes)
         self.runner = web.AppRunner(self.app)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -114,6 +117,14 @@ def server(tmp_path):
     server.stop()
 
 
+@pytest.fixture(params=[0, 1], ids=["signatures-on-threads", "signatures-in-a-process"])
+def any_server(request, tmp_path):
+    """A server checking multi-envelope signatures on threads, then one checking them in a verifier process."""
+    server = Server(tmp_path / "data", verify_processes=request.param).start()
+    yield server
+    server.stop()
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -152,7 +163,8 @@ def test_valid_events_land_once_under_five_concurrent_retries_each(server):
     run(scenario())
 
 
-def test_every_refusal_stores_nothing(server):
+def test_every_refusal_stores_nothing(any_server):
+    server = any_server
     agent, other = Producer("agent-1", "acme"), Producer("agent-2", "globex")
     stranger = Producer("stranger", "acme")
 
@@ -212,6 +224,8 @@ def test_every_refusal_stores_nothing(server):
             got, body = await _call(session, "POST", f"{url}/api/v1/events", json={"events": batch})
             assert got == 200 and body["accepted"] == 0
             assert [r["status"] for r in body["results"]] == [s for _, e, s, _ in cases if e is not None]
+            where = "process" if server.verify_processes else "thread"
+            assert server.audit.stats.signatures.get(where, 0) > 0
             # Admin routes without the token.
             got, body = await _call(session, "POST", f"{url}/api/v1/producers", json={"producer": "x",
                                                                                       "tenants": ["acme"]})
@@ -226,6 +240,61 @@ def test_every_refusal_stores_nothing(server):
             assert status == 200 and body["duplicate"]
 
     run(scenario())
+
+
+def test_a_verifier_process_that_dies_fails_closed_to_threads(tmp_path):
+    """Batches checked in a verifier process refuse exactly the forged envelopes; with the process killed, the next
+    batches are checked on threads instead (never taken as verified), and a new process takes over."""
+    server = Server(tmp_path / "data", verify_processes=1).start()
+    agent, other = Producer("agent-1", "acme"), Producer("agent-2", "acme")
+
+    def batch():
+        envelopes = [agent.envelope(agent.event()) for _ in range(10)]
+        envelopes[3] = agent.envelope(agent.event(), key=other.key)  # signed by another key
+        envelopes[7]["event"]["event_type"] = "outcome"  # changed after signing
+        return envelopes
+
+    async def submit(session):
+        status, body = await _call(session, "POST", f"{server.url}/api/v1/events", json={"events": batch()})
+        assert status == 200, body
+        assert [r["status"] for r in body["results"]] == [200] * 3 + [401] + [200] * 3 + [401] + [200] * 2
+        assert {body["results"][i]["type"] for i in (3, 7)} == {"urn:auditlog:problem:bad-signature"}
+        assert body["accepted"] == 8
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            await _register(session, server.url, agent)
+            await _register(session, server.url, other)
+            stats, pool = server.audit.stats, server.audit.verifier_pool
+            await submit(session)
+            assert stats.signatures == {"process": 10}
+            (pid,) = pool.pids()
+            os.kill(pid, signal.SIGKILL)
+            for _ in range(100):
+                if not pool.pids():
+                    break
+                await asyncio.sleep(0.05)
+            await submit(session)
+            assert stats.signatures == {"process": 10, "thread": 10}
+            submitted = 2
+            for _ in range(200):  # started again in the background after RESTART_DELAY; threads meanwhile
+                if pool.running:
+                    break
+                await submit(session)
+                submitted += 1
+                await asyncio.sleep(0.05)
+            assert pool.running == 1 and pool.pids() != [pid]
+            before = stats.signatures["process"]
+            await submit(session)
+            submitted += 1
+            assert stats.signatures["process"] == before + 10
+            assert sum(stats.signatures.values()) == 10 * submitted
+            assert stats.events_accepted == 8 * submitted
+
+    try:
+        run(scenario())
+    finally:
+        server.stop()
 
 
 def test_timeline_and_evidence_verify_offline_and_fail_on_one_changed_byte(server, tmp_path):

@@ -1,0 +1,149 @@
+"""Signature checks in verifier processes (log/audit/verifier.py): RFC 8032's Ed25519 test vectors through a real
+child process, every malformed or forged job refused, the request frame's format, and failing closed when a child
+dies: a request it was answering raises VerifierUnavailable (never a verdict), and the pool starts a new child."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import struct
+
+import pytest
+
+from log.audit import verifier
+from log.audit.verifier import VerifierPool, VerifierUnavailable, decode_request, encode_request
+
+# RFC 8032 section 7.1, TEST 1-3: (public key, message, signature).
+RFC8032 = [
+    ("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", "",
+     "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe"
+     "24655141438e7a100b"),
+    ("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", "72",
+     "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302a"
+     "eeb00d291612bb0c00"),
+    ("fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025", "af82",
+     "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed2"
+     "8dc027beceea1ec40a"),
+]
+VECTORS = [(bytes.fromhex(k), bytes.fromhex(m), bytes.fromhex(s)) for k, m, s in RFC8032]
+
+
+def _flip(data: bytes, position: int = 0) -> bytes:
+    return data[:position] + bytes([data[position] ^ 1]) + data[position + 1:]
+
+
+async def _with_pool(scenario, processes: int = 1):
+    pool = VerifierPool(processes)
+    await pool.start()
+    try:
+        return await scenario(pool)
+    finally:
+        await pool.close()
+
+
+def test_rfc8032_vectors_verify_and_every_forgery_is_refused():
+    (key1, msg1, sig1), (key2, msg2, sig2), (key3, msg3, sig3) = VECTORS
+    jobs = [
+        *VECTORS,
+        (key2, _flip(msg2), sig2),  # message changed
+        (key3, msg3, _flip(sig3, 63)),  # signature changed (S)
+        (key3, msg3, _flip(sig3, 0)),  # signature changed (R)
+        (key1, msg2, sig2),  # another key's signature
+        (key2, msg2, sig2[:63]),  # signature too short
+        (key2 + b"\0", msg2, sig2),  # key too long
+        (bytes(32), b"", bytes(64)),  # the all-zero key and signature
+        (b"\xff" * 32, msg1, sig1),  # not a curve point
+        *VECTORS,  # the same keys again, from the child's key cache
+    ]
+    expected = [True] * 3 + [False] * 8 + [True] * 3
+
+    async def scenario(pool):
+        assert pool.running == 1
+        return await pool.verify(jobs)
+
+    assert asyncio.run(_with_pool(scenario)) == expected
+
+
+def test_concurrent_requests_get_their_own_verdicts_in_order():
+    async def scenario(pool):
+        requests = []
+        for n in range(40):
+            forged = (VECTORS[0][0], b"x", VECTORS[0][2])
+            jobs = [VECTORS[(n + i) % 3] if (n + i) % 4 else forged for i in range(n % 7 + 1)]
+            requests.append(jobs)
+        answers = await asyncio.gather(*(pool.verify(jobs) for jobs in requests))
+        return requests, answers, pool.verified
+
+    requests, answers, verified = asyncio.run(_with_pool(scenario, processes=2))
+    for jobs, answer in zip(requests, answers):
+        assert answer == [message != b"x" for _, message, _ in jobs]
+    assert verified == sum(len(jobs) for jobs in requests)
+
+
+def test_request_frame_round_trips_and_refuses_a_frame_of_the_wrong_length():
+    jobs = [VECTORS[1], (VECTORS[2][0], b"m" * 1000, VECTORS[2][2])]
+    frame = encode_request(jobs)
+    size, count = struct.unpack_from("<II", frame)
+    assert (size, count) == (len(frame) - 8, 2)
+    assert size == 2 * (32 + 64 + 4) + 1 + 1000
+    assert decode_request(frame[8:], count) == jobs
+    with pytest.raises(ValueError):
+        decode_request(frame[8:-1], count)
+    with pytest.raises(ValueError):
+        decode_request(frame[8:] + b"\0", count)
+    with pytest.raises(struct.error):
+        decode_request(frame[8:], count + 1)
+
+
+def test_a_child_that_dies_fails_what_it_was_asked_and_a_new_child_takes_over(monkeypatch):
+    monkeypatch.setattr(verifier, "RESTART_DELAY", 0.0)
+
+    async def scenario(pool):
+        first = pool.pids()
+        # A child stopped mid-request never answers: the request fails, it is not taken as verified.
+        os.kill(first[0], signal.SIGSTOP)
+        pending = asyncio.ensure_future(pool.verify(VECTORS))
+        await asyncio.sleep(0.05)
+        assert not pending.done()
+        os.kill(first[0], signal.SIGKILL)
+        with pytest.raises(VerifierUnavailable):
+            await asyncio.wait_for(pending, 10)
+        # The next request finds no child (it is restarted in the background) and says so.
+        with pytest.raises(VerifierUnavailable):
+            await pool.verify(VECTORS)
+        for _ in range(200):
+            if pool.running:
+                break
+            await asyncio.sleep(0.05)
+        assert pool.running == 1 and pool.pids() != first
+        return await pool.verify(VECTORS)
+
+    assert asyncio.run(_with_pool(scenario)) == [True, True, True]
+
+
+def test_a_child_that_cannot_start_leaves_the_pool_unavailable_not_hanging(monkeypatch):
+    monkeypatch.setattr(verifier, "child_command", lambda: [verifier.sys.executable, "-c", "print('nope')"])
+
+    async def scenario(pool):
+        assert pool.running == 0
+        with pytest.raises(VerifierUnavailable):
+            await pool.verify(VECTORS)
+
+    asyncio.run(_with_pool(scenario))
+
+
+def test_close_stops_every_child():
+    async def scenario():
+        pool = VerifierPool(2)
+        await pool.start()
+        pids = pool.pids()
+        assert len(pids) == 2
+        await pool.close()
+        with pytest.raises(VerifierUnavailable):
+            await pool.verify(VECTORS)
+        return pids
+
+    for pid in asyncio.run(scenario()):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
