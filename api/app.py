@@ -125,7 +125,7 @@ def _jobs_lifetime(settings: Witnessing):
 def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verify_processes: int = 0
                ) -> web.Application:
     """The whole HTTP API over the log `config` describes. The log opens in the app's startup (cleanup_ctx).
-    `verify_processes`: child processes for the signatures of signed audit events (0: threads of this one)."""
+    `verify_processes`: child processes that check signed audit events (0: this process does)."""
     witnessing = witnessing or Witnessing()
     witnessing.check()
     http_metrics = HttpMetrics()

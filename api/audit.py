@@ -305,7 +305,7 @@ def add_audit_routes(app: web.Application, *, data_dir: Path, admin_token: str |
     """Add the audit routes and the service's lifetime to `app`. Call after the log's cleanup context is added
     (the service opens over `app[LOG]`). Blobs default to `<data_dir>/blobs`; the admin token to
     AUDITLOG_ADMIN_TOKEN or `<data_dir>/admin.token` (created on first start). `verify_processes` child
-    processes check the signatures of multi-envelope submissions (log/audit/verifier.py)."""
+    processes check submitted envelopes and their signatures (log/audit/verifier.py; 0: this process does)."""
     data_dir = Path(data_dir)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -101,8 +101,9 @@ def cmd_serve(args) -> int:
 
 
 def default_verify_processes() -> int:
-    """One core is the server's; signature checks may have the others (up to 4: more would wait on the writer)."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    """One per core, up to 4. On 2 cores two children beat one (each envelope costs them more CPU than the server
+    spends on it) and three add nothing (benchmarks/PROFILES.md); beyond 4 they would wait on the writer."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def cmd_serve_reads(args) -> int:
@@ -163,6 +164,7 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
         print(f"origin: {log.origin}")
         print(f"verifier key: {log.verifier_key} (also in {vkey_file})")
         print(f"tree size: {log.size}")
+        print(f"signed audit events checked in {verify_processes} verifier process(es)")
         if witnessing is not None and witnessing.witnesses:
             k = witnessing.witness_k or len(witnessing.witnesses)
             print(f"witnessing: {len(witnessing.witnesses)} witnesses, a checkpoint is witnessed with {k} "
@@ -578,8 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "reads beyond one core (env AUDITLOG_READ_WORKERS; default 0)")
     serve.add_argument("--verify-processes", type=_non_negative, metavar="N",
                        default=int(_env("AUDITLOG_VERIFY_PROCESSES", str(default_verify_processes()))),
-                       help="processes that check the signatures of multi-event submissions beside the server "
-                            "(env AUDITLOG_VERIFY_PROCESSES; default one fewer than the cores, at most 4; 0: threads)")
+                       help="processes that check signed audit events (schema, canonical form, signature) beside the "
+                            "server (env AUDITLOG_VERIFY_PROCESSES; default one per core, at most 4; 0: in the server)")
     serve.set_defaults(func=cmd_serve)
 
     reads = commands.add_parser("serve-reads", help="(internal) a read worker; serve --read-workers starts them")

@@ -1,18 +1,29 @@
-"""Signature checks in verifier processes (log/audit/verifier.py): RFC 8032's Ed25519 test vectors through a real
-child process, every malformed or forged job refused, the request frame's format, and failing closed when a child
-dies: a request it was answering raises VerifierUnavailable (never a verdict), and the pool starts a new child."""
+"""Envelope checks and signatures in verifier processes (log/audit/verifier.py): RFC 8032's Ed25519 test vectors
+through a real child process, every malformed or forged job refused, a body checked in a child exactly as
+check_body checks it here (refusals included) with the signatures of taught keys verified, the verify request's
+format, and failing closed when a child dies: a request it was answering raises VerifierUnavailable (never a
+verdict), and the pool starts a new child."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import signal
 import struct
 
 import pytest
+from nacl.signing import SigningKey
 
 from log.audit import verifier
-from log.audit.verifier import VerifierPool, VerifierUnavailable, decode_request, encode_request
+from log.audit.canonical import canonicalize
+from log.audit.errors import InvalidEvent
+from log.audit.intake import check_body
+from log.audit.registry import key_id_for
+from log.audit.schema import parse_timestamp_ms
+from log.errors import LogError
+from log.audit.verifier import VerifierPool, VerifierUnavailable, decode_jobs, encode_jobs
 
 # RFC 8032 section 7.1, TEST 1-3: (public key, message, signature).
 RFC8032 = [
@@ -81,19 +92,15 @@ def test_concurrent_requests_get_their_own_verdicts_in_order():
     assert verified == sum(len(jobs) for jobs in requests)
 
 
-def test_request_frame_round_trips_and_refuses_a_frame_of_the_wrong_length():
+def test_verify_request_round_trips_and_refuses_a_payload_of_the_wrong_length():
     jobs = [VECTORS[1], (VECTORS[2][0], b"m" * 1000, VECTORS[2][2])]
-    frame = encode_request(jobs)
-    size, count = struct.unpack_from("<II", frame)
-    assert (size, count) == (len(frame) - 8, 2)
-    assert size == 2 * (32 + 64 + 4) + 1 + 1000
-    assert decode_request(frame[8:], count) == jobs
-    with pytest.raises(ValueError):
-        decode_request(frame[8:-1], count)
-    with pytest.raises(ValueError):
-        decode_request(frame[8:] + b"\0", count)
-    with pytest.raises(struct.error):
-        decode_request(frame[8:], count + 1)
+    payload = encode_jobs(jobs)
+    assert struct.unpack_from("<I", payload) == (2,)
+    assert len(payload) == 4 + 2 * (32 + 64 + 4) + 1 + 1000
+    assert decode_jobs(payload) == jobs
+    for broken in (payload[:-1], payload + b"\0", struct.pack("<I", 3) + payload[4:], payload[:50]):
+        with pytest.raises(ValueError):
+            decode_jobs(broken)
 
 
 def test_a_child_that_dies_fails_what_it_was_asked_and_a_new_child_takes_over(monkeypatch):
@@ -147,3 +154,77 @@ def test_close_stops_every_child():
     for pid in asyncio.run(scenario()):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def _signed_body(envelopes: list[dict]) -> bytes:
+    return json.dumps({"events": envelopes}).encode()
+
+
+def _event(n: int, **fields) -> dict:
+    return {"schema": "auditlog.event/v1", "event_id": f"ev-{n}", "trace_id": "tr-1", "run_id": "run-1",
+            "timestamp": "2026-11-23T10:00:00.000Z", "tenant": "acme", "actor": {"type": "agent", "id": "a"},
+            "event_type": "tool_call", **fields}
+
+
+def _envelope(key: SigningKey, event: dict, producer: str = "agent-1") -> dict:
+    return {"producer": producer, "key_id": key_id_for(bytes(key.verify_key)), "event": event,
+            "signature": base64.b64encode(key.sign(canonicalize(event)).signature).decode()}
+
+
+def _same(ours, theirs) -> bool:
+    """Checked envelopes equal; refusals of the same class with the same message, field and field errors."""
+    if isinstance(ours, Exception):
+        return (type(ours), ours.args, getattr(ours, "field", None), getattr(ours, "errors", None)) == (
+            type(theirs), theirs.args, getattr(theirs, "field", None), getattr(theirs, "errors", None))
+    return ours == theirs
+
+
+def test_a_child_checks_a_body_as_check_body_does_and_verifies_the_keys_it_was_taught():
+    taught, untaught = SigningKey(bytes(range(32))), SigningKey(bytes(range(1, 33)))
+    now = parse_timestamp_ms("2026-11-23T10:00:01.000Z")
+    forged = _envelope(taught, _event(2))
+    forged["event"]["event_type"] = "outcome"
+    invalid = _event(3)
+    del invalid["tenant"]
+    envelopes = [_envelope(taught, _event(0)), _envelope(untaught, _event(1)), forged, _envelope(taught, invalid),
+                 _envelope(taught, _event(4, context={"case_id": "c-1"}, extensions={"note": "é"})), {"x": 1}]
+    body = _signed_body(envelopes)
+
+    async def scenario(pool):
+        pool.learn_keys([bytes(taught.verify_key)])
+        checked = await pool.check(body, now)
+        refusal = None
+        try:
+            await pool.check(b'{"events": []}', now)
+        except LogError as exc:
+            refusal = exc
+        return checked, refusal, pool.checked
+
+    checked, refusal, count = asyncio.run(_with_pool(scenario))
+    single, items = check_body(body, now)
+    assert checked.single is single is False
+    assert len(checked.items) == len(items) == 6 and count == 6
+    assert all(_same(ours, theirs) for ours, theirs in zip(items, checked.items))
+    assert isinstance(checked.items[3], InvalidEvent) and checked.items[3].field == "$.event.tenant"
+    key = bytes(taught.verify_key)
+    assert checked.signed_with == [key, None, None, None, key, None]
+    with pytest.raises(InvalidEvent) as expected:
+        check_body(b'{"events": []}', now)
+    assert _same(expected.value, refusal)
+
+
+def test_keys_taught_before_a_child_starts_reach_it():
+    key = SigningKey(bytes(range(32)))
+    body = json.dumps(_envelope(key, _event(0))).encode()
+
+    async def scenario():
+        pool = VerifierPool(1)
+        pool.learn_keys([bytes(key.verify_key), b"short"])
+        await pool.start()
+        try:
+            return await pool.check(body, parse_timestamp_ms("2026-11-23T10:00:01.000Z"))
+        finally:
+            await pool.close()
+
+    checked = asyncio.run(scenario())
+    assert checked.single is True and checked.signed_with == [bytes(key.verify_key)]

@@ -13,8 +13,9 @@ Steps 1-3 are `intake.check_body`; 4-8 are here.
    than MAX_FUTURE_SKEW_MS ahead of our clock.
 3. RFC 8785 canonical bytes of the event; the whole envelope entry within the log's entry size limit.
 4. Producer and key in the in-memory registry (401 unknown-producer / unknown-key).
-5. The Ed25519 signature over the canonical event (401 bad-signature): in a verifier process (verifier.py) when
-   the service has one; else, or when none answers, a few on the event loop and more on a small thread pool.
+5. The Ed25519 signature over the canonical event (401 bad-signature). With verifier processes (verifier.py),
+   steps 1-3 and this one run there, for keys the registry taught them; else, or when none answers, here: a few
+   signatures on the event loop, more on a small thread pool.
 6. The producer may write for the event's tenant (403 tenant-forbidden).
 7. The key is valid at the event's timestamp and usable now (401 key-revoked / key-expired; see registry.py).
    A refused envelope that is a retry of an event already logged gets the original receipt instead.
@@ -184,6 +185,7 @@ class AuditService:
         service = cls(log, blobs, **kwargs)
         for _, record in await service._read(service._select_registry, None, None):
             service.registry.apply(parse_registry_change(parse_json(record).value))
+        service._teach_verifiers()
         return service
 
     async def close(self) -> None:
@@ -203,7 +205,7 @@ class AuditService:
         """Steps 1-8 of the module docstring for a request body. `proofs` (default: only for a single envelope)
         asks for each receipt's inclusion proof in the returned checkpoint."""
         now = self._now()
-        single, items = check_body(body, now)  # steps 1-3
+        single, items, signed_with = await self._check_body(body, now)  # steps 1-3, and 5 where it could
         if proofs is None:
             proofs = single
         results: list[Receipt | LogError | None] = [None] * len(items)
@@ -217,7 +219,13 @@ class AuditService:
             except LogError as exc:
                 results[position] = exc
 
-        await self._verify_signatures(admitted)
+        # Step 5: a signature the verifier process saw verify with this very key is done; the rest are checked now.
+        if signed_with is None:
+            await self._verify_signatures(admitted)
+        else:
+            unsure = [item for item in admitted if signed_with[item.position] != item.key.public_key]
+            self.stats.checked_signatures("process", len(admitted) - len(unsure))
+            await self._verify_signatures(unsure)
 
         to_log: list[_Admitted] = []
         maybe_retries: list[_Admitted] = []
@@ -251,6 +259,25 @@ class AuditService:
         if proofs:
             results = await self._with_proofs(results, checkpoint)
         return SubmitResult(results, checkpoint, single)
+
+    async def _check_body(self, body: bytes, now: int) -> tuple[bool, list, list[bytes | None] | None]:
+        """`check_body` in a verifier process when there is one, with the public key each valid signature there
+        verified with (None for the rest); else here, with no signatures checked (None)."""
+        if self.verifier_pool is not None:
+            try:
+                checked = await self.verifier_pool.check(body, now)
+            except VerifierUnavailable:
+                pass
+            else:
+                return checked.single, checked.items, checked.signed_with
+        single, items = check_body(body, now)
+        return single, items, None
+
+    def _teach_verifiers(self) -> None:
+        """Every registered key to the verifier processes, which then verify signatures while checking bodies."""
+        if self.verifier_pool is not None:
+            self.verifier_pool.learn_keys(key.public_key for producer in self.registry.producers()
+                                          for key in producer.keys.values())
 
     async def _verify_signatures(self, admitted: list[_Admitted]) -> None:
         """Step 5: sets `error` on each item whose signature does not verify. In a verifier process when there is
@@ -365,6 +392,7 @@ class AuditService:
                             (producer, change.get("key_id"), kind, record.decode()))
             added = await self.log.add_entries([record], rows=[[row]])
             self.registry.apply(change)
+            self._teach_verifiers()
             self.stats.registry_changes += 1
             return RegistryReceipt(added.first_index, change, added.checkpoint)
 

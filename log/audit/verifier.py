@@ -1,20 +1,31 @@
-"""Ed25519 signature checks in processes of their own, so that a server's signature work does not share its GIL.
+"""Signed envelopes checked in processes of their own, so that a server's intake work does not share its GIL.
 
-Why: libsodium verifies without the GIL, but a thread must take the GIL back after every signature. In a server
-whose event loop keeps the GIL busy that wait dominates: a 16-signature chunk took 6.6 ms of wall time for 1.7 ms
-of CPU (benchmarks/PROFILES.md). A process verifies a whole request's signatures without stopping; the server pays
-one pipe write and one read per request, which costs its event loop less than verifying even one signature.
+Why: the checks of an envelope (JSON, schema, RFC 8785 bytes, hashes) are pure Python, ~60-120 us each, and its
+Ed25519 signature another ~65-160 us. On the event loop they hold the GIL the sequencer's writer thread needs; on
+threads, libsodium runs without the GIL but must take it back after every signature, and under load that wait
+dominated (a 16-signature chunk took 6.6 ms of wall time for 1.7 ms of CPU; benchmarks/PROFILES.md). A child
+process does a whole request's checks and signatures without stopping; the server pays one pipe write, one read
+and unpickling its answer (~4 us per envelope), less than verifying even one signature itself.
 
-`VerifierPool(n)` runs `n` child processes of `python -m log.audit.verifier`, started on first use and restarted
-after a failure. `verify(jobs)` gives one bool per (public key, message, signature), in order, or raises
-`VerifierUnavailable` when no child can answer; the caller then verifies in its own process. Nothing is ever taken
-as verified without an answer for it: a child's reply is a list of verdicts, and anything short of a complete
-reply fails the whole request.
+`VerifierPool(n)` runs `n` children (`python -m log.audit.verifier`), started in the background and restarted
+after a failure, and used in turn:
 
-Wire format on the child's stdin and stdout (little-endian):
-    request:  u32 payload length, u32 count, then per job: 32-byte key, 64-byte signature, u32 length, message
-    reply:    `count` bytes, 1 for a valid signature and 0 for anything else
+* `check(body, now)`: `intake.check_body` of a submission in the child, plus each checked envelope's signature
+  with the key its key_id names, if the child has been taught that key (`learn_keys`; a key id is a hash of its
+  key, so the mapping never goes stale; whether the key may sign is still the registry's call, in the server).
+* `verify(jobs)`: one verdict per (public key, message, signature).
+
+Both raise `VerifierUnavailable` when no child can answer, and the caller does the work itself. Nothing is taken
+as checked or verified without a complete answer from a child for it.
+
+Wire format on the child's stdin and stdout (little-endian u32 lengths):
+    request:  kind (1 byte), length, payload
+      b"V" verify:  count, then per job: 32-byte key, 64-byte signature, length, message;  reply: count bytes, 1/0
+      b"C" check:   u64 clock in Unix ms, then the body;  reply: a pickle (see `_check_in_child`)
+      b"K" keys:    32-byte public keys to use from now on;  no reply
+    reply:    length, payload (in request order)
 The child writes READY once at start, so a broken interpreter or import is found before any request waits on it.
+The server trusts what its own child pickles; the child never unpickles anything.
 """
 
 from __future__ import annotations
@@ -23,86 +34,126 @@ import asyncio
 import collections
 import logging
 import os
+import pickle
 import struct
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from log.audit.intake import CheckedEnvelope, check_body
+from log.errors import LogError
 
 logger = logging.getLogger(__name__)
 
-READY = b"auditlog-verifier/1\n"
-_HEADER = struct.Struct("<II")
+READY = b"auditlog-verifier/2\n"
+VERIFY, CHECK, KEYS = b"V", b"C", b"K"
+_REQUEST = struct.Struct("<cI")
+_LENGTH = struct.Struct("<I")
+_CLOCK = struct.Struct("<Q")
 _JOB = struct.Struct("<32s64sI")
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 RESTART_DELAY = 1.0  # seconds between a child's failure and the next start, so a broken setup does not spin
 START_TIMEOUT = 30.0
-_KEY_CACHE = 4096  # parsed public keys kept by a child
+_KEY_CACHE = 65_536  # parsed public keys a child keeps
 
 
 class VerifierUnavailable(Exception):
-    """No verifier process could answer; verify in this process instead."""
+    """No verifier process could answer; do the work in this process instead."""
 
 
-def encode_request(jobs: Sequence[tuple[bytes, bytes, bytes]]) -> bytes:
-    """The request frame for (public key, message, signature) jobs. A key or signature of the wrong size is sent as
-    zeros to keep one verdict per job; `VerifierPool.verify` refuses it whatever the verdict."""
-    parts = []
+class Checked:
+    """A child's answer to `check`: `intake.check_body`'s (single, items), and per item the public key whose valid
+    signature the child saw, or None (a refused item, an unknown key id, or a signature that does not verify: the
+    caller tells them apart)."""
+
+    __slots__ = ("single", "items", "signed_with")
+
+    def __init__(self, single: bool, items: list, signed_with: list[bytes | None]):
+        self.single, self.items, self.signed_with = single, items, signed_with
+
+
+def frame(kind: bytes, payload: bytes) -> bytes:
+    return _REQUEST.pack(kind, len(payload)) + payload
+
+
+def encode_jobs(jobs: Sequence[tuple[bytes, bytes, bytes]]) -> bytes:
+    """A verify request's payload for (public key, message, signature) jobs. A key or signature of the wrong size
+    is sent as zeros to keep one verdict per job; `VerifierPool.verify` refuses it whatever the verdict."""
+    parts = [_LENGTH.pack(len(jobs))]
     for public_key, message, signature in jobs:
         if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
             public_key, signature = bytes(PUBLIC_KEY_SIZE), bytes(SIGNATURE_SIZE)
         parts.append(_JOB.pack(public_key, signature, len(message)))
         parts.append(message)
-    payload = b"".join(parts)
-    return _HEADER.pack(len(payload), len(jobs)) + payload
+    return b"".join(parts)
 
 
-def decode_request(payload: bytes, count: int) -> list[tuple[bytes, bytes, bytes]]:
-    """The jobs of a request frame's payload; raises ValueError if the payload does not hold exactly `count`."""
+def decode_jobs(payload: bytes) -> list[tuple[bytes, bytes, bytes]]:
+    """The jobs of a verify request's payload; raises ValueError unless it holds exactly its count of jobs."""
+    (count,) = _LENGTH.unpack_from(payload)
     jobs = []
-    offset = 0
+    offset = _LENGTH.size
     for _ in range(count):
+        if offset + _JOB.size > len(payload):
+            raise ValueError("verify request ends inside a job")
         public_key, signature, length = _JOB.unpack_from(payload, offset)
         offset += _JOB.size
         message = payload[offset:offset + length]
         if len(message) != length:
-            raise ValueError("request frame ends inside a message")
+            raise ValueError("verify request ends inside a message")
         offset += length
         jobs.append((public_key, message, signature))
     if offset != len(payload):
-        raise ValueError("request frame has bytes after its last job")
+        raise ValueError("verify request has bytes after its last job")
     return jobs
 
 
 class _Child:
-    """One verifier process and the futures waiting for its replies, oldest first (it answers in order)."""
+    """One child process and the futures waiting for its replies, oldest first (it answers in order)."""
 
     def __init__(self, process: asyncio.subprocess.Process):
         self.process = process
-        self.waiting: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
+        self.waiting: collections.deque[asyncio.Future] = collections.deque()
         self.has_waiting = asyncio.Event()
         self.failed = False
         self.closing = False  # a stop we asked for is not a failure worth a warning
         loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(self._read_replies()), loop.create_task(self._watch_exit())]
 
-    def expect(self, count: int, future: asyncio.Future) -> None:
-        self.waiting.append((count, future))
+    async def ask(self, request: bytes) -> bytes:
+        """Send one request frame and wait for its reply's payload."""
+        if self.failed:
+            raise VerifierUnavailable("the verifier process has failed")
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
         self.has_waiting.set()
+        self.send(request)
+        try:
+            await self.process.stdin.drain()
+        except (ConnectionError, OSError) as exc:
+            self.fail(exc)
+        return await future
+
+    def send(self, request: bytes) -> None:
+        try:
+            self.process.stdin.write(request)
+        except (ConnectionError, OSError, RuntimeError) as exc:
+            self.fail(exc)
 
     async def _read_replies(self) -> None:
         stdout = self.process.stdout
         try:
             while True:
                 await self.has_waiting.wait()
-                count, future = self.waiting[0]
-                reply = await stdout.readexactly(count)
-                self.waiting.popleft()
+                (length,) = _LENGTH.unpack(await stdout.readexactly(_LENGTH.size))
+                reply = await stdout.readexactly(length)
+                future = self.waiting.popleft()
                 if not self.waiting:
                     self.has_waiting.clear()
                 if not future.done():
-                    future.set_result([byte == 1 for byte in reply])
+                    future.set_result(reply)
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
             self.fail(exc)
 
@@ -115,7 +166,7 @@ class _Child:
             logger.warning("signature verifier process %s failed: %s", self.process.pid, cause)
         self.failed = True
         while self.waiting:
-            _, future = self.waiting.popleft()
+            future = self.waiting.popleft()
             if not future.done():
                 future.set_exception(VerifierUnavailable(str(cause)))
         if self.process.returncode is None:
@@ -123,7 +174,7 @@ class _Child:
 
 
 class VerifierPool:
-    """`processes` verifier children, each used for whole requests in turn. `close()` when done."""
+    """`processes` children, each used for whole requests in turn. `close()` when done."""
 
     def __init__(self, processes: int):
         self.processes = processes
@@ -132,34 +183,52 @@ class VerifierPool:
         self._failed_at = [float("-inf")] * processes
         self._next = 0
         self._closed = False
+        self._keys: set[bytes] = set()
         self.verified = 0  # signatures answered by a child
+        self.checked = 0  # envelopes checked by a child
+
+    async def check(self, body: bytes, now: int) -> Checked:
+        """`intake.check_body(body, now)` in a child, with the signatures it could verify. Raises what check_body
+        raises for a body that is no submission at all, or VerifierUnavailable."""
+        child = self._pick()
+        answer = pickle.loads(await child.ask(frame(CHECK, _CLOCK.pack(now) + body)))
+        if answer[0] == "refused":
+            raise answer[1]
+        if answer[0] != "checked":
+            raise VerifierUnavailable(f"the verifier process could not check the body: {answer[1]}")
+        checked = Checked(*answer[1:])
+        if len(checked.signed_with) != len(checked.items):
+            raise VerifierUnavailable("the verifier process answered the wrong number of verdicts")
+        self.checked += len(checked.items)
+        return checked
 
     async def verify(self, jobs: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
-        """One verdict per (public key, message, signature); raises VerifierUnavailable when no child is running.
-        A child still starting is not waited for: the caller verifies this request itself meanwhile."""
+        """One verdict per (public key, message, signature)."""
         if not jobs:
             return []
         child = self._pick()
-        if child is None:
-            raise VerifierUnavailable("no verifier process is running")
-        future = asyncio.get_running_loop().create_future()
-        child.expect(len(jobs), future)
-        try:
-            child.process.stdin.write(encode_request(jobs))
-            await child.process.stdin.drain()
-        except (ConnectionError, OSError) as exc:
-            child.fail(exc)
-        verdicts = await future
+        verdicts = await child.ask(frame(VERIFY, encode_jobs(jobs)))
         if len(verdicts) != len(jobs):
-            raise VerifierUnavailable("verifier answered the wrong number of verdicts")
+            raise VerifierUnavailable("the verifier process answered the wrong number of verdicts")
         self.verified += len(verdicts)
-        return [valid and len(public_key) == PUBLIC_KEY_SIZE and len(signature) == SIGNATURE_SIZE
+        return [valid == 1 and len(public_key) == PUBLIC_KEY_SIZE and len(signature) == SIGNATURE_SIZE
                 for valid, (public_key, _, signature) in zip(verdicts, jobs)]
 
-    def _pick(self) -> _Child | None:
-        """A running child, in turn; starts (in the background) any that is missing."""
+    def learn_keys(self, public_keys: Iterable[bytes]) -> None:
+        """Teach every child (and every child started later) these Ed25519 public keys."""
+        new = [key for key in public_keys if len(key) == PUBLIC_KEY_SIZE and key not in self._keys]
+        if not new:
+            return
+        self._keys.update(new)
+        for child in self._children:
+            if child is not None and not child.failed:
+                child.send(frame(KEYS, b"".join(new)))
+
+    def _pick(self) -> _Child:
+        """A running child, in turn; starts (in the background) any that is missing. A child still starting is not
+        waited for: the caller does this request's work itself meanwhile."""
         if self._closed:
-            return None
+            raise VerifierUnavailable("the verifier pool is closed")
         for _ in range(self.processes):
             slot = self._next
             self._next = (self._next + 1) % self.processes
@@ -170,7 +239,7 @@ class VerifierPool:
             if child is not None:
                 return child
             self._start_later(slot)
-        return None
+        raise VerifierUnavailable("no verifier process is running")
 
     def _start_later(self, slot: int) -> None:
         if self._starting[slot] is not None or time.monotonic() - self._failed_at[slot] < RESTART_DELAY:
@@ -187,7 +256,10 @@ class VerifierPool:
                 raise ConnectionError(f"unexpected greeting {greeting!r}")
             if self._closed:
                 raise ConnectionError("pool closed while starting")
-            self._children[slot] = _Child(process)
+            child = _Child(process)
+            if self._keys:
+                child.send(frame(KEYS, b"".join(self._keys)))
+            self._children[slot] = child
         except (OSError, ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
             if not self._closed:
                 logger.warning("could not start a signature verifier process: %s", exc)
@@ -199,7 +271,7 @@ class VerifierPool:
             self._starting[slot] = None
 
     async def start(self) -> None:
-        """Start every child now and wait until each has started or failed to (optional: verify starts them)."""
+        """Start every child now and wait until each has started or failed to (optional: use starts them)."""
         for slot in range(self.processes):
             if self._children[slot] is None:
                 self._start_later(slot)
@@ -250,6 +322,69 @@ def child_env() -> dict[str, str]:
 # --- the child ---------------------------------------------------------------------------------------------------
 
 
+class _Keys:
+    """The child's Ed25519 keys: by key id (a hash of the key) for `check`, parsed once for both requests."""
+
+    def __init__(self) -> None:
+        from nacl.signing import VerifyKey
+
+        self._parse = VerifyKey
+        self._parsed: dict[bytes, object | None] = {}
+        self.by_id: dict[str, list[bytes]] = {}
+
+    def learn(self, payload: bytes) -> None:
+        from log.audit.registry import key_id_for
+
+        for start in range(0, len(payload) - PUBLIC_KEY_SIZE + 1, PUBLIC_KEY_SIZE):
+            key = payload[start:start + PUBLIC_KEY_SIZE]
+            known = self.by_id.setdefault(key_id_for(key), [])
+            if key not in known:
+                known.append(key)  # two keys with one 64-bit id: try both, say which verified
+
+    def verifies(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        from nacl.exceptions import BadSignatureError
+
+        key = self._parsed.get(public_key, False)
+        if key is False:
+            if len(self._parsed) >= _KEY_CACHE:
+                self._parsed.clear()
+            try:
+                key = self._parse(public_key)
+            except (ValueError, TypeError):
+                key = None
+            self._parsed[public_key] = key
+        if key is None:
+            return False
+        try:
+            key.verify(message, signature)
+        except (BadSignatureError, ValueError, TypeError):
+            return False
+        return True
+
+
+def _check_in_child(keys: _Keys, payload: bytes) -> bytes:
+    """The pickled answer to a check request: ("checked", single, items, signed_with), ("refused", the LogError for
+    a body that is no submission), or ("failed", text) for anything unexpected."""
+    (now,) = _CLOCK.unpack_from(payload)
+    try:
+        single, items = check_body(payload[_CLOCK.size:], now)
+        signed_with = []
+        for item in items:
+            found = None
+            if isinstance(item, CheckedEnvelope):
+                for key in keys.by_id.get(item.key_id, ()):
+                    if keys.verifies(key, item.event_bytes, item.signature):
+                        found = key
+                        break
+            signed_with.append(found)
+        answer = ("checked", single, items, signed_with)
+    except LogError as exc:
+        answer = ("refused", exc)
+    except Exception as exc:  # noqa: BLE001 - the server then checks the body itself and reports it there
+        answer = ("failed", f"{type(exc).__name__}: {exc}")
+    return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def _read_exactly(stream, size: int) -> bytes | None:
     """`size` bytes, or None at end of input before the first byte; raises EOFError inside a frame."""
     data = stream.read(size)
@@ -264,41 +399,28 @@ def _read_exactly(stream, size: int) -> bytes | None:
 
 
 def serve(stdin, stdout) -> None:
-    """The child's loop: answer each request frame on `stdin` with its verdicts on `stdout`, until end of input."""
-    from nacl.exceptions import BadSignatureError
-    from nacl.signing import VerifyKey
-
-    keys: dict[bytes, VerifyKey | None] = {}
-
-    def verdict(public_key: bytes, message: bytes, signature: bytes) -> int:
-        key = keys.get(public_key, False)
-        if key is False:
-            if len(keys) >= _KEY_CACHE:
-                keys.clear()
-            try:
-                key = VerifyKey(public_key)
-            except (ValueError, TypeError):
-                key = None
-            keys[public_key] = key
-        if key is None:
-            return 0
-        try:
-            key.verify(message, signature)
-        except (BadSignatureError, ValueError, TypeError):
-            return 0
-        return 1
-
+    """The child's loop: answer each request on `stdin` on `stdout`, in order, until end of input."""
+    keys = _Keys()
     stdout.write(READY)
     stdout.flush()
     while True:
-        header = _read_exactly(stdin, _HEADER.size)
+        header = _read_exactly(stdin, _REQUEST.size)
         if header is None:
             return
-        size, count = _HEADER.unpack(header)
+        kind, size = _REQUEST.unpack(header)
         payload = _read_exactly(stdin, size) if size else b""
         if payload is None:
             raise EOFError("input ended inside a request")
-        stdout.write(bytes(verdict(*job) for job in decode_request(payload, count)))
+        if kind == KEYS:
+            keys.learn(payload)
+            continue
+        if kind == VERIFY:
+            reply = bytes(keys.verifies(*job) for job in decode_jobs(payload))
+        elif kind == CHECK:
+            reply = _check_in_child(keys, payload)
+        else:
+            raise ValueError(f"unknown request kind {kind!r}")
+        stdout.write(_LENGTH.pack(len(reply)) + reply)
         stdout.flush()
 
 
