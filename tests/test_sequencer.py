@@ -465,3 +465,33 @@ def test_new_entries_are_the_outcomes_of_consecutive_indices():
         outcomes[::2]
     receipt = BatchReceipt(part, None)
     assert receipt.first_index == 11 and receipt.leaf_hashes == hashes[1:3]
+
+
+def test_sqlite_multi_row_inserts_use_few_statement_shapes_and_keep_every_row_in_order():
+    # Each distinct statement is prepared again once it falls out of the connection's statement cache (128), and
+    # preparing a 150-row INSERT costs more than running it: any row count must be sent as a few fixed shapes.
+    from log.storage.sql import _SqliteWriter
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def execute(self, sql, params):
+            self.calls.append((sql, list(params)))
+
+    writer = object.__new__(_SqliteWriter)
+    writer._values_statements = {}
+    shapes = set()
+    for count in range(0, 600):
+        rows = [(n, f"label {n}", n * 2) for n in range(count)]
+        cursor = Recorder()
+        writer._insert_many(cursor, "INSERT INTO t (a, b, c)", 3, rows)
+        sent = []
+        for sql, params in cursor.calls:
+            assert sql.startswith("INSERT INTO t (a, b, c) VALUES (?, ?, ?)")
+            assert sql.count("?") == len(params)
+            shapes.add(sql)
+            sent.extend(params)
+        assert sent == [value for row in rows for value in row]
+        assert len(cursor.calls) <= 2 + 3 + 3 + 3 + 3  # 599 = 2 x 256 + 64 + 16 + 4 + 3 x 1, at most 3 of each below
+    assert len(shapes) == 5
