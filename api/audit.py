@@ -315,8 +315,6 @@ def add_audit_routes(app: web.Application, *, data_dir: Path, admin_token: str |
         app[AUDIT_ADMIN_TOKEN] = token
         app[AUDIT] = await AuditService.open(app[LOG], blobs or FileBlobStore(data_dir / "blobs"),
                                              verify_processes=verify_processes)
-        if app[AUDIT].verifier_pool is not None:
-            await app[AUDIT].verifier_pool.start()  # now, not on the first request; a failure is retried then
         app[METRIC_SOURCES].append(lambda: render_audit_metrics(app[AUDIT].stats))
         try:
             yield

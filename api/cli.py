@@ -164,7 +164,7 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
         print(f"origin: {log.origin}")
         print(f"verifier key: {log.verifier_key} (also in {vkey_file})")
         print(f"tree size: {log.size}")
-        print(f"signed audit events checked in {verify_processes} verifier process(es)")
+        print(f"signed audit events checked in {verify_processes} verifier process(es), started on the first one")
         if witnessing is not None and witnessing.witnesses:
             k = witnessing.witness_k or len(witnessing.witnesses)
             print(f"witnessing: {len(witnessing.witnesses)} witnesses, a checkpoint is witnessed with {k} "

@@ -7,8 +7,8 @@ dominated (a 16-signature chunk took 6.6 ms of wall time for 1.7 ms of CPU; benc
 process does a whole request's checks and signatures without stopping; the server pays one pipe write, one read
 and unpickling its answer (~4 us per envelope), less than verifying even one signature itself.
 
-`VerifierPool(n)` runs `n` children (`python -m log.audit.verifier`), started in the background and restarted
-after a failure, and used in turn:
+`VerifierPool(n)` runs `n` children (`python -m log.audit.verifier`, ~36 MB each), started in the background on
+first use (a server that takes no signed events never starts them) and after a failure, and used in turn:
 
 * `check(body, now)`: `intake.check_body` of a submission in the child, plus each checked envelope's signature
   with the key its key_id names, if the child has been taught that key (`learn_keys`; a key id is a hash of its

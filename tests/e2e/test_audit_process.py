@@ -135,6 +135,63 @@ async def _register(session, url, admin: dict, producer: Producer) -> None:
     assert status == 201, body
 
 
+def _verifier_processes(pid: int) -> list[int]:
+    """The server's children running log.audit.verifier."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        children = [int(child) for child in f.read().split()]
+    found = []
+    for child in children:
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"log.audit.verifier" in f.read():
+                    found.append(child)
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_verifier_processes_start_with_the_first_event_check_events_and_die_with_the_server(server_factory):
+    server = server_factory(["--verify-processes", "2"]).start()
+    url, agent, stranger = server.url, Producer("agent-1"), Producer("agent-2")
+    assert _verifier_processes(server.proc.pid) == [], "no signed event yet: no verifier process"
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            await _register(session, url, _admin_headers(server.data_dir), agent)
+            checked_before = 0
+            for attempt in range(100):  # the first batches are checked by the server while the children start
+                forged = agent.envelope(agent.event("run-v"), key=stranger.key)
+                batch = [agent.envelope(agent.event("run-v")), forged, agent.envelope(agent.event("run-v"))]
+                status, _, body = await _call(session, "POST", f"{url}/api/v1/events", json={"events": batch})
+                assert status == 200, body
+                assert [r["status"] for r in body["results"]] == [200, 401, 200]
+                assert body["results"][1]["type"] == "urn:auditlog:problem:bad-signature"
+                checked = await _metric(session, url, 'auditlog_audit_signatures_checked_total{where="process"}')
+                if checked > checked_before and attempt > 0:
+                    return checked
+                checked_before = checked
+                await asyncio.sleep(0.1)
+            raise AssertionError("no signature was ever checked in a verifier process")
+
+    assert asyncio.run(scenario()) >= 3
+    verifiers = _verifier_processes(server.proc.pid)
+    assert len(verifiers) == 2
+    server.proc.kill()
+    server.proc.wait(10)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in verifiers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in verifiers), "a verifier process outlived its server"
+
+
 # --- 1, 2, 3: the registry, exactly-once ingest, refusals ----------------------------------------------------
 
 def test_registry_is_logged_events_land_once_and_refusals_store_nothing(server_factory):
