@@ -52,6 +52,8 @@ class Server:
         add_audit_routes(self.app, data_dir=self.data_dir, admin_token=TOKEN, verify_processes=self.verify_processes)
         self.runner = web.AppRunner(self.app)
         self.loop.run_until_complete(self.runner.setup())
+        if self.verify_processes:  # started now, not with the first event, so that every event goes to them
+            self.loop.run_until_complete(self.app[AUDIT].verifier_pool.start())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())
         self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
