@@ -141,5 +141,6 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     app.cleanup_ctx.append(_log_lifetime)
     app.cleanup_ctx.append(_jobs_lifetime(witnessing))  # after the log opens, stopped before it closes
     app.router.add_routes(ROUTES)
-    add_audit_routes(app, data_dir=config.data_dir, verify_processes=verify_processes)  # after the log's lifetime: the service opens over it
+    # After the log's lifetime: the service opens over it.
+    add_audit_routes(app, data_dir=config.data_dir, verify_processes=verify_processes)
     return app

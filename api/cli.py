@@ -101,8 +101,8 @@ def cmd_serve(args) -> int:
 
 
 def default_verify_processes() -> int:
-    """One per core, up to 4. On 2 cores two children beat one (each envelope costs them more CPU than the server
-    spends on it) and three add nothing (benchmarks/PROFILES.md); beyond 4 they would wait on the writer."""
+    """One per core, up to 4 (more were never measured). On 2 cores two children beat one (an envelope costs them
+    more CPU than it costs the server) and three add nothing (benchmarks/PROFILES.md)."""
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -164,7 +164,8 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
         print(f"origin: {log.origin}")
         print(f"verifier key: {log.verifier_key} (also in {vkey_file})")
         print(f"tree size: {log.size}")
-        print(f"signed audit events checked in {verify_processes} verifier process(es), started on the first one")
+        if verify_processes:
+            print(f"verifier processes for signed audit events: {verify_processes}, started with the first event")
         if witnessing is not None and witnessing.witnesses:
             k = witnessing.witness_k or len(witnessing.witnesses)
             print(f"witnessing: {len(witnessing.witnesses)} witnesses, a checkpoint is witnessed with {k} "

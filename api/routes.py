@@ -194,30 +194,31 @@ class _CheckpointFields:
     once per write acknowledged with it (hundreds of acknowledgements share one checkpoint)."""
 
     def __init__(self) -> None:
-        self._published: Published | None = None
-        self._fields = b""
+        self._cached: tuple[Published | None, bytes] = (None, b"")  # one tuple: read and replaced atomically
 
     def __call__(self, published: Published) -> bytes:
-        if published is not self._published:
-            self._fields = b'"tree_size":%d,"checkpoint":%s' % (published.size,
-                                                                 json.dumps(published.note.decode()).encode())
-            self._published = published
-        return self._fields
+        cached = self._cached
+        if cached[0] is not published:
+            cached = (published, b'"tree_size":%d,"checkpoint":%s' % (published.size,
+                                                                       json.dumps(published.note.decode()).encode()))
+            self._cached = cached
+        return cached[1]
 
 
 checkpoint_fields = _CheckpointFields()
 
 
 def _json_bytes(body: bytes, *, status: int = 200, cache: str = NO_CACHE) -> web.Response:
-    return web.Response(body=body, status=status, content_type=JSON, charset="utf-8", headers={"Cache-Control": cache})
+    """A JSON body the handler wrote out itself."""
+    return web.Response(body=body, status=status, content_type=JSON, charset="utf-8",
+                        headers={"Cache-Control": cache})
 
 
 def _proof_json(fields: str, hashes: list[bytes]) -> web.Response:
     """`{<fields>,"hashes":[base64, ...]}`, written out directly: `fields` are `"name":<integer>` pairs and base64
     needs no JSON escaping, and json.dumps was ~5 % of a proof request's server CPU."""
     body = '{%s,"hashes":[%s]}' % (fields, ",".join(['"%s"' % b64(h) for h in hashes]))
-    return web.Response(body=body.encode("ascii"), content_type=JSON, charset="utf-8",
-                        headers={"Cache-Control": NO_CACHE})
+    return _json_bytes(body.encode("ascii"))
 
 
 # --- handlers ----------------------------------------------------------------------------------------------------
