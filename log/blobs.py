@@ -20,7 +20,7 @@ from pathlib import Path
 
 from log.errors import InvalidInput, NotFound, StorageError
 
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 MAX_BLOB_SIZE = 64 * 1024 * 1024
 
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from log.audit.errors import InvalidEvent
+from log.errors import InvalidInput
 from log.audit.schema import (
     EVENT_SCHEMA, EVENT_TYPES, field_errors, format_timestamp_ms, parse_timestamp_ms, validate_event,
 )
@@ -146,3 +147,34 @@ def test_compiled_and_reference_validators_agree(mutations, removals):
     except InvalidEvent:
         fast_ok = False
     assert fast_ok == (not field_errors(event))
+
+
+@pytest.mark.parametrize("path", ["event_id", "run_id", "tenant", "actor.id", "context.case_id", "input.sha256"])
+def test_a_final_newline_is_not_part_of_a_token(path):
+    # JSON Schema patterns are ECMA-262, where `$` is the end of the string; Python's `$` also matches before a
+    # final newline. Both validators must refuse, naming the field.
+    event = copy.deepcopy(FULL)
+    target = event
+    for part in path.split(".")[:-1]:
+        target = target[part]
+    _set(event, path, target[path.split(".")[-1]] + "\n")
+    with pytest.raises(InvalidEvent) as refused:
+        validate_event(event)
+    assert refused.value.field == "$." + path
+    assert [e.field for e in field_errors(event)] == ["$." + path]
+
+
+def test_envelope_tokens_and_ids_refuse_a_final_newline():
+    from log.audit.records import parse_envelope
+    from log.blobs import check_digest
+
+    envelope = {"producer": "agent-1", "key_id": "0123456789abcdef", "signature": "A" * 86 + "==",
+                "event": copy.deepcopy(MINIMAL)}
+    assert parse_envelope(envelope).producer == "agent-1"
+    for field in ("producer", "key_id"):
+        with pytest.raises(InvalidEvent) as refused:
+            parse_envelope({**envelope, field: envelope[field] + "\n"})
+        assert refused.value.field == f"$.{field}"
+    with pytest.raises(InvalidInput):
+        check_digest("a" * 64 + "\n")
+    assert check_digest("a" * 64) == "a" * 64

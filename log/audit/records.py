@@ -26,7 +26,7 @@ from typing import Any
 from log.audit.canonical import canonicalize, canonicalize_parsed, parse_json
 from log.audit.errors import InvalidEvent
 from log.audit.registry import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, key_id_for
-from log.audit.schema import TOKEN_PATTERN, format_timestamp_ms, parse_timestamp_ms, validate_event
+from log.audit.schema import TOKEN_PATTERN, format_timestamp_ms, parse_timestamp_ms, python_regex, validate_event
 
 ENVELOPE_TYPE = "auditlog.envelope/v1"
 REGISTRY_CHANGE_TYPE = "auditlog.registry-change/v1"
@@ -34,9 +34,9 @@ BLOB_ERASURE_TYPE = "auditlog.blob-erasure/v1"
 REGISTRY_CHANGES = ("producer-registered", "key-added", "key-retired", "key-revoked")
 ENVELOPE_FIELDS = frozenset({"producer", "key_id", "signature", "event"})
 
-_TOKEN = re.compile(TOKEN_PATTERN)
-_KEY_ID = re.compile(r"^[0-9a-f]{16}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_TOKEN = python_regex(TOKEN_PATTERN)
+_KEY_ID = re.compile(r"^[0-9a-f]{16}\Z")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def _token(value: Any, field: str) -> str:
