@@ -129,6 +129,29 @@ def test_a_child_that_dies_fails_what_it_was_asked_and_a_new_child_takes_over(mo
     assert asyncio.run(_with_pool(scenario)) == [True, True, True]
 
 
+def test_a_stuck_child_is_replaced_and_its_requests_fail_instead_of_hanging(monkeypatch):
+    monkeypatch.setattr(verifier, "REPLY_TIMEOUT", 0.5)
+    monkeypatch.setattr(verifier, "RESTART_DELAY", 0.0)
+
+    async def scenario(pool):
+        (stuck,) = pool.pids()
+        os.kill(stuck, signal.SIGSTOP)
+        with pytest.raises(VerifierUnavailable):
+            await asyncio.wait_for(pool.verify(VECTORS), 10)
+        for _ in range(200):
+            if pool.running and pool.pids() != [stuck]:
+                break
+            with pytest.raises(VerifierUnavailable):
+                await pool.verify(VECTORS)  # no child until the new one has started
+            await asyncio.sleep(0.05)
+        return stuck, await pool.verify(VECTORS)
+
+    stuck, verdicts = asyncio.run(_with_pool(scenario))
+    assert verdicts == [True, True, True]
+    with pytest.raises(ProcessLookupError):
+        os.kill(stuck, 0)
+
+
 def test_a_child_that_cannot_start_leaves_the_pool_unavailable_not_hanging(monkeypatch):
     monkeypatch.setattr(verifier, "child_command", lambda: [verifier.sys.executable, "-c", "print('nope')"])
 

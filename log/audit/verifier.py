@@ -15,7 +15,8 @@ first use (a server that takes no signed events never starts them) and after a f
   key, so the mapping never goes stale; whether the key may sign is still the registry's call, in the server).
 * `verify(jobs)`: one verdict per (public key, message, signature).
 
-Both raise `VerifierUnavailable` when no child can answer, and the caller does the work itself. Nothing is taken
+Both raise `VerifierUnavailable` when no child can answer (none running, it died, or it is stuck: no reply within
+REPLY_TIMEOUT), and the caller does the work itself. Nothing is taken
 as checked or verified without a complete answer from a child for it.
 
 Wire format on the child's stdin and stdout (little-endian u32 lengths):
@@ -56,6 +57,7 @@ PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 RESTART_DELAY = 1.0  # seconds between a child's failure and the next start, so a broken setup does not spin
 START_TIMEOUT = 30.0
+REPLY_TIMEOUT = 30.0  # a child that answers nothing for this long is stuck: it is killed and replaced
 _KEY_CACHE = 65_536  # parsed public keys a child keeps
 
 
@@ -134,7 +136,11 @@ class _Child:
             await self.process.stdin.drain()
         except (ConnectionError, OSError) as exc:
             self.fail(exc)
-        return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), REPLY_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.fail(TimeoutError(f"no answer within {REPLY_TIMEOUT:g} s"))
+            raise VerifierUnavailable("the verifier process did not answer in time") from None
 
     def send(self, request: bytes) -> None:
         try:
