@@ -88,3 +88,19 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def child_processes(pid: int, command: str) -> list[int]:
+    """The child processes of `pid` whose command line holds `command` (a server's children are its read workers
+    and its verifier processes)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        children = [int(child) for child in f.read().split()]
+    found = []
+    for child in children:
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if command.encode() in f.read():
+                    found.append(child)
+        except FileNotFoundError:
+            pass
+    return found

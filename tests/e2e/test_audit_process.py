@@ -44,7 +44,7 @@ from log.audit.registry import key_id_for
 from log.audit.schema import format_timestamp_ms
 from log.checkpoint import open_checkpoint
 from log.note import parse_verifier_key
-from tests.processes import REPO
+from tests.processes import REPO, child_processes
 
 PROBLEM = "application/problem+json"
 
@@ -136,18 +136,7 @@ async def _register(session, url, admin: dict, producer: Producer) -> None:
 
 
 def _verifier_processes(pid: int) -> list[int]:
-    """The server's children running log.audit.verifier."""
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        children = [int(child) for child in f.read().split()]
-    found = []
-    for child in children:
-        try:
-            with open(f"/proc/{child}/cmdline", "rb") as f:
-                if b"log.audit.verifier" in f.read():
-                    found.append(child)
-        except FileNotFoundError:
-            pass
-    return found
+    return child_processes(pid, "log.audit.verifier")
 
 
 def _alive(pid: int) -> bool:

@@ -20,6 +20,7 @@ from log.checkpoint import open_checkpoint
 from log.hashing import hash_leaf
 from log.note import parse_verifier_key
 from log.proofs import verify_consistency, verify_inclusion
+from tests.processes import child_processes
 from tests.reference_tree import mth
 
 
@@ -34,20 +35,8 @@ def _request(url: str, data: bytes | None = None, content_type: str = "applicati
         return exc.code, exc.read()
 
 
-def _children(pid: int, command: str = "serve-reads") -> list[int]:
-    """The child processes of `pid` whose command line holds `command` (read workers by default; the server's
-    verifier processes are its children too)."""
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        children = [int(child) for child in f.read().split()]
-    found = []
-    for child in children:
-        try:
-            with open(f"/proc/{child}/cmdline", "rb") as f:
-                if command.encode() in f.read():
-                    found.append(child)
-        except FileNotFoundError:
-            pass
-    return found
+def _children(pid: int) -> list[int]:
+    return child_processes(pid, "serve-reads")
 
 
 def _cpu_seconds(pid: int) -> float:
