@@ -133,6 +133,7 @@ EVENT_SCHEMA: dict[str, Any] = {
     ),
 }
 
+
 def python_regex(pattern: str) -> re.Pattern:
     """A JSON Schema `pattern` (ECMA-262) as a Python regex. They differ in one way that matters here: Python's `$`
     also matches before a final newline, so "ev-1\n" would pass `^...$`; ECMA's `$` is the end of the string."""
