@@ -369,6 +369,20 @@ def test_sqlite_second_process_cannot_take_the_write_lock(tmp_path, signer):
         store.close()
 
 
+def test_sqlite_writer_keeps_statement_journals_in_memory(tmp_path, signer):
+    # Each multi-row INSERT of a batch journals the pages it changes; on disk that meant a temp file created,
+    # filled with ~100 pages and deleted per audit batch.
+    url = sqlite_url_for(tmp_path / "log.db")
+    upgrade_schema(url)
+    store = SqlLogStore(url)
+    writer = store.acquire_writer()
+    try:
+        assert writer._conn.execute("PRAGMA temp_store").fetchone() == (2,)  # 2: MEMORY
+    finally:
+        writer.close()
+        store.close()
+
+
 def test_work_runs_in_the_writer_transaction_and_fails_alone(store, signer):
     from sqlalchemy import column, insert, select, table
 

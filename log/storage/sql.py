@@ -448,6 +448,10 @@ class _SqliteWriter(_DriverWriter):
         # Copying the WAL back into the database is left to a background thread on its own connection, so that a
         # batch's COMMIT only appends to the WAL and fsyncs it.
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        # A multi-row INSERT into a table with constraints keeps a statement journal (the pages it changes, so that
+        # it can undo itself alone); past 64 KiB SQLite spills it to a new file in /var/tmp, which each audit batch
+        # created, wrote ~100 pages to and deleted. In memory it is a few hundred KiB at most, per batch.
+        self._conn.execute("PRAGMA temp_store=MEMORY")
         database = self._conn.execute("PRAGMA database_list").fetchone()[2]
         self._wal_path = database + "-wal"
         self._checkpointer = _WalCheckpointer(database)
