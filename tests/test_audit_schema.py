@@ -123,6 +123,24 @@ def test_timestamps_round_trip(ms):
     assert parse_timestamp_ms(format_timestamp_ms(ms)) == ms
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 9999), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99),
+       st.integers(0, 99), st.integers(0, 999))
+def test_timestamps_parse_as_the_standard_library_reads_them_twice_over(year, month, day, hour, minute, second, ms):
+    # The second parse finds the date in the cache of dates seen: both must agree with datetime, and a date that
+    # does not exist must never get into the cache.
+    import datetime
+
+    text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{ms:03d}Z"
+    try:
+        moment = datetime.datetime(year, month, day, hour, minute, second, ms * 1000, tzinfo=datetime.timezone.utc)
+        expected = round(moment.timestamp() * 1000) if year >= 1970 else None
+    except ValueError:
+        expected = None
+    assert parse_timestamp_ms(text) == expected
+    assert parse_timestamp_ms(text) == expected
+
+
 def test_the_published_schema_is_plain_json():
     assert json.loads(json.dumps(EVENT_SCHEMA)) == EVENT_SCHEMA
 

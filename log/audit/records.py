@@ -35,6 +35,7 @@ REGISTRY_CHANGES = ("producer-registered", "key-added", "key-retired", "key-revo
 ENVELOPE_FIELDS = frozenset({"producer", "key_id", "signature", "event"})
 
 _TOKEN = python_regex(TOKEN_PATTERN)
+_json_string = json.encoder.encode_basestring_ascii  # what json.dumps(str) returns, without its three calls
 _KEY_ID = re.compile(r"^[0-9a-f]{16}\Z")
 _SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
@@ -84,8 +85,8 @@ class Envelope:
         """The log entry: the canonical JSON of the whole envelope (keys in RFC 8785 order, all ASCII but event)."""
         return b"".join((
             b'{"event":', self.event_bytes,
-            b',"key_id":', json.dumps(self.key_id).encode(),
-            b',"producer":', json.dumps(self.producer).encode(),
+            b',"key_id":', _json_string(self.key_id).encode(),
+            b',"producer":', _json_string(self.producer).encode(),
             b',"signature":"', base64.b64encode(self.signature),
             b'","type":"', ENVELOPE_TYPE.encode(), b'"}',
         ))
