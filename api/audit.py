@@ -30,6 +30,7 @@ from pathlib import Path
 from aiohttp import web
 
 from api.problems import ProblemKind, problem_body, register_problem_kinds
+from api.routes import checkpoint_fields
 from api.state import LOG, METRIC_SOURCES
 from log.audit.admin import check_bearer, load_or_create_admin_token
 from log.audit.errors import (
@@ -70,6 +71,11 @@ register_problem_kinds(AUDIT_PROBLEMS)
 def _json(body, status: int = 200) -> web.Response:
     return web.Response(status=status, body=json.dumps(body, separators=(",", ":")).encode(), content_type=JSON,
                         headers={"Cache-Control": "no-store"})
+
+
+def _json_bytes(body: bytes, status: int = 200) -> web.Response:
+    """A JSON body the handler wrote out itself."""
+    return web.Response(status=status, body=body, content_type=JSON, headers={"Cache-Control": "no-store"})
 
 
 def _b64(data: bytes) -> str:
@@ -126,12 +132,18 @@ def _text(body: dict, name: str, default=None):
 
 # --- encoding -----------------------------------------------------------------------------------------------
 
-def _receipt(receipt: Receipt) -> dict:
-    out = {"status": 200, "producer": receipt.producer, "event_id": receipt.event_id, "index": receipt.index,
-           "leaf_hash": _b64(receipt.leaf_hash), "duplicate": receipt.duplicate}
+_json_string = json.encoder.encode_basestring_ascii
+
+
+def _receipt_fields(receipt: Receipt) -> bytes:
+    """A receipt's JSON members, written out directly (json.dumps of the receipt and its checkpoint was ~4 % of a
+    one-event request's CPU): producer and event id are validated tokens, the rest integers, booleans, base64."""
+    proof = b""
     if receipt.proof is not None:
-        out["inclusion_proof"] = [_b64(h) for h in receipt.proof]
-    return out
+        proof = b',"inclusion_proof":[%s]' % b",".join([b'"%s"' % base64.b64encode(h) for h in receipt.proof])
+    return b'"status":200,"producer":%s,"event_id":%s,"index":%d,"leaf_hash":"%s","duplicate":%s%s' % (
+        _json_string(receipt.producer).encode(), _json_string(receipt.event_id).encode(), receipt.index,
+        base64.b64encode(receipt.leaf_hash), b"true" if receipt.duplicate else b"false", proof)
 
 
 def _logged(event: LoggedEvent) -> dict:
@@ -142,15 +154,17 @@ def _logged(event: LoggedEvent) -> dict:
 
 
 def _submit_response(result: SubmitResult) -> web.Response:
-    checkpoint = {"tree_size": result.checkpoint.size, "checkpoint": result.checkpoint.note.decode()}
+    checkpoint = checkpoint_fields(result.checkpoint)
     if result.single:
         only = result.results[0]
         if isinstance(only, LogError):
             raise only
-        return _json({**_receipt(only), **checkpoint})
-    items = [problem_body(r) if isinstance(r, LogError) else _receipt(r) for r in result.results]
+        return _json_bytes(b"{%s,%s}" % (_receipt_fields(only), checkpoint))
+    items = [json.dumps(problem_body(r), separators=(",", ":")).encode() if isinstance(r, LogError)
+             else b"{%s}" % _receipt_fields(r) for r in result.results]
     accepted = sum(1 for r in result.results if isinstance(r, Receipt))
-    return _json({"accepted": accepted, "refused": len(items) - accepted, "results": items, **checkpoint})
+    return _json_bytes(b'{"accepted":%d,"refused":%d,"results":[%s],%s}' % (
+        accepted, len(items) - accepted, b",".join(items), checkpoint))
 
 
 # --- handlers -----------------------------------------------------------------------------------------------
