@@ -7,9 +7,11 @@ the latest checkpoint re-read from the database every 50 ms, or at once when ask
 
     GET /api/v1/proof/inclusion, /api/v1/proof/consistency, /api/v1/entries/{index}, /tile/...
 
-itself, with the same handlers as the writer. Every other request (writes, the checkpoint with its cosignatures, the
-audit personality, metrics, health) goes to the writer through that socket, answered exactly as the writer answers
-it. The writer restarts a worker that exits, and stops them all when it stops.
+itself, with the same handlers as the writer. Single-entry POSTs it checks and sends on to the writer in batches
+(`EntryBatcher`: one HTTP request of the writer's for many entries, not one each). Every other request (batch
+writes, the checkpoint with its cosignatures, the audit personality, metrics, health) goes to the writer through
+that socket, answered exactly as the writer answers it. The writer restarts a worker that exits, and stops them
+all when it stops.
 
 Why processes: one CPython process serves at most one core, and on a 2-core machine a proof request is mostly
 per-request Python (HTTP, the proof's own bookkeeping), not I/O.
@@ -18,13 +20,15 @@ per-request Python (HTTP, the proof's own bookkeeping), not I/O.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import logging
 import os
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -37,6 +41,7 @@ from api.problems import problem_middleware, problem_response
 from api.routes import MAX_JSON_BODY
 from api.state import CONFIG, HTTP_METRICS, LOG, METRIC_SOURCES
 from log.blobs import MAX_BLOB_SIZE
+from log.sequencer import Published
 from log.service import Log, LogConfig
 
 logger = logging.getLogger(__name__)
@@ -53,6 +58,7 @@ READ_ROUTES = [
 _NOT_FORWARDED = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
                   "content-length", "host"}
 WRITER_SESSION = web.AppKey("writer_session", aiohttp.ClientSession)
+ENTRY_BATCHER = web.AppKey("entry_batcher", "EntryBatcher")
 RESTART_DELAY = 1.0
 
 
@@ -83,17 +89,103 @@ async def _forward(request: web.Request) -> web.StreamResponse:
             return web.Response(status=answer.status, body=payload, headers=out)
     except (aiohttp.ClientError, OSError) as exc:
         logger.warning("writer unreachable for %s %s: %s", request.method, request.path, exc)
-        return problem_response(503, "unavailable", "Writer unavailable",
-                                "this server's writer process is not answering; retry later",
-                                headers={"Retry-After": "1"})
+        return _writer_unavailable()
+
+
+class EntryBatcher:
+    """Single-entry POSTs that reach a worker go on to the writer as batch POSTs: one batch in flight at a time,
+    each carrying every entry that arrived while the one before was out, within the writer's limits on a batch
+    (MAX_BATCH_ENTRIES entries, a MAX_JSON_BODY body).
+
+    Forwarding each POST as it came cost the writer a whole HTTP request per entry, more than serving the client
+    itself; a batch costs it one request for all. Each client is answered exactly as the writer answers a single
+    entry, only once the writer has acknowledged the batch, i.e. stored it durably. Whatever else the writer
+    answers (a full queue, a storage failure) or a writer that does not answer reaches every entry of the batch.
+    """
+
+    def __init__(self, send: Callable[[bytes], Awaitable[tuple[int, dict[str, str], bytes]]]):
+        self._send = send  # (JSON body) -> (status, headers, body) of the writer's answer
+        self._waiting: list[tuple[bytes, asyncio.Future]] = []
+        self._draining: asyncio.Task | None = None
+
+    async def add(self, entry: bytes) -> web.Response:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((entry, future))
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                await self._forward(self._take())
+        finally:
+            self._draining = None
+
+    def _take(self) -> list[tuple[bytes, asyncio.Future]]:
+        """The longest prefix of the waiting entries that fits one batch (at least one: a single entry always fits)."""
+        size, count = len(b'{"entries":[]}'), 0
+        for entry, _ in self._waiting:
+            cost = 4 * ((len(entry) + 2) // 3) + 3  # base64, quotes, comma
+            if count and (count == routes.MAX_BATCH_ENTRIES or size + cost > routes.MAX_JSON_BODY):
+                break
+            size += cost
+            count += 1
+        batch = self._waiting[:count]
+        del self._waiting[:count]
+        return batch
+
+    async def _forward(self, batch: list[tuple[bytes, asyncio.Future]]) -> None:
+        body = b'{"entries":[%s]}' % b",".join([b'"%s"' % base64.b64encode(entry) for entry, _ in batch])
+        try:
+            status, headers, payload = await self._send(body)
+            if status == 200:
+                answer = json.loads(payload)
+                checkpoint = Published(answer["tree_size"], b"", answer["checkpoint"].encode())
+                receipts = answer["entries"]
+                if len(receipts) != len(batch):
+                    raise ValueError(f"{len(receipts)} receipts for {len(batch)} entries")
+                for (_, future), receipt in zip(batch, receipts):
+                    if not future.done():
+                        future.set_result(routes.single_entry_receipt(
+                            receipt["index"], base64.b64decode(receipt["leaf_hash"]), checkpoint))
+                return
+            for _, future in batch:  # the writer refused or failed the batch: each entry gets its answer
+                if not future.done():
+                    future.set_result(web.Response(status=status, body=payload, headers=headers))
+        except Exception as exc:  # noqa: BLE001 - unreachable writer or an answer we cannot read: nothing acknowledged
+            logger.warning("forwarding %d entries to the writer failed: %r", len(batch), exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(_writer_unavailable())
+
+
+async def _add_entries(request: web.Request) -> web.StreamResponse:
+    if not routes.is_single_entry(request):
+        return await _forward(request)
+    return await request.app[ENTRY_BATCHER].add(await routes.read_single_entry(request))
+
+
+def _writer_unavailable() -> web.Response:
+    return problem_response(503, "unavailable", "Writer unavailable",
+                            "this server's writer process is not answering; retry later", headers={"Retry-After": "1"})
 
 
 async def _worker_lifetime(app: web.Application) -> AsyncIterator[None]:
     app[LOG] = await Log.open_reader(app[CONFIG])
-    app[WRITER_SESSION] = aiohttp.ClientSession(
+    app[WRITER_SESSION] = session = aiohttp.ClientSession(
         connector=aiohttp.UnixConnector(path=str(writer_socket(app[CONFIG]))), auto_decompress=False,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
     )
+
+    async def send_batch(body: bytes) -> tuple[int, dict[str, str], bytes]:
+        async with session.post("http://writer/api/v1/entries", data=body,
+                                headers={"Content-Type": routes.JSON}) as answer:
+            payload = await answer.read()
+            headers = {name: value for name, value in answer.headers.items() if name.lower() not in _NOT_FORWARDED}
+            return answer.status, headers, payload
+
+    app[ENTRY_BATCHER] = EntryBatcher(send_batch)
     try:
         yield
     finally:
@@ -112,6 +204,7 @@ def create_worker_app(config: LogConfig) -> web.Application:
     app[METRIC_SOURCES] = []
     app.cleanup_ctx.append(_worker_lifetime)
     app.router.add_routes(READ_ROUTES)
+    app.router.add_post("/api/v1/entries", _add_entries)
     app.router.add_route("*", "/{tail:.*}", _forward)
     return app
 

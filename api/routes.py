@@ -224,12 +224,27 @@ def _proof_json(fields: str, hashes: list[bytes]) -> web.Response:
 # --- handlers ----------------------------------------------------------------------------------------------------
 
 
+def is_single_entry(request: web.Request) -> bool:
+    """A POST /api/v1/entries of one raw entry (aiohttp's content type without a header is octet-stream)."""
+    return request.content_type == OCTET_STREAM
+
+
+async def read_single_entry(request: web.Request) -> bytes:
+    body = await read_body(request, MAX_ENTRY_SIZE)
+    _check_entry(body, "body")
+    return body
+
+
+def single_entry_receipt(index: int, leaf_hash: bytes, checkpoint: Published) -> web.Response:
+    """The answer to a single-entry POST, once the entry is durably stored (the writer's, or a read worker's)."""
+    return _json_bytes(b'{"index":%d,"leaf_hash":"%s",%s}' % (index, base64.b64encode(leaf_hash),
+                                                              checkpoint_fields(checkpoint)))
+
+
 async def add_entries(request: web.Request) -> web.Response:
-    content_type = request.content_type  # aiohttp's default without a header is application/octet-stream
-    if content_type == OCTET_STREAM:
-        body = await read_body(request, MAX_ENTRY_SIZE)
-        _check_entry(body, "body")
-        entries, single = [body], True
+    content_type = request.content_type
+    if is_single_entry(request):
+        entries, single = [await read_single_entry(request)], True
     elif content_type == JSON:
         entries, single = parse_batch(await read_body(request, MAX_JSON_BODY)), False
     else:
@@ -239,11 +254,9 @@ async def add_entries(request: web.Request) -> web.Response:
     result = await request.app[LOG].add_entries(entries)
     # Written out directly (integers and base64 need no escaping): json.dumps of the receipts was ~6 % of a
     # single-entry POST's server CPU.
-    checkpoint = checkpoint_fields(result.checkpoint)
     if single:
-        return _json_bytes(b'{"index":%d,"leaf_hash":"%s",%s}' % (result.first_index,
-                                                                    base64.b64encode(result.leaf_hashes[0]),
-                                                                    checkpoint))
+        return single_entry_receipt(result.first_index, result.leaf_hashes[0], result.checkpoint)
+    checkpoint = checkpoint_fields(result.checkpoint)
     # Keyless entries get consecutive indices: no outcome objects needed.
     receipts = b",".join([b'{"index":%d,"leaf_hash":"%s"}' % (index, base64.b64encode(leaf_hash))
                           for index, leaf_hash in enumerate(result.leaf_hashes, result.first_index)])

@@ -103,6 +103,26 @@ def test_writes_proofs_and_errors_are_the_same_whichever_process_answers(server_
         assert status == 415 and "Content-Type" in json.loads(body)["detail"]
         status, body = _request(f"{server.url}/no/such/route")
         assert status == 404
+        status, body = _request(f"{server.url}/api/v1/entries", b"")  # refused where it arrives, never batched
+        assert status == 400 and json.loads(body)["field"] == "body", body
+
+    # A burst of concurrent writes (a worker sends those it gets to the writer in batches): each acknowledged once,
+    # at its own index, and the log holds exactly them there.
+    from concurrent.futures import ThreadPoolExecutor
+
+    burst = [f"burst entry {i}".encode() for i in range(48)]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda entry: _request(f"{server.url}/api/v1/entries", entry), burst))
+    by_index = {}
+    for entry, (status, body) in zip(burst, answers):
+        assert status == 200, body
+        receipt = json.loads(body)
+        assert base64.b64decode(receipt["leaf_hash"]) == hash_leaf(entry)
+        by_index[receipt["index"]] = entry
+    assert sorted(by_index) == list(range(len(entries), len(entries) + len(burst)))
+    status, body = _request(f"{server.url}/checkpoint")
+    checkpoint, _ = open_checkpoint(body, verifier, info["origin"])
+    assert checkpoint.root_hash == mth(entries + [by_index[i] for i in sorted(by_index)])
 
     server.stop()
     assert server.proc.returncode == 0
