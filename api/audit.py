@@ -30,7 +30,7 @@ from pathlib import Path
 from aiohttp import web
 
 from api.problems import ProblemKind, problem_body, register_problem_kinds
-from api.routes import checkpoint_fields
+from api.routes import checkpoint_fields, json_bytes
 from api.state import LOG, METRIC_SOURCES
 from log.audit.admin import check_bearer, load_or_create_admin_token
 from log.audit.errors import (
@@ -71,11 +71,6 @@ register_problem_kinds(AUDIT_PROBLEMS)
 def _json(body, status: int = 200) -> web.Response:
     return web.Response(status=status, body=json.dumps(body, separators=(",", ":")).encode(), content_type=JSON,
                         headers={"Cache-Control": "no-store"})
-
-
-def _json_bytes(body: bytes, status: int = 200) -> web.Response:
-    """A JSON body the handler wrote out itself."""
-    return web.Response(status=status, body=body, content_type=JSON, headers={"Cache-Control": "no-store"})
 
 
 def _b64(data: bytes) -> str:
@@ -159,12 +154,12 @@ def _submit_response(result: SubmitResult) -> web.Response:
         only = result.results[0]
         if isinstance(only, LogError):
             raise only
-        return _json_bytes(b"{%s,%s}" % (_receipt_fields(only), checkpoint))
+        return json_bytes(b"{%s,%s}" % (_receipt_fields(only), checkpoint), cache="no-store")
     items = [json.dumps(problem_body(r), separators=(",", ":")).encode() if isinstance(r, LogError)
              else b"{%s}" % _receipt_fields(r) for r in result.results]
     accepted = sum(1 for r in result.results if isinstance(r, Receipt))
-    return _json_bytes(b'{"accepted":%d,"refused":%d,"results":[%s],%s}' % (
-        accepted, len(items) - accepted, b",".join(items), checkpoint))
+    return json_bytes(b'{"accepted":%d,"refused":%d,"results":[%s],%s}' % (
+        accepted, len(items) - accepted, b",".join(items), checkpoint), cache="no-store")
 
 
 # --- handlers -----------------------------------------------------------------------------------------------

@@ -75,9 +75,13 @@ def writer_socket(config: LogConfig) -> Path:
 # --- the worker --------------------------------------------------------------------------------------------------
 
 
+def _passed_on(headers) -> dict[str, str]:
+    return {name: value for name, value in headers.items() if name.lower() not in _NOT_FORWARDED}
+
+
 async def _forward(request: web.Request) -> web.StreamResponse:
     """Send the request to the writer over its Unix socket and answer with what it answered."""
-    headers = {name: value for name, value in request.headers.items() if name.lower() not in _NOT_FORWARDED}
+    headers = _passed_on(request.headers)
     body = await request.read() if request.body_exists else None
     try:
         async with request.app[WRITER_SESSION].request(
@@ -85,8 +89,7 @@ async def _forward(request: web.Request) -> web.StreamResponse:
             allow_redirects=False,
         ) as answer:
             payload = await answer.read()
-            out = {name: value for name, value in answer.headers.items() if name.lower() not in _NOT_FORWARDED}
-            return web.Response(status=answer.status, body=payload, headers=out)
+            return web.Response(status=answer.status, body=payload, headers=_passed_on(answer.headers))
     except (aiohttp.ClientError, OSError) as exc:
         logger.warning("writer unreachable for %s %s: %s", request.method, request.path, exc)
         return _writer_unavailable()
@@ -182,8 +185,7 @@ async def _worker_lifetime(app: web.Application) -> AsyncIterator[None]:
         async with session.post("http://writer/api/v1/entries", data=body,
                                 headers={"Content-Type": routes.JSON}) as answer:
             payload = await answer.read()
-            headers = {name: value for name, value in answer.headers.items() if name.lower() not in _NOT_FORWARDED}
-            return answer.status, headers, payload
+            return answer.status, _passed_on(answer.headers), payload
 
     app[ENTRY_BATCHER] = EntryBatcher(send_batch)
     try:

@@ -208,7 +208,7 @@ class _CheckpointFields:
 checkpoint_fields = _CheckpointFields()
 
 
-def _json_bytes(body: bytes, *, status: int = 200, cache: str = NO_CACHE) -> web.Response:
+def json_bytes(body: bytes, *, status: int = 200, cache: str = NO_CACHE) -> web.Response:
     """A JSON body the handler wrote out itself."""
     return web.Response(body=body, status=status, content_type=JSON, charset="utf-8",
                         headers={"Cache-Control": cache})
@@ -218,7 +218,7 @@ def _proof_json(fields: str, hashes: list[bytes]) -> web.Response:
     """`{<fields>,"hashes":[base64, ...]}`, written out directly: `fields` are `"name":<integer>` pairs and base64
     needs no JSON escaping, and json.dumps was ~5 % of a proof request's server CPU."""
     body = '{%s,"hashes":[%s]}' % (fields, ",".join(['"%s"' % b64(h) for h in hashes]))
-    return _json_bytes(body.encode("ascii"))
+    return json_bytes(body.encode("ascii"))
 
 
 # --- handlers ----------------------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ async def read_single_entry(request: web.Request) -> bytes:
 
 def single_entry_receipt(index: int, leaf_hash: bytes, checkpoint: Published) -> web.Response:
     """The answer to a single-entry POST, once the entry is durably stored (the writer's, or a read worker's)."""
-    return _json_bytes(b'{"index":%d,"leaf_hash":"%s",%s}' % (index, base64.b64encode(leaf_hash),
+    return json_bytes(b'{"index":%d,"leaf_hash":"%s",%s}' % (index, base64.b64encode(leaf_hash),
                                                               checkpoint_fields(checkpoint)))
 
 
@@ -260,7 +260,7 @@ async def add_entries(request: web.Request) -> web.Response:
     # Keyless entries get consecutive indices: no outcome objects needed.
     receipts = b",".join([b'{"index":%d,"leaf_hash":"%s"}' % (index, base64.b64encode(leaf_hash))
                           for index, leaf_hash in enumerate(result.leaf_hashes, result.first_index)])
-    return _json_bytes(b'{"entries":[%s],%s}' % (receipts, checkpoint))
+    return json_bytes(b'{"entries":[%s],%s}' % (receipts, checkpoint))
 
 
 async def get_entry(request: web.Request) -> web.Response:
