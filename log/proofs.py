@@ -23,6 +23,8 @@ __all__ = [
     "consistency_plan",
     "consistency_proof",
     "inclusion_plan",
+    "inclusion_plan_in_block",
+    "block_inclusion_plan",
     "inclusion_proof",
     "nodes_of",
     "rehash",
@@ -67,18 +69,46 @@ def _range_nodes(begin: int, end: int) -> list[NodeID]:
 
 
 def inclusion_plan(index: int, size: int) -> Plan:
-    """The plan of PATH(index, D[0:size]) (RFC 6962 §2.1.1), leaf-most element first. Needs 0 <= index < size.
+    """The plan of PATH(index, D[0:size]) (RFC 6962 §2.1.1), leaf-most element first. Needs 0 <= index < size."""
+    _check_leaf(index, size)
+    return _inclusion_walk(index, 0, size, 1)[0]
 
-    Walks the RFC's recursion top-down, keeping the window [begin, end) that holds the leaf: at each split the
-    sibling half is a proof element, then the order is reversed to the RFC's bottom-up order.
+
+def inclusion_plan_in_block(index: int, size: int, block_width: int) -> tuple[Plan, int]:
+    """`inclusion_plan(index, size)`, and how many of its elements (the leaf-most ones) lie inside index's aligned
+    block of `block_width` leaves (a power of two). The others are the same for every index of that block in a tree
+    of this size, so proofs of neighbouring leaves can share them: `block_inclusion_plan` gives the rest alone.
     """
+    _check_leaf(index, size)
+    return _inclusion_walk(index, 0, size, block_width)
+
+
+def block_inclusion_plan(index: int, size: int, block_width: int) -> Plan:
+    """The leaf-most elements of `inclusion_plan(index, size)` that lie inside index's aligned block of
+    `block_width` leaves (a power of two), planned within the block alone."""
+    _check_leaf(index, size)
+    begin = index - index % block_width
+    return _inclusion_walk(index, begin, min(begin + block_width, size), 1)[0]
+
+
+def _check_leaf(index: int, size: int) -> None:
     _check_int(index, "index")
     _check_int(size, "size")
     if not 0 <= index < size:
         raise InvalidInput(f"index must be in [0, size={size}), not {index}", field="index")
+
+
+def _inclusion_walk(index: int, begin: int, end: int, block_width: int) -> tuple[Plan, int]:
+    """Walks the RFC's recursion top-down from the window [begin, end), keeping the half that holds the leaf: at each
+    split the sibling half is a proof element, then the order is reversed to the RFC's bottom-up order. Also counts
+    the elements split off windows no wider than `block_width`: while a window is wider than a block it splits at a
+    multiple of the block width (the largest power of two below its width), so every index of an aligned block
+    takes the same way down until the window is the block itself."""
     plan: Plan = []
-    begin, end = 0, size
+    inside = 0
     while end - begin > 1:
+        if end - begin <= block_width:
+            inside += 1
         mid = begin + _split(end - begin)
         if index < mid:
             plan.append(_range_nodes(mid, end))
@@ -87,7 +117,7 @@ def inclusion_plan(index: int, size: int) -> Plan:
             plan.append(_range_nodes(begin, mid))
             begin = mid
     plan.reverse()
-    return plan
+    return plan, inside
 
 
 def consistency_plan(first: int, second: int) -> Plan:

@@ -24,7 +24,7 @@ from log.stats import LogStats
 from log.storage import LogStore, RowInsert, StoredEntry
 from log.storage.sql import SqlLogStore, sqlite_url_for, upgrade_schema
 from log.prover import LRU, Prover
-from log.tiles import TILE_WIDTH, TileID, encode_entry_bundle
+from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID, encode_entry_bundle
 
 HASH_SIZE = 32
 
@@ -96,6 +96,7 @@ class Log:
         self._full_tiles = LRU(config.tile_cache_size)  # for tile GETs; proofs keep their own views
         # A view of a full tile holds its 8 KiB and its 8 KiB of stored interior nodes.
         self._prover = Prover(tile_views=max(64, config.tile_cache_size // 2), folds=config.fold_cache_size)
+        self._shared_path_tops = LRU(1024)  # (tree size, 256-leaf block) -> the proof elements above the block
         self._inline_tile_reads = store.cheap_tile_reads
         self._full_bundles = LRU(max(64, config.tile_cache_size // 16))
 
@@ -261,9 +262,19 @@ class Log:
         return bundle
 
     async def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        """The elements above index's 256-leaf block are the same for all its leaves at one tree size: kept for the
+        next proof of a neighbour (the receipts of one batch are such proofs, all at its checkpoint's size)."""
         self._check_size(tree_size, "tree_size")
         self._check_index(index, tree_size, "index")
-        return await self._prove(proofs.inclusion_plan(index, tree_size))
+        key = (tree_size, index >> TILE_HEIGHT)
+        shared = self._shared_path_tops.get(key)
+        if shared is None:
+            plan, inside = proofs.inclusion_plan_in_block(index, tree_size, TILE_WIDTH)
+            proof = await self._prove(plan)
+            self._shared_path_tops.put(key, proof[inside:])
+            return proof
+        within = proofs.block_inclusion_plan(index, tree_size, TILE_WIDTH)
+        return (await self._prove(within) if within else []) + shared
 
     async def find_leaf(self, leaf_hash: bytes, tree_size: int | None = None) -> int:
         """The smallest index with this leaf hash (within `tree_size`, if given)."""

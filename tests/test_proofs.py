@@ -259,6 +259,25 @@ def test_inclusion_plan_rejects_out_of_range(index, size, named):
         proofs.inclusion_plan(index, size)
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.integers(1, 1 << 40), st.data(), st.integers(0, 10))
+def test_an_inclusion_plan_splits_into_its_block_and_a_top_shared_by_the_block(size, data, log_width):
+    width = 1 << log_width
+    index = data.draw(st.integers(0, size - 1))
+    plan = proofs.inclusion_plan(index, size)
+    split, inside = proofs.inclusion_plan_in_block(index, size, width)
+    assert split == plan and 0 <= inside <= len(plan)
+    assert proofs.block_inclusion_plan(index, size, width) == plan[:inside]
+    # Every leaf-most element lies inside the block; every other is the same for any index of the block.
+    begin = index - index % width
+    for element in plan[:inside]:
+        for height, i in element:
+            assert begin <= i << height and (i + 1) << height <= begin + width
+    neighbour = data.draw(st.integers(begin, min(begin + width, size) - 1))
+    other, other_inside = proofs.inclusion_plan_in_block(neighbour, size, width)
+    assert other[other_inside:] == plan[inside:]
+
+
 @pytest.mark.parametrize(
     "first, second, named", [(0, 0, "not 0"), (0, 5, "not 0"), (-1, 5, "not -1"), (6, 5, "second=5, not 6")]
 )

@@ -123,3 +123,33 @@ def test_the_signed_checkpoint_equals_the_go_signature(config):
     ours_signature = note.split("\n\n")[1].splitlines()[0]
     assert ours_signature in reference.split("\n\n")[1].splitlines()
     assert parse_signer_key((REFERENCE / "log.skey").read_text().strip()).name == VECTORS["origin"]
+
+
+def test_proofs_of_neighbouring_leaves_share_their_top_and_still_equal_the_reference(config):
+    # The elements above a leaf's 256-leaf block are kept per (tree size, block) for the next proof of a neighbour:
+    # every proof, asked in any order, at the newest size and at older ones, must still be RFC 6962's PATH.
+    import random
+
+    from tests import reference_tree
+
+    entries = [b"neighbour %d" % n for n in range(700)]
+    rng = random.Random(7)
+
+    async def scenario() -> None:
+        log = await Log.open(config)
+        try:
+            sizes, added = [], 0
+            for size in (1, 2, 255, 256, 257, 511, 512, 513, 700):
+                await log.add_entries(entries[added:size])
+                added = size
+                sizes.append(size)
+                for tree_size in (size, rng.choice(sizes)):  # the newest, and one seen before
+                    indices = list(range(tree_size))
+                    rng.shuffle(indices)
+                    for index in indices[:120]:
+                        expected = reference_tree.path(index, entries[:tree_size])
+                        assert await log.inclusion_proof(index, tree_size) == expected, (index, tree_size)
+        finally:
+            await log.close()
+
+    asyncio.run(scenario())
