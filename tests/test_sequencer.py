@@ -354,33 +354,33 @@ def test_a_large_keyed_batch_stores_every_key_and_row_at_its_index(store, signer
     assert {idx: bytes(h) for idx, h in stored_keys.items()} == {n + 1: k.content_hash for n, k in enumerate(keys)}
 
 
-def test_sqlite_second_process_cannot_take_the_write_lock(tmp_path, signer):
-    url = sqlite_url_for(tmp_path / "log.db")
+@contextlib.contextmanager
+def _sqlite_writer(path):
+    """A fresh SQLite store at `path` and its writer (which holds the write lock), closed afterwards."""
+    url = sqlite_url_for(path)
     upgrade_schema(url)
     store = SqlLogStore(url)
     writer = store.acquire_writer()
     try:
+        yield writer
+    finally:
+        writer.close()
+        store.close()
+
+
+def test_sqlite_second_process_cannot_take_the_write_lock(tmp_path, signer):
+    with _sqlite_writer(tmp_path / "log.db"):
         other = sqlite3.connect(tmp_path / "log.db", timeout=0.2, isolation_level=None)
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             other.execute("BEGIN IMMEDIATE")
         assert other.execute("SELECT count(*) FROM entries").fetchone() == (0,)  # readers are not blocked
-    finally:
-        writer.close()
-        store.close()
 
 
 def test_sqlite_writer_keeps_statement_journals_in_memory(tmp_path, signer):
     # Each multi-row INSERT of a batch journals the pages it changes; on disk that meant a temp file created,
     # filled with ~100 pages and deleted per audit batch.
-    url = sqlite_url_for(tmp_path / "log.db")
-    upgrade_schema(url)
-    store = SqlLogStore(url)
-    writer = store.acquire_writer()
-    try:
+    with _sqlite_writer(tmp_path / "log.db") as writer:
         assert writer._conn.execute("PRAGMA temp_store").fetchone() == (2,)  # 2: MEMORY
-    finally:
-        writer.close()
-        store.close()
 
 
 def test_work_runs_in_the_writer_transaction_and_fails_alone(store, signer):

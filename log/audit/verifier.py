@@ -16,8 +16,8 @@ first use (a server that takes no signed events never starts them) and after a f
 * `verify(jobs)`: one verdict per (public key, message, signature).
 
 Both raise `VerifierUnavailable` when no child can answer (none running, it died, or it is stuck: no reply within
-REPLY_TIMEOUT), and the caller does the work itself. Nothing is taken
-as checked or verified without a complete answer from a child for it.
+REPLY_TIMEOUT), and the caller does the work itself. Nothing is taken as checked or verified without a complete
+answer from a child for it.
 
 Wire format on the child's stdin and stdout (little-endian u32 lengths):
     request:  kind (1 byte), length, payload
