@@ -481,31 +481,40 @@ def test_new_entries_are_the_outcomes_of_consecutive_indices():
     assert receipt.first_index == 11 and receipt.leaf_hashes == hashes[1:3]
 
 
-def test_sqlite_multi_row_inserts_use_few_statement_shapes_and_keep_every_row_in_order():
-    # Each distinct statement is prepared again once it falls out of the connection's statement cache (128), and
-    # preparing a 150-row INSERT costs more than running it: any row count must be sent as a few fixed shapes.
+def test_sqlite_multi_row_inserts_use_one_statement_per_256_rows_of_few_shapes_and_keep_every_row_in_order():
+    # Each statement is a moment the writer gives up the GIL and must win it back from the event loop, so rows go
+    # in as few statements as possible; and each distinct statement is prepared again once it falls out of the
+    # connection's statement cache (128), which costs more than running it: any row count uses a few fixed shapes,
+    # padded with all-NULL rows that must never reach the table.
+    import sqlite3
+
     from log.storage.sql import _SqliteWriter
 
-    class Recorder:
-        def __init__(self):
-            self.calls = []
-
-        def execute(self, sql, params):
-            self.calls.append((sql, list(params)))
-
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.execute("CREATE TABLE t (a INTEGER NOT NULL, b TEXT, c INTEGER)")
+    db.execute("CREATE TABLE u (k INTEGER PRIMARY KEY, v TEXT)")
     writer = object.__new__(_SqliteWriter)
     writer._values_statements = {}
     shapes = set()
     for count in range(0, 600):
-        rows = [(n, f"label {n}", n * 2) for n in range(count)]
-        cursor = Recorder()
-        writer._insert_many(cursor, "INSERT INTO t (a, b, c)", 3, rows)
-        sent = []
-        for sql, params in cursor.calls:
-            assert sql.startswith("INSERT INTO t (a, b, c) VALUES (?, ?, ?)")
-            assert sql.count("?") == len(params)
-            shapes.add(sql)
-            sent.extend(params)
-        assert sent == [value for row in rows for value in row]
-        assert len(cursor.calls) <= 2 + 3 + 3 + 3 + 3  # 599 = 2 x 256 + 64 + 16 + 4 + 3 x 1, at most 3 of each below
-    assert len(shapes) == 5
+        rows = [(n, f"label {n}" if n % 3 else None, n * 2) for n in range(count)]
+        statements = []
+
+        class Recorder:
+            def execute(self, sql, params):
+                statements.append(sql)
+                shapes.add(sql)
+                assert sql.count("?") == len(params)
+                db.execute(sql, params)
+
+        db.execute("DELETE FROM t")
+        writer._insert_many(Recorder(), "INSERT INTO t (a, b, c)", 3, rows)
+        assert db.execute("SELECT a, b, c FROM t ORDER BY rowid").fetchall() == rows
+        assert len(statements) == -(-count // 256)
+    assert len(shapes) == 9  # 1, 2, 4, ... 256 rows
+
+    # With a conflict clause (the tiles' upsert): existing rows are replaced, padding is not inserted.
+    db.execute("INSERT INTO u VALUES (1, 'old'), (2, 'old')")
+    writer._insert_many(db, "INSERT INTO u (k, v)", 2, [(2, "new"), (3, "new"), (4, "new")],
+                        " ON CONFLICT (k) DO UPDATE SET v = excluded.v")
+    assert db.execute("SELECT k, v FROM u ORDER BY k").fetchall() == [(1, "old"), (2, "new"), (3, "new"), (4, "new")]

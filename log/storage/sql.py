@@ -315,15 +315,13 @@ def _checkpoint(row) -> StoredCheckpoint | None:
     return StoredCheckpoint(row.size, bytes(row.root_hash), bytes(row.note), row.created_at)
 
 
-_UPSERT_TILE = (
-    "INSERT INTO tiles (level, idx, data, interior) VALUES ({p}, {p}, {p}, {p}) "
-    "ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data, interior = excluded.interior"
-)
+_INSERT_TILE = "INSERT INTO tiles (level, idx, data, interior)"
+_ON_TILE_CONFLICT = " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data, interior = excluded.interior"
+_UPSERT_TILE = _INSERT_TILE + " VALUES ({p}, {p}, {p}, {p})" + _ON_TILE_CONFLICT
 _INSERT_CHECKPOINT = "INSERT INTO checkpoints (size, root_hash, note, created_at) VALUES ({p}, {p}, {p}, {p})"
 _INSERT_KEY = "INSERT INTO entry_keys (key, idx, content_hash)"
 _INSERT_ENTRY = "INSERT INTO entries (idx, data, leaf_hash, received_at)"
 _ROWS_PER_INSERT = 256  # SQLite: 11 columns x 256 rows stays far below its 32,766 bound variables
-_INSERT_SHAPES = (_ROWS_PER_INSERT, 64, 16, 4, 1)  # rows per SQLite INSERT: any count is a sum of these
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 
@@ -386,7 +384,7 @@ class _DriverWriter(LogWriter):
                         start = chunk * LEAF_INDEX_CHUNK
                         cur.execute(self.index_chunk_sql, (chunk, start, start + LEAF_INDEX_CHUNK))
                 if tiles:
-                    cur.executemany(_UPSERT_TILE.format(p=p), [(t.level, t.index, t.data, t.interior) for t in tiles])
+                    self._upsert_tiles(cur, [(t.level, t.index, t.data, t.interior) for t in tiles])
                 if checkpoint is not None:
                     cur.execute(
                         _INSERT_CHECKPOINT.format(p=p),
@@ -405,8 +403,12 @@ class _DriverWriter(LogWriter):
             return results
 
     def _insert_many(self, cur, head: str, width: int, rows: list[tuple]) -> None:
-        """`head` is "INSERT INTO table (columns)"; each row holds `width` values."""
+        """`head` is "INSERT INTO table (columns)"; each row holds `width` values, the first never NULL."""
         cur.executemany(f"{head} VALUES ({', '.join([self.placeholder] * width)})", rows)
+
+    def _upsert_tiles(self, cur, rows: list[tuple]) -> None:
+        """(level, index, data, interior) rows; a tile already stored is replaced."""
+        cur.executemany(_UPSERT_TILE.format(p=self.placeholder), rows)
 
     def _run_work(self, cur, position: int, fn):
         """One unit of personality work in its own savepoint: its failure undoes only itself."""
@@ -433,7 +435,11 @@ class _SqliteWriter(_DriverWriter):
         self._pooled = engine.raw_connection()
         self._conn: sqlite3.Connection = self._pooled.driver_connection
         self._conn.isolation_level = None  # we issue BEGIN/COMMIT ourselves
-        self._values_statements: dict[tuple[str, int], str] = {}
+        self._values_statements: dict[tuple[str, int, str], str] = {}
+        # Bytes of entries and tiles written since the WAL's size was last looked at: a stat call per batch was one
+        # more moment without the GIL (see _insert_many), so the size is checked only once a sixteenth of the limit
+        # may have been added (the WAL grows by about this much, in pages, a little more for small batches).
+        self._unchecked_bytes = 0
         self._conn.execute("PRAGMA busy_timeout=1000")
         try:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -464,28 +470,36 @@ class _SqliteWriter(_DriverWriter):
         return self._conn.cursor()
 
     def _insert_entries(self, cur, first_index, entries, leaf_hashes, received_at) -> None:
+        self._unchecked_bytes += sum(map(len, entries)) + 48 * len(entries)
         self._insert_many(cur, _INSERT_ENTRY, 4, list(zip(
             range(first_index, first_index + len(entries)), entries, leaf_hashes, [received_at] * len(entries))))
 
-    def _insert_many(self, cur, head: str, width: int, rows: list[tuple]) -> None:
-        # Many rows per INSERT, not executemany's one statement step per row: 0.1-1.2 us less per row of an audit
-        # batch in a microbenchmark (1.0-1.8 against 1.7-3.0 us), and one GIL release per statement, not per row.
-        # Only a few statement shapes (_INSERT_SHAPES rows), so that each stays prepared in the connection's
-        # statement cache: preparing a 150-row INSERT of 11 columns costs ~1.6 ms, three times running it, and with
-        # one shape per batch size the cache (128 statements) kept missing.
-        start = 0
-        for shape in _INSERT_SHAPES:
-            sql = None
-            while len(rows) - start >= shape:
-                sql = sql or self._values_sql(head, width, shape)
-                cur.execute(sql, [value for row in rows[start:start + shape] for value in row])
-                start += shape
+    def _insert_many(self, cur, head: str, width: int, rows: list[tuple], conflict: str = "") -> None:
+        # Each statement is a moment without the GIL (SQLite runs it released), and taking the GIL back from a busy
+        # event loop cost the writer 0.1 to several ms each time: a batch's rows go in one statement, not one per
+        # row (executemany) nor one per base-4 digit of the row count (this code's first way, ~4.5 statements for
+        # 40 rows). Statements come in a few shapes, powers of two up to _ROWS_PER_INSERT rows, so that each stays
+        # prepared in the connection's statement cache (preparing a 150-row INSERT of 11 columns costs ~1.6 ms, three
+        # times running it); a shape larger than the rows is padded with all-NULL rows that its WHERE drops, which is
+        # why a row's first value must never be NULL (they are indices, keys and tile levels).
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start:start + _ROWS_PER_INSERT]
+            shape = 1 << (len(chunk) - 1).bit_length()
+            values = [value for row in chunk for value in row]
+            values += [None] * (width * (shape - len(chunk)))
+            cur.execute(self._values_sql(head, width, shape, conflict), values)
 
-    def _values_sql(self, head: str, width: int, count: int) -> str:
-        sql = self._values_statements.get((head, count))
+    def _upsert_tiles(self, cur, rows: list[tuple]) -> None:
+        self._unchecked_bytes += sum(len(data) + len(interior or b"") for _, _, data, interior in rows)
+        self._insert_many(cur, _INSERT_TILE, 4, rows, _ON_TILE_CONFLICT)
+
+    def _values_sql(self, head: str, width: int, count: int, conflict: str) -> str:
+        sql = self._values_statements.get((head, count, conflict))
         if sql is None:
             row = "(" + ", ".join(["?"] * width) + ")"
-            sql = self._values_statements[(head, count)] = f"{head} VALUES {', '.join([row] * count)}"
+            # The WHERE also tells SQLite's parser that ON CONFLICT belongs to the INSERT, not to a join.
+            sql = f"{head} SELECT * FROM (VALUES {', '.join([row] * count)}) WHERE column1 IS NOT NULL{conflict}"
+            self._values_statements[(head, count, conflict)] = sql
         return sql
 
     def _commit(self) -> None:
@@ -496,8 +510,10 @@ class _SqliteWriter(_DriverWriter):
         # checkpointed WAL, which never happens while we hold a transaction open at all times: now and then,
         # between two batches, checkpoint it to the end and truncate it, so it stays bounded.
         try:
-            if os.path.getsize(self._wal_path) > WAL_TRUNCATE_BYTES:
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            if self._unchecked_bytes * 16 >= WAL_TRUNCATE_BYTES:
+                self._unchecked_bytes = 0
+                if os.path.getsize(self._wal_path) > WAL_TRUNCATE_BYTES:
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except (OSError, sqlite3.Error) as exc:
             logging.getLogger(__name__).warning("could not truncate the WAL: %s", exc)
         # Take the write lock again at once so no other writer slips in.
