@@ -16,6 +16,7 @@ far after the log's signature; `/checkpoint.witnessed` is the latest checkpoint 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -23,6 +24,7 @@ import re
 from datetime import datetime, timezone
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from api import metrics
 from api.problems import ProblemKind, register_problem_kinds
@@ -108,8 +110,15 @@ def parse_hash(text: str, field: str) -> bytes:
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refusing (413) a declared or actual length above `limit` before reading all of it."""
     declared = request.content_length
-    if declared is not None and declared > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+    if declared is not None:
+        if declared > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+        # aiohttp's parser delivers exactly the declared length: one read, no copy.
+        try:
+            return await request.content.readexactly(declared)
+        except asyncio.IncompleteReadError as exc:
+            raise InvalidInput(f"the body ended after {len(exc.partial)} of its {declared} bytes",
+                               field="body") from None
     body = bytearray()
     while chunk := await request.content.read(64 * 1024):
         body += chunk
@@ -210,8 +219,15 @@ checkpoint_fields = _CheckpointFields()
 
 def json_bytes(body: bytes, *, status: int = 200, cache: str = NO_CACHE) -> web.Response:
     """A JSON body the handler wrote out itself."""
-    return web.Response(body=body, status=status, content_type=JSON, charset="utf-8",
-                        headers={"Cache-Control": cache})
+    headers = _JSON_HEADERS.get(cache)
+    if headers is None:
+        headers = _JSON_HEADERS[cache] = CIMultiDict({"Content-Type": f"{JSON}; charset=utf-8", "Cache-Control": cache})
+    # A copy of ready-made headers: aiohttp adds to them, and building them from content_type and charset cost
+    # ~1 us of a single-entry POST's ~200.
+    return web.Response(body=body, status=status, headers=headers.copy())
+
+
+_JSON_HEADERS: dict[str, CIMultiDict] = {}
 
 
 def _proof_json(fields: str, hashes: list[bytes]) -> web.Response:

@@ -291,6 +291,36 @@ def test_a_body_too_large_by_content_length_is_refused_before_reading(log_config
     run(log_config, scenario)
 
 
+def test_read_body_takes_the_declared_length_or_counts_a_chunked_body_against_the_limit():
+    from unittest import mock
+
+    from aiohttp import streams
+    from aiohttp.test_utils import make_mocked_request
+    from aiohttp.web import HTTPRequestEntityTooLarge
+
+    from api.routes import read_body
+    from log.errors import InvalidInput
+
+    async def read(chunks: list[bytes], headers: dict[str, str], limit: int = 100) -> bytes:
+        payload = streams.StreamReader(mock.Mock(_reading_paused=False), 2 ** 16, loop=asyncio.get_running_loop())
+        for chunk in chunks:
+            payload.feed_data(chunk)
+        payload.feed_eof()
+        return await read_body(make_mocked_request("POST", "/api/v1/entries", headers=headers, payload=payload), limit)
+
+    async def scenario():
+        assert await read([b"abc", b"defg"], {"Content-Length": "7"}) == b"abcdefg"
+        assert await read([b"abc", b"defg"], {"Transfer-Encoding": "chunked"}) == b"abcdefg"
+        with pytest.raises(InvalidInput, match="3 of its 7 bytes"):
+            await read([b"abc"], {"Content-Length": "7"})
+        with pytest.raises(HTTPRequestEntityTooLarge):
+            await read([b"x" * 60, b"x" * 60], {"Transfer-Encoding": "chunked"})
+        with pytest.raises(HTTPRequestEntityTooLarge):
+            await read([], {"Content-Length": "101"})
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("error, status, code, retry_after", [
     (Unavailable("the sequencer is busy"), 503, "unavailable", True),
     (SequencerLockHeld("another sequencer holds the lock"), 503, "sequencer-locked", True),
