@@ -233,6 +233,28 @@ def test_a_lingering_batch_waits_for_more_entries_until_it_is_full(store, signer
     assert receipts[0].checkpoint == receipts[2].checkpoint
 
 
+def test_what_one_pass_of_the_event_loop_submits_is_one_batch_and_a_lone_entry_waits_out_no_age(store, signer):
+    import time
+
+    async def scenario(sequencer):
+        # The batch age is a ceiling, not a floor: with 60 s of it, a lone entry is still committed at once.
+        lone = await asyncio.wait_for(sequencer.submit([b"lone"]), 10)
+
+        async def submit_from_a_busy_pass(n):
+            time.sleep(0.002)  # a request's share of a busy pass; the writer thread gets the GIL meanwhile
+            return await sequencer.submit([b"burst %d" % n])
+
+        burst = await asyncio.wait_for(asyncio.gather(*(submit_from_a_busy_pass(n) for n in range(20))), 10)
+        return lone, burst, sequencer.stats.batches_committed
+
+    lone, burst, batches = asyncio.run(_run(store, signer, scenario, batch_max_age=60))
+    assert lone.first_index == 0
+    # All twenty were queued in one pass of the loop: one batch, not a first one cut as soon as the writer woke.
+    assert sorted(r.first_index for r in burst) == list(range(1, 21))
+    assert {r.checkpoint.size for r in burst} == {21}
+    assert batches == 2
+
+
 def test_restart_resumes_from_the_stored_frontier(store, signer):
     async def fill(sequencer):
         for chunk in range(5):
