@@ -133,3 +133,83 @@ def test_a_page_of_one_producers_events_is_read_in_index_order_not_sorted(tmp_pa
         engine.dispose()
     assert "ix_audit_events_producer (producer=? AND idx>? AND idx<?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+def _sqlite_shape(url: str) -> dict[str, tuple[str, bool]]:
+    """{table: (its key's declared type, whether SQLite keeps an index beside the table for that key)}."""
+    engine = sa.create_engine(normalize_database_url(url))
+    try:
+        with engine.connect() as conn:
+            shape = {}
+            for table, key in (("entries", "idx"), ("checkpoints", "size"), ("audit_events", "idx")):
+                declared = {row[1]: row[2] for row in conn.exec_driver_sql(f"PRAGMA table_info({table})")}[key]
+                auto = conn.exec_driver_sql(
+                    "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = ? AND name LIKE "
+                    "'sqlite_autoindex_%'", (table,)).scalar()
+                shape[table] = (declared, auto > 0)
+            return shape
+    finally:
+        engine.dispose()
+
+
+def test_0007_makes_the_index_the_rowid_on_sqlite_and_keeps_every_row_both_ways(tmp_path):
+    url = f"sqlite:///{tmp_path / 'auditlog.db'}"
+    config = LogConfig(data_dir=tmp_path / "log", database_url=url, origin=ORIGIN)
+    entries = [f"entry {i}".encode() for i in range(700)]
+
+    async def fill():
+        log = await Log.open(config)
+        try:
+            for start in range(0, len(entries), 100):
+                await log.add_entries(entries[start:start + 100])
+        finally:
+            await log.close()
+
+    asyncio.run(fill())
+    engine = sa.create_engine(normalize_database_url(url))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO audit_events VALUES (3, 't', 'p', 'e', 'r', 'tr', NULL, 'agent', 'a', 'tool_call', 5)")
+    finally:
+        engine.dispose()
+
+    def contents() -> tuple:
+        engine = sa.create_engine(normalize_database_url(url))
+        try:
+            with engine.connect() as conn:
+                return tuple(
+                    conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY 1").all()
+                    for table in ("entries", "checkpoints", "audit_events"))
+        finally:
+            engine.dispose()
+
+    upgraded = contents()
+    assert _sqlite_shape(url) == {table: ("INTEGER", False) for table in ("entries", "checkpoints", "audit_events")}
+    assert len(upgraded[0]) == 700 and len(upgraded[1]) == 8 and len(upgraded[2]) == 1
+
+    downgrade_schema(url, "0006")
+    assert _sqlite_shape(url) == {table: ("BIGINT", True) for table in ("entries", "checkpoints", "audit_events")}
+    assert contents() == upgraded
+    assert set(_schema(url)["audit_events"][1]) == {
+        "ix_audit_events_run", "ix_audit_events_trace", "ix_audit_events_tenant_ts", "ix_audit_events_actor",
+        "ix_audit_events_type", "ix_audit_events_producer"}
+
+    upgrade_schema(url)
+    assert _sqlite_shape(url) == {table: ("INTEGER", False) for table in ("entries", "checkpoints", "audit_events")}
+    assert contents() == upgraded
+
+    async def prove():
+        log = await Log.open(config)
+        try:
+            root = log.checkpoint.root_hash
+            for index in (0, 99, 100, 255, 256, 699):
+                entry = await log.entry(index)
+                assert entry.data == entries[index]
+                verify_inclusion(entry.leaf_hash, index, 700, await log.inclusion_proof(index, 700), root)
+            await log.add_entries([b"after the migration"])
+            assert (await log.entry(700)).data == b"after the migration"
+        finally:
+            await log.close()
+
+    asyncio.run(prove())

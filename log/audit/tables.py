@@ -8,13 +8,15 @@ so they can be rebuilt from the log. Times are Unix milliseconds.
 
 from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, Text
 
+from log.storage.schema import ROWID_KEY
+
 metadata = MetaData()
 
 # One row per accepted audit envelope.
 audit_events = Table(
     "audit_events",
     metadata,
-    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("idx", ROWID_KEY, primary_key=True, autoincrement=False),
     Column("tenant", String(128), nullable=False),
     Column("producer", String(128), nullable=False),
     Column("event_id", String(128), nullable=False),

@@ -3,16 +3,20 @@
 Integers that are indices or sizes are 64-bit; hashes are raw 32-byte values; times are Unix milliseconds.
 """
 
-from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, SmallInteger, Table
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, SmallInteger, Table
 
 metadata = MetaData()
+
+# A 64-bit primary key that on SQLite is the table's rowid, so the table is one B-tree instead of a rowid B-tree plus
+# an index over the key (SQLite makes only a column declared exactly INTEGER the rowid; its rowid is 64-bit).
+ROWID_KEY = BigInteger().with_variant(Integer(), "sqlite")
 
 # One row per logged entry. `idx` is the entry's position in the tree; the leaf hash is stored so that a proof can
 # be asked for by hash.
 entries = Table(
     "entries",
     metadata,
-    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("idx", ROWID_KEY, primary_key=True, autoincrement=False),
     Column("data", LargeBinary, nullable=False),
     Column("leaf_hash", LargeBinary(32), nullable=False),
     Column("received_at", BigInteger, nullable=False),
@@ -50,7 +54,7 @@ tiles = Table(
 checkpoints = Table(
     "checkpoints",
     metadata,
-    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("size", ROWID_KEY, primary_key=True, autoincrement=False),
     Column("root_hash", LargeBinary(32), nullable=False),
     Column("note", LargeBinary, nullable=False),
     Column("created_at", BigInteger, nullable=False),
