@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 
 import pytest
 from sqlalchemy import update
@@ -101,6 +102,26 @@ def test_concurrent_submissions_get_consecutive_indices(store, signer):
     assert stats.batches_committed >= 500 // 64
     stored = _verify_whole_tree(store, signer)
     assert sorted(stored) == sorted(entries)
+
+
+def test_entries_of_every_size_and_byte_are_stored_exactly_with_their_hash_and_time(store, signer):
+    """What the writer encodes itself (PostgreSQL's binary COPY stream, SQLite's padded multi-row INSERT) comes
+    back byte for byte: empty and maximal entries, every byte value, lengths around the encodings' edges."""
+    entries = [b"", b"\x00", b"\xff\xff", bytes(range(256)), b"\xff" * 4096, bytes(range(256)) * 255 + b"\x01" * 255,
+               b"PGCOPY\n\xff\r\n\x00", b"\xff\xff" + bytes(30), b"x" * 32]
+    assert max(map(len, entries)) == 65535
+
+    async def scenario(sequencer):
+        return await sequencer.submit(entries)
+
+    before = int(time.time() * 1000)
+    receipt = asyncio.run(_run(store, signer, scenario))
+    after = int(time.time() * 1000)
+    for offset, entry in enumerate(entries):
+        stored = store.read_entry(receipt.first_index + offset)
+        assert (stored.index, stored.data, stored.leaf_hash) == (receipt.first_index + offset, entry, hash_leaf(entry))
+        assert before <= stored.received_at <= after
+    assert _verify_whole_tree(store, signer) == entries
 
 
 def test_a_multi_entry_submission_gets_consecutive_indices(store, signer):

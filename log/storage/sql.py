@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -571,6 +572,15 @@ class _WalCheckpointer:
         self._thread.join()
 
 
+# PostgreSQL's binary COPY format: a signature, flags and header-extension length (both 0); per row its field count,
+# then per field a signed 32-bit length and the value (int8 big-endian, bytea raw); -1 as the field count ends it.
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = struct.pack(">h", -1)
+_COPY_ENTRY_HEAD = struct.Struct(">hiqi")  # field count, idx's length and value, data's length
+_COPY_HASH_FIELD = struct.pack(">i", 32)
+_COPY_INT8_FIELD = struct.Struct(">iq")
+
+
 class _PostgresWriter(_DriverWriter):
     placeholder = "%s"
     index_chunk_sql = (
@@ -603,13 +613,17 @@ class _PostgresWriter(_DriverWriter):
         return self._conn.cursor()
 
     def _insert_entries(self, cur, first_index, entries, leaf_hashes, received_at) -> None:
+        # The batch as one PostgreSQL binary COPY stream, put together here: psycopg's write_row costs ~1 us a row
+        # in Python, this a third of that.
+        row_head = _COPY_ENTRY_HEAD.pack
+        hash_field = _COPY_HASH_FIELD
+        tail = _COPY_INT8_FIELD.pack(8, received_at)
+        parts = [_COPY_SIGNATURE]
+        for index, (data, leaf_hash) in enumerate(zip(entries, leaf_hashes), first_index):
+            parts += (row_head(4, 8, index, len(data)), data, hash_field, leaf_hash, tail)
+        parts.append(_COPY_TRAILER)
         with cur.copy("COPY entries (idx, data, leaf_hash, received_at) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "bytea", "bytea", "int8"])
-            write_row = copy.write_row
-            index = first_index
-            for data, leaf_hash in zip(entries, leaf_hashes):
-                write_row((index, data, leaf_hash, received_at))
-                index += 1
+            copy.write(b"".join(parts))
 
     def _commit(self) -> None:
         self._conn.commit()
