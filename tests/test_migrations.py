@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from log.proofs import verify_inclusion
 from log.service import Log, LogConfig
-from log.storage.sql import downgrade_schema, normalize_database_url, upgrade_schema
+from log.storage.sql import downgrade_schema, normalize_database_url, schema_revision, upgrade_schema
 from log.tiles import TILE_HEIGHT, interior_nodes, tile_node_layers
 from tests.postgres import fresh_database
 
@@ -213,3 +213,54 @@ def test_0007_makes_the_index_the_rowid_on_sqlite_and_keeps_every_row_both_ways(
             await log.close()
 
     asyncio.run(prove())
+
+
+def test_a_migration_that_fails_half_way_on_sqlite_leaves_the_database_as_it_was_and_can_run_again(tmp_path):
+    """Every statement of a migration is inside its transaction, CREATE and ALTER too (Python's sqlite3 would commit
+    those on their own): 0007 failing at its second table undoes the first table's rebuild and leaves nothing
+    behind, so once the cause is gone it runs again."""
+    url = f"sqlite:///{tmp_path / 'auditlog.db'}"
+    config = LogConfig(data_dir=tmp_path / "log", database_url=url, origin=ORIGIN)
+    entries = [f"entry {i}".encode() for i in range(300)]
+
+    async def fill():
+        log = await Log.open(config)
+        try:
+            await log.add_entries(entries)
+        finally:
+            await log.close()
+
+    asyncio.run(fill())
+    downgrade_schema(url, "0006")
+    engine = sa.create_engine(normalize_database_url(url))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE checkpoints_rebuilt (in_the_way INTEGER)")
+    finally:
+        engine.dispose()
+
+    with pytest.raises(sa.exc.OperationalError, match="checkpoints_rebuilt"):
+        upgrade_schema(url)
+    assert schema_revision(url) == "0006"
+    assert _sqlite_shape(url) == {table: ("BIGINT", True) for table in ("entries", "checkpoints", "audit_events")}
+    assert "entries_rebuilt" not in _schema(url)
+
+    engine = sa.create_engine(normalize_database_url(url))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE checkpoints_rebuilt")
+    finally:
+        engine.dispose()
+    upgrade_schema(url)
+    assert schema_revision(url) == "0007"
+    assert _sqlite_shape(url) == {table: ("INTEGER", False) for table in ("entries", "checkpoints", "audit_events")}
+
+    async def read_back():
+        log = await Log.open(config)
+        try:
+            assert log.checkpoint.size == 300
+            assert [(await log.entry(i)).data for i in (0, 150, 299)] == [entries[0], entries[150], entries[299]]
+        finally:
+            await log.close()
+
+    asyncio.run(read_back())
