@@ -613,8 +613,8 @@ class _PostgresWriter(_DriverWriter):
         return self._conn.cursor()
 
     def _insert_entries(self, cur, first_index, entries, leaf_hashes, received_at) -> None:
-        # The batch as one PostgreSQL binary COPY stream, put together here: psycopg's write_row costs ~1 us a row
-        # in Python, this a third of that.
+        # The batch as one PostgreSQL binary COPY stream, put together here: 0.4-0.7 us less of the writer's
+        # Python per entry than psycopg's write_row, row by row (2^19-entry durable ingest).
         row_head = _COPY_ENTRY_HEAD.pack
         hash_field = _COPY_HASH_FIELD
         tail = _COPY_INT8_FIELD.pack(8, received_at)
