@@ -35,18 +35,34 @@ def _tiles(url: str, column: str) -> dict:
     return {(level, idx): (bytes(data), None if extra is None else bytes(extra)) for level, idx, data, extra in rows}
 
 
-def test_0005_recomputes_tile_interior_nodes_both_ways(database_url, tmp_path):
-    config = LogConfig(data_dir=tmp_path / "log", database_url=database_url, origin=ORIGIN)
-    entries = [f"entry {i}".encode() for i in range(600)]
+def _fill(config: LogConfig, entries: list[bytes], per_batch: int | None = None) -> None:
+    """Log `entries` through a Log opened on `config`, `per_batch` at a time (default: all in one batch)."""
+    step = per_batch or len(entries)
 
     async def fill():
         log = await Log.open(config)
         try:
-            await log.add_entries(entries)
+            for start in range(0, len(entries), step):
+                await log.add_entries(entries[start:start + step])
         finally:
             await log.close()
 
     asyncio.run(fill())
+
+
+def _execute(url: str, sql: str) -> None:
+    engine = sa.create_engine(normalize_database_url(url))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
+def test_0005_recomputes_tile_interior_nodes_both_ways(database_url, tmp_path):
+    config = LogConfig(data_dir=tmp_path / "log", database_url=database_url, origin=ORIGIN)
+    entries = [f"entry {i}".encode() for i in range(600)]
+    _fill(config, entries)
     downgrade_schema(database_url, "0004")
     tiles = _tiles(database_url, "middle")
     full = {key: value for key, value in tiles.items() if len(value[0]) == 256 * 32}
@@ -156,23 +172,8 @@ def test_0007_makes_the_index_the_rowid_on_sqlite_and_keeps_every_row_both_ways(
     url = f"sqlite:///{tmp_path / 'auditlog.db'}"
     config = LogConfig(data_dir=tmp_path / "log", database_url=url, origin=ORIGIN)
     entries = [f"entry {i}".encode() for i in range(700)]
-
-    async def fill():
-        log = await Log.open(config)
-        try:
-            for start in range(0, len(entries), 100):
-                await log.add_entries(entries[start:start + 100])
-        finally:
-            await log.close()
-
-    asyncio.run(fill())
-    engine = sa.create_engine(normalize_database_url(url))
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(
-                "INSERT INTO audit_events VALUES (3, 't', 'p', 'e', 'r', 'tr', NULL, 'agent', 'a', 'tool_call', 5)")
-    finally:
-        engine.dispose()
+    _fill(config, entries, per_batch=100)
+    _execute(url, "INSERT INTO audit_events VALUES (3, 't', 'p', 'e', 'r', 'tr', NULL, 'agent', 'a', 'tool_call', 5)")
 
     def contents() -> tuple:
         engine = sa.create_engine(normalize_database_url(url))
@@ -222,22 +223,9 @@ def test_a_migration_that_fails_half_way_on_sqlite_leaves_the_database_as_it_was
     url = f"sqlite:///{tmp_path / 'auditlog.db'}"
     config = LogConfig(data_dir=tmp_path / "log", database_url=url, origin=ORIGIN)
     entries = [f"entry {i}".encode() for i in range(300)]
-
-    async def fill():
-        log = await Log.open(config)
-        try:
-            await log.add_entries(entries)
-        finally:
-            await log.close()
-
-    asyncio.run(fill())
+    _fill(config, entries)
     downgrade_schema(url, "0006")
-    engine = sa.create_engine(normalize_database_url(url))
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("CREATE TABLE checkpoints_rebuilt (in_the_way INTEGER)")
-    finally:
-        engine.dispose()
+    _execute(url, "CREATE TABLE checkpoints_rebuilt (in_the_way INTEGER)")
 
     with pytest.raises(sa.exc.OperationalError, match="checkpoints_rebuilt"):
         upgrade_schema(url)
@@ -245,12 +233,7 @@ def test_a_migration_that_fails_half_way_on_sqlite_leaves_the_database_as_it_was
     assert _sqlite_shape(url) == {table: ("BIGINT", True) for table in ("entries", "checkpoints", "audit_events")}
     assert "entries_rebuilt" not in _schema(url)
 
-    engine = sa.create_engine(normalize_database_url(url))
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE checkpoints_rebuilt")
-    finally:
-        engine.dispose()
+    _execute(url, "DROP TABLE checkpoints_rebuilt")
     upgrade_schema(url)
     assert schema_revision(url) == "0007"
     assert _sqlite_shape(url) == {table: ("INTEGER", False) for table in ("entries", "checkpoints", "audit_events")}
