@@ -106,10 +106,12 @@ def test_concurrent_submissions_get_consecutive_indices(store, signer):
 
 def test_entries_of_every_size_and_byte_are_stored_exactly_with_their_hash_and_time(store, signer):
     """What the writer encodes itself (PostgreSQL's binary COPY stream, SQLite's padded multi-row INSERT) comes
-    back byte for byte: empty and maximal entries, every byte value, lengths around the encodings' edges."""
+    back byte for byte: empty and maximal entries, every byte value, lengths around the encodings' edges, and more
+    than a MiB in one batch (the COPY stream goes out in pieces)."""
     entries = [b"", b"\x00", b"\xff\xff", bytes(range(256)), b"\xff" * 4096, bytes(range(256)) * 255 + b"\x01" * 255,
                b"PGCOPY\n\xff\r\n\x00", b"\xff\xff" + bytes(30), b"x" * 32]
-    assert max(map(len, entries)) == 65535
+    entries += [bytes([n]) * 65535 for n in range(17)] + [b"after the first piece"]
+    assert max(map(len, entries)) == 65535 and sum(map(len, entries)) > 1 << 20
 
     async def scenario(sequencer):
         return await sequencer.submit(entries)

@@ -579,6 +579,7 @@ _COPY_TRAILER = struct.pack(">h", -1)
 _COPY_ENTRY_HEAD = struct.Struct(">hiqi")  # field count, idx's length and value, data's length
 _COPY_HASH_FIELD = struct.pack(">i", 32)
 _COPY_INT8_FIELD = struct.Struct(">iq")
+_COPY_CHUNK_BYTES = 1 << 20
 
 
 class _PostgresWriter(_DriverWriter):
@@ -618,11 +619,15 @@ class _PostgresWriter(_DriverWriter):
         row_head = _COPY_ENTRY_HEAD.pack
         hash_field = _COPY_HASH_FIELD
         tail = _COPY_INT8_FIELD.pack(8, received_at)
-        parts = [_COPY_SIGNATURE]
-        for index, (data, leaf_hash) in enumerate(zip(entries, leaf_hashes), first_index):
-            parts += (row_head(4, 8, index, len(data)), data, hash_field, leaf_hash, tail)
-        parts.append(_COPY_TRAILER)
         with cur.copy("COPY entries (idx, data, leaf_hash, received_at) FROM STDIN (FORMAT BINARY)") as copy:
+            parts, size = [_COPY_SIGNATURE], 0
+            for index, (data, leaf_hash) in enumerate(zip(entries, leaf_hashes), first_index):
+                parts += (row_head(4, 8, index, len(data)), data, hash_field, leaf_hash, tail)
+                size += len(data)
+                if size >= _COPY_CHUNK_BYTES:  # a large batch goes out in pieces, not as one copy of itself
+                    copy.write(b"".join(parts))
+                    parts, size = [], 0
+            parts.append(_COPY_TRAILER)
             copy.write(b"".join(parts))
 
     def _commit(self) -> None:
