@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 import sqlalchemy as sa
@@ -247,3 +248,17 @@ def test_a_migration_that_fails_half_way_on_sqlite_leaves_the_database_as_it_was
             await log.close()
 
     asyncio.run(read_back())
+
+
+def test_upgrading_an_existing_schema_is_logged_with_its_revisions_and_a_new_one_is_not(tmp_path, caplog):
+    url = f"sqlite:///{tmp_path / 'auditlog.db'}"
+    with caplog.at_level(logging.INFO, logger="log.storage.sql"):
+        upgrade_schema(url)
+        assert not [r for r in caplog.records if r.name == "log.storage.sql"]
+        downgrade_schema(url, "0005")
+        caplog.clear()
+        upgrade_schema(url)
+    head = schema_revision(url)
+    messages = [r.getMessage() for r in caplog.records if r.name == "log.storage.sql"]
+    assert messages[0] == f"upgrading the database schema from revision 0005 to {head}"
+    assert messages[1].startswith(f"database schema at revision {head} after ")

@@ -19,6 +19,7 @@ import re
 import sqlite3
 import struct
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -41,6 +42,7 @@ ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
 LEAF_INDEX_CHUNK = 1 << 16
 # The SQLite WAL is checkpointed in the background and truncated between batches once it grows past this.
 WAL_TRUNCATE_BYTES = 64 << 20
+_logger = logging.getLogger(__name__)
 _CHUNKS_PER_QUERY = 200
 _KEYS_PER_QUERY = 500  # well under SQLite's 32,766 bound variables and PostgreSQL's 65,535 parameters
 
@@ -58,14 +60,28 @@ def sqlite_url_for(path: str | os.PathLike) -> str:
 
 
 def upgrade_schema(url: str, revision: str = "head") -> None:
-    """Create or upgrade the schema to an Alembic revision (default: the newest)."""
+    """Create or upgrade the schema to an Alembic revision (default: the newest).
+
+    Upgrading a database that already has a schema is logged, start and end: some migrations rebuild a table
+    (0007 copies the entries, ~4.5 s per million on SQLite), and a server that opens such a log says why it waits.
+    """
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     url = normalize_database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(_alembic_config(url), revision)
+    config = _alembic_config(url)
+    current = schema_revision(url)
+    target = ScriptDirectory.from_config(config).get_current_head() if revision == "head" else revision
+    upgrading = current is not None and current != target
+    if upgrading:
+        _logger.info("upgrading the database schema from revision %s to %s", current, target)
+    started = time.monotonic()
+    command.upgrade(config, revision)
+    if upgrading:
+        _logger.info("database schema at revision %s after %.1f s", target, time.monotonic() - started)
 
 
 def downgrade_schema(url: str, revision: str) -> None:
@@ -516,7 +532,7 @@ class _SqliteWriter(_DriverWriter):
                 if os.path.getsize(self._wal_path) > WAL_TRUNCATE_BYTES:
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except (OSError, sqlite3.Error) as exc:
-            logging.getLogger(__name__).warning("could not truncate the WAL: %s", exc)
+            _logger.warning("could not truncate the WAL: %s", exc)
         # Take the write lock again at once so no other writer slips in.
         try:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -563,7 +579,7 @@ class _WalCheckpointer:
             while not self._stop.wait(self._interval):
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:
-            logging.getLogger(__name__).warning("WAL checkpointing stopped: %s", exc)
+            _logger.warning("WAL checkpointing stopped: %s", exc)
         finally:
             conn.close()
 
