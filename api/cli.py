@@ -80,9 +80,15 @@ def _out(document) -> None:
 # --- serve -------------------------------------------------------------------------------------------------------
 
 
-def cmd_serve(args) -> int:
+def _server_logging() -> None:
+    """INFO lines with their time and source on stderr; alembic's per-step lines stay quiet (the storage layer logs
+    an upgrade's revisions and duration)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def cmd_serve(args) -> int:
+    _server_logging()
     config = LogConfig(
         data_dir=Path(args.data_dir),
         database_url=args.database_url,
@@ -221,6 +227,7 @@ def cmd_keygen(args) -> int:
 def cmd_db_upgrade(args) -> int:
     from log.storage.sql import upgrade_schema
 
+    _server_logging()
     config = LogConfig(data_dir=Path(args.data_dir), database_url=args.database_url)
     if args.database_url is None:
         config.data_dir.mkdir(parents=True, exist_ok=True)
