@@ -116,7 +116,7 @@ def cmd_serve_reads(args) -> int:
     """A read worker (api/readers.py), started by `serve --read-workers`; not meant to be run by hand."""
     from api.readers import serve_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _server_logging()
     config = LogConfig(data_dir=Path(args.data_dir), database_url=args.database_url,
                        key_file=Path(args.key_file) if args.key_file else None, migrate=False)
     try:
