@@ -16,7 +16,7 @@ import base64
 import uuid
 from pathlib import Path
 
-from api.recorder import Recorder
+from api.client.recorder import Recorder
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Plain in-process counters and histograms the log keeps about itself. `api.metrics` renders them for Prometheus.
+"""Plain in-process counters and histograms the log keeps about itself. `api.server.metrics` renders them for Prometheus.
 
 Updated from the event loop and from the writer thread; single int/float increments under the GIL are enough
 for monitoring figures.

@@ -13,9 +13,9 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import create_app
-from api.openapi import DOCUMENT
-from api.state import LOG
+from api.server.app import create_app
+from api.server.openapi import DOCUMENT
+from api.server.state import LOG
 from log.checkpoint import open_checkpoint
 from log.compact import CompactRange
 from log.errors import SequencerLockHeld, StorageError, Unavailable
@@ -298,7 +298,7 @@ def test_read_body_takes_the_declared_length_or_counts_a_chunked_body_against_th
     from aiohttp.test_utils import make_mocked_request
     from aiohttp.web import HTTPRequestEntityTooLarge
 
-    from api.routes import read_body
+    from api.server.routes import read_body
     from log.errors import InvalidInput
 
     async def read(chunks: list[bytes], headers: dict[str, str], limit: int = 100) -> bytes:

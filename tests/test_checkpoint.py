@@ -1,8 +1,8 @@
 """log.checkpoint: the strict checkpoint body, and signing/opening against independent vectors.
 
 Vector sources (see tests/test_note.py for details):
-- shared/vectors/reference-log/: a checkpoint signed by Go's golang.org/x/mod/sumdb/note v0.7.0, plus one cosignature.
-- shared/vectors/cosigned-checkpoint.note/.keys: a real arche2025h1 staging CT log checkpoint, cosigned by
+- tests/vectors/reference-log/: a checkpoint signed by Go's golang.org/x/mod/sumdb/note v0.7.0, plus one cosignature.
+- tests/vectors/cosigned-checkpoint.note/.keys: a real arche2025h1 staging CT log checkpoint, cosigned by
   remora.n621.de.
 - filippo.io/torchwood cmd/litewitness/testdata/mldsa.txt: a checkpoint signed with an ML-DSA-44 (type 0x06) key.
 - The tlog-checkpoint spec example body (c2sp.org/tlog-checkpoint).
@@ -32,7 +32,7 @@ from log.note import (
     sign_note,
 )
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 REF = VECTORS / "reference-log"
 LOG_SKEY = (REF / "log.skey").read_text().strip()
 LOG_VKEY = (REF / "log.vkey").read_text().strip()

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from api.app import create_app
-from api.cli import _ProgressBar, main
+from api.server.app import create_app
+from api.cli.main import _ProgressBar, main
 from log.checkpoint import Checkpoint, sign_checkpoint
 from log.hashing import hash_leaf
 from log.keys import read_signer_key

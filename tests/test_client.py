@@ -11,9 +11,9 @@ import urllib.request
 import pytest
 from aiohttp import web
 
-from api.app import create_app
-from api.client import LogClient, SyncLogClient
-from api.state import LOG
+from api.server.app import create_app
+from api.client.log_client import LogClient, SyncLogClient
+from api.server.state import LOG
 from log.checkpoint import Checkpoint, sign_checkpoint
 from log.errors import InvalidInput, NotFound, ProofError, SignatureError, VerificationError
 from log.hashing import hash_leaf

@@ -1,9 +1,9 @@
 """log.note against independent implementations: signed notes, key strings, cosignatures.
 
 Vector sources:
-- shared/vectors/reference-log/: keys and a checkpoint written by Go's golang.org/x/mod/sumdb/note v0.7.0, with one
+- tests/vectors/reference-log/: keys and a checkpoint written by Go's golang.org/x/mod/sumdb/note v0.7.0, with one
   tlog-cosignature/v1 line at timestamp 1790000000 (see its README.md).
-- shared/vectors/cosigned-checkpoint.note/.keys: a real checkpoint of the arche2025h1 staging CT log with a real
+- tests/vectors/cosigned-checkpoint.note/.keys: a real checkpoint of the arche2025h1 staging CT log with a real
   cosignature from the public witness remora.n621.de.
 - PETER_*: golang.org/x/mod sumdb/note/note_test.go (TestSign, TestOpen).
 - SPEC_*: the example in c2sp.org/signed-note ("Verifier keys", "Example").
@@ -47,7 +47,7 @@ from log.note import (
     subtree_v1_message,
 )
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 REF = VECTORS / "reference-log"
 
 

@@ -1,11 +1,11 @@
-"""api/readers.py pieces that the end-to-end tests (tests/e2e/test_read_workers.py) cannot reach."""
+"""api/server/readers.py pieces that the end-to-end tests (tests/e2e/test_read_workers.py) cannot reach."""
 
 from __future__ import annotations
 
 import os
 
-from api.readers import READ_ROUTES, writer_socket
-from api.routes import ROUTES
+from api.server.readers import READ_ROUTES, writer_socket
+from api.server.routes import ROUTES
 from log.service import LogConfig
 
 
@@ -32,7 +32,7 @@ def _batcher_with(answer):
     import base64
     import json
 
-    from api.readers import EntryBatcher
+    from api.server.readers import EntryBatcher
 
     sent: list[list[bytes]] = []
     release = asyncio.Event()
@@ -131,7 +131,7 @@ def test_what_the_writer_refuses_or_fails_reaches_every_entry_of_the_batch_and_n
 def test_a_worker_batch_stays_within_the_writers_limits_on_a_batch():
     import asyncio
 
-    from api.routes import MAX_BATCH_ENTRIES, MAX_JSON_BODY, parse_batch
+    from api.server.routes import MAX_BATCH_ENTRIES, MAX_JSON_BODY, parse_batch
     from log.tiles import MAX_ENTRY_SIZE
 
     sizes = []

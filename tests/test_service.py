@@ -1,4 +1,4 @@
-"""The Log service against the independent reference log (Go's golang.org/x/mod/sumdb/tlog, ../shared/vectors).
+"""The Log service against the independent reference log (Go's golang.org/x/mod/sumdb/tlog, tests/vectors).
 
 The 70,000 reference entries go through the real write path in batches of uneven sizes; at every size the vectors
 name, the proofs the Log serves (from stored tiles, from its caches, and from the sequencer's in-memory edge
@@ -22,7 +22,7 @@ from log.service import Log, LogConfig
 from log.tiles import TileID, decode_entry_bundle, entry_bundles_for_size, interior_nodes, tiles_for_size
 from tests.postgres import fresh_database
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "reference-log"
+REFERENCE = Path(__file__).resolve().parent / "vectors" / "reference-log"
 VECTORS = json.loads((REFERENCE / "vectors.json").read_text())
 
 

@@ -1,6 +1,6 @@
 """log/tiles.py against the independent reference log (Go's golang.org/x/mod/sumdb/tlog, see its README.md).
 
-Vectors: ../shared/vectors/reference-log, a 70,000-entry static tlog-tiles log with its tiles, entry bundles and
+Vectors: tests/vectors/reference-log, a 70,000-entry static tlog-tiles log with its tiles, entry bundles and
 vectors.json (roots for 40 sizes, sample entries with leaf hashes), used byte for byte.
 """
 
@@ -41,7 +41,7 @@ from log.tiles import (
     tiles_for_size,
 )
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "reference-log"
+REFERENCE = Path(__file__).resolve().parent / "vectors" / "reference-log"
 TILE_DIR = REFERENCE / "log" / "tile"
 SIZE = 70000
 

@@ -20,7 +20,7 @@ from pyasn1.type import univ
 from pyasn1_modules import rfc3161, rfc5652
 
 from log.errors import VerificationError
-from witness.timestamp import (
+from witness.rfc3161 import (
     OID_SHA1, OID_SHA256, TimestampError, TimestampRejected, UntrustedTimestamp, build_request, verify_timestamp,
 )
 from witness.tsa import (

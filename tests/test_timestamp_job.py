@@ -23,7 +23,8 @@ from log.checkpoint import Checkpoint, sign_checkpoint
 from log.note import generate_signer_key, parse_signer_key
 from log.storage import WorkFailed
 from log.storage.sql import SqlLogStore, sqlite_url_for, upgrade_schema
-from witness.timestamp import TimestampJob, verify_timestamp
+from api.server.timestamping import TimestampJob
+from witness.rfc3161 import verify_timestamp
 from witness.tsa import TimestampAuthority, TsaIdentity, make_tsa_app, make_tsa_chain
 
 ORIGIN = "test.example/log"

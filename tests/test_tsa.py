@@ -21,7 +21,7 @@ from pyasn1.codec.der import decoder as der_decoder
 from pyasn1_modules import rfc3161
 
 from log.errors import InvalidInput
-from witness.timestamp import (
+from witness.rfc3161 import (
     TIMESTAMP_QUERY, TIMESTAMP_REPLY, TimestampRejected, build_request, verify_timestamp,
 )
 from witness.tsa import (

@@ -1,7 +1,7 @@
 """The witness's cosigner (witness/cosigner.py) and its HTTP face (witness/server.py), per c2sp.org/tlog-witness.
 
-Checkpoints and consistency proofs come from the shared reference log (built by Go's x/mod tlog, see
-../shared/vectors/reference-log/README.md): its roots at sizes 1, 2, 8, 256, 257, 512, 69999 and 70000, and the
+Checkpoints and consistency proofs come from the reference log in tests/vectors (built by Go's x/mod tlog, see
+tests/vectors/reference-log/README.md): its roots at sizes 1, 2, 8, 256, 257, 512, 69999 and 70000, and the
 proofs between them, signed here with its published test key `log.skey`.
 """
 
@@ -28,7 +28,7 @@ from witness.cosigner import (
 )
 from witness.server import create_witness_app
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 REFERENCE = VECTORS / "reference-log"
 DATA = json.loads((REFERENCE / "vectors.json").read_text())
 ORIGIN = DATA["origin"]

@@ -1,4 +1,4 @@
-"""WitnessJob (witness/job.py) against an in-process Log and in-process witness apps on loopback ports."""
+"""WitnessJob (api/server/witnessing.py) against an in-process Log and in-process witness apps on loopback ports."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from log.note import (
 from log.service import Log, LogConfig
 from log.storage.sql import sqlite_url_for, upgrade_schema
 from witness.cosigner import AddCheckpointRequest, Cosigner, WitnessStore
-from witness.job import KOfN, WitnessEndpoint, WitnessJob
+from api.server.witnessing import KOfN, WitnessEndpoint, WitnessJob
 from witness.server import create_witness_app
 
 ORIGIN = "test.example/log"

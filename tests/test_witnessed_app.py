@@ -1,5 +1,5 @@
-"""The log app with witnessing and timestamping (api/app.py `Witnessing`), in process: routes, metrics, the monitor's
-cosignature and timestamp checks, and entry evidence bundles (witness/evidence.py) against a table of mutations."""
+"""The log app with witnessing and timestamping (api/server/app.py `Witnessing`), in process: routes, metrics, the monitor's
+cosignature and timestamp checks, and entry evidence bundles (api/client/evidence.py) against a table of mutations."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import Witnessing, create_app
-from api.client import LogClient
-from api.metrics import render_dict_metrics
-from api.monitor import verify_log
+from api.server.app import Witnessing, create_app
+from api.client.log_client import LogClient
+from api.server.metrics import render_dict_metrics
+from api.client.monitor import verify_log
 from log.errors import InvalidInput
 from log.hashing import hash_leaf
 from log.note import (
@@ -22,9 +22,8 @@ from log.note import (
 )
 from tests.conftest import serve_app
 from tests.test_witness_job import ORIGIN, WitnessServer
-from witness.evidence import (
-    EntryEvidenceError, WitnessPolicy, build_entry_bundle, check_cosignatures, verify_entry_bundle,
-)
+from api.client.evidence import EntryEvidenceError, build_entry_bundle, verify_entry_bundle
+from witness.cosignatures import WitnessPolicy, check_cosignatures
 from witness.tsa import CA_CERT_FILE, TimestampAuthority, TsaIdentity, make_tsa_app
 
 

@@ -13,7 +13,7 @@ Witness side (the `auditlog witness serve` database):
   cosigned size): tlog-witness lets a witness keep these, as they may prove the log misbehaved. One row per
   distinct (origin, size, root), so a log resending the same checkpoint does not grow the table.
 
-Log side (the log's database, or on SQLite a sidecar beside it; see witness/job.py):
+Log side (the log's database, or on SQLite a sidecar beside it; see api/server/witnessing.py):
 
 * `checkpoint_cosignatures`: cosignatures the log gathered from its witnesses, verified before they are stored,
   one row per (checkpoint size, witness, key ID).

@@ -50,7 +50,7 @@ from pyasn1.type import char, univ, useful
 from pyasn1_modules import rfc3161, rfc5035, rfc5280, rfc5652
 
 from log.errors import InvalidInput
-from witness.timestamp import (
+from witness.rfc3161 import (
     HASH_ALGORITHMS, OID_ECDSA_WITH_SHA256, OID_SHA1, OID_SHA256, TIMESTAMP_QUERY, TIMESTAMP_REPLY,
 )
 

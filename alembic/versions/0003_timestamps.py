@@ -1,8 +1,8 @@
 """RFC 3161 timestamps of checkpoints: one row per verified TimeStampResp, beside the checkpoint it covers.
 
 `size` is the tree size of the checkpoint stamped and `note` its exact note bytes (the message imprint is SHA-256
-of them); `response` is the DER TimeStampResp, stored only after witness/timestamp.py's verify_timestamp passed.
-Times are Unix milliseconds. Must match witness/timestamp.py's `timestamps` table.
+of them); `response` is the DER TimeStampResp, stored only after witness/rfc3161.py's verify_timestamp passed.
+Times are Unix milliseconds. Must match witness/rfc3161.py's `timestamps` table.
 
 Revision ID: 0003
 Revises: 0002

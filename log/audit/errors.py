@@ -1,7 +1,7 @@
 """Errors of the audit personality. Each has a stable `code` (the problem type is `urn:auditlog:problem:<code>`)
 and, where one field is to blame, `field` as a JSON path into the submitted envelope or event.
 
-They extend the log's hierarchy, so code that handles `LogError` handles these too; `api/audit.py` holds the one
+They extend the log's hierarchy, so code that handles `LogError` handles these too; `api/server/audit_routes.py` holds the one
 table from code to HTTP status.
 """
 

@@ -1,4 +1,4 @@
-"""The audit personality end to end against a real HTTP server on a loopback port (the app of api.app with the
+"""The audit personality end to end against a real HTTP server on a loopback port (the app of api.server.app with the
 audit routes added, in a thread of this process): exactly-once ingest under concurrent retries, every refusal
 storing nothing, timelines and evidence bundles that verify offline and fail when one byte changes, blobs, and
 the producer SDK failing closed."""
@@ -22,10 +22,10 @@ import pytest
 from aiohttp import web
 from nacl.signing import SigningKey
 
-from api.app import create_app
-from api.audit import AUDIT, add_audit_routes
-from api.audit_cli import add_audit_parsers
-from api.recorder import Recorder, RecorderError, generate_key
+from api.server.app import create_app
+from api.server.audit_routes import AUDIT, add_audit_routes
+from api.cli.audit import add_audit_parsers
+from api.client.recorder import Recorder, RecorderError, generate_key
 from log.audit.canonical import canonicalize
 from log.audit.errors import EvidenceError
 from log.audit.evidence import verify_bundle

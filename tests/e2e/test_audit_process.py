@@ -2,7 +2,7 @@
 
 Everything goes through the process boundary a deployment has: the admin token the server writes to
 `<data dir>/admin.token` on first start, the `auditlog producer|timeline|verify-evidence` commands run as
-subprocesses, raw HTTP for producers, and the SDK (`api.recorder.Recorder`). What it holds the server to:
+subprocesses, raw HTTP for producers, and the SDK (`api.client.recorder.Recorder`). What it holds the server to:
 
 1. registry changes (producer registered, key added) are themselves log entries, readable back as
    registry-change records;
@@ -35,7 +35,7 @@ import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
-from api.recorder import Recorder, RecorderError
+from api.client.recorder import Recorder, RecorderError
 from log.audit.canonical import canonicalize
 from log.audit.errors import EvidenceError
 from log.audit.evidence import verify_bundle

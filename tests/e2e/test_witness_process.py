@@ -1,7 +1,7 @@
 """A real `witness serve` process: keys made on first start (0600), state survives SIGKILL, rollback refused after.
 
-Runs `python -m api.cli witness serve` when api/cli.py wires the subcommand, else `python -m witness.cli serve`.
-Checkpoints and proofs come from the shared reference log, signed with its published test key.
+Runs `python -m api.cli witness serve` when api/cli/main.py wires the subcommand, else `python -m witness.cli serve`.
+Checkpoints and proofs come from the reference log in tests/vectors, signed with its published test key.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from log.note import CosignatureVerifier, NoteSignature, parse_note, parse_signe
 from witness.cosigner import AddCheckpointRequest
 
 REPO = Path(__file__).resolve().parents[2]
-REFERENCE = REPO.parent / "shared" / "vectors" / "reference-log"
+REFERENCE = REPO / "tests" / "vectors" / "reference-log"
 DATA = json.loads((REFERENCE / "vectors.json").read_text())
 ROOTS = {r["size"]: base64.b64decode(r["root"]) for r in DATA["roots"]}
 PROOFS = {(c["first"], c["second"]): [base64.b64decode(h) for h in c["hashes"]] for c in DATA["consistency"]}

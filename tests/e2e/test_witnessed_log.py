@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from api.cli import main as cli_main
+from api.cli.main import main as cli_main
 from log.note import COSIGNATURE_ED25519, NoteSignature, generate_signer_key, parse_note
 from tests.processes import REPO, ServerProcess
 

@@ -1,0 +1,469 @@
+"""A verifying client of an auditlog server: nothing it returns is taken on the server's word.
+
+Trust starts from one thing the caller supplies, the log's verifier key (a signed-note key string). From it:
+
+1. every checkpoint is opened with that key (signature, origin) before its root is believed;
+2. the roots the client believes are kept by tree size; two different roots for one size are a split view and
+   raise ProofError;
+3. every inclusion proof is checked against a believed root, with the leaf hash computed by the client (from the
+   entry it submitted or fetched), never the one the server reports;
+4. a root for an older tree size, when needed, is computed from the tiles and believed only after a consistency
+   proof from it to a signed checkpoint's root verifies;
+5. every consistency proof is checked between two believed roots.
+
+Failures raise `log.errors.VerificationError` subclasses (ProofError, SignatureError). Error answers of the server
+come back as the log error their problem `type` names (InvalidInput, NotFound, Unavailable...), so callers can
+branch on the same classes as in-process code. `LogClient` is async (aiohttp); `SyncLogClient` wraps it for
+scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+import aiohttp
+
+from log.checkpoint import Checkpoint, open_checkpoint
+from log.compact import CompactRange, frontier_node_ids
+from log.errors import InvalidInput, LogError, NotFound, ProofError, Unavailable, VerificationError
+from log.hashing import EMPTY_ROOT, hash_leaf
+from log.note import Verifier, parse_verifier_key
+from log.proofs import verify_consistency, verify_inclusion
+from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID, node_hash_from_tile, tile_for_node
+
+MAX_BATCH = 4096
+PROOF_CONCURRENCY = 16
+PROBLEM_PREFIX = "urn:auditlog:problem:"
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    """A verified proof that `leaf_hash` is entry `index` of the tree of `tree_size` whose root is `root`."""
+
+    index: int
+    tree_size: int
+    leaf_hash: bytes
+    hashes: tuple[bytes, ...]
+    root: bytes
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """A verified proof that the tree (second, second_root) extends (first, first_root)."""
+
+    first: int
+    second: int
+    hashes: tuple[bytes, ...]
+    first_root: bytes
+    second_root: bytes
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """An entry the log accepted, with its inclusion in the signed checkpoint it came with verified."""
+
+    index: int
+    leaf_hash: bytes
+    checkpoint: Checkpoint
+    note: bytes  # the signed checkpoint note as received
+    proof: tuple[bytes, ...]
+
+    @property
+    def tree_size(self) -> int:
+        return self.checkpoint.size
+
+
+def _error_classes() -> dict[str, type[LogError]]:
+    found: dict[str, type[LogError]] = {}
+    pending = [LogError]
+    while pending:
+        cls = pending.pop()
+        found.setdefault(cls.code, cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def _malformed(what: str) -> VerificationError:
+    return VerificationError(f"malformed server response: {what}")
+
+
+def _b64_hash(value, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise _malformed(f"{what} is not a base64 string")
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _malformed(f"{what} is not valid base64") from None
+    if len(decoded) != 32:
+        raise _malformed(f"{what} is {len(decoded)} bytes, not 32")
+    return decoded
+
+
+def _int(document: dict, name: str) -> int:
+    value = document.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _malformed(f"{name} is not a non-negative integer: {value!r}")
+    return value
+
+
+def _hash_list(document: dict) -> tuple[bytes, ...]:
+    hashes = document.get("hashes")
+    if not isinstance(hashes, list):
+        raise _malformed("hashes is not a list")
+    return tuple(_b64_hash(h, f"hashes[{i}]") for i, h in enumerate(hashes))
+
+
+def tile_width_in_tree(level: int | None, index: int, size: int) -> int:
+    """The width tile (level, index) has in a tree of `size` (entry bundles: level None, like level 0); 0: none."""
+    count = size >> (TILE_HEIGHT * (level or 0))
+    return max(0, min(TILE_WIDTH, count - index * TILE_WIDTH))
+
+
+class LogClient:
+    """Async verifying client. Use `async with LogClient(url, vkey) as client:` or call `close()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        verifier_key: str | Verifier,
+        *,
+        origin: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 30.0,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.verifier = parse_verifier_key(verifier_key) if isinstance(verifier_key, str) else verifier_key
+        self.origin = origin or self.verifier.name
+        self._session = session
+        self._own_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._roots: dict[int, bytes] = {0: EMPTY_ROOT}
+        self._latest: Checkpoint | None = None
+        self._latest_note: bytes | None = None
+        self._codes = _error_classes()
+
+    async def __aenter__(self) -> "LogClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- transport ----------------------------------------------------------------------------------------------
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def _request(self, method: str, path: str, **kwargs) -> tuple[bytes, str]:
+        try:
+            async with self._http().request(method, self.base_url + path, **kwargs) as resp:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise self._error(resp.status, resp.content_type, body, f"{method} {path}")
+                return body, resp.content_type
+        except aiohttp.ClientError as exc:
+            raise Unavailable(f"{method} {self.base_url}{path} failed: {exc}") from exc
+        except asyncio.TimeoutError as exc:
+            raise Unavailable(f"{method} {self.base_url}{path} timed out") from exc
+
+    def _error(self, status: int, content_type: str, body: bytes, what: str) -> LogError:
+        """The log error a problem response names (by its type), or a plain LogError for anything else."""
+        if content_type == "application/problem+json":
+            try:
+                problem = json.loads(body)
+                code = str(problem.get("type", "")).removeprefix(PROBLEM_PREFIX)
+                detail = f"{what}: HTTP {status}: {problem.get('detail', '')}"
+                cls = self._codes.get(code)
+                if cls is not None and issubclass(cls, InvalidInput):
+                    return cls(detail, field=problem.get("field"))
+                if cls is not None and not issubclass(cls, VerificationError):
+                    return cls(detail)
+            except (ValueError, AttributeError, TypeError):
+                pass
+        if status == 404:
+            return NotFound(f"{what}: HTTP 404")
+        if status == 503:
+            return Unavailable(f"{what}: HTTP 503")
+        return LogError(f"{what}: HTTP {status}: {body[:200]!r}")
+
+    async def _get_json(self, path: str, params: dict | None = None) -> dict:
+        body, _ = await self._request("GET", path, params=params)
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise _malformed(f"GET {path} did not answer JSON") from None
+        if not isinstance(document, dict):
+            raise _malformed(f"GET {path} did not answer a JSON object")
+        return document
+
+    # -- checkpoints and roots ------------------------------------------------------------------------------------
+    def believe(self, note: bytes) -> Checkpoint:
+        """Open a signed checkpoint with the verifier key and remember its root (step 1 and 2 of the module doc)."""
+        checkpoint, _ = open_checkpoint(note, self.verifier, self.origin)
+        self._remember(checkpoint.size, checkpoint.root_hash)
+        if self._latest is None or checkpoint.size >= self._latest.size:
+            self._latest, self._latest_note = checkpoint, note
+        return checkpoint
+
+    def _remember(self, size: int, root: bytes) -> None:
+        held = self._roots.get(size)
+        if held is not None and held != root:
+            raise ProofError(
+                f"split view: two roots for tree size {size}: {base64.b64encode(held).decode()} and "
+                f"{base64.b64encode(root).decode()}"
+            )
+        self._roots[size] = root
+
+    @property
+    def latest(self) -> Checkpoint | None:
+        """The largest verified checkpoint seen so far."""
+        return self._latest
+
+    @property
+    def latest_note(self) -> bytes | None:
+        return self._latest_note
+
+    async def checkpoint(self) -> Checkpoint:
+        """Fetch /checkpoint and verify its signature and origin."""
+        return (await self.signed_checkpoint())[0]
+
+    async def signed_checkpoint(self) -> tuple[Checkpoint, bytes]:
+        """Fetch /checkpoint, verify it, and return it with the signed note as served."""
+        note, _ = await self._request("GET", "/checkpoint")
+        return self.believe(note), note
+
+    async def witnessed_checkpoint(self) -> tuple[Checkpoint, bytes]:
+        """Fetch /checkpoint.witnessed: the log's signature is verified and its root believed; the witnesses'
+        cosignatures are left to the caller (api.client.evidence.check_cosignatures, with the keys it trusts)."""
+        note, _ = await self._request("GET", "/checkpoint.witnessed")
+        return self.believe(note), note
+
+    async def latest_timestamp(self) -> tuple[Checkpoint, bytes, bytes]:
+        """Fetch /api/v1/timestamps/latest: (the stamped checkpoint, verified and believed; its note's bytes, which
+        the token covers; the DER TimeStampResp, unverified: witness.rfc3161.verify_timestamp with the TSA's
+        certificate)."""
+        document = await self._get_json("/api/v1/timestamps/latest")
+        note = document.get("checkpoint")
+        if not isinstance(note, str):
+            raise _malformed("the timestamp answer holds no checkpoint")
+        try:
+            token = base64.b64decode(document.get("timestamp") or "", validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise _malformed("the timestamp is not base64") from None
+        checkpoint = self.believe(note.encode())
+        if _int(document, "tree_size") != checkpoint.size:
+            raise _malformed(f"tree_size {document.get('tree_size')} is not the stamped checkpoint's size "
+                             f"{checkpoint.size}")
+        return checkpoint, note.encode(), token
+
+    async def root_at(self, size: int) -> bytes:
+        """The root of the tree of `size`, believed (step 4): held, or from tiles checked by a consistency proof."""
+        held = self._roots.get(size)
+        if held is not None:
+            return held
+        latest = self._latest if self._latest is not None and self._latest.size >= size else await self.checkpoint()
+        if size > latest.size:
+            raise InvalidInput(f"tree size {size} is beyond the latest checkpoint size {latest.size}", field="size")
+        if size == latest.size:
+            return latest.root_hash
+        root = await self._root_from_tiles(size, latest.size)
+        await self._check_consistency(size, latest.size, root, latest.root_hash)
+        self._remember(size, root)
+        return root
+
+    async def _root_from_tiles(self, size: int, served_size: int) -> bytes:
+        """The root of [0, size) folded from the tiles of the served tree (unverified until a proof checks it)."""
+        nodes = frontier_node_ids(size)
+        located = [tile_for_node(height, index) for height, index in nodes]
+        wanted = list(dict.fromkeys((t.level, t.index) for t, _, _ in located))
+        fetched = dict(zip(wanted, await asyncio.gather(*(
+            self.tile(TileID(level, index, tile_width_in_tree(level, index, served_size)))
+            for level, index in wanted
+        ))))
+        hashes = []
+        for tile_id, start, count in located:
+            data = fetched[(tile_id.level, tile_id.index)]
+            if len(data) < (start + count) * 32:
+                raise _malformed(f"tile {tile_id.path()} is {len(data)} bytes, too short")
+            hashes.append(node_hash_from_tile(data, start, count))
+        return CompactRange(size, hashes).root()
+
+    # -- proofs -------------------------------------------------------------------------------------------------
+    async def _check_consistency(self, first: int, second: int, first_root: bytes, second_root: bytes):
+        document = await self._get_json("/api/v1/proof/consistency", {"first": str(first), "second": str(second)})
+        if _int(document, "first") != first or _int(document, "second") != second:
+            raise _malformed(f"consistency proof is for ({document.get('first')}, {document.get('second')}), "
+                             f"not the ({first}, {second}) asked for")
+        hashes = _hash_list(document)
+        verify_consistency(first, second, list(hashes), first_root, second_root)
+        return hashes
+
+    async def consistency(self, first: int, second: int | None = None) -> ConsistencyProof:
+        """A verified consistency proof between two believed roots (second: default the latest checkpoint)."""
+        if second is None:
+            second = (await self.checkpoint()).size
+        if first < 1 or first > second:
+            raise InvalidInput(f"need 1 <= first <= second, not first={first}, second={second}", field="first")
+        second_root = await self.root_at(second)
+        first_root = await self.root_at(first)
+        hashes = await self._check_consistency(first, second, first_root, second_root)
+        return ConsistencyProof(first, second, hashes, first_root, second_root)
+
+    async def inclusion_proof(
+        self, index: int | None = None, tree_size: int | None = None, *, leaf_hash: bytes | None = None
+    ) -> InclusionProof:
+        """A verified inclusion proof of entry `index` (or of the entry with `leaf_hash`) in the tree of `tree_size`.
+
+        With only an index, the entry is fetched and hashed here. tree_size defaults to the latest checkpoint's.
+        """
+        if tree_size is None:
+            tree_size = (await self.checkpoint()).size
+        root = await self.root_at(tree_size)
+        if index is None:
+            if leaf_hash is None:
+                raise InvalidInput("give an index or a leaf hash", field="index")
+            params = {"leaf_hash": base64.urlsafe_b64encode(leaf_hash).decode().rstrip("="),
+                      "tree_size": str(tree_size)}
+        else:
+            if leaf_hash is None:
+                leaf_hash = hash_leaf(await self.entry(index, verify=False))
+            params = {"index": str(index), "tree_size": str(tree_size)}
+        document = await self._get_json("/api/v1/proof/inclusion", params)
+        got_index = _int(document, "index")
+        if (index is not None and got_index != index) or _int(document, "tree_size") != tree_size:
+            raise _malformed(f"inclusion proof is for ({got_index}, {document.get('tree_size')}), "
+                             f"not the ({index}, {tree_size}) asked for")
+        hashes = _hash_list(document)
+        verify_inclusion(leaf_hash, got_index, tree_size, list(hashes), root)
+        return InclusionProof(got_index, tree_size, leaf_hash, hashes, root)
+
+    # -- writes -------------------------------------------------------------------------------------------------
+    async def add(self, entry: bytes) -> Receipt:
+        """Append one entry; verify the returned checkpoint and the entry's inclusion in it."""
+        body, _ = await self._request("POST", "/api/v1/entries", data=entry,
+                                      headers={"Content-Type": "application/octet-stream"})
+        document = self._parse_json(body, "POST /api/v1/entries")
+        return (await self._receipts(document, [entry], [document]))[0]
+
+    async def add_many(self, entries: list[bytes]) -> list[Receipt]:
+        """Append entries with the batch API (chunks of 4,096), verifying each one's inclusion."""
+        receipts: list[Receipt] = []
+        for start in range(0, len(entries), MAX_BATCH):
+            chunk = entries[start:start + MAX_BATCH]
+            payload = {"entries": [base64.b64encode(e).decode() for e in chunk]}
+            body, _ = await self._request("POST", "/api/v1/entries", json=payload)
+            document = self._parse_json(body, "POST /api/v1/entries")
+            items = document.get("entries")
+            if not isinstance(items, list) or len(items) != len(chunk) or not all(isinstance(i, dict) for i in items):
+                raise _malformed(f"the batch answer does not hold {len(chunk)} receipts")
+            receipts += await self._receipts(document, chunk, items)
+        return receipts
+
+    @staticmethod
+    def _parse_json(body: bytes, what: str) -> dict:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise _malformed(f"{what} did not answer JSON") from None
+        if not isinstance(document, dict):
+            raise _malformed(f"{what} did not answer a JSON object")
+        return document
+
+    async def _receipts(self, document: dict, entries: list[bytes], items: list[dict]) -> list[Receipt]:
+        note = document.get("checkpoint")
+        if not isinstance(note, str):
+            raise _malformed("no checkpoint in the answer")
+        note_bytes = note.encode()
+        checkpoint = self.believe(note_bytes)
+        if _int(document, "tree_size") != checkpoint.size:
+            raise _malformed(f"tree_size {document.get('tree_size')} is not the checkpoint's size {checkpoint.size}")
+        limit = asyncio.Semaphore(PROOF_CONCURRENCY)
+
+        async def receipt(position: int, entry: bytes, item: dict) -> Receipt:
+            leaf_hash = hash_leaf(entry)
+            if _b64_hash(item.get("leaf_hash"), f"entries[{position}].leaf_hash") != leaf_hash:
+                raise ProofError(f"the server's leaf hash for entry {position} is not the hash of what was sent")
+            index = _int(item, "index")
+            if index >= checkpoint.size:
+                raise ProofError(f"index {index} is outside the checkpoint of size {checkpoint.size}")
+            async with limit:
+                proof = await self.inclusion_proof(index, checkpoint.size, leaf_hash=leaf_hash)
+            return Receipt(index, leaf_hash, checkpoint, note_bytes, proof.hashes)
+
+        return list(await asyncio.gather(*(
+            receipt(position, entry, item) for position, (entry, item) in enumerate(zip(entries, items))
+        )))
+
+    # -- reads --------------------------------------------------------------------------------------------------
+    async def entry(self, index: int, *, verify: bool = True) -> bytes:
+        """The bytes of entry `index`; with verify, proven included in the latest checkpoint first."""
+        data, _ = await self._request("GET", f"/api/v1/entries/{int(index)}",
+                                      headers={"Accept": "application/octet-stream"})
+        if verify:
+            await self.inclusion_proof(index, leaf_hash=hash_leaf(data))
+        return data
+
+    async def tile(self, tile_id: TileID) -> bytes:
+        """The raw bytes of a hash tile or entry bundle. Unauthenticated by itself: callers check it against a root."""
+        data, _ = await self._request("GET", "/" + tile_id.path())
+        return data
+
+    async def log_info(self) -> dict:
+        """GET /api/v1/log as the server says it (unverified; use checkpoint() for anything that matters)."""
+        return await self._get_json("/api/v1/log")
+
+
+class SyncLogClient:
+    """A blocking wrapper around LogClient for scripts: each call runs on a private event loop."""
+
+    def __init__(self, base_url: str, verifier_key: str | Verifier, **kwargs):
+        self._loop = asyncio.new_event_loop()
+        self._client = LogClient(base_url, verifier_key, **kwargs)
+
+    def _run(self, coro):
+        return self._loop.run_until_complete(coro)
+
+    def checkpoint(self) -> Checkpoint:
+        return self._run(self._client.checkpoint())
+
+    def add(self, entry: bytes) -> Receipt:
+        return self._run(self._client.add(entry))
+
+    def add_many(self, entries: list[bytes]) -> list[Receipt]:
+        return self._run(self._client.add_many(entries))
+
+    def inclusion_proof(self, index=None, tree_size=None, *, leaf_hash=None) -> InclusionProof:
+        return self._run(self._client.inclusion_proof(index, tree_size, leaf_hash=leaf_hash))
+
+    def consistency(self, first: int, second: int | None = None) -> ConsistencyProof:
+        return self._run(self._client.consistency(first, second))
+
+    def entry(self, index: int, *, verify: bool = True) -> bytes:
+        return self._run(self._client.entry(index, verify=verify))
+
+    def tile(self, tile_id: TileID) -> bytes:
+        return self._run(self._client.tile(tile_id))
+
+    def close(self) -> None:
+        self._run(self._client.close())
+        self._loop.close()
+
+    def __enter__(self) -> "SyncLogClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+__all__ = [
+    "ConsistencyProof", "InclusionProof", "LogClient", "Receipt", "SyncLogClient", "tile_width_in_tree",
+]

@@ -1,0 +1,348 @@
+"""HTTP routes of the audit personality: signed events in, timelines, evidence, blobs and the producer registry.
+
+Wiring (in `api.server.app.create_app`, after the log's own cleanup context): `add_audit_routes(app, data_dir=...)`.
+It adds a cleanup context that opens the `AuditService` over `app[LOG]` and the blob store, and the routes of
+`AUDIT_ROUTES`. Handlers parse, call one method of the service, and encode; errors of the audit personality are
+turned into RFC 9457 problems by `AUDIT_PROBLEMS` (one table, here), everything else by `api.server.problems`.
+
+| method and path | what |
+| --- | --- |
+| POST /api/v1/events | one envelope, or `{"events": [...]}` (at most 1000); `?proofs=true|false` |
+| GET /api/v1/events | filter: tenant, run_id, trace_id, actor_id, actor_type, event_type, producer, case_id, alert_id, customer_id, context.<name>, since, until (RFC 3339); `cursor`, `limit` |
+| GET /api/v1/runs/{run_id}/timeline | causal order, each event with its inclusion proof in the included checkpoint |
+| GET /api/v1/runs/{run_id}/evidence | the evidence bundle (log/audit/evidence.py) |
+| GET /api/v1/schemas/auditlog.event/v1 | the JSON Schema |
+| PUT, GET /api/v1/blobs/{sha256}; DELETE (admin, `?reason=`) | the content-addressed blob store |
+| GET /api/v1/producers; POST (admin) | list; register `{"producer", "tenants", "reason"}` |
+| POST /api/v1/producers/{producer}/keys (admin) | `{"public_key": base64, "not_before"?, "not_after"?, "reason"?}` |
+| POST /api/v1/producers/{producer}/keys/{key_id}/retire, .../revoke (admin) | `{"not_after"?}` / `{"revoked_at"?}`, `"reason"` |
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from api.server.problems import ProblemKind, problem_body, register_problem_kinds
+from api.server.routes import checkpoint_fields, json_bytes
+from api.server.state import LOG, METRIC_SOURCES
+from log.audit.admin import check_bearer, load_or_create_admin_token
+from log.audit.errors import (
+    AdminUnauthorized, AuthenticationFailed, EventConflict, InvalidEvent, RegistryConflict, TenantForbidden,
+)
+from log.audit.records import format_registry_change
+from log.audit.schema import EVENT_SCHEMA, SCHEMA_URL_PATH, parse_timestamp_ms
+from log.audit.service import AuditService, AuditStats, EventQuery, LoggedEvent, Receipt, SubmitResult
+from log.blobs import MAX_BLOB_SIZE, BlobMismatch, BlobNotFound, BlobStore, FileBlobStore
+from log.errors import InvalidInput, LogError
+
+AUDIT = web.AppKey("audit", AuditService)
+AUDIT_ADMIN_TOKEN = web.AppKey("audit_admin_token", str)
+AUDIT_SETTINGS = web.AppKey("audit_settings", object)
+
+MAX_EVENTS_BODY = 8 << 20
+logger = logging.getLogger(__name__)
+
+MAX_ADMIN_BODY = 64 << 10
+JSON = "application/json"
+CONTEXT_PARAMS = ("case_id", "alert_id", "customer_id")
+
+
+# The audit personality's errors -> HTTP, registered into api.server.problems' one table.
+AUDIT_PROBLEMS: dict[type, ProblemKind] = {
+    InvalidEvent: ProblemKind(422, "Invalid audit event"),
+    AuthenticationFailed: ProblemKind(401, "Producer not authenticated", www_authenticate="Signature"),
+    TenantForbidden: ProblemKind(403, "Tenant not allowed for this producer"),
+    AdminUnauthorized: ProblemKind(401, "Admin credential required", www_authenticate="Bearer"),
+    EventConflict: ProblemKind(409, "Event id already used for other content"),
+    RegistryConflict: ProblemKind(409, "Registry conflict"),
+    BlobMismatch: ProblemKind(422, "Blob does not match its hash"),
+    BlobNotFound: ProblemKind(404, "No such blob"),
+}
+register_problem_kinds(AUDIT_PROBLEMS)
+
+
+def _json(body, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json.dumps(body, separators=(",", ":")).encode(), content_type=JSON,
+                        headers={"Cache-Control": "no-store"})
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+    body = bytearray()
+    while chunk := await request.content.read(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return bytes(body)
+
+
+async def _admin_json(request: web.Request) -> dict:
+    check_bearer(request.app[AUDIT_ADMIN_TOKEN], request.headers.get("Authorization"))
+    try:
+        body = json.loads(await _body(request, MAX_ADMIN_BODY) or b"{}")
+    except ValueError as exc:
+        raise InvalidInput(f"the body is not JSON: {exc}", field="$") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object", field="$")
+    return body
+
+
+def _flag(params, name: str, default: bool | None) -> bool | None:
+    value = params.get(name)
+    if value is None:
+        return default
+    if value not in ("true", "false", "1", "0"):
+        raise InvalidInput(f"{name} must be true or false, not {value!r}", field=name)
+    return value in ("true", "1")
+
+
+def _time(value, name: str) -> int | None:
+    if value is None:
+        return None
+    ms = parse_timestamp_ms(value) if isinstance(value, str) else None
+    if ms is None:
+        raise InvalidInput(f"{name} must be an RFC 3339 UTC timestamp with milliseconds, not {value!r}", field=name)
+    return ms
+
+
+def _text(body: dict, name: str, default=None):
+    value = body.get(name, default)
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string", field=name)
+    return value
+
+
+# --- encoding -----------------------------------------------------------------------------------------------
+
+_json_string = json.encoder.encode_basestring_ascii
+
+
+def _receipt_fields(receipt: Receipt) -> bytes:
+    """A receipt's JSON members, written out directly (json.dumps of the receipt and its checkpoint was ~4 % of a
+    one-event request's CPU): producer and event id are validated tokens, the rest integers, booleans, base64."""
+    proof = b""
+    if receipt.proof is not None:
+        proof = b',"inclusion_proof":[%s]' % b",".join([b'"%s"' % base64.b64encode(h) for h in receipt.proof])
+    return b'"status":200,"producer":%s,"event_id":%s,"index":%d,"leaf_hash":"%s","duplicate":%s%s' % (
+        _json_string(receipt.producer).encode(), _json_string(receipt.event_id).encode(), receipt.index,
+        base64.b64encode(receipt.leaf_hash), b"true" if receipt.duplicate else b"false", proof)
+
+
+def _logged(event: LoggedEvent) -> dict:
+    out = {"index": event.index, "entry": _b64(event.data), **event.envelope.to_json()}
+    if event.proof is not None:
+        out["inclusion_proof"] = [_b64(h) for h in event.proof]
+    return out
+
+
+def _submit_response(result: SubmitResult) -> web.Response:
+    checkpoint = checkpoint_fields(result.checkpoint)
+    if result.single:
+        only = result.results[0]
+        if isinstance(only, LogError):
+            raise only
+        return json_bytes(b"{%s,%s}" % (_receipt_fields(only), checkpoint), cache="no-store")
+    items = [json.dumps(problem_body(r), separators=(",", ":")).encode() if isinstance(r, LogError)
+             else b"{%s}" % _receipt_fields(r) for r in result.results]
+    accepted = sum(1 for r in result.results if isinstance(r, Receipt))
+    return json_bytes(b'{"accepted":%d,"refused":%d,"results":[%s],%s}' % (
+        accepted, len(items) - accepted, b",".join(items), checkpoint), cache="no-store")
+
+
+# --- handlers -----------------------------------------------------------------------------------------------
+
+async def submit_events(request: web.Request) -> web.Response:
+    proofs = _flag(request.query, "proofs", None)
+    result = await request.app[AUDIT].submit(await _body(request, MAX_EVENTS_BODY), proofs=proofs)
+    return _submit_response(result)
+
+
+_QUERY_FIELDS = ("tenant", "run_id", "trace_id", "actor_id", "actor_type", "event_type", "producer")
+
+
+async def list_events(request: web.Request) -> web.Response:
+    params = request.query
+    known = {*_QUERY_FIELDS, *CONTEXT_PARAMS, "since", "until", "cursor", "limit"}
+    for name in params:
+        if name not in known and not name.startswith("context."):
+            raise InvalidInput(f"unknown query parameter {name!r}", field=name)
+        if len(params.getall(name)) > 1:
+            raise InvalidInput(f"query parameter {name!r} is repeated", field=name)
+    context = tuple(sorted(
+        [(name, params[name]) for name in CONTEXT_PARAMS if name in params]
+        + [(name.removeprefix("context."), value) for name, value in params.items() if name.startswith("context.")]
+    ))
+    try:
+        limit = int(params.get("limit", "100"))
+        after = int(base64.urlsafe_b64decode(params["cursor"].encode()).decode()) if "cursor" in params else -1
+    except (ValueError, binascii.Error) as exc:
+        raise InvalidInput(f"limit and cursor must be what the previous page returned: {exc}", field="cursor")
+    query = EventQuery(**{f: params.get(f) for f in _QUERY_FIELDS}, context=context,
+                       since=_time(params.get("since"), "since"), until=_time(params.get("until"), "until"),
+                       after=after, limit=limit)
+    page = await request.app[AUDIT].query_events(query)
+    cursor = None if page.next_cursor is None else base64.urlsafe_b64encode(str(page.next_cursor).encode()).decode()
+    return _json({"events": [_logged(e) for e in page.events], "next_cursor": cursor})
+
+
+async def run_timeline(request: web.Request) -> web.Response:
+    audit = request.app[AUDIT]
+    timeline = await audit.timeline(request.match_info["run_id"], request.query.get("tenant"),
+                                    proofs=_flag(request.query, "proofs", True))
+    return _json({
+        "run_id": timeline.run_id, "origin": audit.log.origin, "log_key": audit.log.verifier_key,
+        "tree_size": timeline.checkpoint.size, "checkpoint": timeline.checkpoint.note.decode(),
+        "events": [_logged(e) for e in timeline.events], "external_parents": timeline.external_parents,
+    })
+
+
+async def run_evidence(request: web.Request) -> web.Response:
+    bundle = await request.app[AUDIT].evidence(request.match_info["run_id"], request.query.get("tenant"))
+    return _json(bundle)
+
+
+async def event_schema(request: web.Request) -> web.Response:
+    return web.Response(body=json.dumps(EVENT_SCHEMA, indent=2).encode(), content_type="application/schema+json",
+                        headers={"Cache-Control": "public, max-age=3600"})
+
+
+async def put_blob(request: web.Request) -> web.Response:
+    digest = request.match_info["sha256"]
+    created = await request.app[AUDIT].put_blob(digest, await _body(request, MAX_BLOB_SIZE))
+    return _json({"sha256": digest, "created": created}, status=201 if created else 200)
+
+
+async def get_blob(request: web.Request) -> web.Response:
+    digest = request.match_info["sha256"]
+    data = await request.app[AUDIT].get_blob(digest)
+    return web.Response(body=data, content_type="application/octet-stream",
+                        headers={"ETag": f'"{digest}"', "Cache-Control": "private, max-age=31536000, immutable"})
+
+
+async def delete_blob(request: web.Request) -> web.Response:
+    check_bearer(request.app[AUDIT_ADMIN_TOKEN], request.headers.get("Authorization"))
+    reason = request.query.get("reason", "")
+    index = await request.app[AUDIT].erase_blob(request.match_info["sha256"], reason)
+    return _json({"sha256": request.match_info["sha256"], "erased": True, "erasure_index": index})
+
+
+def _registry_receipt(receipt) -> dict:
+    return {"index": receipt.index, "change": format_registry_change(receipt.change), "tree_size": receipt.checkpoint.size,
+            "checkpoint": receipt.checkpoint.note.decode()}
+
+
+async def list_producers(request: web.Request) -> web.Response:
+    out = []
+    for producer in request.app[AUDIT].registry.producers():
+        out.append({"producer": producer.producer_id, "tenants": sorted(producer.tenants), "keys": [
+            {"key_id": k.key_id, "public_key": k.public_key_b64(), "not_before": k.not_before,
+             "not_after": k.not_after, "revoked_at": k.revoked_at}
+            for k in sorted(producer.keys.values(), key=lambda k: k.not_before)]})
+    return _json({"producers": out})
+
+
+async def register_producer(request: web.Request) -> web.Response:
+    body = await _admin_json(request)
+    tenants = body.get("tenants")
+    if not isinstance(tenants, list) or not all(isinstance(t, str) for t in tenants):
+        raise InvalidInput("tenants must be a list of tenant ids", field="tenants")
+    receipt = await request.app[AUDIT].register_producer(_text(body, "producer"), tenants,
+                                                         _text(body, "reason", ""))
+    return _json(_registry_receipt(receipt), status=201)
+
+
+async def add_key(request: web.Request) -> web.Response:
+    body = await _admin_json(request)
+    try:
+        public_key = base64.b64decode(_text(body, "public_key") or "", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"public_key must be base64: {exc}", field="public_key") from exc
+    receipt = await request.app[AUDIT].add_key(
+        request.match_info["producer"], public_key, not_before=_time(body.get("not_before"), "not_before"),
+        not_after=_time(body.get("not_after"), "not_after"), reason=_text(body, "reason", ""))
+    return _json(_registry_receipt(receipt), status=201)
+
+
+async def retire_key(request: web.Request) -> web.Response:
+    body = await _admin_json(request)
+    receipt = await request.app[AUDIT].retire_key(
+        request.match_info["producer"], request.match_info["key_id"],
+        not_after=_time(body.get("not_after"), "not_after"), reason=_text(body, "reason", ""))
+    return _json(_registry_receipt(receipt))
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    body = await _admin_json(request)
+    receipt = await request.app[AUDIT].revoke_key(
+        request.match_info["producer"], request.match_info["key_id"],
+        revoked_at=_time(body.get("revoked_at"), "revoked_at"), reason=_text(body, "reason", ""))
+    return _json(_registry_receipt(receipt))
+
+
+AUDIT_ROUTES = [
+    web.post("/api/v1/events", submit_events),
+    web.get("/api/v1/events", list_events, allow_head=False),
+    web.get("/api/v1/runs/{run_id}/timeline", run_timeline, allow_head=False),
+    web.get("/api/v1/runs/{run_id}/evidence", run_evidence, allow_head=False),
+    web.get(SCHEMA_URL_PATH, event_schema, allow_head=False),
+    web.put("/api/v1/blobs/{sha256}", put_blob),
+    web.get("/api/v1/blobs/{sha256}", get_blob, allow_head=False),
+    web.delete("/api/v1/blobs/{sha256}", delete_blob),
+    web.get("/api/v1/producers", list_producers, allow_head=False),
+    web.post("/api/v1/producers", register_producer),
+    web.post("/api/v1/producers/{producer}/keys", add_key),
+    web.post("/api/v1/producers/{producer}/keys/{key_id}/retire", retire_key),
+    web.post("/api/v1/producers/{producer}/keys/{key_id}/revoke", revoke_key),
+]
+
+
+def add_audit_routes(app: web.Application, *, data_dir: Path, admin_token: str | None = None,
+                     blobs: BlobStore | None = None, verify_processes: int = 0) -> None:
+    """Add the audit routes and the service's lifetime to `app`. Call after the log's cleanup context is added
+    (the service opens over `app[LOG]`). Blobs default to `<data_dir>/blobs`; the admin token to
+    AUDITLOG_ADMIN_TOKEN or `<data_dir>/admin.token` (created on first start). `verify_processes` child
+    processes check submitted envelopes and their signatures (log/audit/verifier.py; 0: this process does)."""
+    data_dir = Path(data_dir)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        token, created = load_or_create_admin_token(data_dir, admin_token)
+        if created:
+            logger.warning("created the admin token for the producer registry in %s", data_dir / "admin.token")
+        app[AUDIT_ADMIN_TOKEN] = token
+        app[AUDIT] = await AuditService.open(app[LOG], blobs or FileBlobStore(data_dir / "blobs"),
+                                             verify_processes=verify_processes)
+        app[METRIC_SOURCES].append(lambda: render_audit_metrics(app[AUDIT].stats))
+        try:
+            yield
+        finally:
+            await app[AUDIT].close()
+
+    app.cleanup_ctx.append(lifetime)
+    app.router.add_routes(AUDIT_ROUTES)
+
+
+def render_audit_metrics(stats: AuditStats) -> str:
+    """Prometheus text lines for the audit counters, to append to /metrics."""
+    lines = []
+    declared = set()
+    for name, value in stats.counters().items():
+        base = name.split("{")[0]
+        metric = f"auditlog_audit_{base}_total"
+        if base not in declared:
+            declared.add(base)
+            lines.append(f"# TYPE {metric} counter")
+        lines.append(f"{metric}{name[len(base):]} {value}")
+    return "\n".join(lines) + "\n"

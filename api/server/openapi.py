@@ -1,0 +1,464 @@
+"""The OpenAPI 3.1 description of every route the app serves, written out by hand.
+
+It covers the log's routes and the audit personality's (api/server/audit_routes.py `AUDIT_ROUTES`). It is data, not generated
+from the route table, so that a test comparing the two catches a route added without its
+documentation (or the reverse). Paths use the route templates; `{n}` in tile paths stands for the tlog-tiles
+index encoding, which spans several path segments ("x001/x234/067", optionally followed by ".p/<W>").
+"""
+
+from __future__ import annotations
+
+import json
+
+from log.tiles import MAX_ENTRY_SIZE
+
+_PROBLEM_REF = {"$ref": "#/components/responses/Problem"}
+_B64 = {"type": "string", "contentEncoding": "base64"}
+_HASH = {"type": "string", "contentEncoding": "base64", "description": "a 32-byte SHA-256 hash, standard base64"}
+_UINT = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+
+
+def _query(name: str, description: str, *, required: bool = False, schema: dict | None = None) -> dict:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema or {"type": "string", "pattern": "^[0-9]{1,19}$"}}
+
+
+def _path(name: str, description: str, pattern: str | None = None) -> dict:
+    schema = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
+
+
+def _json_ok(schema_ref: str, description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}
+
+
+def _errors(*statuses: int) -> dict:
+    return {str(status): _PROBLEM_REF for status in statuses}
+
+
+def _binary(description: str, content_type: str = "application/octet-stream") -> dict:
+    return {"description": description,
+            "content": {content_type: {"schema": {"type": "string", "contentMediaType": content_type}}}}
+
+
+_TOKEN = "^[A-Za-z0-9][A-Za-z0-9._:~-]{0,127}$"
+_SHA256_PATH = _path("sha256", "SHA-256 of the blob's bytes, 64 lowercase hex digits", "^[0-9a-f]{64}$")
+_PRODUCER_PATH = _path("producer", "producer id", _TOKEN)
+_KEY_ID_PATH = _path("key_id", "the key's id (as the registry lists it)")
+_TENANT = _query("tenant", "only this tenant's events", schema={"type": "string", "pattern": _TOKEN})
+_PROOFS = _query("proofs", "true or false", schema={"type": "string", "enum": ["true", "false", "1", "0"]})
+_ADMIN = [{"bearerAuth": []}]
+_OBJECT = {"type": "object"}
+
+
+def _json_object(description: str, schema: dict | None = None) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema or _OBJECT}}}
+
+
+def _json_body(schema: dict) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_REGISTRY_RECEIPT = {"$ref": "#/components/schemas/RegistryReceipt"}
+
+# The audit personality (api/server/audit_routes.py AUDIT_ROUTES): signed events, run timelines and evidence, blobs, producers.
+_AUDIT_PATHS: dict = {
+    "/api/v1/events": {
+        "post": {
+            "summary": "Submit one signed envelope {producer, key_id, signature, event}, or {\"events\": [...]} "
+                       "(at most 1000); exactly once per (producer, event_id); answered after the commit",
+            "operationId": "submitEvents",
+            "parameters": [_query("proofs", "include each receipt's inclusion proof (default: only for a single "
+                                            "envelope)", schema={"type": "string", "enum": ["true", "false", "1",
+                                                                                            "0"]})],
+            "requestBody": _json_body({"oneOf": [
+                {"$ref": "#/components/schemas/Envelope"},
+                {"type": "object", "required": ["events"], "additionalProperties": False,
+                 "properties": {"events": {"type": "array", "minItems": 1, "maxItems": 1000,
+                                           "items": {"$ref": "#/components/schemas/Envelope"}}}}]}),
+            "responses": {
+                "200": _json_object("a receipt {index, leaf_hash, event_id, producer, duplicate, inclusion_proof?} "
+                                    "with the checkpoint; for a batch {accepted, refused, results} where each "
+                                    "refused item is a problem object"),
+                **_errors(400, 401, 403, 409, 413, 422, 503),
+            },
+        },
+        "get": {
+            "summary": "Logged events by filter, in log order, paged",
+            "operationId": "listEvents",
+            "parameters": [
+                _TENANT,
+                *[_query(name, f"only events with this {name}", schema={"type": "string"})
+                  for name in ("run_id", "trace_id", "actor_id", "actor_type", "event_type", "producer", "case_id",
+                               "alert_id", "customer_id")],
+                _query("since", "RFC 3339 UTC timestamp with milliseconds (inclusive)", schema={"type": "string"}),
+                _query("until", "RFC 3339 UTC timestamp with milliseconds", schema={"type": "string"}),
+                _query("cursor", "next_cursor of the previous page", schema={"type": "string"}),
+                _query("limit", "page size (default 100)"),
+            ],
+            "responses": {"200": _json_object("{events: [{index, entry, producer, key_id, signature, event}], "
+                                              "next_cursor}; `context.<name>=<value>` parameters filter on "
+                                              "context ids too"),
+                          **_errors(400)},
+        },
+    },
+    "/api/v1/runs/{run_id}/timeline": {
+        "get": {
+            "summary": "One run's events in causal order, each with its inclusion proof in the latest checkpoint",
+            "operationId": "runTimeline",
+            "parameters": [_path("run_id", "the run id", _TOKEN), _TENANT, _PROOFS],
+            "responses": {"200": _json_object("{run_id, origin, log_key, tree_size, checkpoint, events, "
+                                              "external_parents}"),
+                          **_errors(400, 404)},
+        },
+    },
+    "/api/v1/runs/{run_id}/evidence": {
+        "get": {
+            "summary": "The run's evidence bundle (format auditlog.evidence/v1), checkable offline with the log key",
+            "operationId": "runEvidence",
+            "parameters": [_path("run_id", "the run id", _TOKEN), _TENANT],
+            "responses": {"200": _json_object("the evidence bundle: checkpoint, events and registry entries with "
+                                              "inclusion proofs, producer key summary"),
+                          **_errors(400, 404)},
+        },
+    },
+    "/api/v1/schemas/auditlog.event/v1": {
+        "get": {
+            "summary": "The JSON Schema (draft 2020-12) of audit events",
+            "operationId": "eventSchema",
+            "responses": {"200": {"description": "the schema", "content": {
+                "application/schema+json": {"schema": _OBJECT}}}},
+        },
+    },
+    "/api/v1/blobs/{sha256}": {
+        "put": {
+            "summary": "Store a blob under the SHA-256 of its bytes (idempotent)",
+            "operationId": "putBlob",
+            "parameters": [_SHA256_PATH],
+            "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string"}}}},
+            "responses": {
+                "200": _json_object("already stored", {"type": "object", "properties": {
+                    "sha256": {"type": "string"}, "created": {"const": False}}}),
+                "201": _json_object("stored", {"type": "object", "properties": {
+                    "sha256": {"type": "string"}, "created": {"const": True}}}),
+                **_errors(400, 413, 422),
+            },
+        },
+        "get": {
+            "summary": "A blob's bytes",
+            "operationId": "getBlob",
+            "parameters": [_SHA256_PATH],
+            "responses": {"200": _binary("the blob; immutable"), **_errors(400, 404)},
+        },
+        "delete": {
+            "summary": "Erase a blob (admin); the erasure is logged as an entry",
+            "operationId": "deleteBlob",
+            "security": _ADMIN,
+            "parameters": [_SHA256_PATH, _query("reason", "why (logged)", schema={"type": "string"})],
+            "responses": {"200": _json_object("{sha256, erased, erasure_index}"), **_errors(400, 401, 404)},
+        },
+    },
+    "/api/v1/producers": {
+        "get": {
+            "summary": "The producer registry: producers, tenants and keys",
+            "operationId": "listProducers",
+            "responses": {"200": _json_object("{producers: [{producer, tenants, keys}]}")},
+        },
+        "post": {
+            "summary": "Register a producer (admin); the change is logged as an entry",
+            "operationId": "registerProducer",
+            "security": _ADMIN,
+            "requestBody": _json_body({"type": "object", "required": ["producer", "tenants"], "properties": {
+                "producer": {"type": "string", "pattern": _TOKEN},
+                "tenants": {"type": "array", "items": {"type": "string"}}, "reason": {"type": "string"}}}),
+            "responses": {"201": _json_object("the logged registry change", _REGISTRY_RECEIPT),
+                          **_errors(400, 401, 409, 422)},
+        },
+    },
+    "/api/v1/producers/{producer}/keys": {
+        "post": {
+            "summary": "Add an Ed25519 key to a producer (admin); logged",
+            "operationId": "addProducerKey",
+            "security": _ADMIN,
+            "parameters": [_PRODUCER_PATH],
+            "requestBody": _json_body({"type": "object", "required": ["public_key"], "properties": {
+                "public_key": _B64, "not_before": {"type": "string"}, "not_after": {"type": "string"},
+                "reason": {"type": "string"}}}),
+            "responses": {"201": _json_object("the logged registry change", _REGISTRY_RECEIPT),
+                          **_errors(400, 401, 404, 409, 422)},
+        },
+    },
+    "/api/v1/producers/{producer}/keys/{key_id}/retire": {
+        "post": {
+            "summary": "Retire a key from `not_after` on (admin); logged",
+            "operationId": "retireProducerKey",
+            "security": _ADMIN,
+            "parameters": [_PRODUCER_PATH, _KEY_ID_PATH],
+            "requestBody": _json_body({"type": "object", "properties": {
+                "not_after": {"type": "string"}, "reason": {"type": "string"}}}),
+            "responses": {"200": _json_object("the logged registry change", _REGISTRY_RECEIPT),
+                          **_errors(400, 401, 404, 409, 422)},
+        },
+    },
+    "/api/v1/producers/{producer}/keys/{key_id}/revoke": {
+        "post": {
+            "summary": "Revoke a key from `revoked_at` on (admin); logged",
+            "operationId": "revokeProducerKey",
+            "security": _ADMIN,
+            "parameters": [_PRODUCER_PATH, _KEY_ID_PATH],
+            "requestBody": _json_body({"type": "object", "properties": {
+                "revoked_at": {"type": "string"}, "reason": {"type": "string"}}}),
+            "responses": {"200": _json_object("the logged registry change", _REGISTRY_RECEIPT),
+                          **_errors(400, 401, 404, 409, 422)},
+        },
+    },
+}
+
+_TILE_N = _path("n", "tile index in tlog-tiles encoding (groups of 3 digits, all but the last prefixed 'x'), "
+                     "then '.p/<W>' for a partial tile of width W (1-255)")
+
+DOCUMENT: dict = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "auditlog",
+        "version": "1",
+        "description": "A verifiable transparency log (RFC 6962/9162 Merkle tree; C2SP tlog-tiles, "
+                       "tlog-checkpoint and signed-note). Errors are RFC 9457 problem details.",
+    },
+    "paths": {
+        "/api/v1/entries": {
+            "post": {
+                "summary": "Append one entry (raw body) or a batch (JSON); answers once durably committed",
+                "operationId": "addEntries",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/octet-stream": {"schema": {
+                            "type": "string", "minLength": 1, "maxLength": MAX_ENTRY_SIZE,
+                            "description": f"one entry, 1 to {MAX_ENTRY_SIZE} bytes"}},
+                        "application/json": {"schema": {"$ref": "#/components/schemas/EntryBatch"}},
+                    },
+                },
+                "responses": {
+                    "200": {"description": "the entries' indices and leaf hashes and the checkpoint including them",
+                            "content": {"application/json": {"schema": {"oneOf": [
+                                {"$ref": "#/components/schemas/AddReceipt"},
+                                {"$ref": "#/components/schemas/AddBatchReceipt"}]}}}},
+                    **_errors(400, 413, 415, 500, 503),
+                },
+            },
+        },
+        "/api/v1/entries/{index}": {
+            "get": {
+                "summary": "One entry: JSON, or the raw bytes with Accept: application/octet-stream",
+                "operationId": "getEntry",
+                "parameters": [_path("index", "entry index", "^[0-9]{1,19}$")],
+                "responses": {
+                    "200": {"description": "the entry", "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Entry"}},
+                        "application/octet-stream": {"schema": {"type": "string"}}}},
+                    **_errors(400, 404),
+                },
+            },
+        },
+        "/api/v1/proof/inclusion": {
+            "get": {
+                "summary": "Inclusion proof (RFC 9162 2.1.3) of an entry, by index or by leaf hash",
+                "operationId": "inclusionProof",
+                "parameters": [
+                    _query("index", "entry index (or give leaf_hash)"),
+                    _query("leaf_hash", "leaf hash, base64url or base64, padded or not (instead of index)",
+                           schema={"type": "string"}),
+                    _query("tree_size", "tree size the proof is for; default: the latest checkpoint's"),
+                ],
+                "responses": {"200": _json_ok("InclusionProof", "the audit path, leaf-most hash first"),
+                              **_errors(400, 404)},
+            },
+        },
+        "/api/v1/proof/consistency": {
+            "get": {
+                "summary": "Consistency proof (RFC 9162 2.1.4) between two tree sizes",
+                "operationId": "consistencyProof",
+                "parameters": [
+                    _query("first", "the older tree size (at least 1)", required=True),
+                    _query("second", "the newer tree size; default: the latest checkpoint's"),
+                ],
+                "responses": {"200": _json_ok("ConsistencyProof", "the consistency proof"), **_errors(400)},
+            },
+        },
+        "/api/v1/log": {
+            "get": {
+                "summary": "The log's origin, verifier key, and latest checkpoint",
+                "operationId": "logInfo",
+                "responses": {"200": _json_ok("LogInfo", "log parameters and state")},
+            },
+        },
+        "/api/v1/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "responses": {"200": {"description": "OpenAPI 3.1 document",
+                                      "content": {"application/json": {"schema": {"type": "object"}}}}},
+            },
+        },
+        "/checkpoint": {
+            "get": {
+                "summary": "The latest checkpoint (c2sp.org/tlog-checkpoint) as a signed note (c2sp.org/signed-note), "
+                           "followed by the witness cosignatures gathered for it so far when witnesses are configured",
+                "operationId": "checkpoint",
+                "responses": {"200": _binary("the signed checkpoint; not cacheable", "text/plain; charset=utf-8")},
+            },
+        },
+        "/checkpoint.witnessed": {
+            "get": {
+                "summary": "The latest checkpoint cosigned by k of the n configured witnesses (c2sp.org/tlog-witness),"
+                           " with their cosignatures (c2sp.org/tlog-cosignature); 404 without witnesses or before",
+                "operationId": "witnessedCheckpoint",
+                "responses": {"200": _binary("the signed checkpoint, then one cosignature line per witness key",
+                                             "text/plain; charset=utf-8"),
+                              **_errors(400, 404)},
+            },
+        },
+        "/api/v1/timestamps/latest": {
+            "get": {
+                "summary": "The newest RFC 3161 timestamp of a checkpoint (the latest witnessed one when witnesses "
+                           "are configured); 404 without a TSA or before the first token",
+                "operationId": "latestTimestamp",
+                "responses": {"200": _json_ok("Timestamp", "the stamped checkpoint and its TimeStampResp"),
+                              **_errors(400, 404)},
+            },
+        },
+        "/api/v1/timestamps/{size}": {
+            "get": {
+                "summary": "The newest RFC 3161 TimeStampResp (DER) for the checkpoint of tree size `size`",
+                "operationId": "timestampForSize",
+                "parameters": [_path("size", "tree size of the stamped checkpoint", "^[0-9]{1,19}$")],
+                "responses": {"200": _binary("DER TimeStampResp (RFC 3161 2.4.2)", "application/timestamp-reply"),
+                              **_errors(400, 404)},
+            },
+        },
+        **_AUDIT_PATHS,
+        "/tile/entries/{n}": {
+            "get": {
+                "summary": "An entry bundle (c2sp.org/tlog-tiles): uint16 length-prefixed entries",
+                "operationId": "entryBundle",
+                "parameters": [_TILE_N],
+                "responses": {"200": _binary("full bundles are immutable; partial ones are not cached"),
+                              **_errors(400, 404)},
+            },
+        },
+        "/tile/{level}/{n}": {
+            "get": {
+                "summary": "A Merkle tree hash tile (c2sp.org/tlog-tiles), height 8",
+                "operationId": "hashTile",
+                "parameters": [_path("level", "tile level, 0-63 without leading zeroes", "^(0|[1-9][0-9]?)$"),
+                               _TILE_N],
+                "responses": {"200": _binary("full tiles are immutable; partial ones are not cached"),
+                              **_errors(400, 404)},
+            },
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Health: 200 while the log is serving",
+                "operationId": "healthz",
+                "responses": {"200": {"description": "serving", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"status": {"const": "ok"}, "origin": {"type": "string"},
+                                                     "tree_size": _UINT}}}}}},
+            },
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format 0.0.4)",
+                "operationId": "metrics",
+                "responses": {"200": _binary("metrics", "text/plain; version=0.0.4; charset=utf-8")},
+            },
+        },
+    },
+    "components": {
+        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                           "description": "the admin token (AUDITLOG_ADMIN_TOKEN or "
+                                                          "<data-dir>/admin.token)"}},
+        "responses": {
+            "Problem": {
+                "description": "an RFC 9457 problem",
+                "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            },
+        },
+        "schemas": {
+            "Problem": {
+                "type": "object",
+                "required": ["type", "title", "status", "detail"],
+                "properties": {
+                    "type": {"type": "string", "format": "uri", "description": "urn:auditlog:problem:<code>"},
+                    "title": {"type": "string"},
+                    "status": {"type": "integer"},
+                    "detail": {"type": "string"},
+                    "field": {"type": "string", "description": "the request field to blame, where known"},
+                },
+            },
+            "EntryBatch": {
+                "type": "object", "required": ["entries"], "additionalProperties": False,
+                "properties": {"entries": {"type": "array", "minItems": 1, "maxItems": 4096, "items": _B64}},
+            },
+            "AddReceipt": {
+                "type": "object", "required": ["index", "leaf_hash", "tree_size", "checkpoint"],
+                "properties": {"index": _UINT, "leaf_hash": _HASH, "tree_size": _UINT,
+                               "checkpoint": {"type": "string", "description": "signed checkpoint note text"}},
+            },
+            "AddBatchReceipt": {
+                "type": "object", "required": ["entries", "tree_size", "checkpoint"],
+                "properties": {
+                    "entries": {"type": "array", "items": {
+                        "type": "object", "required": ["index", "leaf_hash"],
+                        "properties": {"index": _UINT, "leaf_hash": _HASH}}},
+                    "tree_size": _UINT,
+                    "checkpoint": {"type": "string"},
+                },
+            },
+            "Entry": {
+                "type": "object", "required": ["index", "data", "leaf_hash", "received_at"],
+                "properties": {"index": _UINT, "data": _B64, "leaf_hash": _HASH,
+                               "received_at": {"type": "string", "format": "date-time"}},
+            },
+            "InclusionProof": {
+                "type": "object", "required": ["index", "tree_size", "hashes"],
+                "properties": {"index": _UINT, "tree_size": _UINT, "hashes": {"type": "array", "items": _HASH}},
+            },
+            "ConsistencyProof": {
+                "type": "object", "required": ["first", "second", "hashes"],
+                "properties": {"first": _UINT, "second": _UINT, "hashes": {"type": "array", "items": _HASH}},
+            },
+            "Timestamp": {
+                "type": "object", "required": ["tree_size", "checkpoint", "timestamp"],
+                "properties": {"tree_size": _UINT,
+                               "checkpoint": {"type": "string", "description": "the stamped note, byte for byte"},
+                               "timestamp": {**_B64, "description": "DER TimeStampResp; its imprint is SHA-256 of "
+                                                                    "the checkpoint's UTF-8 bytes"}},
+            },
+            "Envelope": {
+                "type": "object", "required": ["producer", "key_id", "signature", "event"],
+                "additionalProperties": False,
+                "properties": {"producer": {"type": "string"}, "key_id": {"type": "string"},
+                               "signature": {**_B64, "description": "Ed25519 over the RFC 8785 form of event"},
+                               "event": {"$ref": "/api/v1/schemas/auditlog.event/v1"}},
+            },
+            "RegistryReceipt": {
+                "type": "object", "required": ["index", "change", "tree_size", "checkpoint"],
+                "properties": {"index": _UINT, "change": {"type": "object"}, "tree_size": _UINT,
+                               "checkpoint": {"type": "string"}},
+            },
+            "LogInfo": {
+                "type": "object", "required": ["origin", "verifier_key", "tree_size", "root_hash", "checkpoint"],
+                "properties": {"origin": {"type": "string"}, "verifier_key": {"type": "string"},
+                               "tree_size": _UINT, "root_hash": _HASH, "checkpoint": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def document_bytes() -> bytes:
+    return json.dumps(DOCUMENT, indent=1).encode()

@@ -1,0 +1,311 @@
+"""Read workers: extra server processes that answer the log's hot reads, so serving proofs can use more than one core.
+
+`auditlog serve --read-workers N` starts N of them beside the writer. Writer and workers listen on the same port
+(SO_REUSEPORT: the kernel spreads connections over them); the writer also listens on a Unix socket in its data
+directory that only the workers use. A worker opens the log read-only (`Log.open_reader`: no lock, no sequencer;
+the latest checkpoint re-read from the database every 50 ms, or at once when asked about a bigger tree) and answers:
+
+    GET /api/v1/proof/inclusion, /api/v1/proof/consistency, /api/v1/entries/{index}, /tile/...
+
+itself, with the same handlers as the writer. Single-entry POSTs it checks and sends on to the writer in batches
+(`EntryBatcher`: one HTTP request of the writer's for many entries, not one each). Every other request (batch
+writes, the checkpoint with its cosignatures, the audit personality, metrics, health) goes to the writer through
+that socket, answered exactly as the writer answers it. The writer restarts a worker that exits, and stops them
+all when it stops.
+
+Why processes: one CPython process serves at most one core, and on a 2-core machine a proof request is mostly
+per-request Python (HTTP, the proof's own bookkeeping), not I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from api.server import routes
+from api.server.app import freeze_startup_heap
+from api.server.metrics import HttpMetrics, metrics_middleware
+from api.server.problems import problem_middleware, problem_response
+from api.server.routes import MAX_JSON_BODY
+from api.server.state import CONFIG, HTTP_METRICS, LOG, METRIC_SOURCES
+from log.blobs import MAX_BLOB_SIZE
+from log.sequencer import Published
+from log.service import Log, LogConfig
+
+logger = logging.getLogger(__name__)
+
+WRITER_SOCKET_NAME = "writer.sock"
+READ_ROUTES = [
+    web.get("/api/v1/entries/{index}", routes.get_entry, allow_head=False),
+    web.get("/api/v1/proof/inclusion", routes.inclusion_proof, allow_head=False),
+    web.get("/api/v1/proof/consistency", routes.consistency_proof, allow_head=False),
+    web.get("/tile/entries/{n:.+}", routes.entry_bundle, allow_head=False),
+    web.get("/tile/{level}/{n:.+}", routes.hash_tile, allow_head=False),
+]
+# Hop-by-hop headers (RFC 9110 section 7.6.1) and those aiohttp recomputes for the body it sends.
+_NOT_FORWARDED = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+                  "content-length", "host"}
+WRITER_SESSION = web.AppKey("writer_session", aiohttp.ClientSession)
+ENTRY_BATCHER = web.AppKey("entry_batcher", "EntryBatcher")
+RESTART_DELAY = 1.0
+
+
+def writer_socket(config: LogConfig) -> Path:
+    """`<data dir>/writer.sock`; in the temp dir, named after the data dir, when that path is too long for a Unix
+    socket address (108 bytes on Linux)."""
+    path = config.data_dir.resolve() / WRITER_SOCKET_NAME
+    if len(os.fsencode(path)) < 100:
+        return path
+    digest = hashlib.sha256(os.fsencode(config.data_dir.resolve())).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"auditlog-{digest}.sock"
+
+
+# --- the worker --------------------------------------------------------------------------------------------------
+
+
+def _passed_on(headers) -> dict[str, str]:
+    return {name: value for name, value in headers.items() if name.lower() not in _NOT_FORWARDED}
+
+
+async def _forward(request: web.Request) -> web.StreamResponse:
+    """Send the request to the writer over its Unix socket and answer with what it answered."""
+    headers = _passed_on(request.headers)
+    body = await request.read() if request.body_exists else None
+    try:
+        async with request.app[WRITER_SESSION].request(
+            request.method, f"http://writer{request.path_qs}", headers=headers, data=body,
+            allow_redirects=False,
+        ) as answer:
+            payload = await answer.read()
+            return web.Response(status=answer.status, body=payload, headers=_passed_on(answer.headers))
+    except (aiohttp.ClientError, OSError) as exc:
+        logger.warning("writer unreachable for %s %s: %s", request.method, request.path, exc)
+        return _writer_unavailable()
+
+
+class EntryBatcher:
+    """Single-entry POSTs that reach a worker go on to the writer as batch POSTs: one batch in flight at a time,
+    each carrying every entry that arrived while the one before was out, within the writer's limits on a batch
+    (MAX_BATCH_ENTRIES entries, a MAX_JSON_BODY body).
+
+    Forwarding each POST as it came cost the writer a whole HTTP request per entry, more than serving the client
+    itself; a batch costs it one request for all. Each client is answered exactly as the writer answers a single
+    entry, only once the writer has acknowledged the batch, i.e. stored it durably. Whatever else the writer
+    answers (a full queue, a storage failure) or a writer that does not answer reaches every entry of the batch.
+    """
+
+    def __init__(self, send: Callable[[bytes], Awaitable[tuple[int, dict[str, str], bytes]]]):
+        self._send = send  # (JSON body) -> (status, headers, body) of the writer's answer
+        self._waiting: list[tuple[bytes, asyncio.Future]] = []
+        self._draining: asyncio.Task | None = None
+
+    async def add(self, entry: bytes) -> web.Response:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((entry, future))
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                await self._forward(self._take())
+        finally:
+            self._draining = None
+
+    def _take(self) -> list[tuple[bytes, asyncio.Future]]:
+        """The longest prefix of the waiting entries that fits one batch (at least one: a single entry always fits)."""
+        size, count = len(b'{"entries":[]}'), 0
+        for entry, _ in self._waiting:
+            cost = 4 * ((len(entry) + 2) // 3) + 3  # base64, quotes, comma
+            if count and (count == routes.MAX_BATCH_ENTRIES or size + cost > routes.MAX_JSON_BODY):
+                break
+            size += cost
+            count += 1
+        batch = self._waiting[:count]
+        del self._waiting[:count]
+        return batch
+
+    async def _forward(self, batch: list[tuple[bytes, asyncio.Future]]) -> None:
+        body = b'{"entries":[%s]}' % b",".join([b'"%s"' % base64.b64encode(entry) for entry, _ in batch])
+        try:
+            status, headers, payload = await self._send(body)
+            if status == 200:
+                answer = json.loads(payload)
+                checkpoint = Published(answer["tree_size"], b"", answer["checkpoint"].encode())
+                receipts = answer["entries"]
+                if len(receipts) != len(batch):
+                    raise ValueError(f"{len(receipts)} receipts for {len(batch)} entries")
+                for (_, future), receipt in zip(batch, receipts):
+                    if not future.done():
+                        future.set_result(routes.single_entry_receipt(
+                            receipt["index"], base64.b64decode(receipt["leaf_hash"]), checkpoint))
+                return
+            for _, future in batch:  # the writer refused or failed the batch: each entry gets its answer
+                if not future.done():
+                    future.set_result(web.Response(status=status, body=payload, headers=headers))
+        except Exception as exc:  # noqa: BLE001 - unreachable writer or an answer we cannot read: nothing acknowledged
+            logger.warning("forwarding %d entries to the writer failed: %r", len(batch), exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(_writer_unavailable())
+
+
+async def _add_entries(request: web.Request) -> web.StreamResponse:
+    if not routes.is_single_entry(request):
+        return await _forward(request)
+    return await request.app[ENTRY_BATCHER].add(await routes.read_single_entry(request))
+
+
+def _writer_unavailable() -> web.Response:
+    return problem_response(503, "unavailable", "Writer unavailable",
+                            "this server's writer process is not answering; retry later", headers={"Retry-After": "1"})
+
+
+async def _worker_lifetime(app: web.Application) -> AsyncIterator[None]:
+    app[LOG] = await Log.open_reader(app[CONFIG])
+    app[WRITER_SESSION] = session = aiohttp.ClientSession(
+        connector=aiohttp.UnixConnector(path=str(writer_socket(app[CONFIG]))), auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+    )
+
+    async def send_batch(body: bytes) -> tuple[int, dict[str, str], bytes]:
+        async with session.post("http://writer/api/v1/entries", data=body,
+                                headers={"Content-Type": routes.JSON}) as answer:
+            payload = await answer.read()
+            return answer.status, _passed_on(answer.headers), payload
+
+    app[ENTRY_BATCHER] = EntryBatcher(send_batch)
+    try:
+        yield
+    finally:
+        await app[WRITER_SESSION].close()
+        await app[LOG].close()
+
+
+def create_worker_app(config: LogConfig) -> web.Application:
+    """A read worker's app: READ_ROUTES served from a read-only Log, everything else forwarded to the writer."""
+    http_metrics = HttpMetrics()
+    # The writer enforces its own body limits; the worker only has to let through what the writer accepts.
+    app = web.Application(middlewares=[metrics_middleware(http_metrics), problem_middleware],
+                          client_max_size=max(MAX_JSON_BODY, MAX_BLOB_SIZE) + 1)
+    app[CONFIG] = config
+    app[HTTP_METRICS] = http_metrics
+    app[METRIC_SOURCES] = []
+    app.cleanup_ctx.append(_worker_lifetime)
+    app.router.add_routes(READ_ROUTES)
+    app.router.add_post("/api/v1/entries", _add_entries)
+    app.router.add_route("*", "/{tail:.*}", _forward)
+    return app
+
+
+async def serve_worker(config: LogConfig, host: str, port: int) -> int:
+    """Run one read worker on (host, port) with SO_REUSEPORT until SIGTERM or SIGINT."""
+    runner = web.AppRunner(create_worker_app(config), access_log=None, handle_signals=False)
+    await runner.setup()
+    freeze_startup_heap()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    parent = os.getppid()
+
+    async def exit_with_parent():  # a writer killed outright cannot stop its workers: they notice and stop
+        while os.getppid() == parent:
+            await asyncio.sleep(0.5)
+        logger.warning("the writer process is gone; this read worker stops")
+        stop.set()
+
+    watch = asyncio.create_task(exit_with_parent())
+    try:
+        await web.TCPSite(runner, host, port, reuse_port=True).start()
+        print(f"read worker {os.getpid()} listening on port {port}", flush=True)
+        await stop.wait()
+    finally:
+        watch.cancel()
+        await runner.cleanup()
+    return 0
+
+
+# --- the writer's side -------------------------------------------------------------------------------------------
+
+
+class ReadWorkers:
+    """The writer's read workers: `count` processes of `auditlog serve-reads`, restarted when they exit. Their output
+    is relayed to the writer's; `start()` returns once every worker is listening."""
+
+    def __init__(self, count: int, command: list[str], *, start_timeout: float = 60.0):
+        self.count = count
+        self._command = command
+        self._start_timeout = start_timeout
+        self._processes: list[asyncio.subprocess.Process | None] = [None] * count
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+
+    async def start(self) -> None:
+        ready = [asyncio.get_running_loop().create_future() for _ in range(self.count)]
+        for slot in range(self.count):
+            self._tasks.append(asyncio.create_task(self._keep(slot, ready[slot]), name=f"auditlog-read-worker-{slot}"))
+        try:
+            await asyncio.wait_for(asyncio.gather(*ready), self._start_timeout)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _keep(self, slot: int, ready: asyncio.Future) -> None:
+        while not self._stopping:
+            process = await asyncio.create_subprocess_exec(*self._command, stdout=asyncio.subprocess.PIPE,
+                                                           stderr=asyncio.subprocess.STDOUT)
+            self._processes[slot] = process
+            async for line in process.stdout:
+                text = line.decode(errors="replace").rstrip()
+                print(f"read worker {slot}: {text}", flush=True)
+                if not ready.done() and "listening on" in text:
+                    ready.set_result(process.pid)
+            status = await process.wait()
+            if self._stopping:
+                return
+            if not ready.done():
+                ready.set_exception(RuntimeError(f"read worker {slot} exited with status {status} before listening"))
+                return
+            logger.error("read worker %d (pid %d) exited with status %s; restarting in %g s", slot, process.pid,
+                         status, RESTART_DELAY)
+            await asyncio.sleep(RESTART_DELAY)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for process in self._processes:
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self._processes:
+            if process is not None:
+                try:
+                    await asyncio.wait_for(process.wait(), 10)
+                except asyncio.TimeoutError:
+                    process.kill()
+                    await process.wait()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def worker_command(config: LogConfig, host: str, port: int) -> list[str]:
+    command = [sys.executable, "-m", "api.cli", "serve-reads", "--host", host, "--port", str(port),
+               "--data-dir", str(config.data_dir)]
+    if config.database_url:
+        command += ["--database-url", config.database_url]
+    if config.key_file:
+        command += ["--key-file", str(config.key_file)]
+    return command
