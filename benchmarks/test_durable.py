@@ -50,7 +50,7 @@ async def _ingest(store, signer, entries) -> tuple[float, list[int]]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request, tmp_path):
-    from log.storage.sql import sqlite_url_for
+    from log.storage.engine import sqlite_url_for
 
     with contextlib.ExitStack() as stack:
         if request.param == "sqlite":
@@ -65,7 +65,8 @@ def database(request, tmp_path):
 def test_durable_integration(benchmark, bench_mode, results, database):
     from log.note import generate_signer_key, parse_signer_key
     from log.sequencer import load_tree_state
-    from log.storage.sql import SqlLogStore, upgrade_schema
+    from log.storage.engine import upgrade_schema
+    from log.storage.store import SqlLogStore
 
     backend, url = database
     upgrade_schema(url)

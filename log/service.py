@@ -22,7 +22,8 @@ from log.note import Signer
 from log.sequencer import BatchReceipt, IdempotencyKey, Published, Sequencer
 from log.stats import LogStats
 from log.storage import LogStore, RowInsert, StoredEntry
-from log.storage.sql import SqlLogStore, sqlite_url_for, upgrade_schema
+from log.storage.engine import sqlite_url_for, upgrade_schema
+from log.storage.store import SqlLogStore
 from log.prover import LRU, Prover
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID, encode_entry_bundle
 

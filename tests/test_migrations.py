@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from log.proofs import verify_inclusion
 from log.service import Log, LogConfig
-from log.storage.sql import downgrade_schema, normalize_database_url, schema_revision, upgrade_schema
+from log.storage.engine import downgrade_schema, normalize_database_url, schema_revision, upgrade_schema
 from log.tiles import TILE_HEIGHT, interior_nodes, tile_node_layers
 from tests.postgres import fresh_database
 
@@ -252,13 +252,13 @@ def test_a_migration_that_fails_half_way_on_sqlite_leaves_the_database_as_it_was
 
 def test_upgrading_an_existing_schema_is_logged_with_its_revisions_and_a_new_one_is_not(tmp_path, caplog):
     url = f"sqlite:///{tmp_path / 'auditlog.db'}"
-    with caplog.at_level(logging.INFO, logger="log.storage.sql"):
+    with caplog.at_level(logging.INFO, logger="log.storage.engine"):
         upgrade_schema(url)
-        assert not [r for r in caplog.records if r.name == "log.storage.sql"]
+        assert not [r for r in caplog.records if r.name == "log.storage.engine"]
         downgrade_schema(url, "0005")
         caplog.clear()
         upgrade_schema(url)
     head = schema_revision(url)
-    messages = [r.getMessage() for r in caplog.records if r.name == "log.storage.sql"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "log.storage.engine"]
     assert messages[0] == f"upgrading the database schema from revision 0005 to {head}"
     assert messages[1].startswith(f"database schema at revision {head} after ")

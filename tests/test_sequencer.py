@@ -21,7 +21,8 @@ from log.note import generate_signer_key, parse_signer_key
 from log.sequencer import IdempotencyKey, Sequencer, load_tree_state
 from log.storage import RowInsert
 from log.storage.schema import tiles
-from log.storage.sql import SqlLogStore, sqlite_url_for, upgrade_schema
+from log.storage.engine import sqlite_url_for, upgrade_schema
+from log.storage.store import SqlLogStore
 from tests.postgres import fresh_database
 from tests.reference_tree import mth
 
@@ -461,7 +462,7 @@ def test_work_runs_in_the_writer_transaction_and_fails_alone(store, signer):
 
 
 def test_entries_are_found_by_leaf_hash_in_indexed_chunks_and_in_the_tail(store, signer):
-    from log.storage.sql import LEAF_INDEX_CHUNK
+    from log.storage.schema import LEAF_INDEX_CHUNK
 
     total = LEAF_INDEX_CHUNK + 300
     entries = [f"e{i}".encode() for i in range(total)]
@@ -484,9 +485,9 @@ def test_entries_are_found_by_leaf_hash_in_indexed_chunks_and_in_the_tail(store,
 def test_sqlite_wal_stays_bounded_while_the_writer_holds_its_lock(tmp_path, signer, monkeypatch):
     import os
 
-    import log.storage.sql as sql
+    import log.storage.writers as writers
 
-    monkeypatch.setattr(sql, "WAL_TRUNCATE_BYTES", 1 << 20)
+    monkeypatch.setattr(writers, "WAL_TRUNCATE_BYTES", 1 << 20)
     url = sqlite_url_for(tmp_path / "log.db")
     upgrade_schema(url)
     store = SqlLogStore(url)
@@ -533,12 +534,12 @@ def test_sqlite_multi_row_inserts_use_one_statement_per_256_rows_of_few_shapes_a
     # padded with all-NULL rows that must never reach the table.
     import sqlite3
 
-    from log.storage.sql import _SqliteWriter
+    from log.storage.writers import SqliteWriter
 
     db = sqlite3.connect(":memory:", isolation_level=None)
     db.execute("CREATE TABLE t (a INTEGER NOT NULL, b TEXT, c INTEGER)")
     db.execute("CREATE TABLE u (k INTEGER PRIMARY KEY, v TEXT)")
-    writer = object.__new__(_SqliteWriter)
+    writer = object.__new__(SqliteWriter)
     writer._values_statements = {}
     shapes = set()
     for count in range(0, 600):

@@ -20,7 +20,7 @@ from log.note import (
     COSIGNATURE_ED25519, COSIGNATURE_MLDSA44, CosignatureSigner, CosignatureVerifier, NoteSignature,
     generate_signer_key, open_note, parse_note, parse_signer_key, parse_verifier_key,
 )
-from log.storage.sql import sqlite_url_for, upgrade_schema
+from log.storage.engine import sqlite_url_for, upgrade_schema
 from witness.cosigner import (
     EMPTY_TREE_ROOT, AddCheckpointRequest, BadLogSignature, Cosigner, InconsistentProof, MalformedRequest,
     OldSizeConflict, RootConflict, UnknownLog, WitnessState, WitnessStore, format_signature_lines,

@@ -15,7 +15,7 @@ from log.note import (
     open_note, parse_note,
 )
 from log.service import Log, LogConfig
-from log.storage.sql import sqlite_url_for, upgrade_schema
+from log.storage.engine import sqlite_url_for, upgrade_schema
 from witness.cosigner import AddCheckpointRequest, Cosigner, WitnessStore
 from api.server.witnessing import KOfN, WitnessEndpoint, WitnessJob
 from witness.server import create_witness_app

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from log.errors import InvalidInput
 from log.note import COSIGNATURE_ED25519, COSIGNATURE_MLDSA44, CosignatureSigner, generate_signer_key
-from log.storage.sql import sqlite_url_for, upgrade_schema
+from log.storage.engine import sqlite_url_for, upgrade_schema
 from witness.cosigner import Cosigner, WitnessStore, parse_log_keys
 from witness.server import create_witness_app
 from witness.serving import serve_until_signalled

@@ -36,7 +36,7 @@ from log.errors import InvalidInput, LogError, ProofError, SignatureError
 from log.hashing import EMPTY_ROOT
 from log.note import CosignatureSigner, NoteSignature, Verifier, open_note, parse_note, parse_verifier_key
 from log.proofs import verify_consistency
-from log.storage.sql import _make_engine, normalize_database_url
+from log.storage.engine import make_engine, normalize_database_url
 from witness.schema import witness_checkpoints, witness_logs, witness_refusals
 
 logger = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class WitnessStore:
 
     def __init__(self, url: str):
         self.url = normalize_database_url(url)
-        self.engine = _make_engine(self.url)
+        self.engine = make_engine(self.url)
 
     def latest(self, origin: str) -> WitnessState | None:
         with self.engine.connect() as conn:

@@ -225,7 +225,7 @@ def cmd_keygen(args) -> int:
 
 
 def cmd_db_upgrade(args) -> int:
-    from log.storage.sql import upgrade_schema
+    from log.storage.engine import upgrade_schema
 
     _server_logging()
     config = LogConfig(data_dir=Path(args.data_dir), database_url=args.database_url)

@@ -1,4 +1,5 @@
-"""Storage contracts for the log. `sql.py` implements them over SQLAlchemy Core (SQLite, PostgreSQL).
+"""Storage contracts for the log. `store.py` (reads) and `writers.py` (the single writer) implement them over
+SQLAlchemy Core (SQLite, PostgreSQL); `engine.py` makes engines and runs migrations.
 
 The store only stores: it does no hashing, proving or signing. Two roles use it:
 

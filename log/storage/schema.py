@@ -7,6 +7,9 @@ from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, Small
 
 metadata = MetaData()
 
+# Entries per leaf-index chunk (see leaf_index below).
+LEAF_INDEX_CHUNK = 1 << 16
+
 # A 64-bit primary key that on SQLite is the table's rowid, so the table is one B-tree instead of a rowid B-tree plus
 # an index over the key (SQLite makes only a column declared exactly INTEGER the rowid; its rowid is 64-bit).
 ROWID_KEY = BigInteger().with_variant(Integer(), "sqlite")

@@ -1,0 +1,227 @@
+"""The store over SQLAlchemy Core: SQLite (WAL, the embedded default) and PostgreSQL (psycopg 3).
+
+Reads go through SQLAlchemy Core statements on pooled connections, and the hottest ones (tiles, idempotency keys)
+through fixed SQL strings on driver connections. The single writer (log.storage.writers) keeps one driver-level
+connection of its own for its whole life, because the sequencer lock lives on that connection:
+
+* PostgreSQL: a session-level advisory lock (`pg_try_advisory_lock`), released by the server when the
+  connection ends, so a killed sequencer never leaves a stale lock. Entries go in with COPY.
+* SQLite: the database's own write lock. The writer always holds an open `BEGIN IMMEDIATE` transaction and
+  re-opens it right after each commit, so another process that asks for the write lock is refused. Primary keys
+  on entry index and checkpoint size fence off the remaining window: a second writer can never store an index
+  or size twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import and_, func, or_, select, text
+
+from log.errors import StorageError
+from log.storage import KeyedEntry, LogStore, LogWriter, StoredCheckpoint, StoredEntry
+from log.storage.engine import make_engine, normalize_database_url
+from log.storage.schema import LEAF_INDEX_CHUNK, checkpoints, entries, leaf_index
+from log.storage.writers import PostgresWriter, SqliteWriter
+from log.tiles import TileData
+
+# Chunks probed per leaf-hash lookup query, and idempotency keys asked per query.
+_CHUNKS_PER_QUERY = 200
+_KEYS_PER_QUERY = 500  # well under SQLite's 32,766 bound variables and PostgreSQL's 65,535 parameters
+
+
+class SqlLogStore(LogStore):
+    def __init__(self, url: str):
+        self.url = normalize_database_url(url)
+        self.engine = make_engine(self.url)
+        self.dialect = self.engine.dialect.name
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StorageError(f"unsupported database {self.dialect!r}: use sqlite:// or postgresql://")
+        self._placeholder = "?" if self.dialect == "sqlite" else "%s"
+        # read_tiles is an in-process primary-key lookup on SQLite (tens of microseconds, the GIL released while
+        # SQLite reads), cheaper than a thread hand-off: Log may call it on its event loop. PostgreSQL: a round trip.
+        self.cheap_tile_reads = self.dialect == "sqlite"
+        self._tile_sql: dict[int, str] = {}
+        self._keys_sql: dict[int, str] = {}
+        self._tile_readers = threading.local()
+        self._tile_readers_lock = threading.Lock()
+        self._tile_reader_connections: list = []
+
+    # -- writer ---------------------------------------------------------------------------------------------
+    def acquire_writer(self) -> LogWriter:
+        if self.dialect == "sqlite":
+            return SqliteWriter(self.engine)
+        return PostgresWriter(self.engine)
+
+    # -- reads ----------------------------------------------------------------------------------------------
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        query = select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _checkpoint(row)
+
+    def checkpoint(self, size: int) -> StoredCheckpoint | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(checkpoints).where(checkpoints.c.size == size)).first()
+        return _checkpoint(row)
+
+    def read_tiles(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        # The hot read of proof and tile serving, so it skips SQLAlchemy's statement building, caching and result
+        # wrapping (270 us of Python per call against 30 us for the lookup itself at 10^7 entries) and runs one
+        # fixed SQL string on a driver connection. An OR of (level = ? AND idx = ?) terms: each term is a
+        # primary-key lookup. A row-value IN list would be answered by SQLite with a scan of the whole table.
+        params = [value for key in keys for value in key]
+        sql = self._read_tiles_sql(len(keys))
+        rows = self._driver_rows(sql, params)
+        return {(level, idx): _tile_data(data, interior) for level, idx, data, interior in rows}
+
+    def _thread_reader(self):
+        """This thread's own SQLite connection for tile reads and key lookups, kept for the store's life."""
+        reader = getattr(self._tile_readers, "connection", None)
+        if reader is None:
+            fairy = self.engine.raw_connection()
+            reader = fairy.driver_connection
+            fairy.detach()  # out of the pool for good: closed by close(), not returned
+            # Random tile rows through a 64 MiB page cache (the writer's setting) cost ~2x those through 2 MiB:
+            # the cache keeps taking fresh memory, and first touches of memory are slow on these VMs.
+            reader.execute("PRAGMA cache_size=-2048").fetchall()
+            with self._tile_readers_lock:
+                self._tile_reader_connections.append(reader)
+            self._tile_readers.connection = reader
+        return reader
+
+    def _read_tiles_sql(self, count: int) -> str:
+        sql = self._tile_sql.get(count)
+        if sql is None:
+            term = f"(level = {self._placeholder} AND idx = {self._placeholder})"
+            sql = "SELECT level, idx, data, interior FROM tiles WHERE " + " OR ".join([term] * count)
+            if count <= 64:  # the shapes proofs and startup use; cached per key count
+                self._tile_sql[count] = sql
+        return sql
+
+    def read_entries(self, start: int, end: int) -> list[bytes]:
+        if end <= start:
+            return []
+        query = (
+            select(entries.c.idx, entries.c.data)
+            .where(entries.c.idx >= start, entries.c.idx < end)
+            .order_by(entries.c.idx)
+        )
+        out: list[bytes] = []
+        with self.engine.connect() as conn:
+            for idx, data in conn.execute(query):
+                if idx != start + len(out):
+                    break
+                out.append(bytes(data))
+        return out
+
+    def read_entry(self, index: int) -> StoredEntry | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(entries).where(entries.c.idx == index)).first()
+        if row is None:
+            return None
+        return StoredEntry(row.idx, bytes(row.data), bytes(row.leaf_hash), row.received_at)
+
+    def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
+        with self.engine.connect() as conn:
+            largest = conn.execute(select(func.max(entries.c.idx))).scalar()
+            if largest is None:
+                return None
+            indexed_chunks = (largest + 1) // LEAF_INDEX_CHUNK
+            prefix = leaf_hash[:8]
+            # Completed chunks, lowest first: each (chunk, prefix) term is a primary-key range lookup.
+            for first in range(0, indexed_chunks, _CHUNKS_PER_QUERY):
+                chunks = range(first, min(first + _CHUNKS_PER_QUERY, indexed_chunks))
+                query = (
+                    select(func.min(leaf_index.c.idx))
+                    .select_from(leaf_index.join(entries, entries.c.idx == leaf_index.c.idx))
+                    .where(or_(*(and_(leaf_index.c.chunk == c, leaf_index.c.leaf_prefix == prefix) for c in chunks)))
+                    .where(entries.c.leaf_hash == leaf_hash)
+                )
+                found = conn.execute(query).scalar()
+                if found is not None:
+                    return found
+            # The unfinished chunk: a scan of at most LEAF_INDEX_CHUNK entries along the primary key.
+            tail = select(func.min(entries.c.idx)).where(
+                entries.c.idx >= indexed_chunks * LEAF_INDEX_CHUNK, entries.c.leaf_hash == leaf_hash
+            )
+            return conn.execute(tail).scalar()
+
+    def find_keys(self, keys: Sequence[bytes]) -> dict[bytes, KeyedEntry]:
+        # Asked by the sequencer for every batch of keyed entries: a fixed SQL string on a driver connection, as
+        # read_tiles (SQLAlchemy's IN-list compilation and bind processing cost more than the lookups).
+        found: dict[bytes, KeyedEntry] = {}
+        for start in range(0, len(keys), _KEYS_PER_QUERY):
+            chunk = list(keys[start:start + _KEYS_PER_QUERY])
+            sql = self._find_keys_sql(len(chunk))
+            for key, idx, content_hash, leaf_hash in self._driver_rows(sql, chunk):
+                found[bytes(key)] = KeyedEntry(idx, bytes(content_hash), bytes(leaf_hash))
+        return found
+
+    def _find_keys_sql(self, count: int) -> str:
+        sql = self._keys_sql.get(count)
+        if sql is None:
+            marks = ", ".join([self._placeholder] * count)
+            sql = ("SELECT entry_keys.key, entry_keys.idx, entry_keys.content_hash, entries.leaf_hash "
+                   "FROM entry_keys JOIN entries ON entries.idx = entry_keys.idx "
+                   f"WHERE entry_keys.key IN ({marks})")
+            if len(self._keys_sql) < 256:
+                self._keys_sql[count] = sql
+        return sql
+
+    def _driver_rows(self, sql: str, params: Sequence) -> list[tuple]:
+        """Rows of one read-only statement on a driver connection: this thread's own on SQLite, pooled on
+        PostgreSQL."""
+        if self.dialect == "sqlite":
+            # This thread's own connection, kept: a pool checkout and check-in cost twice the lookup. No read
+            # transaction outlives the statement (the driver opens none for a SELECT; fetchall ends it).
+            return self._thread_reader().execute(sql, params).fetchall()
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(sql, params)
+                return cur.fetchall()
+            finally:
+                cur.close()
+        finally:
+            conn.close()  # back to the pool, which ends the read transaction
+
+    def entry_count(self) -> int:
+        with self.engine.connect() as conn:
+            largest = conn.execute(select(func.max(entries.c.idx))).scalar()
+        return 0 if largest is None else largest + 1
+
+    def storage_bytes(self) -> int | None:
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+                page_size = conn.exec_driver_sql("PRAGMA page_size").scalar()
+                return pages * page_size
+            return conn.execute(text("SELECT pg_database_size(current_database())")).scalar()
+
+    def close(self) -> None:
+        with self._tile_readers_lock:
+            readers, self._tile_reader_connections = self._tile_reader_connections, []
+        for reader in readers:
+            reader.close()
+        self.engine.dispose()
+
+
+def _tile_data(data, interior) -> bytes:
+    if interior is None:
+        return bytes(data)
+    tile = TileData(data)
+    tile.interior = bytes(interior)
+    return tile
+
+
+def _checkpoint(row) -> StoredCheckpoint | None:
+    if row is None:
+        return None
+    return StoredCheckpoint(row.size, bytes(row.root_hash), bytes(row.note), row.created_at)
+
