@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from log import defaults
 from log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from log.compact import CompactRange, frontier_node_ids
 from log.errors import Conflict, InvalidInput, LogError, StorageError, Unavailable
@@ -249,10 +250,10 @@ class Sequencer:
         writer: LogWriter,
         signer: Signer,
         *,
-        batch_size: int = 1024,
-        batch_max_age: float = 0.05,
-        batch_linger: float = 0.0,
-        max_pending: int = 1 << 16,
+        batch_size: int = defaults.BATCH_SIZE,
+        batch_max_age: float = defaults.BATCH_MAX_AGE,
+        batch_linger: float = defaults.BATCH_LINGER,
+        max_pending: int = defaults.MAX_PENDING,
         stats: LogStats | None = None,
         clock: Callable[[], float] = time.time,
     ):

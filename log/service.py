@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from log import proofs
+from log import defaults, proofs
 from log.errors import InvalidInput, NotFound, Unavailable
 from log.keys import KEY_FILE_NAME, load_or_create_signer, read_signer_key
 from log.note import Signer
@@ -34,17 +34,17 @@ HASH_SIZE = 32
 class LogConfig:
     """Everything needed to open a log. Defaults give the embedded SQLite log in `data_dir`."""
 
-    data_dir: Path = Path("data")
+    data_dir: Path = Path(defaults.DATA_DIR)
     database_url: str | None = None  # default: sqlite in data_dir
     origin: str | None = None  # default: the key's name; required to create a key
     key_file: Path | None = None  # default: data_dir / log.key
-    batch_size: int = 1024
-    batch_max_age: float = 0.05
-    batch_linger: float = 0.0
-    max_pending: int = 1 << 16
+    batch_size: int = defaults.BATCH_SIZE
+    batch_max_age: float = defaults.BATCH_MAX_AGE
+    batch_linger: float = defaults.BATCH_LINGER
+    max_pending: int = defaults.MAX_PENDING
     migrate: bool = True
-    fold_cache_size: int = 16_384  # proof elements over the imperfect right edge, 32 bytes each
-    tile_cache_size: int = 4096
+    fold_cache_size: int = defaults.FOLD_CACHE_SIZE  # proof elements over the imperfect right edge, 32 bytes each
+    tile_cache_size: int = defaults.TILE_CACHE_SIZE
 
     def resolved_database_url(self) -> str:
         return self.database_url or sqlite_url_for(self.data_dir / "auditlog.db")

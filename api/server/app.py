@@ -21,6 +21,7 @@ from api.server.openapi import document_bytes
 from api.server.problems import problem_middleware
 from api.server.routes import MAX_JSON_BODY, ROUTES
 from api.server.state import CONFIG, HTTP_METRICS, LOG, METRIC_SOURCES, OPENAPI, TIMESTAMP_JOB, WITNESS_JOB
+from log import defaults
 from log.errors import InvalidInput
 from log.service import Log, LogConfig
 from api.server.witnessing import KOfN, WitnessEndpoint, WitnessJob
@@ -48,15 +49,15 @@ class Witnessing:
     """
 
     witnesses: tuple[str, ...] = ()
-    witness_interval: float = 10.0
+    witness_interval: float = defaults.WITNESS_INTERVAL
     witness_k: int | None = None
     tsa_url: str | None = None
     tsa_ca_pem: bytes | None = None
-    timestamp_interval: float = 60.0
+    timestamp_interval: float = defaults.TIMESTAMP_INTERVAL
 
     @classmethod
-    def from_options(cls, *, witnesses=(), witness_interval=10.0, witness_k=None, tsa_url=None, tsa_ca=None,
-                     timestamp_interval=60.0) -> "Witnessing":
+    def from_options(cls, *, witnesses=(), witness_interval=defaults.WITNESS_INTERVAL, witness_k=None, tsa_url=None,
+                     tsa_ca=None, timestamp_interval=defaults.TIMESTAMP_INTERVAL) -> "Witnessing":
         """From command-line style options: `tsa_ca` is a path to a PEM file."""
         pem = None
         if tsa_ca is not None:

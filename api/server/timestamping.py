@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import sqlalchemy as sa
 
+from log import defaults
 from log.checkpoint import Checkpoint
 from log.errors import InvalidInput, LogError
 from witness.rfc3161 import TimestampInfo, build_request, load_certificates, request_timestamp, verify_timestamp
@@ -115,7 +116,7 @@ class TimestampJob:
         log,
         tsa_url: str,
         tsa_certificate_pem: bytes | str,
-        interval: float = 60.0,
+        interval: float = defaults.TIMESTAMP_INTERVAL,
         source: Callable[[], bytes | None | Awaitable[bytes | None]] | None = None,
         *,
         store: TimestampStore | None = None,

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from sqlalchemy import func, insert, select
 
+from log import defaults
 from log.errors import InvalidInput, LogError, SignatureError
 from log.note import CosignatureVerifier, NoteSignature, parse_note
 from witness.cosigner import AddCheckpointRequest
@@ -153,7 +154,7 @@ class WitnessJob:
         log,
         witnesses: list[WitnessEndpoint],
         *,
-        interval: float = 10.0,
+        interval: float = defaults.WITNESS_INTERVAL,
         policy: KOfN | None = None,
         timeout: float = 10.0,
         attempts: int = 3,

@@ -1,0 +1,42 @@
+"""The default of every setting an operator can change, named once.
+
+The command line (api/cli), LogConfig and the Sequencer (log/service.py, log/sequencer.py), the app and its jobs
+(api/server/app.py, witnessing.py, timestamping.py) all read these names instead of writing their own literals, so
+`auditlog serve` with no flags and `LogConfig()` in a test describe the same log.
+"""
+
+from __future__ import annotations
+
+import os
+
+# --- where the log lives -----------------------------------------------------------------------------------------
+DATA_DIR = "data"  # SQLite database, signing key and admin token, relative to the working directory
+HOST = "127.0.0.1"
+PORT = 8080
+SERVER_URL = f"http://{HOST}:{PORT}"  # what the client commands talk to by default
+
+# --- the sequencer: a batch is committed when it is full or old enough, whichever comes first --------------------
+BATCH_SIZE = 1024  # entries per commit
+BATCH_MAX_AGE_MS = 50  # the oldest queued entry waits at most this long for its commit
+BATCH_LINGER_MS = 0  # after the first entry, wait this long for more before committing a partial batch
+BATCH_MAX_AGE = BATCH_MAX_AGE_MS / 1000  # seconds, as LogConfig and the Sequencer take them
+BATCH_LINGER = BATCH_LINGER_MS / 1000
+MAX_PENDING = 1 << 16  # queued entries beyond which submissions are refused as busy (503)
+
+# --- read caches (log/service.py) --------------------------------------------------------------------------------
+FOLD_CACHE_SIZE = 16_384  # proof elements over the imperfect right edge, 32 bytes each
+TILE_CACHE_SIZE = 4096  # full tiles kept for tile GETs
+
+# --- background jobs (seconds between rounds) --------------------------------------------------------------------
+WITNESS_INTERVAL = 10.0
+TIMESTAMP_INTERVAL = 60.0
+
+# --- processes beside the server ---------------------------------------------------------------------------------
+READ_WORKERS = 0  # extra processes serving proofs, tiles and entries
+
+
+def verify_processes() -> int:
+    """Processes checking signed audit events: one per core, up to 4 (more were never measured). On 2 cores two
+    children beat one (an envelope costs them more CPU than it costs the server) and three add nothing
+    (benchmarks/PROFILES.md)."""
+    return max(1, min(4, os.cpu_count() or 1))
