@@ -6,11 +6,11 @@ log's origin, so the origin is fixed when the key is made.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from log.errors import InvalidInput
 from log.note import Signer, generate_signer_key, parse_signer_key
+from log.secret_files import write_secret_file
 
 KEY_FILE_NAME = "log.key"
 
@@ -18,12 +18,7 @@ KEY_FILE_NAME = "log.key"
 def write_signer_key(path: Path, origin: str) -> Signer:
     """Generate a new Ed25519 signer key named `origin` and write it to `path` (0600, never overwriting)."""
     signer_key, _ = generate_signer_key(origin)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(signer_key + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    write_secret_file(path, signer_key + "\n", make_parents=True)
     return parse_signer_key(signer_key)
 
 

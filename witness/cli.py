@@ -25,6 +25,7 @@ from pathlib import Path
 
 from log.errors import InvalidInput
 from log.note import COSIGNATURE_ED25519, COSIGNATURE_MLDSA44, CosignatureSigner, generate_signer_key
+from log.secret_files import write_secret_file
 from log.storage.engine import sqlite_url_for, upgrade_schema
 from witness.cosigner import Cosigner, WitnessStore, parse_log_keys
 from witness.server import create_witness_app
@@ -76,12 +77,7 @@ def load_or_create_cosigner_key(path: Path, name: str | None, key_type: int) -> 
     if name is None:
         raise InvalidInput(f"no key in {path} yet: give --name to make one", field="name")
     signer_key, verifier_key = generate_signer_key(name, key_type)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(signer_key + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    write_secret_file(path, signer_key + "\n", make_parents=True)
     path.with_suffix(".vkey").write_text(verifier_key + "\n")
     return CosignatureSigner(signer_key)
 

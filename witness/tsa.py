@@ -50,6 +50,7 @@ from pyasn1.type import char, univ, useful
 from pyasn1_modules import rfc3161, rfc5035, rfc5280, rfc5652
 
 from log.errors import InvalidInput
+from log.secret_files import write_secret_file
 from witness.rfc3161 import (
     HASH_ALGORITHMS, OID_ECDSA_WITH_SHA256, OID_SHA1, OID_SHA256, TIMESTAMP_QUERY, TIMESTAMP_REPLY,
 )
@@ -132,8 +133,8 @@ class TsaIdentity:
                                                      ca_days=20 * 365, tsa_days=10 * 365)
         # Keys first, each created 0600 from the start; the CA certificate last, so that a crash in between leaves
         # a partial directory that load_or_create refuses rather than a trust anchor without its keys.
-        _write_private(data_dir / CA_KEY_FILE, _pem_key(ca_key))
-        _write_private(data_dir / TSA_KEY_FILE, _pem_key(key))
+        write_secret_file(data_dir / CA_KEY_FILE, _pem_key(ca_key))
+        write_secret_file(data_dir / TSA_KEY_FILE, _pem_key(key))
         _write_public(data_dir / TSA_CERT_FILE, certificate.public_bytes(serialization.Encoding.PEM))
         _write_public(data_dir / CA_CERT_FILE, ca_certificate.public_bytes(serialization.Encoding.PEM))
         return cls(key, certificate, ca_certificate)
@@ -182,14 +183,6 @@ def make_tsa_chain(
 def _pem_key(key) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _write_public(path: Path, data: bytes) -> None:

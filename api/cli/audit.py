@@ -146,11 +146,10 @@ def cmd_producer(args) -> int:
         return 0
     if args.action == "keygen":
         from api.client.recorder import generate_key
+        from log.secret_files import write_secret_file
 
         seed, public, key_id = generate_key()
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(base64.b64encode(seed).decode() + "\n")
+        write_secret_file(args.out, base64.b64encode(seed).decode() + "\n")
         print(f"secret seed written to {args.out}\npublic key {base64.b64encode(public).decode()}\nkey id {key_id}")
         return 0
     body = {"reason": args.reason or ""}

@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 
 from log.audit.errors import AdminUnauthorized
+from log.secret_files import write_secret_file
 
 ADMIN_TOKEN_FILE = "admin.token"
 ADMIN_TOKEN_ENV = "AUDITLOG_ADMIN_TOKEN"
@@ -28,13 +29,8 @@ def load_or_create_admin_token(data_dir: Path, configured: str | None = None) ->
     path = Path(data_dir) / ADMIN_TOKEN_FILE
     if path.exists():
         return path.read_text().strip(), False
-    path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    write_secret_file(path, token + "\n", make_parents=True)
     return token, True
 
 
