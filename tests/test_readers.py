@@ -163,3 +163,16 @@ def test_a_worker_batch_stays_within_the_writers_limits_on_a_batch():
     sizes.clear()
     sent = asyncio.run(scenario(small))
     assert [len(batch) for batch in sent] == [1, MAX_BATCH_ENTRIES, 10]
+
+
+def test_workers_answer_exactly_the_tree_reads_themselves_in_the_main_tables_order():
+    """The worker's routes are rows of the main table, not a copy of it: the five tree reads, nothing else."""
+    assert [(route.method, route.path) for route in READ_ROUTES] == [
+        ("GET", "/api/v1/entries/{index}"),
+        ("GET", "/api/v1/proof/inclusion"),
+        ("GET", "/api/v1/proof/consistency"),
+        ("GET", "/tile/entries/{n:.+}"),
+        ("GET", "/tile/{level}/{n:.+}"),
+    ]
+    assert all(any(route is row for row in ROUTES) for route in READ_ROUTES)
+    assert all(route.kwargs.get("allow_head") is False for route in READ_ROUTES)  # no HEAD, as on the writer

@@ -7,7 +7,8 @@ the latest checkpoint re-read from the database every 50 ms, or at once when ask
 
     GET /api/v1/proof/inclusion, /api/v1/proof/consistency, /api/v1/entries/{index}, /tile/...
 
-itself, with the same handlers as the writer. Single-entry POSTs it checks and sends on to the writer in batches
+itself, with the same handlers as the writer: the rows of the writer's route table (api/server/routes.py `ROUTES`)
+whose handler `READ_WORKER_HANDLERS` names. Single-entry POSTs it checks and sends on to the writer in batches
 (`EntryBatcher`: one HTTP request of the writer's for many entries, not one each). Every other request (batch
 writes, the checkpoint with its cosignatures, the audit personality, metrics, health) goes to the writer through
 that socket, answered exactly as the writer answers it. The writer restarts a worker that exits, and stops them
@@ -47,13 +48,7 @@ from log.service import Log, LogConfig
 logger = logging.getLogger(__name__)
 
 WRITER_SOCKET_NAME = "writer.sock"
-READ_ROUTES = [
-    web.get("/api/v1/entries/{index}", routes.get_entry, allow_head=False),
-    web.get("/api/v1/proof/inclusion", routes.inclusion_proof, allow_head=False),
-    web.get("/api/v1/proof/consistency", routes.consistency_proof, allow_head=False),
-    web.get("/tile/entries/{n:.+}", routes.entry_bundle, allow_head=False),
-    web.get("/tile/{level}/{n:.+}", routes.hash_tile, allow_head=False),
-]
+READ_ROUTES = routes.READ_WORKER_ROUTES  # the main table's rows a worker answers itself (routes.py says which)
 # Hop-by-hop headers (RFC 9110 section 7.6.1) and those aiohttp recomputes for the body it sends.
 _NOT_FORWARDED = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
                   "content-length", "host"}

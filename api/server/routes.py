@@ -436,3 +436,9 @@ ROUTES = [
     web.get("/healthz", healthz, allow_head=False),
     web.get("/metrics", metrics_text, allow_head=False),
 ]
+
+# The reads a read worker (api/server/readers.py) answers itself, from its read-only Log, with the handlers above:
+# those whose answer is the stored tree's alone. A worker forwards every other route to the writer. So serving a
+# new read from the workers too is one more handler named here; the routes themselves stay in ROUTES only.
+READ_WORKER_HANDLERS = frozenset({get_entry, inclusion_proof, consistency_proof, entry_bundle, hash_tile})
+READ_WORKER_ROUTES = [route for route in ROUTES if route.handler in READ_WORKER_HANDLERS]
