@@ -20,11 +20,13 @@ import pytest
 from aiohttp import web
 
 from api.server.app import create_app
-from api.cli.main import _ProgressBar, main
+from api.cli.client import _ProgressBar
+from api.cli.main import build_parser, main
 from log.checkpoint import Checkpoint, sign_checkpoint
 from log.hashing import hash_leaf
 from log.keys import read_signer_key
-from log.service import Log
+from log import defaults
+from log.service import Log, LogConfig
 from tests.conftest import TEST_ORIGIN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,3 +233,77 @@ def test_bad_usage_exits_2(argv, capsys):
     with pytest.raises(SystemExit) as raised:
         main(argv)
     assert raised.value.code == 2
+
+
+# --- the environment is read when a command runs ---------------------------------------------------------------
+
+
+def test_a_bad_variable_does_not_break_help_or_other_commands(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("AUDITLOG_READ_WORKERS", "abc")
+    with pytest.raises(SystemExit) as raised:
+        main(["--help"])
+    assert raised.value.code == 0 and "serve" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as raised:
+        main(["serve", "--help"])
+    assert raised.value.code == 0 and "--read-workers" in capsys.readouterr().out
+    code, _, stderr = run_cli(capsys, "keygen", "--origin", "example.com/log", "--out", str(tmp_path / "log.key"))
+    assert code == 0, stderr
+    code, _, stderr = run_cli(capsys, "db", "upgrade", "--data-dir", str(tmp_path / "db"))
+    assert code == 0, stderr
+
+
+@pytest.mark.parametrize("name, value, what", [
+    ("AUDITLOG_READ_WORKERS", "abc", "a non-negative integer"),
+    ("AUDITLOG_READ_WORKERS", "-1", "a non-negative integer"),
+    ("AUDITLOG_VERIFY_PROCESSES", "two", "a non-negative integer"),
+    ("AUDITLOG_WITNESS_INTERVAL", "0", "a positive number of seconds"),
+    ("AUDITLOG_WITNESS_K", "0", "a positive integer"),
+    ("AUDITLOG_TIMESTAMP_INTERVAL", "soon", "a positive number of seconds"),
+])
+def test_serve_names_a_bad_variable_in_one_line(monkeypatch, tmp_path, capsys, name, value, what):
+    monkeypatch.setenv(name, value)
+    code, stdout, stderr = run_cli(capsys, "serve", "--port", "0", "--data-dir", str(tmp_path / "data"))
+    assert code == 2 and stdout == ""
+    assert stderr == f"auditlog: {name} must be {what}, not {value!r}\n"
+    assert not (tmp_path / "data").exists()  # refused before anything started
+
+
+def test_a_flag_beats_a_bad_variable(monkeypatch):
+    """Reading a variable only when its flag is absent: `--read-workers 0` overrides AUDITLOG_READ_WORKERS."""
+    from api.cli.options import flag_or_env, non_negative
+
+    monkeypatch.setenv("AUDITLOG_READ_WORKERS", "abc")
+    assert flag_or_env(0, "AUDITLOG_READ_WORKERS", non_negative, 5) == 0
+    monkeypatch.setenv("AUDITLOG_READ_WORKERS", "")  # empty counts as unset
+    assert flag_or_env(None, "AUDITLOG_READ_WORKERS", non_negative, 5) == 5
+    monkeypatch.setenv("AUDITLOG_READ_WORKERS", "3")
+    assert flag_or_env(None, "AUDITLOG_READ_WORKERS", non_negative, 5) == 3
+
+
+def test_serve_with_a_bad_variable_as_a_process_prints_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve", "--port", "0", "--data-dir", str(tmp_path / "data")],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "AUDITLOG_READ_WORKERS": "abc"},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == "auditlog: AUDITLOG_READ_WORKERS must be a non-negative integer, not 'abc'\n"
+    assert proc.stdout == ""
+
+
+def test_the_serve_defaults_are_the_log_defaults():
+    """One set of defaults (log/defaults.py): `auditlog serve` with no flags configures what LogConfig() does."""
+    args = build_parser().parse_args(["serve"])
+    config = LogConfig()
+    assert args.batch_size == config.batch_size == defaults.BATCH_SIZE
+    assert args.batch_max_age_ms / 1000 == config.batch_max_age == defaults.BATCH_MAX_AGE
+    assert args.batch_linger_ms / 1000 == config.batch_linger == defaults.BATCH_LINGER
+    assert (args.host, args.port) == (defaults.HOST, defaults.PORT)
+
+
+def test_the_client_commands_import_without_the_server():
+    """api/cli/client.py loads neither aiohttp's server, SQLAlchemy nor the Log: a client machine needs none."""
+    code = ("import sys, api.cli.client; "
+            "print(sorted(m for m in ('aiohttp.web', 'sqlalchemy', 'log.service', 'api.server') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -20,12 +20,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from log import defaults
 from log.audit.admin import ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE
 from log.audit.errors import EvidenceError
 from log.audit.evidence import verify_bundle
 from log.audit.schema import format_timestamp_ms
 
-DEFAULT_URL = os.environ.get("AUDITLOG_SERVER") or os.environ.get("AUDITLOG_URL", "http://127.0.0.1:8080")
+DEFAULT_URL = os.environ.get("AUDITLOG_SERVER") or os.environ.get("AUDITLOG_URL", defaults.SERVER_URL)
 
 
 def _http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:

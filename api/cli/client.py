@@ -1,0 +1,312 @@
+"""The client commands of `auditlog`: add, proof (and --evidence), verify (the monitor) and verify-evidence.
+
+They talk to a log over HTTP through api/client, imported when a command runs; this module imports neither
+aiohttp's server nor SQLAlchemy, so a producer's or an auditor's machine needs neither to run them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import os
+import sys
+from pathlib import Path
+
+from api.cli.options import VKEY_SUFFIX, env
+from log import defaults
+from log.errors import InvalidInput, LogError
+from log.hashing import hash_leaf
+
+
+def _read_key(args) -> str:
+    value = args.key or env("AUDITLOG_VERIFIER_KEY")
+    if value is None:
+        default = Path(env("AUDITLOG_DATA_DIR", defaults.DATA_DIR)) / f"log{VKEY_SUFFIX}"
+        if default.is_file():
+            return default.read_text().strip()
+        raise InvalidInput("no verifier key: pass --key, set AUDITLOG_VERIFIER_KEY, or run next to data/log.vkey",
+                           field="key")
+    if os.path.isfile(value):
+        return Path(value).read_text().strip()
+    return value
+
+
+def _out(document) -> None:
+    print(json.dumps(document, indent=1), flush=True)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _read_inputs(paths: list[str]) -> list[tuple[str, bytes]]:
+    inputs = []
+    for path in paths or ["-"]:
+        if path == "-":
+            inputs.append(("-", sys.stdin.buffer.read()))
+        else:
+            try:
+                inputs.append((path, Path(path).read_bytes()))
+            except OSError as exc:
+                raise InvalidInput(f"cannot read {path}: {exc}", field="file") from exc
+    return inputs
+
+
+def cmd_add(args) -> int:
+    return asyncio.run(_add(args))
+
+
+async def _add(args) -> int:
+    from api.client.log_client import LogClient
+
+    inputs = _read_inputs(args.files)
+    if args.lines:
+        entries = [(f"{name}:{n}", line) for name, data in inputs
+                   for n, line in enumerate(data.splitlines(), start=1) if line.strip()]
+    else:
+        entries = inputs
+    if not entries:
+        raise InvalidInput("nothing to add", field="file")
+    key = _read_key(args) if (args.key or env("AUDITLOG_VERIFIER_KEY")) else None
+    if key is None:
+        return await _add_unverified(args.server, entries, batch=args.lines)
+    async with LogClient(args.server, key) as client:
+        data = [entry for _, entry in entries]
+        receipts = await (client.add_many(data) if args.lines else _each(client.add, data))
+        for (name, _), receipt in zip(entries, receipts):
+            print(json.dumps({"source": name, "index": receipt.index, "leaf_hash": _b64(receipt.leaf_hash),
+                              "tree_size": receipt.tree_size, "inclusion": "verified"}), flush=True)
+    return 0
+
+
+async def _each(fn, items):
+    return [await fn(item) for item in items]
+
+
+async def _add_unverified(server: str, entries: list[tuple[str, bytes]], *, batch: bool) -> int:
+    """Without a verifier key: submit and report what the server answered (checking only the leaf hashes)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async def post(**kwargs) -> dict:
+            async with session.post(server.rstrip("/") + "/api/v1/entries", **kwargs) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status != 200:
+                    raise LogError(f"the server refused the entry: HTTP {resp.status}: {body.get('detail', body)}")
+                return body
+
+        results = []
+        if batch:
+            for start in range(0, len(entries), 4096):
+                chunk = entries[start:start + 4096]
+                body = await post(json={"entries": [_b64(e) for _, e in chunk]})
+                results += [(name, entry, item, body["tree_size"]) for (name, entry), item in zip(chunk, body["entries"])]
+        else:
+            for name, entry in entries:
+                body = await post(data=entry, headers={"Content-Type": "application/octet-stream"})
+                results.append((name, entry, body, body["tree_size"]))
+        for name, entry, item, tree_size in results:
+            if item["leaf_hash"] != _b64(hash_leaf(entry)):
+                raise LogError(f"{name}: the server's leaf hash is not the hash of the entry sent")
+            print(json.dumps({"source": name, "index": item["index"], "leaf_hash": item["leaf_hash"],
+                              "tree_size": tree_size, "inclusion": "not verified (no --key)"}), flush=True)
+    return 0
+
+
+def _parse_leaf_hash(text: str) -> bytes:
+    normalized = text.strip().replace("-", "+").replace("_", "/").rstrip("=")
+    try:
+        value = base64.b64decode(normalized + "=" * (-len(normalized) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        value = b""
+    if len(value) != 32:
+        try:
+            value = bytes.fromhex(text)
+        except ValueError:
+            value = b""
+    if len(value) != 32:
+        raise InvalidInput(f"--leaf-hash {text!r} is not a 32-byte hash in base64, base64url or hex",
+                           field="leaf_hash")
+    return value
+
+
+def cmd_proof(args) -> int:
+    return asyncio.run(_proof(args))
+
+
+async def _proof(args) -> int:
+    from api.client.log_client import LogClient
+
+    if args.evidence is not None:
+        return await _proof_evidence(args)
+    if args.out is not None:
+        raise InvalidInput("--out goes with --evidence", field="out")
+    leaf_hash = _parse_leaf_hash(args.leaf_hash) if args.leaf_hash is not None else None
+    async with LogClient(args.server, _read_key(args)) as client:
+        proof = await client.inclusion_proof(args.index, args.tree_size, leaf_hash=leaf_hash)
+        checkpoint = client.latest
+        _out({
+            "index": proof.index,
+            "tree_size": proof.tree_size,
+            "leaf_hash": _b64(proof.leaf_hash),
+            "root_hash": _b64(proof.root),
+            "hashes": [_b64(h) for h in proof.hashes],
+            "checkpoint": {"origin": checkpoint.origin, "size": checkpoint.size,
+                           "root_hash": _b64(checkpoint.root_hash)},
+            "verified": True,
+        })
+    return 0
+
+
+async def _proof_evidence(args) -> int:
+    """Write one entry's offline evidence bundle (api/client/evidence.py): the newest timestamped checkpoint that
+    includes the entry, else the newest witnessed one, else the latest; with its cosignatures and token."""
+    from api.client.log_client import LogClient
+    from log.errors import NotFound
+    from log.note import parse_note
+    from api.client.evidence import build_entry_bundle, verify_entry_bundle
+
+    index = args.evidence
+    async with LogClient(args.server, _read_key(args)) as client:
+        latest, note = await client.signed_checkpoint()
+        if index >= latest.size:
+            raise NotFound(f"entry {index} is not in the log: its latest checkpoint has size {latest.size}")
+        token = None
+        try:
+            stamped, stamped_note, stamped_token = await client.latest_timestamp()
+            if stamped.size > index:
+                note, token = stamped_note, stamped_token
+        except NotFound:
+            pass
+        if token is None:
+            try:
+                witnessed, witnessed_note = await client.witnessed_checkpoint()
+                if witnessed.size > index:
+                    note = witnessed_note
+            except NotFound:
+                pass
+        checkpoint = client.believe(note)
+        entry = await client.entry(index, verify=False)
+        proof = await client.inclusion_proof(index, checkpoint.size, leaf_hash=hash_leaf(entry))
+        log_key = client.verifier.verifier_key
+    bundle = build_entry_bundle(origin=checkpoint.origin, log_key=log_key, index=index, entry=entry,
+                                tree_size=checkpoint.size, inclusion_proof=proof.hashes, checkpoint_note=note,
+                                timestamp=token)
+    verify_entry_bundle(bundle, log_key)  # what we write holds, as far as the log's key can tell
+    text = json.dumps(bundle, indent=1) + "\n"
+    cosignatures = len(parse_note(note).signatures) - 1  # the lines after the log's own signature
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"evidence for entry {index} in checkpoint {checkpoint.origin} size {checkpoint.size} "
+              f"({cosignatures} cosignatures, {'a' if token else 'no'} timestamp) written to {args.out}",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _key_text(value: str) -> str:
+    return Path(value).read_text().strip() if os.path.isfile(value) else value
+
+
+def _witness_policy(args):
+    from witness.cosignatures import WitnessPolicy
+
+    if not args.witness_key:
+        if args.witness_k is not None:
+            raise InvalidInput("--witness-k needs --witness-key", field="witness_k")
+        return None
+    return WitnessPolicy(tuple(_key_text(k) for k in args.witness_key), args.witness_k)
+
+
+def _tsa_ca(args) -> bytes | None:
+    if args.tsa_ca is None:
+        return None
+    try:
+        return Path(args.tsa_ca).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the TSA certificate {args.tsa_ca}: {exc}", field="tsa_ca") from None
+
+
+def cmd_verify(args) -> int:
+    return asyncio.run(_verify(args))
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal and at most every 1% of the work."""
+
+    def __init__(self, stream=sys.stderr, enabled: bool | None = None):
+        self.stream = stream
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        percent = done * 100 // total
+        if percent == self.last:
+            return
+        self.last = percent
+        filled = percent * 30 // 100
+        self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {percent:3d}% {done:,}/{total:,} entries")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+async def _verify(args) -> int:
+    from api.client.log_client import LogClient
+    from api.client.monitor import verify_log
+
+    state = Path(args.state) if args.state else None
+    witnesses, tsa_trusted = _witness_policy(args), _tsa_ca(args)
+    async with LogClient(args.server, _read_key(args)) as client:
+        report = await verify_log(client, state, concurrency=args.concurrency,
+                                  progress=None if args.quiet else _ProgressBar(),
+                                  witnesses=witnesses, tsa_trusted=tsa_trusted)
+    for failure in report.failures:
+        print(f"FAILED: {failure}")
+    if report.checkpoint is not None:
+        print(f"checkpoint: {report.checkpoint.origin} size {report.checkpoint.size} root "
+              f"{_b64(report.checkpoint.root_hash)}")
+    if report.previous_size is not None:
+        print(f"consistent with the saved checkpoint of size {report.previous_size}: "
+              f"{'yes' if report.valid else 'not established'}")
+    print(report.summary(), flush=True)
+    return 0 if report.valid else 1
+
+
+def cmd_verify_evidence(args) -> int:
+    """Dispatch on the bundle's `format`: one entry's evidence (api/client/evidence.py) or a run's (api/cli/audit.py)."""
+    from api.cli.audit import cmd_verify_evidence as verify_run_evidence
+    from api.client.evidence import ENTRY_EVIDENCE_FORMAT, verify_entry_bundle
+    from witness.rfc3161 import format_gen_time
+
+    try:
+        bundle = json.loads(Path(args.file).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"FAILED: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 1
+    if not (isinstance(bundle, dict) and bundle.get("format") == ENTRY_EVIDENCE_FORMAT):
+        if args.witness_key or args.tsa_ca:
+            print("note: --witness-key and --tsa-ca apply to entry evidence bundles only", file=sys.stderr)
+        return verify_run_evidence(args)
+    witnesses, tsa_trusted = _witness_policy(args), _tsa_ca(args)
+    try:
+        report = verify_entry_bundle(bundle, _key_text(args.log_key), witnesses=witnesses, tsa_trusted=tsa_trusted)
+    except LogError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    parts = [f"OK: entry {report.index} is included in checkpoint {report.checkpoint.origin} size "
+             f"{report.checkpoint.size}, signed by the log"]
+    if report.cosignatures is not None:
+        parts.append(f"cosigned by {len(report.cosignatures.cosigned_by)} of {report.cosignatures.total} witnesses")
+    if report.timestamp is not None:
+        parts.append(f"timestamp VALID (genTime {format_gen_time(report.timestamp.gen_time)}, "
+                     f"{report.timestamp.tsa_name})")
+    elif report.has_timestamp:
+        parts.append("timestamp present, not checked (no --tsa-ca)")
+    print(" · ".join(parts))
+    return 0

@@ -1,0 +1,203 @@
+"""The server's side of `auditlog`: serve, serve-reads (a read worker), keygen and db upgrade, and the logging they
+set up. The server itself (aiohttp's web, the Log, SQLAlchemy) is imported when one of these commands runs, so the
+client commands never load it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from api.cli.options import VKEY_SUFFIX, env, flag_or_env, non_negative, positive, positive_seconds
+from log import defaults
+from log.errors import InvalidInput, LogError
+
+if TYPE_CHECKING:
+    from log.service import LogConfig
+
+def default_origin() -> str:
+    """auditlog.localhost/<hostname>, the hostname reduced to characters a key name and a URL path both allow."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()).strip("-.") or "localhost"
+    return f"auditlog.localhost/{host}"
+
+
+def _write_vkey(key_file: Path, verifier_key: str) -> Path:
+    path = key_file.with_suffix(VKEY_SUFFIX)
+    if not path.exists() or path.read_text().strip() != verifier_key:
+        path.write_text(verifier_key + "\n")
+    return path
+
+
+# --- serve -------------------------------------------------------------------------------------------------------
+
+
+def _server_logging() -> None:
+    """INFO lines with their time and source on stderr; alembic's per-step lines stay quiet (the storage layer logs
+    an upgrade's revisions and duration)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def cmd_serve(args) -> int:
+    from log.service import LogConfig
+
+    # Options first, the AUDITLOG_* numbers among them: a bad one is one line on stderr, before anything starts.
+    read_workers = flag_or_env(args.read_workers, "AUDITLOG_READ_WORKERS", non_negative, defaults.READ_WORKERS)
+    verify_processes = flag_or_env(args.verify_processes, "AUDITLOG_VERIFY_PROCESSES", non_negative,
+                                   defaults.verify_processes())
+    witnessing = _witnessing(args)
+
+    _server_logging()
+    config = LogConfig(
+        data_dir=Path(args.data_dir),
+        database_url=args.database_url,
+        origin=args.origin,
+        batch_size=args.batch_size,
+        batch_max_age=args.batch_max_age_ms / 1000,
+        batch_linger=args.batch_linger_ms / 1000,
+    )
+    if config.origin is None and not config.resolved_key_file().exists():
+        config.origin = default_origin()
+    # Log.open migrates the SQLite database before it writes the key (which makes the directory): make it first.
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_serve(config, args.host, args.port, witnessing, read_workers=read_workers,
+                              verify_processes=verify_processes))
+
+
+def cmd_serve_reads(args) -> int:
+    """A read worker (api/server/readers.py), started by `serve --read-workers`; not meant to be run by hand."""
+    from api.server.readers import serve_worker
+    from log.service import LogConfig
+
+    _server_logging()
+    config = LogConfig(data_dir=Path(args.data_dir), database_url=args.database_url,
+                       key_file=Path(args.key_file) if args.key_file else None, migrate=False)
+    try:
+        return asyncio.run(serve_worker(config, args.host, args.port))
+    except LogError as exc:
+        print(f"auditlog read worker: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _witnessing(args):
+    """The serve flags' Witnessing (checked: a bad witness line or k fails here, before anything starts)."""
+    from api.server.app import Witnessing
+
+    witnesses = args.witness
+    if witnesses is None:  # no flag: the environment, one witness per line or ';'-separated
+        witnesses = [w.strip() for w in re.split(r"[;\n]", env("AUDITLOG_WITNESSES", "")) if w.strip()]
+    witnessing = Witnessing.from_options(
+        witnesses=witnesses,
+        witness_interval=flag_or_env(args.witness_interval, "AUDITLOG_WITNESS_INTERVAL", positive_seconds,
+                                     defaults.WITNESS_INTERVAL),
+        witness_k=flag_or_env(args.witness_k, "AUDITLOG_WITNESS_K", positive, None),
+        tsa_url=args.tsa_url, tsa_ca=args.tsa_ca,
+        timestamp_interval=flag_or_env(args.timestamp_interval, "AUDITLOG_TIMESTAMP_INTERVAL", positive_seconds,
+                                       defaults.TIMESTAMP_INTERVAL),
+    )
+    witnessing.check()
+    return witnessing
+
+
+async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int = 0,
+                 verify_processes: int = 0) -> int:
+    from aiohttp import web
+
+    from api.server.app import create_app, freeze_startup_heap
+    from api.server.state import LOG
+
+    app = create_app(config, witnessing, verify_processes=verify_processes)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    try:
+        await runner.setup()  # opens the log: migrate, key, sequencer lock, reconcile
+    except LogError as exc:
+        print(f"auditlog: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a database that cannot be opened, a bad URL...: say it in one line
+        logging.getLogger(__name__).debug("startup failed", exc_info=True)
+        print(f"auditlog: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    freeze_startup_heap()
+    workers = None
+    try:
+        log = app[LOG]
+        key_file = config.resolved_key_file()
+        vkey_file = _write_vkey(key_file, log.verifier_key)
+        if log.key_created:
+            print(f"created a new signing key for origin {log.origin} in {key_file}")
+        print(f"origin: {log.origin}")
+        print(f"verifier key: {log.verifier_key} (also in {vkey_file})")
+        print(f"tree size: {log.size}")
+        if verify_processes:
+            print(f"verifier processes for signed audit events: {verify_processes}, started with the first event")
+        if witnessing is not None and witnessing.witnesses:
+            k = witnessing.witness_k or len(witnessing.witnesses)
+            print(f"witnessing: {len(witnessing.witnesses)} witnesses, a checkpoint is witnessed with {k} "
+                  f"cosignatures; every {witnessing.witness_interval:g} s")
+        if witnessing is not None and witnessing.tsa_url:
+            what = "witnessed" if witnessing.witnesses else "latest"
+            print(f"timestamping: the {what} checkpoint at {witnessing.tsa_url} every "
+                  f"{witnessing.timestamp_interval:g} s")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await web.TCPSite(runner, host, port, reuse_port=read_workers > 0).start()
+        bound = runner.addresses[0]
+        if read_workers:
+            from api.server.readers import ReadWorkers, worker_command, writer_socket
+
+            socket_path = writer_socket(config)
+            socket_path.unlink(missing_ok=True)  # left by a writer that was killed
+            await web.UnixSite(runner, str(socket_path)).start()
+            workers = ReadWorkers(read_workers, worker_command(config, host, bound[1]))
+            await workers.start()
+            print(f"read workers: {read_workers} (proofs, tiles and entries on the same port)")
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        print(f"listening on http://{shown}:{bound[1]}", flush=True)
+        await stop.wait()
+        print("shutting down: finishing queued entries", flush=True)
+    finally:
+        if workers is not None:
+            await workers.stop()  # first: they forward writes here
+        await runner.cleanup()  # stops accepting, then closes the log (drains the sequencer, releases the lock)
+    return 0
+
+
+# --- keygen, db --------------------------------------------------------------------------------------------------
+
+
+def cmd_keygen(args) -> int:
+    from log.keys import write_signer_key
+
+    out = Path(args.out) if args.out else Path(env("AUDITLOG_DATA_DIR", defaults.DATA_DIR)) / "log.key"
+    try:
+        signer = write_signer_key(out, args.origin)
+    except FileExistsError:
+        raise InvalidInput(f"{out} already exists; refusing to overwrite a signing key", field="out") from None
+    vkey_file = _write_vkey(out, signer.verifier_key)
+    print(f"wrote the signing key for {args.origin} to {out} (mode 0600); verifier key also in {vkey_file}",
+          file=sys.stderr)
+    print(signer.verifier_key)
+    return 0
+
+
+def cmd_db_upgrade(args) -> int:
+    from log.service import LogConfig
+    from log.storage.engine import upgrade_schema
+
+    _server_logging()
+    config = LogConfig(data_dir=Path(args.data_dir), database_url=args.database_url)
+    if args.database_url is None:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_schema(config.resolved_database_url())
+    print("database schema is up to date")
+    return 0
+
+
