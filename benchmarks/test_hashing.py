@@ -22,7 +22,7 @@ pymerkle = pytest.importorskip("pymerkle")
 def _ours(entries):
     from log.compact import CompactRange
     from log.hashing import hash_leaves
-    from log.tiles import EdgeTiles, extend_tree
+    from log.edge import EdgeTiles, extend_tree
 
     frontier = CompactRange()
     edge = EdgeTiles(0, {})

@@ -94,7 +94,7 @@ def fetch_and_verify_http_proofs(base_url: str, kind: str, size: int, rng: rando
         from log.hashing import hash_leaf
 
         first_entry = _get(f"{base_url}/{TileID(None, 0).path()}")
-        from log.tiles import decode_entry_bundle
+        from log.bundles import decode_entry_bundle
 
         assert level0[:32] == hash_leaf(decode_entry_bundle(first_entry)[0])
     elif kind == "checkpoint":
@@ -104,7 +104,7 @@ def fetch_and_verify_http_proofs(base_url: str, kind: str, size: int, rng: rando
 def _root_over_http(base_url: str, size: int) -> bytes:
     """The root of the first `size` leaves, recomputed from the tiles the server serves (C2SP tlog-tiles)."""
     from log.compact import CompactRange, frontier_node_ids
-    from log.tiles import node_hash_from_tile, tile_for_node
+    from log.tile_nodes import node_hash_from_tile, tile_for_node
 
     hashes = []
     for height, index in frontier_node_ids(size):

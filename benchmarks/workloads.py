@@ -28,7 +28,7 @@ def integrate_in_memory(entries: Sequence[bytes], batch_size: int = BATCH_SIZE):
     """
     from log.compact import CompactRange
     from log.hashing import hash_leaves
-    from log.tiles import EdgeTiles, extend_tree
+    from log.edge import EdgeTiles, extend_tree
 
     frontier = CompactRange()
     edge = EdgeTiles(0, {})

@@ -1,6 +1,6 @@
 """Proofs from stored tiles: which tiles a proof plan needs, and the caches that make most of them free.
 
-A plan (log/proofs.py) names perfect subtrees (height, index); each lies inside one tile (log/tiles.py): the
+A plan (log/proofs.py) names perfect subtrees (height, index); each lies inside one tile (log/tile_nodes.py): the
 level-L tile N with L = height // 8, N = (index << r) // 256 and r = height % 8. The Prover answers a plan with as
 few tile reads and hashes as it can, from three caches of values that never change once they exist:
 
@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from log.errors import InvalidInput, NotFound
 from log.hashing import HASH_SIZE, hash_children
 from log.proofs import NodeID
-from log.tiles import TILE_HEIGHT, TILE_WIDTH, PartialTileNodes, TileNodes
+from log.tile_nodes import PartialTileNodes, TileNodes
+from log.tiles import TILE_HEIGHT, TILE_WIDTH
 
 TileKey = tuple[int, int]
 """(level, index) of a tile."""

@@ -40,10 +40,9 @@ from log.stats import LogStats
 from log.storage import (
     KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite, WorkFailed, WriteTransaction,
 )
-from log.tiles import (
-    MAX_ENTRY_SIZE, TILE_HEIGHT, TILE_WIDTH, EdgeTiles, TileData, extend_tree, interior_nodes, node_hash_from_tile,
-    tile_for_node,
-)
+from log.edge import EdgeTiles, extend_tree
+from log.tile_nodes import TileData, interior_nodes, node_hash_from_tile, tile_for_node
+from log.tiles import MAX_ENTRY_SIZE, TILE_HEIGHT, TILE_WIDTH
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from log.storage import LogStore, RowInsert, StoredEntry
 from log.storage.engine import sqlite_url_for, upgrade_schema
 from log.storage.store import SqlLogStore
 from log.prover import LRU, Prover
-from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID, encode_entry_bundle
+from log.bundles import encode_entry_bundle
+from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID
 
 HASH_SIZE = 32
 

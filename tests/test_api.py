@@ -22,7 +22,8 @@ from log.errors import SequencerLockHeld, StorageError, Unavailable
 from log.hashing import hash_leaf
 from log.note import parse_verifier_key
 from log.proofs import verify_consistency, verify_inclusion
-from log.tiles import decode_entry_bundle, entry_bundles_for_size, tiles_for_size
+from log.bundles import decode_entry_bundle
+from log.tiles import entry_bundles_for_size, tiles_for_size
 from tests.conftest import TEST_ORIGIN
 
 IMMUTABLE = "public, max-age=31536000, immutable"

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from log.proofs import verify_inclusion
 from log.service import Log, LogConfig
 from log.storage.engine import downgrade_schema, normalize_database_url, schema_revision, upgrade_schema
-from log.tiles import TILE_HEIGHT, interior_nodes, tile_node_layers
+from log.tile_nodes import interior_nodes, tile_node_layers
+from log.tiles import TILE_HEIGHT
 from tests.postgres import fresh_database
 
 ORIGIN = "example.com/migrations"

@@ -16,7 +16,9 @@ from log.errors import InvalidInput, NotFound
 from log.hashing import hash_leaf
 from log.proofs import consistency_plan, inclusion_plan
 from log.prover import Prover
-from log.tiles import TILE_WIDTH, EdgeTiles, TileData, interior_nodes
+from log.edge import EdgeTiles
+from log.tile_nodes import TileData, interior_nodes
+from log.tiles import TILE_WIDTH
 from tests import reference_tree as ref
 
 

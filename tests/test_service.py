@@ -19,7 +19,9 @@ import pytest
 
 from log.note import parse_signer_key
 from log.service import Log, LogConfig
-from log.tiles import TileID, decode_entry_bundle, entry_bundles_for_size, interior_nodes, tiles_for_size
+from log.bundles import decode_entry_bundle
+from log.tile_nodes import interior_nodes
+from log.tiles import TileID, entry_bundles_for_size, tiles_for_size
 from tests.postgres import fresh_database
 
 REFERENCE = Path(__file__).resolve().parent / "vectors" / "reference-log"

@@ -1,4 +1,5 @@
-"""log/tiles.py against the independent reference log (Go's golang.org/x/mod/sumdb/tlog, see its README.md).
+"""log/tiles.py, log/tile_nodes.py, log/edge.py and log/bundles.py against the independent reference log (Go's
+golang.org/x/mod/sumdb/tlog, see its README.md).
 
 Vectors: tests/vectors/reference-log, a 70,000-entry static tlog-tiles log with its tiles, entry bundles and
 vectors.json (roots for 40 sizes, sample entries with leaf hashes), used byte for byte.
@@ -14,30 +15,30 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from log.bundles import decode_entry_bundle, encode_entry_bundle
 from log.compact import CompactRange
-from log.hashing import hash_children, hash_leaf
+from log.edge import EdgeTiles, extend_tree
 from log.errors import InvalidInput, NotFound
+from log.hashing import hash_children, hash_leaf
+from log.tile_nodes import (
+    PartialTileNodes,
+    TileData,
+    TileNodes,
+    interior_nodes,
+    node_hash_from_tile,
+    tile_for_node,
+    tile_hashes,
+    tile_node_layers,
+)
 from log.tiles import (
     MAX_ENTRY_SIZE,
     MAX_TILE_INDEX,
     TILE_HEIGHT,
     TILE_WIDTH,
-    EdgeTiles,
     TileID,
-    decode_entry_bundle,
     decode_tile_index,
-    encode_entry_bundle,
     encode_tile_index,
     entry_bundles_for_size,
-    node_hash_from_tile,
-    tile_for_node,
-    TileData,
-    TileNodes,
-    extend_tree,
-    interior_nodes,
-    PartialTileNodes,
-    tile_hashes,
-    tile_node_layers,
     tiles_for_size,
 )
 

@@ -33,7 +33,8 @@ from log.errors import InvalidInput, LogError, NotFound, ProofError, Unavailable
 from log.hashing import EMPTY_ROOT, hash_leaf
 from log.note import Verifier, parse_verifier_key
 from log.proofs import verify_consistency, verify_inclusion
-from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID, node_hash_from_tile, tile_for_node
+from log.tile_nodes import node_hash_from_tile, tile_for_node
+from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID
 
 MAX_BATCH = 4096
 PROOF_CONCURRENCY = 16

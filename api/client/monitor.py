@@ -36,7 +36,8 @@ from log.checkpoint import Checkpoint
 from log.compact import CompactRange
 from log.errors import InvalidInput, LogError
 from log.hashing import hash_leaves
-from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID, decode_entry_bundle, tiles_for_size
+from log.bundles import decode_entry_bundle
+from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID, tiles_for_size
 from witness.cosignatures import WitnessPolicy, check_cosignatures
 from witness.rfc3161 import TimestampInfo, format_gen_time, verify_timestamp
 

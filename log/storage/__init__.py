@@ -37,7 +37,7 @@ class StoredEntry:
 @dataclass(frozen=True)
 class TileWrite:
     """The complete current bytes of one hash tile (level, index), to be stored in place of what was there, and for
-    a full tile its interior nodes (log.tiles.interior_nodes), from which proof serving slices instead of hashing."""
+    a full tile its interior nodes (log.tile_nodes.interior_nodes), from which proof serving slices instead of hashing."""
 
     level: int
     index: int
@@ -147,7 +147,7 @@ class LogStore(ABC):
     @abstractmethod
     def read_tiles(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         """Current bytes of the hash tiles (level, index) that exist; missing ones are absent from the result.
-        A full tile stored with its interior nodes comes as a `log.tiles.TileData` carrying them."""
+        A full tile stored with its interior nodes comes as a `log.tile_nodes.TileData` carrying them."""
 
     @abstractmethod
     def read_entries(self, start: int, end: int) -> list[bytes]:

@@ -47,7 +47,7 @@ tiles = Table(
     Column("level", SmallInteger, primary_key=True, autoincrement=False),
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("data", LargeBinary, nullable=False),
-    # For a full tile: its 254 interior nodes (log.tiles.interior_nodes), 32 bytes per entry, so that a proof
+    # For a full tile: its 254 interior nodes (log.tile_nodes.interior_nodes), 32 bytes per entry, so that a proof
     # through an uncached tile reads one row and hashes nothing (hashing them was 30-40 % of a proof's CPU at
     # 10^7 entries). Not part of what tlog-tiles serves.
     Column("interior", LargeBinary, nullable=True),

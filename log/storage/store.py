@@ -24,7 +24,7 @@ from log.storage import KeyedEntry, LogStore, LogWriter, StoredCheckpoint, Store
 from log.storage.engine import make_engine, normalize_database_url
 from log.storage.schema import LEAF_INDEX_CHUNK, checkpoints, entries, leaf_index
 from log.storage.writers import PostgresWriter, SqliteWriter
-from log.tiles import TileData
+from log.tile_nodes import TileData
 
 # Chunks probed per leaf-hash lookup query, and idempotency keys asked per query.
 _CHUNKS_PER_QUERY = 200
