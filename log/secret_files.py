@@ -45,10 +45,15 @@ def write_secret_file(path: str | os.PathLike, data: bytes | str, *, make_parent
 
 
 def fsync_directory(directory: str | os.PathLike) -> None:
-    """fsync a directory, making the names created or removed in it durable (POSIX; a no-op where unsupported)."""
+    """fsync a directory, making the names created or removed in it durable.
+
+    A no-op where the directory cannot be opened for reading (Windows; a directory without read permission): the
+    file is already written and synced by then, and failing the call over the name alone would leave a secret on
+    disk that its caller believes was never made.
+    """
     try:
         fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except (PermissionError, IsADirectoryError):  # platforms that cannot open a directory for reading
+    except (PermissionError, IsADirectoryError):
         return
     try:
         os.fsync(fd)
