@@ -21,11 +21,11 @@ from log.note import (
     generate_signer_key, open_note, parse_note, parse_signer_key, parse_verifier_key,
 )
 from log.storage.engine import sqlite_url_for, upgrade_schema
-from witness.cosigner import (
-    EMPTY_TREE_ROOT, AddCheckpointRequest, BadLogSignature, Cosigner, InconsistentProof, MalformedRequest,
-    OldSizeConflict, RootConflict, UnknownLog, WitnessState, WitnessStore, format_signature_lines,
-    parse_log_keys,
+from witness.cosigner import EMPTY_TREE_ROOT, AddCheckpointRequest, Cosigner, format_signature_lines, parse_log_keys
+from witness.errors import (
+    BadLogSignature, InconsistentProof, MalformedRequest, OldSizeConflict, RootConflict, UnknownLog,
 )
+from witness.store import WitnessState, WitnessStore
 from witness.server import create_witness_app
 
 VECTORS = Path(__file__).resolve().parent / "vectors"

@@ -16,7 +16,8 @@ from log.note import (
 )
 from log.service import Log, LogConfig
 from log.storage.engine import sqlite_url_for, upgrade_schema
-from witness.cosigner import AddCheckpointRequest, Cosigner, WitnessStore
+from witness.cosigner import AddCheckpointRequest, Cosigner
+from witness.store import WitnessStore
 from api.server.witnessing import KOfN, WitnessEndpoint, WitnessJob
 from witness.server import create_witness_app
 

@@ -27,7 +27,8 @@ from log.errors import InvalidInput
 from log.note import COSIGNATURE_ED25519, COSIGNATURE_MLDSA44, CosignatureSigner, generate_signer_key
 from log.secret_files import write_secret_file
 from log.storage.engine import sqlite_url_for, upgrade_schema
-from witness.cosigner import Cosigner, WitnessStore, parse_log_keys
+from witness.cosigner import Cosigner, parse_log_keys
+from witness.store import WitnessStore
 from witness.server import create_witness_app
 from witness.serving import serve_until_signalled
 

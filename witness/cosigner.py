@@ -8,10 +8,10 @@ A request is the spec's body, parsed by `AddCheckpointRequest.from_bytes`:
     <signed checkpoint note>                   (tlog-checkpoint in a signed note; may carry several signatures)
 
 `Cosigner.add_checkpoint` either returns the witness's cosignature lines, after the new state is durably stored,
-or raises one of the `WitnessError` subclasses below. Each carries a stable code; witness/server.py holds the one
+or raises one of the `WitnessError` subclasses of witness/errors.py. Each carries a stable code; witness/server.py holds the one
 table turning codes into the statuses tlog-witness prescribes (400, 403, 404, 409, 422).
 
-State per origin is a single compare-and-swap cell (`WitnessStore.compare_and_swap`): the check of `old` against
+State per origin is a single compare-and-swap cell (witness/store.py, `WitnessStore.compare_and_swap`): the check of `old` against
 the stored size and the write of the new checkpoint happen atomically, first under a per-origin asyncio lock (one
 process) and then in one database transaction guarded by the (size, root) that was read (several processes on one
 database). A lost swap re-reads and re-checks, so it ends in a 409 rather than a rollback.
@@ -28,16 +28,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
-
 from log.checkpoint import Checkpoint
-from log.errors import InvalidInput, LogError, ProofError, SignatureError
+from log.errors import InvalidInput, ProofError, SignatureError
 from log.hashing import EMPTY_ROOT
 from log.note import CosignatureSigner, NoteSignature, Verifier, open_note, parse_note, parse_verifier_key
 from log.proofs import verify_consistency
-from log.storage.engine import make_engine, normalize_database_url
-from witness.schema import witness_checkpoints, witness_logs, witness_refusals
+from witness.errors import (
+    BadLogSignature, InconsistentProof, MalformedRequest, OldSizeConflict, RootConflict, UnknownLog, WitnessError,
+)
+from witness.store import WitnessState, WitnessStore
 
 logger = logging.getLogger(__name__)
 
@@ -46,55 +45,6 @@ MAX_PROOF_LINES = 63  # tlog-witness: "The client MUST NOT send more than 63 con
 MAX_SIZE = 2**63 - 1
 EMPTY_TREE_ROOT = EMPTY_ROOT  # RFC 6962 MTH({}): the root a size-0 checkpoint must carry
 _DECIMAL = re.compile(rb"0|[1-9][0-9]*")
-
-
-# --- errors: one per tlog-witness outcome; witness/server.py maps the codes to statuses ------------------------
-
-
-class WitnessError(LogError):
-    """Base of the add-checkpoint refusals."""
-
-    code = "witness-error"
-
-
-class MalformedRequest(WitnessError):
-    """The body is not `old` line, proof lines, blank line, signed checkpoint; or `old` exceeds the size."""
-
-    code = "witness-malformed-request"
-
-
-class UnknownLog(WitnessError):
-    """The checkpoint's origin is not one this witness is configured for."""
-
-    code = "witness-unknown-log"
-
-
-class BadLogSignature(WitnessError):
-    """No signature on the checkpoint verifies against the keys configured for its origin."""
-
-    code = "witness-bad-log-signature"
-
-
-class OldSizeConflict(WitnessError):
-    """`old` is not the size of the latest checkpoint cosigned for this origin; `latest_size` is that size."""
-
-    code = "witness-old-size-conflict"
-
-    def __init__(self, message: str, latest_size: int):
-        super().__init__(message)
-        self.latest_size = latest_size
-
-
-class RootConflict(WitnessError):
-    """The checkpoint has the size of the one last cosigned but another root: the log has forked."""
-
-    code = "witness-root-conflict"
-
-
-class InconsistentProof(WitnessError):
-    """The consistency proof from `old` to the checkpoint's size does not verify (or must have been empty)."""
-
-    code = "witness-inconsistent-proof"
 
 
 # --- the request ----------------------------------------------------------------------------------------------
@@ -158,107 +108,6 @@ class AddCheckpointRequest:
         """The body, as a client sends it; `from_bytes(r.to_bytes()) == r`."""
         lines = [b"old %d\n" % self.old_size] + [base64.b64encode(h) + b"\n" for h in self.proof]
         return b"".join(lines) + b"\n" + self.checkpoint
-
-
-# --- durable state ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WitnessState:
-    """The latest checkpoint cosigned for one origin: its size, root and the full signed note."""
-
-    size: int
-    root_hash: bytes
-    note: bytes
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class WitnessStore:
-    """The witness tables over SQLAlchemy Core. Blocking: call from a thread. Safe for concurrent callers.
-
-    * `compare_and_swap` is one transaction: durable when it returns True (SQLite runs with synchronous=FULL),
-      and it changes nothing when it returns False or raises.
-    * Several processes may share one database: the swap is guarded in SQL by the (size, root) the caller read,
-      so of two racing swaps from the same state exactly one returns True.
-    """
-
-    def __init__(self, url: str):
-        self.url = normalize_database_url(url)
-        self.engine = make_engine(self.url)
-
-    def latest(self, origin: str) -> WitnessState | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(witness_logs).where(witness_logs.c.origin == origin)).first()
-        return None if row is None else WitnessState(row.size, bytes(row.root_hash), bytes(row.note))
-
-    def compare_and_swap(self, origin: str, expected: WitnessState | None, new: WitnessState) -> bool:
-        """Replace `expected` (None: no row yet) by `new` and record `new` among the cosigned checkpoints.
-
-        Returns False if the stored state is no longer `expected`. Raises RootConflict, storing nothing, if a
-        different root was ever cosigned at `new.size` (a second fence behind the caller's checks).
-        """
-        now = _now_ms()
-        try:
-            with self.engine.begin() as conn:
-                if expected is None:
-                    conn.execute(insert(witness_logs).values(
-                        origin=origin, size=new.size, root_hash=new.root_hash, note=new.note, updated_at=now))
-                else:
-                    swapped = conn.execute(
-                        update(witness_logs)
-                        .where(witness_logs.c.origin == origin, witness_logs.c.size == expected.size,
-                               witness_logs.c.root_hash == expected.root_hash)
-                        .values(size=new.size, root_hash=new.root_hash, note=new.note, updated_at=now)
-                    ).rowcount
-                    if swapped != 1:
-                        return False  # the context manager rolls back nothing written
-                stored = conn.execute(
-                    select(witness_checkpoints.c.root_hash)
-                    .where(witness_checkpoints.c.origin == origin, witness_checkpoints.c.size == new.size)
-                ).scalar()
-                if stored is None:
-                    conn.execute(insert(witness_checkpoints).values(
-                        origin=origin, size=new.size, root_hash=new.root_hash, note=new.note, cosigned_at=now))
-                elif bytes(stored) != new.root_hash:
-                    raise RootConflict(f"{origin} already has another root cosigned at size {new.size}")
-        except IntegrityError:
-            return False  # a concurrent first insert (of either table) won
-        return True
-
-    def record_refusal(self, origin: str, size: int, root_hash: bytes, note: bytes, reason: str) -> None:
-        """Keep a validly signed checkpoint that was refused; a repeat of the same (origin, size, root) is a no-op."""
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(witness_refusals).values(
-                    origin=origin, size=size, root_hash=root_hash, note=note, reason=reason,
-                    received_at=_now_ms()))
-        except IntegrityError:
-            pass
-
-    def cosigned(self, origin: str, size: int) -> bytes | None:
-        """The signed checkpoint cosigned at `size` for `origin`, as the log sent it."""
-        with self.engine.connect() as conn:
-            note = conn.execute(
-                select(witness_checkpoints.c.note)
-                .where(witness_checkpoints.c.origin == origin, witness_checkpoints.c.size == size)
-            ).scalar()
-        return None if note is None else bytes(note)
-
-    def refusals(self, origin: str) -> list[tuple[int, bytes, bytes, str]]:
-        """(size, root, note, reason) of every refused checkpoint of `origin`, by size."""
-        query = (
-            select(witness_refusals.c.size, witness_refusals.c.root_hash, witness_refusals.c.note,
-                   witness_refusals.c.reason)
-            .where(witness_refusals.c.origin == origin).order_by(witness_refusals.c.size)
-        )
-        with self.engine.connect() as conn:
-            return [(size, bytes(root), bytes(note), reason) for size, root, note, reason in conn.execute(query)]
-
-    def close(self) -> None:
-        self.engine.dispose()
 
 
 # --- configuration ------------------------------------------------------------------------------------------

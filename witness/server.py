@@ -19,9 +19,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from log.note import MAX_NOTE_SIZE
-from witness.cosigner import (
-    AddCheckpointRequest, BadLogSignature, Cosigner, InconsistentProof, MalformedRequest,
-    OldSizeConflict, RootConflict, UnknownLog, WitnessError, format_signature_lines,
+from witness.cosigner import AddCheckpointRequest, Cosigner, format_signature_lines
+from witness.errors import (
+    BadLogSignature, InconsistentProof, MalformedRequest, OldSizeConflict, RootConflict, UnknownLog, WitnessError,
 )
 
 COSIGNER = web.AppKey("cosigner", Cosigner)
