@@ -16,19 +16,12 @@ A full tile's interior nodes (the heights 1 to 7 inside it) are stored beside it
 
 from __future__ import annotations
 
-from hashlib import sha256
-
 from log.errors import InvalidInput, NotFound
-from log.hashing import HASH_SIZE, NODE_PREFIX
+from log.hashing import HASH_SIZE, hash_children_pairs
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID
 
 _HASH_SIZE = HASH_SIZE
 _FULL_TILE_BYTES = TILE_WIDTH * _HASH_SIZE
-
-# A hasher already fed the RFC 6962 node prefix (spelled in log/hashing.py only): a sibling pair lies contiguous in
-# a tile, so each parent is one copy() and one update() of 64 bytes, with no concatenation (about 25% faster than
-# hash_children per pair on a full tile: 150 us against 190 us in CPython 3.11).
-_NODE_HASHER = sha256(NODE_PREFIX)
 
 
 def tile_for_node(height: int, index: int) -> tuple[TileID, int, int]:
@@ -65,14 +58,8 @@ def node_hash_from_tile(tile_data: bytes, start: int, count: int) -> bytes:
             f"tile of {len(tile_data)} bytes is too short for hashes [{start}, {start + count})", field="tile"
         )
     layer = bytes(tile_data[start * _HASH_SIZE : end])
-    copy = _NODE_HASHER.copy
     while len(layer) > _HASH_SIZE:
-        parents = []
-        for i in range(0, len(layer), 2 * _HASH_SIZE):
-            hasher = copy()
-            hasher.update(layer[i : i + 2 * _HASH_SIZE])
-            parents.append(hasher.digest())
-        layer = b"".join(parents)
+        layer = hash_children_pairs(layer)
     return layer
 
 
@@ -94,14 +81,8 @@ def tile_node_layers(tile_data: bytes) -> list[bytes]:
         )
     layer = bytes(tile_data)
     layers = [layer]
-    copy = _NODE_HASHER.copy
     while len(layer) >= 2 * _HASH_SIZE:
-        parents = []
-        for i in range(0, len(layer) - _HASH_SIZE, 2 * _HASH_SIZE):  # an odd last hash has no sibling yet
-            hasher = copy()
-            hasher.update(layer[i : i + 2 * _HASH_SIZE])
-            parents.append(hasher.digest())
-        layer = b"".join(parents)
+        layer = hash_children_pairs(layer)  # an odd last hash has no sibling yet
         layers.append(layer)
     return layers
 
@@ -142,9 +123,7 @@ class TileNodes:
         if r == 0:
             return self._data[start * _HASH_SIZE:(start + 1) * _HASH_SIZE]
         if r == TILE_HEIGHT:  # the tile's root: a proof takes it from the tile above, so it is not stored
-            hasher = _NODE_HASHER.copy()
-            hasher.update(self._interior[-2 * _HASH_SIZE:])
-            return hasher.digest()
+            return hash_children_pairs(self._interior[-2 * _HASH_SIZE:])
         position = _INTERIOR_OFFSETS[r] + (start >> r) * _HASH_SIZE
         return self._interior[position:position + _HASH_SIZE]
 
@@ -167,17 +146,11 @@ class PartialTileNodes:
                 or tile_data[:len(old)] != old:
             return PartialTileNodes(tile_data)
         layers = [bytes(tile_data)]
-        copy = _NODE_HASHER.copy
         r = 1
         while len(layers[-1]) >= 2 * _HASH_SIZE:
             below = layers[-1]
             kept = self._layers[r] if r < len(self._layers) else b""
-            parents = [kept]
-            for i in range(2 * len(kept), len(below) - _HASH_SIZE, 2 * _HASH_SIZE):
-                hasher = copy()
-                hasher.update(below[i : i + 2 * _HASH_SIZE])
-                parents.append(hasher.digest())
-            layers.append(b"".join(parents))
+            layers.append(kept + hash_children_pairs(below[2 * len(kept):]))  # only the pairs the new hashes complete
             r += 1
         return PartialTileNodes(tile_data, layers)
 

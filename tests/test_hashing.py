@@ -8,7 +8,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests import reference_tree
-from log.hashing import EMPTY_ROOT, HASH_SIZE, LEAF_PREFIX, NODE_PREFIX, hash_children, hash_leaf, hash_leaves
+from log.hashing import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    LEAF_PREFIX,
+    NODE_PREFIX,
+    hash_children,
+    hash_children_pairs,
+    hash_leaf,
+    hash_leaves,
+)
 
 EIGHT_LEAF = json.loads((Path(__file__).parent / "vectors" / "rfc6962" / "eight-leaf-tree.json").read_text())
 
@@ -43,6 +52,21 @@ def test_hash_leaf_is_sha256_of_zero_and_entry(entry):
 def test_hash_children_is_sha256_of_one_left_right(left, right):
     assert hash_children(left, right) == reference_tree.node_hash(left, right)
     assert hash_children(left, right) != hash_children(right, left) or left == right
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=300))
+def test_hash_children_pairs_is_the_naive_node_hash_of_each_pair(hashes):
+    # Every count of hashes up to a tile and beyond, odd ones included: an odd last hash has no parent.
+    expected = [reference_tree.node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes) - 1, 2)]
+    assert hash_children_pairs(b"".join(hashes)) == b"".join(expected)
+    assert hash_children_pairs(bytearray(b"".join(hashes))) == b"".join(expected)
+
+
+def test_hash_children_pairs_folds_the_eight_leaf_vectors_to_their_root():
+    levels = [bytes.fromhex("".join(level)) for level in EIGHT_LEAF["node_hashes"]]
+    for height in range(1, len(levels)):
+        assert hash_children_pairs(levels[height - 1]) == levels[height]
+    assert hash_children_pairs(levels[-1]) == b""
 
 
 @given(st.lists(st.binary(max_size=100), max_size=50))
