@@ -26,7 +26,8 @@ from log.storage.engine import sqlite_url_for, upgrade_schema
 from log.storage.store import SqlLogStore
 from api.server.timestamping import TimestampJob
 from witness.rfc3161 import verify_timestamp
-from witness.tsa import TimestampAuthority, TsaIdentity, make_tsa_app, make_tsa_chain
+from witness.tsa import TimestampAuthority, TsaIdentity, make_tsa_chain
+from witness.tsa_server import make_tsa_app
 
 ORIGIN = "test.example/log"
 

@@ -24,9 +24,10 @@ from log.errors import InvalidInput
 from witness.rfc3161 import (
     TIMESTAMP_QUERY, TIMESTAMP_REPLY, TimestampRejected, build_request, verify_timestamp,
 )
+from witness.tsa_server import make_tsa_app
 from witness.tsa import (
     BAD_ALG, BAD_DATA_FORMAT, BAD_REQUEST, CA_CERT_FILE, CA_KEY_FILE, TSA_KEY_FILE,
-    UNACCEPTED_EXTENSION, UNACCEPTED_POLICY, TimestampAuthority, TsaIdentity, make_tsa_app,
+    UNACCEPTED_EXTENSION, UNACCEPTED_POLICY, TimestampAuthority, TsaIdentity,
 )
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,8 @@ from tests.conftest import serve_app
 from tests.test_witness_job import ORIGIN, WitnessServer
 from api.client.evidence import EntryEvidenceError, build_entry_bundle, verify_entry_bundle
 from witness.cosignatures import WitnessPolicy, check_cosignatures
-from witness.tsa import CA_CERT_FILE, TimestampAuthority, TsaIdentity, make_tsa_app
+from witness.tsa import CA_CERT_FILE, TimestampAuthority, TsaIdentity
+from witness.tsa_server import make_tsa_app
 
 
 def test_dict_metrics_render_counters_gauges_and_skip_the_rest():

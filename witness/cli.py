@@ -26,11 +26,7 @@ from pathlib import Path
 from log.errors import InvalidInput
 from log.note import COSIGNATURE_ED25519, COSIGNATURE_MLDSA44, CosignatureSigner, generate_signer_key
 from log.secret_files import write_secret_file
-from log.storage.engine import sqlite_url_for, upgrade_schema
 from witness.cosigner import Cosigner, parse_log_keys
-from witness.store import WitnessStore
-from witness.server import create_witness_app
-from witness.serving import serve_until_signalled
 
 DEFAULT_PORT = 8319
 DATABASE_FILE = "witness.db"
@@ -95,6 +91,9 @@ def _log_keys(args: argparse.Namespace):
 
 def build_cosigner(args: argparse.Namespace) -> Cosigner:
     """Keys (made if missing), migrated state database and trusted logs, from the `serve` arguments."""
+    from log.storage.engine import sqlite_url_for, upgrade_schema  # storage loads only to serve, not to parse
+    from witness.store import WitnessStore
+
     data_dir = Path(args.data_dir)
     logs = _log_keys(args)
     signers = []
@@ -120,6 +119,9 @@ def run_witness_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(cosigner: Cosigner, host: str, port: int) -> int:
+    from witness.server import create_witness_app
+    from witness.serving import serve_until_signalled
+
     banner = [f"cosigner key: {key}" for key in cosigner.verifier_keys]
     return await serve_until_signalled(create_witness_app(cosigner, close_store=True), host, port, banner)
 

@@ -1,4 +1,6 @@
-"""A small RFC 3161 time-stamping authority: its identity (key and certificate chain), request handling, HTTP app.
+"""A small RFC 3161 time-stamping authority: its identity (key and certificate chain) and request handling.
+
+Its HTTP face is witness/tsa_server.py.
 
 The TSA exists so that the embedded default and the tests have a complete, offline chain of trust: on first start it
 makes, in its data directory,
@@ -38,7 +40,6 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -52,7 +53,7 @@ from pyasn1_modules import rfc3161, rfc5035, rfc5280, rfc5652
 from log.errors import InvalidInput
 from log.secret_files import write_secret_file
 from witness.rfc3161 import (
-    HASH_ALGORITHMS, OID_ECDSA_WITH_SHA256, OID_SHA1, OID_SHA256, TIMESTAMP_QUERY, TIMESTAMP_REPLY,
+    HASH_ALGORITHMS, OID_ECDSA_WITH_SHA256, OID_SHA1, OID_SHA256,
 )
 
 logger = logging.getLogger(__name__)
@@ -382,32 +383,3 @@ class TimestampAuthority:
             return rejection_response(SYSTEM_FAILURE, "the TSA could not issue a token")
         self.issued += 1
         return response
-
-
-# -- HTTP -------------------------------------------------------------------------------------------------------------
-AUTHORITY = web.AppKey("authority", TimestampAuthority)
-
-
-async def _handle_query(request: web.Request) -> web.Response:
-    """RFC 3161 section 3.4: POST application/timestamp-query, answered with application/timestamp-reply."""
-    if request.content_type != TIMESTAMP_QUERY:
-        return web.Response(status=415, text=f"send a DER TimeStampReq as {TIMESTAMP_QUERY}\n")
-    body = await request.read()
-    reply = request.app[AUTHORITY].respond(body)
-    return web.Response(body=reply, content_type=TIMESTAMP_REPLY)
-
-
-async def _handle_ca(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[AUTHORITY].identity.ca_pem, content_type="application/x-pem-file")
-
-
-def make_tsa_app(authority: TimestampAuthority) -> web.Application:
-    """The TSA's aiohttp app: POST / (and POST /tsa) take queries, GET /ca.pem serves the trust anchor."""
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
-    app[AUTHORITY] = authority
-    app.add_routes([
-        web.post("/", _handle_query),
-        web.post("/tsa", _handle_query),
-        web.get("/ca.pem", _handle_ca),
-    ])
-    return app

@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 
-from witness.serving import serve_until_signalled
-from witness.tsa import CA_CERT_FILE, TimestampAuthority, TsaIdentity, make_tsa_app
+from witness.tsa import CA_CERT_FILE, TimestampAuthority, TsaIdentity
 
 DEFAULT_PORT = 8318
 
@@ -49,6 +48,9 @@ def run_tsa_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(host: str, port: int, data_dir: Path) -> int:
+    from witness.serving import serve_until_signalled  # the server's parts load only to serve
+    from witness.tsa_server import make_tsa_app
+
     identity = await asyncio.to_thread(TsaIdentity.load_or_create, data_dir)
     app = make_tsa_app(TimestampAuthority(identity))
     return await serve_until_signalled(app, host, port, [f"trust anchor: {data_dir / CA_CERT_FILE}"])
