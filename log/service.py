@@ -209,6 +209,16 @@ class Log:
         return self._sequencer
 
     # -- reads ------------------------------------------------------------------------------------------------
+    async def read(self, work):
+        """Run `work(transaction)` on a reader thread against one committed state of the log's database.
+
+        The way for personalities and jobs to read their own rows (the counterpart of `write`): every
+        `transaction.execute(core_select)` in one work sees the same commits, and `transaction.entries_at(indices)`
+        reads the log's entries in that state. Never waits for the writer; a reader replica may read too. Returns
+        work's result; what work raises is raised here. Work runs on a thread: it may block, it must not await.
+        """
+        return await self._read(self.store.read, work)
+
     async def _read(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
 

@@ -16,10 +16,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from log.note import parse_signer_key
 from log.service import Log, LogConfig
 from log.bundles import decode_entry_bundle
+from log.storage.schema import entries as entries_table
 from log.tile_nodes import interior_nodes
 from log.tiles import TileID, entry_bundles_for_size, tiles_for_size
 from tests.postgres import fresh_database
@@ -151,6 +153,34 @@ def test_proofs_of_neighbouring_leaves_share_their_top_and_still_equal_the_refer
                     for index in indices[:120]:
                         expected = reference_tree.path(index, entries[:tree_size])
                         assert await log.inclusion_proof(index, tree_size) == expected, (index, tree_size)
+        finally:
+            await log.close()
+
+    asyncio.run(scenario())
+
+
+def test_read_runs_its_work_against_one_committed_state(config):
+    """What commits while a read's work runs is not seen by it, in its statements nor in the entries it reads;
+    the next read sees it. What the work raises is raised to the caller."""
+    count = sa.select(sa.func.count()).select_from(entries_table)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        log = await Log.open(config)
+        try:
+            await log.add_entries([b"a", b"b"])
+
+            def work(tx):
+                before = tx.execute(count)[0][0]
+                asyncio.run_coroutine_threadsafe(log.add_entries([b"c"]), loop).result()  # committed meanwhile
+                return before, tx.execute(count)[0][0], tx.entries_at([1, 0, 2, 1, 5])
+
+            assert await log.read(work) == (2, 2, {0: b"a", 1: b"b"})
+            assert log.size == 3
+            assert await log.read(lambda tx: (tx.execute(count)[0][0], tx.entries_at([2]))) == (3, {2: b"c"})
+            assert await log.read(lambda tx: tx.entries_at([])) == {}
+            with pytest.raises(ZeroDivisionError):
+                await log.read(lambda tx: 1 / 0)
         finally:
             await log.close()
 

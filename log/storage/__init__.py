@@ -4,7 +4,7 @@ SQLAlchemy Core (SQLite, PostgreSQL); `engine.py` makes engines and runs migrati
 The store only stores: it does no hashing, proving or signing. Two roles use it:
 
 * readers (any thread, any number at once) see only committed state, and every read reflects a single committed
-  state per call;
+  state per call (`LogStore.read` lends a personality's work one such state for several statements);
 * exactly one writer per database, obtained with `LogStore.acquire_writer()`, which holds a lock inside the
   database itself for as long as it lives. A second `acquire_writer()` on the same database, from this process or
   another, raises `SequencerLockHeld` instead of waiting.
@@ -15,7 +15,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,20 @@ class WriteTransaction(ABC):
         """Run one SQLAlchemy Core statement (insert, update, delete, select) and return its rows, if any."""
 
 
+class ReadTransaction(ABC):
+    """One committed state of the log's database, lent to read work (see `LogStore.read`). Read-only."""
+
+    @abstractmethod
+    def execute(self, statement) -> list[tuple]:
+        """Run one SQLAlchemy Core select and return its rows (tuples that also name their columns)."""
+
+    @abstractmethod
+    def entries_at(self, indices: Iterable[int]) -> dict[int, bytes]:
+        """Entry data of the stored entries among `indices` (any order, repeats allowed), by index; indices not
+        stored are absent. For personalities whose own tables point at entries by index: the log's tables are the
+        store's, never joined by them."""
+
+
 @dataclass(frozen=True)
 class WorkFailed:
     """The result of a unit of work that raised: its savepoint was rolled back, the rest of the batch committed."""
@@ -135,6 +151,14 @@ class LogStore(ABC):
     @abstractmethod
     def acquire_writer(self) -> LogWriter:
         """Take the database's sequencer lock; raise `SequencerLockHeld` if another writer holds it."""
+
+    @abstractmethod
+    def read(self, work: Callable[[ReadTransaction], T]) -> T:
+        """Run `work(transaction)` against ONE committed state and return its result: every statement it runs sees
+        the same commits, and none made meanwhile. Blocking (call it from a reader thread, as `Log.read` does); any
+        number of reads run at once and never wait for the writer. What work raises is raised here. Work must only
+        read: the transaction ends without a commit.
+        """
 
     @abstractmethod
     def latest_checkpoint(self) -> StoredCheckpoint | None:

@@ -14,13 +14,14 @@ connection of its own for its whole life, because the sequencer lock lives on th
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import and_, func, or_, select, text
 
 from log.errors import StorageError
-from log.storage import KeyedEntry, LogStore, LogWriter, StoredCheckpoint, StoredEntry
+from log.storage import KeyedEntry, LogStore, LogWriter, ReadTransaction, StoredCheckpoint, StoredEntry
 from log.storage.engine import make_engine, normalize_database_url
 from log.storage.schema import LEAF_INDEX_CHUNK, checkpoints, entries, leaf_index
 from log.storage.writers import PostgresWriter, SqliteWriter
@@ -55,6 +56,17 @@ class SqlLogStore(LogStore):
         return PostgresWriter(self.engine)
 
     # -- reads ----------------------------------------------------------------------------------------------
+    def read(self, work):
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                # The driver opens no transaction for a SELECT, so each statement would see the newest commit. In
+                # one (deferred: the first read fixes the WAL snapshot) they all see the same; the connection's
+                # return to the pool rolls it back.
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.execution_options(isolation_level="REPEATABLE READ")  # one snapshot for the transaction
+            return work(_SnapshotRead(conn, self.dialect == "sqlite"))
+
     def latest_checkpoint(self) -> StoredCheckpoint | None:
         query = select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)
         with self.engine.connect() as conn:
@@ -210,6 +222,48 @@ class SqlLogStore(LogStore):
         for reader in readers:
             reader.close()
         self.engine.dispose()
+
+
+class _SnapshotRead(ReadTransaction):
+    """Core statements on a pooled connection inside one read transaction (see SqlLogStore.read)."""
+
+    __slots__ = ("_conn", "_sqlite")
+
+    def __init__(self, conn, sqlite: bool):
+        self._conn = conn
+        self._sqlite = sqlite
+
+    def execute(self, statement) -> list[tuple]:
+        return self._conn.execute(statement).all()
+
+    def entries_at(self, indices: Iterable[int]) -> dict[int, bytes]:
+        # Fixed SQL on the driver connection under this transaction, as find_keys: SQLAlchemy's IN-list compilation
+        # and bind processing cost 2-4x the primary-key lookups themselves (2,000 entries: SQLite 7.9 ms through
+        # SQLAlchemy, 2.0 ms here; PostgreSQL 56 ms through SQLAlchemy's IN list, 16 ms as one = ANY(array)).
+        wanted = sorted(set(indices))
+        found: dict[int, bytes] = {}
+        if not wanted:
+            return found
+        cursor = self._conn.connection.driver_connection.cursor()
+        try:
+            if self._sqlite:
+                for start in range(0, len(wanted), _KEYS_PER_QUERY):
+                    chunk = wanted[start:start + _KEYS_PER_QUERY]
+                    cursor.execute(_sqlite_entries_at_sql(len(chunk)), chunk)
+                    for idx, data in cursor.fetchall():
+                        found[idx] = bytes(data)
+            else:
+                cursor.execute("SELECT idx, data FROM entries WHERE idx = ANY(%s::bigint[])", (wanted,))
+                for idx, data in cursor.fetchall():
+                    found[idx] = bytes(data)
+        finally:
+            cursor.close()
+        return found
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_entries_at_sql(count: int) -> str:
+    return f"SELECT idx, data FROM entries WHERE idx IN ({', '.join(['?'] * count)})"
 
 
 def _tile_data(data, interior) -> bytes:
