@@ -1,7 +1,8 @@
 """The audit personality: signed producer envelopes in, exactly once; run timelines and evidence out.
 
 `AuditService` sits beside a `Log` and uses only its public extension points: `add_entries` with idempotency
-keys and index rows, `inclusion_proof`, `checkpoint`, and the store's engine for its own read queries.
+keys and index rows, `inclusion_proof`, `checkpoint`, and `read` for its own queries (its index tables, then the
+entries they point at, in one committed state).
 
 Ingest of a submission (one envelope, or `{"events": [...]}`), per envelope, in order; the first failing step
 refuses that envelope alone, and a refused envelope is never stored:
@@ -54,7 +55,6 @@ from log.blobs import BlobStore, check_digest
 from log.errors import Conflict, InvalidInput, LogError, NotFound
 from log.sequencer import EntryOutcome, IdempotencyKey, Published
 from log.storage import RowInsert
-from log.storage.schema import entries as entries_table
 
 MAX_TIMELINE = 10_000
 MAX_PAGE = 1000
@@ -183,7 +183,7 @@ class AuditService:
     async def open(cls, log, blobs: BlobStore, **kwargs) -> AuditService:
         """Rebuild the registry from its index table (every registry-change entry, in log order)."""
         service = cls(log, blobs, **kwargs)
-        for _, record in await service._read(service._select_registry, None, None):
+        for _, record in await service._registry_records(None, None):
             service.registry.apply(parse_registry_change(parse_json(record).value))
         service._teach_verifiers()
         return service
@@ -396,14 +396,16 @@ class AuditService:
             self.stats.registry_changes += 1
             return RegistryReceipt(added.first_index, change, added.checkpoint)
 
-    def _select_registry(self, producer: str | None, key_ids: Sequence[str] | None) -> list[tuple[int, bytes]]:
+    async def _registry_records(self, producer: str | None,
+                                key_ids: Sequence[str] | None) -> list[tuple[int, bytes]]:
+        """(index, record) of the registry changes, in log order: all, or those of `producer` that name no key or
+        one of `key_ids`."""
         query = select(audit_registry.c.idx, audit_registry.c.record).order_by(audit_registry.c.idx)
         if producer is not None:
             query = query.where(audit_registry.c.producer == producer)
         if key_ids is not None:
             query = query.where(audit_registry.c.key_id.in_(list(key_ids)) | audit_registry.c.key_id.is_(None))
-        with self.log.store.engine.connect() as conn:
-            return [(idx, record.encode()) for idx, record in conn.execute(query)]
+        return await self.log.read(lambda tx: [(idx, record.encode()) for idx, record in tx.execute(query)])
 
     # -- blobs ----------------------------------------------------------------------------------------------
     async def put_blob(self, digest: str, data: bytes) -> bool:
@@ -432,21 +434,29 @@ class AuditService:
         if not 1 <= query.limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, not {query.limit}", field="limit")
         size = self.log.checkpoint.size
-        rows = await self._read(self._select_events, query, size)
+        rows = await self._select_events(query, size)
         more = len(rows) > query.limit
         rows = rows[:query.limit]
         events = [_logged(index, data) for index, data in rows]
         return EventPage(events, events[-1].index if more else None)
 
-    def _select_events(self, query: EventQuery, size: int) -> list[tuple[int, bytes]]:
-        with self.log.store.engine.connect() as conn:
-            return [(idx, bytes(data)) for idx, data in conn.execute(events_statement(query, size))]
+    async def _select_events(self, query: EventQuery, size: int) -> list[tuple[int, bytes]]:
+        """(index, entry bytes) of the events `query` asks for (one more than its limit): the indices from the
+        audit index, then their entries, batched, from the same committed state."""
+        statement = events_statement(query, size)
+
+        def read(tx) -> list[tuple[int, bytes]]:
+            indices = [idx for idx, in tx.execute(statement)]
+            data = tx.entries_at(indices)
+            return [(idx, data[idx]) for idx in indices if idx in data]
+
+        return await self.log.read(read)
 
     async def timeline(self, run_id: str, tenant: str | None = None, *, proofs: bool = True) -> Timeline:
         """One run's events in causal order, each with its inclusion proof in the latest checkpoint."""
         checkpoint = self.log.checkpoint
-        rows = await self._read(self._select_events,
-                                EventQuery(run_id=run_id, tenant=tenant, limit=MAX_TIMELINE), checkpoint.size)
+        rows = await self._select_events(EventQuery(run_id=run_id, tenant=tenant, limit=MAX_TIMELINE),
+                                         checkpoint.size)
         if not rows:
             raise NotFound(f"no events for run {run_id!r}" + (f" of tenant {tenant!r}" if tenant else ""))
         if len(rows) > MAX_TIMELINE:
@@ -471,7 +481,7 @@ class AuditService:
             used.setdefault(event.envelope.producer, set()).add(event.envelope.key_id)
         registry_entries = []
         for producer, key_ids in sorted(used.items()):
-            for index, data in await self._read(self._select_registry, producer, sorted(key_ids)):
+            for index, data in await self._registry_records(producer, sorted(key_ids)):
                 if index < size:
                     registry_entries.append((index, data, await self.log.inclusion_proof(index, size)))
         return evidence_format.build_bundle(
@@ -482,7 +492,7 @@ class AuditService:
 
 
 def events_statement(query: EventQuery, size: int):
-    """The page of audit events (index, entry bytes) that `query` asks for, in a tree of `size` entries: one
+    """The indices of the page of audit events that `query` asks for, in a tree of `size` entries, ascending: one
     more than query.limit, so the caller knows whether another page follows."""
     a = audit_events.c
     conditions = [a.idx > query.after, a.idx < size]
@@ -498,8 +508,7 @@ def events_statement(query: EventQuery, size: int):
     for name, value in query.context:
         c = audit_event_context.alias()
         conditions.append(select(c.c.idx).where(c.c.idx == a.idx, c.c.name == name, c.c.value == value).exists())
-    return (select(a.idx, entries_table.c.data).join(entries_table, entries_table.c.idx == a.idx)
-            .where(and_(*conditions)).order_by(a.idx).limit(query.limit + 1))
+    return select(a.idx).where(and_(*conditions)).order_by(a.idx).limit(query.limit + 1)
 
 
 def _verify_chunk(items: list[_Admitted]) -> None:
