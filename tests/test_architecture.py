@@ -1,4 +1,5 @@
-"""The direction of imports is part of the design: `log` imports neither `api` nor `witness`."""
+"""The direction of imports is part of the design: `log` imports neither `api` nor `witness`; and the log's storage
+is reached through its contract, never its engine."""
 
 import ast
 from pathlib import Path
@@ -45,3 +46,19 @@ def test_the_rfc6962_prefixes_live_in_one_module():
         if any(pattern in text for pattern in spelled):
             offenders.append(str(path.relative_to(REPO)))
     assert not offenders, offenders
+
+
+def test_nothing_outside_the_storage_reaches_into_the_log_stores_engine():
+    """Personalities and jobs read through `Log.read` and write through `Log.write`; `store.engine` is the storage's
+    own (the witness server's store has an engine of its own, over its own database: that is not this)."""
+    offenders = []
+    for package in ("log", "api", "witness"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            if path.is_relative_to(REPO / "log" / "storage"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if (isinstance(node, ast.Attribute) and node.attr == "engine"
+                        and (isinstance(node.value, ast.Attribute) and node.value.attr == "store"
+                             or isinstance(node.value, ast.Name) and node.value.id == "store")):
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, "reads go through Log.read, writes through Log.write: " + ", ".join(offenders)

@@ -39,7 +39,7 @@ def _note(size: int) -> bytes:
 
 @dataclass
 class FakeLog:
-    """What the job touches of a Log: `store` (the real SQL store), `write` through the real writer holding the
+    """What the job touches of a Log: `read` of the real SQL store, `write` through the real writer holding the
     sequencer lock, and `checkpoint.note`."""
 
     store: SqlLogStore
@@ -48,6 +48,9 @@ class FakeLog:
     @property
     def checkpoint(self):
         return self
+
+    async def read(self, work):
+        return await asyncio.to_thread(self.store.read, work)
 
     async def write(self, work):
         results = await asyncio.to_thread(self.store.writer.commit_batch, 0, [], [], 0, [], None, work=[work])

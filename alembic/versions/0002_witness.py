@@ -1,4 +1,5 @@
-"""Witness state and gathered cosignatures; must match witness/schema.py.
+"""Witness state and gathered cosignatures; must match witness/schema.py and, for checkpoint_cosignatures,
+log/storage/schema.py (tests/test_migrations.py checks both).
 
 witness_logs (latest cosigned checkpoint per origin, the compare-and-swap cell), witness_checkpoints (every
 checkpoint cosigned), witness_refusals (validly signed checkpoints refused), checkpoint_cosignatures (the log's

@@ -2,7 +2,7 @@
 
 `size` is the tree size of the checkpoint stamped and `note` its exact note bytes (the message imprint is SHA-256
 of them); `response` is the DER TimeStampResp, stored only after witness/rfc3161.py's verify_timestamp passed.
-Times are Unix milliseconds. Must match witness/rfc3161.py's `timestamps` table.
+Times are Unix milliseconds. Must match log/storage/schema.py's `timestamps` table.
 
 Revision ID: 0003
 Revises: 0002

@@ -1,7 +1,8 @@
 """The log server's timestamping: stamp each new checkpoint at an RFC 3161 TSA, verify the token, keep it.
 
-The request and the verification are witness/rfc3161.py's; this module holds the `timestamps` table of the log's
-database (migration 0003), its store, and the background job that runs in the server's event loop.
+The request and the verification are witness/rfc3161.py's; this module holds the store of the log database's
+`timestamps` table (log/storage/schema.py, migration 0003) and the background job that runs in the server's event
+loop.
 """
 
 from __future__ import annotations
@@ -17,34 +18,17 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import sqlalchemy as sa
 
+from api.server.background import BackgroundTask
 from log import defaults
 from log.checkpoint import Checkpoint
 from log.errors import InvalidInput, LogError
+from log.storage.schema import timestamps
 from witness.rfc3161 import TimestampInfo, build_request, load_certificates, request_timestamp, verify_timestamp
 
 logger = logging.getLogger(__name__)
 
 
 # -- storage ----------------------------------------------------------------------------------------------------------
-metadata = sa.MetaData()
-
-# One row per verified TimeStampResp, beside the checkpoint it covers (`size` is that checkpoint's tree size and
-# `note` the exact note bytes that were stamped). Only responses that passed `verify_timestamp` are stored.
-timestamps = sa.Table(
-    "timestamps",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("note", sa.LargeBinary, nullable=False),
-    sa.Column("response", sa.LargeBinary, nullable=False),
-    sa.Column("gen_time", sa.BigInteger, nullable=False),  # Unix milliseconds, from the TSTInfo
-    sa.Column("serial", sa.String(64), nullable=False),  # decimal: TSA serials run to 160 bits
-    sa.Column("tsa_name", sa.Text, nullable=False),
-    sa.Column("created_at", sa.BigInteger, nullable=False),  # Unix milliseconds
-    sa.Index("ix_timestamps_size", "size"),
-)
-
-
 @dataclasses.dataclass(frozen=True)
 class StoredTimestamp:
     size: int
@@ -56,17 +40,18 @@ class StoredTimestamp:
 class TimestampStore:
     """The `timestamps` table (migration 0003) in the log's own database.
 
-    Reads are blocking (call from a thread). `add` is async: it writes through the log's single writer
-    (`Log.write`), because on SQLite the sequencer holds the write lock; the row is durable when it returns.
+    `read` and `write` are the log's (`Log.read`, `Log.write`): reads run on its reader threads; `add` writes
+    through its single writer, because on SQLite the sequencer holds the write lock; the row is durable when it
+    returns.
     """
 
-    def __init__(self, engine: sa.Engine, write):
-        self.engine = engine
+    def __init__(self, read, write):
+        self._read = read
         self._write = write
 
     @classmethod
     def for_log(cls, log) -> "TimestampStore":
-        return cls(log.store.engine, log.write)
+        return cls(log.read, log.write)
 
     async def add(self, size: int, note: bytes, response: bytes, info: TimestampInfo, created_at_ms: int) -> None:
         row = timestamps.insert().values(
@@ -75,20 +60,22 @@ class TimestampStore:
         )
         await self._write(lambda tx: tx.execute(row))
 
-    def _one(self, where=None) -> StoredTimestamp | None:
+    async def _one(self, where=None) -> StoredTimestamp | None:
         query = sa.select(timestamps.c.size, timestamps.c.note, timestamps.c.response, timestamps.c.gen_time)
         if where is not None:
             query = query.where(where)
         query = query.order_by(timestamps.c.id.desc()).limit(1)
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return None if row is None else StoredTimestamp(row.size, bytes(row.note), bytes(row.response), row.gen_time)
+        rows = await self._read(lambda tx: tx.execute(query))
+        if not rows:
+            return None
+        row = rows[0]
+        return StoredTimestamp(row.size, bytes(row.note), bytes(row.response), row.gen_time)
 
-    def latest(self) -> StoredTimestamp | None:
-        return self._one()
+    async def latest(self) -> StoredTimestamp | None:
+        return await self._one()
 
-    def for_size(self, size: int) -> StoredTimestamp | None:
-        return self._one(timestamps.c.size == size)
+    async def for_size(self, size: int) -> StoredTimestamp | None:
+        return await self._one(timestamps.c.size == size)
 
 
 
@@ -140,7 +127,7 @@ class TimestampJob:
         self._retry_initial = retry_initial
         self._retry_max = retry_max if retry_max is not None else max(interval, retry_initial)
         self._clock = clock
-        self._task: asyncio.Task | None = None
+        self._task = BackgroundTask("auditlog-timestamps")
         self._stopping = asyncio.Event()
         self._stamped_note: bytes | None = None
         self._stamped_at: float | None = None  # when the newest stored token was verified
@@ -154,20 +141,14 @@ class TimestampJob:
     # -- lifecycle --------------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the background task (inside a running event loop). Idempotent."""
-        if self._task is None:
+        if not self._task.started:
             self._stopping.clear()
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="auditlog-timestamps")
+            self._task.start(self._run)
 
     async def stop(self) -> None:
         """Stop the task (an in-flight request is abandoned: nothing half-stored) and release the store."""
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._task.stop()
         if self._owns_store:
             self._store = None
 
@@ -187,12 +168,12 @@ class TimestampJob:
 
     async def latest_token(self) -> tuple[bytes, bytes] | None:
         """(checkpoint note, DER TimeStampResp) of the newest stored token, or None."""
-        row = await asyncio.to_thread(self._get_store().latest)
+        row = await self._get_store().latest()
         return None if row is None else (row.note, row.response)
 
     async def token_for(self, size: int) -> tuple[bytes, bytes] | None:
         """(checkpoint note, DER TimeStampResp) of the newest token for the checkpoint of tree size `size`."""
-        row = await asyncio.to_thread(self._get_store().for_size, size)
+        row = await self._get_store().for_size(size)
         return None if row is None else (row.note, row.response)
 
     # -- the loop ---------------------------------------------------------------------------------------------------
@@ -202,8 +183,7 @@ class TimestampJob:
         return self._store
 
     async def _run(self) -> None:
-        store = await asyncio.to_thread(self._get_store)
-        latest = await asyncio.to_thread(store.latest)
+        latest = await self._get_store().latest()
         if latest is not None:
             self._stamped_note, self._stamped_size = latest.note, latest.size
             self._stamped_at = latest.gen_time_ms / 1000

@@ -15,9 +15,9 @@ and then, by answer:
     4xx  otherwise a refusal (403, 404, 422, or 409 for a same-size other root): counted, not retried this round.
     5xx, network errors, timeouts: retried with exponential backoff, then counted as a failure for the round.
 
-Cosignatures live in the `checkpoint_cosignatures` table (witness/schema.py): in the log's database on
-PostgreSQL; on SQLite, where the sequencer holds the write lock for the log's whole life, in a sidecar file
-`<database>-witnessing.db` beside it. A cosignature is stored before it is served, and only after it verified.
+Cosignatures live in the `checkpoint_cosignatures` table of the log's own database (log/storage/schema.py), written
+through the log's single writer (`Log.write`) and read through `Log.read`. A cosignature is stored before it is
+served, and only after it verified.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 import aiohttp
 from sqlalchemy import func, insert, select
 
+from api.server.background import BackgroundTask
 from log import defaults
 from log.errors import InvalidInput, LogError, SignatureError
 from log.note import CosignatureVerifier, NoteSignature, parse_note
+from log.storage.schema import checkpoint_cosignatures
 from witness.cosigner import AddCheckpointRequest
-from witness.schema import checkpoint_cosignatures
 
 logger = logging.getLogger(__name__)
 
@@ -97,17 +98,17 @@ class _WitnessState:
 class CosignatureStore:
     """The `checkpoint_cosignatures` table in the log's own database.
 
-    Reads are blocking (call from a thread); `add` is async because it writes through the log's single writer
-    (`Log.write`): on SQLite the sequencer holds the write lock, and either way the row commits with a batch.
+    `read` and `write` are the log's (`Log.read`, `Log.write`): reads run on its reader threads, and writes go
+    through its single writer (on SQLite the sequencer holds the write lock), each row committing with a batch.
     """
 
-    def __init__(self, engine, write):
-        self.engine = engine
+    def __init__(self, read, write):
+        self._read = read
         self._write = write
 
     @classmethod
     def for_log(cls, log) -> CosignatureStore:
-        return cls(log.store.engine, log.write)
+        return cls(log.read, log.write)
 
     async def add(self, size: int, witness: str, signatures: list[tuple[NoteSignature, int]]) -> None:
         now = int(time.time() * 1000)
@@ -124,22 +125,19 @@ class CosignatureStore:
 
         await self._write(work)
 
-    def latest_sizes(self) -> dict[str, int]:
+    async def latest_sizes(self) -> dict[str, int]:
         """The largest size each witness has a stored cosignature for."""
         query = select(checkpoint_cosignatures.c.witness, func.max(checkpoint_cosignatures.c.size)).group_by(
             checkpoint_cosignatures.c.witness)
-        with self.engine.connect() as conn:
-            return {witness: size for witness, size in conn.execute(query)}
+        return await self._read(lambda tx: {witness: size for witness, size in tx.execute(query)})
 
-    def lines_at(self, sizes: list[int]) -> list[tuple[int, str, str]]:
+    async def lines_at(self, sizes: list[int]) -> list[tuple[int, str, str]]:
         """(size, witness, signature line) stored for each of `sizes`."""
         if not sizes:
             return []
         query = select(checkpoint_cosignatures.c.size, checkpoint_cosignatures.c.witness,
                        checkpoint_cosignatures.c.signature_line).where(checkpoint_cosignatures.c.size.in_(sizes))
-        with self.engine.connect() as conn:
-            return [(size, witness, line) for size, witness, line in conn.execute(query)]
-
+        return await self._read(lambda tx: [(size, witness, line) for size, witness, line in tx.execute(query)])
 
 
 class WitnessJob:
@@ -184,24 +182,17 @@ class WitnessJob:
         self._started_at = time.monotonic()
         self._rounds = 0
         self._session: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task | None = None
+        self._task = BackgroundTask("auditlog-witnessing")
         self._loaded = False
         self._round_lock = asyncio.Lock()
 
     # -- lifetime -------------------------------------------------------------------------------------------
     async def start(self) -> None:
         await self._load()
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="auditlog-witnessing")
+        self._task.start(self._run)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._task.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -211,11 +202,11 @@ class WitnessJob:
             return
         if self._store is None:
             self._store = CosignatureStore.for_log(self.log)
-        latest = await asyncio.to_thread(self._store.latest_sizes)
+        latest = await self._store.latest_sizes()
         for name, state in self._state.items():
             if name in latest:
                 state.known_size = state.cosigned_size = latest[name]
-        for size, witness, line in await asyncio.to_thread(self._store.lines_at, sorted(set(latest.values()))):
+        for size, witness, line in await self._store.lines_at(sorted(set(latest.values()))):
             if witness in self._state:
                 self._lines.setdefault(size, {}).setdefault(witness, []).append(line)
         await self._update_witnessed()

@@ -1,9 +1,15 @@
 """The log's relational schema, as SQLAlchemy Core tables. Alembic migrations create and upgrade it.
 
 Integers that are indices or sizes are 64-bit; hashes are raw 32-byte values; times are Unix milliseconds.
+
+The core tables (entries to entry_keys) are the store's alone. The log's jobs keep theirs here too, in the log's
+own database, written through `Log.write` and read through `Log.read`: `checkpoint_cosignatures` (migration 0002,
+api/server/witnessing.py) and `timestamps` (0003, api/server/timestamping.py). The audit personality's tables are
+in log/audit/tables.py, the witness server's in witness/schema.py; one migration chain (alembic/versions) creates
+them all in every database, and tests/test_migrations.py holds each declaration to it.
 """
 
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, SmallInteger, Table
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData, SmallInteger, String, Table, Text
 
 metadata = MetaData()
 
@@ -71,4 +77,34 @@ entry_keys = Table(
     Column("key", LargeBinary, primary_key=True),
     Column("idx", BigInteger, nullable=False),
     Column("content_hash", LargeBinary(32), nullable=False),
+)
+
+# Cosignatures the log gathered from its witnesses, verified before they are stored, one row per (checkpoint size,
+# witness, key ID).
+checkpoint_cosignatures = Table(
+    "checkpoint_cosignatures",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("witness", Text, primary_key=True),
+    Column("key_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("signature_line", Text, nullable=False),  # "— <name> <base64>\n", verified before it was stored
+    Column("timestamp", BigInteger, nullable=False),  # the cosignature's own POSIX seconds
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_checkpoint_cosignatures_witness", "witness", "size"),
+)
+
+# One row per verified RFC 3161 TimeStampResp, beside the checkpoint it covers (`size` is that checkpoint's tree size
+# and `note` the exact note bytes that were stamped). Only responses that passed `verify_timestamp` are stored.
+timestamps = Table(
+    "timestamps",
+    metadata,
+    Column("id", ROWID_KEY, primary_key=True, autoincrement=True),
+    Column("size", BigInteger, nullable=False),
+    Column("note", LargeBinary, nullable=False),
+    Column("response", LargeBinary, nullable=False),
+    Column("gen_time", BigInteger, nullable=False),  # Unix milliseconds, from the TSTInfo
+    Column("serial", String(64), nullable=False),  # decimal: TSA serials run to 160 bits
+    Column("tsa_name", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),  # Unix milliseconds
+    Index("ix_timestamps_size", "size"),
 )
