@@ -1,44 +1,145 @@
-"""The direction of imports is part of the design: `log` imports neither `api` nor `witness`; and the log's storage
-is reached through its contract, never its engine."""
+"""The direction of imports is part of the design; these tests keep it (README, "Architecture").
+
+    log/            the core: hashing, proofs, tiles, notes, storage, sequencing, the Log object
+    log/audit/      the audit-record personality: uses the core, the core never uses it
+    witness/        the witness server, the TSA, cosignature and RFC 3161 verification: uses log only
+    api/server/     the log server (aiohttp app, routes, jobs): uses log and witness
+    api/client/     client, monitor, producer SDK, offline evidence: uses log and witness's verification only,
+                    and imports neither aiohttp's server parts nor SQLAlchemy
+    api/cli/        the `auditlog` command: may use all of the above
+
+Besides the arrows: no package imports another package's private names, and only the storage modules hold a
+database engine (everything else reads through `Log.read` and writes through `Log.write`).
+"""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+CODE_ROOTS = ("log", "api", "witness")
 
 
-def _imports(path: Path) -> set[str]:
+def _modules(root: str) -> list[Path]:
+    return sorted((REPO / root).rglob("*.py"))
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _package_of(path: Path) -> str:
+    return ".".join(path.relative_to(REPO).parent.parts)
+
+
+def _imported(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) for every absolute import in the file, wherever it sits (functions included)."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    found = set()
+    found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            found.extend((alias.name, []) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module.split(".")[0])
+            found.append((node.module, [alias.name for alias in node.names]))
     return found
 
 
-def test_log_imports_neither_api_nor_witness():
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def _violations(sources: list[Path], forbidden: tuple[str, ...], why: str) -> list[str]:
     wrong = []
-    for path in sorted((REPO / "log").rglob("*.py")):
-        for package in _imports(path) & {"api", "witness"}:
-            wrong.append(f"{path.relative_to(REPO)} imports {package}: log/ must not depend on it")
+    for path in sources:
+        for module, _ in _imported(path):
+            for package in forbidden:
+                if _within(module, package):
+                    wrong.append(f"{path.relative_to(REPO)} imports {module}: {why}")
+    return wrong
+
+
+def test_the_core_imports_neither_api_nor_witness():
+    wrong = _violations(_modules("log"), ("api", "witness"), "log/ must not depend on it")
     assert not wrong, "\n".join(wrong)
 
 
-def test_witness_does_not_import_api():
-    wrong = [
-        f"{path.relative_to(REPO)} imports api: witness/ uses log/ only"
-        for path in sorted((REPO / "witness").rglob("*.py"))
-        if "api" in _imports(path)
-    ]
+def test_the_core_never_imports_the_audit_personality():
+    core = [path for path in _modules("log") if "audit" not in path.relative_to(REPO / "log").parts]
+    wrong = _violations(core, ("log.audit",), "the core knows nothing of the personality built on it")
     assert not wrong, "\n".join(wrong)
+
+
+def test_witness_uses_the_core_only():
+    wrong = _violations(_modules("witness"), ("api",), "witness/ uses log/ only")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_server_and_client_do_not_import_each_other():
+    wrong = _violations(_modules("api/server"), ("api.client", "api.cli"), "the server does not need the client side")
+    wrong += _violations(_modules("api/client"), ("api.server", "api.cli"), "the client side installs no server")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_package_imports_another_packages_private_names():
+    wrong = []
+    for root in CODE_ROOTS:
+        for path in _modules(root):
+            own = _package_of(path)
+            for module, names in _imported(path):
+                if not module.split(".")[0] in CODE_ROOTS or _within(module, own):
+                    continue
+                private = [n for n in names if n.startswith("_")]
+                private += [part for part in module.split(".") if part.startswith("_")]
+                if private:
+                    wrong.append(f"{path.relative_to(REPO)} imports {', '.join(private)} from {module}: "
+                                 "private to its package; make it public there or use what the package offers")
+    assert not wrong, "\n".join(wrong)
+
+
+# Where a SQLAlchemy engine may be created or used: the log's storage, the witness server's own store, migrations.
+ENGINE_OWNERS = ("log/storage/", "witness/store.py")
+
+
+def test_only_storage_modules_touch_a_database_engine():
+    wrong = []
+    for root in CODE_ROOTS:
+        for path in _modules(root):
+            relative = path.relative_to(REPO).as_posix()
+            if relative.startswith(ENGINE_OWNERS):
+                continue
+            tree = ast.parse(path.read_text(), filename=str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute) and node.attr == "engine":
+                    wrong.append(f"{relative}:{node.lineno} uses .engine: read through Log.read, write through Log.write")
+                elif isinstance(node, ast.ImportFrom) and node.module and any(
+                        alias.name in ("create_engine", "make_engine", "Engine") for alias in node.names):
+                    wrong.append(f"{relative}:{node.lineno} imports an engine maker from {node.module}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_client_side_imports_without_the_server_or_sqlalchemy():
+    """A producer or an auditor installs the client: every client module must import without aiohttp's server parts,
+    SQLAlchemy, alembic or a database driver (checked in a fresh interpreter, so nothing else has loaded them)."""
+    client = [_module_name(path) for path in _modules("api/client")]
+    client += ["witness.cosignatures", "witness.rfc3161", "api.cli.main", "api.cli.client"]
+    probe = (
+        "import importlib, sys\n"
+        f"for name in {client!r}:\n"
+        "    importlib.import_module(name)\n"
+        "heavy = ('aiohttp.web', 'sqlalchemy', 'alembic', 'psycopg')\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith('aiohttp.web'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"importing the client side loaded: {done.stdout.strip()}"
 
 
 def test_the_rfc6962_prefixes_live_in_one_module():
     """Only log/hashing.py spells the domain-separation prefixes (the naive test reference aside)."""
     offenders = []
-    for path in sorted((REPO / "log").rglob("*.py")):
+    for path in _modules("log"):
         if path.name == "hashing.py":
             continue
         text = path.read_text().replace(" ", "")
@@ -46,19 +147,3 @@ def test_the_rfc6962_prefixes_live_in_one_module():
         if any(pattern in text for pattern in spelled):
             offenders.append(str(path.relative_to(REPO)))
     assert not offenders, offenders
-
-
-def test_nothing_outside_the_storage_reaches_into_the_log_stores_engine():
-    """Personalities and jobs read through `Log.read` and write through `Log.write`; `store.engine` is the storage's
-    own (the witness server's store has an engine of its own, over its own database: that is not this)."""
-    offenders = []
-    for package in ("log", "api", "witness"):
-        for path in sorted((REPO / package).rglob("*.py")):
-            if path.is_relative_to(REPO / "log" / "storage"):
-                continue
-            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-                if (isinstance(node, ast.Attribute) and node.attr == "engine"
-                        and (isinstance(node.value, ast.Attribute) and node.value.attr == "store"
-                             or isinstance(node.value, ast.Name) and node.value.id == "store")):
-                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
-    assert not offenders, "reads go through Log.read, writes through Log.write: " + ", ".join(offenders)
