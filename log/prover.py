@@ -23,14 +23,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from log.errors import InvalidInput, NotFound
 from log.hashing import HASH_SIZE, hash_children
 from log.proofs import NodeID
+from log.storage import StoredTile
 from log.tile_nodes import PartialTileNodes, TileNodes
 from log.tiles import TILE_HEIGHT, TILE_WIDTH
 
 TileKey = tuple[int, int]
 """(level, index) of a tile."""
 
-ReadTiles = Callable[[set[TileKey]], Mapping[TileKey, bytes]]
-"""Blocking read of stored tiles, as LogStore.read_tiles: {key: bytes} for the keys stored."""
+ReadTiles = Callable[[set[TileKey]], Mapping[TileKey, StoredTile]]
+"""Blocking read of stored tiles, as LogStore.read_tiles: {key: StoredTile} for the keys stored."""
 
 _FULL_TILE_BYTES = TILE_WIDTH * HASH_SIZE
 # tiles.tile_for_node's arithmetic, inlined: it builds a TileID per node, which the proof path cannot afford.
@@ -91,10 +92,10 @@ class Prover:
         if missing:
             fetched = read(missing)
             for key in missing:
-                data = fetched.get(key)
-                if data is None:
+                stored = fetched.get(key)
+                if stored is None:
                     raise NotFound(f"tile {key} is not stored")
-                views[key] = self._remember(key, data)
+                views[key] = self._remember(key, stored.data, stored.interior)
         for position, element in todo:
             value = None
             for height, index in reversed(element):
@@ -160,9 +161,9 @@ class Prover:
                 views[key] = view
         return views
 
-    def _remember(self, key: TileKey, data: bytes) -> TileNodes | PartialTileNodes:
+    def _remember(self, key: TileKey, data: bytes, interior: bytes | None = None) -> TileNodes | PartialTileNodes:
         if len(data) == _FULL_TILE_BYTES:
-            view = TileNodes(data, getattr(data, "interior", None))
+            view = TileNodes(data, interior)
             self._full.put(key, view)
             return view
         view = self._edges.get(key)

@@ -173,7 +173,7 @@ def load_tree_state(store: LogStore, signer: Signer) -> TreeState:
     }
     wanted = {(tid.level, tid.index) for tid, _, _ in tile_of.values()}
     wanted |= {(level, index) for level, (index, _) in partial_keys.items()}
-    stored_tiles = store.read_tiles(wanted)
+    stored_tiles = {key: tile.data for key, tile in store.read_tiles(wanted).items()}
 
     hashes = []
     for node in frontier_ids:

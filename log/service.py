@@ -245,9 +245,10 @@ class Log:
         key = (tile_id.level, tile_id.index)
         data = self._full_tiles.get(key)
         if data is None:
-            data = self.store.read_tiles([key]).get(key)
-            if data is None:
+            stored = self.store.read_tiles([key]).get(key)
+            if stored is None:
                 raise NotFound(f"{tile_id.path()} does not exist yet")
+            data = stored.data
             if len(data) == TILE_WIDTH * HASH_SIZE:
                 self._full_tiles.put(key, data)
         if len(data) < tile_id.width * HASH_SIZE:

@@ -101,7 +101,9 @@ def interior_nodes(tile_data: bytes) -> bytes:
 
 
 class TileData(bytes):
-    """A full tile's bytes as stored, carrying its stored interior nodes (`interior`, or None) to proof serving."""
+    """A full level-0 tile's bytes as EdgeTiles.take_dirty hands them to the sequencer, carrying the interior nodes
+    extend_tree hashed on the way (`interior`, or None), so that the commit stores them without hashing again.
+    Stored tiles come back from the store as log.storage.StoredTile."""
 
     interior: bytes | None = None
 

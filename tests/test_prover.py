@@ -1,7 +1,7 @@
 """log/prover.py: proofs folded from tile views equal the naive reference tree's, whatever the caches hold.
 
 The tiles come from EdgeTiles fed by a CompactRange (as the sequencer builds them), full tiles as the store returns
-them (TileData with interior nodes, or bare bytes), the right edge in memory. The checks count tile reads, because
+them (StoredTile with or without interior nodes), the right edge in memory. The checks count tile reads, because
 what the Prover promises beyond correct answers is to read only what no cache or edge tile holds.
 """
 
@@ -17,7 +17,8 @@ from log.hashing import hash_leaf
 from log.proofs import consistency_plan, inclusion_plan
 from log.prover import Prover
 from log.edge import EdgeTiles
-from log.tile_nodes import TileData, interior_nodes
+from log.storage import StoredTile
+from log.tile_nodes import interior_nodes
 from log.tiles import TILE_WIDTH
 from tests import reference_tree as ref
 
@@ -32,10 +33,9 @@ class Store:
 
     def put(self, key, data):
         if len(data) == TILE_WIDTH * 32 and self.with_interior:
-            tile = TileData(data)
-            tile.interior = interior_nodes(data)
-            data = tile
-        self.tiles[key] = data
+            self.tiles[key] = StoredTile(data, interior_nodes(data))
+        else:
+            self.tiles[key] = StoredTile(data)
 
     def read(self, keys):
         self.reads.append(set(keys))
@@ -122,13 +122,15 @@ def test_without_the_edge_in_memory_a_cached_partial_view_serves_only_what_it_co
     # A read worker has no edge tiles: it reads partial tiles from the store, and reuses a view while wide enough.
     store = Store()
     leaves, edge = grow(300, store)
-    store.tiles.update(edge)  # the store holds the partial tiles too, as the sequencer commits them
+    for key, data in edge.items():  # the store holds the partial tiles too, as the sequencer commits them
+        store.put(key, data)
     prover = Prover()
     assert prover.prove(inclusion_plan(260, 300), {}, store.read) == ref.path(260, leaves[:300])
     reads = len(store.reads)
     assert prover.prove(inclusion_plan(270, 290), {}, store.read) == ref.path(270, leaves[:290])
     assert len(store.reads) == reads  # (0, 1) at width 44 covers a tree of 290
     leaves, edge = grow(400, store)
-    store.tiles.update(edge)
+    for key, data in edge.items():
+        store.put(key, data)
     assert prover.prove(inclusion_plan(399, 400), {}, store.read) == ref.path(399, leaves)
     assert store.reads[-1] == {(0, 1)}  # wider than the cached view: read again

@@ -315,7 +315,7 @@ def test_startup_refuses_tiles_that_disagree_with_the_checkpoint(store, signer):
         await sequencer.submit([f"{i}".encode() for i in range(300)])
 
     asyncio.run(_run(store, signer, fill))
-    edge = store.read_tiles([(0, 1)])[(0, 1)]
+    edge = store.read_tiles([(0, 1)])[(0, 1)].data
     with store.engine.begin() as conn:
         conn.execute(update(tiles).where(tiles.c.level == 0, tiles.c.idx == 1).values(data=edge + edge[:32]))
     with pytest.raises(StorageError, match="right-edge tile"):

@@ -98,8 +98,8 @@ def test_proofs_and_tiles_equal_the_go_reference_log(config):
             for tile in tiles_for_size(VECTORS["tree_size"]) + entry_bundles_for_size(VECTORS["tree_size"]):
                 assert await log.tile(tile) == (REFERENCE / "log" / tile.path()).read_bytes(), tile.path()
             full = log.store.read_tiles([(0, 3), (1, 0)])
-            for data in full.values():  # full tiles are stored with their interior nodes
-                assert data.interior == interior_nodes(bytes(data))
+            for tile in full.values():  # full tiles are stored with their interior nodes
+                assert tile.interior == interior_nodes(tile.data)
             narrower = TileID(0, 3, 17)  # a partial view of a full tile: a prefix of it
             assert await log.tile(narrower) == (REFERENCE / "log" / "tile/0/003").read_bytes()[:17 * 32]
         finally:

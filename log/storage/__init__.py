@@ -39,10 +39,21 @@ class StoredEntry:
 @dataclass(frozen=True)
 class TileWrite:
     """The complete current bytes of one hash tile (level, index), to be stored in place of what was there, and for
-    a full tile its interior nodes (log.tile_nodes.interior_nodes), from which proof serving slices instead of hashing."""
+    a full tile its interior nodes (log.tile_nodes.interior_nodes), from which proof serving slices instead of
+    hashing."""
 
     level: int
     index: int
+    data: bytes
+    interior: bytes | None = None
+
+
+class StoredTile(NamedTuple):
+    """A hash tile as `LogStore.read_tiles` returns it: its current bytes (1 to 256 hashes) and, for a full tile
+    stored with them, its interior nodes (log.tile_nodes.interior_nodes, 254 hashes), else None.
+
+    A NamedTuple: one is made per tile read, on the proof-serving path."""
+
     data: bytes
     interior: bytes | None = None
 
@@ -169,9 +180,9 @@ class LogStore(ABC):
         """The checkpoint published for exactly this size, if any."""
 
     @abstractmethod
-    def read_tiles(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        """Current bytes of the hash tiles (level, index) that exist; missing ones are absent from the result.
-        A full tile stored with its interior nodes comes as a `log.tile_nodes.TileData` carrying them."""
+    def read_tiles(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], StoredTile]:
+        """The hash tiles (level, index) that exist, each with its current bytes and, for a full tile stored with
+        them, its interior nodes; missing ones are absent from the result."""
 
     @abstractmethod
     def read_entries(self, start: int, end: int) -> list[bytes]:

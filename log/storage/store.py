@@ -21,11 +21,18 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import and_, func, or_, select, text
 
 from log.errors import StorageError
-from log.storage import KeyedEntry, LogStore, LogWriter, ReadTransaction, StoredCheckpoint, StoredEntry
+from log.storage import (
+    KeyedEntry,
+    LogStore,
+    LogWriter,
+    ReadTransaction,
+    StoredCheckpoint,
+    StoredEntry,
+    StoredTile,
+)
 from log.storage.engine import make_engine, normalize_database_url
 from log.storage.schema import LEAF_INDEX_CHUNK, checkpoints, entries, leaf_index
 from log.storage.writers import PostgresWriter, SqliteWriter
-from log.tile_nodes import TileData
 
 # Chunks probed per leaf-hash lookup query, and idempotency keys asked per query.
 _CHUNKS_PER_QUERY = 200
@@ -78,7 +85,7 @@ class SqlLogStore(LogStore):
             row = conn.execute(select(checkpoints).where(checkpoints.c.size == size)).first()
         return _checkpoint(row)
 
-    def read_tiles(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    def read_tiles(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], StoredTile]:
         keys = list(dict.fromkeys(keys))
         if not keys:
             return {}
@@ -89,7 +96,10 @@ class SqlLogStore(LogStore):
         params = [value for key in keys for value in key]
         sql = self._read_tiles_sql(len(keys))
         rows = self._driver_rows(sql, params)
-        return {(level, idx): _tile_data(data, interior) for level, idx, data, interior in rows}
+        return {
+            (level, idx): StoredTile(bytes(data), None if interior is None else bytes(interior))
+            for level, idx, data, interior in rows
+        }
 
     def _thread_reader(self):
         """This thread's own SQLite connection for tile reads and key lookups, kept for the store's life."""
@@ -264,14 +274,6 @@ class _SnapshotRead(ReadTransaction):
 @functools.lru_cache(maxsize=64)
 def _sqlite_entries_at_sql(count: int) -> str:
     return f"SELECT idx, data FROM entries WHERE idx IN ({', '.join(['?'] * count)})"
-
-
-def _tile_data(data, interior) -> bytes:
-    if interior is None:
-        return bytes(data)
-    tile = TileData(data)
-    tile.interior = bytes(interior)
-    return tile
 
 
 def _checkpoint(row) -> StoredCheckpoint | None:
