@@ -1,10 +1,13 @@
 """The single writer: collects submissions into batches, integrates them into the tree and commits each batch once.
 
-A flush, in order (a crash at any step leaves the store at the previous batch's commit, or at this one's):
+A flush, in order (a crash at any step leaves the store at the previous batch's commit, or at this one's). Each step
+is labelled where it happens in the code ("# Step 4 (commit): ..."), with what a crash there leaves behind.
 
-1. Take queued submissions, FIFO, up to `batch_size` entries (a single larger submission goes alone).
-2. Hash the leaves and extend the in-memory frontier; the edge tiles collect every completed height-8k node.
-   Nothing is stored yet: a crash here loses only unacknowledged entries.
+1. Take queued submissions, FIFO, up to `batch_size` entries (a single larger submission goes alone); when a batch
+   is due is log.batching's policy.
+2. Resolve idempotency keys (against the store, then within the batch), hash the new leaves and extend the
+   in-memory frontier; the edge tiles collect every completed height-8k node. Nothing is stored yet: a crash here
+   loses only unacknowledged entries.
 3. Sign a checkpoint for the new size and root.
 4. Store entries, changed tiles and the checkpoint in one transaction (`LogWriter.commit_batch`), durable on
    return. A crash before the commit point leaves the previous state; after it, this batch in full.
@@ -21,7 +24,6 @@ disagree.
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
 import threading
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from log import defaults
+from log.batching import BatchQueue
 from log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from log.compact import CompactRange, frontier_node_ids
 from log.errors import Conflict, InvalidInput, LogError, StorageError, Unavailable
@@ -38,7 +41,8 @@ from log.hashing import hash_leaves
 from log.note import Signer, parse_verifier_key
 from log.stats import LogStats
 from log.storage import (
-    KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite, WorkFailed, WriteTransaction,
+    BatchWrite, KeyedEntry, KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite, WorkFailed,
+    WriteTransaction,
 )
 from log.edge import EdgeTiles, extend_tree
 from log.tile_nodes import TileData, interior_nodes, node_hash_from_tile, tile_for_node
@@ -120,13 +124,23 @@ class BatchReceipt:
     checkpoint: Published
 
     @property
-    def first_index(self) -> int:
-        if isinstance(self.outcomes, NewEntries):
-            return self.outcomes.first_index
-        return self.outcomes[0].index
+    def first_index(self) -> int | None:
+        """The index of the first outcome that is not a `Conflict`; None when every outcome is one.
+
+        Without keys: the first entry's index, the others following it consecutively. With keys the indices need
+        not be consecutive nor ascending (a duplicate answers with its original index): read `outcomes`.
+        """
+        outcomes = self.outcomes
+        if isinstance(outcomes, NewEntries):
+            return outcomes.first_index
+        for outcome in outcomes:
+            if not isinstance(outcome, Conflict):
+                return outcome.index
+        return None
 
     @property
     def leaf_hashes(self) -> list[bytes]:
+        """Each outcome's leaf hash, in order: for receipts without a `Conflict` (which has none)."""
         if isinstance(self.outcomes, NewEntries):
             return list(self.outcomes.leaf_hashes)
         return [outcome.leaf_hash for outcome in self.outcomes]
@@ -216,6 +230,38 @@ def _levels(size: int) -> int:
     return levels
 
 
+# The idempotency plan of a batch with keys, rows or work: what each entry will be, decided in step 2 before anything
+# is hashed or stored, and turned into its outcome once the batch has committed.
+class New:
+    """A new entry. New entries are stored at consecutive indices in the order they are planned, so a new entry
+    needs no position of its own and one instance, NEW, stands for all of them: nothing is made per new entry (a
+    NamedTuple per entry cost 0.5 us of the writer's time each)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEW"
+
+
+NEW = New()
+
+
+class Known(NamedTuple):
+    """The entry's key is already in the log, with the same content: the entry it first came with answers."""
+
+    entry: KeyedEntry
+
+
+class Again(NamedTuple):
+    """The entry's key came earlier in this batch, with the same content: that new entry answers (the `position`th
+    of the batch's new entries)."""
+
+    position: int
+
+
+Plan = New | Known | Again | Conflict
+
+
 @dataclass
 class _Submission:
     entries: Sequence[bytes]
@@ -226,17 +272,20 @@ class _Submission:
     queued_at: float
 
 
+class _Committed(NamedTuple):
+    """What a committed batch hands to its submitters (step 5)."""
+
+    outcomes: Sequence[EntryOutcome | Conflict]  # one per entry of the batch's submissions, in order
+    work_results: list[object]  # one per work submission, in order
+    published: Published
+
+
 class Sequencer:
     """Batches submissions and integrates them through one `LogWriter`. Use from one event loop.
 
-    A batch is flushed as soon as the writer is free, the event loop has finished the pass (one iteration) in which
-    the oldest waiting submission arrived, and either the batch holds `batch_size` entries or its oldest entry has
-    waited `batch_linger` seconds (default 0). `batch_max_age` is a ceiling on both waits. An idle loop ends its
-    pass within microseconds, so a lone entry is flushed at once; a busy loop hands over everything its pass
-    submitted as one batch rather than the writer cutting one at its first entry. Why: every batch costs a fixed
-    number of GIL hand-offs between the writer and the loop (signing, each SQLite call), each 0.1 ms or more of
-    both threads' time here. At 64 single-entry clients batches grew from ~40 to ~60 entries and throughput by
-    5-18 % (alternating runs). `max_pending` entries may wait at most; beyond that `submit` raises `Unavailable`.
+    When a batch is cut (its size, the age of its oldest entry, the linger, the end of the event loop's pass) is
+    log.batching.BatchQueue's policy, set by `batch_size`, `batch_max_age` and `batch_linger`. `max_pending` entries
+    may wait at most; beyond that `submit` raises `Unavailable`.
 
     The writer is a thread of its own that cuts the next batch itself the moment it is free, and hands each
     committed batch's results to the event loop in one call. Driving it from the event loop instead left it idle
@@ -262,33 +311,18 @@ class Sequencer:
         self._writer = writer
         self._signer = signer
         self._origin = signer.name
-        self._batch_size = batch_size
-        self._max_age = max(batch_max_age, 0.0)
-        self._linger = min(max(batch_linger, 0.0), self._max_age)
-        self._max_pending = max_pending
         self.stats = stats or LogStats()
         self._clock = clock
-        # The queue, _pending, _closing and _broken are shared with the writer thread: guarded by _ready.
-        self._queue: collections.deque[_Submission] = collections.deque()
-        self._pending = 0
-        self._ready = threading.Condition()
+        self._batches = BatchQueue(batch_size, batch_max_age, batch_linger, max_pending, self.stats)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._state: TreeState | None = None
         self._edge_tiles: dict[tuple[int, int], bytes] = {}
-        self._broken: Exception | None = None
-        self._closing = False
-        # Submissions counted as they are queued, as the loop's pass that queued them ends, and as the writer takes
-        # them: the head of the queue may go once released > taken. Guarded by _ready.
-        self._queued_count = 0
-        self._released_count = 0
-        self._taken_count = 0
-        self._release_scheduled = False  # event-loop only
 
     @property
     def broken(self) -> Exception | None:
         """The storage failure the sequencer could not recover from, if any: it accepts no entries after one."""
-        return self._broken
+        return self._batches.stopped
 
     @property
     def edge_tiles(self) -> dict[tuple[int, int], bytes]:
@@ -311,6 +345,7 @@ class Sequencer:
             # A new log publishes its empty checkpoint so that /checkpoint always has something to serve.
             await loop.run_in_executor(None, self._integrate, [])
         self._loop = loop
+        self._batches.start(loop)
         self._thread = threading.Thread(target=self._write_loop, name="auditlog-writer", daemon=True)
         self._thread.start()
 
@@ -326,11 +361,12 @@ class Sequencer:
         of the personality's own tables to store with each new entry in the same transaction (their `idx` column
         is filled in with the entry's index; nothing is stored for a duplicate).
         """
-        if self._closing:
+        batches = self._batches
+        if batches.closing:
             raise Unavailable("the log is shutting down")
-        if self._broken is not None:
+        if batches.stopped is not None:
             raise StorageError(f"the sequencer stopped after a storage failure it could not recover from: "
-                               f"{self._broken}")
+                               f"{batches.stopped}")
         for position, entry in enumerate(entries):
             if len(entry) > MAX_ENTRY_SIZE:
                 raise InvalidInput(
@@ -342,7 +378,7 @@ class Sequencer:
             if aligned is not None and len(aligned) != len(entries):
                 raise InvalidInput(f"{name} has {len(aligned)} items for {len(entries)} entries", field=name)
         future = asyncio.get_running_loop().create_future()
-        self._enqueue(_Submission(entries, keys, rows, None, future, time.monotonic()), len(entries))
+        batches.put(_Submission(entries, keys, rows, None, future, time.monotonic()), len(entries))
         return await future
 
     async def submit_work(self, work: Callable[[WriteTransaction], object]) -> object:
@@ -352,12 +388,12 @@ class Sequencer:
         how cosignatures, timestamps and registries are stored. `work` runs in its own savepoint: if it raises,
         only it is undone and its exception is raised here.
         """
-        if self._closing:
+        if self._batches.closing:
             raise Unavailable("the log is shutting down")
-        if self._broken is not None:
-            raise StorageError(f"the sequencer stopped after a storage failure: {self._broken}")
+        if self._batches.stopped is not None:
+            raise StorageError(f"the sequencer stopped after a storage failure: {self._batches.stopped}")
         future = asyncio.get_running_loop().create_future()
-        self._enqueue(_Submission((), None, None, work, future, time.monotonic()), 0)
+        self._batches.put(_Submission((), None, None, work, future, time.monotonic()), 0)
         result = await future
         if isinstance(result, WorkFailed):
             raise result.error
@@ -365,40 +401,11 @@ class Sequencer:
 
     async def close(self) -> None:
         """Finish what is queued, stop, release the writer lock."""
-        with self._ready:
-            self._closing = True
-            self._ready.notify()
+        self._batches.close()
         if self._thread is not None:
             # The last batch's results were handed to the loop before the thread ended, so they run before this.
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._writer.close()
-
-    def _enqueue(self, submission: _Submission, count: int) -> None:
-        with self._ready:
-            if self._closing:  # checked again here: the writer may be past its last look at the queue
-                raise Unavailable("the log is shutting down")
-            if self._broken is not None:
-                raise StorageError(f"the sequencer stopped after a storage failure it could not recover from: "
-                                   f"{self._broken}")
-            if count and self._pending + count > self._max_pending:
-                self.stats.submissions_rejected_busy += 1
-                raise Unavailable(f"the sequencer already has {self._pending} entries waiting; retry shortly")
-            self._queue.append(submission)
-            self._pending += count
-            self._queued_count += 1
-            if self._pending >= self._batch_size:
-                self._ready.notify()
-        if not self._release_scheduled:
-            # Runs once the loop has finished its current pass: everything else that pass reads queues first.
-            self._release_scheduled = True
-            self._loop.call_soon(self._release)
-
-    def _release(self) -> None:
-        """On the event loop, after the pass in which submissions were queued: let the writer take them."""
-        self._release_scheduled = False
-        with self._ready:
-            self._released_count = self._queued_count
-            self._ready.notify()
 
     def _write_loop(self) -> None:
         """The writer thread: cut a batch, integrate it, hand the results to the event loop; until closed."""
@@ -410,25 +417,18 @@ class Sequencer:
 
     def _write_batches(self) -> None:
         while True:
-            with self._ready:
-                while not self._queue:
-                    if self._closing:
-                        return
-                    self._ready.wait()
-                while self._pending < self._batch_size and not self._closing:
-                    waited = time.monotonic() - self._queue[0].queued_at
-                    if self._released_count > self._taken_count:
-                        left = self._linger - waited
-                    else:  # the loop is still in the pass that queued the head of the queue
-                        left = self._max_age - waited
-                    if left <= 0:
-                        break
-                    self._ready.wait(left)
-                batch = self._take_batch()
+            # Step 1 (take): the next batch, once the policy says it is due. Nothing of it is stored or answered:
+            # a crash from here until step 4's commit loses only entries nobody was told were stored.
+            batch = self._batches.take()
+            if batch is None:
+                return  # closed, with everything queued committed or failed
             started = time.perf_counter()
             try:
-                result = self._integrate_batch(batch)
+                committed = self._integrate_batch(batch)  # steps 2 to 5 (publish)
             except Exception as exc:  # noqa: BLE001 - every failure fails the batch closed, then we recover
+                # A step up to 4 failed. The batch fails closed: its submitters get the error and retry (their
+                # entries may or may not have been stored). Memory may have run ahead of the store, so it is
+                # reloaded from the store before anything else is written.
                 self.stats.batch_failures += 1
                 logger.error("batch of %d submissions failed: %s", len(batch), exc)
                 error = exc if isinstance(exc, LogError) else StorageError(f"storing the batch failed: {exc}")
@@ -436,7 +436,10 @@ class Sequencer:
                 self._recover()
                 continue
             self.stats.integration_seconds.observe(time.perf_counter() - started)
-            self._hand_over(_resolve, batch, result)
+            # Step 5 (answer): every waiting submission gets its indices, on the event loop. Everything is stored:
+            # a crash before they are answered loses nothing, their submitters retry (a keyed retry gets the
+            # original index back).
+            self._hand_over(_resolve, batch, committed)
 
     def _hand_over(self, deliver: Callable, batch: list[_Submission], outcome) -> None:
         try:
@@ -444,28 +447,17 @@ class Sequencer:
         except RuntimeError:  # the event loop is closed: nobody is waiting for these any more
             pass
 
-    def _take_batch(self) -> list[_Submission]:
-        batch = [self._queue.popleft()]
-        count = len(batch[0].entries)
-        while self._queue and count + len(self._queue[0].entries) <= self._batch_size:
-            submission = self._queue.popleft()
-            batch.append(submission)
-            count += len(submission.entries)
-        self._pending -= count
-        self._taken_count += len(batch)
-        return batch
-
-    def _integrate_batch(self, batch: list[_Submission]):
-        """Resolve idempotency keys against the store and the batch itself, then integrate the new entries.
-
-        Returns (one outcome per entry, one result per work submission, the published checkpoint).
-        """
+    def _integrate_batch(self, batch: list[_Submission]) -> _Committed:
+        """Steps 2 to 5 (publish) for one batch: plain entries straight through; entries with keys or rows, and
+        work, through the idempotency plan."""
         work = [submission.work for submission in batch if submission.work is not None]
         if not work and all(submission.keys is None and submission.rows is None for submission in batch):
             entries = [entry for submission in batch for entry in submission.entries]
             first_index, leaf_hashes, published, _ = self._integrate(entries)
-            return NewEntries(first_index, leaf_hashes), [], published
+            return _Committed(NewEntries(first_index, leaf_hashes), [], published)
 
+        # Step 2 (resolve keys): plan each entry against the keys already stored, then against those earlier in this
+        # batch. Only reads: a crash here leaves the store as it was.
         items = [
             (entry, sub.keys[i] if sub.keys else None, sub.rows[i] if sub.rows else ())
             for sub in batch for i, entry in enumerate(sub.entries)
@@ -475,19 +467,18 @@ class Sequencer:
         new_entries: list[bytes] = []
         key_records: list[KeyRecord] = []
         rows: list[RowInsert] = []
-        # Per item: ("new", position in new_entries) | ("known", KeyedEntry) | ("again", position) | Conflict
-        plan: list = []
+        plan: list[Plan] = []
         in_batch: dict[bytes, tuple[int, bytes]] = {}  # key -> (position in new_entries, content hash)
         for entry, key, extra_rows in items:
             if key is not None:
                 prior = known.get(key.key)
                 if prior is not None:
-                    plan.append(("known", prior) if prior.content_hash == key.content_hash
+                    plan.append(Known(prior) if prior.content_hash == key.content_hash
                                 else _conflict(key, prior.index))
                     continue
                 if key.key in in_batch:
                     position, content_hash = in_batch[key.key]
-                    plan.append(("again", position) if content_hash == key.content_hash
+                    plan.append(Again(position) if content_hash == key.content_hash
                                 else _conflict(key, first_index + position))
                     continue
             position = len(new_entries)
@@ -498,22 +489,13 @@ class Sequencer:
                 key_records.append(KeyRecord(key.key, index, key.content_hash))
             for row in extra_rows:
                 rows.append(RowInsert(row.table, ("idx", *row.columns), (index, *row.values)))
-            plan.append(("new", position))
+            plan.append(NEW)
 
         if new_entries or work:
             _, leaf_hashes, published, work_results = self._integrate(new_entries, key_records, rows, work)
         else:
             leaf_hashes, published, work_results = [], self._state.published, []
-        outcomes: list[EntryOutcome | Conflict] = []
-        for step in plan:
-            if isinstance(step, Conflict):
-                outcomes.append(step)
-            elif step[0] == "known":
-                outcomes.append(EntryOutcome(step[1].index, step[1].leaf_hash, duplicate=True))
-            else:
-                kind, position = step
-                outcomes.append(EntryOutcome(first_index + position, leaf_hashes[position], kind == "again"))
-        return outcomes, work_results, published
+        return _Committed(_outcomes(plan, first_index, leaf_hashes), work_results, published)
 
     def _integrate(
         self,
@@ -522,27 +504,37 @@ class Sequencer:
         rows: Sequence[RowInsert] = (),
         work: Sequence[Callable[[WriteTransaction], object]] = (),
     ) -> tuple[int, list[bytes], Published, list[object]]:
-        """Steps 2-5 of a flush, on the writer thread."""
+        """Steps 2 (hash) to 5 (publish) for a batch's new entries, on the writer thread."""
         state = self._state
         first_index = state.frontier.size
         now_ms = int(self._clock() * 1000)
         if not entries and state.published is not None:
-            # Work only: nothing new to sign.
-            results = self._writer.commit_batch(first_index, [], [], now_ms, [], None, (), (), work)
+            # Work only: nothing to hash or sign. Step 4 commits the work alone; a crash leaves all of it or none.
+            results = self._writer.commit_batch(BatchWrite(first_index, received_at=now_ms, work=work))
             return first_index, [], state.published, results
+
+        # Step 2 (hash, extend): in memory only, a crash loses only these unacknowledged entries. From here on a
+        # failure leaves memory ahead of the store: the writer loop reloads it (_recover).
         leaf_hashes = hash_leaves(entries)
         extend_tree(state.frontier, state.edge, leaf_hashes)
         size = state.frontier.size
         root = state.frontier.root()
         tiles = [TileWrite(tid.level, tid.index, data, _interior(tid, data)) for tid, data in state.edge.take_dirty()]
+
+        # Step 3 (sign): a checkpoint for the new size and root, in memory only: a crash discards it unserved.
         note = sign_checkpoint(Checkpoint(self._origin, size, root), self._signer)
-        results = self._writer.commit_batch(
-            first_index, entries, leaf_hashes, now_ms, tiles, StoredCheckpoint(size, root, note, now_ms), keys, rows,
-            work,
-        )
+
+        # Step 4 (commit): everything in one transaction, durable on return. A crash before the commit point leaves
+        # the previous batch's state; after it, this batch in full (entries, tiles and checkpoint agree, as startup
+        # reconciliation checks), though nobody has been answered yet.
+        results = self._writer.commit_batch(BatchWrite(
+            first_index=first_index, entries=entries, leaf_hashes=leaf_hashes, received_at=now_ms, tiles=tiles,
+            checkpoint=StoredCheckpoint(size, root, note, now_ms), keys=keys, rows=rows, work=work,
+        ))
+
+        # Step 5 (publish): committed, so readers may see it now. The edge snapshot goes out before the checkpoint,
+        # so a reader that sees a checkpoint always finds edge tiles at least that big.
         published = Published(size, root, note)
-        # Committed. The edge snapshot goes out before the checkpoint, so a reader that sees a checkpoint always
-        # finds edge tiles at least that big.
         self._edge_tiles = state.edge.snapshot()
         state.published = published
         if entries:
@@ -562,20 +554,30 @@ class Sequencer:
 
     def _stop_for_good(self, cause: BaseException, error: StorageError) -> None:
         """Refuse every later submission (`broken`) and fail the ones still queued with `error`."""
-        with self._ready:
-            self._broken = cause
-            waiting = list(self._queue)
-            self._queue.clear()
-            self._pending = 0
-            self._taken_count = self._queued_count
-        self._hand_over(_fail, waiting, error)
+        self._hand_over(_fail, self._batches.stop(cause), error)
 
 
-def _resolve(batch: list[_Submission], result) -> None:
+def _outcomes(plan: list[Plan], first_index: int, leaf_hashes: Sequence[bytes]) -> list[EntryOutcome | Conflict]:
+    """Step 5's outcomes of a planned batch, committed with its new entries from `first_index` on."""
+    new = iter(NewEntries(first_index, leaf_hashes))  # the new entries' outcomes, in plan order
+    outcomes: list[EntryOutcome | Conflict] = []
+    for step in plan:
+        if step is NEW:
+            outcomes.append(next(new))
+        elif type(step) is Again:
+            outcomes.append(EntryOutcome(first_index + step.position, leaf_hashes[step.position], True))
+        elif type(step) is Known:
+            outcomes.append(EntryOutcome(step.entry.index, step.entry.leaf_hash, True))
+        else:
+            outcomes.append(step)  # a Conflict
+    return outcomes
+
+
+def _resolve(batch: list[_Submission], committed: _Committed) -> None:
     """On the event loop: each submission of a committed batch gets its receipt or work result."""
-    outcomes, work_results, published = result
+    outcomes, published = committed.outcomes, committed.published
     offset = 0
-    work_results = iter(work_results)
+    work_results = iter(committed.work_results)
     for submission in batch:
         if submission.work is not None:
             work_result = next(work_results)

@@ -189,7 +189,7 @@ def test_a_writer_thread_that_dies_fails_what_waits_instead_of_leaving_it_hangin
         def bug(*args):
             raise RuntimeError("injected: a bug in the batch loop")
 
-        monkeypatch.setattr(sequencer, "_take_batch", bug)
+        monkeypatch.setattr(sequencer._batches, "_cut", bug)  # the writer thread cuts its next batch
         with pytest.raises(StorageError):
             await asyncio.wait_for(sequencer.submit([b"lost"]), 30)
         with pytest.raises(StorageError):
@@ -525,6 +525,34 @@ def test_new_entries_are_the_outcomes_of_consecutive_indices():
         outcomes[::2]
     receipt = BatchReceipt(part, None)
     assert receipt.first_index == 11 and receipt.leaf_hashes == hashes[1:3]
+
+
+def test_a_receipts_first_index_is_its_first_non_conflict_outcome_and_none_when_all_conflict():
+    from log.errors import Conflict
+    from log.sequencer import BatchReceipt, EntryOutcome, Published
+
+    published = Published(9, bytes(32), b"note")
+    conflict = Conflict("this idempotency key already stands for different content, at index 3")
+    duplicate, new = EntryOutcome(3, bytes([3]) * 32, duplicate=True), EntryOutcome(8, bytes([8]) * 32)
+    assert BatchReceipt([conflict, new, duplicate], published).first_index == 8
+    assert BatchReceipt([new, duplicate], published).first_index == 8  # the first outcome's, as before
+    assert BatchReceipt([duplicate, conflict], published).first_index == 3
+    assert BatchReceipt([conflict, conflict], published).first_index is None
+
+
+def test_an_idempotency_plan_becomes_outcomes_with_new_entries_at_consecutive_indices_in_plan_order():
+    from log.errors import Conflict
+    from log.sequencer import NEW, Again, EntryOutcome, Known, _outcomes
+    from log.storage import KeyedEntry
+
+    h = [bytes([i]) * 32 for i in range(3)]
+    stored = KeyedEntry(4, b"content".ljust(32, b"."), b"stored".ljust(32, b"."))
+    conflict = Conflict("this idempotency key already stands for different content, at index 4")
+    plan = [NEW, Again(0), Known(stored), conflict, NEW, Again(1), NEW]
+    assert _outcomes(plan, 10, h) == [
+        EntryOutcome(10, h[0]), EntryOutcome(10, h[0], True), EntryOutcome(4, stored.leaf_hash, True), conflict,
+        EntryOutcome(11, h[1]), EntryOutcome(11, h[1], True), EntryOutcome(12, h[2]),
+    ]
 
 
 def test_sqlite_multi_row_inserts_use_one_statement_per_256_rows_of_few_shapes_and_keep_every_row_in_order():

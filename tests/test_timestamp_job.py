@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from log.checkpoint import Checkpoint, sign_checkpoint
 from log.note import generate_signer_key, parse_signer_key
-from log.storage import WorkFailed
+from log.storage import BatchWrite, WorkFailed
 from log.storage.engine import sqlite_url_for, upgrade_schema
 from log.storage.store import SqlLogStore
 from api.server.timestamping import TimestampJob
@@ -53,7 +53,7 @@ class FakeLog:
         return await asyncio.to_thread(self.store.read, work)
 
     async def write(self, work):
-        results = await asyncio.to_thread(self.store.writer.commit_batch, 0, [], [], 0, [], None, work=[work])
+        results = await asyncio.to_thread(self.store.writer.commit_batch, BatchWrite(0, work=[work]))
         if isinstance(results[0], WorkFailed):
             raise results[0].error
         return results[0]

@@ -116,29 +116,39 @@ class WorkFailed:
     error: Exception
 
 
+class BatchWrite(NamedTuple):
+    """Everything one batch transaction stores (see `LogWriter.commit_batch`). A NamedTuple: one is made per batch,
+    a small batch on the single-entry ingest path included, and a frozen dataclass of nine fields takes 1.4 us to
+    make against 0.5 us.
+
+    Entries [first_index, first_index + len(entries)) with their leaf hashes, all received at `received_at` (Unix
+    milliseconds); the tiles they changed; the checkpoint signed for the new size (None only for a batch that adds
+    no entries); the idempotency keys and the personality rows of the new entries; and the personality work to run
+    inside the transaction.
+    """
+
+    first_index: int
+    entries: Sequence[bytes] = ()
+    leaf_hashes: Sequence[bytes] = ()
+    received_at: int = 0
+    tiles: Sequence[TileWrite] = ()
+    checkpoint: StoredCheckpoint | None = None
+    keys: Sequence[KeyRecord] = ()
+    rows: Sequence[RowInsert] = ()
+    work: Sequence[Callable[[WriteTransaction], object]] = ()
+
+
 class LogWriter(ABC):
     """The single writer. Holds the database's sequencer lock from creation until `close()`."""
 
     @abstractmethod
-    def commit_batch(
-        self,
-        first_index: int,
-        entries: Sequence[bytes],
-        leaf_hashes: Sequence[bytes],
-        received_at: int,
-        tiles: Sequence[TileWrite],
-        checkpoint: StoredCheckpoint | None,
-        keys: Sequence[KeyRecord] = (),
-        rows: Sequence[RowInsert] = (),
-        work: Sequence[Callable[[WriteTransaction], object]] = (),
-    ) -> list[object]:
-        """Store entries [first_index, first_index + len(entries)), the tiles, the checkpoint, the idempotency keys
-        and the personality rows in ONE transaction, and run each `work` callable inside it (in its own savepoint,
-        so one that raises is undone alone and returns `WorkFailed`). Returns the work results in order.
+    def commit_batch(self, batch: BatchWrite) -> list[object]:
+        """Store the batch's entries, tiles, checkpoint, idempotency keys and personality rows in ONE transaction,
+        and run each of its `work` callables inside it (in its own savepoint, so one that raises is undone alone
+        and returns `WorkFailed`). Returns the work results in order.
 
         Work exists because the writer holds the database's write lock: on SQLite no other connection can write,
         so every write to the log's database (cosignatures, timestamps, registries) goes through here.
-        `checkpoint` is None only for a batch that adds no entries.
 
         Atomic: either all of it is stored or none of it. Durable on return: once this returns, a crash of the
         process or the machine loses none of it. Raises `StorageError` when the transaction did not commit (the

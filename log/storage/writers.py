@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from sqlalchemy.engine import Engine
 
 from log.errors import SequencerLockHeld, StorageError
-from log.storage import LogWriter, RowInsert, WorkFailed, WriteTransaction
+from log.storage import BatchWrite, LogWriter, RowInsert, WorkFailed, WriteTransaction
 from log.storage.pg_copy import COPY_ENTRIES, copy_entries
 from log.storage.schema import LEAF_INDEX_CHUNK
 
@@ -83,32 +83,33 @@ class DriverWriter(LogWriter):
         self._lock = threading.Lock()
         self._closed = False
 
-    def commit_batch(self, first_index, entries, leaf_hashes, received_at, tiles, checkpoint, keys=(), rows=(),
-                     work=()):
+    def commit_batch(self, batch: BatchWrite) -> list[object]:
         with self._lock:
             self._check_holding()
             p = self.placeholder
             try:
                 cur = self._cursor()
-                if entries:
-                    self._insert_entries(cur, first_index, entries, leaf_hashes, received_at)
+                if batch.entries:
+                    first_index, entries = batch.first_index, batch.entries
+                    self._insert_entries(cur, first_index, entries, batch.leaf_hashes, batch.received_at)
                     end = first_index + len(entries)
                     for chunk in range(first_index // LEAF_INDEX_CHUNK, end // LEAF_INDEX_CHUNK):
                         # This batch completes `chunk`: index its leaf hashes, sorted, in the same transaction.
                         start = chunk * LEAF_INDEX_CHUNK
                         cur.execute(self.index_chunk_sql, (chunk, start, start + LEAF_INDEX_CHUNK))
-                if tiles:
-                    self._upsert_tiles(cur, [(t.level, t.index, t.data, t.interior) for t in tiles])
+                if batch.tiles:
+                    self._upsert_tiles(cur, [(t.level, t.index, t.data, t.interior) for t in batch.tiles])
+                checkpoint = batch.checkpoint
                 if checkpoint is not None:
                     cur.execute(
                         _INSERT_CHECKPOINT.format(p=p),
                         (checkpoint.size, checkpoint.root_hash, checkpoint.note, checkpoint.created_at),
                     )
-                if keys:
-                    self._insert_many(cur, _INSERT_KEY, 3, [(k.key, k.index, k.content_hash) for k in keys])
-                for head, width, values in _grouped_inserts(rows):
+                if batch.keys:
+                    self._insert_many(cur, _INSERT_KEY, 3, [(k.key, k.index, k.content_hash) for k in batch.keys])
+                for head, width, values in _grouped_inserts(batch.rows):
                     self._insert_many(cur, head, width, values)
-                results = [self._run_work(cur, position, fn) for position, fn in enumerate(work)]
+                results = [self._run_work(cur, position, fn) for position, fn in enumerate(batch.work)]
                 self._commit()
             except Exception as exc:
                 self._after_failure()
