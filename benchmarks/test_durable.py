@@ -63,7 +63,7 @@ def database(request, tmp_path):
 
 
 def test_durable_integration(benchmark, bench_mode, results, database):
-    from log.note import generate_signer_key, parse_signer_key
+    from log.note_keys import generate_signer_key, parse_signer_key
     from log.sequencer import load_tree_state
     from log.storage.engine import upgrade_schema
     from log.storage.store import SqlLogStore

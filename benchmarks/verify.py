@@ -32,7 +32,7 @@ def _get_json(url: str) -> dict:
 def signed_checkpoint(base_url: str):
     """GET /checkpoint, opened with the key GET /api/v1/log names: the signature must verify."""
     from log.checkpoint import open_checkpoint
-    from log.note import parse_verifier_key
+    from log.note_keys import parse_verifier_key
 
     info = _get_json(f"{base_url}/api/v1/log")
     verifier = parse_verifier_key(info["verifier_key"])

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from log.errors import InvalidInput, SignatureError
-from log.note import Note, Signer, Verifier, open_note, sign_note
+from log.note import Note, NoteSigner, NoteVerifier, open_note, sign_note
 
 HASH_SIZE = 32
 # The spec puts no bound on the size; Go's readers (x/mod tlog, torchwood) parse it as an int64, so we do too.
@@ -105,12 +105,12 @@ class Checkpoint:
         return cls(origin, size, root, tuple(extensions))
 
 
-def sign_checkpoint(checkpoint: Checkpoint, signer: Signer) -> bytes:
+def sign_checkpoint(checkpoint: Checkpoint, signer: NoteSigner) -> bytes:
     """The signed note of `checkpoint`, signed by `signer` (whose name SHOULD equal the origin)."""
     return sign_note(checkpoint.to_text(), [signer])
 
 
-def open_checkpoint(data: bytes, verifier: Verifier, origin: str | None = None) -> tuple[Checkpoint, Note]:
+def open_checkpoint(data: bytes, verifier: NoteVerifier, origin: str | None = None) -> tuple[Checkpoint, Note]:
     """Verify a signed checkpoint from the log whose key is `verifier`; return the checkpoint and the parsed note.
 
     1. Open the note with `verifier`: it must carry a valid signature from that key, and any other line from that

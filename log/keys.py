@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from log.errors import InvalidInput
-from log.note import Signer, generate_signer_key, parse_signer_key
+from log.note_keys import Signer, generate_signer_key, parse_signer_key
 from log.secret_files import write_secret_file
 
 KEY_FILE_NAME = "log.key"

@@ -38,7 +38,7 @@ from log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from log.compact import CompactRange, frontier_node_ids
 from log.errors import Conflict, InvalidInput, LogError, StorageError, Unavailable
 from log.hashing import hash_leaves
-from log.note import Signer, parse_verifier_key
+from log.note_keys import Signer, parse_verifier_key
 from log.stats import LogStats
 from log.storage import (
     BatchWrite, KeyedEntry, KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite, WorkFailed,

@@ -18,7 +18,7 @@ from pathlib import Path
 from log import defaults, proofs
 from log.errors import InvalidInput, NotFound, Unavailable
 from log.keys import KEY_FILE_NAME, load_or_create_signer, read_signer_key
-from log.note import Signer
+from log.note_keys import Signer
 from log.sequencer import BatchReceipt, IdempotencyKey, Published, Sequencer
 from log.stats import LogStats
 from log.storage import LogStore, RowInsert, StoredEntry

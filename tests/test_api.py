@@ -20,7 +20,7 @@ from log.checkpoint import open_checkpoint
 from log.compact import CompactRange
 from log.errors import SequencerLockHeld, StorageError, Unavailable
 from log.hashing import hash_leaf
-from log.note import parse_verifier_key
+from log.note_keys import parse_verifier_key
 from log.proofs import verify_consistency, verify_inclusion
 from log.bundles import decode_entry_bundle
 from log.tiles import entry_bundles_for_size, tiles_for_size

@@ -147,3 +147,31 @@ def test_the_rfc6962_prefixes_live_in_one_module():
         if any(pattern in text for pattern in spelled):
             offenders.append(str(path.relative_to(REPO)))
     assert not offenders, offenders
+
+
+def test_log_modules_import_each_other_without_a_cycle():
+    """Every import between log/ modules counts, also one inside a function: a cycle hidden that way is still one."""
+    modules = {_module_name(path): path for path in _modules("log")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for module, names in _imported(path):
+            targets.add(module)
+            targets.update(f"{module}.{alias}" for alias in names)  # `from log import note` imports log.note
+        graph[name] = {target for target in targets if target in modules and target != name}
+    state: dict[str, str] = {}
+    cycles = []
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = "open"
+        for target in sorted(graph[name]):
+            if state.get(target) == "open":  # on the path that led here: a cycle
+                cycles.append(" -> ".join(trail[trail.index(target):] + [name, target]))
+            elif target not in state:
+                visit(target, trail + [name])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+    assert not cycles, "import cycles between log/ modules:\n" + "\n".join(cycles)

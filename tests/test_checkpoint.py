@@ -20,16 +20,13 @@ from hypothesis import strategies as st
 
 from log.checkpoint import MAX_TREE_SIZE, Checkpoint, open_checkpoint, sign_checkpoint
 from log.errors import InvalidInput, SignatureError
-from log.note import (
-    COSIGNATURE_MLDSA44,
+from log.note import COSIGNATURE_MLDSA44, format_note, parse_note, sign_note
+from log.note_keys import (
     CosignatureSigner,
     CosignatureVerifier,
-    format_note,
     generate_signer_key,
-    parse_note,
     parse_signer_key,
     parse_verifier_key,
-    sign_note,
 )
 
 VECTORS = Path(__file__).resolve().parent / "vectors"

@@ -17,7 +17,7 @@ from api.server.state import LOG
 from log.checkpoint import Checkpoint, sign_checkpoint
 from log.errors import InvalidInput, NotFound, ProofError, SignatureError, VerificationError
 from log.hashing import hash_leaf
-from log.note import generate_signer_key, parse_signer_key
+from log.note_keys import generate_signer_key, parse_signer_key
 from tests.conftest import serve_app
 
 

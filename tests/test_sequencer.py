@@ -17,7 +17,7 @@ from sqlalchemy import update
 
 from log.errors import Conflict, SequencerLockHeld, StorageError, Unavailable
 from log.hashing import hash_leaf
-from log.note import generate_signer_key, parse_signer_key
+from log.note_keys import generate_signer_key, parse_signer_key
 from log.sequencer import IdempotencyKey, Sequencer, load_tree_state
 from log.storage import RowInsert
 from log.storage.schema import tiles

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from log.note import parse_signer_key
+from log.note_keys import parse_signer_key
 from log.service import Log, LogConfig
 from log.bundles import decode_entry_bundle
 from log.storage.schema import entries as entries_table

@@ -20,7 +20,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from log.checkpoint import Checkpoint, sign_checkpoint
-from log.note import generate_signer_key, parse_signer_key
+from log.note_keys import generate_signer_key, parse_signer_key
 from log.storage import BatchWrite, WorkFailed
 from log.storage.engine import sqlite_url_for, upgrade_schema
 from log.storage.store import SqlLogStore

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from log.errors import InvalidInput
-from log.note import generate_signer_key
+from log.note_keys import generate_signer_key
 from witness.cli import add_witness_parser, build_cosigner
 
 

@@ -16,9 +16,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from log.checkpoint import Checkpoint, sign_checkpoint
-from log.note import (
-    COSIGNATURE_ED25519, COSIGNATURE_MLDSA44, CosignatureSigner, CosignatureVerifier, NoteSignature,
-    generate_signer_key, open_note, parse_note, parse_signer_key, parse_verifier_key,
+from log.note import COSIGNATURE_ED25519, COSIGNATURE_MLDSA44, NoteSignature, open_note, parse_note
+from log.note_keys import (
+    CosignatureSigner,
+    CosignatureVerifier,
+    generate_signer_key,
+    parse_signer_key,
+    parse_verifier_key,
 )
 from log.storage.engine import sqlite_url_for, upgrade_schema
 from witness.cosigner import EMPTY_TREE_ROOT, AddCheckpointRequest, Cosigner, format_signature_lines, parse_log_keys

@@ -10,10 +10,8 @@ import pytest
 from aiohttp import web
 
 from log.errors import InvalidInput
-from log.note import (
-    COSIGNATURE_ED25519, COSIGNATURE_MLDSA44, CosignatureSigner, CosignatureVerifier, generate_signer_key,
-    open_note, parse_note,
-)
+from log.note import COSIGNATURE_ED25519, COSIGNATURE_MLDSA44, open_note, parse_note
+from log.note_keys import CosignatureSigner, CosignatureVerifier, generate_signer_key
 from log.service import Log, LogConfig
 from log.storage.engine import sqlite_url_for, upgrade_schema
 from witness.cosigner import AddCheckpointRequest, Cosigner
@@ -60,7 +58,7 @@ async def open_log(data_dir: Path, key_file: Path | None = None) -> Log:
 
 
 def verify_cosigned(note: bytes, log: Log, servers: list[WitnessServer]) -> list:
-    from log.note import parse_verifier_key
+    from log.note_keys import parse_verifier_key
 
     verifiers = [parse_verifier_key(log.verifier_key)]
     for server in servers:

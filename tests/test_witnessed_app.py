@@ -17,9 +17,8 @@ from api.server.metrics import render_dict_metrics
 from api.client.monitor import verify_log
 from log.errors import InvalidInput
 from log.hashing import hash_leaf
-from log.note import (
-    COSIGNATURE_ED25519, NoteSignature, generate_signer_key, parse_note, parse_verifier_key,
-)
+from log.note import COSIGNATURE_ED25519, NoteSignature, parse_note
+from log.note_keys import generate_signer_key, parse_verifier_key
 from tests.conftest import serve_app
 from tests.test_witness_job import ORIGIN, WitnessServer
 from api.client.evidence import EntryEvidenceError, build_entry_bundle, verify_entry_bundle

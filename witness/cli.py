@@ -24,7 +24,8 @@ from pathlib import Path
 
 
 from log.errors import InvalidInput
-from log.note import COSIGNATURE_ED25519, COSIGNATURE_MLDSA44, CosignatureSigner, generate_signer_key
+from log.note import COSIGNATURE_ED25519, COSIGNATURE_MLDSA44
+from log.note_keys import CosignatureSigner, generate_signer_key
 from log.secret_files import write_secret_file
 from witness.cosigner import Cosigner, parse_log_keys
 

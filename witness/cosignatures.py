@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from log.errors import InvalidInput
-from log.note import CosignatureVerifier, Note, parse_note
+from log.note import Note, parse_note
+from log.note_keys import CosignatureVerifier
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from log.checkpoint import Checkpoint
 from log.errors import InvalidInput, ProofError, SignatureError
 from log.hashing import EMPTY_ROOT
-from log.note import CosignatureSigner, NoteSignature, Verifier, open_note, parse_note, parse_verifier_key
+from log.note import NoteSignature, open_note, parse_note
+from log.note_keys import CosignatureSigner, Verifier, parse_verifier_key
 from log.proofs import verify_consistency
 from witness.errors import (
     BadLogSignature, InconsistentProof, MalformedRequest, OldSizeConflict, RootConflict, UnknownLog, WitnessError,

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from log.checkpoint import Checkpoint, open_checkpoint
 from log.errors import LogError, VerificationError
 from log.hashing import hash_leaf
-from log.note import parse_verifier_key
+from log.note_keys import parse_verifier_key
 from log.proofs import verify_inclusion
 from witness.cosignatures import CosignatureReport, WitnessPolicy, check_cosignatures
 from witness.rfc3161 import TimestampInfo, verify_timestamp

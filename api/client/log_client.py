@@ -31,7 +31,7 @@ from log.checkpoint import Checkpoint, open_checkpoint
 from log.compact import CompactRange, frontier_node_ids
 from log.errors import InvalidInput, LogError, NotFound, ProofError, Unavailable, VerificationError
 from log.hashing import EMPTY_ROOT, hash_leaf
-from log.note import Verifier, parse_verifier_key
+from log.note_keys import Verifier, parse_verifier_key
 from log.proofs import verify_consistency, verify_inclusion
 from log.tile_nodes import node_hash_from_tile, tile_for_node
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID

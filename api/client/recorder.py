@@ -42,7 +42,7 @@ from log.audit.schema import SCHEMA_ID, format_timestamp_ms, validate_event
 from log.checkpoint import Checkpoint, open_checkpoint
 from log.errors import LogError
 from log.hashing import hash_leaf
-from log.note import parse_verifier_key
+from log.note_keys import parse_verifier_key
 from log.proofs import verify_inclusion
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

@@ -33,7 +33,8 @@ from sqlalchemy import func, insert, select
 from api.server.background import BackgroundTask
 from log import defaults
 from log.errors import InvalidInput, LogError, SignatureError
-from log.note import CosignatureVerifier, NoteSignature, parse_note
+from log.note import NoteSignature, parse_note
+from log.note_keys import CosignatureVerifier
 from log.storage.schema import checkpoint_cosignatures
 from witness.cosigner import AddCheckpointRequest
 

@@ -41,7 +41,7 @@ from log.audit.timeline import Node, causal_order
 from log.checkpoint import Checkpoint, open_checkpoint
 from log.errors import LogError
 from log.hashing import hash_leaf
-from log.note import parse_verifier_key
+from log.note_keys import parse_verifier_key
 from log.proofs import verify_inclusion
 
 FORMAT = "auditlog.evidence/v1"

@@ -31,7 +31,7 @@ from log.audit.errors import EvidenceError
 from log.audit.evidence import verify_bundle
 from log.audit.registry import key_id_for
 from log.audit.schema import format_timestamp_ms
-from log.note import generate_signer_key
+from log.note_keys import generate_signer_key
 from log.service import LogConfig
 
 TOKEN = "admin-token-for-tests-0123456789"

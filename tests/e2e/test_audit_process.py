@@ -43,7 +43,7 @@ from log.audit.records import parse_entry
 from log.audit.registry import key_id_for
 from log.audit.schema import format_timestamp_ms
 from log.checkpoint import open_checkpoint
-from log.note import parse_verifier_key
+from log.note_keys import parse_verifier_key
 from tests.processes import REPO, child_processes
 
 PROBLEM = "application/problem+json"

@@ -18,7 +18,7 @@ import urllib.request
 
 from log.checkpoint import open_checkpoint
 from log.hashing import hash_leaf
-from log.note import parse_verifier_key
+from log.note_keys import parse_verifier_key
 from log.proofs import verify_consistency, verify_inclusion
 from tests.processes import child_processes
 from tests.reference_tree import mth

@@ -17,7 +17,7 @@ import psycopg
 
 from log.checkpoint import open_checkpoint
 from log.hashing import hash_leaf
-from log.note import parse_verifier_key
+from log.note_keys import parse_verifier_key
 from tests.processes import REPO
 from tests.reference_tree import mth
 

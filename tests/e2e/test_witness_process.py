@@ -21,7 +21,8 @@ import urllib.request
 from pathlib import Path
 
 from log.checkpoint import Checkpoint, sign_checkpoint
-from log.note import CosignatureVerifier, NoteSignature, parse_note, parse_signer_key
+from log.note import NoteSignature, parse_note
+from log.note_keys import CosignatureVerifier, parse_signer_key
 from witness.cosigner import AddCheckpointRequest
 
 REPO = Path(__file__).resolve().parents[2]

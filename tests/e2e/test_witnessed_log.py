@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from api.cli.main import main as cli_main
-from log.note import COSIGNATURE_ED25519, NoteSignature, generate_signer_key, parse_note
+from log.note import COSIGNATURE_ED25519, NoteSignature, parse_note
+from log.note_keys import generate_signer_key
 from tests.processes import REPO, ServerProcess
 
 ORIGIN = "e2e.test/log"  # what ServerProcess passes as --origin
