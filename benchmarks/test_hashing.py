@@ -29,7 +29,7 @@ def _ours(entries):
     tiles = {}
     for start in range(0, len(entries), 1024):
         extend_tree(frontier, edge, hash_leaves(entries[start:start + 1024]))
-        for tid, data in edge.take_dirty():
+        for tid, data, _ in edge.take_dirty():
             tiles[(tid.level, tid.index)] = data
     return frontier, tiles
 

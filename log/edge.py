@@ -7,11 +7,11 @@ batch of leaf hashes to the frontier (log/compact.py) and the edge together, has
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from log.errors import InvalidInput
 from log.hashing import HASH_SIZE
-from log.tile_nodes import INTERIOR_BYTES, TileData, tile_node_layers
+from log.tile_nodes import INTERIOR_BYTES, tile_node_layers
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID, check_tree_size
 
 if TYPE_CHECKING:
@@ -19,6 +19,16 @@ if TYPE_CHECKING:
 
 _HASH_SIZE = HASH_SIZE
 _FULL_TILE_BYTES = TILE_WIDTH * _HASH_SIZE
+
+
+class ChangedTile(NamedTuple):
+    """A tile whose contents changed, as `EdgeTiles.take_dirty` hands it to the sequencer to store: its complete
+    current bytes and, for a full level-0 tile hashed as a block by extend_tree, its interior nodes
+    (log.tile_nodes.interior_nodes), so that the commit stores them without hashing again; None otherwise."""
+
+    tile_id: TileID
+    data: bytes
+    interior: bytes | None = None
 
 
 class EdgeTiles:
@@ -46,7 +56,7 @@ class EdgeTiles:
         self._bufs: list[bytearray] = []
         self._index: list[int] = []
         self._dirty: set[int] = set()
-        self._full: list[tuple[TileID, bytes]] = []
+        self._full: list[ChangedTile] = []
         level = 0
         while size >> (TILE_HEIGHT * level):
             index, width = divmod(size >> (TILE_HEIGHT * level), TILE_WIDTH)
@@ -87,7 +97,7 @@ class EdgeTiles:
             )
         buf += node_hash
         if len(buf) == _FULL_TILE_BYTES:
-            self._full.append((TileID(level, self._index[level]), bytes(buf)))
+            self._full.append(ChangedTile(TileID(level, self._index[level]), bytes(buf)))
             self._bufs[level] = bytearray()
             self._index[level] += 1
             self._dirty.discard(level)
@@ -114,25 +124,23 @@ class EdgeTiles:
         if not self._bufs:
             self._bufs.append(bytearray())
             self._index.append(0)
-        tile = TileData(data)
-        tile.interior = interior
-        self._full.append((TileID(0, index), tile))
+        self._full.append(ChangedTile(TileID(0, index), data, interior))
         self._index[0] = index + 1
         self._dirty.discard(0)
 
-    def take_dirty(self) -> list[tuple[TileID, bytes]]:
+    def take_dirty(self) -> list[ChangedTile]:
         """Every tile whose contents changed since the last call, with its complete current bytes; then forget them.
 
         Full tiles come with width 256, edge tiles with their current width; sorted by level, then index. Each tile
-        appears once. A full tile added by add_leaf_tile is a TileData carrying its interior nodes.
+        appears once. A full tile added by add_leaf_tile carries its interior nodes.
         """
         out = self._full
         self._full = []
         for level in self._dirty:
             buf = self._bufs[level]
-            out.append((TileID(level, self._index[level], len(buf) >> 5), bytes(buf)))
+            out.append(ChangedTile(TileID(level, self._index[level], len(buf) >> 5), bytes(buf)))
         self._dirty.clear()
-        out.sort(key=lambda item: (item[0].level, item[0].index))
+        out.sort(key=lambda tile: (tile.tile_id.level, tile.tile_id.index))
         return out
 
     def tile(self, level: int) -> tuple[TileID, bytes] | None:

@@ -36,6 +36,7 @@ from log import defaults
 from log.batching import BatchQueue
 from log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from log.compact import CompactRange, frontier_node_ids
+from log.edge import ChangedTile, EdgeTiles, extend_tree
 from log.errors import Conflict, InvalidInput, LogError, StorageError, Unavailable
 from log.hashing import hash_leaves
 from log.note_keys import Signer, parse_verifier_key
@@ -44,8 +45,7 @@ from log.storage import (
     BatchWrite, KeyedEntry, KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite, WorkFailed,
     WriteTransaction,
 )
-from log.edge import EdgeTiles, extend_tree
-from log.tile_nodes import TileData, interior_nodes, node_hash_from_tile, tile_for_node
+from log.tile_nodes import interior_nodes, node_hash_from_tile, tile_for_node
 from log.tiles import MAX_ENTRY_SIZE, TILE_HEIGHT, TILE_WIDTH
 
 logger = logging.getLogger(__name__)
@@ -209,13 +209,13 @@ def load_tree_state(store: LogStore, signer: Signer) -> TreeState:
     return TreeState(frontier, EdgeTiles(size, partial), Published(size, stored.root_hash, stored.note))
 
 
-def _interior(tid, data: bytes) -> bytes | None:
-    """A full tile's interior nodes to store beside it: as extend_tree kept them, or hashed now."""
+def _tile_write(tile: ChangedTile) -> TileWrite:
+    """A changed tile as the store takes it: a full tile with its interior nodes, as extend_tree kept them or hashed
+    now; an edge tile without."""
+    tid, data, interior = tile
     if tid.width != TILE_WIDTH:
-        return None
-    if isinstance(data, TileData) and data.interior is not None:
-        return data.interior
-    return interior_nodes(data)
+        return TileWrite(tid.level, tid.index, data)
+    return TileWrite(tid.level, tid.index, data, interior if interior is not None else interior_nodes(data))
 
 
 def _conflict(key: IdempotencyKey, index: int) -> Conflict:
@@ -519,7 +519,7 @@ class Sequencer:
         extend_tree(state.frontier, state.edge, leaf_hashes)
         size = state.frontier.size
         root = state.frontier.root()
-        tiles = [TileWrite(tid.level, tid.index, data, _interior(tid, data)) for tid, data in state.edge.take_dirty()]
+        tiles = [_tile_write(tile) for tile in state.edge.take_dirty()]
 
         # Step 3 (sign): a checkpoint for the new size and root, in memory only: a crash discards it unserved.
         note = sign_checkpoint(Checkpoint(self._origin, size, root), self._signer)

@@ -100,14 +100,6 @@ def interior_nodes(tile_data: bytes) -> bytes:
     return b"".join(tile_node_layers(tile_data)[1:TILE_HEIGHT])
 
 
-class TileData(bytes):
-    """A full level-0 tile's bytes as EdgeTiles.take_dirty hands them to the sequencer, carrying the interior nodes
-    extend_tree hashed on the way (`interior`, or None), so that the commit stores them without hashing again.
-    Stored tiles come back from the store as log.storage.StoredTile."""
-
-    interior: bytes | None = None
-
-
 class TileNodes:
     """Every perfect node inside one full tile (height r < 8 within it), sliced from the tile and its interior nodes
     (interior_nodes: stored with the tile; computed here, once, for a tile that comes without them)."""

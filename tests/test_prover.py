@@ -48,7 +48,7 @@ def grow(size: int, store: Store, seed: int = 0):
     edge = EdgeTiles(0, {})
     frontier = CompactRange()
     frontier.extend([hash_leaf(leaf) for leaf in leaves], edge.add_node)
-    for tile_id, data in edge.take_dirty():
+    for tile_id, data, _ in edge.take_dirty():
         if tile_id.width == TILE_WIDTH:
             store.put((tile_id.level, tile_id.index), data)
     return leaves, edge.snapshot()

@@ -22,7 +22,6 @@ from log.errors import InvalidInput, NotFound
 from log.hashing import hash_children, hash_leaf
 from log.tile_nodes import (
     PartialTileNodes,
-    TileData,
     TileNodes,
     interior_nodes,
     node_hash_from_tile,
@@ -181,8 +180,8 @@ def test_edge_tiles_built_in_one_go_equal_every_reference_tile(reference, make_r
     edge = EdgeTiles(0, {})
     make_range().extend(reference.leaves, edge.add_node)
     dirty = edge.take_dirty()
-    assert [tid for tid, _ in dirty] == sorted(tiles_for_size(SIZE), key=lambda t: (t.level, t.index))
-    for tid, data in dirty:
+    assert [tid for tid, _, _ in dirty] == sorted(tiles_for_size(SIZE), key=lambda t: (t.level, t.index))
+    for tid, data, _ in dirty:
         assert data == reference.files[tid.path()], tid.path()
         assert len(tile_hashes(data)) == tid.width
     assert edge.take_dirty() == []
@@ -197,9 +196,9 @@ def test_edge_tiles_in_batches_report_each_changed_tile_once(reference, make_ran
         before = set(tiles_for_size(begin))
         frontier.extend(reference.leaves[begin:end], edge.add_node)
         dirty = edge.take_dirty()
-        assert {tid for tid, _ in dirty} == set(tiles_for_size(end)) - before
-        assert len(dirty) == len({tid for tid, _ in dirty})
-        for tid, data in dirty:
+        assert {tid for tid, _, _ in dirty} == set(tiles_for_size(end)) - before
+        assert len(dirty) == len({tid for tid, _, _ in dirty})
+        for tid, data, _ in dirty:
             assert data == reference.widest[(tid.level, tid.index)][: tid.width * 32]
             latest[(tid.level, tid.index)] = (tid, data)
     assert {tid.path(): data for tid, data in latest.values()} == {
@@ -222,18 +221,18 @@ def test_extend_tree_in_batches_gives_every_reference_tile_and_its_interior_node
         if end <= 1500:
             assert frontier.root() == _mth(reference.leaves[:end])
         dirty = edge.take_dirty()
-        assert {tid for tid, _ in dirty} == set(tiles_for_size(end)) - before
-        for tid, data in dirty:
+        assert {tid for tid, _, _ in dirty} == set(tiles_for_size(end)) - before
+        for tid, data, interior in dirty:
             latest[(tid.level, tid.index)] = data
-            if isinstance(data, TileData) and data.interior is not None:
+            if interior is not None:
                 blocks += 1
                 assert tid.level == 0 and tid.width == TILE_WIDTH
-                assert data.interior == interior_nodes(data)
+                assert interior == interior_nodes(data)
                 first = tid.index * TILE_WIDTH
                 # layer 1 first (128 hashes) ... layer 7 last (2 hashes), against the leaves by the definition
-                assert data.interior[:32] == _mth(reference.leaves[first:first + 2])
-                assert data.interior[127 * 32:128 * 32] == _mth(reference.leaves[first + 254:first + 256])
-                assert data.interior[-32:] == _mth(reference.leaves[first + 128:first + 256])
+                assert interior[:32] == _mth(reference.leaves[first:first + 2])
+                assert interior[127 * 32:128 * 32] == _mth(reference.leaves[first + 254:first + 256])
+                assert interior[-32:] == _mth(reference.leaves[first + 128:first + 256])
     assert blocks > 250  # most level-0 tiles went the block way
     assert frontier.root() == base64.b64decode(reference.vectors["root"])
     assert {TileID(level, index, len(data) // 32).path(): data for (level, index), data in latest.items()} == {
@@ -259,7 +258,10 @@ def test_extend_tree_equals_extending_leaf_by_leaf(start, batches):
         extend_tree(new_way, new_edge, leaves[at:at + count])
         at += count
         assert (new_way.size, new_way.hashes) == (old_way.size, old_way.hashes)
-        assert new_edge.take_dirty() == old_edge.take_dirty()
+        new_tiles, old_tiles = new_edge.take_dirty(), old_edge.take_dirty()
+        assert [(tid, data) for tid, data, _ in new_tiles] == [(tid, data) for tid, data, _ in old_tiles]
+        # the interior nodes kept by the block path are the tile's own; the leaf-by-leaf path keeps none
+        assert all(interior is None or interior == interior_nodes(data) for _, data, interior in new_tiles)
         assert new_edge.snapshot() == old_edge.snapshot()
 
 
@@ -278,8 +280,8 @@ def test_edge_tiles_take_a_whole_leaf_tile_only_at_a_tile_boundary():
         edge.add_leaf_tile(0, tile, interior)  # tile 0 already holds a hash
     edge = EdgeTiles(0, {})
     edge.add_leaf_tile(0, tile, interior)
-    [(tid, data)] = edge.take_dirty()
-    assert (tid, data, data.interior) == (TileID(0, 0), tile, interior)
+    [(tid, data, kept)] = edge.take_dirty()
+    assert (tid, data, kept) == (TileID(0, 0), tile, interior)
     edge.add_leaf_tile(1, tile, interior)  # the next one follows
     with pytest.raises(InvalidInput):
         edge.add_node(0, 0, tile[:32])  # and leaves continue after it, at 512
@@ -338,8 +340,8 @@ def test_edge_tiles_resumed_from_stored_partial_tiles(reference, n, k):
     frontier = RANGES[-1](n, [_node_from_tiles(reference.widest, *node) for node in _perfect_nodes(n)])
     frontier.extend(reference.leaves[n:end], edge.add_node)
     dirty = edge.take_dirty()
-    assert {tid for tid, _ in dirty} == set(tiles_for_size(end)) - set(tiles_for_size(n))
-    for tid, data in dirty:
+    assert {tid for tid, _, _ in dirty} == set(tiles_for_size(end)) - set(tiles_for_size(n))
+    for tid, data, _ in dirty:
         assert data == reference.widest[(tid.level, tid.index)][: tid.width * 32]
     for tid in tiles_for_size(end):
         if tid.is_partial:
@@ -588,7 +590,7 @@ def test_edge_tiles_rejects_inconsistent_state():
     for bad in [(0, 0, bytes(32)), (0, 2, bytes(32)), (0, 1, bytes(31)), (8, 1, bytes(32))]:
         with pytest.raises(InvalidInput):
             edge.add_node(*bad)
-    assert edge.take_dirty() == [(TileID(0, 0, 1), bytes(32))]
+    assert edge.take_dirty() == [(TileID(0, 0, 1), bytes(32), None)]
     assert edge.take_dirty() == []
 
 
