@@ -62,6 +62,18 @@ class StorageError(LogError):
     code = "storage-error"
 
 
+class StorageUnavailable(StorageError):
+    """The store cannot take writes right now (disk full, an I/O error, the database unreachable, the writer lock
+    lost): nothing of the refused request was acknowledged; retry later. `reason` names the condition
+    (log.storage.faults); the log takes writes again by itself once it clears."""
+
+    code = "storage-unavailable"
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 class SequencerLockHeld(StorageError):
     """Another sequencer holds the database's writer lock."""
 

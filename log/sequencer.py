@@ -37,7 +37,7 @@ from log.batching import BatchQueue
 from log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from log.compact import CompactRange, frontier_node_ids
 from log.edge import ChangedTile, EdgeTiles, extend_tree
-from log.errors import Conflict, InvalidInput, LogError, StorageError, Unavailable
+from log.errors import Conflict, InvalidInput, LogError, StorageError, StorageUnavailable, Unavailable
 from log.hashing import hash_leaves
 from log.note_keys import Signer, parse_verifier_key
 from log.stats import LogStats
@@ -45,10 +45,15 @@ from log.storage import (
     BatchWrite, KeyedEntry, KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite, WorkFailed,
     WriteTransaction,
 )
+from log.storage.faults import storage_fault
 from log.tile_nodes import interior_nodes, node_hash_from_tile, tile_for_node
 from log.tiles import MAX_ENTRY_SIZE, TILE_HEIGHT, TILE_WIDTH
 
 logger = logging.getLogger(__name__)
+
+# While the store cannot take writes (`Sequencer.unavailable`), submissions are refused at once, but for one let
+# through this often to find out whether it can again: the first to commit clears the condition.
+UNAVAILABLE_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -318,6 +323,30 @@ class Sequencer:
         self._thread: threading.Thread | None = None
         self._state: TreeState | None = None
         self._edge_tiles: dict[tuple[int, int], bytes] = {}
+        # Why the store cannot take writes right now (None: it can). Set on the writer thread when a commit fails
+        # for a condition log.storage.faults names, cleared when one commits again; read on the event loop.
+        self._unavailable: str | None = None
+        self._retry_at = 0.0  # monotonic: when the next submission is let through while unavailable
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why writes cannot be taken right now ("disk full", "database unreachable: ...", "shutting down"), or None.
+
+        Not `broken`: this clears by itself, the next commit that succeeds ends it."""
+        if self._batches.closing:
+            return "shutting down"
+        return self._unavailable
+
+    def _refuse_while_unavailable(self) -> None:
+        """On the event loop, while `_unavailable` is set: refuse at once with 503, but let one submission through
+        every UNAVAILABLE_RETRY_SECONDS (it commits and clears the condition, or fails like the last batch)."""
+        reason = self._unavailable
+        if reason is None:
+            return
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise StorageUnavailable(f"the log cannot store entries right now: {reason}; retry later", reason)
+        self._retry_at = now + UNAVAILABLE_RETRY_SECONDS
 
     @property
     def broken(self) -> Exception | None:
@@ -367,6 +396,8 @@ class Sequencer:
         if batches.stopped is not None:
             raise StorageError(f"the sequencer stopped after a storage failure it could not recover from: "
                                f"{batches.stopped}")
+        if self._unavailable is not None:
+            self._refuse_while_unavailable()
         for position, entry in enumerate(entries):
             if len(entry) > MAX_ENTRY_SIZE:
                 raise InvalidInput(
@@ -392,6 +423,8 @@ class Sequencer:
             raise Unavailable("the log is shutting down")
         if self._batches.stopped is not None:
             raise StorageError(f"the sequencer stopped after a storage failure: {self._batches.stopped}")
+        if self._unavailable is not None:
+            self._refuse_while_unavailable()
         future = asyncio.get_running_loop().create_future()
         self._batches.put(_Submission((), None, None, work, future, time.monotonic()), 0)
         result = await future
@@ -431,15 +464,29 @@ class Sequencer:
                 # reloaded from the store before anything else is written.
                 self.stats.batch_failures += 1
                 logger.error("batch of %d submissions failed: %s", len(batch), exc)
-                error = exc if isinstance(exc, LogError) else StorageError(f"storing the batch failed: {exc}")
+                error = self._batch_error(exc)
                 self._hand_over(_fail, batch, error)
                 self._recover()
                 continue
             self.stats.integration_seconds.observe(time.perf_counter() - started)
+            if self._unavailable is not None:
+                self._unavailable = None  # a commit went through: the store takes writes again
+                logger.warning("the log stores entries again")
             # Step 5 (answer): every waiting submission gets its indices, on the event loop. Everything is stored:
             # a crash before they are answered loses nothing, their submitters retry (a keyed retry gets the
             # original index back).
             self._hand_over(_resolve, batch, committed)
+
+    def _batch_error(self, exc: Exception) -> LogError:
+        """What the submitters of a failed batch get. A condition that keeps the store from taking writes (a full
+        disk, an I/O error, the database gone: log.storage.faults) also marks the log `unavailable` until a commit
+        succeeds again, and is answered as such (503); any other failure as it was raised."""
+        reason = storage_fault(exc)
+        if reason is not None:
+            self._retry_at = time.monotonic() + UNAVAILABLE_RETRY_SECONDS
+            self._unavailable = reason
+            return StorageUnavailable(f"the batch was not stored: {reason}; retry later", reason)
+        return exc if isinstance(exc, LogError) else StorageError(f"storing the batch failed: {exc}")
 
     def _hand_over(self, deliver: Callable, batch: list[_Submission], outcome) -> None:
         try:

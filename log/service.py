@@ -176,6 +176,18 @@ class Log:
         return None if broken is None else str(broken)
 
     @property
+    def write_unavailable(self) -> str | None:
+        """Why this log cannot take writes right now, or None while it can: "stopped: <failure>" once the writer
+        has stopped for good, else the sequencer's passing condition ("disk full", "database unreachable: ...",
+        "shutting down", ...). A read-only replica never takes writes itself: "read-only replica"."""
+        if self._sequencer is None:
+            return "read-only replica"
+        broken = self._sequencer.broken
+        if broken is not None:
+            return f"stopped: {broken}"
+        return self._sequencer.unavailable
+
+    @property
     def size(self) -> int:
         return self.checkpoint.size
 

@@ -51,6 +51,23 @@ _KEY_ID_PATH = _path("key_id", "the key's id (as the registry lists it)")
 _TENANT = _query("tenant", "only this tenant's events", schema={"type": "string", "pattern": _TOKEN})
 _PROOFS = _query("proofs", "true or false", schema={"type": "string", "enum": ["true", "false", "1", "0"]})
 _ADMIN = [{"bearerAuth": []}]
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_READINESS = {
+    "type": "object",
+    "required": ["status", "origin", "tree_size"],
+    "properties": {
+        "status": {"enum": ["ready", "unavailable"]},
+        "reason": {"type": "string", "description": "why writes cannot be taken: disk full, disk I/O error, "
+                                                    "database unreachable: ..., shutting down, stopped: ..."},
+        "origin": {"type": "string"},
+        "tree_size": _UINT,
+        "witness": {"type": "object", "description": "when witnesses are configured", "properties": {
+            "k": _UINT, "latest_size": _UINT, "witnessed_size": {"type": ["integer", "null"]},
+            "lag_entries": _UINT, "lag_seconds": {"type": "number"}}},
+        "timestamp": {"type": "object", "description": "when a TSA is configured", "properties": {
+            "timestamped_size": {"type": ["integer", "null"]}, "lag_entries": _UINT, "age_seconds": _NUMBER_OR_NULL}},
+    },
+}
 _OBJECT = {"type": "object"}
 
 
@@ -367,6 +384,19 @@ DOCUMENT: dict = {
                 "responses": {"200": {"description": "serving", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"status": {"const": "ok"}, "origin": {"type": "string"},
                                                      "tree_size": _UINT}}}}}},
+            },
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: 200 while the log can take writes, 503 with the reason while it cannot; "
+                           "witness and timestamp lag where those jobs run",
+                "operationId": "readyz",
+                "responses": {
+                    "200": {"description": "ready", "content": {"application/json": {"schema": _READINESS}}},
+                    "503": {"description": "writes cannot be taken now (Retry-After): disk full, disk I/O error, "
+                                           "database unreachable, writer lock lost, shutting down, stopped",
+                            "content": {"application/json": {"schema": _READINESS}}},
+                },
             },
         },
         "/metrics": {

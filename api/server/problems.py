@@ -21,8 +21,9 @@ from aiohttp import web
 
 from log.errors import (
     Conflict, InvalidInput, LogError, NotFound, ProofError, SequencerLockHeld, SignatureError, StorageError,
-    Unavailable, VerificationError,
+    StorageUnavailable, Unavailable, VerificationError,
 )
+from log.storage.faults import storage_fault
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ _BY_CLASS: dict[type, ProblemKind] = {
     SignatureError: ProblemKind(422, "Invalid signature"),
     Unavailable: ProblemKind(503, "Service unavailable", retry_after=True),
     SequencerLockHeld: ProblemKind(503, "Sequencer lock held elsewhere", retry_after=True),
+    StorageUnavailable: ProblemKind(503, "Storage unavailable", retry_after=True),
     StorageError: ProblemKind(500, "Storage error"),
     LogError: ProblemKind(500, "Log error"),
 }
@@ -109,6 +111,8 @@ def problem_body(exc: LogError) -> dict:
     body: dict = {"type": TYPE_PREFIX + exc.code, "title": kind.title, "status": kind.status, "detail": str(exc)}
     if getattr(exc, "field", None) is not None:
         body["field"] = exc.field
+    if getattr(exc, "reason", None) is not None:
+        body["reason"] = exc.reason  # StorageUnavailable: "disk full", "database unreachable: ...", ...
     errors = getattr(exc, "errors", None)
     if errors and all(hasattr(e, "field") and hasattr(e, "message") for e in errors):
         body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
@@ -149,6 +153,10 @@ async def problem_middleware(request: web.Request, handler) -> web.StreamRespons
     try:
         return await handler(request)
     except LogError as exc:
+        if type(exc) is StorageError:  # one that wraps a passing storage condition is answered as that (503)
+            reason = storage_fault(exc)
+            if reason is not None:
+                exc = StorageUnavailable(f"storage is unavailable: {reason}; retry later", reason)
         return problem_from_log_error(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -156,7 +164,11 @@ async def problem_middleware(request: web.Request, handler) -> web.StreamRespons
         return problem_from_http(exc, request)
     except asyncio.CancelledError:
         raise
-    except Exception:  # noqa: BLE001 - the one place that answers the unexpected, after logging it
+    except Exception as exc:  # noqa: BLE001 - the one place that answers the unexpected, after logging it
+        reason = storage_fault(exc)
+        if reason is not None:  # a driver or file error that is a passing storage condition, not a bug: 503
+            logger.warning("storage unavailable handling %s %s: %s", request.method, request.path, exc)
+            return problem_from_log_error(StorageUnavailable(f"storage is unavailable: {reason}; retry later", reason))
         logger.exception("unexpected error handling %s %s", request.method, request.path)
         return problem_response(500, "internal-error", "Internal server error",
                                 "an unexpected error occurred; it has been logged")

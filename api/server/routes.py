@@ -27,7 +27,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from api.server import metrics
-from api.server.problems import ProblemKind, register_problem_kinds
+from api.server.problems import RETRY_AFTER_SECONDS, ProblemKind, register_problem_kinds
+from api.server.readiness import readiness, readiness_metrics
 from api.server.state import HTTP_METRICS, LOG, METRIC_SOURCES, OPENAPI, TIMESTAMP_JOB, WITNESS_JOB
 from log.errors import InvalidInput, NotFound
 from log.sequencer import Published
@@ -405,11 +406,21 @@ async def healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok", "origin": log.origin, "tree_size": log.size})
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness (api/server/readiness.py): 200 while the log can take writes, 503 with the reason while not."""
+    report = readiness(request.app)
+    if report["status"] == "ready":
+        return _json(report)
+    return web.json_response(report, status=503, headers={"Cache-Control": NO_CACHE,
+                                                          "Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 async def metrics_text(request: web.Request) -> web.Response:
     log = request.app[LOG]
     text = metrics.render(
         log.stats, request.app[HTTP_METRICS], tree_size=log.size, storage_bytes=await log.storage_bytes()
     )
+    text += readiness_metrics(readiness(request.app))
     text += "".join(source() for source in request.app[METRIC_SOURCES])
     return web.Response(body=text.encode(), headers={"Content-Type": metrics.CONTENT_TYPE, "Cache-Control": NO_CACHE})
 
@@ -434,6 +445,7 @@ ROUTES = [
     web.get("/tile/entries/{n:.+}", entry_bundle, allow_head=False),
     web.get("/tile/{level}/{n:.+}", hash_tile, allow_head=False),
     web.get("/healthz", healthz, allow_head=False),
+    web.get("/readyz", readyz, allow_head=False),
     web.get("/metrics", metrics_text, allow_head=False),
 ]
 
