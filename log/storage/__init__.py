@@ -150,11 +150,19 @@ class LogWriter(ABC):
         Work exists because the writer holds the database's write lock: on SQLite no other connection can write,
         so every write to the log's database (cosignatures, timestamps, registries) goes through here.
 
+        Fenced: it commits only if the writer still holds the sequencer lock, checked inside the transaction.
         Atomic: either all of it is stored or none of it. Durable on return: once this returns, a crash of the
         process or the machine loses none of it. Raises `StorageError` when the transaction did not commit (the
         caller cannot always know whether a failure happened before or after the commit point and must reload
         state from the store before writing again), and `SequencerLockHeld` if the lock was lost.
         """
+
+    @property
+    def holding(self) -> bool:
+        """False once the writer knows it lost its connection or the sequencer lock (it then commits nothing more:
+        a new writer must be acquired). True does not promise the lock is still held: every commit checks that
+        itself, inside its transaction, and raises `SequencerLockHeld` instead of committing."""
+        return True
 
     @abstractmethod
     def close(self) -> None:
