@@ -10,9 +10,9 @@ the latest checkpoint re-read from the database every 50 ms, or at once when ask
 itself, with the same handlers as the writer: the rows of the writer's route table (api/server/routes.py `ROUTES`)
 whose handler `READ_WORKER_HANDLERS` names. Single-entry POSTs it checks and sends on to the writer in batches
 (`EntryBatcher`: one HTTP request of the writer's for many entries, not one each). Every other request (batch
-writes, the checkpoint with its cosignatures, the audit personality, metrics, health) goes to the writer through
-that socket, answered exactly as the writer answers it. The writer restarts a worker that exits, and stops them
-all when it stops.
+writes, the checkpoint with its cosignatures, the audit personality, metrics, health, readiness) goes to the writer
+through that socket, answered exactly as the writer answers it. The writer restarts a worker that exits, and stops
+them all when it stops.
 
 Why processes: one CPython process serves at most one core, and on a 2-core machine a proof request is mostly
 per-request Python (HTTP, the proof's own bookkeeping), not I/O.

@@ -30,7 +30,8 @@ _SQLITE_FULL = 13
 _SQLITE_CANTOPEN = 14
 
 _PG_DISK_FULL = "53100"
-_PG_SHUTDOWN = {"57P01", "57P02", "57P03"}  # admin_shutdown (pg_terminate_backend too), crash_shutdown, cannot_connect_now
+# admin_shutdown (pg_terminate_backend too), crash_shutdown, cannot_connect_now
+_PG_SHUTDOWN = {"57P01", "57P02", "57P03"}
 
 
 def storage_fault(exc: BaseException) -> str | None:
