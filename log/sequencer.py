@@ -38,6 +38,7 @@ from log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from log.compact import CompactRange, frontier_node_ids
 from log.edge import ChangedTile, EdgeTiles, extend_tree
 from log.errors import Conflict, InvalidInput, LogError, StorageError, StorageUnavailable, Unavailable
+from log.fsck import check_newest_entries
 from log.hashing import hash_leaves
 from log.note_keys import Signer, parse_verifier_key
 from log.stats import LogStats
@@ -163,8 +164,9 @@ def load_tree_state(store: LogStore, signer: Signer) -> TreeState:
 
     Checks: the latest checkpoint's signature (with our own key) and its body against the row's size and root;
     the number of stored entries against the checkpoint size; the root recomputed from the stored tiles against the
-    checkpoint root; every right-edge partial tile's width against the size. Raises StorageError naming the first
-    disagreement: the log refuses to serve rather than extend a history it cannot vouch for.
+    checkpoint root; the entries of the newest level-0 tiles re-hashed against their leaf hashes and those tiles
+    (log.fsck.check_newest_entries); every right-edge partial tile's width against the size. Raises StorageError
+    naming the first disagreement: the log refuses to serve rather than extend a history it cannot vouch for.
     """
     stored = store.latest_checkpoint()
     entry_count = store.entry_count()
@@ -204,6 +206,7 @@ def load_tree_state(store: LogStore, signer: Signer) -> TreeState:
     frontier = CompactRange(size, hashes)
     if frontier.root() != stored.root_hash:
         raise StorageError(f"the root recomputed from stored tiles does not match the checkpoint of size {size}")
+    check_newest_entries(store, size)  # the entries of the newest tiles against their leaf hashes and tiles
 
     partial = {}
     for level, (index, width) in partial_keys.items():

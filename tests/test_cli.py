@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from api.server.app import create_app
-from api.cli.client import _ProgressBar
+from api.cli.options import ProgressBar
 from api.cli.main import build_parser, main
 from log.checkpoint import Checkpoint, sign_checkpoint
 from log.hashing import hash_leaf
@@ -169,12 +169,12 @@ def test_verify_finds_a_rewritten_history(log_config, live_server, tmp_path, cap
 
 def test_progress_bar_draws_on_a_terminal_only():
     stream = io.StringIO()
-    bar = _ProgressBar(stream, enabled=True)
+    bar = ProgressBar(stream, enabled=True)
     for done in (0, 2560, 12847):
         bar(done, 12847)
     assert "100% 12,847/12,847 entries" in stream.getvalue()
     quiet = io.StringIO()
-    _ProgressBar(quiet)(5, 10)  # StringIO is not a terminal
+    ProgressBar(quiet)(5, 10)  # StringIO is not a terminal
     assert quiet.getvalue() == ""
 
 

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from api.cli.options import VKEY_SUFFIX, env
+from api.cli.options import VKEY_SUFFIX, ProgressBar, env
 from log import defaults
 from log.errors import InvalidInput, LogError
 from log.hashing import hash_leaf
@@ -234,28 +234,6 @@ def cmd_verify(args) -> int:
     return asyncio.run(_verify(args))
 
 
-class _ProgressBar:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal and at most every 1% of the work."""
-
-    def __init__(self, stream=sys.stderr, enabled: bool | None = None):
-        self.stream = stream
-        self.enabled = stream.isatty() if enabled is None else enabled
-        self.last = -1
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total <= 0:
-            return
-        percent = done * 100 // total
-        if percent == self.last:
-            return
-        self.last = percent
-        filled = percent * 30 // 100
-        self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {percent:3d}% {done:,}/{total:,} entries")
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
 async def _verify(args) -> int:
     from api.client.log_client import LogClient
     from api.client.monitor import verify_log
@@ -264,7 +242,7 @@ async def _verify(args) -> int:
     witnesses, tsa_trusted = _witness_policy(args), _tsa_ca(args)
     async with LogClient(args.server, _read_key(args)) as client:
         report = await verify_log(client, state, concurrency=args.concurrency,
-                                  progress=None if args.quiet else _ProgressBar(),
+                                  progress=None if args.quiet else ProgressBar(),
                                   witnesses=witnesses, tsa_trusted=tsa_trusted)
     for failure in report.failures:
         print(f"FAILED: {failure}")

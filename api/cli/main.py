@@ -6,6 +6,7 @@
                    [--tsa-url URL --tsa-ca PEM] [--timestamp-interval S]
     auditlog keygen --origin NAME [--out FILE]
     auditlog db upgrade [--database-url U] [--data-dir D]
+    auditlog db check [--database-url U] [--data-dir D] [--log-key VKEY] [--quiet]
     auditlog add [FILE|- ...] [--lines] [--server URL] [--key VKEY]
     auditlog proof (--index I | --leaf-hash H) [--tree-size S] [--server URL] [--key VKEY]
     auditlog proof --evidence I [--out FILE] [--server URL] [--key VKEY]
@@ -17,7 +18,8 @@ used by scripts and tests. Commands that verify take the log's verifier key from
 holding it), else $AUDITLOG_VERIFIER_KEY, else <data-dir>/log.vkey, which `serve` and `keygen` write.
 Witness keys (`--witness-key`) and `--log-key` may also be given as files holding the key.
 Exit status: 0 success, 1 a failed check or an error (said on stderr), 2 bad usage (a bad flag, or a bad AUDITLOG_*
-variable, named in one line when the command that reads it runs).
+variable, named in one line when the command that reads it runs); `db check` also exits 2 for a missing database or
+key and 3 for an unreachable database.
 
 This module is the parser and main(); the commands live in api/cli/server.py (serve, serve-reads, keygen, db) and
 api/cli/client.py (add, proof, verify, verify-evidence), their value parsers in api/cli/options.py, and every
@@ -109,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--database-url", default=env("AUDITLOG_DATABASE_URL"))
     upgrade.add_argument("--data-dir", default=env("AUDITLOG_DATA_DIR", defaults.DATA_DIR))
     upgrade.set_defaults(func=server.cmd_db_upgrade)
+    check = db_commands.add_parser(
+        "check", help="re-hash every entry, rebuild every tile and root, compare with the signed checkpoints "
+                      "(offline, read-only; exit 0 agree, 1 a disagreement, 2 no database or key, 3 unreachable)")
+    check.add_argument("--database-url", default=env("AUDITLOG_DATABASE_URL"))
+    check.add_argument("--data-dir", default=env("AUDITLOG_DATA_DIR", defaults.DATA_DIR))
+    check.add_argument("--log-key", metavar="VKEY",
+                       help="the log's verifier key, or a file holding it (default <data-dir>/log.vkey, or the one "
+                            "of <data-dir>/log.key)")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(func=server.cmd_db_check)
 
     def client_options(sub, key_required: bool = False):
         sub.add_argument("--server", default=env("AUDITLOG_SERVER", defaults.SERVER_URL),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -67,3 +68,26 @@ def flag_or_env(flag: T | None, name: str, parse: Callable[[str], T], default: T
         return parse(text)
     except argparse.ArgumentTypeError:
         raise BadEnvironment(f"{name} must be {_WHAT[parse]}, not {text!r}") from None
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal and at most every 1% of the work
+    (`auditlog verify` and `auditlog db check`)."""
+
+    def __init__(self, stream=sys.stderr, enabled: bool | None = None):
+        self.stream = stream
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        percent = done * 100 // total
+        if percent == self.last:
+            return
+        self.last = percent
+        filled = percent * 30 // 100
+        self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {percent:3d}% {done:,}/{total:,} entries")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()

@@ -1,4 +1,4 @@
-"""The server's side of `auditlog`: serve, serve-reads (a read worker), keygen and db upgrade, and the logging they
+"""The server's side of `auditlog`: serve, serve-reads (a read worker), keygen, db upgrade and db check, and the logging they
 set up. The server itself (aiohttp's web, the Log, SQLAlchemy) is imported when one of these commands runs, so the
 client commands never load it.
 """
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from api.cli.options import VKEY_SUFFIX, env, flag_or_env, non_negative, positive, positive_seconds
+from api.cli.options import VKEY_SUFFIX, ProgressBar, env, flag_or_env, non_negative, positive, positive_seconds
 from log import defaults
 from log.errors import InvalidInput, LogError
 
@@ -201,3 +201,98 @@ def cmd_db_upgrade(args) -> int:
     return 0
 
 
+
+
+# --- db check ----------------------------------------------------------------------------------------------------
+
+# Exit statuses of `db check`: 0 every entry, tile and checkpoint agrees; 1 a disagreement (the first one named);
+# 2 no database, no log schema in it, or no usable key; 3 the database server could not be reached.
+CHECK_UNUSABLE = 2
+CHECK_UNREACHABLE = 3
+
+
+def cmd_db_check(args) -> int:
+    """`auditlog db check`: the offline fsck (log/fsck.py). Opens the database read-only and takes no lock, so it
+    runs beside a live server; the key comes from --log-key, else <data-dir>/log.vkey, else <data-dir>/log.key."""
+    from log.fsck import check_log
+    from log.note_keys import parse_verifier_key
+    from log.service import LogConfig
+    from log.storage.store import SqlLogStore
+
+    config = LogConfig(data_dir=Path(args.data_dir), database_url=args.database_url)
+    try:
+        verifier = parse_verifier_key(_check_key(args, config))
+    except (OSError, LogError) as exc:
+        return _check_failed(f"no usable log key: {exc}", CHECK_UNUSABLE)
+    url = config.resolved_database_url()
+    try:
+        store = SqlLogStore(url, read_only=True)
+    except FileNotFoundError as exc:
+        return _check_failed(f"{exc}", CHECK_UNUSABLE)
+    except Exception as exc:  # noqa: BLE001 - a bad URL, a missing driver: one line
+        return _check_failed(f"cannot open {_shown_url(url)}: {type(exc).__name__}: {exc}", CHECK_UNUSABLE)
+    progress = None if args.quiet else ProgressBar()
+    try:
+        report = check_log(store, verifier, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - sorted into unreachable and unusable below, said in one line
+        status = _check_error_status(exc)
+        what = "cannot reach" if status == CHECK_UNREACHABLE else "cannot read the log in"
+        first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0:1] or [type(exc).__name__]
+        return _check_failed(f"{what} {_shown_url(url)}: {first_line[0]}", status)
+    finally:
+        store.close()
+    if report.ok:
+        if report.size == 0 and report.origin is None:
+            print("OK: the log is empty and has published no checkpoint")
+        else:
+            print(f"OK: {report.entries:,} entries, {report.tiles:,} tiles, {report.checkpoints:,} checkpoints agree "
+                  f"with the checkpoint signed by {report.origin}")
+        return 0
+    first = report.first
+    print(f"FAILED: {first}")
+    counts = ", ".join(f"{kind} {count:,}" for kind, count in sorted(report.counts.items()))
+    print(f"{sum(report.counts.values()):,} disagreement(s) by kind: {counts} (after the first, some may follow "
+          f"from it); checked {report.entries:,} entries, {report.tiles:,} tiles, {report.checkpoints:,} checkpoints")
+    return 1
+
+
+def _check_key(args, config) -> str:
+    from log.keys import read_signer_key
+
+    value = args.log_key
+    if value:
+        path = Path(value)
+        return path.read_text().strip() if path.is_file() else value
+    key_file = config.resolved_key_file()
+    vkey_file = key_file.with_suffix(VKEY_SUFFIX)
+    if vkey_file.is_file():
+        return vkey_file.read_text().strip()
+    if key_file.is_file():
+        return read_signer_key(key_file).verifier_key
+    raise InvalidInput(f"neither {vkey_file} nor {key_file} exists: pass --log-key", field="log_key")
+
+
+def _check_failed(message: str, status: int) -> int:
+    print(f"auditlog db check: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def _check_error_status(exc: Exception) -> int:
+    """Unreachable (3) for a connection that could not be made; unusable (2) for a database that answered but holds
+    no log (no such table, no such database, refused credentials)."""
+    from sqlalchemy.exc import OperationalError
+
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(exc, OperationalError) and sqlstate is None and "sqlite" not in type(orig).__module__:
+        refused = ("does not exist", "authentication failed", "no password supplied", "not permitted")
+        return CHECK_UNUSABLE if any(text in str(orig) for text in refused) else CHECK_UNREACHABLE
+    if isinstance(exc, OperationalError) and sqlstate is not None and sqlstate.startswith("08"):
+        return CHECK_UNREACHABLE
+    return CHECK_UNUSABLE
+
+
+def _shown_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -84,11 +84,17 @@ def schema_revision(url: str) -> str | None:
         engine.dispose()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, read_only: bool = False) -> Engine:
     """A pooled engine for `url` (already normalised); on SQLite its directory is created and every connection
-    gets the log's pragmas."""
+    gets the log's pragmas.
+
+    `read_only`: every connection refuses writes (`auditlog db check` beside a running server). SQLite: the file is
+    opened read-only (it must exist: nothing is created) and `query_only` is set; PostgreSQL: every transaction is
+    READ ONLY."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        if read_only:
+            return _read_only_sqlite_engine(parsed.database)
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
@@ -108,5 +114,25 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
+    if read_only:
+        return create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True,
+                             connect_args={"options": "-c default_transaction_read_only=on", "connect_timeout": 10})
     return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+def _read_only_sqlite_engine(database: str | None) -> Engine:
+    import sqlite3
+    from urllib.parse import quote
+
+    if not database or database == ":memory:" or not Path(database).is_file():
+        raise FileNotFoundError(f"no SQLite database at {database}")
+    uri = f"file:{quote(str(Path(database).resolve()))}?mode=ro"
+
+    def connect():
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    return create_engine(f"sqlite:///{database}", creator=connect, pool_size=2, max_overflow=2)
 

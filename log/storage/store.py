@@ -40,9 +40,10 @@ _KEYS_PER_QUERY = 500  # well under SQLite's 32,766 bound variables and PostgreS
 
 
 class SqlLogStore(LogStore):
-    def __init__(self, url: str):
+    def __init__(self, url: str, read_only: bool = False):
+        """`read_only`: a store for checking only (see make_engine); acquire_writer() then fails."""
         self.url = normalize_database_url(url)
-        self.engine = make_engine(self.url)
+        self.engine = make_engine(self.url, read_only=read_only)
         self.dialect = self.engine.dialect.name
         if self.dialect not in ("sqlite", "postgresql"):
             raise StorageError(f"unsupported database {self.dialect!r}: use sqlite:// or postgresql://")
