@@ -226,7 +226,7 @@ def test_a_forked_root_is_refused_and_never_cosigned(db_url, witness_keys):
 
     async def scenario():
         await cosigner.add_checkpoint(request(0, 8))
-        with pytest.raises(RootConflict):  # same size, other root: 409
+        with pytest.raises(RootConflict):  # same size, other root: 422 (C2SP/C2SP#280)
             await cosigner.add_checkpoint(AddCheckpointRequest(8, (), fork))
         with pytest.raises(InconsistentProof):  # same size, same root, but a non-empty proof
             await cosigner.add_checkpoint(request(8, 8, proof=PROOFS[(2, 8)]))
@@ -392,7 +392,9 @@ def test_http_statuses_and_bodies(db_url, witness_keys):
 
             assert await post(request(0, 8, proof=[]).to_bytes()) == (409, "text/x.tlog.size", b"2\n")
             assert (await post(request(2, 8, proof=PROOFS[(3, 7)]).to_bytes()))[0] == 422
-            assert (await post(AddCheckpointRequest(2, (), signed(2, root=ROOTS[3])).to_bytes()))[0] == 409
+            # same size, other root: 422, as a failed proof, not 409 (C2SP/C2SP#280: every 409 carries a size)
+            status, ctype, body = await post(AddCheckpointRequest(2, (), signed(2, root=ROOTS[3])).to_bytes())
+            assert status == 422 and not ctype.startswith("text/x.tlog.size") and b"another root" in body
             assert (await post(b"old 01\n\n" + signed(8)))[0] == 400
             assert (await post(AddCheckpointRequest(8, (), signed(2)).to_bytes()))[0] == 400
             stranger = parse_signer_key(generate_signer_key("other.example/log")[0])

@@ -181,7 +181,8 @@ def test_a_forked_log_is_refused_and_never_cosigned(tmp_path):
             await job.run_once()
             honest = log.checkpoint
 
-            for count, expected in ((5, 409), (4, 422)):  # same size, other root; then larger and inconsistent
+            # same size, other root (422 since C2SP/C2SP#280); then larger and inconsistent (422): both refusals
+            for count, expected in ((5, "422: b'size 5 was cosigned with another root"), (4, "422")):
                 await fork.add_entries([b"forked %d" % i for i in range(count)])
                 fork_job = WitnessJob(fork, [w1.endpoint()], interval=3600, attempts=1)
                 stack.push_async_callback(fork_job.stop)

@@ -1,7 +1,7 @@
 """The witness's refusals of an add-checkpoint request (c2sp.org/tlog-witness), one class per outcome.
 
 Each carries a stable code; witness/server.py holds the one table turning codes into the statuses the spec
-prescribes (400, 403, 404, 409, 422).
+prescribes (400, 403, 404, 409, 422; a same-size other root is 422, as C2SP/C2SP#280 has it).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class OldSizeConflict(WitnessError):
 
 
 class RootConflict(WitnessError):
-    """The checkpoint has the size of the one last cosigned but another root: the log has forked."""
+    """The checkpoint has the size of the one last cosigned but another root: the log has forked (HTTP 422)."""
 
     code = "witness-root-conflict"
 

@@ -6,9 +6,11 @@ Responses, as c2sp.org/tlog-witness gives them:
     400  malformed body, or old size larger than the checkpoint size
     403  no signature from a key trusted for the origin verifies
     404  unknown origin
-    409  old size is not the latest cosigned size: body "<latest size>\\n", Content-Type text/x.tlog.size;
-         also (plain text) the same size as the latest cosigned one with another root
-    422  the consistency proof does not verify
+    409  old size is not the latest cosigned size: body "<latest size>\\n", Content-Type text/x.tlog.size
+    422  the consistency proof does not verify (or is not empty where it must be), a size-0 checkpoint without the
+         empty tree's root, or the same size as the latest cosigned one with another root (C2SP/C2SP#280 moved
+         this last case from 409 to 422: closer to a proof that fails than to a retry from another size, and so
+         every 409 carries the size body)
 
 Other bodies are one line of plain text saying what failed. The handler parses, calls the cosigner once, and
 encodes; `_STATUS` is the only place codes turn into statuses.
@@ -34,7 +36,7 @@ _STATUS: dict[str, int] = {
     BadLogSignature.code: 403,
     UnknownLog.code: 404,
     OldSizeConflict.code: 409,
-    RootConflict.code: 409,
+    RootConflict.code: 422,
     InconsistentProof.code: 422,
 }
 

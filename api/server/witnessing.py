@@ -12,7 +12,9 @@ and then, by answer:
     200  every line from a key configured for that witness must verify (CosignatureVerifier); lines from other
          keys are ignored, as the spec asks; at least one must verify. They are stored, then served.
     409  with Content-Type text/x.tlog.size: the body is the size the witness holds; re-send from it (a few times).
-    4xx  otherwise a refusal (403, 404, 422, or 409 for a same-size other root): counted, not retried this round.
+    4xx  otherwise a refusal, counted, not retried this round: 403, 404, 422 (which includes a same-size checkpoint
+         with another root: the witness holds another tree of this size), or a 409 without the size body (what
+         witnesses of the tlog-witness text before C2SP/C2SP#280 answer for that same-size case).
     5xx, network errors, timeouts: retried with exponential backoff, then counted as a failure for the round.
 
 Cosignatures live in the `checkpoint_cosignatures` table of the log's own database (log/storage/schema.py), written
