@@ -30,7 +30,7 @@ from pathlib import Path
 from aiohttp import web
 
 from api.server.problems import ProblemKind, problem_body, register_problem_kinds
-from api.server.routes import checkpoint_fields, json_bytes
+from api.server.routes import checkpoint_fields, json_bytes, parse_uint
 from api.server.state import LOG, METRIC_SOURCES
 from log.audit.admin import check_bearer, load_or_create_admin_token
 from log.audit.errors import (
@@ -95,9 +95,19 @@ async def _admin_json(request: web.Request) -> dict:
         body = json.loads(await _body(request, MAX_ADMIN_BODY) or b"{}")
     except ValueError as exc:
         raise InvalidInput(f"the body is not JSON: {exc}", field="$") from exc
+    except RecursionError:
+        raise InvalidInput("the body is not an admin request: its JSON is nested too deeply", field="$") from None
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object", field="$")
     return body
+
+
+def _param(value: str | None, name: str) -> str | None:
+    """A query or path value that reaches a database filter. Refuses NUL (InvalidInput naming `name`): no stored
+    token holds one, and PostgreSQL refuses it in a text parameter (a 500 before, and on SQLite an empty answer)."""
+    if value is not None and "\x00" in value:
+        raise InvalidInput(f"{name} must not contain a NUL character", field=name)
+    return value
 
 
 def _flag(params, name: str, default: bool | None) -> bool | None:
@@ -170,6 +180,26 @@ async def submit_events(request: web.Request) -> web.Response:
     return _submit_response(result)
 
 
+def format_cursor(index: int) -> str:
+    """The `next_cursor` of a page whose last event has log index `index`: base64url of its decimal digits."""
+    return base64.urlsafe_b64encode(str(index).encode()).decode()
+
+
+def parse_cursor(text: str) -> int:
+    """The index a `format_cursor` value names: base64url (padded or not) of ASCII decimal digits in [0, 2^63 - 1].
+
+    Anything else is InvalidInput naming `cursor` (before, a cursor decoding to 2^63 or more reached the database
+    and came back as a 500: SQLite integers are 64-bit signed; non-alphabet characters were skipped, not refused).
+    """
+    padded = text + "=" * (-len(text) % 4)
+    try:
+        digits = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True).decode("ascii")
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"cursor must be a next_cursor this log returned, not {text[:40]!r}",
+                           field="cursor") from None
+    return parse_uint(digits, "cursor")
+
+
 _QUERY_FIELDS = ("tenant", "run_id", "trace_id", "actor_id", "actor_type", "event_type", "producer")
 
 
@@ -181,26 +211,26 @@ async def list_events(request: web.Request) -> web.Response:
             raise InvalidInput(f"unknown query parameter {name!r}", field=name)
         if len(params.getall(name)) > 1:
             raise InvalidInput(f"query parameter {name!r} is repeated", field=name)
+        _param(name, name)
+        _param(params[name], name)
     context = tuple(sorted(
         [(name, params[name]) for name in CONTEXT_PARAMS if name in params]
         + [(name.removeprefix("context."), value) for name, value in params.items() if name.startswith("context.")]
     ))
-    try:
-        limit = int(params.get("limit", "100"))
-        after = int(base64.urlsafe_b64decode(params["cursor"].encode()).decode()) if "cursor" in params else -1
-    except (ValueError, binascii.Error) as exc:
-        raise InvalidInput(f"limit and cursor must be what the previous page returned: {exc}", field="cursor")
+    limit = parse_uint(params.get("limit", "100"), "limit")
+    after = parse_cursor(params["cursor"]) if "cursor" in params else -1
     query = EventQuery(**{f: params.get(f) for f in _QUERY_FIELDS}, context=context,
                        since=_time(params.get("since"), "since"), until=_time(params.get("until"), "until"),
                        after=after, limit=limit)
     page = await request.app[AUDIT].query_events(query)
-    cursor = None if page.next_cursor is None else base64.urlsafe_b64encode(str(page.next_cursor).encode()).decode()
+    cursor = None if page.next_cursor is None else format_cursor(page.next_cursor)
     return _json({"events": [_logged(e) for e in page.events], "next_cursor": cursor})
 
 
 async def run_timeline(request: web.Request) -> web.Response:
     audit = request.app[AUDIT]
-    timeline = await audit.timeline(request.match_info["run_id"], request.query.get("tenant"),
+    timeline = await audit.timeline(_param(request.match_info["run_id"], "run_id"),
+                                    _param(request.query.get("tenant"), "tenant"),
                                     proofs=_flag(request.query, "proofs", True))
     return _json({
         "run_id": timeline.run_id, "origin": audit.log.origin, "log_key": audit.log.verifier_key,
@@ -210,7 +240,8 @@ async def run_timeline(request: web.Request) -> web.Response:
 
 
 async def run_evidence(request: web.Request) -> web.Response:
-    bundle = await request.app[AUDIT].evidence(request.match_info["run_id"], request.query.get("tenant"))
+    bundle = await request.app[AUDIT].evidence(_param(request.match_info["run_id"], "run_id"),
+                                               _param(request.query.get("tenant"), "tenant"))
     return _json(bundle)
 
 

@@ -85,6 +85,11 @@ async def _forward(request: web.Request) -> web.StreamResponse:
         ) as answer:
             payload = await answer.read()
             return web.Response(status=answer.status, body=payload, headers=_passed_on(answer.headers))
+    except UnicodeEncodeError:
+        # aiohttp reads header bytes that are not UTF-8 as surrogate escapes and cannot send them on: the request
+        # is the client's fault, not the writer's (a 500 before).
+        return problem_response(400, "bad-request", "Bad request",
+                                "a header value is not UTF-8, so this request cannot be passed on to the writer")
     except (aiohttp.ClientError, OSError) as exc:
         logger.warning("writer unreachable for %s %s: %s", request.method, request.path, exc)
         return _writer_unavailable()

@@ -25,6 +25,8 @@ def load_or_create_admin_token(data_dir: Path, configured: str | None = None) ->
     if token:
         if len(token) < MIN_TOKEN_LENGTH:
             raise ValueError(f"the admin token must be at least {MIN_TOKEN_LENGTH} characters")
+        if not is_token_text(token):
+            raise ValueError("the admin token must be visible ASCII characters: an HTTP header cannot carry others")
         return token, False
     path = Path(data_dir) / ADMIN_TOKEN_FILE
     if path.exists():
@@ -34,10 +36,24 @@ def load_or_create_admin_token(data_dir: Path, configured: str | None = None) ->
     return token, True
 
 
+def is_token_text(token: str) -> bool:
+    """True for a token an Authorization header can carry as sent: visible ASCII (0x21-0x7E) only.
+
+    RFC 6750's b64token is narrower; any visible ASCII is allowed so that a configured token keeps working.
+    """
+    return token.isascii() and token.isprintable() and " " not in token
+
+
 def check_bearer(expected: str, authorization: str | None) -> None:
-    """Raise AdminUnauthorized unless `authorization` is `Bearer <expected>` (constant-time comparison)."""
+    """Raise AdminUnauthorized unless `authorization` is `Bearer <expected>` (constant-time comparison).
+
+    A header value whose token holds anything but visible ASCII (bytes that are not UTF-8 arrive from aiohttp as
+    surrogate escapes, which cannot even be encoded) is refused as such, with the same 401, before any comparison.
+    """
     presented = ""
     if authorization and authorization[:7].lower() == "bearer ":
         presented = authorization[7:].strip()
+    if presented and not is_token_text(presented):
+        raise AdminUnauthorized("the bearer token must be visible ASCII characters (Authorization: Bearer <token>)")
     if not presented or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise AdminUnauthorized("this needs the admin bearer token (Authorization: Bearer <token>)")

@@ -80,7 +80,35 @@ def parse_json(data: bytes | str) -> ParsedJson:
                            object_pairs_hook=on_pairs)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidEvent(f"the body is not valid JSON: {exc}", "$") from exc
+    except RecursionError:
+        raise InvalidEvent("the body is not valid JSON for this log: it is nested too deeply", "$") from None
     return ParsedJson(value, flags["exact"])
+
+
+MAX_DEPTH = 64  # objects and arrays inside each other in one value: far fewer than the encoder's ~1,000 frames
+
+
+def check_depth(value: Any, field: str, limit: int = MAX_DEPTH) -> None:
+    """Refuse (InvalidEvent naming `field`) a JSON value with more than `limit` objects and arrays inside each other.
+
+    What the log stores it serves again, and the standard library's encoder and decoder are recursive (1,000 frames
+    for the whole stack): a value nested just under the parser's limit would be accepted, then fail every read that
+    encodes it. The walk recurses at most `limit` frames deep (~0.7 us for a small object; a level-by-level walk
+    with lists took 2.3 us).
+    """
+    if isinstance(value, (dict, list)) and not _nests_within(value, limit):
+        raise InvalidEvent(f"the value nests more than {limit} objects and arrays inside each other", field)
+
+
+def _nests_within(container: dict | list, levels: int) -> bool:
+    """True if `container` and what it holds are at most `levels` objects and arrays deep."""
+    if levels == 0:
+        return False
+    for child in (container.values() if type(container) is dict else container):
+        kind = type(child)
+        if (kind is dict or kind is list) and not _nests_within(child, levels - 1):
+            return False
+    return True
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode

@@ -81,6 +81,10 @@ class AdminUnauthorized(LogError):
 
     code = "admin-unauthorized"
 
+    def __init__(self, message: str, field: str | None = "Authorization"):
+        super().__init__(message)
+        self.field = field
+
 
 class EventConflict(Conflict):
     """The producer already logged this event_id with different content (HTTP 409)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, NamedTuple
 
-from log.audit.canonical import parse_json
+from log.audit.canonical import MAX_DEPTH, check_depth, parse_json
 from log.audit.errors import InvalidEvent
 from log.audit.records import parse_envelope
 from log.audit.schema import parse_timestamp_ms
@@ -68,6 +68,8 @@ def check_body(body: bytes, now: int) -> tuple[bool, list[CheckedEnvelope | LogE
             out.append(check_envelope(obj, parsed.exact, now))
         except LogError as exc:
             out.append(exc)
+        except RecursionError:  # nested just under the parser's limit, too deep for a recursive check after it
+            out.append(InvalidEvent("the envelope nests objects and arrays too deeply", "$.event"))
     return single, out
 
 
@@ -75,6 +77,9 @@ def check_envelope(obj: Any, exact: bool, now: int) -> CheckedEnvelope:
     """Steps 1-3 for one envelope object of a document parsed by `parse_json` (whose `exact` flag is given)."""
     envelope = parse_envelope(obj, exact=exact)
     event = envelope.event
+    extensions = event.get("extensions")
+    if extensions:  # the schema's one free-form value (the rest is bounded by it): what is stored must encode again
+        check_depth(extensions, "$.event.extensions", MAX_DEPTH - 2)
     ts = parse_timestamp_ms(event["timestamp"])
     if ts > now + MAX_FUTURE_SKEW_MS:
         raise InvalidEvent(f"the event timestamp is more than {MAX_FUTURE_SKEW_MS // 1000} s ahead of the "
