@@ -159,6 +159,18 @@ async def scenario(app, url, witnesses, log_vkey, ca_pem):
             metrics = await resp.text()
         assert 'auditlog_witness_cosigned_size{witness="witness.test/u1"} 3.0' in metrics
         assert "# TYPE auditlog_timestamps_stored_total counter" in metrics
+        assert "auditlog_ready 1\n" in metrics and "auditlog_witness_lag_entries 0\n" in metrics
+        assert "auditlog_timestamp_lag_entries 0\n" in metrics and "auditlog_timestamp_age_seconds " in metrics
+
+        # readiness: writes can be taken, and neither job is behind
+        async with client._http().get(url + "/readyz") as resp:
+            assert resp.status == 200
+            ready = await resp.json()
+        assert ready["status"] == "ready" and ready["tree_size"] == size
+        assert ready["witness"] == {"k": 2, "latest_size": size, "witnessed_size": size, "lag_entries": 0,
+                                    "lag_seconds": 0.0}
+        assert ready["timestamp"]["timestamped_size"] == size and ready["timestamp"]["lag_entries"] == 0
+        assert 0 <= ready["timestamp"]["age_seconds"] < 60
 
         # an entry bundle and its mutations
         proof = await client.inclusion_proof(1, size, leaf_hash=hash_leaf(b"beta"))

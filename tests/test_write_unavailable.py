@@ -16,7 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import log.sequencer
 from api.server.app import create_app
-from api.server.state import LOG
+from api.server.readiness import readiness, readiness_metrics
+from api.server.state import LOG, TIMESTAMP_JOB, WITNESS_JOB
 from log.errors import StorageError, StorageUnavailable
 from log.storage.faults import storage_fault
 from tests.postgres import fresh_database
@@ -238,3 +239,37 @@ def test_readyz_reports_stopped_and_shutting_down(log_config):
             assert body["reason"] == "shutting down"
 
     asyncio.run(main())
+
+
+class _Stub:
+    def __init__(self, **attributes):
+        self.__dict__.update(attributes)
+
+
+def test_readiness_reports_witness_and_timestamp_lag_and_metrics_carry_it():
+    log_ = _Stub(write_unavailable="database unreachable: the connection is closed", origin="o", size=1000)
+    witness_job = _Stub(policy=_Stub(k=2), metrics=lambda: {
+        "witness_latest_size": 1000.0, "witness_witnessed_size": 900.0, "witness_backlog_entries": 100.0,
+        "witness_backlog_seconds": 12.3456})
+    timestamp_job = _Stub(metrics=lambda: {"timestamped_size": 800, "seconds_since_last_timestamp": 61.5})
+    app = {LOG: log_, WITNESS_JOB: witness_job, TIMESTAMP_JOB: timestamp_job}
+    report = readiness(app)
+    assert report == {
+        "status": "unavailable", "reason": "database unreachable: the connection is closed", "origin": "o",
+        "tree_size": 1000,
+        "witness": {"k": 2, "latest_size": 1000, "witnessed_size": 900, "lag_entries": 100, "lag_seconds": 12.346},
+        "timestamp": {"timestamped_size": 800, "lag_entries": 200, "age_seconds": 61.5},
+    }
+    text = readiness_metrics(report)
+    for line in ("auditlog_ready 0", 'auditlog_write_unavailable{reason="database unreachable"} 1',
+                 "auditlog_witness_lag_entries 100", "auditlog_witness_lag_seconds 12.346",
+                 "auditlog_timestamp_lag_entries 200", "auditlog_timestamp_age_seconds 61.5"):
+        assert line + "\n" in text
+    # before the first cosignature and the first token
+    witness_job.metrics = lambda: {"witness_latest_size": 1000.0, "witness_witnessed_size": -1.0,
+                                   "witness_backlog_entries": 1000.0, "witness_backlog_seconds": 3.0}
+    timestamp_job.metrics = lambda: {"timestamped_size": None, "seconds_since_last_timestamp": None}
+    report = readiness(app)
+    assert report["witness"]["witnessed_size"] is None and report["witness"]["lag_entries"] == 1000
+    assert report["timestamp"] == {"timestamped_size": None, "lag_entries": 1000, "age_seconds": None}
+    assert "auditlog_timestamp_age_seconds" not in readiness_metrics(report)

@@ -103,6 +103,8 @@ def test_writes_proofs_and_errors_are_the_same_whichever_process_answers(server_
         assert status == 415 and "Content-Type" in json.loads(body)["detail"]
         status, body = _request(f"{server.url}/no/such/route")
         assert status == 404
+        status, body = _request(f"{server.url}/readyz")  # a worker passes readiness on: the writer's to tell
+        assert status == 200 and json.loads(body)["status"] == "ready", body
         status, body = _request(f"{server.url}/api/v1/entries", b"")  # refused where it arrives, never batched
         assert status == 400 and json.loads(body)["field"] == "body", body
 
