@@ -127,6 +127,15 @@ class BatchQueue:
             self.closing = True
             self._ready.notify()
 
+    def drain(self) -> list:
+        """Take everything queued, for the caller to fail (the writer cannot store it now); `put` goes on."""
+        with self._ready:
+            waiting = list(self._queue)
+            self._queue.clear()
+            self._pending = 0
+            self._taken = self._queued
+        return waiting
+
     def stop(self, cause: BaseException) -> list:
         """Accept nothing more, for good (`stopped`), and return what was still queued, for the caller to fail."""
         with self._ready:

@@ -15,7 +15,14 @@ is labelled where it happens in the code ("# Step 4 (commit): ..."), with what a
 
 If step 4 raises, the batch's submitters get an error (their entries may or may not have been stored: they retry),
 and the in-memory tree is reloaded from the store before anything else is written, because memory may have run
-ahead of what committed.
+ahead of what committed. The reloaded checkpoint must be the one last committed or, if the failed commit did land,
+exactly that batch's: anything else is another writer's or a tamperer's, and the sequencer stops for good.
+
+If the writer lost its database connection or its lock (`LogWriter.holding`, `SequencerLockHeld`), the sequencer
+is `unavailable` until it has a writer again: submissions get `StorageUnavailable` (503, retry), the writer thread
+retries acquiring a writer (which re-connects and re-takes the lock), backing off from 0.1 s to 1 s, then reloads and
+checks the tree as above and resumes. While another server holds the lock it keeps retrying and commits nothing:
+every commit is fenced by the writer (log.storage.writers).
 
 Startup reconciliation (`load_tree_state`) refuses to serve a store whose latest checkpoint, tiles and entries
 disagree.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +45,9 @@ from log.batching import BatchQueue
 from log.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from log.compact import CompactRange, frontier_node_ids
 from log.edge import ChangedTile, EdgeTiles, extend_tree
-from log.errors import Conflict, InvalidInput, LogError, StorageError, StorageUnavailable, Unavailable
+from log.errors import (
+    Conflict, InvalidInput, LogError, SequencerLockHeld, StorageError, StorageUnavailable, Unavailable,
+)
 from log.fsck import check_newest_entries
 from log.hashing import hash_leaves
 from log.note_keys import Signer, parse_verifier_key
@@ -46,7 +56,7 @@ from log.storage import (
     BatchWrite, KeyedEntry, KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite, WorkFailed,
     WriteTransaction,
 )
-from log.storage.faults import storage_fault
+from log.storage.faults import DATABASE_UNREACHABLE, storage_fault
 from log.tile_nodes import interior_nodes, node_hash_from_tile, tile_for_node
 from log.tiles import MAX_ENTRY_SIZE, TILE_HEIGHT, TILE_WIDTH
 
@@ -55,6 +65,11 @@ logger = logging.getLogger(__name__)
 # While the store cannot take writes (`Sequencer.unavailable`), submissions are refused at once, but for one let
 # through this often to find out whether it can again: the first to commit clears the condition.
 UNAVAILABLE_RETRY_SECONDS = 1.0
+LOCK_LOST = "writer lock lost"
+LOCK_HELD_ELSEWHERE = "writer lock held by another server"
+# Waits between attempts to get a writer back after a lost connection or lock: doubling from the first to the last.
+RECONNECT_FIRST_DELAY = 0.1
+RECONNECT_MAX_DELAY = 1.0
 
 
 @dataclass(frozen=True)
@@ -330,19 +345,24 @@ class Sequencer:
         # for a condition log.storage.faults names, cleared when one commits again; read on the event loop.
         self._unavailable: str | None = None
         self._retry_at = 0.0  # monotonic: when the next submission is let through while unavailable
+        self._attempt: Published | None = None  # the checkpoint of the batch being committed (step 4)
+        self._wake = threading.Event()  # set by close(): cuts short a wait between attempts to get a writer back
 
     @property
     def unavailable(self) -> str | None:
-        """Why writes cannot be taken right now ("disk full", "database unreachable: ...", "shutting down"), or None.
+        """Why writes cannot be taken right now ("disk full", "database unreachable: ...", "writer lock held by
+        another server", "shutting down"), or None.
 
-        Not `broken`: this clears by itself, the next commit that succeeds ends it."""
+        Not `broken`: this clears by itself, the next commit that succeeds ends it, or, after a lost connection or
+        lock, getting a writer back."""
         if self._batches.closing:
             return "shutting down"
         return self._unavailable
 
     def _refuse_while_unavailable(self) -> None:
         """On the event loop, while `_unavailable` is set: refuse at once with 503, but let one submission through
-        every UNAVAILABLE_RETRY_SECONDS (it commits and clears the condition, or fails like the last batch)."""
+        every UNAVAILABLE_RETRY_SECONDS (it commits and clears the condition, or fails like the last batch); none
+        while the writer thread is getting a writer back (`_reconnect`)."""
         reason = self._unavailable
         if reason is None:
             return
@@ -438,6 +458,7 @@ class Sequencer:
     async def close(self) -> None:
         """Finish what is queued, stop, release the writer lock."""
         self._batches.close()
+        self._wake.set()
         if self._thread is not None:
             # The last batch's results were handed to the loop before the thread ended, so they run before this.
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
@@ -459,17 +480,29 @@ class Sequencer:
             if batch is None:
                 return  # closed, with everything queued committed or failed
             started = time.perf_counter()
+            previous, self._attempt = self._state.published, None
             try:
                 committed = self._integrate_batch(batch)  # steps 2 to 5 (publish)
             except Exception as exc:  # noqa: BLE001 - every failure fails the batch closed, then we recover
                 # A step up to 4 failed. The batch fails closed: its submitters get the error and retry (their
                 # entries may or may not have been stored). Memory may have run ahead of the store, so it is
-                # reloaded from the store before anything else is written.
+                # reloaded from the store, and checked against what was committed, before anything else is written.
                 self.stats.batch_failures += 1
                 logger.error("batch of %d submissions failed: %s", len(batch), exc)
+                expected = (previous, self._attempt)
+                if isinstance(exc, SequencerLockHeld) or not getattr(self._writer, "holding", True):
+                    # The connection or the lock is gone: nothing more can be committed until both are back.
+                    reason = (LOCK_LOST if isinstance(exc, SequencerLockHeld)
+                              else storage_fault(exc) or f"{DATABASE_UNREACHABLE}: {_first_line(exc)}")
+                    self._retry_at = math.inf  # nothing is let through until _reconnect has a writer again
+                    self._unavailable = reason
+                    self._hand_over(_fail, batch, StorageUnavailable(
+                        f"the batch may or may not have been stored: {reason}; retry later", reason))
+                    self._reconnect(expected)
+                    continue
                 error = self._batch_error(exc)
                 self._hand_over(_fail, batch, error)
-                self._recover()
+                self._recover(expected)
                 continue
             self.stats.integration_seconds.observe(time.perf_counter() - started)
             if self._unavailable is not None:
@@ -574,6 +607,7 @@ class Sequencer:
         # Step 3 (sign): a checkpoint for the new size and root, in memory only: a crash discards it unserved.
         note = sign_checkpoint(Checkpoint(self._origin, size, root), self._signer)
 
+        published = self._attempt = Published(size, root, note)  # kept: _recover checks the store against it
         # Step 4 (commit): everything in one transaction, durable on return. A crash before the commit point leaves
         # the previous batch's state; after it, this batch in full (entries, tiles and checkpoint agree, as startup
         # reconciliation checks), though nobody has been answered yet.
@@ -584,7 +618,6 @@ class Sequencer:
 
         # Step 5 (publish): committed, so readers may see it now. The edge snapshot goes out before the checkpoint,
         # so a reader that sees a checkpoint always finds edge tiles at least that big.
-        published = Published(size, root, note)
         self._edge_tiles = state.edge.snapshot()
         state.published = published
         if entries:
@@ -593,18 +626,104 @@ class Sequencer:
             self.stats.batch_size.observe(len(entries))
         return first_index, leaf_hashes, published, results
 
-    def _recover(self) -> None:
-        """On the writer thread, after a failed batch: reload the tree from the store, or stop for good."""
+    def _recover(self, expected: tuple[Published, Published | None]) -> None:
+        """On the writer thread, after a failed batch: reload the tree from the store and check it against
+        `expected` (the checkpoint last committed, and the failed batch's if it got that far), or stop for good."""
         try:
-            self._state = load_tree_state(self._store, self._signer)
-            self._edge_tiles = self._state.edge.snapshot()
+            self._install(load_tree_state(self._store, self._signer), expected)
         except Exception as exc:  # noqa: BLE001
-            logger.critical("cannot reload the log after a failed batch; refusing further writes: %s", exc)
-            self._stop_for_good(exc, StorageError(f"the log cannot accept entries: {exc}"))
+            self._cannot_go_on(exc)
+
+    def _install(self, state: TreeState, expected: tuple[Published, Published | None]) -> None:
+        _check_reloaded(state.published, *expected)
+        self._state = state
+        self._edge_tiles = state.edge.snapshot()
+
+    def _cannot_go_on(self, exc: Exception) -> None:
+        logger.critical("cannot reload the log after a failed batch; refusing further writes: %s", exc)
+        self._stop_for_good(exc, StorageError(f"the log cannot accept entries: {exc}"))
+
+    def _reconnect(self, expected: tuple[Published, Published | None]) -> None:
+        """On the writer thread, after the writer lost its connection or its lock: fail what waits with
+        `Unavailable` and get a new writer (a new connection that takes the lock again), retrying with a growing
+        delay for as long as it takes; then reload the tree and check it as `_recover` does, and take batches
+        again. Returns early if the sequencer is closed meanwhile."""
+        self._close_writer()
+        delay = RECONNECT_FIRST_DELAY
+        started = time.monotonic()
+        while True:
+            # Submissions that got in before `unavailable` was set, or queued while we wait, are not kept waiting.
+            self._fail_waiting()
+            if self._batches.closing:
+                return
+            try:
+                writer = self._store.acquire_writer()
+            except SequencerLockHeld:
+                self._unavailable = LOCK_HELD_ELSEWHERE
+            except Exception as exc:  # noqa: BLE001 - unreachable, restarting, refusing: all retried
+                self._unavailable = f"{DATABASE_UNREACHABLE}: {_first_line(exc)}"
+            else:
+                self._writer = writer
+                if self._batches.closing:
+                    return  # close() releases this writer
+                try:
+                    state = load_tree_state(self._store, self._signer)
+                except Exception as exc:  # noqa: BLE001
+                    reason = storage_fault(exc)
+                    if reason is None:  # the store disagrees with itself
+                        self._cannot_go_on(exc)
+                        return
+                    self._unavailable = reason  # the database went away again
+                    self._close_writer()
+                else:
+                    try:
+                        self._install(state, expected)
+                    except StorageError as exc:  # a fork or tampering
+                        self._cannot_go_on(exc)
+                        return
+                    self._unavailable, self._retry_at = None, 0.0
+                    logger.warning("the log writes again after %.2f s without a writer, at size %d",
+                                   time.monotonic() - started, state.published.size)
+                    return
+            logger.warning("the log cannot write (%s); next attempt in %.1f s", self._unavailable, delay)
+            self._wake.wait(delay)
+            delay = min(delay * 2, RECONNECT_MAX_DELAY)
+
+    def _close_writer(self) -> None:
+        try:
+            self._writer.close()
+        except Exception as exc:  # noqa: BLE001 - its connection is gone already
+            logger.info("closing the lost writer: %s", exc)
+
+    def _fail_waiting(self) -> None:
+        waiting = self._batches.drain()
+        if waiting:
+            reason = self._unavailable
+            self._hand_over(_fail, waiting, StorageUnavailable(
+                f"the log cannot store entries right now: {reason}; retry later", reason))
 
     def _stop_for_good(self, cause: BaseException, error: StorageError) -> None:
         """Refuse every later submission (`broken`) and fail the ones still queued with `error`."""
         self._hand_over(_fail, self._batches.stop(cause), error)
+
+
+def _check_reloaded(stored: Published | None, previous: Published, attempt: Published | None) -> None:
+    """The tree reloaded after a failed batch must be the one last committed (`previous`) or, if the failed commit
+    landed after all, exactly that batch's (`attempt`). Anything else was written by someone else: another writer
+    (a fork) or a tamperer."""
+    if stored is not None:
+        for known in (previous, attempt):
+            if known is not None and (stored.size, stored.root_hash) == (known.size, known.root_hash):
+                return
+    found = "no checkpoint" if stored is None else f"a checkpoint of size {stored.size}"
+    wanted = f"size {previous.size}" + ("" if attempt is None else f" or {attempt.size}")
+    raise StorageError(f"the store now holds {found}, not the tree this writer committed ({wanted}): another "
+                       "writer or something else changed the log's database; refusing to write on")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _outcomes(plan: list[Plan], first_index: int, leaf_hashes: Sequence[bytes]) -> list[EntryOutcome | Conflict]:

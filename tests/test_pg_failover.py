@@ -4,14 +4,17 @@ commits, while the writer that took it over does."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 
 import psycopg
 import pytest
 
-from log.errors import SequencerLockHeld, StorageError
+from log.errors import SequencerLockHeld, StorageError, StorageUnavailable
 from log.hashing import hash_leaf
+from log.note_keys import generate_signer_key, parse_signer_key
+from log.sequencer import LOCK_HELD_ELSEWHERE, Sequencer, load_tree_state
 from log.storage import BatchWrite, StoredCheckpoint
 from log.storage.engine import upgrade_schema
 from log.storage.store import SqlLogStore
@@ -103,3 +106,109 @@ def test_work_only_batches_are_fenced_too(pg_store):
     finally:
         writer.close()
 
+
+# -- the sequencer over a writer that loses its connection or its lock --------------------------------------------
+
+@pytest.fixture
+def signer():
+    return parse_signer_key(generate_signer_key("test.example/log")[0])
+
+
+async def _until_written(sequencer, entry: bytes, seconds: float = 15.0):
+    """Submit `entry` until it is acknowledged, as a producer retries 503s; its receipt and how long it took."""
+    started = time.monotonic()
+    while True:
+        try:
+            return await sequencer.submit([entry]), time.monotonic() - started
+        except StorageUnavailable:
+            if time.monotonic() - started > seconds:
+                raise
+            await asyncio.sleep(0.02)
+
+
+def _terminate(store, pid: int) -> None:
+    with psycopg.connect(_sessions_url(store), autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+
+
+def test_the_sequencer_writes_again_after_its_backend_is_terminated(pg_store, signer):
+    async def scenario():
+        sequencer = Sequencer(pg_store, pg_store.acquire_writer(), signer)
+        await sequencer.start()
+        try:
+            acknowledged = [await sequencer.submit([b"before"])]
+            for round_ in range(3):
+                _terminate(pg_store, sequencer._writer._conn.info.backend_pid)
+                with pytest.raises(StorageUnavailable):  # the first batch after it: outcome unknown, never acknowledged
+                    await sequencer.submit([b"lost %d" % round_])
+                receipt, _ = await _until_written(sequencer, b"after %d" % round_)
+                acknowledged.append(receipt)
+                assert sequencer.unavailable is None
+            return acknowledged, sequencer.stats.batch_failures
+        finally:
+            await sequencer.close()
+
+    acknowledged, failures = asyncio.run(scenario())
+    assert failures == 3
+    for receipt in acknowledged:
+        stored = pg_store.read_entry(receipt.first_index)
+        assert stored.leaf_hash == receipt.leaf_hashes[0]
+    state = load_tree_state(pg_store, signer)
+    assert state.published.size == pg_store.entry_count() == acknowledged[-1].first_index + 1
+
+
+def test_a_sequencer_that_lost_its_lock_to_another_writer_commits_nothing_until_it_has_it_again(pg_store, signer):
+    async def scenario():
+        sequencer = Sequencer(pg_store, pg_store.acquire_writer(), signer)
+        await sequencer.start()
+        try:
+            await sequencer.submit([b"before"])
+            conn = sequencer._writer._conn
+            conn.execute("SELECT pg_advisory_unlock_all()")  # the writer thread is idle: no batch is in flight
+            conn.commit()
+            other = pg_store.acquire_writer()
+            with pytest.raises(StorageUnavailable):
+                await sequencer.submit([b"fenced off"])
+            await asyncio.sleep(0.3)
+            assert sequencer.unavailable == LOCK_HELD_ELSEWHERE
+            with pytest.raises(StorageUnavailable):
+                await sequencer.submit([b"refused"])
+            size_meanwhile = pg_store.entry_count()
+            other.close()
+            receipt, _ = await _until_written(sequencer, b"after")
+            return size_meanwhile, receipt
+        finally:
+            await sequencer.close()
+
+    size_meanwhile, receipt = asyncio.run(scenario())
+    assert size_meanwhile == 1
+    assert pg_store.read_entries(0, 10) == [b"before", b"after"] and receipt.first_index == 1
+
+
+def test_a_sequencer_that_finds_the_log_grown_by_another_writer_stops_for_good(pg_store, signer):
+    async def scenario():
+        sequencer = Sequencer(pg_store, pg_store.acquire_writer(), signer)
+        await sequencer.start()
+        try:
+            await sequencer.submit([b"before"])
+            _terminate(pg_store, sequencer._writer._conn.info.backend_pid)
+            # Another server on the same database (and key) takes the lock at once and writes.
+            other = Sequencer(pg_store, _acquire_when_free(pg_store), signer)
+            await other.start()
+            await other.submit([b"by the other server"])
+            with pytest.raises(StorageUnavailable):
+                await sequencer.submit([b"lost"])
+            await other.close()
+            deadline = time.monotonic() + 15
+            while sequencer.broken is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            with pytest.raises(StorageError) as refused:
+                await sequencer.submit([b"refused"])
+            assert not isinstance(refused.value, StorageUnavailable)  # for good: a 500, not a 503
+            return sequencer.broken
+        finally:
+            await sequencer.close()
+
+    broken = asyncio.run(scenario())
+    assert "not the tree this writer committed" in str(broken)
+    assert pg_store.read_entries(0, 10) == [b"before", b"by the other server"]
