@@ -91,8 +91,13 @@ async def _body(request: web.Request, limit: int) -> bytes:
 
 async def _admin_json(request: web.Request) -> dict:
     check_bearer(request.app[AUDIT_ADMIN_TOKEN], request.headers.get("Authorization"))
+    return parse_admin_body(await _body(request, MAX_ADMIN_BODY))
+
+
+def parse_admin_body(data: bytes) -> dict:
+    """An admin request's JSON object (an empty body is `{}`), or InvalidInput naming `$`."""
     try:
-        body = json.loads(await _body(request, MAX_ADMIN_BODY) or b"{}")
+        body = json.loads(data or b"{}")
     except ValueError as exc:
         raise InvalidInput(f"the body is not JSON: {exc}", field="$") from exc
     except RecursionError:
@@ -203,8 +208,10 @@ def parse_cursor(text: str) -> int:
 _QUERY_FIELDS = ("tenant", "run_id", "trace_id", "actor_id", "actor_type", "event_type", "producer")
 
 
-async def list_events(request: web.Request) -> web.Response:
-    params = request.query
+def parse_event_query(params) -> EventQuery:
+    """The EventQuery of GET /api/v1/events' query parameters (a MultiDict), or InvalidInput naming the parameter:
+    unknown or repeated names, NUL anywhere, `limit` and `cursor` as `parse_uint` and `parse_cursor` read them,
+    `since` and `until` as RFC 3339 UTC with milliseconds."""
     known = {*_QUERY_FIELDS, *CONTEXT_PARAMS, "since", "until", "cursor", "limit"}
     for name in params:
         if name not in known and not name.startswith("context."):
@@ -219,9 +226,13 @@ async def list_events(request: web.Request) -> web.Response:
     ))
     limit = parse_uint(params.get("limit", "100"), "limit")
     after = parse_cursor(params["cursor"]) if "cursor" in params else -1
-    query = EventQuery(**{f: params.get(f) for f in _QUERY_FIELDS}, context=context,
-                       since=_time(params.get("since"), "since"), until=_time(params.get("until"), "until"),
-                       after=after, limit=limit)
+    return EventQuery(**{f: params.get(f) for f in _QUERY_FIELDS}, context=context,
+                      since=_time(params.get("since"), "since"), until=_time(params.get("until"), "until"),
+                      after=after, limit=limit)
+
+
+async def list_events(request: web.Request) -> web.Response:
+    query = parse_event_query(request.query)
     page = await request.app[AUDIT].query_events(query)
     cursor = None if page.next_cursor is None else format_cursor(page.next_cursor)
     return _json({"events": [_logged(e) for e in page.events], "next_cursor": cursor})
