@@ -21,6 +21,7 @@ from typing import NamedTuple
 import pytest
 
 from api.server.app import create_app
+from api.server.audit_routes import AUDIT
 from api.server.state import LOG
 from log.audit.admin import ADMIN_TOKEN_ENV
 from log.checkpoint import open_checkpoint
@@ -206,15 +207,23 @@ def test_the_cases_have_unique_names():
     assert len({case.name for case in CASES}) == len(CASES)
 
 
-def test_the_corpus_gets_its_statuses_and_problems_and_the_log_keeps_what_it_held(log_config, monkeypatch):
+@pytest.mark.parametrize("verify_processes", [0, 1], ids=["in-process", "verifier-child"])
+def test_the_corpus_gets_its_statuses_and_problems_and_the_log_keeps_what_it_held(log_config, monkeypatch,
+                                                                                 verify_processes):
+    """Events bodies are checked in this process, or in a verifier child (log/audit/verifier.py), which must answer
+    every hostile body too: a child that died on one would be restarted, and the body checked here instead."""
     monkeypatch.setenv(ADMIN_TOKEN_ENV, ADMIN_TOKEN)
     entries = [b"held %d" % i for i in range(20)]
 
     async def scenario():
-        app = create_app(log_config)
+        app = create_app(log_config, verify_processes=verify_processes)
         async with serve_app(app) as url:
             port = int(url.rsplit(":", 1)[1])
             log = app[LOG]
+            pool = app[AUDIT].verifier_pool
+            if pool is not None:
+                await pool.start()
+                pids = pool.pids()
             await log.add_entries(entries)
             before = log.checkpoint
             failures = []
@@ -226,6 +235,8 @@ def test_the_corpus_gets_its_statuses_and_problems_and_the_log_keeps_what_it_hel
                 if (status, problem.get("status"), problem.get("field")) != (case.status, case.status, case.field):
                     failures.append(f"{case.name}: got {status} {body[:200]!r}")
             assert not failures, "\n".join(failures)
+            if pool is not None:
+                assert pool.pids() == pids and pool.checked > 0  # the child answered, and is still the same one
 
             # Nothing hostile was accepted, nothing held was lost, and the log still verifies.
             after = log.checkpoint
