@@ -40,3 +40,10 @@ def verify_processes() -> int:
     children beat one (an envelope costs them more CPU than it costs the server) and three add nothing
     (benchmarks/PROFILES.md)."""
     return max(1, min(4, os.cpu_count() or 1))
+
+# --- connections (api/server/connections.py): what a client may hold, and for how long -----------------------------
+HEADER_TIMEOUT = 10.0  # seconds from a request head's first byte (or the connect) until the head is complete
+BODY_IDLE_TIMEOUT = 30.0  # seconds a request body may send nothing while its handler waits for it
+KEEPALIVE_TIMEOUT = 75.0  # seconds an idle connection stays open between requests
+MAX_CONNECTIONS = 1024  # open at once per server process; beyond: 503 and closed
+BLOB_UPLOADS = 8  # blob PUTs streaming to disk at once; beyond: 503 with Retry-After

@@ -37,6 +37,22 @@ from log import defaults
 from log.errors import LogError
 
 
+def _connection_flags(sub) -> None:
+    """The bounds on what a client may hold (api/server/connections.py); AUDITLOG_* read when the command runs."""
+    sub.add_argument("--header-timeout", type=positive_seconds, metavar="SECONDS",
+                     help="a request head must be complete this long after its first byte or the connect; else 408 "
+                          f"and closed (env AUDITLOG_HEADER_TIMEOUT; default {defaults.HEADER_TIMEOUT:g})")
+    sub.add_argument("--body-idle-timeout", type=positive_seconds, metavar="SECONDS",
+                     help="a request body that sends nothing this long is cut, nothing of it stored "
+                          f"(env AUDITLOG_BODY_IDLE_TIMEOUT; default {defaults.BODY_IDLE_TIMEOUT:g})")
+    sub.add_argument("--keepalive-timeout", type=positive_seconds, metavar="SECONDS",
+                     help="an idle connection between requests is closed after this long "
+                          f"(env AUDITLOG_KEEPALIVE_TIMEOUT; default {defaults.KEEPALIVE_TIMEOUT:g})")
+    sub.add_argument("--max-connections", type=positive, metavar="N",
+                     help="connections open at once per server process; more are answered 503 and closed "
+                          f"(env AUDITLOG_MAX_CONNECTIONS; default {defaults.MAX_CONNECTIONS})")
+
+
 def _witness_check_options(sub) -> None:
     sub.add_argument("--witness-key", action="append", default=[], metavar="VKEY",
                      help="a witness's cosigner verifier key, or a file holding it (repeatable; keys with one name "
@@ -90,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--verify-processes", type=non_negative, metavar="N",
                        help="processes that check signed audit events (schema, canonical form, signature) beside the "
                             "server (env AUDITLOG_VERIFY_PROCESSES; default one per core, at most 4; 0: in the server)")
+    serve.add_argument("--blob-uploads", type=positive, metavar="N",
+                       help="blob PUTs streamed to disk at once; more are answered 503 with Retry-After "
+                            f"(env AUDITLOG_BLOB_UPLOADS; default {defaults.BLOB_UPLOADS})")
+    _connection_flags(serve)
     serve.set_defaults(func=server.cmd_serve)
 
     reads = commands.add_parser("serve-reads", help="(internal) a read worker; serve --read-workers starts them")
@@ -98,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     reads.add_argument("--data-dir", required=True)
     reads.add_argument("--database-url")
     reads.add_argument("--key-file")
+    _connection_flags(reads)
     reads.set_defaults(func=server.cmd_serve_reads)
 
     keygen = commands.add_parser("keygen", help="make a signing key (mode 0600); prints the verifier key")

@@ -52,6 +52,8 @@ def cmd_serve(args) -> int:
     verify_processes = flag_or_env(args.verify_processes, "AUDITLOG_VERIFY_PROCESSES", non_negative,
                                    defaults.verify_processes())
     witnessing = _witnessing(args)
+    limits = _connection_limits(args)
+    blob_uploads = flag_or_env(args.blob_uploads, "AUDITLOG_BLOB_UPLOADS", positive, defaults.BLOB_UPLOADS)
 
     _server_logging()
     config = LogConfig(
@@ -67,7 +69,7 @@ def cmd_serve(args) -> int:
     # Log.open migrates the SQLite database before it writes the key (which makes the directory): make it first.
     config.data_dir.mkdir(parents=True, exist_ok=True)
     return asyncio.run(_serve(config, args.host, args.port, witnessing, read_workers=read_workers,
-                              verify_processes=verify_processes))
+                              verify_processes=verify_processes, limits=limits, blob_uploads=blob_uploads))
 
 
 def cmd_serve_reads(args) -> int:
@@ -75,14 +77,31 @@ def cmd_serve_reads(args) -> int:
     from api.server.readers import serve_worker
     from log.service import LogConfig
 
+    limits = _connection_limits(args)
     _server_logging()
     config = LogConfig(data_dir=Path(args.data_dir), database_url=args.database_url,
                        key_file=Path(args.key_file) if args.key_file else None, migrate=False)
     try:
-        return asyncio.run(serve_worker(config, args.host, args.port))
+        return asyncio.run(serve_worker(config, args.host, args.port, limits))
     except LogError as exc:
         print(f"auditlog read worker: cannot start: {exc}", file=sys.stderr, flush=True)
         return 1
+
+
+def _connection_limits(args):
+    """The flags' (else the environment's, else log/defaults.py's) bounds on connections (api/server/connections.py)."""
+    from api.server.connections import ConnectionLimits
+
+    return ConnectionLimits(
+        header_timeout=flag_or_env(args.header_timeout, "AUDITLOG_HEADER_TIMEOUT", positive_seconds,
+                                   defaults.HEADER_TIMEOUT),
+        body_idle_timeout=flag_or_env(args.body_idle_timeout, "AUDITLOG_BODY_IDLE_TIMEOUT", positive_seconds,
+                                      defaults.BODY_IDLE_TIMEOUT),
+        keepalive_timeout=flag_or_env(args.keepalive_timeout, "AUDITLOG_KEEPALIVE_TIMEOUT", positive_seconds,
+                                      defaults.KEEPALIVE_TIMEOUT),
+        max_connections=flag_or_env(args.max_connections, "AUDITLOG_MAX_CONNECTIONS", positive,
+                                    defaults.MAX_CONNECTIONS),
+    )
 
 
 def _witnessing(args):
@@ -106,14 +125,15 @@ def _witnessing(args):
 
 
 async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int = 0,
-                 verify_processes: int = 0) -> int:
+                 verify_processes: int = 0, limits=None, blob_uploads: int = defaults.BLOB_UPLOADS) -> int:
     from aiohttp import web
 
     from api.server.app import create_app, freeze_startup_heap
+    from api.server.connections import GuardedRunner
     from api.server.state import LOG
 
-    app = create_app(config, witnessing, verify_processes=verify_processes)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    app = create_app(config, witnessing, verify_processes=verify_processes, blob_uploads=blob_uploads)
+    runner = GuardedRunner(app, limits, access_log=None, handle_signals=False)
     try:
         await runner.setup()  # opens the log: migrate, key, sequencer lock, reconcile
     except LogError as exc:
@@ -156,7 +176,7 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
             socket_path = writer_socket(config)
             socket_path.unlink(missing_ok=True)  # left by a writer that was killed
             await web.UnixSite(runner, str(socket_path)).start()
-            workers = ReadWorkers(read_workers, worker_command(config, host, bound[1]))
+            workers = ReadWorkers(read_workers, worker_command(config, host, bound[1], runner.limits))
             await workers.start()
             print(f"read workers: {read_workers} (proofs, tiles and entries on the same port)")
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]

@@ -124,10 +124,11 @@ def _jobs_lifetime(settings: Witnessing):
     return lifetime
 
 
-def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verify_processes: int = 0
-               ) -> web.Application:
+def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verify_processes: int = 0,
+               blob_uploads: int = defaults.BLOB_UPLOADS) -> web.Application:
     """The whole HTTP API over the log `config` describes. The log opens in the app's startup (cleanup_ctx).
-    `verify_processes`: child processes that check signed audit events (0: this process does)."""
+    `verify_processes`: child processes that check signed audit events (0: this process does); `blob_uploads`:
+    blob PUTs streamed to disk at once (more: 503)."""
     witnessing = witnessing or Witnessing()
     witnessing.check()
     http_metrics = HttpMetrics()
@@ -144,5 +145,5 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     app.cleanup_ctx.append(_jobs_lifetime(witnessing))  # after the log opens, stopped before it closes
     app.router.add_routes(ROUTES)
     # After the log's lifetime: the service opens over it.
-    add_audit_routes(app, data_dir=config.data_dir, verify_processes=verify_processes)
+    add_audit_routes(app, data_dir=config.data_dir, verify_processes=verify_processes, blob_uploads=blob_uploads)
     return app

@@ -20,6 +20,7 @@ turned into RFC 9457 problems by `AUDIT_PROBLEMS` (one table, here), everything 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -39,12 +40,14 @@ from log.audit.errors import (
 from log.audit.records import format_registry_change
 from log.audit.schema import EVENT_SCHEMA, SCHEMA_URL_PATH, parse_timestamp_ms
 from log.audit.service import AuditService, AuditStats, EventQuery, LoggedEvent, Receipt, SubmitResult
-from log.blobs import MAX_BLOB_SIZE, BlobMismatch, BlobNotFound, BlobStore, FileBlobStore
-from log.errors import InvalidInput, LogError
+from log import defaults
+from log.blobs import MAX_BLOB_SIZE, BlobMismatch, BlobNotFound, BlobStore, FileBlobStore, check_digest
+from log.errors import InvalidInput, LogError, Unavailable
 
 AUDIT = web.AppKey("audit", AuditService)
 AUDIT_ADMIN_TOKEN = web.AppKey("audit_admin_token", str)
 AUDIT_SETTINGS = web.AppKey("audit_settings", object)
+AUDIT_BLOB_UPLOADS = web.AppKey("audit_blob_uploads", asyncio.Semaphore)
 
 MAX_EVENTS_BODY = 8 << 20
 logger = logging.getLogger(__name__)
@@ -261,9 +264,38 @@ async def event_schema(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "public, max-age=3600"})
 
 
+BLOB_PIECE = 1 << 20  # bytes handed to the store at a time: a thread hop per MiB, memory one MiB per upload
+
+
+async def _pieces(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    """The body in pieces of about BLOB_PIECE bytes; 413 as soon as it passes `limit` (declared or counted)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+    piece, size = bytearray(), 0
+    while chunk := await request.content.read(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        piece += chunk
+        if len(piece) >= BLOB_PIECE:
+            yield bytes(piece)
+            piece.clear()
+    if piece:
+        yield bytes(piece)
+
+
 async def put_blob(request: web.Request) -> web.Response:
-    digest = request.match_info["sha256"]
-    created = await request.app[AUDIT].put_blob(digest, await _body(request, MAX_BLOB_SIZE))
+    """Streamed to the store (never whole in memory), at most AUDIT_BLOB_UPLOADS at once: 503 beyond."""
+    digest = check_digest(request.match_info["sha256"])
+    declared = request.content_length
+    if declared is not None and declared > MAX_BLOB_SIZE:  # before taking a slot or reading a byte
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BLOB_SIZE, actual_size=declared)
+    uploads = request.app[AUDIT_BLOB_UPLOADS]
+    if uploads.locked():
+        raise Unavailable("this server is storing as many blobs at once as it takes; retry later")
+    async with uploads:
+        created = await request.app[AUDIT].put_blob_from(digest, _pieces(request, MAX_BLOB_SIZE))
     return _json({"sha256": digest, "created": created}, status=201 if created else 200)
 
 
@@ -352,12 +384,15 @@ AUDIT_ROUTES = [
 
 
 def add_audit_routes(app: web.Application, *, data_dir: Path, admin_token: str | None = None,
-                     blobs: BlobStore | None = None, verify_processes: int = 0) -> None:
+                     blobs: BlobStore | None = None, verify_processes: int = 0,
+                     blob_uploads: int = defaults.BLOB_UPLOADS) -> None:
     """Add the audit routes and the service's lifetime to `app`. Call after the log's cleanup context is added
     (the service opens over `app[LOG]`). Blobs default to `<data_dir>/blobs`; the admin token to
     AUDITLOG_ADMIN_TOKEN or `<data_dir>/admin.token` (created on first start). `verify_processes` child
-    processes check submitted envelopes and their signatures (log/audit/verifier.py; 0: this process does)."""
+    processes check submitted envelopes and their signatures (log/audit/verifier.py; 0: this process does).
+    `blob_uploads`: blob PUTs streaming at once; more are answered 503 with Retry-After."""
     data_dir = Path(data_dir)
+    app[AUDIT_BLOB_UPLOADS] = asyncio.Semaphore(blob_uploads)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         token, created = load_or_create_admin_token(data_dir, admin_token)

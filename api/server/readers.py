@@ -37,6 +37,7 @@ from aiohttp import web
 
 from api.server import routes
 from api.server.app import freeze_startup_heap
+from api.server.connections import ConnectionLimits, GuardedRunner
 from api.server.metrics import HttpMetrics, metrics_middleware
 from api.server.problems import problem_middleware, problem_response
 from api.server.routes import MAX_JSON_BODY
@@ -211,9 +212,10 @@ def create_worker_app(config: LogConfig) -> web.Application:
     return app
 
 
-async def serve_worker(config: LogConfig, host: str, port: int) -> int:
-    """Run one read worker on (host, port) with SO_REUSEPORT until SIGTERM or SIGINT."""
-    runner = web.AppRunner(create_worker_app(config), access_log=None, handle_signals=False)
+async def serve_worker(config: LogConfig, host: str, port: int, limits: ConnectionLimits | None = None) -> int:
+    """Run one read worker on (host, port) with SO_REUSEPORT until SIGTERM or SIGINT, its connections held to
+    `limits` (its writer's)."""
+    runner = GuardedRunner(create_worker_app(config), limits, access_log=None, handle_signals=False)
     await runner.setup()
     freeze_startup_heap()
     stop = asyncio.Event()
@@ -301,9 +303,9 @@ class ReadWorkers:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def worker_command(config: LogConfig, host: str, port: int) -> list[str]:
+def worker_command(config: LogConfig, host: str, port: int, limits: ConnectionLimits | None = None) -> list[str]:
     command = [sys.executable, "-m", "api.cli", "serve-reads", "--host", host, "--port", str(port),
-               "--data-dir", str(config.data_dir)]
+               "--data-dir", str(config.data_dir), *(limits or ConnectionLimits()).as_flags()]
     if config.database_url:
         command += ["--database-url", config.database_url]
     if config.key_file:

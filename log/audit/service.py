@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import and_, select
@@ -410,6 +410,22 @@ class AuditService:
     # -- blobs ----------------------------------------------------------------------------------------------
     async def put_blob(self, digest: str, data: bytes) -> bool:
         created = await self._read(self.blobs.put, check_digest(digest), data)
+        if created:
+            self.stats.blobs_stored += 1
+        return created
+
+    async def put_blob_from(self, digest: str, pieces: AsyncIterator[bytes]) -> bool:
+        """`put_blob` for bytes that come in pieces (an HTTP body): each piece goes to the store as it comes
+        (BlobStore.writer), so memory holds one piece, not the blob. Whatever `pieces` raises (a client gone, a body
+        too big) leaves nothing stored, and is raised."""
+        writer = await self._read(self.blobs.writer, check_digest(digest))
+        try:
+            async for piece in pieces:
+                await self._read(writer.write, piece)
+            created = await self._read(writer.commit)
+        except BaseException:
+            writer.abort()  # a close and an unlink, here: a cancelled request must not leave the file behind
+            raise
         if created:
             self.stats.blobs_stored += 1
         return created
