@@ -80,6 +80,8 @@ FIGURES: list[Figure] = [
     Figure("memory.server_peak_rss", "(6) server peak RSS (VmHWM) while ingesting over HTTP, SQLite",
            _le(200, "≤ 200 MB, flat")),
     Figure("memory.db_bytes_per_entry", "(6) SQLite database bytes per 256-byte entry"),
+    Figure("memory.blob_puts_peak_rss", "(6) server peak RSS (VmHWM) under eight concurrent blob PUTs, streamed",
+           _le(250, "≤ 250 MB")),
     Figure("check.sqlite", "(7) auditlog db check: entries re-hashed, tiles rebuilt and compared, every checkpoint "
            "checked, SQLite"),
     Figure("check.postgresql", "(7) auditlog db check, PostgreSQL"),
