@@ -76,9 +76,18 @@ def _passed_on(headers) -> dict[str, str]:
 
 
 async def _forward(request: web.Request) -> web.StreamResponse:
-    """Send the request to the writer over its Unix socket and answer with what it answered."""
+    """Send the request to the writer over its Unix socket and answer with what it answered. A body bigger than a
+    JSON body may be (a blob) or of unknown length is passed on as it comes, never whole in this process's memory."""
     headers = _passed_on(request.headers)
-    body = await request.read() if request.body_exists else None
+    declared = request.content_length
+    if not request.body_exists:
+        body = None
+    elif declared is not None and declared <= MAX_JSON_BODY:
+        body = await request.read()
+    else:
+        body = request.content.iter_chunked(1 << 16)
+        if declared is not None:
+            headers["Content-Length"] = str(declared)
     try:
         async with request.app[WRITER_SESSION].request(
             request.method, f"http://writer{request.path_qs}", headers=headers, data=body,

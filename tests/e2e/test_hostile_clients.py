@@ -280,3 +280,29 @@ def test_a_declared_body_over_the_blob_limit_is_refused_before_it_is_read(server
         return answer
 
     assert asyncio.run(main()).startswith(b"HTTP/1.1 413 ")
+
+
+def test_blobs_stream_through_read_workers_too(tmp_path):
+    """With a read worker on the same port (SO_REUSEPORT), a PUT lands on the writer or on the worker, which passes
+    a body bigger than any JSON body on to the writer as it comes. Eight fresh connections: both ways, but for a
+    1 in 256 chance; declared lengths and chunked bodies, matching and not."""
+    import http.client
+
+    with ServerProcess(tmp_path / "data", extra_args=["--read-workers", "1", "--verify-processes", "0"]) as server:
+        host, port = _address(server.url)
+        blobs = [os.urandom(9 << 20) + bytes([i]) for i in range(8)]
+        for i, blob in enumerate(blobs):
+            digest = hashlib.sha256(blob).hexdigest()
+            connection = http.client.HTTPConnection(host, port, timeout=60)
+            if i % 2:  # chunked: no Content-Length
+                connection.request("PUT", f"/api/v1/blobs/{digest}", body=iter([blob[:5 << 20], blob[5 << 20:]]),
+                                   encode_chunked=True)
+            else:
+                connection.request("PUT", f"/api/v1/blobs/{digest}", body=blob)
+            assert connection.getresponse().status == 201
+            connection.close()
+            assert _get(server.url, f"/api/v1/blobs/{digest}") == (200, blob)
+        wrong = hashlib.sha256(b"other").hexdigest()
+        for _ in range(4):
+            assert _put(server.url, f"/api/v1/blobs/{wrong}", blobs[0])[0] == 422
+        assert len(_files(server)) == len(blobs)  # the eight blobs, no temporary file
