@@ -309,3 +309,21 @@ def test_a_tile_path_parses_to_a_tile_that_prints_it_back_or_is_invalid_input(pa
 def test_every_tile_path_parses_back(level, index, width):
     tile = TileID(level, index, width)
     assert TileID.parse(tile.path()) == tile
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["Authorization", "Accept", "Content-Type", "X-A"]), header_values, max_size=4))
+def test_a_read_worker_passes_on_only_utf8_header_values_and_keeps_the_valid_ones(headers):
+    from api.server.readers import _utf8_headers
+
+    passed = _utf8_headers(dict(headers))
+    assert passed.keys() == headers.keys()
+    for name, value in passed.items():
+        value.encode()  # aiohttp's header writer would silently drop what this refuses
+        original = headers[name]
+        try:
+            original.encode()
+        except UnicodeEncodeError:
+            assert value != original and "\ufffd" in value
+        else:
+            assert value == original

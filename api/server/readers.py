@@ -75,10 +75,26 @@ def _passed_on(headers) -> dict[str, str]:
     return {name: value for name, value in headers.items() if name.lower() not in _NOT_FORWARDED}
 
 
+def _utf8_headers(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` with every byte that was not UTF-8 replaced by U+FFFD.
+
+    aiohttp reads such bytes as surrogate escapes, and its header writer silently drops surrogates: passed on as
+    they were, a value would reach the writer changed into another, possibly valid, one (`Bearer <token>\\xff`
+    arrived as `Bearer <token>` and was let in). U+FFFD keeps it invalid, so the writer refuses it as it refuses
+    the original when that reaches it directly (every check there treats a non-ASCII character alike)."""
+    for name, value in headers.items():
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                headers[name] = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return headers
+
+
 async def _forward(request: web.Request) -> web.StreamResponse:
     """Send the request to the writer over its Unix socket and answer with what it answered. A body bigger than a
     JSON body may be (a blob) or of unknown length is passed on as it comes, never whole in this process's memory."""
-    headers = _passed_on(request.headers)
+    headers = _utf8_headers(_passed_on(request.headers))
     declared = request.content_length
     if not request.body_exists:
         body = None
@@ -95,11 +111,6 @@ async def _forward(request: web.Request) -> web.StreamResponse:
         ) as answer:
             payload = await answer.read()
             return web.Response(status=answer.status, body=payload, headers=_passed_on(answer.headers))
-    except UnicodeEncodeError:
-        # aiohttp reads header bytes that are not UTF-8 as surrogate escapes and cannot send them on: the request
-        # is the client's fault, not the writer's (a 500 before).
-        return problem_response(400, "bad-request", "Bad request",
-                                "a header value is not UTF-8, so this request cannot be passed on to the writer")
     except (aiohttp.ClientError, OSError) as exc:
         logger.warning("writer unreachable for %s %s: %s", request.method, request.path, exc)
         return _writer_unavailable()
