@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from api.server.metrics import render_dict_metrics
+from api.server.state import METRIC_SOURCES
 from log import defaults
 
 _TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\n"
@@ -126,6 +128,15 @@ class GuardedServer(web.Server):
                 handler.force_close()
         self._timer = self._loop.call_later(self._interval, self._sweep)
 
+    def metrics(self) -> dict[str, float]:
+        """For /metrics (api.server.metrics.render_dict_metrics): open connections, and those the limits ended."""
+        return {
+            "http_connections": float(len(self._connections)),
+            "http_connections_refused_total": float(self.refused),
+            'http_connections_timed_out_total{reason="header"}': float(self.timed_out["header"]),
+            'http_connections_timed_out_total{reason="body_idle"}': float(self.timed_out["body"]),
+        }
+
     async def shutdown(self, timeout: float | None = None) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -141,6 +152,10 @@ class GuardedRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # the app's startup, as AppRunner does it
-        return GuardedServer(plain.request_handler, request_factory=plain.request_factory,
-                             handler_cancellation=plain.handler_cancellation, loop=plain._loop, limits=self.limits,
-                             **plain._kwargs)
+        server = GuardedServer(plain.request_handler, request_factory=plain.request_factory,
+                               handler_cancellation=plain.handler_cancellation, loop=plain._loop, limits=self.limits,
+                               **plain._kwargs)
+        sources = self.app.get(METRIC_SOURCES)
+        if sources is not None:  # /metrics shows what the limits did
+            sources.append(lambda: render_dict_metrics(server.metrics()))
+        return server

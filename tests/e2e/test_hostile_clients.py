@@ -78,6 +78,13 @@ def _get(url: str, path: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def _metric(url: str, name: str) -> float:
+    for line in _get(url, "/metrics")[1].decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
 def test_slowloris_heads_get_408_and_are_closed_after_the_header_timeout(server):
     head = b"GET /checkpoint HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40 + b"\r\n\r\n"
 
@@ -89,6 +96,7 @@ def test_slowloris_heads_get_408_and_are_closed_after_the_header_timeout(server)
         assert seconds is not None and seconds < 2.5, seconds
         assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert _get(server.url, "/healthz")[0] == 200
+    assert _metric(server.url, 'auditlog_http_connections_timed_out_total{reason="header"}') >= 10
 
 
 def test_connections_that_never_send_are_closed_after_the_header_timeout(server):
@@ -130,6 +138,7 @@ def test_a_trickled_body_is_cut_after_the_body_idle_timeout_and_nothing_is_store
         assert seconds is not None and seconds < 2.5, seconds
         assert b" 201 " not in answer and b" 200 " not in answer
     assert _get(server.url, f"/api/v1/blobs/{digest}")[0] == 404
+    assert _metric(server.url, 'auditlog_http_connections_timed_out_total{reason="body_idle"}') >= 2
     blobs = server.data_dir / "blobs"
     assert not [path for path in blobs.rglob("*") if path.is_file()]  # not even a temporary file
     assert _get(server.url, "/checkpoint")[1].split(b"\n")[1] == size_before
@@ -186,6 +195,7 @@ def test_connections_beyond_the_cap_are_refused_and_the_server_keeps_answering(t
                 break
             time.sleep(0.1)
         assert status == 200
+        assert _metric(server.url, "auditlog_http_connections_refused_total") >= 1
 
 
 # --- blob uploads stream to disk ---------------------------------------------------------------------------------
