@@ -138,9 +138,11 @@ class GuardedServer(web.Server):
         }
 
     async def shutdown(self, timeout: float | None = None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        await super().shutdown(timeout)
+        try:
+            await super().shutdown(timeout)  # the limits hold while requests finish: a stalled body is still cut
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
 
 
 class GuardedRunner(web.AppRunner):
