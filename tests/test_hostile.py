@@ -148,6 +148,13 @@ CASES = [
          400, "$"),
     Case("producers: NaN for the producer", "POST", b"/api/v1/producers", (ADMIN, JSON_CT),
          b'{"producer":NaN,"tenants":["t"]}', 400, "producer"),
+    Case("entries: an Expect of bytes that are not UTF-8 (aiohttp's own 417 failed: a bare 500)", "POST",
+         b"/api/v1/entries", ((b"Expect", b"\xff"), (b"Content-Type", b"application/octet-stream")), b"x", 417,
+         "Expect"),
+    Case("events: an Expect other than 100-continue", "POST", b"/api/v1/events", ((b"Expect", b"teapot"), JSON_CT),
+         b"{}", 417, "Expect"),
+    Case("entries: gzip Content-Encoding over bytes that are not gzip", "POST", b"/api/v1/entries",
+         ((b"Content-Encoding", b"gzip"), JSON_CT), b'{"entries":["AA=="]}', 400, "body"),
     # --- kin: query and path values --------------------------------------------------------------------------
     Case("events: limit beyond 2^63", "GET", b"/api/v1/events?limit=99999999999999999999999", (), b"", 400, "limit"),
     Case("events: limit with an underscore", "GET", b"/api/v1/events?limit=1_0", (), b"", 400, "limit"),

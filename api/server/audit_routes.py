@@ -30,7 +30,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from api.server.problems import ProblemKind, problem_body, register_problem_kinds
+from api.server.problems import ProblemKind, problem_body, register_problem_kinds, with_expect_continue
 from api.server.routes import checkpoint_fields, json_bytes, parse_uint
 from api.server.state import LOG, METRIC_SOURCES
 from log.audit.admin import check_bearer, load_or_create_admin_token
@@ -366,7 +366,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     return _json(_registry_receipt(receipt))
 
 
-AUDIT_ROUTES = [
+AUDIT_ROUTES = with_expect_continue([
     web.post("/api/v1/events", submit_events),
     web.get("/api/v1/events", list_events, allow_head=False),
     web.get("/api/v1/runs/{run_id}/timeline", run_timeline, allow_head=False),
@@ -380,7 +380,7 @@ AUDIT_ROUTES = [
     web.post("/api/v1/producers/{producer}/keys", add_key),
     web.post("/api/v1/producers/{producer}/keys/{key_id}/retire", retire_key),
     web.post("/api/v1/producers/{producer}/keys/{key_id}/revoke", revoke_key),
-]
+])
 
 
 def add_audit_routes(app: web.Application, *, data_dir: Path, admin_token: str | None = None,

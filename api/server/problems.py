@@ -17,7 +17,9 @@ import json
 import logging
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
+from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.web_urldispatcher import _default_expect_handler as _aiohttp_expect
 
 from log.errors import (
     Conflict, InvalidInput, LogError, NotFound, ProofError, SequencerLockHeld, SignatureError, StorageError,
@@ -131,6 +133,23 @@ def problem_from_log_error(exc: LogError) -> web.Response:
                         headers=headers)
 
 
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """The routes' Expect handler: `100-continue` is answered as aiohttp does; any other expectation is a 417
+    problem naming the header. aiohttp's own handler runs before the middlewares and failed to build its 417 for
+    an expectation of bytes that are not UTF-8 (a bare 500)."""
+    expect = request.headers.get("Expect", "")
+    if request.version != HttpVersion11 or expect.lower() == "100-continue":
+        return await _aiohttp_expect(request)
+    return problem_response(417, "expectation-failed", "Expectation failed",
+                            f"the only expectation this server meets is 100-continue, not {expect[:40]!r}",
+                            field="Expect")
+
+
+def with_expect_continue(routes: list[web.RouteDef]) -> list[web.RouteDef]:
+    """`routes` with `expect_continue` as their Expect handler."""
+    return [web.RouteDef(r.method, r.path, r.handler, {**r.kwargs, "expect_handler": expect_continue}) for r in routes]
+
+
 def problem_from_http(exc: web.HTTPException, request: web.Request) -> web.Response:
     code, title = _BY_STATUS.get(exc.status, (f"http-{exc.status}", exc.reason))
     headers = {}
@@ -162,6 +181,9 @@ async def problem_middleware(request: web.Request, handler) -> web.StreamRespons
         if exc.status < 400:
             raise
         return problem_from_http(exc, request)
+    except RequestPayloadError as exc:  # the body cannot be read as sent: data its Content-Encoding cannot decode...
+        return problem_response(400, "bad-request", "Bad request", f"the body cannot be read: {str(exc)[:120]}",
+                                field="body")
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - the one place that answers the unexpected, after logging it

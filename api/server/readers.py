@@ -39,7 +39,7 @@ from api.server import routes
 from api.server.app import freeze_startup_heap
 from api.server.connections import ConnectionLimits, GuardedRunner
 from api.server.metrics import HttpMetrics, metrics_middleware
-from api.server.problems import problem_middleware, problem_response
+from api.server.problems import expect_continue, problem_middleware, problem_response
 from api.server.routes import MAX_JSON_BODY
 from api.server.state import CONFIG, HTTP_METRICS, LOG, METRIC_SOURCES
 from log.blobs import MAX_BLOB_SIZE
@@ -50,9 +50,11 @@ logger = logging.getLogger(__name__)
 
 WRITER_SOCKET_NAME = "writer.sock"
 READ_ROUTES = routes.READ_WORKER_ROUTES  # the main table's rows a worker answers itself (routes.py says which)
-# Hop-by-hop headers (RFC 9110 section 7.6.1) and those aiohttp recomputes for the body it sends.
+# Hop-by-hop headers (RFC 9110 section 7.6.1) and those aiohttp recomputes for the body it sends. Content-Encoding
+# too: aiohttp decodes a request body as it reads it, and a response body as the client reads it, so what is passed
+# on is never encoded (forwarded, it made the writer decode a gzip body twice and refuse it).
 _NOT_FORWARDED = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-                  "content-length", "host"}
+                  "content-length", "host", "content-encoding"}
 WRITER_SESSION = web.AppKey("writer_session", aiohttp.ClientSession)
 ENTRY_BATCHER = web.AppKey("entry_batcher", "EntryBatcher")
 RESTART_DELAY = 1.0
@@ -227,8 +229,8 @@ def create_worker_app(config: LogConfig) -> web.Application:
     app[METRIC_SOURCES] = []
     app.cleanup_ctx.append(_worker_lifetime)
     app.router.add_routes(READ_ROUTES)
-    app.router.add_post("/api/v1/entries", _add_entries)
-    app.router.add_route("*", "/{tail:.*}", _forward)
+    app.router.add_post("/api/v1/entries", _add_entries, expect_handler=expect_continue)
+    app.router.add_route("*", "/{tail:.*}", _forward, expect_handler=expect_continue)
     return app
 
 

@@ -27,7 +27,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from api.server import metrics
-from api.server.problems import RETRY_AFTER_SECONDS, ProblemKind, register_problem_kinds
+from api.server.problems import RETRY_AFTER_SECONDS, ProblemKind, register_problem_kinds, with_expect_continue
 from api.server.readiness import readiness, readiness_metrics
 from api.server.state import HTTP_METRICS, LOG, METRIC_SOURCES, OPENAPI, TIMESTAMP_JOB, WITNESS_JOB
 from log.errors import InvalidInput, NotFound
@@ -110,10 +110,12 @@ def parse_hash(text: str, field: str) -> bytes:
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refusing (413) a declared or actual length above `limit` before reading all of it."""
     declared = request.content_length
-    if declared is not None:
+    if declared is not None and "Content-Encoding" not in request.headers:
         if declared > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
-        # aiohttp's parser delivers exactly the declared length: one read, no copy.
+        # aiohttp's parser delivers exactly the declared length: one read, no copy. (Not so for an encoded body:
+        # aiohttp decodes it as it reads, and the declared length is the encoded one; it is read in chunks below,
+        # its decoded length counted against the limit.)
         try:
             return await request.content.readexactly(declared)
         except asyncio.IncompleteReadError as exc:
@@ -452,7 +454,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 # The one route table. The OpenAPI document (api/server/openapi.py) describes exactly these; a test holds them together.
 # Entry bundles come before hash tiles: "/tile/entries/..." would otherwise match "/tile/{level}/...".
-ROUTES = [
+ROUTES = with_expect_continue([
     web.post("/api/v1/entries", add_entries),
     web.get("/api/v1/entries/{index}", get_entry, allow_head=False),
     web.get("/api/v1/proof/inclusion", inclusion_proof, allow_head=False),
@@ -468,7 +470,7 @@ ROUTES = [
     web.get("/healthz", healthz, allow_head=False),
     web.get("/readyz", readyz, allow_head=False),
     web.get("/metrics", metrics_text, allow_head=False),
-]
+])
 
 # The reads a read worker (api/server/readers.py) answers itself, from its read-only Log, with the handlers above:
 # those whose answer is the stored tree's alone. A worker forwards every other route to the writer. So serving a
