@@ -78,3 +78,10 @@ class SequencerLockHeld(StorageError):
     """Another sequencer holds the database's writer lock."""
 
     code = "sequencer-locked"
+
+
+class ForkRefused(StorageError):
+    """Starting would let the log's key sign a second tree of its origin: the database is empty, behind, or holds
+    another log than the one the key has signed (log/signed_history.py)."""
+
+    code = "fork-refused"

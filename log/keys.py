@@ -29,16 +29,15 @@ def read_signer_key(path: Path) -> Signer:
         raise InvalidInput(f"cannot read the log key {path}: {exc}", field="key_file") from exc
 
 
-def load_or_create_signer(path: Path, origin: str | None) -> tuple[Signer, bool]:
-    """The signer in `path`, or a new one for `origin` if the file does not exist. Returns (signer, created)."""
-    if path.exists():
-        signer = read_signer_key(path)
-        if origin is not None and origin != signer.name:
-            raise InvalidInput(
-                f"origin {origin!r} does not match the key in {path}, which signs for {signer.name!r}",
-                field="origin",
-            )
-        return signer, False
-    if origin is None:
-        raise InvalidInput("no log key yet and no origin given to create one", field="origin")
-    return write_signer_key(path, origin), True
+def load_signer(path: Path, origin: str | None) -> Signer | None:
+    """The signer in `path`, None if the file does not exist; `origin`, when given, must be the key's name. The key
+    is created (write_signer_key) only once starting is known to be safe (Log.open)."""
+    if not path.exists():
+        return None
+    signer = read_signer_key(path)
+    if origin is not None and origin != signer.name:
+        raise InvalidInput(
+            f"origin {origin!r} does not match the key in {path}, which signs for {signer.name!r}",
+            field="origin",
+        )
+    return signer

@@ -11,6 +11,9 @@ is labelled where it happens in the code ("# Step 4 (commit): ..."), with what a
 3. Sign a checkpoint for the new size and root.
 4. Store entries, changed tiles and the checkpoint in one transaction (`LogWriter.commit_batch`), durable on
    return. A crash before the commit point leaves the previous state; after it, this batch in full.
+   4b. Remember the committed checkpoint beside the key (`history`, log/signed_history.py), so that a later start
+   refuses a database that is empty, behind or another tree. A crash between 4 and 4b leaves the record one batch
+   behind the database, which a start accepts (the database is ahead of it).
 5. Only now publish the checkpoint in memory and answer every waiting submission with its indices.
 
 If step 4 raises, the batch's submitters get an error (their entries may or may not have been stored: they retry),
@@ -51,6 +54,7 @@ from log.errors import (
 from log.fsck import check_newest_entries
 from log.hashing import hash_leaves
 from log.note_keys import Signer, parse_verifier_key
+from log.signed_history import SignedHistory
 from log.stats import LogStats
 from log.storage import (
     BatchWrite, KeyedEntry, KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite, WorkFailed,
@@ -327,6 +331,7 @@ class Sequencer:
         max_pending: int = defaults.MAX_PENDING,
         stats: LogStats | None = None,
         clock: Callable[[], float] = time.time,
+        history: SignedHistory | None = None,
     ):
         if batch_size < 1:
             raise InvalidInput(f"batch_size must be at least 1, not {batch_size}", field="batch_size")
@@ -336,6 +341,7 @@ class Sequencer:
         self._origin = signer.name
         self.stats = stats or LogStats()
         self._clock = clock
+        self._history = history
         self._batches = BatchQueue(batch_size, batch_max_age, batch_linger, max_pending, self.stats)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -615,6 +621,11 @@ class Sequencer:
             first_index=first_index, entries=entries, leaf_hashes=leaf_hashes, received_at=now_ms, tiles=tiles,
             checkpoint=StoredCheckpoint(size, root, note, now_ms), keys=keys, rows=rows, work=work,
         ))
+
+        # Step 4b (remember): what the key signed and the log committed, beside the key (one pwrite, no fsync; see
+        # log/signed_history.py). Before publishing: nothing is served that the record does not cover.
+        if self._history is not None:
+            self._history.record(size, root)
 
         # Step 5 (publish): committed, so readers may see it now. The edge snapshot goes out before the checkpoint,
         # so a reader that sees a checkpoint always finds edge tiles at least that big.

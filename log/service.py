@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from log import defaults, proofs
-from log.errors import InvalidInput, NotFound, Unavailable
-from log.keys import KEY_FILE_NAME, load_or_create_signer, read_signer_key
+from log.checkpoint import open_checkpoint
+from log.errors import InvalidInput, LogError, NotFound, Unavailable
+from log.keys import KEY_FILE_NAME, load_signer, read_signer_key, write_signer_key
 from log.note_keys import Signer
 from log.sequencer import BatchReceipt, IdempotencyKey, Published, Sequencer
+from log.signed_history import SignedHistory, SignedRecord, check_database, history_path, read_record
 from log.stats import LogStats
 from log.storage import LogStore, RowInsert, StoredEntry
-from log.storage.engine import sqlite_url_for, upgrade_schema
-from log.storage.store import SqlLogStore
+from log.storage.engine import normalize_database_url, shown_url as _shown_url, sqlite_url_for, upgrade_schema
+from log.storage.store import SqlLogStore, peek_latest_checkpoint
 from log.prover import LRU, Prover
 from log.bundles import encode_entry_bundle
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID
@@ -52,6 +54,22 @@ class LogConfig:
 
     def resolved_key_file(self) -> Path:
         return self.key_file or self.data_dir / KEY_FILE_NAME
+
+
+def _record_of_data_dir(config: LogConfig, signer: Signer) -> SignedRecord | None:
+    """For a data dir from before log.state (log/signed_history.py): what its key signed, as its own SQLite log
+    says, when the server is pointed at another database. None when there is no such log or another key signed it."""
+    own = sqlite_url_for(config.data_dir / "auditlog.db")
+    if config.database_url is None or normalize_database_url(config.database_url) == own:
+        return None
+    stored = peek_latest_checkpoint(own)
+    if stored is None:
+        return None
+    try:
+        open_checkpoint(stored.note, signer.verifier, signer.name)
+    except LogError:
+        return None
+    return SignedRecord(stored.size, stored.root_hash)
 
 
 class StoredHead:
@@ -94,6 +112,7 @@ class Log:
         self.stats = LogStats()
         self._sequencer: Sequencer | None = None
         self._head: StoredHead | None = None  # a reader's checkpoint source (no sequencer)
+        self._history: SignedHistory | None = None  # what the key signed (a writer's)
         self._reader = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="auditlog-read")
         self._full_tiles = LRU(config.tile_cache_size)  # for tile GETs; proofs keep their own views
         # A view of a full tile holds its 8 KiB and its 8 KiB of stored interior nodes.
@@ -104,27 +123,57 @@ class Log:
 
     @classmethod
     async def open(cls, config: LogConfig) -> "Log":
-        """Migrate (if asked), load or create the key, take the sequencer lock, reconcile and start."""
+        """Check that signing on cannot fork the log, then migrate (if asked), take the sequencer lock, check again,
+        create the key if there is none, reconcile and start.
+
+        The first check reads only (the key, its record, the database's latest checkpoint, if the database exists):
+        a start it refuses (ForkRefused) creates nothing, not the data dir, the database, the schema nor a key. The
+        second runs under the writer lock, where nobody else can write, before the first signature."""
         url = config.resolved_database_url()
+        key_file = config.resolved_key_file()
         loop = asyncio.get_running_loop()
+        signer = load_signer(key_file, config.origin)
+        if signer is None and config.origin is None:
+            raise InvalidInput("no log key yet and no origin given to create one", field="origin")
+        record = read_record(history_path(key_file), signer) if signer is not None else None
+        if signer is not None and record is None:
+            record = await loop.run_in_executor(None, _record_of_data_dir, config, signer)
+        stored = await loop.run_in_executor(None, peek_latest_checkpoint, url)
+        where = _shown_url(url)
+        check_database(signer, record, stored, where, key_file=key_file)
+
         if config.migrate:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
             await loop.run_in_executor(None, upgrade_schema, url)
-        signer, created = load_or_create_signer(config.resolved_key_file(), config.origin)
         store = SqlLogStore(url)
-        log = cls(store, signer, config, key_created=created)
         try:
             writer = await loop.run_in_executor(None, store.acquire_writer)
         except BaseException:
             store.close()
             raise
-        log._sequencer = Sequencer(
-            store, writer, signer,
-            batch_size=config.batch_size, batch_max_age=config.batch_max_age, batch_linger=config.batch_linger,
-            max_pending=config.max_pending, stats=log.stats,
-        )
+        history = None
         try:
+            # Under the lock: what is stored now is what the sequencer will extend.
+            stored = await loop.run_in_executor(None, store.latest_checkpoint)
+            check_database(signer, record, stored, where, key_file=key_file, checkpoint_at=store.checkpoint)
+            created = signer is None
+            if created:
+                signer = write_signer_key(key_file, config.origin)
+            if record is None and stored is not None:
+                record = SignedRecord(stored.size, stored.root_hash)  # an older data dir: its first record
+            history = SignedHistory(history_path(key_file), signer, record)
+            log = cls(store, signer, config, key_created=created)
+            log._history = history
+            log._sequencer = Sequencer(
+                store, writer, signer,
+                batch_size=config.batch_size, batch_max_age=config.batch_max_age,
+                batch_linger=config.batch_linger, max_pending=config.max_pending, stats=log.stats,
+                history=history,
+            )
             await log._sequencer.start()
         except BaseException:
+            if history is not None:
+                history.close()
             writer.close()
             store.close()
             raise
@@ -151,6 +200,8 @@ class Log:
     async def close(self) -> None:
         if self._sequencer is not None:
             await self._sequencer.close()
+        if self._history is not None:
+            self._history.close()
         self._reader.shutdown(wait=True)
         self.store.close()
 

@@ -66,8 +66,7 @@ def cmd_serve(args) -> int:
     )
     if config.origin is None and not config.resolved_key_file().exists():
         config.origin = default_origin()
-    # Log.open migrates the SQLite database before it writes the key (which makes the directory): make it first.
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    # Log.open makes the data dir once it knows the start is safe: a refused start leaves nothing behind.
     return asyncio.run(_serve(config, args.host, args.port, witnessing, read_workers=read_workers,
                               verify_processes=verify_processes, limits=limits, blob_uploads=blob_uploads))
 

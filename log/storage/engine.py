@@ -27,6 +27,11 @@ def normalize_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def shown_url(url: str) -> str:
+    """`url` as messages show it: normalised, without its password."""
+    return make_url(normalize_database_url(url)).render_as_string(hide_password=True)
+
+
 def sqlite_url_for(path: str | os.PathLike) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 

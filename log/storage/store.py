@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import functools
 import threading
+from pathlib import Path
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import and_, func, inspect, or_, select, text
+from sqlalchemy.engine import make_url
 
 from log.errors import StorageError
 from log.storage import (
@@ -282,3 +284,22 @@ def _checkpoint(row) -> StoredCheckpoint | None:
         return None
     return StoredCheckpoint(row.size, bytes(row.root_hash), bytes(row.note), row.created_at)
 
+
+
+def peek_latest_checkpoint(url: str) -> StoredCheckpoint | None:
+    """The latest checkpoint of the database at `url`, read without creating or changing anything: None when the
+    SQLite file does not exist, or the database has no checkpoints table (never migrated) or no checkpoint."""
+    url = normalize_database_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and (not parsed.database or parsed.database == ":memory:"
+                                                  or not Path(parsed.database).exists()):
+        return None
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table(checkpoints.name):
+                return None
+            row = conn.execute(select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)).first()
+        return _checkpoint(row)
+    finally:
+        engine.dispose()
