@@ -31,6 +31,12 @@ TILE_CACHE_SIZE = 4096  # full tiles kept for tile GETs
 WITNESS_INTERVAL = 10.0
 TIMESTAMP_INTERVAL = 60.0
 
+# --- shutdown ---------------------------------------------------------------------------------------------------
+# On SIGTERM, requests in progress get this long to finish (entries already queued are committed and answered);
+# then those still running, a body still trickling in, are cancelled. aiohttp may take the grace twice for a
+# handler that ignores its cancellation: 3 s keeps the process's exit within 10 s.
+SHUTDOWN_GRACE = 3.0
+
 # --- processes beside the server ---------------------------------------------------------------------------------
 READ_WORKERS = 0  # extra processes serving proofs, tiles and entries
 

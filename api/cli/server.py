@@ -132,7 +132,8 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
     from api.server.state import LOG
 
     app = create_app(config, witnessing, verify_processes=verify_processes, blob_uploads=blob_uploads)
-    runner = GuardedRunner(app, limits, access_log=None, handle_signals=False)
+    runner = GuardedRunner(app, limits, access_log=None, handle_signals=False,
+                           shutdown_timeout=defaults.SHUTDOWN_GRACE)
     try:
         await runner.setup()  # opens the log: migrate, key, sequencer lock, reconcile
     except LogError as exc:
@@ -181,7 +182,10 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         print(f"listening on http://{shown}:{bound[1]}", flush=True)
         await stop.wait()
-        print("shutting down: finishing queued entries", flush=True)
+        # Stop accepting, give requests in progress SHUTDOWN_GRACE seconds, cancel what still runs (a body still
+        # arriving), then close the log: what is queued is committed and answered, nothing is answered unstored.
+        print(f"shutting down: finishing queued entries, requests in progress get {defaults.SHUTDOWN_GRACE:g} s",
+              flush=True)
     finally:
         if workers is not None:
             await workers.stop()  # first: they forward writes here
