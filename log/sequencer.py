@@ -527,7 +527,7 @@ class Sequencer:
         if reason is not None:
             self._retry_at = time.monotonic() + UNAVAILABLE_RETRY_SECONDS
             self._unavailable = reason
-            return StorageUnavailable(f"the batch was not stored: {reason}; retry later", reason)
+            return StorageUnavailable(f"the batch was not acknowledged: {reason}; retry later", reason)
         return exc if isinstance(exc, LogError) else StorageError(f"storing the batch failed: {exc}")
 
     def _hand_over(self, deliver: Callable, batch: list[_Submission], outcome) -> None:
