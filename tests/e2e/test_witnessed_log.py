@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import shutil
 import sqlite3
 import subprocess
@@ -231,12 +230,12 @@ def test_witnessed_timestamped_log_verified_and_tampering_caught(tmp_path, proce
     fork.stop()
 
     # -- (b) an entry rewritten in the real log's database --------------------------------------------------------
+    # Since issue 16 the server re-hashes the entries of its newest level-0 tiles (all 10 here) at start and refuses
+    # to serve a changed one, naming it; `db check` names it too. (A rewritten entry older than the newest tiles,
+    # which the server still starts with, is found by the monitor: tests/e2e/test_server_process.py.)
     with sqlite3.connect(data / "auditlog.db") as db:
         assert db.execute("UPDATE entries SET data = ? WHERE idx = 5", (b"entry 5, rewritten",)).rowcount == 1
-    log = ServerProcess(data, None, log_flags)
-    processes.append(log)
-    log.start()
-    code, out = cli("verify", "--server", log.url, "--key", log_vkey, *witness_keys, "--tsa-ca", tsa_ca, "--quiet")
-    assert code == 1, out
-    assert "entry 5 " in out and "tampered 1" in out, out
-    assert re.search(r"cosigned by 2 of 2 witnesses", out), out  # the checkpoints themselves are still sound
+    code, out = ServerProcess(data, None, log_flags).run_to_exit()
+    assert code == 1 and "cannot start: entry 5 was changed after it was logged" in out, out
+    code, out = run_main(capsys, "db", "check", "--data-dir", str(data), "--log-key", log_vkey, "--quiet")
+    assert code == 1 and out.startswith("FAILED: entry 5: "), out
