@@ -21,7 +21,7 @@ from log.errors import InvalidInput, LogError, NotFound, Unavailable
 from log.keys import KEY_FILE_NAME, load_signer, read_signer_key, write_signer_key
 from log.note_keys import Signer
 from log.sequencer import BatchReceipt, IdempotencyKey, Published, Sequencer
-from log.signed_history import SignedHistory, SignedRecord, check_database, history_path, read_record
+from log.signed_history import SignedHistory, SignedRecord, check_database, history_path, read_record, root_at
 from log.stats import LogStats
 from log.storage import LogStore, RowInsert, StoredEntry
 from log.storage.engine import normalize_database_url, shown_url as _shown_url, sqlite_url_for, upgrade_schema
@@ -155,7 +155,8 @@ class Log:
         try:
             # Under the lock: what is stored now is what the sequencer will extend.
             stored = await loop.run_in_executor(None, store.latest_checkpoint)
-            check_database(signer, record, stored, where, key_file=key_file, checkpoint_at=store.checkpoint)
+            check_database(signer, record, stored, where, key_file=key_file,
+                           root_at_size=lambda size: root_at(store, size))
             created = signer is None
             if created:
                 signer = write_signer_key(key_file, config.origin)

@@ -7,8 +7,8 @@ key file has a companion, `log.state` (`history_path`): the largest checkpoint (
 the log committed. `check_database` compares the database's latest checkpoint with it, before anything is created
 and again under the writer lock, and refuses (`ForkRefused`, naming what it found and how to proceed):
 
-(a) the key has signed size n, and the database is empty or holds another tree (its checkpoint at size n, or the
-    checkpoint of the same size, has another root);
+(a) the key has signed size n, and the database is empty or holds another tree (its root at size n, recomputed
+    from its tiles when it is bigger, is another);
 (b) the database holds a log whose checkpoint does not verify with this key (another key, another origin), or the
     data dir has no key at all while the database holds a log (a new key would start a second log over it);
 (c) the database is behind: it holds size m < n (restored from an older backup), where the key would sign sizes
@@ -42,9 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from log.checkpoint import open_checkpoint
+from log.compact import CompactRange, frontier_node_ids
 from log.errors import ForkRefused, LogError
 from log.note import parse_note
 from log.note_keys import Signer
+from log.tile_nodes import node_hash_from_tile, tile_for_node
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +60,8 @@ _HEAD, _TAIL = struct.Struct(">4sIQQ32s"), struct.Struct(">I4x")
 assert _SLOT.size == _HEAD.size + _TAIL.size == 64
 
 MOVE_HINT = ("to start a new log, use a new --data-dir (a new key) and a new --origin; to move this log to another "
-             "database, copy the database there first (pg_dump and pg_restore, or sqlite3 .backup) and start with "
-             "the same data dir")
+             "database, copy the database there first (pg_dump and pg_restore, or sqlite3 .backup; `auditlog db "
+             "check` checks the copy) and start with the same data dir")
 
 
 @dataclass(frozen=True)
@@ -172,12 +174,27 @@ def _sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def root_at(store, size: int) -> bytes | None:
+    """The root of the stored tree's first `size` leaves, from its tiles (a node once complete never changes, so the
+    tiles of a bigger tree hold it); None when a tile it needs is missing or too short."""
+    hashes = []
+    nodes = frontier_node_ids(size)
+    places = [tile_for_node(*node) for node in nodes]
+    tiles = store.read_tiles({(tid.level, tid.index) for tid, _, _ in places})
+    for tid, start, count in places:
+        tile = tiles.get((tid.level, tid.index))
+        if tile is None or len(tile.data) < (start + count) * 32:
+            return None
+        hashes.append(node_hash_from_tile(tile.data, start, count))
+    return CompactRange(size, hashes).root()
+
+
 def check_database(signer: Signer | None, record: SignedRecord | None, stored, where: str, *,
-                   key_file: Path, checkpoint_at=None) -> None:
+                   key_file: Path, root_at_size=None) -> None:
     """Refuse (ForkRefused) to sign on top of `stored`, the database's latest StoredCheckpoint (or None: empty), when
     that could fork the log. `signer` is the data dir's key (None: no key yet), `record` what it signed (None:
-    nothing known); `checkpoint_at(size)` the database's stored checkpoint of a size (or None), for a database
-    that is ahead of the record. `where` names the database in the message."""
+    nothing known); `root_at_size(size)` the root of the database's tree at a size (or None: unknown), for a
+    database that is ahead of the record. `where` names the database in the message."""
     if signer is None:
         if stored is not None:
             raise ForkRefused(f"the database at {where} already holds the log {_describe(stored)}, and {key_file} "
@@ -202,10 +219,10 @@ def check_database(signer: Signer | None, record: SignedRecord | None, stored, w
         raise ForkRefused(f"{signed}, but the database at {where} holds only size {stored.size}: restored from an "
                           f"older backup? Signing on would fork the log; restore the newest copy of the database, "
                           f"or, {MOVE_HINT}")
-    same = stored if stored.size == record.size else (checkpoint_at(record.size) if checkpoint_at else None)
-    if same is not None and same.root_hash != record.root_hash:
+    root = stored.root_hash if stored.size == record.size else (root_at_size(record.size) if root_at_size else None)
+    if root is not None and root != record.root_hash:
         raise ForkRefused(f"{signed}, but the database at {where} holds another tree at that size (root "
-                          f"{same.root_hash.hex()}); {MOVE_HINT}")
+                          f"{root.hex()}); {MOVE_HINT}")
 
 
 def _describe(stored) -> str:

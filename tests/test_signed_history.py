@@ -11,9 +11,10 @@ from log.errors import ForkRefused
 from log.keys import write_signer_key
 from log.note_keys import generate_signer_key, parse_signer_key
 from log.service import Log, LogConfig
-from log.signed_history import SignedHistory, SignedRecord, check_database, history_path, read_record
+from log.signed_history import SignedHistory, SignedRecord, check_database, history_path, read_record, root_at
 from log.storage import StoredCheckpoint
 from log.checkpoint import Checkpoint, sign_checkpoint
+from tests.reference_tree import mth
 
 
 def _signer(origin="test.example/log"):
@@ -76,11 +77,11 @@ def test_check_database_accepts_the_same_tree_and_a_database_ahead_of_the_record
     record = SignedRecord(5, b"\x07" * 32)
     key_file = tmp_path / "log.key"
     check_database(signer, record, _stored(signer, 5, b"\x07" * 32), "db", key_file=key_file)
-    at = {5: _stored(signer, 5, b"\x07" * 32)}
-    check_database(signer, record, _stored(signer, 9), "db", key_file=key_file, checkpoint_at=at.get)
-    at = {5: _stored(signer, 5, b"\x09" * 32)}  # ahead, but not over the tree the key signed at 5
+    check_database(signer, record, _stored(signer, 9), "db", key_file=key_file, root_at_size={5: b"\x07" * 32}.get)
+    # Ahead, but not over the tree the key signed at 5.
     with pytest.raises(ForkRefused, match="another tree"):
-        check_database(signer, record, _stored(signer, 9), "db", key_file=key_file, checkpoint_at=at.get)
+        check_database(signer, record, _stored(signer, 9), "db", key_file=key_file,
+                       root_at_size={5: b"\x09" * 32}.get)
     check_database(signer, None, None, "db", key_file=key_file)  # a new log
     check_database(None, None, None, "db", key_file=key_file)  # a new log, its key still to be made
 
@@ -106,6 +107,8 @@ def test_the_record_follows_every_commit_and_a_refused_open_creates_nothing(tmp_
         finally:
             await log.close()
         assert read_record(history_path(key_file), log.signer).size == 3
+        for size in range(4):  # the root at each size, recomputed from the tiles of the tree of 3
+            assert root_at(log.store, size) == mth([b"a", b"b", b"c"][:size])
 
         # The same data dir against another (empty) database: refused, and nothing is made for it.
         elsewhere = tmp_path / "elsewhere" / "log.db"
