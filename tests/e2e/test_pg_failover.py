@@ -5,6 +5,9 @@ injected into the servers:
   termination to the first write acknowledged after the first refused one) is printed; writes are 200 or 503, never
   500; every acknowledged entry is stored at its acknowledged index with its leaf hash, and the monitor verifies the
   log;
+- a PostgreSQL server restart under load, clean ("fast") and a crash ("immediate"), on a private cluster
+  (tests/pg_cluster.py): the time from the database being reachable again until writes are acknowledged is printed,
+  and the same checks;
 - two servers on one database: the first is frozen (SIGSTOP) and its sessions terminated, so the second starts and
   takes the lock and writes; the first, thawed, finds the lock held and commits nothing (its writes are 503 naming
   that), nor after the second is killed (it finds the log grown by another writer and stops). The stored checkpoints
@@ -27,6 +30,7 @@ import aiohttp
 import psycopg
 
 from log.compact import CompactRange
+from tests.pg_cluster import private_cluster
 from tests.postgres import ADMIN_URL, fresh_database
 from tests.processes import REPO, ServerProcess
 
@@ -177,6 +181,43 @@ def test_terminated_sessions_under_load_recover_within_seconds_losing_nothing(tm
             assert all(seconds is not None and seconds < RECOVERY_BOUND for seconds in recoveries)
             assert set(load.statuses[server.url]) <= {200, 503}, load.statuses  # never 500
             assert load.statuses[server.url][503] >= 1  # the terminations were noticed
+            _check_one_chain_holding_everything_acknowledged(url, load)
+            _verify(server, tmp_path)
+        finally:
+            server.kill()
+
+
+def test_a_postgresql_restart_under_load_recovers_within_seconds_losing_nothing(tmp_path):
+    with private_cluster() as cluster:
+        url = cluster.create_database()
+        server = ServerProcess(tmp_path / "data", url, ["--batch-max-age-ms", "2"]).start()
+        try:
+            load = Load([server])
+            rounds: list[tuple[str, float, float]] = []  # (stop mode, stopped at, reachable again at)
+
+            async def scenario():
+                await asyncio.sleep(1.0)
+                for mode in ("fast", "immediate"):
+                    stopped_at = time.monotonic()
+                    await asyncio.to_thread(cluster.stop, mode)
+                    await asyncio.sleep(1.0)  # down for a second under load
+                    await asyncio.to_thread(cluster.start)  # returns once it accepts connections
+                    rounds.append((mode, stopped_at, time.monotonic()))
+                    deadline = time.monotonic() + RECOVERY_BOUND
+                    while load.recovery_after(stopped_at, server.url) is None:
+                        assert time.monotonic() < deadline, "writes were not acknowledged again"
+                        await asyncio.sleep(0.05)
+                    await asyncio.sleep(1.0)
+
+            asyncio.run(load.run_while(scenario))
+            figures = []
+            for mode, stopped_at, reachable_at in rounds:
+                recovery = load.recovery_after(stopped_at, server.url)
+                assert recovery is not None and recovery < RECOVERY_BOUND
+                figures.append(f"{mode}: writes acknowledged {recovery - (reachable_at - stopped_at):.2f} s after "
+                               f"the database was reachable ({recovery:.2f} s after the stop began)")
+            print(f"\nPostgreSQL restarts under load: {'; '.join(figures)}; answers {dict(load.statuses[server.url])}")
+            assert set(load.statuses[server.url]) <= {200, 503}, load.statuses  # never 500
             _check_one_chain_holding_everything_acknowledged(url, load)
             _verify(server, tmp_path)
         finally:
