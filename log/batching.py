@@ -91,13 +91,15 @@ class BatchQueue:
             self._released = self._queued
             self._ready.notify()
 
-    def take(self) -> list | None:
-        """On the writer thread: wait until a batch is due and take it; None once closing with nothing queued."""
+    def take(self, idle: float | None = None) -> list | None:
+        """On the writer thread: wait until a batch is due and take it; None once closing with nothing queued; an
+        empty list once nothing has been queued for `idle` seconds (if given)."""
         with self._ready:
             while not self._queue:
                 if self.closing:
                     return None
-                self._ready.wait()
+                if not self._ready.wait(idle) and idle is not None and not self._queue and not self.closing:
+                    return []
             while self._pending < self.batch_size and not self.closing:
                 waited = time.monotonic() - self._queue[0].queued_at
                 if self._released > self._taken:

@@ -74,6 +74,9 @@ LOCK_HELD_ELSEWHERE = "writer lock held by another server"
 # Waits between attempts to get a writer back after a lost connection or lock: doubling from the first to the last.
 RECONNECT_FIRST_DELAY = 0.1
 RECONNECT_MAX_DELAY = 1.0
+# An idle writer asks the database this often whether it still has its connection and its lock, so that a loss is
+# noticed (and `unavailable` says so, and the writer gets them back) before the next write, not at it.
+IDLE_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -482,9 +485,12 @@ class Sequencer:
         while True:
             # Step 1 (take): the next batch, once the policy says it is due. Nothing of it is stored or answered:
             # a crash from here until step 4's commit loses only entries nobody was told were stored.
-            batch = self._batches.take()
+            batch = self._batches.take(IDLE_CHECK_SECONDS)
             if batch is None:
                 return  # closed, with everything queued committed or failed
+            if not batch:  # idle for a while: is the writer still connected and holding the lock?
+                self._check_idle_writer()
+                continue
             started = time.perf_counter()
             previous, self._attempt = self._state.published, None
             try:
@@ -699,6 +705,20 @@ class Sequencer:
             logger.warning("the log cannot write (%s); next attempt in %.1f s", self._unavailable, delay)
             self._wake.wait(delay)
             delay = min(delay * 2, RECONNECT_MAX_DELAY)
+
+    def _check_idle_writer(self) -> None:
+        check = getattr(self._writer, "check", None)
+        if check is None:
+            return
+        try:
+            reason = None if check() else LOCK_LOST
+        except Exception as exc:  # noqa: BLE001 - a writer that cannot tell is not trusted with the next batch
+            reason = storage_fault(exc) or f"{DATABASE_UNREACHABLE}: {_first_line(exc)}"
+        if reason is not None:
+            logger.error("the idle writer lost its database connection or the sequencer lock: %s", reason)
+            self._retry_at = math.inf
+            self._unavailable = reason
+            self._reconnect((self._state.published, None))
 
     def _close_writer(self) -> None:
         try:

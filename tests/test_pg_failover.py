@@ -212,3 +212,54 @@ def test_a_sequencer_that_finds_the_log_grown_by_another_writer_stops_for_good(p
     broken = asyncio.run(scenario())
     assert "not the tree this writer committed" in str(broken)
     assert pg_store.read_entries(0, 10) == [b"before", b"by the other server"]
+
+
+async def _until(condition, seconds: float = 10.0) -> float:
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < seconds, "timed out"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+def test_an_idle_sequencer_notices_a_lost_lock_at_once_and_says_so(pg_store, signer):
+    """No write comes to find out: the idle writer asks the database every second, so `unavailable` (and /readyz)
+    tells the truth, and the writer takes the lock back when it is free."""
+    async def scenario():
+        sequencer = Sequencer(pg_store, pg_store.acquire_writer(), signer)
+        await sequencer.start()
+        try:
+            await sequencer.submit([b"before"])
+            writer = sequencer._writer
+            with writer._lock:  # not while the writer thread checks its connection
+                writer._conn.execute("SELECT pg_advisory_unlock_all()")
+                writer._conn.commit()
+            other = _acquire_when_free(pg_store)
+            noticed = await _until(lambda: sequencer.unavailable == LOCK_HELD_ELSEWHERE)
+            other.close()
+            await _until(lambda: sequencer.unavailable is None)
+            receipt = await sequencer.submit([b"after"])
+            return noticed, receipt
+        finally:
+            await sequencer.close()
+
+    noticed, receipt = asyncio.run(scenario())
+    assert noticed < 5 and receipt.first_index == 1
+
+
+def test_an_idle_sequencer_whose_backend_is_terminated_reconnects_before_the_next_write(pg_store, signer):
+    async def scenario():
+        sequencer = Sequencer(pg_store, pg_store.acquire_writer(), signer)
+        await sequencer.start()
+        try:
+            await sequencer.submit([b"before"])
+            lost = sequencer._writer
+            _terminate(pg_store, lost._conn.info.backend_pid)
+            await _until(lambda: sequencer._writer is not lost and sequencer.unavailable is None)
+            failures = sequencer.stats.batch_failures
+            return await sequencer.submit([b"after"]), failures
+        finally:
+            await sequencer.close()
+
+    receipt, failures = asyncio.run(scenario())
+    assert failures == 0 and receipt.first_index == 1  # the write after it found a writer ready

@@ -164,6 +164,12 @@ class LogWriter(ABC):
         itself, inside its transaction, and raises `SequencerLockHeld` instead of committing."""
         return True
 
+    def check(self) -> bool:
+        """Between batches: ask the database whether this writer still holds the sequencer lock (a round trip where
+        the lock is a server's): False once it knows it lost it, as `holding`; a lost connection raises the
+        driver's error."""
+        return self.holding
+
     @abstractmethod
     def close(self) -> None:
         """Release the sequencer lock. Idempotent."""

@@ -374,6 +374,17 @@ class PostgresWriter(DriverWriter):
     def holding(self) -> bool:
         return not self._closed and self._lost is None and not self._conn.broken and not self._conn.closed
 
+    def check(self) -> bool:
+        with self._lock:
+            if not self.holding:
+                return False
+            # A lost connection raises the driver's error (and `holding` is False from then on).
+            held = self._conn.execute(f"SELECT count(*) FROM pg_locks WHERE {_PG_HOLDS_LOCK}").fetchone()[0]
+            self._conn.rollback()
+            if held != 1:
+                self._lost = "the session no longer holds it"
+            return self.holding
+
     def _cursor(self):
         return self._conn.cursor()
 
