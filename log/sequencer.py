@@ -653,6 +653,9 @@ class Sequencer:
 
     def _install(self, state: TreeState, expected: tuple[Published, Published | None]) -> None:
         _check_reloaded(state.published, *expected)
+        if self._history is not None and state.published.size != expected[0].size:
+            # The failed batch did commit: it is published from now on, so the record covers it (step 4b).
+            self._history.record(state.published.size, state.published.root_hash)
         self._state = state
         self._edge_tiles = state.edge.snapshot()
 

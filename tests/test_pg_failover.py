@@ -263,3 +263,29 @@ def test_an_idle_sequencer_whose_backend_is_terminated_reconnects_before_the_nex
 
     receipt, failures = asyncio.run(scenario())
     assert failures == 0 and receipt.first_index == 1  # the write after it found a writer ready
+
+
+def test_a_failed_commit_that_landed_after_all_is_recorded_beside_the_key_once_reloaded(pg_store, signer, tmp_path):
+    from log.signed_history import SignedHistory
+    from tests.test_sequencer import FaultyWriter
+
+    history = SignedHistory(tmp_path / "log.state", signer, None)
+
+    async def scenario():
+        writer = FaultyWriter(pg_store.acquire_writer(), fail_on_call=3, persisted=True)
+        sequencer = Sequencer(pg_store, writer, signer, history=history)
+        await sequencer.start()
+        try:
+            await sequencer.submit([b"before"])
+            with pytest.raises(StorageError):
+                await sequencer.submit([b"landed after all"])
+            await _until(lambda: sequencer.published.size == 2)
+            return sequencer.published
+        finally:
+            await sequencer.close()
+
+    try:
+        published = asyncio.run(scenario())
+        assert (history.last.size, history.last.root_hash) == (2, published.root_hash)
+    finally:
+        history.close()
