@@ -15,6 +15,8 @@ HOST = "127.0.0.1"
 PORT = 8080
 SERVER_URL = f"http://{HOST}:{PORT}"  # what the client commands talk to by default
 
+DATABASE_CONNECT_TIMEOUT = 10  # seconds a PostgreSQL connection attempt may take before it counts as failed
+
 # --- the sequencer: a batch is committed when it is full or old enough, whichever comes first --------------------
 BATCH_SIZE = 1024  # entries per commit
 BATCH_MAX_AGE_MS = 50  # the oldest queued entry waits at most this long for its commit

@@ -289,3 +289,20 @@ def test_a_failed_commit_that_landed_after_all_is_recorded_beside_the_key_once_r
         assert (history.last.size, history.last.root_hash) == (2, published.root_hash)
     finally:
         history.close()
+
+
+def test_postgresql_connections_give_up_after_the_connect_timeout():
+    """A reconnect attempt to a host that drops packets must fail in bounded time, not the kernel's TCP timeout:
+    every connection of the log's engines (the writer's and a read-only one) carries libpq's connect_timeout."""
+    from log import defaults
+    from log.storage.engine import make_engine, normalize_database_url
+
+    with fresh_database() as url:
+        for read_only in (False, True):
+            engine = make_engine(normalize_database_url(url), read_only=read_only)
+            try:
+                with engine.connect() as conn:
+                    parameters = conn.connection.dbapi_connection.info.get_parameters()
+                assert parameters.get("connect_timeout") == str(defaults.DATABASE_CONNECT_TIMEOUT), parameters
+            finally:
+                engine.dispose()

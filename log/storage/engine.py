@@ -14,6 +14,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 
+from log import defaults
+
 ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
 
 _logger = logging.getLogger(__name__)
@@ -119,10 +121,13 @@ def make_engine(url: str, read_only: bool = False) -> Engine:
             cur.close()
 
         return engine
+    # A bounded connect: the writer's reconnect loop retries an unreachable database, and a host that drops packets
+    # would otherwise hold each attempt for the kernel's TCP timeout (minutes).
+    connect_timeout = {"connect_timeout": defaults.DATABASE_CONNECT_TIMEOUT}
     if read_only:
         return create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True,
-                             connect_args={"options": "-c default_transaction_read_only=on", "connect_timeout": 10})
-    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+                             connect_args={"options": "-c default_transaction_read_only=on", **connect_timeout})
+    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True, connect_args=connect_timeout)
 
 
 def _read_only_sqlite_engine(database: str | None) -> Engine:
