@@ -409,6 +409,39 @@ def test_http_statuses_and_bodies(db_url, witness_keys):
     run(scenario())
 
 
+def test_hostile_requests_get_plain_4xx_answers_not_500(db_url, witness_keys):
+    """An Expect header of bytes that are not UTF-8 broke aiohttp's own 417, and a body its Content-Encoding cannot
+    decode raised from the read: both were bare 500s (issue 16)."""
+    app = create_witness_app(make_cosigner(db_url, [witness_keys[0]]), close_store=True)
+
+    async def raw(port: int, request: bytes) -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return int(head.split()[1]), body
+
+    async def scenario():
+        server = TestServer(app)
+        await server.start_server()
+        try:
+            head = b"POST /add-checkpoint HTTP/1.1\r\nHost: w\r\nConnection: close\r\n"
+            assert await raw(server.port, head + b"Expect: \xff\r\nContent-Length: 1\r\n\r\nx") == (
+                417, b"the only expectation this witness meets is 100-continue, not '\\udcff'\n")
+            status, body = await raw(server.port, head + b"Content-Encoding: gzip\r\nContent-Length: 5\r\n\r\nold 0")
+            assert status == 400 and body.startswith(b"the body cannot be read")
+            body = request(0, 2).to_bytes()
+            status, rest = await raw(server.port, head + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n%s"
+                                     % (len(body), body))
+            assert status == 100 and rest.startswith(b"HTTP/1.1 200 OK")  # the cosignature, after "100 Continue"
+        finally:
+            await server.close()
+
+    run(scenario())
+
+
 def test_extension_lines_are_cosigned_by_ed25519_only_and_refused_by_an_mldsa_only_witness(db_url):
     ed_skey, ed_vkey = generate_signer_key(WITNESS_NAME, COSIGNATURE_ED25519)
     ml_skey, _ = generate_signer_key(WITNESS_NAME, COSIGNATURE_MLDSA44)

@@ -18,7 +18,9 @@ encodes; `_STATUS` is the only place codes turn into statuses.
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
+from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.web_urldispatcher import _default_expect_handler as _aiohttp_expect
 
 from log.note import MAX_NOTE_SIZE
 from witness.cosigner import AddCheckpointRequest, Cosigner, format_signature_lines
@@ -49,13 +51,26 @@ def _error_response(exc: WitnessError) -> web.Response:
 
 
 async def add_checkpoint(request: web.Request) -> web.Response:
-    body = await request.read()
+    try:
+        body = await request.read()
+    except RequestPayloadError as exc:  # data its Content-Encoding cannot decode, a broken chunk: not a 500
+        return web.Response(status=400, text=f"the body cannot be read: {str(exc)[:120]!r}\n")
     try:
         parsed = AddCheckpointRequest.from_bytes(body)
         signatures = await request.app[COSIGNER].add_checkpoint(parsed)
     except WitnessError as exc:
         return _error_response(exc)
     return web.Response(body=format_signature_lines(signatures), content_type="text/plain", charset="utf-8")
+
+
+async def expect_continue(request: web.Request) -> web.Response | None:
+    """`Expect: 100-continue` as aiohttp answers it; any other expectation 417. aiohttp's own handler failed building
+    its 417 for an expectation of bytes that are not UTF-8 (a bare 500)."""
+    expect = request.headers.get("Expect", "")
+    if request.version != HttpVersion11 or expect.lower() == "100-continue":
+        return await _aiohttp_expect(request)
+    return web.Response(status=417,
+                        text=f"the only expectation this witness meets is 100-continue, not {expect[:40]!r}\n")
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -67,8 +82,8 @@ def create_witness_app(cosigner: Cosigner, *, close_store: bool = False) -> web.
     app = web.Application(client_max_size=MAX_BODY_SIZE)
     app[COSIGNER] = cosigner
     app.router.add_routes([
-        web.post("/add-checkpoint", add_checkpoint),
-        web.get("/healthz", healthz),
+        web.post("/add-checkpoint", add_checkpoint, expect_handler=expect_continue),
+        web.get("/healthz", healthz, expect_handler=expect_continue),
     ])
     if close_store:
         async def _close(app: web.Application):
