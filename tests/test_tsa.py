@@ -212,6 +212,36 @@ def test_http_query_and_reply(authority):
     asyncio.run(scenario())
 
 
+def test_hostile_http_requests_get_plain_4xx_answers_not_500(authority):
+    """An Expect header of bytes that are not UTF-8 broke aiohttp's own 417, and a body its Content-Encoding cannot
+    decode raised from the read: both were bare 500s (issue 16)."""
+    async def raw(port: int, request: bytes) -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return int(head.split()[1]), body
+
+    async def scenario():
+        runner = web.AppRunner(make_tsa_app(authority))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        head = b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: %s\r\n" % TIMESTAMP_QUERY.encode()
+        try:
+            status, body = await raw(port, head + b"Expect: \xff\r\nContent-Length: 1\r\n\r\nx")
+            assert status == 417 and b"100-continue" in body
+            status, body = await raw(port, head + b"Content-Encoding: gzip\r\nContent-Length: 4\r\n\r\njunk")
+            assert status == 400 and body.startswith(b"the body cannot be read")
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+
+
 def test_standalone_process_serves_and_writes_the_trust_anchor(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "witness.tsa_cli", "serve", "--port", "0",
                              "--data-dir", str(tmp_path / "tsa")], cwd=REPO, stdout=subprocess.PIPE,

@@ -429,7 +429,7 @@ def test_hostile_requests_get_plain_4xx_answers_not_500(db_url, witness_keys):
         try:
             head = b"POST /add-checkpoint HTTP/1.1\r\nHost: w\r\nConnection: close\r\n"
             assert await raw(server.port, head + b"Expect: \xff\r\nContent-Length: 1\r\n\r\nx") == (
-                417, b"the only expectation this witness meets is 100-continue, not '\\udcff'\n")
+                417, b"the only expectation this server meets is 100-continue, not '\\udcff'\n")
             status, body = await raw(server.port, head + b"Content-Encoding: gzip\r\nContent-Length: 5\r\n\r\nold 0")
             assert status == 400 and body.startswith(b"the body cannot be read")
             body = request(0, 2).to_bytes()

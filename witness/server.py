@@ -18,15 +18,15 @@ encodes; `_STATUS` is the only place codes turn into statuses.
 
 from __future__ import annotations
 
-from aiohttp import HttpVersion11, web
+from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
-from aiohttp.web_urldispatcher import _default_expect_handler as _aiohttp_expect
 
 from log.note import MAX_NOTE_SIZE
 from witness.cosigner import AddCheckpointRequest, Cosigner, format_signature_lines
 from witness.errors import (
     BadLogSignature, InconsistentProof, MalformedRequest, OldSizeConflict, RootConflict, UnknownLog, WitnessError,
 )
+from witness.serving import expect_continue
 
 COSIGNER = web.AppKey("cosigner", Cosigner)
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
@@ -61,16 +61,6 @@ async def add_checkpoint(request: web.Request) -> web.Response:
     except WitnessError as exc:
         return _error_response(exc)
     return web.Response(body=format_signature_lines(signatures), content_type="text/plain", charset="utf-8")
-
-
-async def expect_continue(request: web.Request) -> web.Response | None:
-    """`Expect: 100-continue` as aiohttp answers it; any other expectation 417. aiohttp's own handler failed building
-    its 417 for an expectation of bytes that are not UTF-8 (a bare 500)."""
-    expect = request.headers.get("Expect", "")
-    if request.version != HttpVersion11 or expect.lower() == "100-continue":
-        return await _aiohttp_expect(request)
-    return web.Response(status=417,
-                        text=f"the only expectation this witness meets is 100-continue, not {expect[:40]!r}\n")
 
 
 async def healthz(_request: web.Request) -> web.Response:
