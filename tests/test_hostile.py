@@ -132,6 +132,8 @@ CASES = [
          ((b"Content-Type", b"text"),), b'{"entries":["AA=="]}', 415, None),
     Case("entries: a Content-Type of bytes that are not UTF-8", "POST", b"/api/v1/entries",
          ((b"Content-Type", b"\xff\xfe"),), b"x", 415, None),
+    Case("entries: a Content-Type on which aiohttp's parser raises IndexError", "POST", b"/api/v1/entries",
+         ((b"Content-Type", b"0;0*"),), b"x", 415, None),
     Case("entries: an empty raw entry", "POST", b"/api/v1/entries", ((b"Content-Type", b"application/octet-stream"),),
          b"", 400, "body"),
     Case("events: a body that is not UTF-8", "POST", b"/api/v1/events", (JSON_CT,), b"\xff\xfe", 422, "$"),

@@ -14,7 +14,8 @@ AUTHORITY = web.AppKey("authority", TimestampAuthority)
 
 async def _handle_query(request: web.Request) -> web.Response:
     """RFC 3161 section 3.4: POST application/timestamp-query, answered with application/timestamp-reply."""
-    if request.content_type != TIMESTAMP_QUERY:
+    # Not request.content_type: aiohttp's parser raises on some values (e.g. "0;0*"), a 500 for a client's typo.
+    if request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower() != TIMESTAMP_QUERY:
         return web.Response(status=415, text=f"send a DER TimeStampReq as {TIMESTAMP_QUERY}\n")
     try:
         body = await request.read()

@@ -259,12 +259,21 @@ def _proof_json(fields: str, hashes: list[bytes]) -> web.Response:
 # --- handlers ----------------------------------------------------------------------------------------------------
 
 
-def is_single_entry(request: web.Request) -> bool:
-    """A POST /api/v1/entries of one raw entry: no Content-Type, or application/octet-stream. aiohttp reads a
-    Content-Type it cannot parse ("text", "", bytes that are not a media type) as octet-stream too; such a body is
-    not taken as an entry but refused (415)."""
+def media_type(request: web.Request) -> str | None:
+    """The request's media type, lowercased, without parameters; None without a Content-Type.
+
+    Read here rather than through aiohttp's `request.content_type`, whose parser (the standard library's email
+    header parser) raises IndexError on some values (e.g. "0;0*"), and which reads a value it cannot parse as
+    application/octet-stream, as if it were an entry."""
     raw = request.headers.get("Content-Type")
-    return raw is None or (request.content_type == OCTET_STREAM and raw[:24].lower() == OCTET_STREAM)
+    return None if raw is None else raw.split(";", 1)[0].strip().lower()
+
+
+def is_single_entry(request: web.Request) -> bool:
+    """A POST /api/v1/entries of one raw entry: no Content-Type, or application/octet-stream. Any other value (a
+    Content-Type that is not a media type included) is not taken as an entry but refused (415)."""
+    kind = media_type(request)
+    return kind is None or kind == OCTET_STREAM
 
 
 async def read_single_entry(request: web.Request) -> bytes:
@@ -280,10 +289,9 @@ def single_entry_receipt(index: int, leaf_hash: bytes, checkpoint: Published) ->
 
 
 async def add_entries(request: web.Request) -> web.Response:
-    content_type = request.content_type
     if is_single_entry(request):
         entries, single = [await read_single_entry(request)], True
-    elif content_type == JSON:
+    elif media_type(request) == JSON:
         entries, single = parse_batch(await read_body(request, MAX_JSON_BODY)), False
     else:
         declared = request.headers.get("Content-Type", "")[:80]
