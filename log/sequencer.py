@@ -426,8 +426,7 @@ class Sequencer:
         if batches.closing:
             raise Unavailable("the log is shutting down")
         if batches.stopped is not None:
-            raise StorageError(f"the sequencer stopped after a storage failure it could not recover from: "
-                               f"{batches.stopped}")
+            raise self._stopped()
         if self._unavailable is not None:
             self._refuse_while_unavailable()
         for position, entry in enumerate(entries):
@@ -454,7 +453,7 @@ class Sequencer:
         if self._batches.closing:
             raise Unavailable("the log is shutting down")
         if self._batches.stopped is not None:
-            raise StorageError(f"the sequencer stopped after a storage failure: {self._batches.stopped}")
+            raise self._stopped()
         if self._unavailable is not None:
             self._refuse_while_unavailable()
         future = asyncio.get_running_loop().create_future()
@@ -735,6 +734,15 @@ class Sequencer:
             reason = self._unavailable
             self._hand_over(_fail, waiting, StorageUnavailable(
                 f"the log cannot store entries right now: {reason}; retry later", reason))
+
+    def _stopped(self) -> StorageUnavailable:
+        """What a submission gets once the log has stopped for good: unavailable (503, never a 500), like any other
+        time writes cannot be taken, with the reason; nothing is taken again until an operator has looked (`auditlog
+        db check`) and restarted the server."""
+        cause = self._batches.stopped
+        return StorageUnavailable(f"the log stopped accepting entries after a failure it could not recover from: "
+                                  f"{cause}; an operator must look (auditlog db check) and restart it",
+                                  f"stopped: {cause}")
 
     def _stop_for_good(self, cause: BaseException, error: StorageError) -> None:
         """Refuse every later submission (`broken`) and fail the ones still queued with `error`."""

@@ -202,9 +202,10 @@ def test_a_sequencer_that_finds_the_log_grown_by_another_writer_stops_for_good(p
             deadline = time.monotonic() + 15
             while sequencer.broken is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            with pytest.raises(StorageError) as refused:
+            # for good: refused as unavailable (503, never 500), the reason naming the stop, until a restart
+            with pytest.raises(StorageUnavailable) as refused:
                 await sequencer.submit([b"refused"])
-            assert not isinstance(refused.value, StorageUnavailable)  # for good: a 500, not a 503
+            assert refused.value.reason.startswith("stopped: ")
             return sequencer.broken
         finally:
             await sequencer.close()

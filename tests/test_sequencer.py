@@ -15,7 +15,7 @@ import time
 import pytest
 from sqlalchemy import update
 
-from log.errors import Conflict, SequencerLockHeld, StorageError, Unavailable
+from log.errors import Conflict, SequencerLockHeld, StorageError, StorageUnavailable, Unavailable
 from log.hashing import hash_leaf
 from log.note_keys import generate_signer_key, parse_signer_key
 from log.sequencer import IdempotencyKey, Sequencer, load_tree_state
@@ -169,9 +169,11 @@ def test_a_failure_the_log_cannot_recover_from_fails_what_waits_and_refuses_the_
         monkeypatch.setattr(log.sequencer, "load_tree_state", cannot_reload)
         outcomes = await asyncio.gather(*(sequencer.submit([b"lost %d" % i]) for i in range(5)),
                                         return_exceptions=True)
-        with pytest.raises(StorageError):
+        # later writes are refused as unavailable (503 over HTTP, never 500), naming why the log stopped
+        with pytest.raises(StorageUnavailable, match="injected: the database went away") as after:
             await sequencer.submit([b"after"])
-        with pytest.raises(StorageError):
+        assert after.value.reason.startswith("stopped: ")
+        with pytest.raises(StorageUnavailable):
             await sequencer.submit_work(lambda tx: None)
         return outcomes, sequencer.broken
 
@@ -192,7 +194,7 @@ def test_a_writer_thread_that_dies_fails_what_waits_instead_of_leaving_it_hangin
         monkeypatch.setattr(sequencer._batches, "_cut", bug)  # the writer thread cuts its next batch
         with pytest.raises(StorageError):
             await asyncio.wait_for(sequencer.submit([b"lost"]), 30)
-        with pytest.raises(StorageError):
+        with pytest.raises(StorageUnavailable):
             await sequencer.submit([b"after"])
         return sequencer.broken
 
