@@ -13,6 +13,7 @@ names another JSON path (the Markdown file goes beside it), e.g. to keep CI runs
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -89,6 +90,21 @@ def _mode_from(config) -> BenchMode:
 @pytest.fixture(scope="session")
 def bench_mode(request) -> BenchMode:
     return _mode_from(request.config)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """(backend, URL) of an empty database of each kind: SQLite in tmp_path, a fresh PostgreSQL database (dropped)."""
+    from log.storage.engine import sqlite_url_for
+
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = sqlite_url_for(tmp_path / "bench.db")
+        else:
+            from tests.postgres import fresh_database
+
+            url = stack.enter_context(fresh_database())
+        yield request.param, url
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,10 +10,8 @@ from tiles) must pass on the stored log, and the stored root must equal the root
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
-import pytest
 
 from benchmarks.workloads import BATCH_SIZE, chunks, integrate_in_memory, random_entries
 
@@ -46,20 +44,6 @@ async def _ingest(store, signer, entries) -> tuple[float, list[int]]:
     finally:
         await seq.close()
     return elapsed, firsts
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path):
-    from log.storage.engine import sqlite_url_for
-
-    with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
-            url = sqlite_url_for(tmp_path / "bench.db")
-        else:
-            from tests.postgres import fresh_database
-
-            url = stack.enter_context(fresh_database())
-        yield request.param, url
 
 
 def test_durable_integration(benchmark, bench_mode, results, database):

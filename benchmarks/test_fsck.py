@@ -7,10 +7,8 @@ entry, tile and checkpoint.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
-import pytest
 
 from benchmarks.workloads import BATCH_SIZE, chunks, random_entries
 
@@ -25,20 +23,6 @@ async def _write(store, signer, entries) -> None:
         await asyncio.gather(*pending)
     finally:
         await seq.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path):
-    from log.storage.engine import sqlite_url_for
-
-    with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
-            url = sqlite_url_for(tmp_path / "bench.db")
-        else:
-            from tests.postgres import fresh_database
-
-            url = stack.enter_context(fresh_database())
-        yield request.param, url
 
 
 def test_db_check_throughput(benchmark, bench_mode, results, database):
