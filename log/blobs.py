@@ -19,6 +19,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from log.disk import fsync_directory
 from log.errors import InvalidInput, NotFound, StorageError
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
@@ -160,7 +161,7 @@ class FileBlobStore(BlobStore):
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-            _fsync_dir(path.parent)
+            fsync_directory(path.parent)
         except OSError as exc:
             raise StorageError(f"storing blob {digest} failed: {exc}") from exc
         return True
@@ -191,7 +192,7 @@ class FileBlobStore(BlobStore):
             return False
         except OSError as exc:
             raise StorageError(f"deleting blob {digest} failed: {exc}") from exc
-        _fsync_dir(path.parent)
+        fsync_directory(path.parent)
         return True
 
 
@@ -242,7 +243,7 @@ class _FileBlobWriter(BlobWriter):
             self._file = None
             os.replace(self._tmp, self._path)
             self._tmp = None
-            _fsync_dir(self._path.parent)
+            fsync_directory(self._path.parent)
         except OSError as exc:
             self.abort()
             raise StorageError(f"storing blob {digest} failed: {exc}") from exc
@@ -257,11 +258,3 @@ class _FileBlobWriter(BlobWriter):
             with contextlib.suppress(OSError):
                 os.unlink(self._tmp)
             self._tmp = None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

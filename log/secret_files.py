@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from log.disk import fsync_directory
+
 SECRET_FILE_MODE = 0o600
 
 
@@ -41,24 +43,9 @@ def write_secret_file(path: str | os.PathLike, data: bytes | str, *, make_parent
         path.unlink(missing_ok=True)
         raise
     os.close(fd)
-    fsync_directory(path.parent)
-
-
-def fsync_directory(directory: str | os.PathLike) -> None:
-    """fsync a directory, making the names created or removed in it durable.
-
-    A no-op where the directory cannot be opened for reading (Windows; a directory without read permission): the
-    file is already written and synced by then, and failing the call over the name alone would leave a secret on
-    disk that its caller believes was never made.
-    """
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except (PermissionError, IsADirectoryError):
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    # Best effort: the file is written and synced by now, and failing over its name alone would leave a secret on
+    # disk that its caller believes was never made.
+    fsync_directory(path.parent, best_effort=True)
 
 
 def _make_parents(directory: Path) -> None:
@@ -70,4 +57,4 @@ def _make_parents(directory: Path) -> None:
         missing.append(d)
     directory.mkdir(parents=True, exist_ok=True)
     for d in reversed(missing):
-        fsync_directory(d.parent)
+        fsync_directory(d.parent, best_effort=True)

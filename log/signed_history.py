@@ -43,6 +43,7 @@ from pathlib import Path
 
 from log.checkpoint import open_checkpoint
 from log.compact import CompactRange, frontier_node_ids
+from log.disk import fsync_directory
 from log.errors import ForkRefused, LogError
 from log.note import parse_note
 from log.note_keys import Signer
@@ -163,15 +164,7 @@ class SignedHistory:
             with self._lock:
                 os.close(self._fd)
                 self._fd = -1
-        _sync_directory(self.path.parent)
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_directory(self.path.parent)
 
 
 def root_at(store, size: int) -> bytes | None:

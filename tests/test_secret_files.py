@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from log import secret_files
-from log.secret_files import fsync_directory, write_secret_file
+from log.disk import fsync_directory
+from log.secret_files import write_secret_file
 
 
 @pytest.fixture
@@ -157,6 +158,18 @@ def test_fsync_directory_syncs_the_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", lambda fd: (seen.append(stat.S_ISDIR(os.fstat(fd).st_mode)), real_fsync(fd)))
     fsync_directory(tmp_path)
     assert seen == [True]
+
+
+def test_fsync_directory_raises_where_it_cannot_open_the_directory_unless_best_effort(tmp_path, monkeypatch):
+    """Blobs and the signed history must not acknowledge a name they could not make durable; a secret file, already
+    written and synced, is kept rather than failed over its name alone."""
+    def refuse(path, flags, *args):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(PermissionError):
+        fsync_directory(tmp_path)
+    fsync_directory(tmp_path, best_effort=True)
 
 
 def test_the_callers_use_the_one_writer():
