@@ -29,6 +29,25 @@ if os.environ.get("CI"):
 TEST_ORIGIN = "test.example/log"
 
 
+async def exchange_raw(port: int, request: bytes, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+    """Send `request` as bytes on a new loopback connection (it should say `Connection: close`) and read the answer to
+    the end: (status, headers with lowercased names, body). For requests no HTTP client library would send."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
 @pytest.fixture
 def log_config(tmp_path) -> LogConfig:
     return LogConfig(data_dir=tmp_path / "data", origin=TEST_ORIGIN, batch_max_age=0.002)

@@ -26,7 +26,7 @@ from api.server.state import LOG
 from log.audit.admin import ADMIN_TOKEN_ENV
 from log.checkpoint import open_checkpoint
 from log.note_keys import parse_verifier_key
-from tests.conftest import TEST_ORIGIN, serve_app
+from tests.conftest import TEST_ORIGIN, exchange_raw, serve_app
 from tests.reference_tree import mth
 
 ADMIN_TOKEN = "hostile-corpus-admin-token-0123456789"
@@ -196,20 +196,7 @@ async def raw_request(port: int, case: Case) -> tuple[int, dict[str, str], bytes
     lines += [name + b": " + value for name, value in case.headers]
     if case.body or case.method in ("POST", "PUT"):
         lines.append(b"Content-Length: %d" % len(case.body))
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + case.body)
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 30)
-    finally:
-        writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), headers, body
+    return await exchange_raw(port, b"\r\n".join(lines) + b"\r\n\r\n" + case.body)
 
 
 def test_the_cases_have_unique_names():

@@ -24,11 +24,12 @@ from log.errors import InvalidInput
 from witness.rfc3161 import (
     TIMESTAMP_QUERY, TIMESTAMP_REPLY, TimestampRejected, build_request, verify_timestamp,
 )
-from witness.tsa_server import make_tsa_app
 from witness.tsa import (
     BAD_ALG, BAD_DATA_FORMAT, BAD_REQUEST, CA_CERT_FILE, CA_KEY_FILE, TSA_KEY_FILE,
     UNACCEPTED_EXTENSION, UNACCEPTED_POLICY, TimestampAuthority, TsaIdentity,
 )
+from witness.tsa_server import make_tsa_app
+from tests.conftest import exchange_raw
 
 REPO = Path(__file__).resolve().parents[1]
 MESSAGE = b"test.example/log\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
@@ -222,13 +223,8 @@ def test_hostile_http_requests_get_plain_4xx_answers_not_500(authority):
     """An Expect header of bytes that are not UTF-8 broke aiohttp's own 417, and a body its Content-Encoding cannot
     decode raised from the read: both were bare 500s (issue 16)."""
     async def raw(port: int, request: bytes) -> tuple[int, bytes]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(request)
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 10)
-        writer.close()
-        head, _, body = answer.partition(b"\r\n\r\n")
-        return int(head.split()[1]), body
+        status, _, body = await exchange_raw(port, request, timeout=10)
+        return status, body
 
     async def scenario():
         runner = web.AppRunner(make_tsa_app(authority))

@@ -31,6 +31,7 @@ from witness.errors import (
 )
 from witness.store import WitnessState, WitnessStore
 from witness.server import create_witness_app
+from tests.conftest import exchange_raw
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 REFERENCE = VECTORS / "reference-log"
@@ -415,13 +416,8 @@ def test_hostile_requests_get_plain_4xx_answers_not_500(db_url, witness_keys):
     app = create_witness_app(make_cosigner(db_url, [witness_keys[0]]), close_store=True)
 
     async def raw(port: int, request: bytes) -> tuple[int, bytes]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(request)
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 10)
-        writer.close()
-        head, _, body = answer.partition(b"\r\n\r\n")
-        return int(head.split()[1]), body
+        status, _, body = await exchange_raw(port, request, timeout=10)
+        return status, body
 
     async def scenario():
         server = TestServer(app)
