@@ -27,9 +27,14 @@ class NotFound(LogError):
 
 
 class Conflict(LogError):
-    """The request contradicts what the log already holds (the same idempotency key with different content)."""
+    """The request contradicts what the log already holds (the same idempotency key with different content).
+    `index` is the index of the entry that already holds the key, where there is one."""
 
     code = "conflict"
+
+    def __init__(self, message: str, index: int | None = None):
+        super().__init__(message)
+        self.index = index
 
 
 class VerificationError(LogError):

@@ -249,7 +249,7 @@ def _tile_write(tile: ChangedTile) -> TileWrite:
 
 
 def _conflict(key: IdempotencyKey, index: int) -> Conflict:
-    return Conflict(f"this idempotency key already stands for different content, at index {index}")
+    return Conflict(f"this idempotency key already stands for different content, at index {index}", index)
 
 
 def _levels(size: int) -> int:

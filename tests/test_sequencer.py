@@ -365,6 +365,7 @@ def test_idempotency_keys_make_retries_safe(store, signer):
     assert b1.outcomes[0].index == b2.outcomes[0].index
     assert [b1.outcomes[0].duplicate, b2.outcomes[0].duplicate].count(True) == 1
     assert isinstance(conflict.outcomes[0], Conflict)
+    assert conflict.outcomes[0].index == first.outcomes[0].index, "a conflict names the entry holding the key"
     stored = _verify_whole_tree(store, signer)
     assert stored.count(b"event A") == 1 and stored.count(b"event B") == 1 and b"other" not in stored
     assert plain.first_index == len(stored) - 1 or b"plain" in stored

@@ -427,6 +427,8 @@ DOCUMENT: dict = {
                     "status": {"type": "integer"},
                     "detail": {"type": "string"},
                     "field": {"type": "string", "description": "the request field to blame, where known"},
+                    "index": {**_UINT, "description": "event-conflict (409): the index of the event already logged "
+                                                       "under that event_id"},
                 },
             },
             "EntryBatch": {

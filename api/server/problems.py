@@ -113,6 +113,8 @@ def problem_body(exc: LogError) -> dict:
     body: dict = {"type": TYPE_PREFIX + exc.code, "title": kind.title, "status": kind.status, "detail": str(exc)}
     if getattr(exc, "field", None) is not None:
         body["field"] = exc.field
+    if isinstance(exc, Conflict) and exc.index is not None:
+        body["index"] = exc.index  # where the log already holds the key (event-conflict: the event logged first)
     if getattr(exc, "reason", None) is not None:
         body["reason"] = exc.reason  # StorageUnavailable: "disk full", "database unreachable: ...", ...
     errors = getattr(exc, "errors", None)

@@ -87,13 +87,12 @@ class AdminUnauthorized(LogError):
 
 
 class EventConflict(Conflict):
-    """The producer already logged this event_id with different content (HTTP 409)."""
+    """The producer already logged this event_id with different content (HTTP 409); `index` is where."""
 
     code = "event-conflict"
 
     def __init__(self, message: str, index: int | None = None):
-        super().__init__(message)
-        self.index = index
+        super().__init__(message, index)
         self.field = "$.event.event_id"
 
 

@@ -334,7 +334,8 @@ class AuditService:
                 self.stats.events_conflict += 1
                 results[item.position] = EventConflict(
                     f"producer {checked.producer!r} already logged event {checked.event_id!r} with "
-                    f"different content; an event_id names one event forever")
+                    f"different content, at index {outcome.index}; an event_id names one event forever",
+                    outcome.index)
                 continue
             assert isinstance(outcome, EntryOutcome)
             if outcome.duplicate:

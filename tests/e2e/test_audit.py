@@ -176,7 +176,7 @@ def test_every_refusal_stores_nothing(any_server):
             await _register(session, url, agent)
             await _register(session, url, other)
             logged = agent.event()
-            status, _ = await _call(session, "POST", f"{url}/api/v1/events", json=agent.envelope(logged))
+            status, receipt = await _call(session, "POST", f"{url}/api/v1/events", json=agent.envelope(logged))
             assert status == 200
             retired, revoked = Producer("agent-1", "acme"), Producer("agent-1", "acme")
             for extra in (retired, revoked):
@@ -219,6 +219,10 @@ def test_every_refusal_stores_nothing(any_server):
                 got, body = await _call(session, "POST", f"{url}/api/v1/events", **kwargs)
                 assert (got, body["type"]) == (status, f"urn:auditlog:problem:{code}"), (name, body)
                 assert body["title"] and body["detail"] and body["status"] == status
+                if code == "event-conflict":  # names the event already logged under that id
+                    assert body["index"] == receipt["index"] and f"at index {receipt['index']}" in body["detail"]
+                else:
+                    assert "index" not in body
                 if code == "invalid-event" and envelope is not None and name == "schema":
                     assert body["field"] == "$.event.tenant" and body["errors"]
             # The same refusals inside one batch: each refused alone, still nothing stored.
@@ -226,6 +230,8 @@ def test_every_refusal_stores_nothing(any_server):
             got, body = await _call(session, "POST", f"{url}/api/v1/events", json={"events": batch})
             assert got == 200 and body["accepted"] == 0
             assert [r["status"] for r in body["results"]] == [s for _, e, s, _ in cases if e is not None]
+            assert [r.get("index") for r in body["results"]] == [
+                receipt["index"] if c == "event-conflict" else None for _, e, _, c in cases if e is not None]
             where = "process" if server.verify_processes else "thread"
             assert server.audit.stats.signatures.get(where, 0) > 0
             # Admin routes without the token.
