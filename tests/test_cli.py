@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
     return code, captured.out, captured.err
 
 
@@ -47,7 +48,7 @@ def test_keygen_writes_a_0600_key_and_prints_the_verifier_key(tmp_path, capsys):
     assert stdout.strip().startswith("example.com/log+")
     assert (tmp_path / "keys" / "log.vkey").read_text().strip() == stdout.strip()
     code, _, stderr = run_cli(capsys, "keygen", "--origin", "example.com/log", "--out", str(out))
-    assert code == 1 and "already exists" in stderr
+    assert code == 2 and "already exists" in stderr  # a local input error, not a failed verification
 
 
 def test_db_upgrade_creates_the_schema(tmp_path, capsys):
@@ -137,9 +138,9 @@ def test_verify_names_a_changed_entry(log_config, live_server, capsys):
 
     _fill(log_config, 700)
     url = _tampering_server(log_config, live_server, rewrite)
-    code, out, _ = run_cli(capsys, "verify", "--server", url, "--key", _verifier_key(log_config))
+    code, out, err = run_cli(capsys, "verify", "--server", url, "--key", _verifier_key(log_config))
     assert code == 1
-    assert "entry 300 (tile/entries/001, position 44)" in out
+    assert "auditlog verify: FAILED: " in err and "entry 300 (tile/entries/001, position 44)" in err
     assert "integrity INVALID · tampered 1" in out
 
 
@@ -149,8 +150,8 @@ def test_verify_finds_a_changed_upper_tile_and_a_wrong_root(log_config, live_ser
 
     _fill(log_config, 300)
     url = _tampering_server(log_config, live_server, rewrite)
-    code, out, _ = run_cli(capsys, "verify", "--server", url, "--key", _verifier_key(log_config))
-    assert code == 1 and "tile/1/000.p/1: does not match" in out
+    code, out, err = run_cli(capsys, "verify", "--server", url, "--key", _verifier_key(log_config))
+    assert code == 1 and "tile/1/000.p/1: does not match" in err
 
 
 def test_verify_finds_a_rewritten_history(log_config, live_server, tmp_path, capsys):
@@ -161,9 +162,9 @@ def test_verify_finds_a_rewritten_history(log_config, live_server, tmp_path, cap
     forked = sign_checkpoint(Checkpoint(TEST_ORIGIN, 4, b"\x07" * 32), signer)
     state = tmp_path / "state.json"
     state.write_text(json.dumps({"checkpoint": forked.decode()}))
-    code, out, _ = run_cli(capsys, "verify", "--server", url, "--key", signer.verifier_key, "--state", str(state))
+    code, out, err = run_cli(capsys, "verify", "--server", url, "--key", signer.verifier_key, "--state", str(state))
     assert code == 1
-    assert "another root at the saved size 4" in out and "consistency proof" in out
+    assert "another root at the saved size 4" in err and "consistency proof" in err
     assert json.loads(state.read_text())["checkpoint"] == forked.decode()  # not overwritten
 
 
@@ -264,7 +265,7 @@ def test_serve_names_a_bad_variable_in_one_line(monkeypatch, tmp_path, capsys, n
     monkeypatch.setenv(name, value)
     code, stdout, stderr = run_cli(capsys, "serve", "--port", "0", "--data-dir", str(tmp_path / "data"))
     assert code == 2 and stdout == ""
-    assert stderr == f"auditlog: {name} must be {what}, not {value!r}\n"
+    assert stderr == f"auditlog serve: {name} must be {what}, not {value!r}\n"
     assert not (tmp_path / "data").exists()  # refused before anything started
 
 
@@ -286,7 +287,7 @@ def test_serve_with_a_bad_variable_as_a_process_prints_one_line(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "AUDITLOG_READ_WORKERS": "abc"},
     )
     assert proc.returncode == 2
-    assert proc.stderr == "auditlog: AUDITLOG_READ_WORKERS must be a non-negative integer, not 'abc'\n"
+    assert proc.stderr == "auditlog serve: AUDITLOG_READ_WORKERS must be a non-negative integer, not 'abc'\n"
     assert proc.stdout == ""
 
 

@@ -1,12 +1,13 @@
 """`auditlog` subcommands of the audit personality.
 
-    auditlog timeline --run RUN [--url URL] [--tenant T] [--log-key VKEY] [--evidence FILE]
-    auditlog verify-evidence FILE --log-key VKEY
-    auditlog producer list|register|add-key|retire-key|revoke-key ...   (admin token: --admin-token,
+    auditlog timeline --run RUN [--server URL] [--tenant T] [--log-key VKEY] [--evidence FILE] [--json]
+    auditlog verify-evidence FILE [--log-key VKEY] [--witness-key VKEY ...] [--tsa-ca PEM] [--json]
+    auditlog producer list|register|add-key|retire-key|revoke-key ...   (admin token: --token,
                                                                         AUDITLOG_ADMIN_TOKEN or --data-dir)
     auditlog producer keygen --out FILE
 
-Wire in with `add_audit_parsers(subparsers)`; each parser sets `func(args) -> int` (the exit status).
+Wire in with `add_audit_parsers(subparsers)`; each parser sets `func(args) -> int` (the exit status); failures are
+raised and turned into a status and one line by api/cli/exits.py.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ from __future__ import annotations
 import base64
 import json
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import quote, urlencode
 from pathlib import Path
 
-from log import defaults
+from api.cli.exits import USAGE, CommandFailed, status_for_http
+from api.cli.options import json_option, log_key_option, server_option, token_option
 from log.audit.admin import ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE
-from log.audit.errors import EvidenceError
 from log.audit.evidence import verify_bundle
+from log.errors import InvalidInput, Unavailable
 from log.audit.schema import format_timestamp_ms
-
-DEFAULT_URL = os.environ.get("AUDITLOG_SERVER") or os.environ.get("AUDITLOG_URL", defaults.SERVER_URL)
 
 
 def _http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
@@ -37,7 +37,11 @@ def _http(method: str, url: str, body: dict | None = None, token: str | None = N
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
+            body = response.read()
+            try:
+                return response.status, json.loads(body)
+            except ValueError:
+                raise CommandFailed(f"{url} did not answer JSON: is --server the log's URL?", USAGE) from None
     except urllib.error.HTTPError as exc:
         try:
             return exc.code, json.loads(exc.read())
@@ -45,14 +49,16 @@ def _http(method: str, url: str, body: dict | None = None, token: str | None = N
             return exc.code, {"detail": exc.reason}
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise SystemExit(f"auditlog: cannot reach {url}: {reason}") from None
+        raise Unavailable(f"cannot reach {url}: {getattr(reason, 'strerror', None) or reason}") from None
 
 
 def _fail(status: int, answer: dict) -> int:
-    print(f"error {status}: {answer.get('detail', answer)}", file=sys.stderr)
-    for error in answer.get("errors", []):
-        print(f"  {error['field']}: {error['message']}", file=sys.stderr)
-    return 1
+    """The log refused: one line with its problem's detail and the fields it names; exit 2 or 3 by the status."""
+    detail = answer.get("detail") or answer.get("title") or answer
+    fields = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in answer.get("errors", [])
+                       if isinstance(e, dict))
+    raise CommandFailed(f"the log answered HTTP {status}: {detail}" + (f" ({fields})" if fields else ""),
+                        status_for_http(status))
 
 
 def _table(events: list[dict]) -> str:
@@ -69,24 +75,30 @@ def _table(events: list[dict]) -> str:
 
 
 def cmd_timeline(args) -> int:
-    query = f"?tenant={args.tenant}" if args.tenant else ""
+    from api.cli import inputs
+
+    run = quote(args.run, safe="")
+    query = f"?{urlencode({'tenant': args.tenant})}" if args.tenant else ""
     if args.evidence:
-        status, bundle = _http("GET", f"{args.url}/api/v1/runs/{args.run}/evidence{query}")
+        log_key = inputs.log_key(args)  # the bundle is checked before it is written: never a bundle that fails
+        status, bundle = _http("GET", f"{args.server}/api/v1/runs/{run}/evidence{query}")
         if status != 200:
             return _fail(status, bundle)
-        if args.log_key:
-            try:
-                report = verify_bundle(bundle, args.log_key)
-            except EvidenceError as exc:
-                print(f"the log's evidence bundle does not verify: {exc}", file=sys.stderr)
-                return 1
-            print(f"verified: {report.events} events in the checkpoint of size {report.checkpoint.size}")
+        report = verify_bundle(bundle, log_key)
         Path(args.evidence).write_text(json.dumps(bundle, indent=1) + "\n")
-        print(f"evidence bundle for run {args.run} written to {args.evidence}")
+        if args.json:
+            print(json.dumps({"run_id": args.run, "events": report.events, "tree_size": report.checkpoint.size,
+                              "file": args.evidence, "verified": True}))
+        else:
+            print(f"evidence bundle for run {args.run} ({report.events} events, verified in the checkpoint of size "
+                  f"{report.checkpoint.size}) written to {args.evidence}")
         return 0
-    status, timeline = _http("GET", f"{args.url}/api/v1/runs/{args.run}/timeline{query}")
+    status, timeline = _http("GET", f"{args.server}/api/v1/runs/{run}/timeline{query}")
     if status != 200:
         return _fail(status, timeline)
+    if args.json:
+        print(json.dumps(timeline, indent=1))
+        return 0
     print(f"run {timeline['run_id']}: {len(timeline['events'])} events, checkpoint of size {timeline['tree_size']}")
     print(_table(timeline["events"]))
     for child, parent in timeline.get("external_parents", {}).items():
@@ -94,16 +106,9 @@ def cmd_timeline(args) -> int:
     return 0
 
 
-def cmd_verify_evidence(args) -> int:
-    try:
-        bundle = json.loads(Path(args.file).read_text())
-        report = verify_bundle(bundle, args.log_key)
-    except (OSError, ValueError) as exc:
-        print(f"FAILED: cannot read {args.file}: {exc}", file=sys.stderr)
-        return 1
-    except EvidenceError as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
+def cmd_verify_evidence(args, bundle, log_key: str) -> int:
+    """A run's evidence bundle (api/cli/client.py reads it and the key and dispatches here)."""
+    report = verify_bundle(bundle, log_key)
     print(f"OK: run {report.run_id}: {report.events} events from {', '.join(report.producers)}, "
           f"{report.registry_entries} registry entries, all included in checkpoint {report.checkpoint.origin} "
           f"size {report.checkpoint.size}; signatures, keys and causal order hold")
@@ -113,16 +118,21 @@ def cmd_verify_evidence(args) -> int:
 
 
 def _admin_token(args) -> str:
-    token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV)
+    token = args.token or os.environ.get(ADMIN_TOKEN_ENV)
     if not token and args.data_dir:
-        token = (Path(args.data_dir) / ADMIN_TOKEN_FILE).read_text().strip()
+        path = Path(args.data_dir) / ADMIN_TOKEN_FILE
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the admin token {path}: {exc.strerror or exc}", field="data_dir") from None
     if not token:
-        raise SystemExit(f"give --admin-token, set {ADMIN_TOKEN_ENV}, or point --data-dir at the server's data dir")
+        raise InvalidInput(f"no admin token: pass --token, set {ADMIN_TOKEN_ENV}, or point --data-dir at the "
+                           "server's data dir", field="token")
     return token
 
 
 def _admin(args, method: str, path: str, body: dict) -> int:
-    status, answer = _http(method, f"{args.url}{path}", body, _admin_token(args))
+    status, answer = _http(method, f"{args.server}{path}", body, _admin_token(args))
     if status >= 300:
         return _fail(status, answer)
     print(json.dumps(answer.get("change", answer), indent=1))
@@ -132,7 +142,7 @@ def _admin(args, method: str, path: str, body: dict) -> int:
 
 def cmd_producer(args) -> int:
     if args.action == "list":
-        status, answer = _http("GET", f"{args.url}/api/v1/producers")
+        status, answer = _http("GET", f"{args.server}/api/v1/producers")
         if status != 200:
             return _fail(status, answer)
         for p in answer["producers"]:
@@ -166,33 +176,55 @@ def cmd_producer(args) -> int:
     return _admin(args, "POST", f"/api/v1/producers/{args.producer}/keys/{args.key_id}/{verb}", body)
 
 
-def add_audit_parsers(subparsers) -> None:
+def add_audit_parsers(subparsers, epilog: str = "") -> None:
     """Add `timeline`, `verify-evidence` and `producer` to the `auditlog` command's subparsers."""
-    p = subparsers.add_parser("timeline", help="print one run's audit timeline, or export its evidence bundle")
+    p = subparsers.add_parser("timeline", help="print one run's audit timeline, or export its evidence bundle",
+                              epilog=epilog)
     p.add_argument("--run", required=True, help="the run id")
-    p.add_argument("--server", "--url", dest="url", default=DEFAULT_URL, help="the log server (env AUDITLOG_SERVER)")
-    p.add_argument("--tenant")
+    server_option(p)
+    p.add_argument("--tenant", help="the run's tenant, when run ids repeat across tenants")
     p.add_argument("--evidence", metavar="FILE", help="write the run's evidence bundle to FILE")
-    p.add_argument("--log-key", help="verify the evidence bundle with this log verifier key before writing it")
+    log_key_option(p)
+    json_option(p)
     p.set_defaults(func=cmd_timeline)
 
-    p = subparsers.add_parser("verify-evidence", help="check an evidence bundle offline")
-    p.add_argument("file")
-    p.add_argument("--log-key", required=True, help="the log's verifier key (name+id+key)")
-    p.set_defaults(func=cmd_verify_evidence)
+    p = subparsers.add_parser("verify-evidence", help="check an evidence bundle (an entry's or a run's) offline",
+                              epilog=epilog)
+    p.add_argument("file", help="the bundle (from proof --evidence or timeline --evidence)")
+    log_key_option(p)
+    json_option(p)
 
-    p = subparsers.add_parser("producer", help="the producer registry (changes need the admin token)")
-    p.add_argument("action", choices=["list", "register", "add-key", "retire-key", "revoke-key", "keygen"])
-    p.add_argument("--producer")
-    p.add_argument("--tenant", action="append", help="a tenant the producer may write for (repeatable)")
-    p.add_argument("--public-key", help="base64 of the 32-byte Ed25519 public key")
-    p.add_argument("--key-id")
-    p.add_argument("--not-before")
-    p.add_argument("--not-after")
-    p.add_argument("--at", help="retire-key: not_after; revoke-key: revoked_at (RFC 3339; default now)")
-    p.add_argument("--reason")
-    p.add_argument("--out", help="keygen: where to write the secret seed")
-    p.add_argument("--server", "--url", dest="url", default=DEFAULT_URL, help="the log server (env AUDITLOG_SERVER)")
-    p.add_argument("--admin-token")
-    p.add_argument("--data-dir", help="read the admin token from this server data dir")
-    p.set_defaults(func=cmd_producer)
+    producer = subparsers.add_parser("producer", help="the producer registry (changes need the admin token)",
+                                     epilog=epilog)
+    actions = producer.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help: str, *, admin: bool = True):
+        sub = actions.add_parser(name, help=help, epilog=epilog)
+        if name != "keygen":
+            server_option(sub)
+        if admin:
+            token_option(sub)
+            sub.add_argument("--data-dir", help="read the admin token from this server data dir")
+            sub.add_argument("--reason", help="why (kept in the registry's log entry)")
+        sub.set_defaults(func=cmd_producer)
+        return sub
+
+    action("list", "list producers, their tenants and keys", admin=False)
+    sub = action("register", "register a producer and the tenants it may write for")
+    sub.add_argument("--producer", required=True, help="the producer's name")
+    sub.add_argument("--tenant", action="append", required=True,
+                     help="a tenant the producer may write for (repeatable)")
+    sub = action("add-key", "add a signing key to a producer")
+    sub.add_argument("--producer", required=True)
+    sub.add_argument("--public-key", required=True, help="base64 of the 32-byte Ed25519 public key")
+    sub.add_argument("--not-before", help="RFC 3339; default now")
+    sub.add_argument("--not-after", help="RFC 3339; default never")
+    for name, when in (("retire-key", "not_after: the key signs nothing after this (RFC 3339; default now)"),
+                       ("revoke-key", "revoked_at: nothing it signed from this time on counts (RFC 3339; "
+                                      "default now)")):
+        sub = action(name, f"{name.split('-')[0]} a producer's key")
+        sub.add_argument("--producer", required=True)
+        sub.add_argument("--key-id", required=True)
+        sub.add_argument("--at", help=when)
+    sub = action("keygen", "make a producer signing key (seed file mode 0600); prints the public key", admin=False)
+    sub.add_argument("--out", required=True, help="where to write the secret seed")

@@ -10,27 +10,14 @@ import asyncio
 import base64
 import binascii
 import json
-import os
 import sys
 from pathlib import Path
 
-from api.cli.options import VKEY_SUFFIX, ProgressBar, env
-from log import defaults
-from log.errors import InvalidInput, LogError
+from api.cli import inputs
+from api.cli.exits import CommandFailed, say, status_for_http
+from api.cli.options import ProgressBar
+from log.errors import InvalidInput, VerificationError
 from log.hashing import hash_leaf
-
-
-def _read_key(args) -> str:
-    value = args.key or env("AUDITLOG_VERIFIER_KEY")
-    if value is None:
-        default = Path(env("AUDITLOG_DATA_DIR", defaults.DATA_DIR)) / f"log{VKEY_SUFFIX}"
-        if default.is_file():
-            return default.read_text().strip()
-        raise InvalidInput("no verifier key: pass --key, set AUDITLOG_VERIFIER_KEY, or run next to data/log.vkey",
-                           field="key")
-    if os.path.isfile(value):
-        return Path(value).read_text().strip()
-    return value
 
 
 def _out(document) -> None:
@@ -61,16 +48,23 @@ def cmd_add(args) -> int:
 async def _add(args) -> int:
     from api.client.log_client import LogClient
 
-    inputs = _read_inputs(args.files)
+    sources = _read_inputs(args.files)
     if args.lines:
-        entries = [(f"{name}:{n}", line) for name, data in inputs
+        entries = [(f"{name}:{n}", line) for name, data in sources
                    for n, line in enumerate(data.splitlines(), start=1) if line.strip()]
     else:
-        entries = inputs
+        entries = sources
     if not entries:
-        raise InvalidInput("nothing to add", field="file")
-    key = _read_key(args) if (args.key or env("AUDITLOG_VERIFIER_KEY")) else None
+        raise InvalidInput("nothing to add: the input is empty" if not args.lines
+                           else "nothing to add: no non-empty lines", field="file")
+    empty = [name for name, entry in entries if not entry]
+    if empty:
+        raise InvalidInput(f"nothing to add from {empty[0]}: it is empty (an entry has at least one byte)",
+                           field="file")
+    key = inputs.log_key(args, required=False)
     if key is None:
+        say("add", f"no log verifier key (--log-key, AUDITLOG_VERIFIER_KEY or {inputs.default_log_key_file()}): "
+                   "inclusion will not be verified")
         return await _add_unverified(args.server, entries, batch=args.lines)
     async with LogClient(args.server, key) as client:
         data = [entry for _, entry in entries]
@@ -89,12 +83,17 @@ async def _add_unverified(server: str, entries: list[tuple[str, bytes]], *, batc
     """Without a verifier key: submit and report what the server answered (checking only the leaf hashes)."""
     import aiohttp
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         async def post(**kwargs) -> dict:
             async with session.post(server.rstrip("/") + "/api/v1/entries", **kwargs) as resp:
-                body = await resp.json(content_type=None)
-                if resp.status != 200:
-                    raise LogError(f"the server refused the entry: HTTP {resp.status}: {body.get('detail', body)}")
+                try:
+                    body = await resp.json(content_type=None)
+                except ValueError:
+                    body = None
+                if resp.status != 200 or not isinstance(body, dict):
+                    detail = body.get("detail", body) if isinstance(body, dict) else "(not JSON)"
+                    raise CommandFailed(f"the log refused the entry: HTTP {resp.status}: {detail}",
+                                        status_for_http(resp.status))
                 return body
 
         results = []
@@ -109,7 +108,7 @@ async def _add_unverified(server: str, entries: list[tuple[str, bytes]], *, batc
                 results.append((name, entry, body, body["tree_size"]))
         for name, entry, item, tree_size in results:
             if item["leaf_hash"] != _b64(hash_leaf(entry)):
-                raise LogError(f"{name}: the server's leaf hash is not the hash of the entry sent")
+                raise VerificationError(f"{name}: the log's leaf hash is not the hash of the entry sent")
             print(json.dumps({"source": name, "index": item["index"], "leaf_hash": item["leaf_hash"],
                               "tree_size": tree_size, "inclusion": "not verified (no --key)"}), flush=True)
     return 0
@@ -144,7 +143,7 @@ async def _proof(args) -> int:
     if args.out is not None:
         raise InvalidInput("--out goes with --evidence", field="out")
     leaf_hash = _parse_leaf_hash(args.leaf_hash) if args.leaf_hash is not None else None
-    async with LogClient(args.server, _read_key(args)) as client:
+    async with LogClient(args.server, inputs.log_key(args)) as client:
         proof = await client.inclusion_proof(args.index, args.tree_size, leaf_hash=leaf_hash)
         checkpoint = client.latest
         _out({
@@ -169,7 +168,7 @@ async def _proof_evidence(args) -> int:
     from api.client.evidence import build_entry_bundle, verify_entry_bundle
 
     index = args.evidence
-    async with LogClient(args.server, _read_key(args)) as client:
+    async with LogClient(args.server, inputs.log_key(args)) as client:
         latest, note = await client.signed_checkpoint()
         if index >= latest.size:
             raise NotFound(f"entry {index} is not in the log: its latest checkpoint has size {latest.size}")
@@ -207,29 +206,6 @@ async def _proof_evidence(args) -> int:
     return 0
 
 
-def _key_text(value: str) -> str:
-    return Path(value).read_text().strip() if os.path.isfile(value) else value
-
-
-def _witness_policy(args):
-    from witness.cosignatures import WitnessPolicy
-
-    if not args.witness_key:
-        if args.witness_k is not None:
-            raise InvalidInput("--witness-k needs --witness-key", field="witness_k")
-        return None
-    return WitnessPolicy(tuple(_key_text(k) for k in args.witness_key), args.witness_k)
-
-
-def _tsa_ca(args) -> bytes | None:
-    if args.tsa_ca is None:
-        return None
-    try:
-        return Path(args.tsa_ca).read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read the TSA certificate {args.tsa_ca}: {exc}", field="tsa_ca") from None
-
-
 def cmd_verify(args) -> int:
     return asyncio.run(_verify(args))
 
@@ -239,13 +215,13 @@ async def _verify(args) -> int:
     from api.client.monitor import verify_log
 
     state = Path(args.state) if args.state else None
-    witnesses, tsa_trusted = _witness_policy(args), _tsa_ca(args)
-    async with LogClient(args.server, _read_key(args)) as client:
+    witnesses, tsa_trusted = inputs.witness_policy(args), inputs.tsa_certificate(args)
+    async with LogClient(args.server, inputs.log_key(args)) as client:
         report = await verify_log(client, state, concurrency=args.concurrency,
                                   progress=None if args.quiet else ProgressBar(),
                                   witnesses=witnesses, tsa_trusted=tsa_trusted)
     for failure in report.failures:
-        print(f"FAILED: {failure}")
+        say("verify", f"FAILED: {failure}")
     if report.checkpoint is not None:
         print(f"checkpoint: {report.checkpoint.origin} size {report.checkpoint.size} root "
               f"{_b64(report.checkpoint.root_hash)}")
@@ -256,27 +232,33 @@ async def _verify(args) -> int:
     return 0 if report.valid else 1
 
 
+def read_bundle(path: str):
+    """An evidence bundle's JSON from a local file; InvalidInput (exit 2) when it cannot be read or is not JSON."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read the bundle {path}: {getattr(exc, 'strerror', None) or exc}",
+                           field="file") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"the bundle {path} is not JSON: {exc}", field="file") from None
+
+
 def cmd_verify_evidence(args) -> int:
     """Dispatch on the bundle's `format`: one entry's evidence (api/client/evidence.py) or a run's (api/cli/audit.py)."""
     from api.cli.audit import cmd_verify_evidence as verify_run_evidence
     from api.client.evidence import ENTRY_EVIDENCE_FORMAT, verify_entry_bundle
     from witness.rfc3161 import format_gen_time
 
-    try:
-        bundle = json.loads(Path(args.file).read_text())
-    except (OSError, ValueError) as exc:
-        print(f"FAILED: cannot read {args.file}: {exc}", file=sys.stderr)
-        return 1
+    bundle = read_bundle(args.file)
+    log_key = inputs.log_key(args)
+    witnesses, tsa_trusted = inputs.witness_policy(args), inputs.tsa_certificate(args)
     if not (isinstance(bundle, dict) and bundle.get("format") == ENTRY_EVIDENCE_FORMAT):
         if args.witness_key or args.tsa_ca:
-            print("note: --witness-key and --tsa-ca apply to entry evidence bundles only", file=sys.stderr)
-        return verify_run_evidence(args)
-    witnesses, tsa_trusted = _witness_policy(args), _tsa_ca(args)
-    try:
-        report = verify_entry_bundle(bundle, _key_text(args.log_key), witnesses=witnesses, tsa_trusted=tsa_trusted)
-    except LogError as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
+            say("verify-evidence", "note: --witness-key and --tsa-ca apply to entry evidence bundles only")
+        return verify_run_evidence(args, bundle, log_key)
+    report = verify_entry_bundle(bundle, log_key, witnesses=witnesses, tsa_trusted=tsa_trusted)
     parts = [f"OK: entry {report.index} is included in checkpoint {report.checkpoint.origin} size "
              f"{report.checkpoint.size}, signed by the log"]
     if report.cosignatures is not None:

@@ -7,19 +7,21 @@
     auditlog keygen --origin NAME [--out FILE]
     auditlog db upgrade [--database-url U] [--data-dir D]
     auditlog db check [--database-url U] [--data-dir D] [--log-key VKEY] [--quiet]
-    auditlog add [FILE|- ...] [--lines] [--server URL] [--key VKEY]
-    auditlog proof (--index I | --leaf-hash H) [--tree-size S] [--server URL] [--key VKEY]
-    auditlog proof --evidence I [--out FILE] [--server URL] [--key VKEY]
-    auditlog verify [--server URL] --key VKEY [--state FILE] [--witness-key VKEY ... [--witness-k K]] [--tsa-ca PEM]
-    auditlog verify-evidence FILE --log-key VKEY [--witness-key VKEY ... [--witness-k K]] [--tsa-ca PEM]
+    auditlog add [FILE|- ...] [--lines] [--server URL] [--log-key VKEY]
+    auditlog proof (--index I | --leaf-hash H) [--tree-size S] [--server URL] [--log-key VKEY]
+    auditlog proof --evidence I [--out FILE] [--server URL] [--log-key VKEY]
+    auditlog verify [--server URL] [--log-key VKEY] [--state FILE] [--witness-key VKEY ... [--witness-k K]]
+                    [--tsa-ca PEM]
+    auditlog verify-evidence FILE [--log-key VKEY] [--witness-key VKEY ... [--witness-k K]] [--tsa-ca PEM]
 
 `serve` prints `listening on http://<host>:<port>` (flushed) once it accepts connections, so `--port 0` can be
-used by scripts and tests. Commands that verify take the log's verifier key from --key (the key string, or a file
-holding it), else $AUDITLOG_VERIFIER_KEY, else <data-dir>/log.vkey, which `serve` and `keygen` write.
-Witness keys (`--witness-key`) and `--log-key` may also be given as files holding the key.
-Exit status: 0 success, 1 a failed check or an error (said on stderr), 2 bad usage (a bad flag, or a bad AUDITLOG_*
-variable, named in one line when the command that reads it runs); `db check` also exits 2 for a missing database or
-key and 3 for an unreachable database.
+used by scripts and tests. The client commands share one flag vocabulary (api/cli/options.py): --server (env
+AUDITLOG_SERVER), --log-key (alias --key; the key string or a file holding it, else $AUDITLOG_VERIFIER_KEY, else
+<data-dir>/log.vkey, which `serve` and `keygen` write), --witness-key, --witness-k, --tsa-ca, --token, --json.
+Local inputs are read and checked before anything is downloaded (api/cli/inputs.py).
+Exit status, the same for every command (api/cli/exits.py): 0 done or verified, 1 verification failed, 2 usage or
+local input error, 3 the log or a dependency unreachable or not ready, 70 a bug. Every failure is one line on
+stderr, `auditlog <command>: ...`; `--debug` adds the traceback.
 
 This module is the parser and main(); the commands live in api/cli/server.py (serve, serve-reads, keygen, db) and
 api/cli/client.py (add, proof, verify, verify-evidence), their value parsers in api/cli/options.py, and every
@@ -31,10 +33,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from api.cli import client, server
-from api.cli.options import BadEnvironment, env, non_negative, positive, positive_seconds
+from api.cli import client, exits, server
+from api.cli.options import (env, json_option, log_key_option, non_negative, positive, positive_seconds,
+                             server_option, witness_options)
 from log import defaults
-from log.errors import LogError
 
 
 def _connection_flags(sub) -> None:
@@ -53,22 +55,22 @@ def _connection_flags(sub) -> None:
                           f"(env AUDITLOG_MAX_CONNECTIONS; default {defaults.MAX_CONNECTIONS})")
 
 
-def _witness_check_options(sub) -> None:
-    sub.add_argument("--witness-key", action="append", default=[], metavar="VKEY",
-                     help="a witness's cosigner verifier key, or a file holding it (repeatable; keys with one name "
-                          "are one witness)")
-    sub.add_argument("--witness-k", type=positive, metavar="K",
-                     help="cosignatures required (default: every witness given)")
-    sub.add_argument("--tsa-ca", metavar="PEM", help="the TSA's CA (or own) certificate: require a valid timestamp")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from api.cli.audit import add_audit_parsers
     from witness.cli import add_witness_parser
     from witness.tsa_cli import add_tsa_parser
 
-    parser = argparse.ArgumentParser(prog="auditlog", description="A verifiable transparency log for audit trails.")
+    parser = argparse.ArgumentParser(prog="auditlog", description="A verifiable transparency log for audit trails.",
+                                     epilog=exits.HELP)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure (anywhere on the line)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parser = commands.add_parser
+
+    def add_command(name: str, **kwargs):
+        kwargs.setdefault("epilog", exits.HELP)
+        return add_parser(name, **kwargs)
+
+    commands.add_parser = add_command  # every command's --help ends with the exit statuses
 
     serve = commands.add_parser("serve", help="run the log server")
     serve.add_argument("--host", default=defaults.HOST)
@@ -143,11 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(func=server.cmd_db_check)
 
-    def client_options(sub, key_required: bool = False):
-        sub.add_argument("--server", default=env("AUDITLOG_SERVER", defaults.SERVER_URL),
-                         help=f"log URL (env AUDITLOG_SERVER; default {defaults.SERVER_URL})")
-        sub.add_argument("--key", required=key_required,
-                         help="the log's verifier key, or a file holding it (env AUDITLOG_VERIFIER_KEY)")
+    def client_options(sub):
+        server_option(sub)
+        log_key_option(sub)
 
     add = commands.add_parser("add", help="append entries: one per file (or stdin), or one per line with --lines")
     add.add_argument("files", nargs="*", metavar="FILE", help="files to add, '-' for stdin (the default)")
@@ -157,28 +157,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     proof = commands.add_parser("proof", help="fetch and verify an inclusion proof against a signed checkpoint")
     which = proof.add_mutually_exclusive_group(required=True)
-    which.add_argument("--index", type=non_negative)
-    which.add_argument("--leaf-hash", help="base64, base64url or hex")
+    which.add_argument("--index", type=non_negative, help="the entry's index in the log")
+    which.add_argument("--leaf-hash", help="the entry's RFC 9162 leaf hash: base64, base64url or hex")
     which.add_argument("--evidence", type=non_negative, metavar="INDEX",
                        help="write entry INDEX's offline evidence bundle: entry, inclusion proof, witnessed "
                             "checkpoint with its cosignatures, timestamp token (check with verify-evidence)")
     proof.add_argument("--tree-size", type=positive, help="default: the latest checkpoint's size")
     proof.add_argument("--out", metavar="FILE", help="with --evidence: where to write the bundle (default stdout)")
     client_options(proof)
+    json_option(proof)
     proof.set_defaults(func=client.cmd_proof)
 
     verify = commands.add_parser("verify", help="the monitor: re-verify the whole log from its tiles")
-    client_options(verify, key_required=False)
+    client_options(verify)
     verify.add_argument("--state", help="JSON file keeping the last verified checkpoint (for consistency)")
     verify.add_argument("--concurrency", type=positive, default=16, help="tile fetches in flight")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
-    _witness_check_options(verify)
+    witness_options(verify)
+    json_option(verify)
     verify.set_defaults(func=client.cmd_verify)
 
-    add_audit_parsers(commands)
+    add_audit_parsers(commands, exits.HELP)
     # verify-evidence checks run bundles (api/cli/audit.py) and entry bundles (api/client/evidence.py) alike.
     verify_evidence = commands.choices["verify-evidence"]
-    _witness_check_options(verify_evidence)
+    witness_options(verify_evidence)
     verify_evidence.set_defaults(func=client.cmd_verify_evidence)
     add_witness_parser(commands)
     add_tsa_parser(commands)
@@ -186,17 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug may come anywhere before a `--` (it belongs to no one command); argparse wants it first.
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    if debug:
+        argv = ["--debug"] + [a for a in argv[:end] if a != "--debug"] + argv[end:]
     args = build_parser().parse_args(argv)
+    command = " ".join(filter(None, (args.command, getattr(args, "db_command", None))))
     try:
         return args.func(args)
-    except BadEnvironment as exc:
-        print(f"auditlog: {exc}", file=sys.stderr, flush=True)
-        return 2
-    except LogError as exc:
-        print(f"auditlog {args.command}: {exc}", file=sys.stderr, flush=True)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - every failure ends as one line and an exit status (api/cli/exits.py)
+        return exits.report(command, exc, debug)
 
 
 if __name__ == "__main__":

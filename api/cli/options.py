@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from log import defaults
+
 T = TypeVar("T")
 
 VKEY_SUFFIX = ".vkey"  # beside the signing key, its verifier key: serve and keygen write it, client commands read it
@@ -53,8 +55,70 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `15m`, `2h` or `1d` (a positive number and an optional unit)."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)", text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (a positive number with s, m, h or d)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def server_url(text: str) -> str:
+    """A log's base URL: http:// or https://, a host, and an optional path prefix (no query or fragment)."""
+    from urllib.parse import urlsplit
+
+    url = text.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL (e.g. http://{text.strip()})"
+                                         if "://" not in text else f"{text!r} is not an http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(f"{text!r}: a server URL has no query or fragment")
+    return url
+
+
 _WHAT = {non_negative: "a non-negative integer", positive: "a positive integer",
-         positive_seconds: "a positive number of seconds"}
+         positive_seconds: "a positive number of seconds", duration: "a duration (90s, 15m, 2h, 1d)"}
+
+
+# -- the flags the client commands share: one name per thing, the same in every command --------------------------
+
+def server_option(parser) -> None:
+    parser.add_argument("--server", "--url", dest="server", type=server_url,
+                        default=env("AUDITLOG_SERVER") or env("AUDITLOG_URL") or defaults.SERVER_URL,
+                        help="the log's URL (env AUDITLOG_SERVER; default %(default)s)")
+
+
+def log_key_option(parser, *, required: bool = False) -> None:
+    parser.add_argument("--log-key", "--key", dest="log_key", metavar="VKEY", required=required,
+                        help="the log's verifier key, or a file holding it (env AUDITLOG_VERIFIER_KEY; default "
+                             "<data-dir>/log.vkey)")
+
+
+def witness_options(parser) -> None:
+    parser.add_argument("--witness-key", action="append", default=[], metavar="VKEY",
+                        help="a witness's cosigner verifier key, or a file holding it (repeatable; keys with one name "
+                             "are one witness): require its cosignature")
+    parser.add_argument("--witness-k", type=positive, metavar="K",
+                        help="cosignatures required (default: every witness given)")
+    parser.add_argument("--tsa-ca", metavar="PEM",
+                        help="the TSA's CA (or own) certificate, PEM: require a valid RFC 3161 timestamp")
+
+
+def token_option(parser) -> None:
+    parser.add_argument("--token", "--admin-token", dest="token", default=env("AUDITLOG_TOKEN"),
+                        help="a bearer token for the log (env AUDITLOG_TOKEN)")
+
+
+def json_option(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
 def flag_or_env(flag: T | None, name: str, parse: Callable[[str], T], default: T) -> T:

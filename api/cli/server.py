@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from api.cli import exits
 from api.cli.options import VKEY_SUFFIX, ProgressBar, env, flag_or_env, non_negative, positive, positive_seconds
 from log import defaults
 from log.errors import InvalidInput, LogError
@@ -83,8 +84,8 @@ def cmd_serve_reads(args) -> int:
     try:
         return asyncio.run(serve_worker(config, args.host, args.port, limits))
     except LogError as exc:
-        print(f"auditlog read worker: cannot start: {exc}", file=sys.stderr, flush=True)
-        return 1
+        exits.say("serve-reads", f"cannot start: {exc}")
+        return exits.describe(exc)[0]
 
 
 def _connection_limits(args):
@@ -136,13 +137,11 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
                            shutdown_timeout=defaults.SHUTDOWN_GRACE)
     try:
         await runner.setup()  # opens the log: migrate, key, sequencer lock, reconcile
-    except LogError as exc:
-        print(f"auditlog: cannot start: {exc}", file=sys.stderr, flush=True)
-        return 1
     except Exception as exc:  # noqa: BLE001 - a database that cannot be opened, a bad URL...: say it in one line
         logging.getLogger(__name__).debug("startup failed", exc_info=True)
-        print(f"auditlog: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        return 1
+        status, message = exits.describe(exc) or (exits.FAILED, f"{type(exc).__name__}: {exc}")
+        exits.say("serve", f"cannot start: {message}")
+        return status
     freeze_startup_heap()
     workers = None
     try:
@@ -228,10 +227,10 @@ def cmd_db_upgrade(args) -> int:
 
 # --- db check ----------------------------------------------------------------------------------------------------
 
-# Exit statuses of `db check`: 0 every entry, tile and checkpoint agrees; 1 a disagreement (the first one named);
-# 2 no database, no log schema in it, or no usable key; 3 the database server could not be reached.
-CHECK_UNUSABLE = 2
-CHECK_UNREACHABLE = 3
+# Exit statuses of `db check` (api/cli/exits.py): 0 every entry, tile and checkpoint agrees; 1 a disagreement (the
+# first one named); 2 no database, no log schema in it, or no usable key; 3 the database server could not be reached.
+CHECK_UNUSABLE = exits.USAGE
+CHECK_UNREACHABLE = exits.UNREACHABLE
 
 
 def cmd_db_check(args) -> int:
@@ -258,7 +257,7 @@ def cmd_db_check(args) -> int:
     try:
         report = check_log(store, verifier, progress=progress)
     except Exception as exc:  # noqa: BLE001 - sorted into unreachable and unusable below, said in one line
-        status = _check_error_status(exc)
+        status = exits.database_status(exc)
         what = "cannot reach" if status == CHECK_UNREACHABLE else "cannot read the log in"
         first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0:1] or [type(exc).__name__]
         return _check_failed(f"{what} {_shown_url(url)}: {first_line[0]}", status)
@@ -296,23 +295,8 @@ def _check_key(args, config) -> str:
 
 
 def _check_failed(message: str, status: int) -> int:
-    print(f"auditlog db check: {message}", file=sys.stderr, flush=True)
+    exits.say("db check", message)
     return status
-
-
-def _check_error_status(exc: Exception) -> int:
-    """Unreachable (3) for a connection that could not be made; unusable (2) for a database that answered but holds
-    no log (no such table, no such database, refused credentials)."""
-    from sqlalchemy.exc import OperationalError
-
-    orig = getattr(exc, "orig", None)
-    sqlstate = getattr(orig, "sqlstate", None)
-    if isinstance(exc, OperationalError) and sqlstate is None and "sqlite" not in type(orig).__module__:
-        refused = ("does not exist", "authentication failed", "no password supplied", "not permitted")
-        return CHECK_UNUSABLE if any(text in str(orig) for text in refused) else CHECK_UNREACHABLE
-    if isinstance(exc, OperationalError) and sqlstate is not None and sqlstate.startswith("08"):
-        return CHECK_UNREACHABLE
-    return CHECK_UNUSABLE
 
 
 def _shown_url(url: str) -> str:

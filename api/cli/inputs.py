@@ -1,0 +1,86 @@
+"""The local inputs of the client commands, read and checked before anything is downloaded: the log's verifier key,
+witness keys, the TSA's certificate. A missing or unparsable one is `InvalidInput` (exit 2), naming the flag and the
+file, so a typo is never mistaken for a log that failed verification."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from api.cli.options import VKEY_SUFFIX, env
+from log import defaults
+from log.errors import InvalidInput, LogError
+
+
+def key_text(value: str, flag: str) -> str:
+    """A key given on the command line: the key itself, or a file holding it."""
+    if os.path.isfile(value):
+        try:
+            return Path(value).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"{flag} {value}: cannot read the file: {exc}", field=flag) from None
+    if value.count("+") < 2:  # a note key is name+id+key; anything else was meant as a file
+        raise InvalidInput(f"{flag} {value}: no such file, and not a key", field=flag)
+    return value
+
+
+def default_log_key_file() -> Path:
+    return Path(env("AUDITLOG_DATA_DIR", defaults.DATA_DIR)) / f"log{VKEY_SUFFIX}"
+
+
+def log_key(args, *, required: bool = True) -> str | None:
+    """The log's verifier key, checked: --log-key (or --key), else $AUDITLOG_VERIFIER_KEY, else <data-dir>/log.vkey.
+    None when there is none and it is not required."""
+    from log.note_keys import parse_verifier_key
+
+    given, flag = getattr(args, "log_key", None), "--log-key"
+    if given is None and env("AUDITLOG_VERIFIER_KEY"):
+        given, flag = env("AUDITLOG_VERIFIER_KEY"), "AUDITLOG_VERIFIER_KEY"
+    if given is not None:
+        text = key_text(given, flag)
+    elif default_log_key_file().is_file():
+        flag = str(default_log_key_file())
+        text = key_text(flag, flag)
+    elif required:
+        raise InvalidInput(f"no log verifier key: pass --log-key, set AUDITLOG_VERIFIER_KEY, or run where "
+                           f"{default_log_key_file()} exists", field="log_key")
+    else:
+        return None
+    try:
+        parse_verifier_key(text)
+    except LogError as exc:
+        raise InvalidInput(f"{flag}: not a log verifier key: {exc}", field="log_key") from None
+    return text
+
+
+def witness_policy(args):
+    """The witnesses --witness-key names and --witness-k's threshold, parsed; None without --witness-key."""
+    from witness.cosignatures import WitnessPolicy
+
+    keys = getattr(args, "witness_key", None) or []
+    if not keys:
+        if getattr(args, "witness_k", None) is not None:
+            raise InvalidInput("--witness-k needs --witness-key", field="witness_k")
+        return None
+    try:
+        return WitnessPolicy(tuple(key_text(k, "--witness-key") for k in keys), args.witness_k)
+    except InvalidInput as exc:
+        raise InvalidInput(f"--witness-key: {exc}", field="witness_key") from None
+
+
+def tsa_certificate(args) -> bytes | None:
+    """The PEM of --tsa-ca, checked to hold at least one X.509 certificate; None without --tsa-ca."""
+    from witness.rfc3161 import load_certificates
+
+    path = getattr(args, "tsa_ca", None)
+    if path is None:
+        return None
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"--tsa-ca {path}: cannot read the file: {exc.strerror or exc}", field="tsa_ca") from None
+    try:
+        load_certificates(pem)
+    except InvalidInput as exc:
+        raise InvalidInput(f"--tsa-ca {path}: {exc}", field="tsa_ca") from None
+    return pem
