@@ -32,6 +32,11 @@ TILE_CACHE_SIZE = 4096  # full tiles kept for tile GETs
 # --- background jobs (seconds between rounds) --------------------------------------------------------------------
 WITNESS_INTERVAL = 10.0
 TIMESTAMP_INTERVAL = 60.0
+# `--wait` (api/client/waiting.py): how long a client waits for an entry or a run to be cosigned and timestamped
+# (three default timestamp intervals), polling first after WAIT_POLL_FIRST seconds, doubling up to WAIT_POLL_MAX
+EVIDENCE_WAIT_TIMEOUT = 180.0
+WAIT_POLL_FIRST = 0.2
+WAIT_POLL_MAX = 5.0
 
 # --- shutdown ---------------------------------------------------------------------------------------------------
 # On SIGTERM, requests in progress get this long to finish (entries already queued are committed and answered);

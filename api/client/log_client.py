@@ -24,6 +24,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import aiohttp
 
@@ -164,11 +165,13 @@ class LogClient:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self._session
 
-    async def _request(self, method: str, path: str, **kwargs) -> tuple[bytes, str]:
+    async def _request(self, method: str, path: str, *, answers: tuple[int, ...] = (), **kwargs) -> tuple[bytes, str]:
+        """The body and content type of a 2xx or 3xx answer (or one of the statuses in `answers`); other answers
+        raise the log error they mean (`_error`)."""
         try:
             async with self._http().request(method, self.base_url + path, **kwargs) as resp:
                 body = await resp.read()
-                if resp.status >= 400:
+                if resp.status >= 400 and resp.status not in answers:
                     raise self._error(resp.status, resp.content_type, body, f"{method} {path}")
                 return body, resp.content_type
         except aiohttp.ClientError as exc:
@@ -421,6 +424,29 @@ class LogClient:
     async def log_info(self) -> dict:
         """GET /api/v1/log as the server says it (unverified; use checkpoint() for anything that matters)."""
         return await self._get_json("/api/v1/log")
+
+    async def readiness(self) -> dict:
+        """GET /readyz as the server says it, ready (200) or not (503 with its `reason`): whether the log has
+        witnesses (`witness`) and a TSA (`timestamp`), and how far each lags (api/server/readiness.py)."""
+        body, content_type = await self._request("GET", "/readyz", answers=(503,))
+        try:
+            document = json.loads(body) if content_type == "application/json" else None
+        except ValueError:
+            document = None
+        if not isinstance(document, dict) or "status" not in document:
+            raise Unavailable(f"GET {self.base_url}/readyz did not answer a readiness report")
+        return document
+
+    async def run_timeline(self, run_id: str, tenant: str | None = None, *, proofs: bool = True) -> dict:
+        """GET /api/v1/runs/<run>/timeline as the server says it (the audit personality; unverified)."""
+        params = {"proofs": "true" if proofs else "false", **({"tenant": tenant} if tenant else {})}
+        return await self._get_json(f"/api/v1/runs/{quote(run_id, safe='')}/timeline", params)
+
+    async def run_evidence(self, run_id: str, tenant: str | None = None) -> dict:
+        """GET /api/v1/runs/<run>/evidence: the run's evidence bundle as served, unverified (verify it offline with
+        api.client.evidence.verify_run_bundle)."""
+        params = {"tenant": tenant} if tenant else None
+        return await self._get_json(f"/api/v1/runs/{quote(run_id, safe='')}/evidence", params)
 
 
 class SyncLogClient:

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from api.server.problems import ProblemKind, problem_body, register_problem_kinds, with_expect_continue
 from api.server.routes import checkpoint_fields, json_bytes, parse_uint
-from api.server.state import LOG, METRIC_SOURCES
+from api.server.state import LOG, METRIC_SOURCES, TIMESTAMP_JOB, WITNESS_JOB
 from log.audit.admin import check_bearer, load_or_create_admin_token
 from log.audit.errors import (
     AdminUnauthorized, AuthenticationFailed, EventConflict, InvalidEvent, RegistryConflict, TenantForbidden,
@@ -255,8 +255,25 @@ async def run_timeline(request: web.Request) -> web.Response:
 
 async def run_evidence(request: web.Request) -> web.Response:
     bundle = await request.app[AUDIT].evidence(_param(request.match_info["run_id"], "run_id"),
-                                               _param(request.query.get("tenant"), "tenant"))
+                                               _param(request.query.get("tenant"), "tenant"),
+                                               attested=await attested_checkpoints(request.app))
     return _json(bundle)
+
+
+async def attested_checkpoints(app: web.Application) -> list[tuple[bytes, bytes | None]]:
+    """What a run bundle's checkpoint is chosen from, best first: the newest timestamped checkpoint with its token
+    (the witnessed note, cosignatures included, when the log has witnesses), the newest witnessed one, and the
+    latest with the cosignatures gathered for it so far. `AuditService.evidence` takes the first that covers
+    the run."""
+    found: list[tuple[bytes, bytes | None]] = []
+    timestamp_job, witness_job = app.get(TIMESTAMP_JOB), app.get(WITNESS_JOB)
+    if timestamp_job is not None and (stamped := await timestamp_job.latest_token()) is not None:
+        found.append(stamped)
+    if witness_job is not None:
+        if (witnessed := await witness_job.witnessed_checkpoint()) is not None:
+            found.append((witnessed, None))
+        found.append((await witness_job.cosigned_checkpoint(), None))
+    return found
 
 
 async def event_schema(request: web.Request) -> web.Response:

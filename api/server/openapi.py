@@ -134,11 +134,14 @@ _AUDIT_PATHS: dict = {
     },
     "/api/v1/runs/{run_id}/evidence": {
         "get": {
-            "summary": "The run's evidence bundle (format auditlog.evidence/v1), checkable offline with the log key",
+            "summary": "The run's evidence bundle (format auditlog.evidence/v2), checkable offline with the log key, "
+                       "the witnesses' keys and the TSA certificate",
             "operationId": "runEvidence",
             "parameters": [_path("run_id", "the run id", _TOKEN), _TENANT],
-            "responses": {"200": _json_object("the evidence bundle: checkpoint, events and registry entries with "
-                                              "inclusion proofs, producer key summary"),
+            "responses": {"200": _json_object("the evidence bundle: the newest timestamped (else witnessed, else "
+                                              "latest) checkpoint covering the run, with its cosignatures and "
+                                              "RFC 3161 token; events and registry entries with inclusion proofs, "
+                                              "producer key summary"),
                           **_errors(400, 404)},
         },
     },

@@ -103,6 +103,12 @@ class RegistryConflict(Conflict):
 
 
 class EvidenceError(VerificationError):
-    """An evidence bundle does not verify; the message names the first check that failed."""
+    """An evidence bundle does not verify. The message starts with the number and name of the first check that
+    failed ("check 3 (checkpoint) failed: ..."), which `check` and `check_name` hold too."""
 
     code = "evidence-invalid"
+
+    def __init__(self, check: int, name: str, detail: str):
+        super().__init__(f"check {check} ({name}) failed: {detail}")
+        self.check = check
+        self.check_name = name

@@ -52,7 +52,9 @@ from log.audit.tables import EVENT_COLUMNS, audit_event_context, audit_events, a
 from log.audit.timeline import Node, causal_order
 from log.audit.verifier import VerifierPool, VerifierUnavailable
 from log.blobs import BlobStore, check_digest
+from log.checkpoint import Checkpoint
 from log.errors import Conflict, InvalidInput, LogError, NotFound
+from log.note import parse_note
 from log.sequencer import EntryOutcome, IdempotencyKey, Published
 from log.storage import RowInsert
 
@@ -488,11 +490,24 @@ class AuditService:
             ordered = [LoggedEvent(e.index, e.data, e.envelope, h) for e, h in zip(ordered, hashes)]
         return Timeline(run_id, ordered, checkpoint, external)
 
-    async def evidence(self, run_id: str, tenant: str | None = None) -> dict:
+    async def evidence(self, run_id: str, tenant: str | None = None, *,
+                       attested: Sequence[tuple[bytes, bytes | None]] = ()) -> dict:
         """An evidence bundle for one run (see evidence.py): the timeline, and every registry record of the
-        producers and keys it used, each with its inclusion proof in the same checkpoint."""
-        timeline = await self.timeline(run_id, tenant)
-        size = timeline.checkpoint.size
+        producers and keys it used, each with its inclusion proof in the same checkpoint.
+
+        `attested`: the log's checkpoints that carry more than its signature, best first, as (the note with its
+        cosignature lines, the RFC 3161 token over exactly those bytes or None); the server passes the newest
+        timestamped one, then the newest witnessed one. The first whose tree covers every event of the run is the
+        bundle's checkpoint (with its token); when none does, the latest checkpoint is."""
+        timeline = await self.timeline(run_id, tenant, proofs=False)
+        last = max(event.index for event in timeline.events)
+        note, token = timeline.checkpoint.note, None
+        for candidate, candidate_token in attested:
+            if _note_size(candidate) > last:
+                note, token = candidate, candidate_token
+                break
+        size = _note_size(note)
+        proofs = await asyncio.gather(*(self.log.inclusion_proof(e.index, size) for e in timeline.events))
         used: dict[str, set[str]] = {}
         for event in timeline.events:
             used.setdefault(event.envelope.producer, set()).add(event.envelope.key_id)
@@ -502,10 +517,15 @@ class AuditService:
                 if index < size:
                     registry_entries.append((index, data, await self.log.inclusion_proof(index, size)))
         return evidence_format.build_bundle(
-            origin=self.log.origin, log_key=self.log.verifier_key, checkpoint_note=timeline.checkpoint.note,
-            run_id=run_id, events=[(e.index, e.data, e.proof) for e in timeline.events],
+            origin=self.log.origin, log_key=self.log.verifier_key, checkpoint_note=note, timestamp=token,
+            run_id=run_id, events=[(e.index, e.data, proof) for e, proof in zip(timeline.events, proofs)],
             registry_entries=registry_entries,
         )
+
+
+def _note_size(note: bytes) -> int:
+    """The tree size of a checkpoint note the log signed (its own, so not verified here)."""
+    return Checkpoint.from_text(parse_note(note).text).size
 
 
 def events_statement(query: EventQuery, size: int):
