@@ -5,7 +5,6 @@ the producer SDK failing closed."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import copy
@@ -24,7 +23,7 @@ from nacl.signing import SigningKey
 
 from api.server.app import create_app
 from api.server.audit_routes import AUDIT, add_audit_routes
-from api.cli.audit import add_audit_parsers
+from api.cli.main import main as cli_main
 from api.client.recorder import Recorder, RecorderError, generate_key
 from log.audit.canonical import canonicalize
 from log.audit.errors import EvidenceError
@@ -344,10 +343,8 @@ def test_timeline_and_evidence_verify_offline_and_fail_on_one_changed_byte(serve
 
     path = tmp_path / "evidence.json"
     path.write_text(json.dumps(bundle))
-    parser = argparse.ArgumentParser()
-    add_audit_parsers(parser.add_subparsers())
-    args = parser.parse_args(["verify-evidence", str(path), "--log-key", log_key])
-    assert args.func(args) == 0
+    args = ["verify-evidence", str(path), "--log-key", log_key]
+    assert cli_main(args) == 0
 
     for position in range(4):
         entry = bytearray(base64.b64decode(bundle["events"][position]["entry"]))
@@ -359,7 +356,7 @@ def test_timeline_and_evidence_verify_offline_and_fail_on_one_changed_byte(serve
             with pytest.raises(EvidenceError, match=rf"events\[{position}\]"):
                 verify_bundle(tampered, log_key)
             path.write_text(json.dumps(tampered))
-            assert args.func(args) == 1
+            assert cli_main(args) == 1
     reordered = copy.deepcopy(bundle)
     reordered["events"][0], reordered["events"][1] = reordered["events"][1], reordered["events"][0]
     with pytest.raises(EvidenceError, match="causal order"):
