@@ -98,11 +98,17 @@ class Recorder:
 
     # -- building and signing ----------------------------------------------------------------------------------
     def event(self, event_type: str, *, run_id: str, trace_id: str | None = None,
-              parent_event_id: str | None = None, event_id: str | None = None, **fields: Any) -> dict:
-        """A complete auditlog.event/v1 event (validated): ids default to new UUIDs, the trace to the run."""
+              parent_event_id: str | None = None, event_id: str | None = None, timestamp: int | str | None = None,
+              **fields: Any) -> dict:
+        """A complete auditlog.event/v1 event (validated): ids default to new UUIDs, the trace to the run, the
+        timestamp to now. `timestamp` is when the event happened, as Unix milliseconds or an RFC 3339 string
+        (`2026-11-23T14:05:09.123Z`): an event rebuilt later from a record of the act keeps the act's time."""
+        if timestamp is None:
+            timestamp = _now_ms()
         event = {"schema": SCHEMA_ID, "event_id": event_id or str(uuid.uuid4()), "trace_id": trace_id or run_id,
-                 "run_id": run_id, "timestamp": format_timestamp_ms(_now_ms()), "tenant": self.tenant,
-                 "actor": self.actor, "event_type": event_type}
+                 "run_id": run_id,
+                 "timestamp": format_timestamp_ms(timestamp) if isinstance(timestamp, int) else timestamp,
+                 "tenant": self.tenant, "actor": self.actor, "event_type": event_type}
         if parent_event_id is not None:
             event["parent_event_id"] = parent_event_id
         if self.on_behalf_of is not None:
