@@ -27,13 +27,19 @@ instrumentation they have. One span with `gen_ai.operation.name` becomes one eve
 | `gen_ai.conversation.id`, `auditlog.context.<name>`       | `context.conversation_id`, `context.<name>`    |
 | input messages, system instructions, tool arguments       | `input`: a blob reference (sha256, size)       |
 | output messages, tool result                              | `output`: a blob reference                     |
-| span and parent span id, operation, provider (`gen_ai.provider.name`, else the older `gen_ai.system`), both model names, response id, finish reasons, tool name/call id/type, agent name/id, span name and kind, scope | `extensions.otel` |
 
 Content (`gen_ai.input.messages`, `gen_ai.output.messages`, `gen_ai.system_instructions`,
 `gen_ai.tool.call.arguments`, `gen_ai.tool.call.result`, and the older `gen_ai.prompt`/`gen_ai.completion`; read
 from the span's attributes, else from its `gen_ai.client.inference.operation.details` event) is stored in the
 log's blob store by hash, as the RFC 8785 JSON object {attribute name: value as the span had it}; the event
-carries the reference, never the text. `capture_content=False` leaves content out altogether.
+carries the reference, never the text. `extensions.otel` keeps the span's descriptive attributes: span and parent
+span id, span name and kind, instrumentation scope, operation, provider (`gen_ai.provider.name`, else the older
+`gen_ai.system`), request and response model, response id, finish reasons, tool name, call id and type, agent
+name and id, conversation and data source id. `capture_content=False` leaves content out altogether.
+
+An agent invocation is an `outcome`, not an `intent`: in this log an intent is acknowledged before the action may
+run (`Recorder.action`), and a span is exported only after it ended, so what the exporter can truthfully record is
+what happened. Token counts fall back to the older `gen_ai.usage.prompt_tokens`/`completion_tokens`.
 
 Idempotent: everything in an event comes from the span (its ids, its times, its attributes) and Ed25519
 signatures are deterministic, so exporting the same span again sends the same bytes under the same event id, and
@@ -46,8 +52,9 @@ that exports with this exporter links too. A parent span that is not a GenAI spa
 
 Fail closed, as far as an exporter can be: `export()` returns SUCCESS only if every event of the batch was
 acknowledged by the log with a verified receipt (signed checkpoint, leaf hash of the exact entry, inclusion proof:
-`Recorder.submit`); otherwise FAILURE, after trying every span of the batch and logging each failure (logger
-`api.client.otel`; `last_error` keeps the latest). The Recorder has already retried with back-off by then. The
+`Recorder.submit`); otherwise FAILURE, each failure logged (logger `api.client.otel`; `last_error` keeps the
+latest). A span the log refuses with a problem body (or that makes no valid event) does not stop the others; any other
+failure (the log unreachable after the Recorder's retries, a receipt that does not verify) ends the batch there. The Recorder has already retried with back-off by then. The
 OpenTelemetry SDK's processors do not retry a failed export: `BatchSpanProcessor` and `SimpleSpanProcessor`
 ignore the result, so the spans of a failed batch are dropped from the processor's queue (only what the log
 acknowledged is in it). An export can only follow the act it records; an action that must not run unless it is on
@@ -56,6 +63,7 @@ record belongs in `Recorder.action()`, which the exporter does not replace.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -67,7 +75,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
-from api.client.recorder import Acknowledgement, Recorder
+from api.client.recorder import Acknowledgement, Recorder, RecorderError
 from log.audit.canonical import canonicalize
 from log.audit.schema import MAX_SAFE_INTEGER, TOKEN_PATTERN, python_regex
 
@@ -111,6 +119,11 @@ _DESCRIPTIVE = {
 _TOKEN = python_regex(TOKEN_PATTERN)
 _CONTEXT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 _TEXT = 1024  # the schema's limit for short text fields
+
+
+def content_reference(data: bytes, media_type: str) -> dict:
+    """The content reference `Recorder.put_blob` answers for `data`, computed locally."""
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "media_type": media_type}
 
 
 def event_id_for(trace_id: int, span_id: int) -> str:
@@ -284,19 +297,25 @@ class AuditlogSpanExporter(SpanExporter):
         described = self.describe(span)
         if described is None:
             return None
-        refs = {slot: self.recorder.put_blob(data, media_type) for slot, (data, media_type)
+        # The event is built (and validated) with the references first, so that nothing is uploaded for a span
+        # that makes no valid event; then the content goes to the blob store, then the event to the log.
+        refs = {slot: content_reference(data, media_type) for slot, (data, media_type)
                 in described.payloads.items()}
         event = self.recorder.event(described.event_type, **described.fields, **refs)
+        for slot, (data, media_type) in described.payloads.items():
+            stored = self.recorder.put_blob(data, media_type)
+            if stored.get("sha256") != refs[slot]["sha256"]:
+                raise RecorderError(f"the blob store answered {stored} for the {slot} of event {event['event_id']}")
         return self.recorder.submit(self.recorder.sign(event))
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """SUCCESS only if every GenAI span of `spans` is in the log with a verified receipt; FAILURE otherwise
-        (every span is still tried). After `shutdown()`, FAILURE without trying."""
+        """SUCCESS only if every GenAI span of `spans` is in the log with a verified receipt; FAILURE otherwise.
+        After `shutdown()`, FAILURE without trying."""
         if self._shutdown.is_set():
             logger.warning("auditlog exporter: export called after shutdown; %d span(s) not logged", len(spans))
             return SpanExportResult.FAILURE
         result = SpanExportResult.SUCCESS
-        for span in spans:
+        for position, span in enumerate(spans):
             try:
                 receipt = self.export_span(span)
             except Exception as exc:  # an exporter must not raise into the SDK; the failure is the result
@@ -305,6 +324,13 @@ class AuditlogSpanExporter(SpanExporter):
                 context = span.get_span_context()
                 logger.warning("auditlog exporter: span %r (trace %032x, span %016x) was not logged at %s: %s",
                                span.name, context.trace_id, context.span_id, self.recorder.url, exc)
+                if isinstance(exc, RecorderError) and exc.problem is None and position + 1 < len(spans):
+                    # Not a refusal of this one event (that comes with a problem body) but the log unreachable
+                    # after the Recorder's retries, or a receipt that does not verify: the rest of the batch would
+                    # fare no better, and each would wait out the retries again.
+                    logger.warning("auditlog exporter: %d more span(s) of this batch not logged",
+                                   len(spans) - position - 1)
+                    break
                 continue
             if receipt is not None and self.on_receipt is not None:
                 try:
