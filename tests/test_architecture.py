@@ -175,3 +175,11 @@ def test_log_modules_import_each_other_without_a_cycle():
         if name not in state:
             visit(name, [])
     assert not cycles, "import cycles between log/ modules:\n" + "\n".join(cycles)
+
+
+def test_opentelemetry_is_imported_by_its_exporter_only():
+    """opentelemetry-sdk is an optional extra (`auditlog[otel]`): nothing but the exporter may need it."""
+    others = [path for root in CODE_ROOTS for path in _modules(root)
+              if path.relative_to(REPO).as_posix() != "api/client/otel.py"]
+    wrong = _violations(others, ("opentelemetry",), "only api/client/otel.py may need the optional otel extra")
+    assert not wrong, "\n".join(wrong)

@@ -5,6 +5,7 @@ Recorder against auditlog.event/v1. The export path against a real server is tes
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from nacl.signing import SigningKey
@@ -205,3 +206,16 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_recorder_events_take_the_acts_time_and_default_to_now():
+    recorder = _recorder()
+    assert recorder.event("tool_call", run_id="r1", timestamp=1_796_000_000_123)["timestamp"] == \
+        "2026-11-30T00:53:20.123Z"
+    assert recorder.event("tool_call", run_id="r1", timestamp="2026-11-23T14:05:09.123Z")["timestamp"] == \
+        "2026-11-23T14:05:09.123Z"
+    before = time.time() * 1000
+    now = parse_timestamp_ms(recorder.event("tool_call", run_id="r1")["timestamp"])
+    assert before - 1 <= now <= time.time() * 1000 + 1
+    with pytest.raises(InvalidEvent):
+        recorder.event("tool_call", run_id="r1", timestamp="2026-02-30T00:00:00.000Z")
