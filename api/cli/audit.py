@@ -81,6 +81,7 @@ def cmd_timeline(args) -> int:
     query = f"?{urlencode({'tenant': args.tenant})}" if args.tenant else ""
     if args.evidence:
         log_key = inputs.log_key(args)  # the bundle is checked before it is written: never a bundle that fails
+        inputs.output_file(args.evidence, "--evidence")
         status, bundle = _http("GET", f"{args.server}/api/v1/runs/{run}/evidence{query}")
         if status != 200:
             return _fail(status, bundle)

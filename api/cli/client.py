@@ -168,6 +168,7 @@ async def _proof_evidence(args) -> int:
     from api.client.evidence import build_entry_bundle, verify_entry_bundle
 
     index = args.evidence
+    inputs.output_file(args.out, "--out")
     async with LogClient(args.server, inputs.log_key(args)) as client:
         latest, note = await client.signed_checkpoint()
         if index >= latest.size:

@@ -17,6 +17,7 @@ once, prints `auditlog <command>: <message>` on stderr and exits with the status
 from __future__ import annotations
 
 import asyncio
+import errno
 import sys
 
 OK = 0
@@ -32,6 +33,11 @@ HELP = ("exit status: 0 done or verified; 1 verification failed (tampering, inco
 # An HTTP status the log answered, as the exit status of the command that asked: the log refused what was asked
 # (usage), or it cannot answer now (unreachable or not ready).
 _RETRY_LATER = frozenset({408, 425, 429})
+
+
+# Binding a listening socket failed for a local reason: the port is taken, the address is not this host's, or a
+# privileged port.
+_LOCAL_SOCKET_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
 
 class CommandFailed(Exception):
@@ -71,6 +77,8 @@ def describe(exc: BaseException) -> tuple[int, str] | None:
         return UNREACHABLE, f"{type(exc).__name__}: {exc}"
     if isinstance(exc, OSError) and exc.filename is not None:
         return USAGE, f"cannot use {exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, OSError) and exc.errno in _LOCAL_SOCKET_ERRORS:
+        return USAGE, f"cannot listen: {exc.strerror or exc}"
     database = _database_failure(exc)
     if database is not None:
         return database

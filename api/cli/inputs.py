@@ -84,3 +84,17 @@ def tsa_certificate(args) -> bytes | None:
     except InvalidInput as exc:
         raise InvalidInput(f"--tsa-ca {path}: {exc}", field="tsa_ca") from None
     return pem
+
+
+def output_file(path: str | None, flag: str) -> None:
+    """Fail before any download when an output file cannot be written: its directory missing, or a directory."""
+    if path is None or path == "-":
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise InvalidInput(f"{flag} {path}: is a directory", field=flag.lstrip("-"))
+    parent = target.parent
+    if not parent.is_dir():
+        raise InvalidInput(f"{flag} {path}: no such directory {parent}", field=flag.lstrip("-"))
+    if not os.access(parent, os.W_OK):
+        raise InvalidInput(f"{flag} {path}: cannot write in {parent}", field=flag.lstrip("-"))

@@ -34,7 +34,7 @@ import argparse
 import sys
 
 from api.cli import client, exits, server
-from api.cli.options import (env, json_option, log_key_option, non_negative, positive, positive_seconds,
+from api.cli.options import (Parser, env, json_option, log_key_option, non_negative, positive, positive_seconds,
                              server_option, witness_options)
 from log import defaults
 
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     from witness.cli import add_witness_parser
     from witness.tsa_cli import add_tsa_parser
 
-    parser = argparse.ArgumentParser(prog="auditlog", description="A verifiable transparency log for audit trails.",
+    parser = Parser(prog="auditlog", description="A verifiable transparency log for audit trails.",
                                      epilog=exits.HELP)
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure (anywhere on the line)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -184,7 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     verify_evidence.set_defaults(func=client.cmd_verify_evidence)
     add_witness_parser(commands)
     add_tsa_parser(commands)
+    _name_each_parser(parser)
     return parser
+
+
+def _name_each_parser(parser: argparse.ArgumentParser) -> None:
+    """Every parser records itself as `cli_parser`; the innermost one a command line reaches wins, so main() can
+    have the command's own parser say an unrecognized argument (`auditlog add: unrecognized arguments: ...`)."""
+    parser.set_defaults(cli_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                _name_each_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv[:end]
     if debug:
         argv = ["--debug"] + [a for a in argv[:end] if a != "--debug"] + argv[end:]
-    args = build_parser().parse_args(argv)
+    args, unrecognized = build_parser().parse_known_args(argv)
+    if unrecognized:
+        args.cli_parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
     command = " ".join(filter(None, (args.command, getattr(args, "db_command", None))))
     try:
         return args.func(args)

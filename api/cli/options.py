@@ -22,6 +22,14 @@ T = TypeVar("T")
 VKEY_SUFFIX = ".vkey"  # beside the signing key, its verifier key: serve and keygen write it, client commands read it
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, with a usage error said in one line (`auditlog add: unrecognized arguments: --x`, then
+    where the usage is) and exit status 2, like every other failure; the subcommands' parsers are of this class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 class BadEnvironment(Exception):
     """An `AUDITLOG_*` variable holds a value its command cannot use; the message names both."""
 

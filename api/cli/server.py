@@ -271,7 +271,7 @@ def cmd_db_check(args) -> int:
                   f"with the checkpoint signed by {report.origin}")
         return 0
     first = report.first
-    print(f"FAILED: {first}")
+    exits.say("db check", f"FAILED: {first}")
     counts = ", ".join(f"{kind} {count:,}" for kind, count in sorted(report.counts.items()))
     print(f"{sum(report.counts.values()):,} disagreement(s) by kind: {counts} (after the first, some may follow "
           f"from it); checked {report.entries:,} entries, {report.tiles:,} tiles, {report.checkpoints:,} checkpoints")
