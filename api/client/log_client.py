@@ -79,6 +79,75 @@ class Receipt:
         return self.checkpoint.size
 
 
+@dataclass(frozen=True)
+class VerifiedEvent:
+    """An audit event the log listed, checked: `entry` (the bytes whose leaf hash was computed here) is entry `index`
+    of the believed tree of `tree_size`, and `envelope` (log.audit.records.Envelope) is what those bytes hold."""
+
+    index: int
+    entry: bytes
+    leaf_hash: bytes
+    tree_size: int
+    envelope: object
+
+    @property
+    def event(self) -> dict:
+        return self.envelope.event
+
+    @property
+    def producer(self) -> str:
+        return self.envelope.producer
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One page of GET /api/v1/events, every event verified; `next_cursor` is the log's, None on the last page."""
+
+    events: list[VerifiedEvent]
+    next_cursor: str | None
+    checkpoint: Checkpoint
+
+
+# GET /api/v1/events' filters (api/server/audit_routes.py), and what each asks of an event: the client checks every
+# listed event against them, so a log that answers outside the filter is caught like one that answers a wrong entry.
+EVENT_FILTERS = ("tenant", "run_id", "trace_id", "actor_id", "actor_type", "event_type", "producer", "case_id",
+                 "alert_id", "customer_id", "since", "until")
+
+
+def _filter_value(envelope, name: str):
+    event = envelope.event
+    actor = event.get("actor") if isinstance(event.get("actor"), dict) else {}
+    context = event.get("context") if isinstance(event.get("context"), dict) else {}
+    if name == "producer":
+        return envelope.producer
+    if name in ("actor_id", "actor_type"):
+        return actor.get(name.removeprefix("actor_"))
+    if name in ("case_id", "alert_id", "customer_id"):
+        return context.get(name)
+    if name.startswith("context."):
+        return context.get(name.removeprefix("context."))
+    return event.get(name)
+
+
+def event_mismatch(envelope, filters: dict[str, str]) -> str | None:
+    """The first filter of GET /api/v1/events that `envelope`'s event does not satisfy (`name=value`), or None."""
+    from log.audit.schema import parse_timestamp_ms
+
+    for name, value in filters.items():
+        if name in ("since", "until"):
+            at, bound = parse_timestamp_ms(envelope.event.get("timestamp")), parse_timestamp_ms(value)
+            if bound is None:
+                raise InvalidInput(f"{name} must be an RFC 3339 UTC timestamp with milliseconds, not {value!r}",
+                                   field=name)
+            if at is None or (at < bound if name == "since" else at >= bound):
+                return f"{name}={value} (the event's timestamp is {envelope.event.get('timestamp')})"
+        elif name not in EVENT_FILTERS and not name.startswith("context."):
+            raise InvalidInput(f"{name!r} is not a filter of GET /api/v1/events", field=name)
+        elif _filter_value(envelope, name) != value:
+            return f"{name}={value}"
+    return None
+
+
 def _error_classes() -> dict[str, type[LogError]]:
     found: dict[str, type[LogError]] = {}
     pending = [LogError]
@@ -416,6 +485,82 @@ class LogClient:
             await self.inclusion_proof(index, leaf_hash=hash_leaf(data))
         return data
 
+    async def events(self, filters: dict[str, str] | None = None, *, cursor: str | None = None,
+                     limit: int | None = None) -> EventPage:
+        """One page of GET /api/v1/events with `filters` (the API's names: tenant, run_id, ..., case_id,
+        context.<name>, since, until), each event checked before it is returned, as the producer SDK checks its
+        receipts: the leaf hash of the listed entry bytes, computed here, proven included in a signed checkpoint;
+        the listed envelope the one those bytes hold; the event inside the filters; indices ascending. Pass
+        `next_cursor` back as `cursor` for the next page. Any failure raises VerificationError naming the event."""
+        from log.audit.errors import InvalidEvent
+        from log.audit.records import parse_entry
+
+        filters = dict(filters or {})
+        for name in filters:
+            if name not in EVENT_FILTERS and not name.startswith("context."):
+                raise InvalidInput(f"{name!r} is not a filter of GET /api/v1/events", field=name)
+        params = {**filters, **({"cursor": cursor} if cursor is not None else {}),
+                  **({"limit": str(limit)} if limit is not None else {})}
+        document = await self._get_json("/api/v1/events", params)
+        items, next_cursor = document.get("events"), document.get("next_cursor")
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise _malformed("the events answer holds no list of events")
+        if next_cursor is not None and not isinstance(next_cursor, str):
+            raise _malformed("next_cursor is not a string")
+        if not items and next_cursor is not None:
+            raise _malformed("an empty page of events names a next page")
+        if limit is not None and len(items) > limit:
+            raise _malformed(f"{len(items)} events in a page of at most {limit}")
+        listed: list[tuple[int, bytes, str]] = []
+        for item in items:
+            index = _int(item, "index")
+            event = item.get("event")
+            name = f"event {event.get('event_id')!r} at index {index}" if isinstance(event, dict) else \
+                f"the event at index {index}"
+            if listed and index <= listed[-1][0]:
+                raise _malformed(f"{name} is listed after index {listed[-1][0]}: indices must ascend")
+            try:
+                entry = base64.b64decode(item.get("entry") or "", validate=True)
+            except (binascii.Error, ValueError, TypeError):
+                raise _malformed(f"{name}: entry is not base64") from None
+            listed.append((index, entry, name))
+        if listed and (self._latest is None or self._latest.size <= listed[-1][0]):
+            await self.checkpoint()
+        checkpoint = self._latest
+        if listed and checkpoint.size <= listed[-1][0]:
+            raise ProofError(f"{listed[-1][2]} is beyond the log's signed checkpoint of size {checkpoint.size}")
+        limiter = asyncio.Semaphore(PROOF_CONCURRENCY)
+
+        async def check(item: dict, index: int, entry: bytes, name: str) -> VerifiedEvent:
+            leaf_hash = hash_leaf(entry)
+            async with limiter:
+                try:
+                    await self.inclusion_proof(index, checkpoint.size, leaf_hash=leaf_hash)
+                except VerificationError as exc:
+                    raise ProofError(f"{name}: its entry's inclusion in the log's signed checkpoint of size "
+                                     f"{checkpoint.size} does not verify: {exc}") from None
+            try:
+                kind, envelope = parse_entry(entry)
+            except InvalidEvent as exc:
+                raise VerificationError(f"{name}: the log listed an entry that is not an audit event: {exc}") \
+                    from None
+            if kind != "envelope":
+                raise VerificationError(f"{name}: the log listed a {kind} record as an event")
+            served = {key: item.get(key) for key in ("producer", "key_id", "signature", "event")}
+            if served != envelope.to_json():
+                raise VerificationError(f"{name}: the event the log listed is not the one its entry holds")
+            outside = event_mismatch(envelope, filters)
+            if outside is not None:
+                raise VerificationError(f"{name}: the log listed an event outside the filter {outside}")
+            return VerifiedEvent(index, entry, leaf_hash, checkpoint.size, envelope)
+
+        checked = await asyncio.gather(*(check(item, *row) for item, row in zip(items, listed)),
+                                       return_exceptions=True)
+        for outcome in checked:  # the first failure in log order, whichever finished first
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return EventPage(list(checked), next_cursor, checkpoint)
+
     async def tile(self, tile_id: TileID) -> bytes:
         """The raw bytes of a hash tile or entry bundle. Unauthenticated by itself: callers check it against a root."""
         data, _ = await self._request("GET", "/" + tile_id.path())
@@ -492,5 +637,6 @@ class SyncLogClient:
 
 
 __all__ = [
-    "ConsistencyProof", "InclusionProof", "LogClient", "Receipt", "SyncLogClient", "tile_width_in_tree",
+    "EVENT_FILTERS", "ConsistencyProof", "EventPage", "InclusionProof", "LogClient", "Receipt", "SyncLogClient",
+    "VerifiedEvent", "event_mismatch", "tile_width_in_tree",
 ]
