@@ -13,6 +13,8 @@
     auditlog verify [--server URL] [--log-key VKEY] [--state FILE] [--witness-key VKEY ... [--witness-k K]]
                     [--tsa-ca PEM]
     auditlog verify-evidence FILE [--log-key VKEY] [--witness-key VKEY ... [--witness-k K]] [--tsa-ca PEM]
+    auditlog events [--run R] [--type T] [--case-id C] [--since WHEN] ... [--limit N] [--all] [--json]
+    auditlog get INDEX [--out FILE] [--json]
 
 `serve` prints `listening on http://<host>:<port>` (flushed) once it accepts connections, so `--port 0` can be
 used by scripts and tests. The client commands share one flag vocabulary (api/cli/options.py): --server (env
@@ -23,9 +25,9 @@ Exit status, the same for every command (api/cli/exits.py): 0 done or verified, 
 local input error, 3 the log or a dependency unreachable or not ready, 70 a bug. Every failure is one line on
 stderr, `auditlog <command>: ...`; `--debug` adds the traceback.
 
-This module is the parser and main(); the commands live in api/cli/server.py (serve, serve-reads, keygen, db) and
-api/cli/client.py (add, proof, verify, verify-evidence), their value parsers in api/cli/options.py, and every
-default in log/defaults.py.
+This module is the parser and main(); the commands live in api/cli/server.py (serve, serve-reads, keygen, db),
+api/cli/client.py (add, proof, verify, verify-evidence), api/cli/audit.py (timeline, producer) and api/cli/query.py
+(events, get), their value parsers in api/cli/options.py, and every default in log/defaults.py.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def _connection_flags(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from api.cli.audit import add_audit_parsers
+    from api.cli.query import add_query_parsers
     from witness.cli import add_witness_parser
     from witness.tsa_cli import add_tsa_parser
 
@@ -182,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_evidence = commands.choices["verify-evidence"]
     witness_options(verify_evidence)
     verify_evidence.set_defaults(func=client.cmd_verify_evidence)
+    add_query_parsers(commands)
     add_witness_parser(commands)
     add_tsa_parser(commands)
     _name_each_parser(parser)
