@@ -372,10 +372,11 @@ def test_an_unreachable_log_is_exit_3(tmp_path, capsys):
     (["events", "--since", "yesterday"], "argument --since: 'yesterday' is neither an RFC 3339 time"),
     (["events", "--until", "2026-01-01T00:00:00"], "has no time zone"),
     (["events", "--context", "case_id"], "is not NAME=VALUE"),
-    (["events", "--run", "--nope"], "argument --run/--run-id: expected one argument"),
+    (["events", "--nope"], "auditlog events: unrecognized arguments: --nope"),
+    (["events", "--run", "--tenant", "t"], "argument --run/--run-id: expected one argument"),
     (["events", "--server", "127.0.0.1:1"], "argument --server/--url: '127.0.0.1:1' is not an http:// or https://"),
-    (["get"], "auditlog get: error: the following arguments are required: INDEX"),
-    (["get", "-1"], "auditlog get: error"),
+    (["get"], "auditlog get: the following arguments are required: INDEX"),
+    (["get", "-1"], "argument INDEX: '-1' is not a non-negative decimal integer"),
     (["get", "abc"], "argument INDEX: 'abc' is not a non-negative decimal integer"),
 ])
 def test_a_bad_flag_is_exit_2(argv, says, capsys):
@@ -386,8 +387,14 @@ def test_a_bad_flag_is_exit_2(argv, says, capsys):
     assert says in err and "Traceback" not in err
 
 
-def test_a_missing_log_key_file_is_exit_2_before_any_download(tmp_path, capsys):
-    down = f"http://127.0.0.1:{_closed_port()}"  # never reached: the key is checked first
+def test_a_bad_local_input_is_exit_2_before_any_download(tmp_path, capsys):
+    from log.note_keys import generate_signer_key
+
+    down = f"http://127.0.0.1:{_closed_port()}"  # never reached: local inputs are checked first
     for argv in (["events"], ["get", "0"]):
         code, out, err = run_cli(capsys, *argv, "--server", down, "--log-key", str(tmp_path / "missing.vkey"))
         assert code == 2 and "missing.vkey" in err
+    vkey = generate_signer_key("down.example/log")[1]
+    code, out, err = run_cli(capsys, "get", "0", "--out", str(tmp_path / "no" / "entry.bin"), "--server", down,
+                             "--log-key", vkey)
+    assert code == 2 and "no such directory" in err

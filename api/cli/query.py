@@ -165,6 +165,7 @@ async def _get(args) -> int:
     from log.hashing import hash_leaf
 
     index = args.index
+    inputs.output_file(args.out, "--out")
     async with LogClient(args.server, inputs.log_key(args)) as client:
         checkpoint = await client.checkpoint()
         if index >= checkpoint.size:
