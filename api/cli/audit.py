@@ -1,6 +1,7 @@
 """`auditlog` subcommands of the audit personality.
 
-    auditlog timeline --run RUN [--server URL] [--tenant T] [--log-key VKEY] [--evidence FILE] [--json]
+    auditlog timeline --run RUN [--server URL] [--tenant T] [--log-key VKEY] [--evidence FILE [--wait [--timeout S]]]
+                      [--json]
     auditlog verify-evidence FILE [--log-key VKEY] [--witness-key VKEY ...] [--tsa-ca PEM] [--json]
     auditlog producer list|register|add-key|retire-key|revoke-key ...   (admin token: --token,
                                                                         AUDITLOG_ADMIN_TOKEN or --data-dir)
@@ -12,6 +13,7 @@ raised and turned into a status and one line by api/cli/exits.py.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -22,9 +24,8 @@ from urllib.parse import quote, urlencode
 from pathlib import Path
 
 from api.cli.exits import USAGE, CommandFailed, status_for_http
-from api.cli.options import json_option, log_key_option, server_option, token_option
+from api.cli.options import json_option, log_key_option, server_option, token_option, wait_options
 from log.audit.admin import ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE
-from log.audit.evidence import verify_bundle
 from log.errors import InvalidInput, Unavailable
 from log.audit.schema import format_timestamp_ms
 
@@ -75,25 +76,12 @@ def _table(events: list[dict]) -> str:
 
 
 def cmd_timeline(args) -> int:
-    from api.cli import inputs
-
+    if args.evidence:
+        return asyncio.run(_run_evidence(args))
+    if args.wait:
+        raise InvalidInput("--wait goes with --evidence", field="wait")
     run = quote(args.run, safe="")
     query = f"?{urlencode({'tenant': args.tenant})}" if args.tenant else ""
-    if args.evidence:
-        log_key = inputs.log_key(args)  # the bundle is checked before it is written: never a bundle that fails
-        inputs.output_file(args.evidence, "--evidence")
-        status, bundle = _http("GET", f"{args.server}/api/v1/runs/{run}/evidence{query}")
-        if status != 200:
-            return _fail(status, bundle)
-        report = verify_bundle(bundle, log_key)
-        Path(args.evidence).write_text(json.dumps(bundle, indent=1) + "\n")
-        if args.json:
-            print(json.dumps({"run_id": args.run, "events": report.events, "tree_size": report.checkpoint.size,
-                              "file": args.evidence, "verified": True}))
-        else:
-            print(f"evidence bundle for run {args.run} ({report.events} events, verified in the checkpoint of size "
-                  f"{report.checkpoint.size}) written to {args.evidence}")
-        return 0
     status, timeline = _http("GET", f"{args.server}/api/v1/runs/{run}/timeline{query}")
     if status != 200:
         return _fail(status, timeline)
@@ -107,14 +95,33 @@ def cmd_timeline(args) -> int:
     return 0
 
 
-def cmd_verify_evidence(args, bundle, log_key: str) -> int:
-    """A run's evidence bundle (api/cli/client.py reads it and the key and dispatches here)."""
-    report = verify_bundle(bundle, log_key)
-    print(f"OK: run {report.run_id}: {report.events} events from {', '.join(report.producers)}, "
-          f"{report.registry_entries} registry entries, all included in checkpoint {report.checkpoint.origin} "
-          f"size {report.checkpoint.size}; signatures, keys and causal order hold")
-    for warning in report.warnings:
-        print(f"note: {warning}")
+async def _run_evidence(args) -> int:
+    """The run's evidence bundle (the server picks the newest timestamped, else witnessed, else latest checkpoint
+    covering the run), checked with the log key before it is written: never a bundle that fails. With --wait, first
+    wait (api/client/waiting.py) until a cosigned and a timestamped checkpoint cover every event of the run."""
+    from api.cli import inputs
+    from api.client.evidence import verify_run_bundle
+    from api.client.log_client import LogClient
+    from api.client.waiting import wait_for_run
+
+    log_key = inputs.log_key(args)
+    inputs.output_file(args.evidence, "--evidence")
+    async with LogClient(args.server, log_key) as client:
+        if args.wait:
+            await wait_for_run(client, args.run, args.tenant, timeout=args.timeout)
+        bundle = await client.run_evidence(args.run, args.tenant)
+    report = verify_run_bundle(bundle, log_key)
+    Path(args.evidence).write_text(json.dumps(bundle, indent=1) + "\n")
+    evidence, checkpoint = report.evidence, report.checkpoint
+    cosignatures = len(evidence.note.signatures) - 1 if evidence.note is not None else 0
+    if args.json:
+        print(json.dumps({"run_id": args.run, "events": evidence.events, "tree_size": checkpoint.size,
+                          "cosignatures": cosignatures, "timestamp": report.has_timestamp,
+                          "file": args.evidence, "verified": True}))
+    else:
+        print(f"evidence bundle for run {args.run} written to {args.evidence}; verified: {evidence.events} events "
+              f"in checkpoint {checkpoint.origin} size {checkpoint.size} ({cosignatures} cosignatures, "
+              f"{'a' if report.has_timestamp else 'no'} timestamp)")
     return 0
 
 
@@ -184,7 +191,10 @@ def add_audit_parsers(subparsers, epilog: str = "") -> None:
     p.add_argument("--run", required=True, help="the run id")
     server_option(p)
     p.add_argument("--tenant", help="the run's tenant, when run ids repeat across tenants")
-    p.add_argument("--evidence", metavar="FILE", help="write the run's evidence bundle to FILE")
+    p.add_argument("--evidence", metavar="FILE", help="write the run's evidence bundle to FILE: every event with "
+                                                      "its inclusion proof, the witnessed checkpoint with its "
+                                                      "cosignatures and timestamp token (check with verify-evidence)")
+    wait_options(p, "every event of the run")
     log_key_option(p)
     json_option(p)
     p.set_defaults(func=cmd_timeline)

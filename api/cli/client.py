@@ -142,6 +142,8 @@ async def _proof(args) -> int:
         return await _proof_evidence(args)
     if args.out is not None:
         raise InvalidInput("--out goes with --evidence", field="out")
+    if args.wait:
+        raise InvalidInput("--wait goes with --evidence", field="wait")
     leaf_hash = _parse_leaf_hash(args.leaf_hash) if args.leaf_hash is not None else None
     async with LogClient(args.server, inputs.log_key(args)) as client:
         proof = await client.inclusion_proof(args.index, args.tree_size, leaf_hash=leaf_hash)
@@ -161,8 +163,10 @@ async def _proof(args) -> int:
 
 async def _proof_evidence(args) -> int:
     """Write one entry's offline evidence bundle (api/client/evidence.py): the newest timestamped checkpoint that
-    includes the entry, else the newest witnessed one, else the latest; with its cosignatures and token."""
+    includes the entry, else the newest witnessed one, else the latest; with its cosignatures and token. With
+    --wait, first wait (api/client/waiting.py) until a cosigned and a timestamped checkpoint cover the entry."""
     from api.client.log_client import LogClient
+    from api.client.waiting import wait_for_entry
     from log.errors import NotFound
     from log.note import parse_note
     from api.client.evidence import build_entry_bundle, verify_entry_bundle
@@ -173,6 +177,9 @@ async def _proof_evidence(args) -> int:
         latest, note = await client.signed_checkpoint()
         if index >= latest.size:
             raise NotFound(f"entry {index} is not in the log: its latest checkpoint has size {latest.size}")
+        if args.wait:
+            await wait_for_entry(client, index, timeout=args.timeout)
+            latest, note = await client.signed_checkpoint()
         token = None
         try:
             stamped, stamped_note, stamped_token = await client.latest_timestamp()
@@ -247,27 +254,49 @@ def read_bundle(path: str):
 
 
 def cmd_verify_evidence(args) -> int:
-    """Dispatch on the bundle's `format`: one entry's evidence (api/client/evidence.py) or a run's (api/cli/audit.py)."""
-    from api.cli.audit import cmd_verify_evidence as verify_run_evidence
-    from api.client.evidence import ENTRY_EVIDENCE_FORMAT, verify_entry_bundle
+    """An entry's or a run's evidence bundle (api/client/evidence.py `verify_evidence`, by its `format`): the log's
+    key always; the witnesses' cosignatures with --witness-key, the timestamp with --tsa-ca, for both kinds. The
+    keys and the certificate are read and checked before the bundle."""
+    from api.client.evidence import EntryEvidenceReport, verify_evidence
     from witness.rfc3161 import format_gen_time
 
-    bundle = read_bundle(args.file)
     log_key = inputs.log_key(args)
     witnesses, tsa_trusted = inputs.witness_policy(args), inputs.tsa_certificate(args)
-    if not (isinstance(bundle, dict) and bundle.get("format") == ENTRY_EVIDENCE_FORMAT):
-        if args.witness_key or args.tsa_ca:
-            say("verify-evidence", "note: --witness-key and --tsa-ca apply to entry evidence bundles only")
-        return verify_run_evidence(args, bundle, log_key)
-    report = verify_entry_bundle(bundle, log_key, witnesses=witnesses, tsa_trusted=tsa_trusted)
-    parts = [f"OK: entry {report.index} is included in checkpoint {report.checkpoint.origin} size "
-             f"{report.checkpoint.size}, signed by the log"]
+    bundle = read_bundle(args.file)
+    report = verify_evidence(bundle, log_key, witnesses=witnesses, tsa_trusted=tsa_trusted)
+    checkpoint = report.checkpoint
+    cosigned = None if report.cosignatures is None else list(report.cosignatures.cosigned_by)
+    stamp = report.timestamp
+    if isinstance(report, EntryEvidenceReport):
+        kind, about = "entry", {"index": report.index}
+        first = (f"OK: entry {report.index} is included in checkpoint {checkpoint.origin} size {checkpoint.size}, "
+                 f"signed by the log")
+        warnings: list[str] = []
+    else:
+        evidence = report.evidence
+        kind, warnings = "run", evidence.warnings
+        about = {"run_id": evidence.run_id, "events": evidence.events, "producers": evidence.producers,
+                 "registry_entries": evidence.registry_entries}
+        first = (f"OK: run {evidence.run_id}: {evidence.events} events from {', '.join(evidence.producers)}, "
+                 f"{evidence.registry_entries} registry entries, all included in checkpoint {checkpoint.origin} "
+                 f"size {checkpoint.size}, signed by the log; signatures, keys and causal order hold")
+    if args.json:
+        _out({"verified": True, "kind": kind, "format": bundle["format"], **about,
+              "checkpoint": {"origin": checkpoint.origin, "size": checkpoint.size,
+                             "root_hash": _b64(checkpoint.root_hash)},
+              "cosigned_by": cosigned,
+              "timestamp": None if stamp is None else {"gen_time": format_gen_time(stamp.gen_time),
+                                                        "tsa": stamp.tsa_name},
+              "timestamp_present": report.has_timestamp, "warnings": warnings})
+        return 0
+    parts = [first]
     if report.cosignatures is not None:
         parts.append(f"cosigned by {len(report.cosignatures.cosigned_by)} of {report.cosignatures.total} witnesses")
-    if report.timestamp is not None:
-        parts.append(f"timestamp VALID (genTime {format_gen_time(report.timestamp.gen_time)}, "
-                     f"{report.timestamp.tsa_name})")
+    if stamp is not None:
+        parts.append(f"timestamp VALID (genTime {format_gen_time(stamp.gen_time)}, {stamp.tsa_name})")
     elif report.has_timestamp:
         parts.append("timestamp present, not checked (no --tsa-ca)")
     print(" · ".join(parts))
+    for warning in warnings:
+        print(f"note: {warning}")
     return 0

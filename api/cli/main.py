@@ -9,7 +9,7 @@
     auditlog db check [--database-url U] [--data-dir D] [--log-key VKEY] [--quiet]
     auditlog add [FILE|- ...] [--lines] [--server URL] [--log-key VKEY]
     auditlog proof (--index I | --leaf-hash H) [--tree-size S] [--server URL] [--log-key VKEY]
-    auditlog proof --evidence I [--out FILE] [--server URL] [--log-key VKEY]
+    auditlog proof --evidence I [--out FILE] [--wait [--timeout DURATION]] [--server URL] [--log-key VKEY]
     auditlog verify [--server URL] [--log-key VKEY] [--state FILE] [--witness-key VKEY ... [--witness-k K]]
                     [--tsa-ca PEM]
     auditlog verify-evidence FILE [--log-key VKEY] [--witness-key VKEY ... [--witness-k K]] [--tsa-ca PEM]
@@ -37,7 +37,7 @@ import sys
 
 from api.cli import client, exits, server
 from api.cli.options import (Parser, env, json_option, log_key_option, non_negative, positive, positive_seconds,
-                             server_option, witness_options)
+                             server_option, wait_options, witness_options)
 from log import defaults
 
 
@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "checkpoint with its cosignatures, timestamp token (check with verify-evidence)")
     proof.add_argument("--tree-size", type=positive, help="default: the latest checkpoint's size")
     proof.add_argument("--out", metavar="FILE", help="with --evidence: where to write the bundle (default stdout)")
+    wait_options(proof, "the entry")
     client_options(proof)
     json_option(proof)
     proof.set_defaults(func=client.cmd_proof)
@@ -181,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=client.cmd_verify)
 
     add_audit_parsers(commands, exits.HELP)
-    # verify-evidence checks run bundles (api/cli/audit.py) and entry bundles (api/client/evidence.py) alike.
+    # verify-evidence checks entry and run bundles alike (api/client/evidence.py verify_evidence): the log key, and
+    # the witnesses and the TSA for both kinds when asked.
     verify_evidence = commands.choices["verify-evidence"]
     witness_options(verify_evidence)
     verify_evidence.set_defaults(func=client.cmd_verify_evidence)

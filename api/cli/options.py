@@ -120,6 +120,15 @@ def witness_options(parser) -> None:
                         help="the TSA's CA (or own) certificate, PEM: require a valid RFC 3161 timestamp")
 
 
+def wait_options(parser, what: str) -> None:
+    """--wait and --timeout: wait until `what` is cosigned and timestamped before writing its evidence."""
+    parser.add_argument("--wait", action="store_true",
+                        help=f"with --evidence: first wait until {what} is covered by a cosigned checkpoint (when "
+                             f"the log has witnesses) and a timestamp (when it has a TSA); exit 3 at --timeout")
+    parser.add_argument("--timeout", type=duration, default=defaults.EVIDENCE_WAIT_TIMEOUT, metavar="DURATION",
+                        help="with --wait: how long to wait (90, 90s, 15m; default %(default)g s)")
+
+
 def token_option(parser) -> None:
     parser.add_argument("--token", "--admin-token", dest="token", default=env("AUDITLOG_TOKEN"),
                         help="a bearer token for the log (env AUDITLOG_TOKEN)")

@@ -455,8 +455,8 @@ def test_timeline_evidence_offline_and_sdk_fail_closed(server_factory, tmp_path)
     tampered_file = tmp_path / "tampered.json"
     tampered_file.write_text(json.dumps(tampered))
     refused = auditlog("verify-evidence", str(tampered_file), "--log-key", log_key)
-    assert refused.returncode != 0, refused.stdout
-    assert "FAILED" in refused.stderr and "events[2]" in refused.stderr, refused.stderr
+    assert refused.returncode == 1, refused.stdout
+    assert "verification failed: check 5 (events)" in refused.stderr and "events[2]" in refused.stderr, refused.stderr
     assert "not included in the checkpoint" in refused.stderr, refused.stderr
     # The bundle's checkpoint is the log's and covers every event: only the flipped bytes were at fault.
     checkpoint, _ = open_checkpoint(bundle["checkpoint"].encode(), parse_verifier_key(log_key))
