@@ -8,7 +8,22 @@
 
 Delivery: an envelope is signed once and re-sent unchanged (same event_id, same bytes) on connection errors,
 timeouts, 429 and 5xx, with exponential back-off; the log's (producer, event_id) idempotency makes that
-at-least-once delivery land exactly once. 4xx refusals are final and raise `RecorderError` with the problem.
+at-least-once delivery land exactly once. 4xx refusals are not retried and raise `EventRefused` with the problem
+(for a 409 event-conflict, `problem["index"]` is where the event already logged under that id is).
+
+The outbox (`Recorder(..., outbox="/var/spool/agent")`, api/client/outbox.py): every envelope is written to a
+SQLite spool, fsynced, before it is sent, as the exact bytes that will be POSTed, and removed only once its receipt
+verifies. A producer that was killed between send and receipt re-sends its spooled envelopes byte for byte with
+`flush()` (or `aflush()`), so they land once, at their original index (`duplicate=True`). A refusal that is final
+for the envelope itself (invalid, a bad signature, a revoked or expired key, a foreign tenant, an event_id already
+used for other content: resending the same bytes can never succeed) moves it to `outbox.refused()` with the
+problem; a refusal that configuration can cure (an unknown producer or key, a wrong URL) leaves it spooled.
+
+Order: a new submission first delivers the older spooled envelopes no one is sending (a restarted producer's
+backlog, or sends that failed earlier), oldest first, and is itself sent only if each of them landed or was refused
+for good. So a producer's events land in the order it made them, an outcome never lands before an intent that is
+still spooled, and a backlog is never overtaken by new events that would make it look out of place; the cost is
+that a backlog delays the next new event, which could not have been sent anyway while the log was unreachable.
 
 Acknowledgement: an event counts as recorded only when the answer carries a checkpoint whose signature verifies
 with the log key given to the Recorder, the leaf hash of the exact entry bytes we sent, and an inclusion proof of
@@ -17,7 +32,13 @@ that leaf in that checkpoint. Anything less raises `RecorderError`.
 Fail closed: `action()` records an intent event on entry and lets the block run only once that is acknowledged;
 on exit it records an outcome event (success, or failure with the exception's type and message) whose parent is
 the intent. If the outcome of a successful action cannot be recorded, `RecorderError` is raised; if the action
-itself failed, its exception propagates (with the recording failure attached as a note).
+itself failed, its exception propagates (with the recording failure attached as a note). With an outbox, an intent
+that was not acknowledged stays spooled and lands with a later flush: the log then shows an attempt whose block
+never ran (no outcome follows it), as it would have if the acknowledgement alone had been lost.
+
+Errors: `RecorderError` is the base; `LogUnreachable` (also `log.errors.Unavailable`) when no answer came,
+`ReceiptInvalid` (also `VerificationError`) when the answer does not prove the event was logged, `EventRefused`
+(also `InvalidInput`) when the log refused it; each carries `problem`, the server's problem body if any.
 """
 
 from __future__ import annotations
@@ -25,35 +46,115 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import http.client
 import json
+import logging
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nacl.signing import SigningKey
 
-from log.audit.canonical import canonicalize
-from log.audit.records import Envelope
+from api.client.outbox import Outbox
+from log.audit.canonical import canonicalize, parse_json
+from log.audit.records import Envelope, parse_envelope
 from log.audit.registry import key_id_for
 from log.audit.schema import SCHEMA_ID, format_timestamp_ms, validate_event
 from log.checkpoint import Checkpoint, open_checkpoint
-from log.errors import LogError
+from log.errors import InvalidInput, LogError, Unavailable, VerificationError
 from log.hashing import hash_leaf
 from log.note_keys import parse_verifier_key
 from log.proofs import verify_inclusion
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+PROBLEM_TYPE = "urn:auditlog:problem:"
+EVENTS_PATH = "/api/v1/events?proofs=true"
+# Problem codes of 4xx refusals that are final for the envelope itself: the same bytes can never be accepted.
+# Left out on purpose: unknown-producer and unknown-key (registering them cures it), and answers without an auditlog
+# problem type (a wrong URL, a proxy), which say nothing about the envelope.
+FINAL_REFUSALS = frozenset({
+    "bad-request", "invalid-input", "invalid-event", "payload-too-large", "event-conflict", "bad-signature",
+    "key-revoked", "key-expired", "tenant-forbidden",
+})
+
+logger = logging.getLogger(__name__)
 
 
 class RecorderError(Exception):
-    """An event was not recorded (refused, undeliverable or unproven). `problem` is the server's problem body."""
+    """An event was not recorded (refused, undeliverable or unproven). `problem` is the server's problem body.
+
+    From `flush()`: `failures` are the errors of each envelope not delivered, `acknowledgements` what did land."""
 
     def __init__(self, message: str, problem: dict | None = None):
         super().__init__(message)
         self.problem = problem
+        self.failures: list[RecorderError] = []
+        self.acknowledgements: list[Acknowledgement] = []
+
+
+class LogUnreachable(RecorderError, Unavailable):
+    """No answer to act on: connection errors, timeouts, 429 or 5xx after every retry. Nothing was acknowledged."""
+
+
+class ReceiptInvalid(RecorderError, VerificationError):
+    """The log answered, but its acknowledgement does not prove that the event sent was logged."""
+
+
+class EventRefused(RecorderError, InvalidInput):
+    """The log refused the envelope (HTTP `status`). `final`: it can never be accepted (see FINAL_REFUSALS)."""
+
+    def __init__(self, message: str, problem: dict | None = None, status: int = 0, final: bool = False):
+        super().__init__(message, problem)
+        self.status = status
+        self.final = final
+
+    @property
+    def index(self) -> int | None:
+        """For an event-conflict (409): the index of the event already logged under this event_id."""
+        return (self.problem or {}).get("index")
+
+
+def _final(status: int, problem: dict | None) -> bool:
+    kind = (problem or {}).get("type")
+    return (400 <= status < 500 and isinstance(kind, str) and kind.startswith(PROBLEM_TYPE)
+            and kind[len(PROBLEM_TYPE):] in FINAL_REFUSALS)
+
+
+def _severity(error: RecorderError) -> int:
+    """Which failure names a batch of them: evidence of misbehaviour first, then the log being unreachable."""
+    return 0 if isinstance(error, ReceiptInvalid) else 1 if isinstance(error, LogUnreachable) else 2
+
+
+def _like(error: RecorderError, message: str) -> RecorderError:
+    """An error of `error`'s class and problem with another message."""
+    if isinstance(error, EventRefused):
+        return EventRefused(message, error.problem, error.status, error.final)
+    return type(error)(message, error.problem)
+
+
+def _check_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"the log's URL must be http://host[:port] or https://..., not {url!r}", "url")
+    return url.rstrip("/")
+
+
+def _spooled_envelope(payload: bytes) -> Envelope:
+    """The envelope of a spooled request body, as the log reads it (so its entry bytes are the ones it logs)."""
+    parsed = parse_json(payload)
+    return parse_envelope(parsed.value, exact=parsed.exact, validate=False)
 
 
 @dataclass(frozen=True)
@@ -79,11 +180,15 @@ def _now_ms() -> int:
 
 
 class Recorder:
-    """Signs and submits events for one producer. Thread-safe for the sync API; one event loop for async."""
+    """Signs and submits events for one producer. Thread-safe for the sync API; one event loop for async.
+
+    `outbox`: a directory (or an `Outbox`) for the durable spool; without one, nothing is written to disk and an
+    event not acknowledged is the caller's to resend."""
 
     def __init__(self, url: str, *, producer: str, signing_key: bytes, log_key: str, tenant: str, actor: dict,
-                 on_behalf_of: dict | None = None, retries: int = 6, backoff: float = 0.1, timeout: float = 10.0):
-        self.url = url.rstrip("/")
+                 on_behalf_of: dict | None = None, retries: int = 6, backoff: float = 0.1, timeout: float = 10.0,
+                 outbox: str | Path | Outbox | None = None):
+        self.url = _check_url(url)
         self.producer = producer
         self._key = SigningKey(signing_key)
         self.key_id = key_id_for(bytes(self._key.verify_key))
@@ -95,6 +200,10 @@ class Recorder:
         self.backoff = backoff
         self.timeout = timeout
         self._session = None
+        self._owns_outbox = outbox is not None and not isinstance(outbox, Outbox)
+        self.outbox: Outbox | None = Outbox(outbox) if self._owns_outbox else outbox
+        self._sending: set[int] = set()  # spooled envelopes this process is sending now (by seq)
+        self._sending_lock = threading.Lock()
 
     # -- building and signing ----------------------------------------------------------------------------------
     def event(self, event_type: str, *, run_id: str, trace_id: str | None = None,
@@ -122,29 +231,104 @@ class Recorder:
 
     # -- acknowledgement ---------------------------------------------------------------------------------------
     def _acknowledge(self, envelope: Envelope, status: int, body: bytes) -> Acknowledgement:
+        event_id = envelope.event["event_id"]
         try:
             answer = json.loads(body)
         except ValueError:
             answer = None
-        if status != 200 or not isinstance(answer, dict):
+        if status != 200:
             problem = answer if isinstance(answer, dict) else None
             detail = (problem or {}).get("detail") or body[:200].decode(errors="replace")
-            raise RecorderError(f"event {envelope.event['event_id']} refused ({status}): {detail}", problem)
+            message = f"event {event_id} refused by {self.url} ({status}): {detail}"
+            if status >= 500:
+                raise LogUnreachable(message, problem)
+            raise EventRefused(message, problem, status, _final(status, problem))
         try:
             note = answer["checkpoint"].encode()
             checkpoint, _ = open_checkpoint(note, self._log_verifier)
             leaf_hash = hash_leaf(envelope.entry_bytes())
             if base64.b64decode(answer["leaf_hash"]) != leaf_hash:
-                raise RecorderError("the log acknowledged a different entry than the one sent")
+                raise ValueError("the log acknowledged a different entry than the one sent")
             proof = [base64.b64decode(h) for h in answer["inclusion_proof"]]
             verify_inclusion(leaf_hash, answer["index"], checkpoint.size, proof, checkpoint.root_hash)
-        except (KeyError, TypeError, ValueError, LogError) as exc:
-            raise RecorderError(f"the acknowledgement of event {envelope.event['event_id']} does not verify: "
-                                f"{exc}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError, LogError) as exc:
+            raise ReceiptInvalid(f"the acknowledgement of event {event_id} from {self.url} does not verify: "
+                                 f"{exc}") from exc
         return Acknowledgement(envelope.event, answer["index"], bool(answer.get("duplicate")), checkpoint, note)
 
     def _payload(self, envelope: Envelope) -> bytes:
         return json.dumps(envelope.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    # -- the outbox: what is spooled, who sends it, what becomes of it ---------------------------------------
+    @contextmanager
+    def _claim(self, seqs: list[int]) -> Iterator[list[int]]:
+        """The seqs among `seqs` that no one in this process is sending, marked as sent by the caller until exit."""
+        with self._sending_lock:
+            claimed = [seq for seq in seqs if seq not in self._sending]
+            self._sending.update(claimed)
+        try:
+            yield claimed
+        finally:
+            with self._sending_lock:
+                self._sending.difference_update(claimed)
+
+    def _backlog(self, before: int | None) -> list[int]:
+        return self.outbox.seqs(self.producer, before) if self.outbox is not None else []
+
+    def _settle(self, seq: int, envelope: Envelope | None, answer: tuple[int, bytes] | Exception
+                ) -> tuple[Acknowledgement | RecorderError, Callable[[], None]]:
+        """What became of spooled envelope `seq` (`answer`: the log's status and body, or why there was none), and
+        the outbox change that records it (run on a thread by the async API)."""
+        outbox = self.outbox
+        assert outbox is not None
+        if envelope is None:  # the spooled bytes are not an envelope (written by someone else, or damaged)
+            error = EventRefused(f"spooled envelope {seq} cannot be read: {answer}; moved to the outbox's refused "
+                                 f"envelopes", None, 0, True)
+            return error, lambda: outbox.refuse(seq, 0, None, str(error))
+        if isinstance(answer, RecorderError):
+            return answer, lambda: outbox.failed(seq, str(answer))
+        assert isinstance(answer, tuple)
+        try:
+            return self._acknowledge(envelope, *answer), lambda: outbox.remove(seq)
+        except RecorderError as exc:
+            error = exc  # (an `except ... as` name is unbound when its block ends; the lambdas run later)
+        if isinstance(error, EventRefused) and error.final:
+            error.args = (f"{error}; moved to the outbox's refused envelopes",)
+            return error, lambda: outbox.refuse(seq, error.status, error.problem, str(error))
+        return error, lambda: outbox.failed(seq, str(error))
+
+    def _load(self, seq: int) -> tuple[Envelope | None | Exception, bytes] | None:
+        """A spooled envelope and its bytes (the envelope None with the reason when they cannot be read); None when
+        it is no longer spooled (delivered meanwhile by another process)."""
+        spooled = self.outbox.get(seq)
+        if spooled is None:
+            return None
+        try:
+            return _spooled_envelope(spooled.payload), spooled.payload
+        except LogError as exc:
+            return exc, spooled.payload
+
+    def _untried(self, seqs: list[int]) -> list[RecorderError]:
+        """Errors for spooled envelopes left unsent because the log is unreachable."""
+        spooled = [self.outbox.get(seq) for seq in seqs]
+        return [LogUnreachable(f"event {s.event_id}: not tried, the log being unreachable") for s in spooled if s]
+
+    @staticmethod
+    def _failure(failures: list[RecorderError], acks: list[Acknowledgement], tried: int) -> RecorderError:
+        """One error for a flush's failures, of the class of the gravest, naming each event not delivered."""
+        first = min(failures, key=_severity)
+        names = "; ".join(str(f) for f in failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5
+                                                           else "")
+        error = _like(first, f"{len(failures)} of {tried} spooled events not delivered: {names}")
+        error.failures, error.acknowledgements = failures, acks
+        return error
+
+    @staticmethod
+    def _blocked(new_event: str, older: RecorderError) -> RecorderError:
+        error = _like(older, f"event {new_event} stays spooled, not sent, so that it does not overtake an older "
+                             f"spooled event: {older}")
+        error.failures = [older]
+        return error
 
     # -- sync --------------------------------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: bytes | None, content_type: str) -> tuple[int, bytes]:
@@ -163,18 +347,84 @@ class Recorder:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
                 status, answer = self._request(method, path, body, content_type)
-            except OSError as exc:  # connection refused/reset, timeout
+            except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout, cut short
                 last = exc
                 continue
             if status not in RETRY_STATUSES:
                 return status, answer
-            last = RecorderError(f"{method} {path}: HTTP {status}")
-        raise RecorderError(f"{method} {path} failed after {self.retries + 1} attempts: {last}")
+            last = RecorderError(f"HTTP {status}")
+        raise LogUnreachable(f"{method} {self.url}{path.split('?')[0]} failed after {self.retries + 1} attempts: "
+                             f"{_reason(last)}")
+
+    def _send(self, envelope: Envelope, payload: bytes) -> tuple[int, bytes] | RecorderError:
+        try:
+            return self._deliver("POST", EVENTS_PATH, payload, "application/json")
+        except LogUnreachable as exc:
+            exc.args = (f"event {envelope.event['event_id']}: {exc}",)
+            return exc
+
+    def _send_spooled(self, seq: int) -> Acknowledgement | RecorderError | None:
+        loaded = self._load(seq)
+        if loaded is None:
+            return None
+        envelope, payload = loaded
+        if not isinstance(envelope, Envelope):
+            result, record = self._settle(seq, None, envelope)
+        else:
+            result, record = self._settle(seq, envelope, self._send(envelope, payload))
+        record()
+        return result
+
+    def _drain(self, before: int | None) -> tuple[list[Acknowledgement], list[RecorderError], int]:
+        """Send the spooled envelopes (older than `before`, or all) no one here is sending, oldest first; stop at
+        the first the log could not be reached for (the rest would wait as long)."""
+        acks: list[Acknowledgement] = []
+        failures: list[RecorderError] = []
+        with self._claim(self._backlog(before)) as claimed:
+            for position, seq in enumerate(claimed):
+                result = self._send_spooled(seq)
+                if isinstance(result, Acknowledgement):
+                    acks.append(result)
+                elif isinstance(result, RecorderError):
+                    failures.append(result)
+                    if isinstance(result, LogUnreachable):
+                        if before is None:
+                            failures += self._untried(claimed[position + 1:])
+                        break
+            return acks, failures, len(claimed)
+
+    def flush(self) -> list[Acknowledgement]:
+        """Send every spooled envelope of this producer, oldest first, byte for byte as first spooled; returns the
+        verified acknowledgements. Raises a `RecorderError` naming each that was not delivered (still spooled, or
+        moved to `outbox.refused()`), with `acknowledgements` of those that were. Without an outbox: []."""
+        acks, failures, tried = self._drain(None)
+        if failures:
+            raise self._failure(failures, acks, tried)
+        return acks
 
     def submit(self, envelope: Envelope) -> Acknowledgement:
-        status, body = self._deliver("POST", "/api/v1/events?proofs=true", self._payload(envelope),
-                                     "application/json")
-        return self._acknowledge(envelope, status, body)
+        payload = self._payload(envelope)
+        if self.outbox is None:
+            answer = self._send(envelope, payload)
+            if isinstance(answer, RecorderError):
+                raise answer
+            return self._acknowledge(envelope, *answer)
+        seq = self.outbox.put(envelope.producer, envelope.event["event_id"], payload)
+        with self._claim([seq]):
+            _, failures, _ = self._drain(seq)
+            self._check_backlog(envelope, failures)
+            result, record = self._settle(seq, envelope, self._send(envelope, payload))
+            record()
+        if isinstance(result, RecorderError):
+            raise result
+        return result
+
+    def _check_backlog(self, envelope: Envelope, failures: list[RecorderError]) -> None:
+        for failure in failures:
+            if isinstance(failure, EventRefused) and failure.final:
+                logger.warning("auditlog outbox: %s", failure)  # kept in outbox.refused(), never retried
+            else:
+                raise self._blocked(envelope.event["event_id"], failure)
 
     def record(self, event_type: str, **fields: Any) -> Acknowledgement:
         return self.submit(self.sign(self.event(event_type, **fields)))
@@ -184,25 +434,29 @@ class Recorder:
         digest = hashlib.sha256(data).hexdigest()
         status, body = self._deliver("PUT", f"/api/v1/blobs/{digest}", data, "application/octet-stream")
         if status not in (200, 201):
-            raise RecorderError(f"blob {digest} refused ({status}): {body[:200]!r}")
+            raise RecorderError(f"blob {digest} refused by {self.url} ({status}): {body[:200]!r}")
         ref = {"sha256": digest, "size": len(data)}
         if media_type:
             ref["media_type"] = media_type
         return ref
 
+    def close(self) -> None:
+        """Close the outbox the Recorder opened (the async session needs `aclose`)."""
+        if self._owns_outbox and self.outbox is not None:
+            self.outbox.close()
+
     # -- async -------------------------------------------------------------------------------------------------
-    async def _adeliver(self, envelope: Envelope) -> tuple[int, bytes]:
+    async def _adeliver(self, envelope: Envelope, payload: bytes) -> tuple[int, bytes] | RecorderError:
         import aiohttp
 
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        payload = self._payload(envelope)
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             if attempt:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                async with self._session.post(self.url + "/api/v1/events?proofs=true", data=payload,
+                async with self._session.post(self.url + EVENTS_PATH, data=payload,
                                               headers={"Content-Type": "application/json"}) as response:
                     status, body = response.status, await response.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -211,25 +465,86 @@ class Recorder:
             if status not in RETRY_STATUSES:
                 return status, body
             last = RecorderError(f"HTTP {status}")
-        raise RecorderError(f"event {envelope.event['event_id']} undeliverable after {self.retries + 1} "
-                            f"attempts: {last}")
+        return LogUnreachable(f"event {envelope.event['event_id']}: POST {self.url}{EVENTS_PATH.split('?')[0]} "
+                              f"failed after {self.retries + 1} attempts: {_reason(last)}")
+
+    async def _asend_spooled(self, seq: int) -> Acknowledgement | RecorderError | None:
+        loaded = await asyncio.to_thread(self._load, seq)
+        if loaded is None:
+            return None
+        envelope, payload = loaded
+        if not isinstance(envelope, Envelope):
+            result, record = self._settle(seq, None, envelope)
+        else:
+            result, record = self._settle(seq, envelope, await self._adeliver(envelope, payload))
+        await asyncio.to_thread(record)
+        return result
+
+    async def _adrain(self, before: int | None) -> tuple[list[Acknowledgement], list[RecorderError], int]:
+        """`_drain` for the async API."""
+        acks: list[Acknowledgement] = []
+        failures: list[RecorderError] = []
+        with self._claim(await asyncio.to_thread(self._backlog, before)) as claimed:
+            for position, seq in enumerate(claimed):
+                result = await self._asend_spooled(seq)
+                if isinstance(result, Acknowledgement):
+                    acks.append(result)
+                elif isinstance(result, RecorderError):
+                    failures.append(result)
+                    if isinstance(result, LogUnreachable):
+                        if before is None:
+                            failures += await asyncio.to_thread(self._untried, claimed[position + 1:])
+                        break
+            return acks, failures, len(claimed)
+
+    async def aflush(self) -> list[Acknowledgement]:
+        """`flush` for the async API."""
+        acks, failures, tried = await self._adrain(None)
+        if failures:
+            raise self._failure(failures, acks, tried)
+        return acks
 
     async def asubmit(self, envelope: Envelope) -> Acknowledgement:
-        return self._acknowledge(envelope, *await self._adeliver(envelope))
+        payload = self._payload(envelope)
+        if self.outbox is None:
+            answer = await self._adeliver(envelope, payload)
+            if isinstance(answer, RecorderError):
+                raise answer
+            return self._acknowledge(envelope, *answer)
+        seq = await asyncio.to_thread(self.outbox.put, envelope.producer, envelope.event["event_id"], payload)
+        with self._claim([seq]):
+            _, failures, _ = await self._adrain(seq)
+            self._check_backlog(envelope, failures)
+            result, record = self._settle(seq, envelope, await self._adeliver(envelope, payload))
+            await asyncio.to_thread(record)
+        if isinstance(result, RecorderError):
+            raise result
+        return result
 
     async def arecord(self, event_type: str, **fields: Any) -> Acknowledgement:
         return await self.asubmit(self.sign(self.event(event_type, **fields)))
 
     async def aclose(self) -> None:
+        """Close the HTTP session, and the outbox the Recorder opened."""
         if self._session is not None:
             await self._session.close()
             self._session = None
+        self.close()
 
     # -- fail-closed actions -----------------------------------------------------------------------------------
     def action(self, run_id: str, *, intent_type: str = "intent", trace_id: str | None = None,
                parent_event_id: str | None = None, **fields: Any) -> Action:
         """A block guarded by an acknowledged intent event; use with `with` or `async with`."""
         return Action(self, run_id, intent_type, trace_id, parent_event_id, fields)
+
+
+def _reason(exc: Exception | None) -> str:
+    """An exception in words: urllib's URLError wraps the socket error, and some errors have no message."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, Exception):
+        exc = reason
+    text = str(exc).strip() if exc is not None else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Action:
