@@ -4,33 +4,57 @@
     .venv/bin/auditlog producer keygen --out agent.seed   # prints the public key
     .venv/bin/auditlog producer register --producer demo-agent --tenant acme --data-dir data
     .venv/bin/auditlog producer add-key --producer demo-agent --public-key <printed key> --data-dir data
-    .venv/bin/python examples/agent.py --seed agent.seed --log-key "$(cat data/log.vkey)"
+    .venv/bin/python examples/agent.py --seed agent.seed --log-key "$(cat data/log.vkey)" --outbox spool
     .venv/bin/auditlog timeline --run <printed run id>
 
 The agent handles one case: it may only call its (pretend) model once the intent is acknowledged by the log with
-a verified inclusion proof; the prompt and the answer go to the blob store, the events carry their hashes.
+a verified inclusion proof; the prompt and the answer go to the blob store, the events carry their hashes. With
+`--outbox DIR` every event is spooled before it is sent; what a killed run left there goes first on the next run.
+
+Exit codes: 0 recorded, 1 an acknowledgement did not verify, 2 bad input or an event the log refused,
+3 the log unreachable (the message names it).
 """
 
 import argparse
 import base64
+import os
+import sys
 import uuid
 from pathlib import Path
 
-from api.client.recorder import Recorder
+from api.client.recorder import Recorder, RecorderError
+from log.errors import LogError, Unavailable, VerificationError
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--url", default="http://127.0.0.1:8080")
+    parser.add_argument("--server", "--url", default=os.environ.get("AUDITLOG_SERVER", "http://127.0.0.1:8080"),
+                        help="the log's URL (default: $AUDITLOG_SERVER, else http://127.0.0.1:8080)")
     parser.add_argument("--seed", required=True, help="file with the base64 Ed25519 seed (auditlog producer keygen)")
     parser.add_argument("--log-key", required=True, help="the log's verifier key")
+    parser.add_argument("--outbox", help="directory of the durable spool of events not yet acknowledged")
     parser.add_argument("--producer", default="demo-agent")
     parser.add_argument("--tenant", default="acme")
     args = parser.parse_args()
+    try:
+        run(args)
+    except (RecorderError, LogError, OSError, ValueError) as exc:  # the recorder's messages name the server
+        print(f"agent: {(str(exc) or type(exc).__name__).splitlines()[0]}", file=sys.stderr)
+        return 3 if isinstance(exc, Unavailable) else 1 if isinstance(exc, VerificationError) else 2
+    return 0
 
-    recorder = Recorder(args.url, producer=args.producer, signing_key=base64.b64decode(Path(args.seed).read_text()),
-                        log_key=args.log_key, tenant=args.tenant, actor={"type": "agent", "id": args.producer},
-                        on_behalf_of={"type": "user", "id": "analyst-17"})
+
+def run(args: argparse.Namespace) -> None:
+    try:
+        seed = base64.b64decode(Path(args.seed).read_text().strip(), validate=True)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--seed {args.seed}: not a readable base64 seed: {exc}") from exc
+    try:
+        recorder = Recorder(args.server, producer=args.producer, signing_key=seed, log_key=args.log_key,
+                            tenant=args.tenant, actor={"type": "agent", "id": args.producer},
+                            on_behalf_of={"type": "user", "id": "analyst-17"}, outbox=args.outbox)
+    except (LogError, ValueError) as exc:
+        raise ValueError(f"--seed or --log-key is not a key: {exc}") from exc
     run_id = f"run-{uuid.uuid4()}"
     context = {"case_id": "case-2026-0042", "customer_id": "cust_8f3a"}
     snapshot = {"model_id": "demo-model-1", "prompt_version": "kyc-review-v3"}
@@ -48,4 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

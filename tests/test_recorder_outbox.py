@@ -11,8 +11,13 @@ does the same. The SIGKILL-between-send-and-receipt test with real processes is 
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.server
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import uuid
 
@@ -32,6 +37,7 @@ from api.client.recorder import (
 from log.errors import InvalidInput, Unavailable, VerificationError
 from log.note_keys import generate_signer_key
 from tests.e2e.test_audit import Producer, Server, _call, _register, run
+from tests.processes import REPO
 
 DEAD = "http://127.0.0.1:9"  # the discard port: nothing listens on loopback
 
@@ -288,3 +294,32 @@ def test_the_async_api_spools_and_flushes_the_same_way(tmp_path, server, agent):
     assert [e["event"]["event_type"] for e in logged] == ["model_call", "intent", "tool_call", "outcome"]
     assert action.outcome.index == logged[-1]["index"]
 
+
+def test_the_example_agent_exits_3_when_the_log_is_down_and_its_spool_lands_on_the_next_run(
+        tmp_path, server, agent):
+    seed, log_key = agent
+    seed_file = tmp_path / "agent.seed"
+    seed_file.write_text(base64.b64encode(seed).decode() + "\n")
+
+    def agent_run(*args: str, server_env: str | None = None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "AUDITLOG_SERVER"}
+        if server_env:
+            env["AUDITLOG_SERVER"] = server_env
+        return subprocess.run([sys.executable, "examples/agent.py", "--seed", str(seed_file), "--producer",
+                               "sdk-agent", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+    down = agent_run("--log-key", log_key, "--outbox", str(tmp_path / "spool"), server_env=DEAD)
+    assert down.returncode == 3 and down.stdout == "", down
+    assert down.stderr.count("\n") == 1 and DEAD in down.stderr and "Connection refused" in down.stderr, down.stderr
+    (intent,) = Outbox(tmp_path / "spool").pending()
+
+    up = agent_run("--url", server.url, "--log-key", log_key, "--outbox", str(tmp_path / "spool"), server_env=DEAD)
+    assert up.returncode == 0, up.stderr
+    assert Outbox(tmp_path / "spool").pending() == []
+    (spooled,) = events_of_run(server.url, json.loads(intent.payload)["event"]["run_id"])
+    assert spooled["event"]["event_id"] == intent.event_id
+
+    unproven = agent_run("--server", server.url, "--log-key", generate_signer_key("audit.e2e/log")[1])
+    assert unproven.returncode == 1 and "does not verify" in unproven.stderr, unproven
+    refused = agent_run("--server", server.url, "--log-key", log_key, "--producer", "nobody")
+    assert refused.returncode == 2 and "(401)" in refused.stderr and "Traceback" not in refused.stderr, refused
