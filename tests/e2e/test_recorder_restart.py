@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import aiohttp
 from nacl.signing import SigningKey
@@ -143,7 +144,10 @@ def test_a_producer_killed_between_send_and_receipt_flushes_its_outbox_and_the_e
     try:
         first = producer("record", proxy_url)
         try:
-            assert proxy.held.wait(60), f"no answer reached the proxy: {first.communicate(timeout=5)}"
+            deadline = time.monotonic() + 60
+            while not proxy.held.wait(0.05):
+                assert first.poll() is None and time.monotonic() < deadline, \
+                    f"no answer reached the proxy: {first.communicate(timeout=5)}"
         finally:
             first.send_signal(signal.SIGKILL)
             out, err = first.communicate(timeout=30)
