@@ -20,7 +20,6 @@ import os
 import time
 import urllib.error
 import urllib.request
-from urllib.parse import quote, urlencode
 from pathlib import Path
 
 from api.cli.exits import USAGE, CommandFailed, status_for_http
@@ -80,19 +79,26 @@ def cmd_timeline(args) -> int:
         return asyncio.run(_run_evidence(args))
     if args.wait:
         raise InvalidInput("--wait goes with --evidence", field="wait")
-    run = quote(args.run, safe="")
-    query = f"?{urlencode({'tenant': args.tenant})}" if args.tenant else ""
-    status, timeline = _http("GET", f"{args.server}/api/v1/runs/{run}/timeline{query}")
-    if status != 200:
-        return _fail(status, timeline)
+    timeline = asyncio.run(_verified_timeline(args))
     if args.json:
         print(json.dumps(timeline, indent=1))
         return 0
-    print(f"run {timeline['run_id']}: {len(timeline['events'])} events, checkpoint of size {timeline['tree_size']}")
+    print(f"run {timeline['run_id']}: {len(timeline['events'])} events, each verified included in the checkpoint of "
+          f"size {timeline['tree_size']}")
     print(_table(timeline["events"]))
     for child, parent in timeline.get("external_parents", {}).items():
         print(f"note: event {child} has parent {parent} outside this run")
     return 0
+
+
+async def _verified_timeline(args) -> dict:
+    """The run's timeline, every event's inclusion in the signed checkpoint it names checked with the log key
+    (LogClient.verified_timeline) before anything of it is shown."""
+    from api.cli import inputs
+    from api.client.log_client import LogClient
+
+    async with LogClient(args.server, inputs.log_key(args)) as client:
+        return await client.verified_timeline(args.run, args.tenant)
 
 
 async def _run_evidence(args) -> int:

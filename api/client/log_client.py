@@ -587,6 +587,57 @@ class LogClient:
         params = {"proofs": "true" if proofs else "false", **({"tenant": tenant} if tenant else {})}
         return await self._get_json(f"/api/v1/runs/{quote(run_id, safe='')}/timeline", params)
 
+    async def verified_timeline(self, run_id: str, tenant: str | None = None) -> dict:
+        """GET /api/v1/runs/<run>/timeline, checked before it is returned: its checkpoint signed by the log key (and
+        believed: no second root for its size), each event's entry bytes hashed here and proven included in that
+        checkpoint by the proof the timeline carries, the event shown the one those bytes hold, and of this run
+        (and tenant). Any failure raises VerificationError naming the event."""
+        from log.audit.errors import InvalidEvent
+        from log.audit.records import parse_entry
+
+        timeline = await self.run_timeline(run_id, tenant)
+        note = timeline.get("checkpoint")
+        if not isinstance(note, str):
+            raise _malformed("the timeline holds no checkpoint")
+        checkpoint = self.believe(note.encode())
+        if _int(timeline, "tree_size") != checkpoint.size:
+            raise _malformed(f"the timeline's tree_size {timeline.get('tree_size')} is not its checkpoint's size "
+                             f"{checkpoint.size}")
+        items = timeline.get("events")
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise _malformed("the timeline holds no list of events")
+        for item in items:
+            index = _int(item, "index")
+            event = item.get("event")
+            name = f"event {event.get('event_id')!r} at index {index}" if isinstance(event, dict) else \
+                f"the event at index {index}"
+            try:
+                entry = base64.b64decode(item.get("entry") or "", validate=True)
+            except (binascii.Error, ValueError, TypeError):
+                raise _malformed(f"{name}: entry is not base64") from None
+            proof = item.get("inclusion_proof")
+            if not isinstance(proof, list):
+                raise _malformed(f"{name}: no inclusion proof")
+            hashes = [_b64_hash(h, f"{name}: inclusion_proof[{i}]") for i, h in enumerate(proof)]
+            try:
+                verify_inclusion(hash_leaf(entry), index, checkpoint.size, hashes, checkpoint.root_hash)
+            except LogError as exc:
+                raise ProofError(f"{name}: its inclusion in the checkpoint of size {checkpoint.size} does not "
+                                 f"verify: {exc}") from None
+            try:
+                kind, envelope = parse_entry(entry)
+            except InvalidEvent as exc:
+                raise VerificationError(f"{name}: the timeline holds an entry that is not an audit event: {exc}") \
+                    from None
+            served = {key: item.get(key) for key in ("producer", "key_id", "signature", "event")}
+            if kind != "envelope" or served != envelope.to_json():
+                raise VerificationError(f"{name}: the event the timeline shows is not the one its entry holds")
+            outside = event_mismatch(envelope, {"run_id": run_id, **({"tenant": tenant} if tenant else {})})
+            if outside is not None:
+                raise VerificationError(f"{name}: the timeline of run {run_id!r} holds an event outside it "
+                                        f"({outside})")
+        return timeline
+
     async def run_evidence(self, run_id: str, tenant: str | None = None) -> dict:
         """GET /api/v1/runs/<run>/evidence: the run's evidence bundle as served, unverified (verify it offline with
         api.client.evidence.verify_run_bundle)."""

@@ -389,7 +389,7 @@ def test_timeline_evidence_offline_and_sdk_fail_closed(server_factory, tmp_path)
     assert [indices[e["event_id"]] for e in causal] == sorted(indices.values(), reverse=True)
 
     # 4a. The timeline, as a table in causal order.
-    shown = auditlog("timeline", "--run", run_id, "--server", url)
+    shown = auditlog("timeline", "--run", run_id, "--server", url, "--log-key", log_key)
     assert shown.returncode == 0, shown.stderr
     assert f"run {run_id}: 4 events" in shown.stdout
     rows = _table_rows(shown.stdout)
