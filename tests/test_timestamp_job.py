@@ -174,7 +174,7 @@ def test_a_bad_tsa_stores_nothing_and_shows_in_metrics(tmp_path, identity, kind)
         return metrics
 
     metrics = _run(scenario())
-    expected = {"garbage": "check 2", "untrusted_signer": "check 15", "down": "ClientConnectorError"}[kind]
+    expected = {"garbage": "check 2", "untrusted_signer": "check 15", "down": "connection refused"}[kind]
     assert expected in metrics["timestamp_last_error"]
 
 
@@ -270,3 +270,41 @@ def test_job_with_a_real_log_and_a_garbage_tsa_stores_nothing(tmp_path, identity
             await log.close()
 
     _run(scenario())
+
+
+def test_failures_are_logged_naming_the_tsa_and_the_error_in_words(tmp_path, identity, caplog):
+    """A TSA that refuses connections, one that answers HTTP 500, one that answers garbage: each log line names the
+    TSA's URL and says what went wrong in words, never the repr of an exception or of bytes."""
+    import logging
+
+    def failing_app() -> web.Application:
+        async def fail(_request):
+            return web.Response(status=500, text="the HSM is offline\n")
+        app = web.Application()
+        app.router.add_post("/", fail)
+        return app
+
+    async def scenario():
+        lines = {}
+        with locked_store(tmp_path) as store:
+            log = FakeLog(store, _note(3))
+            for kind, context in (("down", contextlib.nullcontext(_free_port_url())),
+                                  ("failing", serve(failing_app())), ("garbage", serve(_garbage_app()))):
+                async with context as url:
+                    job = TimestampJob(log, url, identity.ca_pem, interval=60, timeout=2)
+                    caplog.clear()
+                    with caplog.at_level(logging.WARNING, logger="api.server.timestamping"):
+                        async with aiohttp.ClientSession() as session:
+                            await job.run_once(session)
+                    [record] = [r for r in caplog.records if r.name == "api.server.timestamping"]
+                    lines[kind] = (url, record.getMessage())
+                    await job.stop()
+        return lines
+
+    lines = _run(scenario())
+    expected = {"down": "connection refused", "failing": "HTTP 500: the HSM is offline",
+                "garbage": "the TSA's token does not verify: check 2"}
+    for kind, words in expected.items():
+        url, line = lines[kind]
+        assert f"TSA {url}" in line and words in line, line
+        assert "b'" not in line and "Error(" not in line and "ConnectionKey" not in line, line

@@ -182,7 +182,7 @@ def test_a_forked_log_is_refused_and_never_cosigned(tmp_path):
             honest = log.checkpoint
 
             # same size, other root (422 since C2SP/C2SP#280); then larger and inconsistent (422): both refusals
-            for count, expected in ((5, "422: b'size 5 was cosigned with another root"), (4, "422")):
+            for count, expected in ((5, "HTTP 422: size 5 was cosigned with another root"), (4, "HTTP 422")):
                 await fork.add_entries([b"forked %d" % i for i in range(count)])
                 fork_job = WitnessJob(fork, [w1.endpoint()], interval=3600, attempts=1)
                 stack.push_async_callback(fork_job.stop)
@@ -210,3 +210,77 @@ def test_endpoint_from_config():
     assert len(endpoint.verifiers) == 2
     with pytest.raises(InvalidInput):
         WitnessEndpoint.from_config(ed)
+
+
+def _answering_app(status: int, body: bytes, content_type: str = "text/plain", delay: float = 0) -> web.Application:
+    async def answer(_request):
+        await asyncio.sleep(delay)
+        return web.Response(status=status, body=body, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_post("/add-checkpoint", answer)
+    return app
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_every_failure_is_logged_naming_the_witness_and_the_error_in_words(tmp_path, caplog):
+    """A witness that refuses connections, one that answers a refusal, one that answers 503, one too slow, and one
+    whose cosignature is bad: each log line names the witness (key name and URL) and says what went wrong, with no
+    repr of an exception or of the bytes it answered."""
+    import logging
+
+    from log.note import NoteSignature
+
+    async def scenario():
+        log = await open_log(tmp_path / "log")
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(log.close)
+            await log.add_entries([b"a", b"b"])
+            keys = {name: generate_signer_key(name, COSIGNATURE_ED25519)[1]
+                    for name in ("down.test/w", "refuses.test/w", "busy.test/w", "slow.test/w", "forger.test/w")}
+            forged = NoteSignature("forger.test/w", CosignatureVerifier(keys["forger.test/w"]).key_id,
+                                   (1700000000).to_bytes(8, "big") + b"\x01" * 64).to_line().encode()
+            apps = {
+                "refuses.test/w": _answering_app(403, b"this witness does not know the log test.example/log\n"),
+                "busy.test/w": _answering_app(503, b'{"detail": "the witness is over capacity"}',
+                                              "application/problem+json"),
+                "slow.test/w": _answering_app(200, b"", delay=1.5),
+                "forger.test/w": _answering_app(200, forged, "text/plain"),
+            }
+            urls = {"down.test/w": f"http://127.0.0.1:{_free_port()}"}
+            for name, app in apps.items():
+                runner = web.AppRunner(app, access_log=None)
+                await runner.setup()
+                stack.push_async_callback(runner.cleanup)
+                site = web.TCPSite(runner, "127.0.0.1", 0)
+                await site.start()
+                urls[name] = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            endpoints = [WitnessEndpoint(name, urls[name], keys[name]) for name in keys]
+            job = WitnessJob(log, endpoints, interval=3600, policy=KOfN(1), attempts=2, backoff=0.01, timeout=0.5)
+            stack.push_async_callback(job.stop)
+            with caplog.at_level(logging.INFO, logger="api.server.witnessing"):
+                await job.run_once()
+            return urls
+
+    urls = asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records if r.name == "api.server.witnessing"]
+    assert len(lines) == 5, lines
+    expected = {
+        "down.test/w": "gave up after 2 attempts: connection refused",
+        "refuses.test/w": "refused it with HTTP 403: this witness does not know the log test.example/log",
+        "busy.test/w": "gave up after 2 attempts: HTTP 503: the witness is over capacity",
+        "slow.test/w": "gave up after 2 attempts: timed out after 0.5 s",
+        "forger.test/w": "answered 200 with a bad cosignature: ",
+    }
+    for name, words in expected.items():
+        [line] = [line for line in lines if f"witness {name} at {urls[name]}" in line]
+        assert words in line and "checkpoint of size 2" in line, line
+    for line in lines:
+        assert "b'" not in line and 'b"' not in line and "Error(" not in line and "ConnectionKey" not in line, line

@@ -60,6 +60,7 @@ from pyasn1.type import univ
 from pyasn1_modules import rfc2634, rfc3161, rfc5035, rfc5652
 
 from log.errors import InvalidInput, VerificationError
+from witness.http_errors import summarise_body
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +181,9 @@ async def request_timestamp(session: aiohttp.ClientSession, url: str, request: T
     """POST the request (RFC 3161 3.4) and return the reply's bytes, unverified. Raises aiohttp/timeout errors."""
     async with session.post(url, data=request.der, headers={"Content-Type": TIMESTAMP_QUERY}) as response:
         if response.status != 200:
+            answer = await response.content.read(4096)
             raise aiohttp.ClientResponseError(response.request_info, response.history, status=response.status,
-                                              message=f"the TSA answered HTTP {response.status}")
+                                              message=summarise_body(answer, response.content_type))
         body = await response.content.read(MAX_RESPONSE_BYTES + 1)
         if len(body) > MAX_RESPONSE_BYTES:
             raise aiohttp.ClientPayloadError(f"the TSA's answer is over {MAX_RESPONSE_BYTES} bytes")

@@ -21,9 +21,11 @@ import sqlalchemy as sa
 from api.server.background import BackgroundTask
 from log import defaults
 from log.checkpoint import Checkpoint
-from log.errors import InvalidInput, LogError
+from log.errors import InvalidInput, LogError, VerificationError
 from log.storage.schema import timestamps
-from witness.rfc3161 import TimestampInfo, build_request, load_certificates, request_timestamp, verify_timestamp
+from witness.http_errors import describe_exception
+from witness.rfc3161 import (TimestampInfo, TimestampRejected, build_request, load_certificates, request_timestamp,
+                             verify_timestamp)
 
 logger = logging.getLogger(__name__)
 
@@ -213,14 +215,28 @@ class TimestampJob:
         except Exception as exc:  # noqa: BLE001 - every failure is counted and retried, never propagated
             self._failures += 1
             self._consecutive += 1
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            logger.warning("timestamping the checkpoint failed (%d in a row): %s", self._consecutive,
-                           self._last_error)
+            self._last_error = self._describe(exc)
+            if isinstance(exc, (LogError, aiohttp.ClientError, asyncio.TimeoutError, OSError)):
+                logger.warning("timestamping at TSA %s: %s (%d in a row)", self._url, self._last_error,
+                               self._consecutive)
+            else:
+                logger.exception("timestamping at TSA %s failed unexpectedly (a bug; %d in a row)", self._url,
+                                 self._consecutive)
             backoff = min(self._retry_max, self._retry_initial * 2 ** (self._consecutive - 1))
             return backoff * random.uniform(0.5, 1.0)
         self._consecutive = 0
         self._last_error = None
         return self._interval
+
+    def _describe(self, exc: BaseException) -> str:
+        """A failed round in words: what the TSA did (or did not) answer, or why its token was refused."""
+        if isinstance(exc, TimestampRejected):
+            return f"the TSA refused to stamp the checkpoint: {exc}"
+        if isinstance(exc, VerificationError):
+            return f"the TSA's token does not verify: {exc}"
+        if isinstance(exc, LogError):
+            return str(exc)
+        return describe_exception(exc, self._timeout)
 
     async def _stamp(self, session: aiohttp.ClientSession, note: bytes) -> None:
         # 1. Which checkpoint: a note that is not a checkpoint is refused before anything goes out.

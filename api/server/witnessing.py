@@ -39,6 +39,7 @@ from log.note import NoteSignature, parse_note
 from log.note_keys import CosignatureVerifier
 from log.storage.schema import checkpoint_cosignatures
 from witness.cosigner import AddCheckpointRequest
+from witness.http_errors import describe_exception, summarise_body
 
 logger = logging.getLogger(__name__)
 
@@ -221,8 +222,11 @@ class WitnessJob:
                 await self.run_once()
             except asyncio.CancelledError:
                 raise
+            except LogError as exc:  # the log's store could not be read: every witness waits for the next round
+                logger.warning("witnessing round failed for %s: %s", ", ".join(_named(w) for w in self.witnesses), exc)
             except Exception:  # noqa: BLE001 - one bad round must not end witnessing
-                logger.exception("witnessing round failed")
+                logger.exception("witnessing round failed for %s (unexpected: a bug)",
+                                 ", ".join(_named(w) for w in self.witnesses))
             await asyncio.sleep(self.interval)
 
     # -- one round ------------------------------------------------------------------------------------------
@@ -246,49 +250,62 @@ class WitnessJob:
     async def _witness(self, endpoint: WitnessEndpoint, published) -> None:
         state = self._state[endpoint.name]
         text = parse_note(published.note).text
+        size = published.size
         resyncs = 0
         attempt = 0
         while True:
             old = state.known_size
-            if old > published.size:
-                self._fail(state, f"witness holds size {old}, larger than the log's {published.size}")
+            if old > size:
+                self._fail(endpoint, state, size, f"it holds size {old}, larger than the log's {size}")
                 return
             try:
-                proof = [] if old in (0, published.size) else await self.log.consistency_proof(old, published.size)
+                proof = [] if old in (0, size) else await self.log.consistency_proof(old, size)
             except LogError as exc:
-                self._fail(state, f"no consistency proof from {old} to {published.size}: {exc}")
+                self._fail(endpoint, state, size, f"no consistency proof from its size {old}: {exc}")
                 return
             body = AddCheckpointRequest(old, tuple(proof), published.note).to_bytes()
             state.requests += 1
             try:
                 status, content_type, data = await self._post(endpoint, body)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                status, content_type, data = None, "", repr(exc).encode()
+                status, content_type, data = None, "", b""
+                problem = describe_exception(exc, self.timeout)
+            else:
+                problem = f"HTTP {status}: {summarise_body(data, content_type)}"
             if status == 200:
                 try:
                     signatures = self._verify(endpoint, text, data)
-                except SignatureError as exc:
-                    self._fail(state, f"bad cosignatures: {exc}")
+                except (SignatureError, InvalidInput) as exc:
+                    self._fail(endpoint, state, size, f"answered 200 with a bad cosignature: {exc}")
                     return
-                await self._store.add(published.size, endpoint.name, signatures)
-                self._lines.setdefault(published.size, {})[endpoint.name] = [s.to_line() for s, _ in signatures]
-                state.known_size = state.cosigned_size = published.size
+                try:
+                    await self._store.add(size, endpoint.name, signatures)
+                except LogError as exc:
+                    self._fail(endpoint, state, size, f"its cosignature verified but could not be stored: {exc}")
+                    return
+                self._lines.setdefault(size, {})[endpoint.name] = [s.to_line() for s, _ in signatures]
+                state.known_size = state.cosigned_size = size
                 state.last_error = ""
                 return
             if status == 409 and content_type == SIZE_CONTENT_TYPE:
-                size = _parse_size(data)
+                held = _parse_size(data)
                 state.conflicts += 1
-                if size is not None and size != old and resyncs < MAX_RESYNCS:
-                    state.known_size = size
+                if held is not None and held != old and resyncs < MAX_RESYNCS:
+                    logger.info("witnessing: %s holds size %d, not %d: re-sending the checkpoint of size %d from "
+                                "it", _named(endpoint), held, old, size)
+                    state.known_size = held
                     resyncs += 1
                     continue
+                if held is not None:
+                    problem = (f"HTTP 409: it holds size {held}" + (f" after {resyncs} re-sends from the sizes it "
+                                                                     "named" if resyncs else ""))
             if status is not None and 400 <= status < 500:
                 state.refusals += 1
-                self._fail(state, f"refused with {status}: {data[:200]!r}")
+                self._fail(endpoint, state, size, f"refused it with {problem}")
                 return
             attempt += 1
             if attempt >= self.attempts:
-                self._fail(state, f"gave up after {attempt} attempts: {status} {data[:200]!r}")
+                self._fail(endpoint, state, size, f"gave up after {attempt} attempts: {problem}")
                 return
             await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
 
@@ -320,10 +337,10 @@ class WitnessJob:
             raise SignatureError(f"no cosignature from a key configured for {endpoint.name}")
         return found
 
-    def _fail(self, state: _WitnessState, reason: str) -> None:
+    def _fail(self, endpoint: WitnessEndpoint, state: _WitnessState, size: int, reason: str) -> None:
         state.failures += 1
         state.last_error = reason
-        logger.warning("witnessing: %s", reason)
+        logger.warning("witnessing: %s, checkpoint of size %d: %s", _named(endpoint), size, reason)
 
     async def _update_witnessed(self) -> None:
         """Find the latest size meeting the policy; keep its note; drop older sizes from memory."""
@@ -386,6 +403,11 @@ class WitnessJob:
             out[f"witness_cosigned_size{label}"] = float(
                 state.cosigned_size if state.cosigned_size is not None else -1)
         return out
+
+
+def _named(endpoint: WitnessEndpoint) -> str:
+    """How every log line names a witness: its key name and its URL."""
+    return f"witness {endpoint.name} at {endpoint.url}"
 
 
 def _parse_size(data: bytes) -> int | None:
