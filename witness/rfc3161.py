@@ -153,12 +153,18 @@ class TimestampRequest:
 
 
 def load_certificates(pem: bytes | str | x509.Certificate | Sequence[x509.Certificate]) -> list[x509.Certificate]:
-    """Certificates from PEM text (one or many), or passed through."""
+    """Certificates from PEM text (one or many), one DER certificate, or passed through."""
     if isinstance(pem, x509.Certificate):
         return [pem]
     if isinstance(pem, str):
         pem = pem.encode()
     if isinstance(pem, bytes):
+        if b"-----BEGIN" not in pem:
+            try:
+                return [x509.load_der_x509_certificate(pem)]
+            except ValueError:
+                raise InvalidInput("the TSA certificate is neither PEM nor a DER X.509 certificate",
+                                   field="tsa_certificate") from None
         try:
             certificates = x509.load_pem_x509_certificates(pem)
         except ValueError as exc:

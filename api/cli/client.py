@@ -237,7 +237,7 @@ async def _verify(args) -> int:
         print(f"consistent with the saved checkpoint of size {report.previous_size}: "
               f"{'yes' if report.valid else 'not established'}")
     print(report.summary(), flush=True)
-    return 0 if report.valid else 1
+    return {"valid": 0, "invalid": 1, "unavailable": 3}[report.status]
 
 
 def read_bundle(path: str):

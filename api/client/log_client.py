@@ -36,6 +36,7 @@ from log.note_keys import Verifier, parse_verifier_key
 from log.proofs import verify_consistency, verify_inclusion
 from log.tile_nodes import node_hash_from_tile, tile_for_node
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID
+from witness.http_errors import describe_exception, summarise_body
 
 MAX_BATCH = 4096
 PROOF_CONCURRENCY = 16
@@ -194,6 +195,25 @@ def tile_width_in_tree(level: int | None, index: int, size: int) -> int:
     return max(0, min(TILE_WIDTH, count - index * TILE_WIDTH))
 
 
+def _base_url(text: str) -> str:
+    """The log's base URL, checked before any request: http:// or https:// and a host (else InvalidInput, naming
+    it), without a trailing slash."""
+    from urllib.parse import urlsplit
+
+    url = text.strip().rstrip("/") if isinstance(text, str) else text
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InvalidInput(f"the log URL {text!r} is not a URL: {exc}", field="server") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        hint = f" (did you mean http://{url}?)" if "://" not in url else ""
+        raise InvalidInput(f"the log URL {text!r} is not an http:// or https:// URL{hint}", field="server")
+    if parts.query or parts.fragment:
+        raise InvalidInput(f"the log URL {text!r} has a query or fragment; give the log's base URL", field="server")
+    return url
+
+
 class LogClient:
     """Async verifying client. Use `async with LogClient(url, vkey) as client:` or call `close()`."""
 
@@ -206,7 +226,7 @@ class LogClient:
         session: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
     ):
-        self.base_url = base_url.rstrip("/")
+        self.base_url = _base_url(base_url)
         self.verifier = parse_verifier_key(verifier_key) if isinstance(verifier_key, str) else verifier_key
         self.origin = origin or self.verifier.name
         self._session = session
@@ -243,10 +263,9 @@ class LogClient:
                 if resp.status >= 400 and resp.status not in answers:
                     raise self._error(resp.status, resp.content_type, body, f"{method} {path}")
                 return body, resp.content_type
-        except aiohttp.ClientError as exc:
-            raise Unavailable(f"{method} {self.base_url}{path} failed: {exc}") from exc
-        except asyncio.TimeoutError as exc:
-            raise Unavailable(f"{method} {self.base_url}{path} timed out") from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            words = describe_exception(exc, self._timeout.total)
+            raise Unavailable(f"{method} {self.base_url}{path} failed: {words}") from exc
 
     def _error(self, status: int, content_type: str, body: bytes, what: str) -> LogError:
         """The log error a problem response names (by its type), or a plain LogError for anything else."""
@@ -262,11 +281,14 @@ class LogClient:
                     return cls(detail)
             except (ValueError, AttributeError, TypeError):
                 pass
+        answer = f"{what} at {self.base_url}: HTTP {status}: {summarise_body(body, content_type)}"
         if status == 404:
-            return NotFound(f"{what}: HTTP 404")
-        if status == 503:
-            return Unavailable(f"{what}: HTTP 503")
-        return LogError(f"{what}: HTTP {status}: {body[:200]!r}")
+            return NotFound(answer)
+        if status >= 500 or status in (408, 425, 429):
+            return Unavailable(answer)
+        if 400 <= status < 500:
+            return InvalidInput(answer)
+        return LogError(answer)
 
     async def _get_json(self, path: str, params: dict | None = None) -> dict:
         body, _ = await self._request("GET", path, params=params)
