@@ -331,3 +331,104 @@ def test_the_witness_lag_duration_survives_in_the_state_file(witnessed, tmp_path
         assert "at least 2m (since a checkpoint of size 2 was first seen" in report.failures[0]
 
     asyncio.run(main())
+
+
+# -- `auditlog verify`: exit statuses (api/cli/exits.py) -------------------------------------------------------------
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from api.cli.main import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.out, captured.err
+
+
+def test_verify_exit_statuses_tell_tampering_from_outages_from_typos(log_config, live_server, tmp_path, capsys, tsa):
+    _, ca_pem = tsa
+    _fill(log_config, 300)
+    key = read_signer_key(log_config.resolved_key_file()).verifier_key
+    seen: list[str] = []
+    url = live_server(_counted(create_app(log_config), seen))
+    host_port = url.removeprefix("http://")
+
+    # 2, before any request: no scheme; a TSA certificate that is not one; a state file that is not JSON.
+    code, _, err = _cli(capsys, "verify", "--server", host_port, "--log-key", key)
+    assert code == 2 and repr(host_port) in err and "http://" in err, err
+    (tmp_path / "bad.pem").write_bytes(b"not a certificate\n")
+    code, _, err = _cli(capsys, "verify", "--server", url, "--log-key", key, "--tsa-ca", str(tmp_path / "bad.pem"))
+    assert code == 2 and "bad.pem" in err and "TSA certificate" in err, err
+    (tmp_path / "state.json").write_text("{not json")
+    code, _, err = _cli(capsys, "verify", "--server", url, "--log-key", key, "--state", str(tmp_path / "state.json"))
+    assert code == 2 and "state.json is not JSON" in err, err
+    code, _, err = _cli(capsys, "verify", "--server", url, "--log-key", key, "--max-witness-lag", "10")
+    assert code == 2 and "needs witness keys" in err, err
+    code, _, err = _cli(capsys, "verify", "--server", url, "--log-key", key, "--max-witness-lag", "10 minutes")
+    assert code == 2 and "is neither a number of entries (10) nor a duration" in err, err
+    assert seen == []
+
+    # 2: a URL path where there is no log.
+    code, _, err = _cli(capsys, "verify", "--server", url + "/wrong", "--log-key", key)
+    assert code == 2 and "no log at " in err and "/wrong" in err, err
+
+    # 3: the server is down; the log has no timestamp (yet).
+    code, out, err = _cli(capsys, "verify", "--server", _free_url(), "--log-key", key)
+    assert code == 3 and "connection refused" in err and "integrity UNKNOWN" in out, (out, err)
+    code, out, err = _cli(capsys, "verify", "--server", url, "--log-key", key, "--tsa-ca", str(_pem_file(tmp_path,
+                                                                                                           ca_pem)))
+    assert code == 3 and "UNAVAILABLE: timestamp not ready" in err and "integrity VALID" in out, (out, err)
+
+    # 0, and with --json one object.
+    code, out, _ = _cli(capsys, "verify", "--server", url, "--log-key", key, "--json")
+    document = json.loads(out)
+    assert code == 0 and document["status"] == "valid" and document["exit_status"] == 0
+    assert document["checkpoint"]["size"] == 300 and document["entries_checked"] == 300
+
+
+def _pem_file(tmp_path, pem: bytes):
+    path = tmp_path / "ca.pem"
+    path.write_bytes(pem)
+    return path
+
+
+def test_verify_exits_1_for_a_tampered_tile(log_config, live_server, capsys):
+    _fill(log_config, 300)
+    key = read_signer_key(log_config.resolved_key_file()).verifier_key
+    url = live_server(_counted(create_app(log_config), [],
+                               lambda path, body: b"\0" * len(body) if path == "/tile/0/001.p/44" else None))
+    code, out, err = _cli(capsys, "verify", "--server", url, "--log-key", key, "--json")
+    document = json.loads(out)
+    assert code == 1 and document["status"] == "invalid" and document["exit_status"] == 1
+    assert all(p["kind"] == "integrity" for p in document["problems"]) and document["problems"]
+
+
+def test_verify_max_witness_lag_from_the_command_line(witnessed, tmp_path, capsys):
+    url, log_vkey, policy, ca_pem, stop_witness = witnessed
+
+    async def setup():
+        async with LogClient(url, log_vkey) as client:
+            await client.add_many([b"first %d" % i for i in range(3)])
+
+            async def cosigned():
+                try:
+                    return (await client.witnessed_checkpoint())[0].size == 3
+                except Exception:  # noqa: BLE001
+                    return False
+
+            await _until(cosigned)
+            stop_witness()
+            await client.add_many([b"more %d" % i for i in range(20)])
+
+    asyncio.run(setup())
+    witness_key = policy.keys[0]
+    base = ["verify", "--server", url, "--log-key", log_vkey, "--witness-key", witness_key, "--quiet"]
+    code, out, err = _cli(capsys, *base, "--max-witness-lag", "10")
+    assert code == 1, (out, err)
+    assert "witnessed checkpoint 3 lags the log 23 by 20 entries, limit 10" in err
+    code, out, err = _cli(capsys, *base, "--max-witness-lag", "20")
+    assert code == 0 and "cosigned by 1 of 1 witnesses at size 3, 20 entries behind" in out, (out, err)
+    code, out, err = _cli(capsys, *base, "--max-witness-lag", "15m")
+    assert code == 0, (out, err)

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from api.cli import inputs
+from api.cli import exits, inputs
 from api.cli.exits import CommandFailed, say, status_for_http
 from api.cli.options import ProgressBar
 from log.errors import InvalidInput, VerificationError
@@ -219,17 +219,41 @@ def cmd_verify(args) -> int:
 
 
 async def _verify(args) -> int:
+    """One monitoring run, or with --watch one every INTERVAL until a round fails (its status) or SIGTERM/SIGINT
+    (0). Local inputs (keys, the state file, the TSA certificate, the limits) are checked before any request."""
     from api.client.log_client import LogClient
-    from api.client.monitor import verify_log
+    from api.client.monitor import Monitor
 
     state = Path(args.state) if args.state else None
     witnesses, tsa_trusted = inputs.witness_policy(args), inputs.tsa_certificate(args)
     async with LogClient(args.server, inputs.log_key(args)) as client:
-        report = await verify_log(client, state, concurrency=args.concurrency,
-                                  progress=None if args.quiet else ProgressBar(),
-                                  witnesses=witnesses, tsa_trusted=tsa_trusted)
-    for failure in report.failures:
-        say("verify", f"FAILED: {failure}")
+        monitor = Monitor(client, state, concurrency=args.concurrency, witnesses=witnesses, tsa_trusted=tsa_trusted,
+                          max_witness_lag=args.max_witness_lag, max_timestamp_age=args.max_timestamp_age)
+        if args.watch is None:
+            report = await monitor.run(None if args.quiet or args.json else ProgressBar())
+            _print_round(args, report, watching=False)
+            return _STATUS[report.status]
+        return await _watch(args, monitor)
+
+
+_STATUS = {"valid": exits.OK, "invalid": exits.FAILED, "unavailable": exits.UNREACHABLE}
+
+
+def _print_round(args, report, *, watching: bool) -> None:
+    import datetime
+
+    if args.json:
+        document = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "exit_status": _STATUS[report.status], **report.to_dict()}
+        print(json.dumps(document), flush=True)
+        return
+    for problem in report.problems:
+        say("verify", f"{'FAILED' if problem.kind == 'integrity' else 'UNAVAILABLE'}: {problem.message}")
+    if watching:
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        size = f"size {report.checkpoint.size:,} · " if report.checkpoint is not None else ""
+        print(f"{now} {size}{report.summary()}", flush=True)
+        return
     if report.checkpoint is not None:
         print(f"checkpoint: {report.checkpoint.origin} size {report.checkpoint.size} root "
               f"{_b64(report.checkpoint.root_hash)}")
@@ -237,7 +261,40 @@ async def _verify(args) -> int:
         print(f"consistent with the saved checkpoint of size {report.previous_size}: "
               f"{'yes' if report.valid else 'not established'}")
     print(report.summary(), flush=True)
-    return {"valid": 0, "invalid": 1, "unavailable": 3}[report.status]
+
+
+async def _watch(args, monitor) -> int:
+    """Rounds every args.watch seconds (from the start of one to the start of the next, or at once when a round
+    took longer). SIGTERM and SIGINT end the watch with 0, also in the middle of a round (which is abandoned)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        while True:
+            started = loop.time()
+            round_task = asyncio.ensure_future(monitor.run())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({round_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                round_task.cancel()
+                await asyncio.gather(round_task, return_exceptions=True)
+                return exits.OK
+            stopping.cancel()
+            report = round_task.result()  # InvalidInput (the URL names no log) ends the watch with 2
+            _print_round(args, report, watching=True)
+            if not report.valid:
+                return _STATUS[report.status]
+            try:
+                await asyncio.wait_for(stop.wait(), max(0.0, started + args.watch - loop.time()))
+                return exits.OK
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
 
 def read_bundle(path: str):

@@ -11,7 +11,8 @@
     auditlog proof (--index I | --leaf-hash H) [--tree-size S] [--server URL] [--log-key VKEY]
     auditlog proof --evidence I [--out FILE] [--wait [--timeout DURATION]] [--server URL] [--log-key VKEY]
     auditlog verify [--server URL] [--log-key VKEY] [--state FILE] [--witness-key VKEY ... [--witness-k K]]
-                    [--tsa-ca PEM]
+                    [--tsa-ca PEM] [--max-witness-lag N|DURATION] [--max-timestamp-age DURATION]
+                    [--watch INTERVAL] [--json]
     auditlog verify-evidence FILE [--log-key VKEY] [--witness-key VKEY ... [--witness-k K]] [--tsa-ca PEM]
     auditlog events [--run R] [--type T] [--case-id C] [--since WHEN] ... [--limit N] [--all] [--json]
     auditlog get INDEX [--out FILE] [--json]
@@ -36,8 +37,8 @@ import argparse
 import sys
 
 from api.cli import client, exits, server
-from api.cli.options import (Parser, env, json_option, log_key_option, non_negative, positive, positive_seconds,
-                             server_option, wait_options, witness_options)
+from api.cli.options import (Parser, duration, entries_or_duration, env, json_option, log_key_option, non_negative,
+                             positive, positive_seconds, server_option, wait_options, witness_options)
 from log import defaults
 
 
@@ -178,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--concurrency", type=positive, default=16, help="tile fetches in flight")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     witness_options(verify)
+    verify.add_argument("--max-witness-lag", type=entries_or_duration, metavar="N|DURATION",
+                        help="fail (exit 1) when the witnessed checkpoint is more than N entries behind the log's "
+                             "latest, or when entries beyond it have waited longer than DURATION (90s, 15m, 2h, 1d) "
+                             "for cosignatures, as far as this monitor can prove (needs --witness-key)")
+    verify.add_argument("--max-timestamp-age", type=duration, metavar="DURATION",
+                        help="fail (exit 1) when the newest valid timestamp's genTime is older than DURATION "
+                             "(needs --tsa-ca)")
+    verify.add_argument("--watch", type=duration, metavar="INTERVAL",
+                        help="keep monitoring: a round every INTERVAL (90s, 15m, ...), one line (or JSON object) per "
+                             "round, exit with the status of the first round that fails; SIGTERM or Ctrl-C exits 0")
     json_option(verify)
     verify.set_defaults(func=client.cmd_verify)
 

@@ -74,6 +74,17 @@ def duration(text: str) -> float:
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
+def entries_or_duration(text: str) -> int | float:
+    """A lag limit: a bare integer is a number of entries (`10`); a number with a unit is a duration in seconds
+    (`90s`, `15m`, `2h`, `1d`), through `duration`."""
+    if re.fullmatch(r"[0-9]{1,19}", text.strip()):
+        return int(text)
+    if not re.fullmatch(r"[0-9.]+[smhd]", text.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of entries (10) nor a duration with a unit "
+                                         "(90s, 15m, 2h, 1d)")
+    return duration(text)
+
+
 def server_url(text: str) -> str:
     """A log's base URL: http:// or https://, a host, and an optional path prefix (no query or fragment)."""
     from urllib.parse import urlsplit
@@ -93,7 +104,8 @@ def server_url(text: str) -> str:
 
 
 _WHAT = {non_negative: "a non-negative integer", positive: "a positive integer",
-         positive_seconds: "a positive number of seconds", duration: "a duration (90s, 15m, 2h, 1d)"}
+         positive_seconds: "a positive number of seconds", duration: "a duration (90s, 15m, 2h, 1d)",
+         entries_or_duration: "a number of entries or a duration (90s, 15m, 2h, 1d)"}
 
 
 # -- the flags the client commands share: one name per thing, the same in every command --------------------------
