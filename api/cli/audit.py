@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -95,9 +94,8 @@ async def _verified_timeline(args) -> dict:
     """The run's timeline, every event's inclusion in the signed checkpoint it names checked with the log key
     (LogClient.verified_timeline) before anything of it is shown."""
     from api.cli import inputs
-    from api.client.log_client import LogClient
 
-    async with LogClient(args.server, inputs.log_key(args)) as client:
+    async with inputs.log_client(args) as client:
         return await client.verified_timeline(args.run, args.tenant)
 
 
@@ -107,12 +105,11 @@ async def _run_evidence(args) -> int:
     wait (api/client/waiting.py) until a cosigned and a timestamped checkpoint cover every event of the run."""
     from api.cli import inputs
     from api.client.evidence import verify_run_bundle
-    from api.client.log_client import LogClient
     from api.client.waiting import wait_for_run
 
     log_key = inputs.log_key(args)
     inputs.output_file(args.evidence, "--evidence")
-    async with LogClient(args.server, log_key) as client:
+    async with inputs.log_client(args, log_key) as client:
         if args.wait:
             await wait_for_run(client, args.run, args.tenant, timeout=args.timeout)
         bundle = await client.run_evidence(args.run, args.tenant)
@@ -132,17 +129,21 @@ async def _run_evidence(args) -> int:
 
 
 def _admin_token(args) -> str:
-    token = args.token or os.environ.get(ADMIN_TOKEN_ENV)
-    if not token and args.data_dir:
+    """The admin credential (api/cli/inputs.py `token`): --token, $AUDITLOG_TOKEN, $AUDITLOG_ADMIN_TOKEN, or the
+    admin.token of --data-dir (read for any server when --data-dir is given; else of ./data for a local server)."""
+    from api.cli import inputs
+
+    given = inputs.token(args)
+    if given:
+        return given
+    if args.data_dir:
         path = Path(args.data_dir) / ADMIN_TOKEN_FILE
         try:
-            token = path.read_text().strip()
+            return path.read_text().strip()
         except OSError as exc:
             raise InvalidInput(f"cannot read the admin token {path}: {exc.strerror or exc}", field="data_dir") from None
-    if not token:
-        raise InvalidInput(f"no admin token: pass --token, set {ADMIN_TOKEN_ENV}, or point --data-dir at the "
-                           "server's data dir", field="token")
-    return token
+    raise InvalidInput(f"no admin token: pass --token, set {ADMIN_TOKEN_ENV}, or point --data-dir at the "
+                       "server's data dir", field="token")
 
 
 def _admin(args, method: str, path: str, body: dict) -> int:
@@ -156,7 +157,9 @@ def _admin(args, method: str, path: str, body: dict) -> int:
 
 def cmd_producer(args) -> int:
     if args.action == "list":
-        status, answer = _http("GET", f"{args.server}/api/v1/producers")
+        from api.cli import inputs
+
+        status, answer = _http("GET", f"{args.server}/api/v1/producers", token=inputs.token(args))
         if status != 200:
             return _fail(status, answer)
         for p in answer["producers"]:
@@ -196,6 +199,7 @@ def add_audit_parsers(subparsers, epilog: str = "") -> None:
                               epilog=epilog)
     p.add_argument("--run", required=True, help="the run id")
     server_option(p)
+    token_option(p)
     p.add_argument("--tenant", help="the run's tenant, when run ids repeat across tenants")
     p.add_argument("--evidence", metavar="FILE", help="write the run's evidence bundle to FILE: every event with "
                                                       "its inclusion proof, the witnessed checkpoint with its "
@@ -219,9 +223,11 @@ def add_audit_parsers(subparsers, epilog: str = "") -> None:
         sub = actions.add_parser(name, help=help, epilog=epilog)
         if name != "keygen":
             server_option(sub)
-        if admin:
+        if name != "keygen":
             token_option(sub)
-            sub.add_argument("--data-dir", help="read the admin token from this server data dir")
+            sub.add_argument("--data-dir", help="read the admin token from this server data dir (default "
+                                                "AUDITLOG_DATA_DIR or ./data, for a server on this machine)")
+        if admin:
             sub.add_argument("--reason", help="why (kept in the registry's log entry)")
         sub.set_defaults(func=cmd_producer)
         return sub

@@ -46,7 +46,6 @@ def cmd_add(args) -> int:
 
 
 async def _add(args) -> int:
-    from api.client.log_client import LogClient
 
     sources = _read_inputs(args.files)
     if args.lines:
@@ -66,7 +65,7 @@ async def _add(args) -> int:
         say("add", f"no log verifier key (--log-key, AUDITLOG_VERIFIER_KEY or {inputs.default_log_key_file()}): "
                    "inclusion will not be verified")
         return await _add_unverified(args.server, entries, batch=args.lines)
-    async with LogClient(args.server, key) as client:
+    async with inputs.log_client(args, key) as client:
         data = [entry for _, entry in entries]
         receipts = await (client.add_many(data) if args.lines else _each(client.add, data))
         for (name, _), receipt in zip(entries, receipts):
@@ -136,7 +135,6 @@ def cmd_proof(args) -> int:
 
 
 async def _proof(args) -> int:
-    from api.client.log_client import LogClient
 
     if args.evidence is not None:
         return await _proof_evidence(args)
@@ -145,7 +143,7 @@ async def _proof(args) -> int:
     if args.wait:
         raise InvalidInput("--wait goes with --evidence", field="wait")
     leaf_hash = _parse_leaf_hash(args.leaf_hash) if args.leaf_hash is not None else None
-    async with LogClient(args.server, inputs.log_key(args)) as client:
+    async with inputs.log_client(args) as client:
         proof = await client.inclusion_proof(args.index, args.tree_size, leaf_hash=leaf_hash)
         checkpoint = client.latest
         _out({
@@ -165,7 +163,6 @@ async def _proof_evidence(args) -> int:
     """Write one entry's offline evidence bundle (api/client/evidence.py): the newest timestamped checkpoint that
     includes the entry, else the newest witnessed one, else the latest; with its cosignatures and token. With
     --wait, first wait (api/client/waiting.py) until a cosigned and a timestamped checkpoint cover the entry."""
-    from api.client.log_client import LogClient
     from api.client.waiting import wait_for_entry
     from log.errors import NotFound
     from log.note import parse_note
@@ -173,7 +170,7 @@ async def _proof_evidence(args) -> int:
 
     index = args.evidence
     inputs.output_file(args.out, "--out")
-    async with LogClient(args.server, inputs.log_key(args)) as client:
+    async with inputs.log_client(args) as client:
         latest, note = await client.signed_checkpoint()
         if index >= latest.size:
             raise NotFound(f"entry {index} is not in the log: its latest checkpoint has size {latest.size}")
@@ -221,12 +218,11 @@ def cmd_verify(args) -> int:
 async def _verify(args) -> int:
     """One monitoring run, or with --watch one every INTERVAL until a round fails (its status) or SIGTERM/SIGINT
     (0). Local inputs (keys, the state file, the TSA certificate, the limits) are checked before any request."""
-    from api.client.log_client import LogClient
     from api.client.monitor import Monitor
 
     state = Path(args.state) if args.state else None
     witnesses, tsa_trusted = inputs.witness_policy(args), inputs.tsa_certificate(args)
-    async with LogClient(args.server, inputs.log_key(args)) as client:
+    async with inputs.log_client(args) as client:
         monitor = Monitor(client, state, concurrency=args.concurrency, witnesses=witnesses, tsa_trusted=tsa_trusted,
                           max_witness_lag=args.max_witness_lag, max_timestamp_age=args.max_timestamp_age)
         if args.watch is None:

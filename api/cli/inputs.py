@@ -98,3 +98,43 @@ def output_file(path: str | None, flag: str) -> None:
         raise InvalidInput(f"{flag} {path}: no such directory {parent}", field=flag.lstrip("-"))
     if not os.access(parent, os.W_OK):
         raise InvalidInput(f"{flag} {path}: cannot write in {parent}", field=flag.lstrip("-"))
+
+
+def _loopback(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def token(args) -> str | None:
+    """The bearer credential for the log: --token (or $AUDITLOG_TOKEN), else $AUDITLOG_ADMIN_TOKEN, else the data
+    dir's admin.token (`--data-dir`, $AUDITLOG_DATA_DIR, ./data) when the server is on this machine: the operator
+    who ran `./scripts/serve` needs no extra step, and the local admin secret is never sent to another host."""
+    from log.audit.admin import ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE
+
+    given = getattr(args, "token", None) or env(ADMIN_TOKEN_ENV)
+    if given:
+        return given.strip()
+    server = getattr(args, "server", None)
+    if server is None or not _loopback(server):
+        return None
+    data_dir = getattr(args, "data_dir", None) or env("AUDITLOG_DATA_DIR", defaults.DATA_DIR)
+    path = Path(data_dir) / ADMIN_TOKEN_FILE
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def log_client(args, log_key_text: str | None = None):
+    """A verifying LogClient for --server with the log key (checked) and the credential of `token(args)`."""
+    from api.client.log_client import LogClient
+
+    return LogClient(args.server, log_key_text if log_key_text is not None else log_key(args), token=token(args))

@@ -38,7 +38,7 @@ import sys
 
 from api.cli import client, exits, server
 from api.cli.options import (Parser, duration, entries_or_duration, env, json_option, log_key_option, non_negative,
-                             positive, positive_seconds, server_option, wait_options, witness_options)
+                             positive, positive_seconds, server_option, token_option, wait_options, witness_options)
 from log import defaults
 
 
@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     def client_options(sub):
         server_option(sub)
         log_key_option(sub)
+        token_option(sub)
 
     add = commands.add_parser("add", help="append entries: one per file (or stdin), or one per line with --lines")
     add.add_argument("files", nargs="*", metavar="FILE", help="files to add, '-' for stdin (the default)")

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from api.cli import inputs
 from api.cli.exits import say
-from api.cli.options import duration, json_option, log_key_option, non_negative, positive, server_option
+from api.cli.options import (duration, json_option, log_key_option, non_negative, positive, server_option,
+                             token_option)
 from log.errors import NotFound, ProofError, VerificationError
 
 MAX_PAGE = 1000  # the log's largest page (log/audit/service.py)
@@ -112,12 +113,11 @@ def cmd_events(args) -> int:
 
 async def _events(args) -> int:
     from api.cli.audit import _table
-    from api.client.log_client import LogClient
 
     filters = _filters(args)
     shown: list = []
     cursor, seen_cursors, last_index, checkpoint = args.cursor, set(), -1, None
-    async with LogClient(args.server, inputs.log_key(args)) as client:
+    async with inputs.log_client(args) as client:
         while True:
             page = await client.events(filters, cursor=cursor, limit=args.limit)
             if page.events and page.events[0].index <= last_index:
@@ -159,14 +159,13 @@ def cmd_get(args) -> int:
 
 
 async def _get(args) -> int:
-    from api.client.log_client import LogClient
     from log.audit.errors import InvalidEvent
     from log.audit.records import parse_entry
     from log.hashing import hash_leaf
 
     index = args.index
     inputs.output_file(args.out, "--out")
-    async with LogClient(args.server, inputs.log_key(args)) as client:
+    async with inputs.log_client(args) as client:
         checkpoint = await client.checkpoint()
         if index >= checkpoint.size:
             raise NotFound(f"entry {index} is not in the log: its latest signed checkpoint has size "
@@ -232,6 +231,7 @@ def add_query_parsers(commands) -> None:
     p.add_argument("--all", action="store_true",
                    help="follow the cursor through every page (from --cursor's, if given)")
     server_option(p)
+    token_option(p)
     log_key_option(p)
     json_option(p)
     p.set_defaults(func=cmd_events)
@@ -245,6 +245,7 @@ def add_query_parsers(commands) -> None:
     p.add_argument("index", type=non_negative, metavar="INDEX", help="the entry's index in the log")
     p.add_argument("--out", metavar="FILE", help="write the entry's bytes to FILE (instead of stdout)")
     server_option(p)
+    token_option(p)
     log_key_option(p)
     json_option(p)
     p.set_defaults(func=cmd_get)

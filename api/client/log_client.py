@@ -225,8 +225,11 @@ class LogClient:
         origin: str | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
+        token: str | None = None,
     ):
         self.base_url = _base_url(base_url)
+        # A bearer credential for the private routes (entry contents, events, evidence); public ones need none.
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.verifier = parse_verifier_key(verifier_key) if isinstance(verifier_key, str) else verifier_key
         self.origin = origin or self.verifier.name
         self._session = session
@@ -258,6 +261,8 @@ class LogClient:
         """The body and content type of a 2xx or 3xx answer (or one of the statuses in `answers`); other answers
         raise the log error they mean (`_error`)."""
         try:
+            if self._auth:
+                kwargs["headers"] = {**kwargs.get("headers", {}), **self._auth}
             async with self._http().request(method, self.base_url + path, **kwargs) as resp:
                 body = await resp.read()
                 if resp.status >= 400 and resp.status not in answers:

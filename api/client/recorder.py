@@ -187,8 +187,10 @@ class Recorder:
 
     def __init__(self, url: str, *, producer: str, signing_key: bytes, log_key: str, tenant: str, actor: dict,
                  on_behalf_of: dict | None = None, retries: int = 6, backoff: float = 0.1, timeout: float = 10.0,
-                 outbox: str | Path | Outbox | None = None):
+                 outbox: str | Path | Outbox | None = None, token: str | None = None):
         self.url = _check_url(url)
+        # A bearer credential (role writer) for what needs one beyond the event's own signature: blob uploads.
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.producer = producer
         self._key = SigningKey(signing_key)
         self.key_id = key_id_for(bytes(self._key.verify_key))
@@ -333,7 +335,7 @@ class Recorder:
     # -- sync --------------------------------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: bytes | None, content_type: str) -> tuple[int, bytes]:
         request = urllib.request.Request(self.url + path, data=body, method=method,
-                                         headers={"Content-Type": content_type})
+                                         headers={"Content-Type": content_type, **self._auth})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.status, response.read()
@@ -457,7 +459,7 @@ class Recorder:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
             try:
                 async with self._session.post(self.url + EVENTS_PATH, data=payload,
-                                              headers={"Content-Type": "application/json"}) as response:
+                                              headers={"Content-Type": "application/json", **self._auth}) as response:
                     status, body = response.status, await response.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 last = exc
