@@ -90,3 +90,16 @@ class ForkRefused(StorageError):
     another log than the one the key has signed (log/signed_history.py)."""
 
     code = "fork-refused"
+
+
+class Unauthenticated(LogError):
+    """No usable credential: none given where one is needed, or one that is malformed, invalid, expired or
+    revoked. The message says which (HTTP 401 with a Bearer challenge)."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(LogError):
+    """The credential is valid but its role or tenant scope does not cover the request (HTTP 403)."""
+
+    code = "forbidden"
