@@ -60,3 +60,13 @@ BODY_IDLE_TIMEOUT = 30.0  # seconds a request body may send nothing while its ha
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle connection stays open between requests
 MAX_CONNECTIONS = 1024  # open at once per server process; beyond: 503 and closed
 BLOB_UPLOADS = 8  # blob PUTs streaming to disk at once; beyond: 503 with Retry-After
+
+# --- OIDC bearer tokens (api/server/oidc.py) -----------------------------------------------------------------------
+OIDC_ROLE_CLAIM = "auditlog_role"  # the claim naming the role: a string or a list (the first auditlog role wins)
+OIDC_TENANTS_CLAIM = "auditlog_tenants"  # the claim naming the tenants: a list or a space-separated string
+OIDC_ALGORITHMS = ("RS256", "ES256", "EdDSA")  # JWS algorithms accepted; never "none", never HS*
+OIDC_LEEWAY = 30.0  # seconds of clock skew allowed on exp, nbf and iat
+OIDC_JWKS_REFRESH = 300.0  # seconds a fetched JWKS is used before it is fetched again
+OIDC_JWKS_REFETCH_MIN = 30.0  # at most one JWKS fetch per this many seconds (unknown kids, failures)
+OIDC_JWKS_TIMEOUT = 10.0  # seconds one JWKS fetch may take
+OIDC_JWKS_MAX_BYTES = 1 << 20  # a JWKS larger than this is refused
