@@ -189,6 +189,23 @@ def _hash_list(document: dict) -> tuple[bytes, ...]:
     return tuple(_b64_hash(h, f"hashes[{i}]") for i, h in enumerate(hashes))
 
 
+def _envelope_shown(item: dict, entry: bytes, name: str, shown_by: str):
+    """The audit envelope `entry` holds, checked to be the event `item` shows beside it (a listed event, a timeline's
+    event): VerificationError naming `name` when the entry holds no envelope or another one."""
+    from log.audit.errors import InvalidEvent
+    from log.audit.records import parse_entry
+
+    try:
+        kind, envelope = parse_entry(entry)
+    except InvalidEvent as exc:
+        raise VerificationError(f"{name}: {shown_by} an entry that is not an audit event: {exc}") from None
+    if kind != "envelope":
+        raise VerificationError(f"{name}: {shown_by} a {kind} record as an event")
+    if {key: item.get(key) for key in ("producer", "key_id", "signature", "event")} != envelope.to_json():
+        raise VerificationError(f"{name}: the event {shown_by} is not the one its entry holds")
+    return envelope
+
+
 def tile_width_in_tree(level: int | None, index: int, size: int) -> int:
     """The width tile (level, index) has in a tree of `size` (entry bundles: level None, like level 0); 0: none."""
     count = size >> (TILE_HEIGHT * (level or 0))
@@ -519,8 +536,6 @@ class LogClient:
         receipts: the leaf hash of the listed entry bytes, computed here, proven included in a signed checkpoint;
         the listed envelope the one those bytes hold; the event inside the filters; indices ascending. Pass
         `next_cursor` back as `cursor` for the next page. Any failure raises VerificationError naming the event."""
-        from log.audit.errors import InvalidEvent
-        from log.audit.records import parse_entry
 
         filters = dict(filters or {})
         for name in filters:
@@ -566,16 +581,7 @@ class LogClient:
                 except VerificationError as exc:
                     raise ProofError(f"{name}: its entry's inclusion in the log's signed checkpoint of size "
                                      f"{checkpoint.size} does not verify: {exc}") from None
-            try:
-                kind, envelope = parse_entry(entry)
-            except InvalidEvent as exc:
-                raise VerificationError(f"{name}: the log listed an entry that is not an audit event: {exc}") \
-                    from None
-            if kind != "envelope":
-                raise VerificationError(f"{name}: the log listed a {kind} record as an event")
-            served = {key: item.get(key) for key in ("producer", "key_id", "signature", "event")}
-            if served != envelope.to_json():
-                raise VerificationError(f"{name}: the event the log listed is not the one its entry holds")
+            envelope = _envelope_shown(item, entry, name, "the log listed")
             outside = event_mismatch(envelope, filters)
             if outside is not None:
                 raise VerificationError(f"{name}: the log listed an event outside the filter {outside}")
@@ -619,8 +625,6 @@ class LogClient:
         believed: no second root for its size), each event's entry bytes hashed here and proven included in that
         checkpoint by the proof the timeline carries, the event shown the one those bytes hold, and of this run
         (and tenant). Any failure raises VerificationError naming the event."""
-        from log.audit.errors import InvalidEvent
-        from log.audit.records import parse_entry
 
         timeline = await self.run_timeline(run_id, tenant)
         note = timeline.get("checkpoint")
@@ -651,14 +655,7 @@ class LogClient:
             except LogError as exc:
                 raise ProofError(f"{name}: its inclusion in the checkpoint of size {checkpoint.size} does not "
                                  f"verify: {exc}") from None
-            try:
-                kind, envelope = parse_entry(entry)
-            except InvalidEvent as exc:
-                raise VerificationError(f"{name}: the timeline holds an entry that is not an audit event: {exc}") \
-                    from None
-            served = {key: item.get(key) for key in ("producer", "key_id", "signature", "event")}
-            if kind != "envelope" or served != envelope.to_json():
-                raise VerificationError(f"{name}: the event the timeline shows is not the one its entry holds")
+            envelope = _envelope_shown(item, entry, name, "the timeline showed")
             outside = event_mismatch(envelope, {"run_id": run_id, **({"tenant": tenant} if tenant else {})})
             if outside is not None:
                 raise VerificationError(f"{name}: the timeline of run {run_id!r} holds an event outside it "
