@@ -242,7 +242,7 @@ def test_a_migration_that_fails_half_way_on_sqlite_leaves_the_database_as_it_was
     assert "entries_rebuilt" not in _schema(url)
 
     _execute(url, "DROP TABLE checkpoints_rebuilt")
-    upgrade_schema(url)
+    upgrade_schema(url, "0007")
     assert schema_revision(url) == "0007"
     assert _sqlite_shape(url) == {table: ("INTEGER", False) for table in ("entries", "checkpoints", "audit_events")}
 

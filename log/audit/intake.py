@@ -2,8 +2,8 @@
 
 `check_body` parses a submission (one envelope, or `{"events": [...]}`) and, per envelope, checks its shape and
 its event against the schema, computes the RFC 8785 bytes the signature covers and the log entry, and derives
-once what later steps need: the timestamp in milliseconds, the idempotency key's parts and the index row values.
-It needs neither the registry nor the database.
+once what later steps need: the timestamp in milliseconds, the idempotency key's parts and the index row values
+(the event's row, its context ids, the blobs it refers to). It needs neither the registry nor the database.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from log.audit.canonical import MAX_DEPTH, check_depth, parse_json
 from log.audit.errors import InvalidEvent
 from log.audit.records import parse_envelope
-from log.audit.schema import parse_timestamp_ms
+from log.audit.schema import content_references, parse_timestamp_ms
 from log.errors import LogError
 from log.tiles import MAX_ENTRY_SIZE
 
@@ -38,6 +38,7 @@ class CheckedEnvelope(NamedTuple):
     content_hash: bytes  # SHA-256 of event_bytes: tells a retry from a conflicting reuse
     event_row: tuple  # audit_events values in the order of tables.EVENT_COLUMNS
     context_rows: tuple[tuple[str, str], ...]  # audit_event_context (name, value) pairs
+    blobs: tuple[str, ...]  # audit_event_blobs: the SHA-256 (hex) of each blob the event refers to, each once
 
 
 def idempotency_key_of(producer: str, event_id: str) -> bytes:
@@ -97,4 +98,5 @@ def check_envelope(obj: Any, exact: bool, now: int) -> CheckedEnvelope:
         (event["tenant"], envelope.producer, event_id, event["run_id"], event["trace_id"],
          event.get("parent_event_id"), actor["type"], actor["id"], event["event_type"], ts),
         tuple((event.get("context") or {}).items()),
+        content_references(event),
     )

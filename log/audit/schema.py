@@ -14,7 +14,8 @@ Field rules worth knowing:
   personal data.
 * `timestamp` and `approval.approved_at` are RFC 3339 in UTC with exactly millisecond precision:
   `2026-11-23T14:05:09.123Z`.
-* `input`/`output` are content references (`{"sha256": <64 lowercase hex>, ...}`) to blobs, never the content.
+* `input`/`output` are content references (`{"sha256": <64 lowercase hex>, ...}`) to blobs, never the content
+  (`CONTENT_REF_PATHS` lists every such place, `content_references` reads them from an event).
 * integers are bounded to +-(2^53 - 1), so that every producer language reads them exactly and RFC 8785
   canonicalization never meets a number it would have to round. The schema has no floating-point field: costs
   are decimal strings.
@@ -136,6 +137,54 @@ EVENT_SCHEMA: dict[str, Any] = {
         ("schema", "event_id", "trace_id", "run_id", "timestamp", "tenant", "actor", "event_type"),
     ),
 }
+
+
+def _content_ref_paths(schema: dict, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Where `schema` admits a content reference (an object with a `sha256` property), as paths of property names;
+    "*" stands for any property name (a map's values), "[]" for any item of an array."""
+    properties = schema.get("properties") or {}
+    if "sha256" in properties:
+        return [path]
+    found = []
+    for name, sub in properties.items():
+        found += _content_ref_paths(sub, (*path, name))
+    if isinstance(schema.get("additionalProperties"), dict):
+        found += _content_ref_paths(schema["additionalProperties"], (*path, "*"))
+    if isinstance(schema.get("items"), dict):
+        found += _content_ref_paths(schema["items"], (*path, "[]"))
+    for alternatives in ("anyOf", "oneOf"):
+        for sub in schema.get(alternatives, ()):
+            found += _content_ref_paths(sub, path)
+    return list(dict.fromkeys(found))
+
+
+# Every place of the schema where an event refers to a blob: (("input",), ("output",)) today. Read from the schema,
+# so a reference field added to it is indexed (audit_event_blobs) without more code. `extensions` is free-form and
+# holds no references the log knows of: a blob named only there stays the administrator's.
+CONTENT_REF_PATHS: tuple[tuple[str, ...], ...] = tuple(_content_ref_paths(EVENT_SCHEMA))
+
+
+def content_references(event: dict) -> tuple[str, ...]:
+    """The SHA-256 (hex) of every blob a valid event refers to, each once, in the order of CONTENT_REF_PATHS."""
+    found: list[str] = []
+    for path in CONTENT_REF_PATHS:
+        values = [event]
+        for step in path:
+            deeper = []
+            for value in values:
+                if step == "[]":
+                    if isinstance(value, list):
+                        deeper += value
+                elif isinstance(value, dict):
+                    if step == "*":
+                        deeper += value.values()
+                    elif step in value:
+                        deeper.append(value[step])
+            values = deeper
+        for value in values:
+            if isinstance(value, dict) and isinstance(value.get("sha256"), str):
+                found.append(value["sha256"])
+    return tuple(dict.fromkeys(found)) if len(found) > 1 else tuple(found)
 
 
 def python_regex(pattern: str) -> re.Pattern:

@@ -48,7 +48,7 @@ from log.audit.records import (
 )
 from log.audit.registry import Registry, key_id_for
 from log.audit.schema import parse_timestamp_ms
-from log.audit.tables import EVENT_COLUMNS, audit_event_context, audit_events, audit_registry
+from log.audit.tables import EVENT_COLUMNS, audit_event_blobs, audit_event_context, audit_events, audit_registry
 from log.audit.timeline import Node, causal_order
 from log.audit.verifier import VerifierPool, VerifierUnavailable
 from log.blobs import BlobStore, check_digest
@@ -436,6 +436,13 @@ class AuditService:
     async def get_blob(self, digest: str) -> bytes:
         return await self._read(self.blobs.get, check_digest(digest))
 
+    async def blob_tenants(self, sha256: str) -> set[str]:
+        """The tenants with a logged event that refers to blob `sha256` (anywhere the event schema admits a
+        reference): an auditor may read the blob when its tenants meet these. Empty for a blob no event names."""
+        b = audit_event_blobs.c
+        statement = select(b.tenant).where(b.sha256 == check_digest(sha256)).distinct()
+        return await self.log.read(lambda tx: {tenant for tenant, in tx.execute(statement)})
+
     async def erase_blob(self, digest: str, reason: str) -> int:
         """Delete a blob, first logging the erasure (so the record exists even if the delete must be retried).
         Returns the erasure record's index. No entry, tile or proof changes: events refer to blobs by hash."""
@@ -560,6 +567,8 @@ def _index_rows(checked: CheckedEnvelope) -> list[RowInsert]:
     rows = [RowInsert(audit_events.name, EVENT_COLUMNS, checked.event_row)]
     for name, value in checked.context_rows:
         rows.append(RowInsert(audit_event_context.name, ("name", "value"), (name, value)))
+    for digest in checked.blobs:
+        rows.append(RowInsert(audit_event_blobs.name, ("sha256", "tenant"), (digest, checked.tenant)))
     return rows
 
 

@@ -49,6 +49,19 @@ audit_event_context = Table(
     Index("ix_audit_event_context_lookup", "name", "value", "idx"),
 )
 
+# One row per (audit event entry, blob it refers to): which tenants' events name a blob, so that an auditor of those
+# tenants may read it (a blob two tenants' events name is each one's). Every place the event schema admits a
+# reference counts (schema.CONTENT_REF_PATHS); a blob named twice by one event has one row. The index answers
+# "which tenants" from the index alone.
+audit_event_blobs = Table(
+    "audit_event_blobs",
+    metadata,
+    Column("sha256", String(64), nullable=False),
+    Column("tenant", String(128), nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Index("ix_audit_event_blobs_sha256", "sha256", "tenant"),
+)
+
 # One row per registry-change entry, with its canonical JSON: replayed on start to rebuild the registry.
 audit_registry = Table(
     "audit_registry",
