@@ -40,6 +40,10 @@ def describe_exception(exc: BaseException, timeout: float | None = None) -> str:
     10 s', 'cannot resolve the host name (...)', 'the connection closed before an answer'."""
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError, aiohttp.ServerTimeoutError)):
         return f"timed out after {timeout:g} s" if timeout is not None else "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate verification failed: {_tls_words(exc.certificate_error)}"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return f"TLS handshake failed: {_tls_words(exc.os_error)}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return _os_error_words(exc.os_error)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -56,6 +60,17 @@ def describe_exception(exc: BaseException, timeout: float | None = None) -> str:
         return _os_error_words(exc)
     text = _first_line(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _tls_words(error: BaseException) -> str:
+    """An ssl error's own words: 'unable to get local issuer certificate', 'wrong version number'."""
+    verify = getattr(error, "verify_message", None)
+    if verify:
+        return str(verify)
+    reason = getattr(error, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason.replace("_", " ").lower()
+    return _first_line(str(error)) or type(error).__name__
 
 
 def _first_line(text: str) -> str:

@@ -28,14 +28,17 @@ from log.errors import InvalidInput, Unavailable
 from log.audit.schema import format_timestamp_ms
 
 
-def _http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+def _http(method: str, url: str, body: dict | None = None, token: str | None = None, *,
+          ca_cert: str | None = None) -> tuple[int, dict]:
+    from api.client.tls import client_context
+
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=60, context=client_context(ca_cert)) as response:
             body = response.read()
             try:
                 return response.status, json.loads(body)
@@ -147,7 +150,7 @@ def _admin_token(args) -> str:
 
 
 def _admin(args, method: str, path: str, body: dict) -> int:
-    status, answer = _http(method, f"{args.server}{path}", body, _admin_token(args))
+    status, answer = _http(method, f"{args.server}{path}", body, _admin_token(args), ca_cert=args.ca_cert)
     if status >= 300:
         return _fail(status, answer)
     print(json.dumps(answer.get("change", answer), indent=1))
@@ -159,7 +162,8 @@ def cmd_producer(args) -> int:
     if args.action == "list":
         from api.cli import inputs
 
-        status, answer = _http("GET", f"{args.server}/api/v1/producers", token=inputs.token(args))
+        status, answer = _http("GET", f"{args.server}/api/v1/producers", token=inputs.token(args),
+                               ca_cert=args.ca_cert)
         if status != 200:
             return _fail(status, answer)
         for p in answer["producers"]:

@@ -134,7 +134,9 @@ def token(args) -> str | None:
 
 
 def log_client(args, log_key_text: str | None = None):
-    """A verifying LogClient for --server with the log key (checked) and the credential of `token(args)`."""
+    """A verifying LogClient for --server with the log key (checked), the credential of `token(args)`, and the CA of
+    --ca-cert (else the system trust store) for an https:// log."""
     from api.client.log_client import LogClient
 
-    return LogClient(args.server, log_key_text if log_key_text is not None else log_key(args), token=token(args))
+    return LogClient(args.server, log_key_text if log_key_text is not None else log_key(args), token=token(args),
+                     ca_cert=getattr(args, "ca_cert", None))

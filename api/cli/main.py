@@ -3,7 +3,7 @@
     auditlog serve [--host H] [--port P] [--data-dir D] [--database-url U] [--origin O] [--batch-size N]
                    [--batch-max-age-ms MS] [--batch-linger-ms MS]
                    [--witness "URL VKEY [VKEY...]" ...] [--witness-interval S] [--witness-k K]
-                   [--tsa-url URL --tsa-ca PEM] [--timestamp-interval S]
+                   [--tsa-url URL --tsa-ca PEM] [--timestamp-interval S] [--tls-cert PEM --tls-key PEM]
     auditlog keygen --origin NAME [--out FILE]
     auditlog db upgrade [--database-url U] [--data-dir D]
     auditlog db check [--database-url U] [--data-dir D] [--log-key VKEY] [--quiet]
@@ -17,7 +17,7 @@
     auditlog events [--run R] [--type T] [--case-id C] [--since WHEN] ... [--limit N] [--all] [--json]
     auditlog get INDEX [--out FILE] [--json]
 
-`serve` prints `listening on http://<host>:<port>` (flushed) once it accepts connections, so `--port 0` can be
+`serve` prints `listening on http://<host>:<port>` (https:// with --tls-cert; flushed) once it accepts connections, so `--port 0` can be
 used by scripts and tests. The client commands share one flag vocabulary (api/cli/options.py): --server (env
 AUDITLOG_SERVER), --log-key (alias --key; the key string or a file holding it, else $AUDITLOG_VERIFIER_KEY, else
 <data-dir>/log.vkey, which `serve` and `keygen` write), --witness-key, --witness-k, --tsa-ca, --token, --json.
@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--blob-uploads", type=positive, metavar="N",
                        help="blob PUTs streamed to disk at once; more are answered 503 with Retry-After "
                             f"(env AUDITLOG_BLOB_UPLOADS; default {defaults.BLOB_UPLOADS})")
+    serve.add_argument("--tls-cert", default=env("AUDITLOG_TLS_CERT"), metavar="PEM",
+                       help="serve HTTPS with this certificate chain (env AUDITLOG_TLS_CERT; needs --tls-key; TLS 1.2 "
+                            "or newer, the read workers too)")
+    serve.add_argument("--tls-key", default=env("AUDITLOG_TLS_KEY"), metavar="PEM",
+                       help="the certificate's private key, unencrypted PEM (env AUDITLOG_TLS_KEY)")
     _connection_flags(serve)
     serve.set_defaults(func=server.cmd_serve)
 
@@ -124,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     reads.add_argument("--data-dir", required=True)
     reads.add_argument("--database-url")
     reads.add_argument("--key-file")
+    reads.add_argument("--tls-cert")
+    reads.add_argument("--tls-key")
     _connection_flags(reads)
     reads.set_defaults(func=server.cmd_serve_reads)
 

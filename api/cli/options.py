@@ -111,9 +111,19 @@ _WHAT = {non_negative: "a non-negative integer", positive: "a positive integer",
 # -- the flags the client commands share: one name per thing, the same in every command --------------------------
 
 def server_option(parser) -> None:
+    """--server, and with it --ca-cert: every command that talks to a log may talk to an https:// one."""
     parser.add_argument("--server", "--url", dest="server", type=server_url,
                         default=env("AUDITLOG_SERVER") or env("AUDITLOG_URL") or defaults.SERVER_URL,
                         help="the log's URL (env AUDITLOG_SERVER; default %(default)s)")
+    ca_cert_option(parser)
+
+
+def ca_cert_option(parser) -> None:
+    """--ca-cert PEM (env AUDITLOG_CA_CERT): the CA an https:// log's certificate must chain to; without it, the
+    system trust store (api/client/tls.py). Read when the command runs: an unreadable file is exit 2."""
+    parser.add_argument("--ca-cert", default=env("AUDITLOG_CA_CERT"), metavar="PEM",
+                        help="for an https:// log: the CA certificate(s) its certificate must chain to (env "
+                             "AUDITLOG_CA_CERT; default the system trust store)")
 
 
 def log_key_option(parser, *, required: bool = False) -> None:

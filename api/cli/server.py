@@ -55,6 +55,7 @@ def cmd_serve(args) -> int:
     witnessing = _witnessing(args)
     limits = _connection_limits(args)
     blob_uploads = flag_or_env(args.blob_uploads, "AUDITLOG_BLOB_UPLOADS", positive, defaults.BLOB_UPLOADS)
+    tls = _tls(args)
 
     _server_logging()
     config = LogConfig(
@@ -69,7 +70,8 @@ def cmd_serve(args) -> int:
         config.origin = default_origin()
     # Log.open makes the data dir once it knows the start is safe: a refused start leaves nothing behind.
     return asyncio.run(_serve(config, args.host, args.port, witnessing, read_workers=read_workers,
-                              verify_processes=verify_processes, limits=limits, blob_uploads=blob_uploads))
+                              verify_processes=verify_processes, limits=limits, blob_uploads=blob_uploads,
+                              tls=tls))
 
 
 def cmd_serve_reads(args) -> int:
@@ -82,10 +84,19 @@ def cmd_serve_reads(args) -> int:
     config = LogConfig(data_dir=Path(args.data_dir), database_url=args.database_url,
                        key_file=Path(args.key_file) if args.key_file else None, migrate=False)
     try:
-        return asyncio.run(serve_worker(config, args.host, args.port, limits))
+        tls = _tls(args)
+        return asyncio.run(serve_worker(config, args.host, args.port, limits, tls=tls))
     except LogError as exc:
         exits.say("serve-reads", f"cannot start: {exc}")
         return exits.describe(exc)[0]
+
+
+def _tls(args):
+    """(cert, key, its SSLContext) for --tls-cert/--tls-key, checked now (one line, exit 2); None for plain HTTP."""
+    from api.server.tls import check_pair, server_context
+
+    pair = check_pair(args.tls_cert, args.tls_key)
+    return None if pair is None else (*pair, server_context(*pair))
 
 
 def _connection_limits(args):
@@ -125,7 +136,7 @@ def _witnessing(args):
 
 
 async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int = 0,
-                 verify_processes: int = 0, limits=None, blob_uploads: int = defaults.BLOB_UPLOADS) -> int:
+                 verify_processes: int = 0, limits=None, blob_uploads: int = defaults.BLOB_UPLOADS, tls=None) -> int:
     from aiohttp import web
 
     from api.server.app import create_app, freeze_startup_heap
@@ -167,7 +178,8 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await web.TCPSite(runner, host, port, reuse_port=read_workers > 0).start()
+        await web.TCPSite(runner, host, port, reuse_port=read_workers > 0,
+                          ssl_context=tls[2] if tls else None).start()
         bound = runner.addresses[0]
         if read_workers:
             from api.server.readers import ReadWorkers, worker_command, writer_socket
@@ -175,11 +187,14 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
             socket_path = writer_socket(config)
             socket_path.unlink(missing_ok=True)  # left by a writer that was killed
             await web.UnixSite(runner, str(socket_path)).start()
-            workers = ReadWorkers(read_workers, worker_command(config, host, bound[1], runner.limits))
+            workers = ReadWorkers(read_workers, worker_command(config, host, bound[1], runner.limits,
+                                                               tls=tls[:2] if tls else None))
             await workers.start()
             print(f"read workers: {read_workers} (proofs, tiles and entries on the same port)")
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        print(f"listening on http://{shown}:{bound[1]}", flush=True)
+        if tls:
+            print("TLS: 1.2 or newer, Python's default server ciphers; the read workers too", flush=True)
+        print(f"listening on {'https' if tls else 'http'}://{shown}:{bound[1]}", flush=True)
         await stop.wait()
         # Stop accepting, give requests in progress SHUTDOWN_GRACE seconds, cancel what still runs (a body still
         # arriving), then close the log: what is queued is committed and answered, nothing is answered unstored.

@@ -24,10 +24,12 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
 
+from api.client.tls import client_context
 from log.checkpoint import Checkpoint, open_checkpoint
 from log.compact import CompactRange, frontier_node_ids
 from log.errors import InvalidInput, LogError, NotFound, ProofError, Unavailable, VerificationError
@@ -243,10 +245,14 @@ class LogClient:
         session: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
         token: str | None = None,
+        ca_cert: str | Path | None = None,
     ):
+        """`ca_cert`: a PEM file of the CA certificate(s) an https:// log's certificate must chain to (default: the
+        system trust store); ignored when `session` is given (the session's own connector decides)."""
         self.base_url = _base_url(base_url)
         # A bearer credential for the private routes (entry contents, events, evidence); public ones need none.
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self._ssl = client_context(ca_cert)
         self.verifier = parse_verifier_key(verifier_key) if isinstance(verifier_key, str) else verifier_key
         self.origin = origin or self.verifier.name
         self._session = session
@@ -271,7 +277,8 @@ class LogClient:
     # -- transport ----------------------------------------------------------------------------------------------
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         return self._session
 
     async def _request(self, method: str, path: str, *, answers: tuple[int, ...] = (), **kwargs) -> tuple[bytes, str]:

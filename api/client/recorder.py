@@ -49,6 +49,7 @@ import hashlib
 import http.client
 import json
 import logging
+import ssl
 import threading
 import time
 import urllib.error
@@ -64,6 +65,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from api.client.outbox import Outbox
+from api.client.tls import client_context
 from log.audit.canonical import canonicalize, parse_json
 from log.audit.records import Envelope, parse_envelope
 from log.audit.registry import key_id_for
@@ -187,10 +189,12 @@ class Recorder:
 
     def __init__(self, url: str, *, producer: str, signing_key: bytes, log_key: str, tenant: str, actor: dict,
                  on_behalf_of: dict | None = None, retries: int = 6, backoff: float = 0.1, timeout: float = 10.0,
-                 outbox: str | Path | Outbox | None = None, token: str | None = None):
+                 outbox: str | Path | Outbox | None = None, token: str | None = None,
+                 ca_cert: str | Path | None = None):
         self.url = _check_url(url)
         # A bearer credential (role writer) for what needs one beyond the event's own signature: blob uploads.
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self._ssl = client_context(ca_cert)  # None: the system trust store (api/client/tls.py)
         self.producer = producer
         self._key = SigningKey(signing_key)
         self.key_id = key_id_for(bytes(self._key.verify_key))
@@ -337,7 +341,7 @@ class Recorder:
         request = urllib.request.Request(self.url + path, data=body, method=method,
                                          headers={"Content-Type": content_type, **self._auth})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self._ssl) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
@@ -351,6 +355,8 @@ class Recorder:
                 status, answer = self._request(method, path, body, content_type)
             except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout, cut short
                 last = exc
+                if isinstance(getattr(exc, "reason", exc), ssl.SSLCertVerificationError):
+                    break  # a certificate that does not verify now will not verify in a second either
                 continue
             if status not in RETRY_STATUSES:
                 return status, answer
@@ -452,7 +458,9 @@ class Recorder:
         import aiohttp
 
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                                  connector=connector)
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             if attempt:
@@ -463,6 +471,8 @@ class Recorder:
                     status, body = response.status, await response.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 last = exc
+                if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+                    break  # as in _deliver: not a failure that retrying mends
                 continue
             if status not in RETRY_STATUSES:
                 return status, body

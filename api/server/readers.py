@@ -234,9 +234,11 @@ def create_worker_app(config: LogConfig) -> web.Application:
     return app
 
 
-async def serve_worker(config: LogConfig, host: str, port: int, limits: ConnectionLimits | None = None) -> int:
+async def serve_worker(config: LogConfig, host: str, port: int, limits: ConnectionLimits | None = None, *,
+                       tls=None) -> int:
     """Run one read worker on (host, port) with SO_REUSEPORT until SIGTERM or SIGINT, its connections held to
-    `limits` (its writer's)."""
+    `limits` (its writer's); `tls`: (cert, key, SSLContext) when the writer serves TLS (the port's every connection
+    must be TLS, whichever process the kernel hands it to)."""
     runner = GuardedRunner(create_worker_app(config), limits, access_log=None, handle_signals=False)
     await runner.setup()
     freeze_startup_heap()
@@ -254,7 +256,7 @@ async def serve_worker(config: LogConfig, host: str, port: int, limits: Connecti
 
     watch = asyncio.create_task(exit_with_parent())
     try:
-        await web.TCPSite(runner, host, port, reuse_port=True).start()
+        await web.TCPSite(runner, host, port, reuse_port=True, ssl_context=tls[2] if tls else None).start()
         print(f"read worker {os.getpid()} listening on port {port}", flush=True)
         await stop.wait()
     finally:
@@ -325,11 +327,14 @@ class ReadWorkers:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def worker_command(config: LogConfig, host: str, port: int, limits: ConnectionLimits | None = None) -> list[str]:
+def worker_command(config: LogConfig, host: str, port: int, limits: ConnectionLimits | None = None, *,
+                   tls: tuple[str, str] | None = None) -> list[str]:
     command = [sys.executable, "-m", "api.cli", "serve-reads", "--host", host, "--port", str(port),
                "--data-dir", str(config.data_dir), *(limits or ConnectionLimits()).as_flags()]
     if config.database_url:
         command += ["--database-url", config.database_url]
     if config.key_file:
         command += ["--key-file", str(config.key_file)]
+    if tls:
+        command += ["--tls-cert", str(Path(tls[0]).resolve()), "--tls-key", str(Path(tls[1]).resolve())]
     return command
