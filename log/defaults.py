@@ -36,7 +36,7 @@ TIMESTAMP_INTERVAL = 60.0
 # (three default timestamp intervals), polling first after WAIT_POLL_FIRST seconds, doubling up to WAIT_POLL_MAX
 EVIDENCE_WAIT_TIMEOUT = 180.0
 WAIT_POLL_FIRST = 0.2
-WAIT_POLL_MAX = 5.0
+WAIT_POLL_MAX = 2.0
 
 # --- shutdown ---------------------------------------------------------------------------------------------------
 # On SIGTERM, requests in progress get this long to finish (entries already queued are committed and answered);
