@@ -478,7 +478,7 @@ class Sequencer:
             self._write_batches()
         except BaseException as exc:  # a bug in the loop itself: nobody must wait for a writer that is gone
             logger.critical("the sequencer's writer thread stopped: %r", exc, exc_info=True)
-            self._stop_for_good(exc, StorageError(f"the log's writer stopped: {exc!r}"))
+            self._stop_for_good(exc)
 
     def _write_batches(self) -> None:
         while True:
@@ -660,7 +660,7 @@ class Sequencer:
 
     def _cannot_go_on(self, exc: Exception) -> None:
         logger.critical("cannot reload the log after a failed batch; refusing further writes: %s", exc)
-        self._stop_for_good(exc, StorageError(f"the log cannot accept entries: {exc}"))
+        self._stop_for_good(exc)
 
     def _reconnect(self, expected: tuple[Published, Published | None]) -> None:
         """On the writer thread, after the writer lost its connection or its lock: fail what waits with
@@ -744,9 +744,12 @@ class Sequencer:
                                   f"{cause}; an operator must look (auditlog db check) and restart it",
                                   f"stopped: {cause}")
 
-    def _stop_for_good(self, cause: BaseException, error: StorageError) -> None:
-        """Refuse every later submission (`broken`) and fail the ones still queued with `error`."""
-        self._hand_over(_fail, self._batches.stop(cause), error)
+    def _stop_for_good(self, cause: BaseException) -> None:
+        """Refuse every later submission (`broken`) and fail the ones still queued as later ones are: nothing of
+        them was written, so they are refused as unavailable (`_stopped`), not failed (a submission that arrives
+        while the failed batch's reload is still running is queued, and must not get a 500 where one a moment
+        later gets a 503)."""
+        self._hand_over(_fail, self._batches.stop(cause), self._stopped())
 
 
 def _check_reloaded(stored: Published | None, previous: Published, attempt: Published | None) -> None:

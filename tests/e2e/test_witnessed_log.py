@@ -238,4 +238,4 @@ def test_witnessed_timestamped_log_verified_and_tampering_caught(tmp_path, proce
     code, out = ServerProcess(data, None, log_flags).run_to_exit()
     assert code == 1 and "cannot start: entry 5 was changed after it was logged" in out, out
     code, out = run_main(capsys, "db", "check", "--data-dir", str(data), "--log-key", log_vkey, "--quiet")
-    assert code == 1 and out.startswith("FAILED: entry 5: "), out
+    assert code == 1 and "auditlog db check: FAILED: entry 5: " in out, out
