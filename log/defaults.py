@@ -70,3 +70,11 @@ OIDC_JWKS_REFRESH = 300.0  # seconds a fetched JWKS is used before it is fetched
 OIDC_JWKS_REFETCH_MIN = 30.0  # at most one JWKS fetch per this many seconds (unknown kids, failures)
 OIDC_JWKS_TIMEOUT = 10.0  # seconds one JWKS fetch may take
 OIDC_JWKS_MAX_BYTES = 1 << 20  # a JWKS larger than this is refused
+
+# --- the access log (api/server/access_log.py): who read which contents ---------------------------------------------
+ACCESS_LOG_RETENTION_DAYS = 400  # rows older than this are pruned (a year and a bit: an annual audit sees a year)
+ACCESS_LOG_FLUSH_INTERVAL = 1.0  # seconds between batch writes of the buffered records (also the most a crash loses)
+ACCESS_LOG_FLUSH_ROWS = 1000  # a batch written at once when this many records are buffered
+ACCESS_LOG_MAX_BUFFERED = 100_000  # records held while the database cannot take them; beyond: the oldest dropped
+ACCESS_LOG_PRUNE_INTERVAL = 3600.0  # seconds between pruning rounds
+ACCESS_LOG_MAX_PAGE = 1000  # records per page of GET /api/v1/access-log

@@ -172,6 +172,7 @@ CASES = [
     ("verify --server {server} --log-key {vkey} --tsa-ca {root}/not-pem.pem", "bad file", USAGE),
     ("verify --server {server} --log-key {vkey} --tsa-ca {root}/missing.pem", "bad file", USAGE),
     ("verify --server {server} --log-key {vkey} --witness-key {root}/missing.vkey", "bad file", USAGE),
+    ("verify --server {server} --log-key {vkey} --ca-cert {root}/missing.pem", "bad file", USAGE),
     ("verify --server {server} --log-key {vkey}", "tampered", FAILED),
     # verify-evidence (offline: no server)
     ("verify-evidence {root}/entry.json --log-key {vkey}", "good", GOOD),
@@ -205,6 +206,12 @@ CASES = [
     ("get 1 --server {server} --log-key {vkey} --bogus", "bad flag", USAGE),
     ("get 1 --out {root}/no-dir/e --server {server} --log-key {vkey}", "bad file", USAGE),
     ("get 1 --server {server} --log-key {vkey}", "tampered", FAILED),
+    # access-log (admin only: a wrong credential is refused, 401)
+    ("access-log --server {server} --token wrong", "good", USAGE),
+    ("access-log --server {server} --data-dir {data}", "down", UNREACHABLE),
+    ("access-log --server {server} --bogus", "bad flag", USAGE),
+    ("access-log --server {server} --ca-cert {root}/missing.pem --data-dir {data}", "bad file", USAGE),
+    ("access-log --server {server} --ca-cert {root}/not-pem.pem --data-dir {data}", "bad file", USAGE),
     # producer
     ("producer list --server {server}", "good", GOOD),
     ("producer list --server {server}", "down", UNREACHABLE),

@@ -16,6 +16,7 @@
     auditlog verify-evidence FILE [--log-key VKEY] [--witness-key VKEY ... [--witness-k K]] [--tsa-ca PEM]
     auditlog events [--run R] [--type T] [--case-id C] [--since WHEN] ... [--limit N] [--all] [--json]
     auditlog get INDEX [--out FILE] [--json]
+    auditlog access-log [--credential C] [--what W] [--target T] [--since WHEN] [--until WHEN] [--all] [--json]
 
 `serve` prints `listening on http://<host>:<port>` (https:// with --tls-cert; flushed) once it accepts connections, so `--port 0` can be
 used by scripts and tests. The client commands share one flag vocabulary (api/cli/options.py): --server (env
@@ -59,6 +60,7 @@ def _connection_flags(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from api.cli.access_log import add_access_log_parser
     from api.cli.audit import add_audit_parsers
     from api.cli.query import add_query_parsers
     from witness.cli import add_witness_parser
@@ -120,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "or newer, the read workers too)")
     serve.add_argument("--tls-key", default=env("AUDITLOG_TLS_KEY"), metavar="PEM",
                        help="the certificate's private key, unencrypted PEM (env AUDITLOG_TLS_KEY)")
+    serve.add_argument("--access-log-retention", type=duration, metavar="DURATION",
+                       help="how long the access log keeps a record of a read of contents; older ones are pruned "
+                            f"(env AUDITLOG_ACCESS_LOG_RETENTION; default {defaults.ACCESS_LOG_RETENTION_DAYS}d)")
     _connection_flags(serve)
     serve.set_defaults(func=server.cmd_serve)
 
@@ -207,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     witness_options(verify_evidence)
     verify_evidence.set_defaults(func=client.cmd_verify_evidence)
     add_query_parsers(commands)
+    add_access_log_parser(commands)
     add_witness_parser(commands)
     add_tsa_parser(commands)
     _name_each_parser(parser)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from api.cli import exits
-from api.cli.options import VKEY_SUFFIX, ProgressBar, env, flag_or_env, non_negative, positive, positive_seconds
+from api.cli.options import (VKEY_SUFFIX, ProgressBar, duration, env, flag_or_env, non_negative, positive,
+                             positive_seconds)
 from log import defaults
 from log.errors import InvalidInput, LogError
 
@@ -56,6 +57,8 @@ def cmd_serve(args) -> int:
     limits = _connection_limits(args)
     blob_uploads = flag_or_env(args.blob_uploads, "AUDITLOG_BLOB_UPLOADS", positive, defaults.BLOB_UPLOADS)
     tls = _tls(args)
+    retention = flag_or_env(args.access_log_retention, "AUDITLOG_ACCESS_LOG_RETENTION", duration,
+                            defaults.ACCESS_LOG_RETENTION_DAYS * 86400.0)
 
     _server_logging()
     config = LogConfig(
@@ -71,7 +74,7 @@ def cmd_serve(args) -> int:
     # Log.open makes the data dir once it knows the start is safe: a refused start leaves nothing behind.
     return asyncio.run(_serve(config, args.host, args.port, witnessing, read_workers=read_workers,
                               verify_processes=verify_processes, limits=limits, blob_uploads=blob_uploads,
-                              tls=tls))
+                              tls=tls, access_log_retention_days=retention / 86400))
 
 
 def cmd_serve_reads(args) -> int:
@@ -136,14 +139,16 @@ def _witnessing(args):
 
 
 async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int = 0,
-                 verify_processes: int = 0, limits=None, blob_uploads: int = defaults.BLOB_UPLOADS, tls=None) -> int:
+                 verify_processes: int = 0, limits=None, blob_uploads: int = defaults.BLOB_UPLOADS, tls=None,
+                 access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS) -> int:
     from aiohttp import web
 
     from api.server.app import create_app, freeze_startup_heap
     from api.server.connections import GuardedRunner
     from api.server.state import LOG
 
-    app = create_app(config, witnessing, verify_processes=verify_processes, blob_uploads=blob_uploads)
+    app = create_app(config, witnessing, verify_processes=verify_processes, blob_uploads=blob_uploads,
+                     access_log_retention_days=access_log_retention_days)
     runner = GuardedRunner(app, limits, access_log=None, handle_signals=False,
                            shutdown_timeout=defaults.SHUTDOWN_GRACE)
     try:
@@ -187,8 +192,11 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
             socket_path = writer_socket(config)
             socket_path.unlink(missing_ok=True)  # left by a writer that was killed
             await web.UnixSite(runner, str(socket_path)).start()
+            from api.server.access_log import ACCESS_LOG
+
             workers = ReadWorkers(read_workers, worker_command(config, host, bound[1], runner.limits,
-                                                               tls=tls[:2] if tls else None))
+                                                               tls=tls[:2] if tls else None),
+                                  on_access=app[ACCESS_LOG].extend)
             await workers.start()
             print(f"read workers: {read_workers} (proofs, tiles and entries on the same port)")
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from api.server import access_log
 from api.server.audit_routes import add_audit_routes
 from api.server.metrics import HttpMetrics, metrics_middleware, render_dict_metrics
 from api.server.openapi import document_bytes
@@ -94,6 +95,11 @@ async def _log_lifetime(app: web.Application) -> AsyncIterator[None]:
         await app[LOG].close()
 
 
+def _access_log_sink(app: web.Application):
+    app[METRIC_SOURCES].append(lambda: app[access_log.ACCESS_LOG].metrics())
+    return access_log.database_sink(app[LOG])
+
+
 def _jobs_lifetime(settings: Witnessing):
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         log = app[LOG]
@@ -125,10 +131,12 @@ def _jobs_lifetime(settings: Witnessing):
 
 
 def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verify_processes: int = 0,
-               blob_uploads: int = defaults.BLOB_UPLOADS) -> web.Application:
+               blob_uploads: int = defaults.BLOB_UPLOADS,
+               access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS) -> web.Application:
     """The whole HTTP API over the log `config` describes. The log opens in the app's startup (cleanup_ctx).
     `verify_processes`: child processes that check signed audit events (0: this process does); `blob_uploads`:
-    blob PUTs streamed to disk at once (more: 503)."""
+    blob PUTs streamed to disk at once (more: 503); `access_log_retention_days`: how long the access log
+    (api/server/access_log.py) keeps a record of a read."""
     witnessing = witnessing or Witnessing()
     witnessing.check()
     http_metrics = HttpMetrics()
@@ -143,6 +151,9 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     app[METRIC_SOURCES] = []
     app.cleanup_ctx.append(_log_lifetime)
     app.cleanup_ctx.append(_jobs_lifetime(witnessing))  # after the log opens, stopped before it closes
+    # After the log opens; closed (its last records written) before the log closes.
+    app.cleanup_ctx.append(access_log.lifetime(_access_log_sink, retention_days=access_log_retention_days))
+    access_log.install(app)
     app.router.add_routes(ROUTES)
     # After the log's lifetime: the service opens over it.
     add_audit_routes(app, data_dir=config.data_dir, verify_processes=verify_processes, blob_uploads=blob_uploads)

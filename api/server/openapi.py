@@ -237,6 +237,34 @@ _AUDIT_PATHS: dict = {
     },
 }
 
+# The access log (api/server/access_log.py): who read which contents; admin only.
+_ACCESS_LOG_PATHS: dict = {
+    "/api/v1/access-log": {
+        "get": {
+            "summary": "Reads of contents made with a credential (admin): who, role, what, target, when, from where, "
+                       "status; oldest first, paged",
+            "operationId": "listAccessLog",
+            "security": _ADMIN,
+            "parameters": [
+                _query("credential", "only reads by this credential (token:<id>, oidc:<issuer>#<sub>, admin-token)",
+                       schema={"type": "string"}),
+                _query("what", "only this kind of read: events, timeline, evidence, blob, entry, entry-bundle",
+                       schema={"type": "string"}),
+                _query("target", "only reads of this target (run id, sha256, index, tile path, events query)",
+                       schema={"type": "string"}),
+                _query("since", "only reads at or after this time (RFC 3339 UTC with milliseconds)",
+                       schema={"type": "string"}),
+                _query("until", "only reads before this time (RFC 3339 UTC with milliseconds)",
+                       schema={"type": "string"}),
+                _query("cursor", "the next_cursor of the previous page", schema={"type": "string"}),
+                _query("limit", "records per page, 1 to 1000 (default 100)"),
+            ],
+            "responses": {"200": _json_object("{records: [{id, at, at_ms, credential, role, what, target, remote, "
+                                              "status}], next_cursor}"), **_errors(400, 401, 403)},
+        },
+    },
+}
+
 _TILE_N = _path("n", "tile index in tlog-tiles encoding (groups of 3 digits, all but the last prefixed 'x'), "
                      "then '.p/<W>' for a partial tile of width W (1-255)")
 
@@ -361,6 +389,7 @@ DOCUMENT: dict = {
             },
         },
         **_AUDIT_PATHS,
+        **_ACCESS_LOG_PATHS,
         "/tile/entries/{n}": {
             "get": {
                 "summary": "An entry bundle (c2sp.org/tlog-tiles): uint16 length-prefixed entries",

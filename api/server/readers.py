@@ -35,7 +35,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from api.server import routes
+from api.server import access_log, routes
 from api.server.app import freeze_startup_heap
 from api.server.connections import ConnectionLimits, GuardedRunner
 from api.server.metrics import HttpMetrics, metrics_middleware
@@ -58,6 +58,7 @@ _NOT_FORWARDED = {"connection", "keep-alive", "proxy-connection", "te", "trailer
 WRITER_SESSION = web.AppKey("writer_session", aiohttp.ClientSession)
 ENTRY_BATCHER = web.AppKey("entry_batcher", "EntryBatcher")
 RESTART_DELAY = 1.0
+ACCESS_LINE_LIMIT = 1 << 24  # the longest line read from a worker: a batch of access records is one line
 
 
 def writer_socket(config: LogConfig) -> Path:
@@ -97,6 +98,9 @@ async def _forward(request: web.Request) -> web.StreamResponse:
     """Send the request to the writer over its Unix socket and answer with what it answered. A body bigger than a
     JSON body may be (a blob) or of unknown length is passed on as it comes, never whole in this process's memory."""
     headers = _utf8_headers(_passed_on(request.headers))
+    # Who the client is, for the writer's access log: a worker's request reaches it from this Unix socket. Set
+    # whatever the client sent under that name (the writer trusts it only on the Unix socket).
+    headers[access_log.FORWARDED_CLIENT] = request.remote or ""
     declared = request.content_length
     if not request.body_exists:
         body = None
@@ -228,6 +232,10 @@ def create_worker_app(config: LogConfig) -> web.Application:
     app[HTTP_METRICS] = http_metrics
     app[METRIC_SOURCES] = []
     app.cleanup_ctx.append(_worker_lifetime)
+    # The reads this worker answers itself (entries, entry bundles) are recorded here and handed to the writer on
+    # stdout (api/server/access_log.py says why); after the log opens, closed (last records out) before it closes.
+    app.cleanup_ctx.append(access_log.lifetime(lambda app: access_log.pipe_sink()))
+    access_log.install(app)
     app.router.add_routes(READ_ROUTES)
     app.router.add_post("/api/v1/entries", _add_entries, expect_handler=expect_continue)
     app.router.add_route("*", "/{tail:.*}", _forward, expect_handler=expect_continue)
@@ -272,8 +280,10 @@ class ReadWorkers:
     """The writer's read workers: `count` processes of `auditlog serve-reads`, restarted when they exit. Their output
     is relayed to the writer's; `start()` returns once every worker is listening."""
 
-    def __init__(self, count: int, command: list[str], *, start_timeout: float = 60.0):
+    def __init__(self, count: int, command: list[str], *, start_timeout: float = 60.0,
+                 on_access: Callable[[list], None] | None = None):
         self.count = count
+        self._on_access = on_access  # the records of a worker's access line (api/server/access_log.py)
         self._command = command
         self._start_timeout = start_timeout
         self._processes: list[asyncio.subprocess.Process | None] = [None] * count
@@ -293,10 +303,15 @@ class ReadWorkers:
     async def _keep(self, slot: int, ready: asyncio.Future) -> None:
         while not self._stopping:
             process = await asyncio.create_subprocess_exec(*self._command, stdout=asyncio.subprocess.PIPE,
-                                                           stderr=asyncio.subprocess.STDOUT)
+                                                           stderr=asyncio.subprocess.STDOUT, limit=ACCESS_LINE_LIMIT)
             self._processes[slot] = process
             async for line in process.stdout:
                 text = line.decode(errors="replace").rstrip()
+                records = access_log.parse_access_line(text)
+                if records is not None:
+                    if self._on_access is not None and records:
+                        self._on_access(records)
+                    continue
                 print(f"read worker {slot}: {text}", flush=True)
                 if not ready.done() and "listening on" in text:
                     ready.set_result(process.pid)
@@ -322,6 +337,10 @@ class ReadWorkers:
                 except asyncio.TimeoutError:
                     process.kill()
                     await process.wait()
+        # Each task ends once it has read its worker's output to the end: the access records a worker wrote as it
+        # stopped reach the writer's access log before the writer closes it.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

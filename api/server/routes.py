@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from aiohttp import web
 from multidict import CIMultiDict
 
-from api.server import metrics
+from api.server import access_log, metrics
 from api.server.problems import RETRY_AFTER_SECONDS, ProblemKind, register_problem_kinds, with_expect_continue
 from api.server.readiness import readiness, readiness_metrics
 from api.server.state import HTTP_METRICS, LOG, METRIC_SOURCES, OPENAPI, TIMESTAMP_JOB, WITNESS_JOB
@@ -478,6 +478,7 @@ ROUTES = with_expect_continue([
     web.get("/healthz", healthz, allow_head=False),
     web.get("/readyz", readyz, allow_head=False),
     web.get("/metrics", metrics_text, allow_head=False),
+    web.get("/api/v1/access-log", access_log.list_access_log, allow_head=False),
 ])
 
 # The reads a read worker (api/server/readers.py) answers itself, from its read-only Log, with the handlers above:

@@ -108,3 +108,24 @@ timestamps = Table(
     Column("created_at", BigInteger, nullable=False),  # Unix milliseconds
     Index("ix_timestamps_size", "size"),
 )
+
+# The access log (api/server/access_log.py): one row per read of contents (event contents, timelines, evidence,
+# blobs, entry contents) made with a credential: who (the principal's credential and role), what kind of read and
+# of what, when (Unix milliseconds), from where and with which HTTP status. Kept apart from the Merkle log: reads
+# outnumber writes and are not what the log proves; rows are pruned after a retention period. Written in batches
+# through `Log.write`, read through `Log.read`. Text columns: a long OIDC subject or target must never fail an
+# insert (the recorder truncates targets to a bound anyway).
+access_log = Table(
+    "access_log",
+    metadata,
+    Column("id", ROWID_KEY, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("credential", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("what", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("remote", Text, nullable=False),
+    Column("status", Integer, nullable=False),
+    Index("ix_access_log_at", "at"),
+    Index("ix_access_log_credential", "credential", "id"),
+)

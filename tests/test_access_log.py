@@ -1,0 +1,284 @@
+"""The access log (api/server/access_log.py) in process: the buffer and its background writer, recording through
+the real app (create_app) with principals the test constructs, the admin query's filters and pages, pruning, and a
+clean shutdown losing nothing.
+
+What each would catch:
+- test_buffer_*: a flush that loses or reorders records when the database refuses a batch; a buffer that grows
+  without bound; a close() that returns before the last records were handed over.
+- test_reads_are_recorded_with_status_and_address: a read recorded without who/role/what/target/when/remote, or with
+  the status the handler meant rather than the one sent (a 404 problem answered); an anonymous read recorded.
+- test_query_filters_and_pages: a filter ignored, a cursor that skips or repeats records, bad parameters as 500.
+- test_prune_*: rows past the retention kept, rows inside it deleted.
+- test_clean_shutdown_loses_nothing: records still buffered when the app stops are written before the log closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import sqlalchemy as sa
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.server import access_log
+from api.server.access_log import (ACCESS_LINE_PREFIX, ACCESS_LOG, PRINCIPAL, AccessLog, AccessRecord,
+                                   parse_access_line, pipe_sink, prune, record_read)
+from api.server.app import create_app
+from api.server.state import LOG
+from log.access import Principal
+from log.errors import NotFound
+from log.service import Log
+from log.storage.schema import access_log as table
+
+AUDITOR = Principal("token:aud1", "auditor", frozenset({"acme"}))
+ADMIN = Principal("admin-token", "admin", None)
+ADMIN_HEADERS = {"X-Test-As": "admin"}
+
+
+def _record(i: int, **changes) -> AccessRecord:
+    fields = dict(at=1_700_000_000_000 + i, credential="token:a", role="auditor", what="blob", target=f"t{i}",
+                  remote="127.0.0.1", status=200)
+    fields.update(changes)
+    return AccessRecord(**fields)
+
+
+# --- the buffer --------------------------------------------------------------------------------------------------
+
+
+def test_buffer_flushes_by_interval_and_by_rows_in_order():
+    async def main():
+        batches: list[list[AccessRecord]] = []
+
+        async def sink(batch):
+            batches.append(list(batch))
+
+        access = AccessLog(sink, flush_interval=0.05, flush_rows=10)
+        access.start()
+        for i in range(3):
+            access.add(_record(i))
+        await asyncio.sleep(0.2)
+        assert [r.target for b in batches for r in b] == ["t0", "t1", "t2"]
+        batches.clear()
+        access.flush_interval = 60  # only the row count can wake it now
+        await asyncio.sleep(0.1)  # the loop is waiting with the new interval
+        access.add(_record(99))
+        access.flush_interval = 60
+        for i in range(10, 29):
+            access.add(_record(i))
+        await asyncio.sleep(0.1)
+        written = [r.target for b in batches for r in b]
+        assert written[:10] == ["t99"] + [f"t{i}" for i in range(10, 19)]
+        assert all(len(b) <= 10 for b in batches)
+        await access.close()
+        assert [r.target for b in batches for r in b] == ["t99"] + [f"t{i}" for i in range(10, 29)]
+        assert access.buffered == 0 and access.written == access.recorded == 23
+
+    asyncio.run(main())
+
+
+def test_buffer_keeps_records_while_the_sink_fails_and_bounds_them():
+    async def main():
+        written: list[AccessRecord] = []
+        failing = True
+
+        async def sink(batch):
+            if failing:
+                raise OSError("disk full")
+            written.extend(batch)
+
+        access = AccessLog(sink, flush_interval=0.02, flush_rows=4, max_buffered=20)
+        access.start()
+        for i in range(25):
+            access.add(_record(i))
+        await asyncio.sleep(0.1)
+        assert written == [] and access.buffered == 20 and access.dropped == 5
+        assert access.failures >= 1
+        failing = False
+        await asyncio.sleep(0.1)
+        assert [r.target for r in written] == [f"t{i}" for i in range(5, 25)]  # in order, none twice
+        await access.close()
+        assert "auditlog_access_log_dropped_total 5" in access.metrics()
+
+    asyncio.run(main())
+
+
+def test_worker_lines_round_trip(capsys):
+    records = [_record(1), _record(2, target="a\nb \u00e9", status=404)]
+
+    async def main():
+        await pipe_sink()(records)
+
+    asyncio.run(main())
+    line = capsys.readouterr().out
+    assert line.startswith(ACCESS_LINE_PREFIX) and line.count("\n") == 1
+    assert parse_access_line(line.rstrip("\n")) == records
+    assert parse_access_line("an ordinary log line") is None
+    assert parse_access_line(ACCESS_LINE_PREFIX + "[[1,2]]") == []  # unreadable: logged, not raised
+
+
+# --- through the app ---------------------------------------------------------------------------------------------
+
+
+def _principal_middleware():
+    """Stands in for api/server/auth.py: `X-Test-As: auditor|admin` makes the request that principal's."""
+    @web.middleware
+    async def middleware(request, handler):
+        who = request.headers.get("X-Test-As")
+        request[PRINCIPAL] = {"auditor": AUDITOR, "admin": ADMIN}.get(who)
+        return await handler(request)
+    return middleware
+
+
+async def _read_thing(request: web.Request) -> web.Response:
+    await record_read(request, "blob", request.match_info["thing"])
+    if request.match_info["thing"] == "missing":
+        raise NotFound("no such blob")
+    return web.Response(text="contents")
+
+
+def _app(config) -> web.Application:
+    app = create_app(config)
+    app.middlewares.append(_principal_middleware())
+    app.router.add_get("/test/read/{thing}", _read_thing)
+    return app
+
+
+def _rows(log_config) -> list:
+    engine = sa.create_engine(f"sqlite:///{log_config.data_dir / 'auditlog.db'}")
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.select(table).order_by(table.c.id)).all()
+    finally:
+        engine.dispose()
+
+
+def test_reads_are_recorded_with_status_and_address(log_config):
+    async def main():
+        app = _app(log_config)
+        async with TestClient(TestServer(app)) as client:
+            before = int(time.time() * 1000)
+            assert (await client.get("/test/read/abc", headers={"X-Test-As": "auditor"})).status == 200
+            assert (await client.get("/test/read/missing", headers={"X-Test-As": "auditor"})).status == 404
+            assert (await client.get("/test/read/anonymous")).status == 200  # no credential: not recorded
+            assert (await client.get("/api/v1/access-log")).status == 401
+            assert (await client.get("/api/v1/access-log", headers={"X-Test-As": "auditor"})).status == 403
+            resp = await client.get("/api/v1/access-log", headers={"X-Test-As": "admin"})
+            assert resp.status == 200
+            records = (await resp.json())["records"]
+            after = int(time.time() * 1000)
+        assert [(r["credential"], r["role"], r["what"], r["target"], r["status"]) for r in records] == [
+            ("token:aud1", "auditor", "blob", "abc", 200), ("token:aud1", "auditor", "blob", "missing", 404)]
+        assert all(before <= r["at_ms"] <= after and r["remote"] == "127.0.0.1" for r in records)
+        assert records[0]["at"].endswith("Z")
+
+    asyncio.run(main())
+
+
+def test_query_filters_and_pages(log_config):
+    async def main():
+        app = _app(log_config)
+        async with TestClient(TestServer(app)) as client:
+            access = app[ACCESS_LOG]
+            for i in range(25):
+                access.add(_record(i, credential="token:a" if i % 2 else "token:b",
+                                   what="blob" if i % 3 else "events"))
+
+            async def page(**params):
+                resp = await client.get("/api/v1/access-log", params=params, headers=ADMIN_HEADERS)
+                assert resp.status == 200, await resp.text()
+                return await resp.json()
+
+            everything, cursor = [], None
+            while True:
+                body = await page(limit="7", **({"cursor": cursor} if cursor else {}))
+                everything += body["records"]
+                cursor = body["next_cursor"]
+                if cursor is None:
+                    break
+            assert [r["target"] for r in everything] == [f"t{i}" for i in range(25)]
+            odd = (await page(credential="token:a"))["records"]
+            assert [r["target"] for r in odd] == [f"t{i}" for i in range(1, 25, 2)]
+            events = (await page(what="events", credential="token:b"))["records"]
+            assert [r["target"] for r in events] == [f"t{i}" for i in range(0, 25, 6)]
+            assert [r["target"] for r in (await page(target="t7"))["records"]] == ["t7"]
+            window = (await page(since="2023-11-14T22:13:20.005Z", until="2023-11-14T22:13:20.008Z"))["records"]
+            assert [r["target"] for r in window] == ["t5", "t6", "t7"]
+            for bad in ({"limit": "0"}, {"limit": "1001"}, {"since": "yesterday"}, {"cursor": "%%%"},
+                        {"who": "x"}, {"what": "a\x00"}):
+                resp = await client.get("/api/v1/access-log", params=bad, headers=ADMIN_HEADERS)
+                assert resp.status == 400, (bad, await resp.text())
+
+    asyncio.run(main())
+
+
+def test_prune_deletes_only_what_is_past_the_retention(log_config):
+    async def main():
+        app = _app(log_config)
+        async with TestClient(TestServer(app)):
+            access = app[ACCESS_LOG]
+            for i in range(30):
+                access.add(_record(i))
+            await access.flush()
+            deleted = await prune(app[LOG], 1_700_000_000_000 + 12, chunk=5)
+            assert deleted == 12
+
+    asyncio.run(main())
+    assert [row.target for row in _rows(log_config)] == [f"t{i}" for i in range(12, 30)]
+
+
+def test_the_pruning_job_prunes_at_start_and_keeps_the_retention(log_config):
+    now = int(time.time() * 1000)
+
+    async def write_records():
+        log = await Log.open(log_config)
+        try:
+            access = AccessLog(access_log.database_sink(log))
+            access.extend([_record(0, at=now - 3 * 86_400_000, target="old"),
+                           _record(1, at=now - 86_400_000 + 60_000, target="inside"),
+                           _record(2, at=now, target="new")])
+            assert await access.flush()
+        finally:
+            await log.close()
+
+    async def serve_a_moment():
+        app = create_app(log_config, access_log_retention_days=1)
+        async with TestClient(TestServer(app)):
+            for _ in range(100):
+                if [row.target for row in _rows(log_config)] == ["inside", "new"]:
+                    return
+                await asyncio.sleep(0.05)
+
+    asyncio.run(write_records())
+    asyncio.run(serve_a_moment())
+    assert [row.target for row in _rows(log_config)] == ["inside", "new"]
+
+
+def test_clean_shutdown_loses_nothing(log_config):
+    async def main():
+        app = _app(log_config)
+        async with TestClient(TestServer(app)) as client:
+            app[ACCESS_LOG].flush_interval = 3600  # nothing is written by the timer while the app runs
+            for i in range(40):
+                resp = await client.get(f"/test/read/r{i}", headers={"X-Test-As": "auditor"})
+                assert resp.status == 200
+            assert app[ACCESS_LOG].buffered == 40
+
+    asyncio.run(main())
+    assert [row.target for row in _rows(log_config)] == [f"r{i}" for i in range(40)]
+
+
+@pytest.mark.parametrize("count", [2500])
+def test_a_large_batch_is_written_in_statements_the_database_takes(log_config, count):
+    async def main():
+        log = await Log.open(log_config)
+        try:
+            access = AccessLog(access_log.database_sink(log), flush_rows=1000)
+            access.extend([_record(i) for i in range(count)])
+            assert await access.flush()
+        finally:
+            await log.close()
+
+    asyncio.run(main())
+    assert len(_rows(log_config)) == count
