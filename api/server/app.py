@@ -142,7 +142,7 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     http_metrics = HttpMetrics()
     # Middlewares run outside-in: metrics see the final status of every response, problems included.
     app = web.Application(
-        middlewares=[metrics_middleware(http_metrics), problem_middleware],
+        middlewares=[metrics_middleware(http_metrics, access_log.finished), problem_middleware],
         client_max_size=MAX_JSON_BODY,
     )
     app[CONFIG] = config
@@ -153,7 +153,6 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     app.cleanup_ctx.append(_jobs_lifetime(witnessing))  # after the log opens, stopped before it closes
     # After the log opens; closed (its last records written) before the log closes.
     app.cleanup_ctx.append(access_log.lifetime(_access_log_sink, retention_days=access_log_retention_days))
-    access_log.install(app)
     app.router.add_routes(ROUTES)
     # After the log's lifetime: the service opens over it.
     add_audit_routes(app, data_dir=config.data_dir, verify_processes=verify_processes, blob_uploads=blob_uploads)

@@ -8,6 +8,8 @@ the number of series stays bounded; requests that match no route are labelled `u
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 import time
 from collections import defaultdict
@@ -42,7 +44,10 @@ def route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else UNMATCHED_ROUTE
 
 
-def metrics_middleware(metrics: HttpMetrics):
+def metrics_middleware(metrics: HttpMetrics, finished: Callable[[web.Request, int], None] | None = None):
+    """Count every request by route, method and final status. `finished(request, status)`, when given, is told
+    each request's status too (the access log completes its records with it: api/server/access_log.py); 500 for a
+    request that ended without an answer."""
     @web.middleware
     async def middleware(request: web.Request, handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -56,6 +61,8 @@ def metrics_middleware(metrics: HttpMetrics):
             raise
         finally:
             metrics.observe(route_label(request), request.method, status, time.perf_counter() - started)
+            if finished is not None:
+                finished(request, status)
 
     return middleware
 

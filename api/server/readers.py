@@ -226,7 +226,7 @@ def create_worker_app(config: LogConfig) -> web.Application:
     """A read worker's app: READ_ROUTES served from a read-only Log, everything else forwarded to the writer."""
     http_metrics = HttpMetrics()
     # The writer enforces its own body limits; the worker only has to let through what the writer accepts.
-    app = web.Application(middlewares=[metrics_middleware(http_metrics), problem_middleware],
+    app = web.Application(middlewares=[metrics_middleware(http_metrics, access_log.finished), problem_middleware],
                           client_max_size=max(MAX_JSON_BODY, MAX_BLOB_SIZE) + 1)
     app[CONFIG] = config
     app[HTTP_METRICS] = http_metrics
@@ -235,7 +235,6 @@ def create_worker_app(config: LogConfig) -> web.Application:
     # The reads this worker answers itself (entries, entry bundles) are recorded here and handed to the writer on
     # stdout (api/server/access_log.py says why); after the log opens, closed (last records out) before it closes.
     app.cleanup_ctx.append(access_log.lifetime(lambda app: access_log.pipe_sink()))
-    access_log.install(app)
     app.router.add_routes(READ_ROUTES)
     app.router.add_post("/api/v1/entries", _add_entries, expect_handler=expect_continue)
     app.router.add_route("*", "/{tail:.*}", _forward, expect_handler=expect_continue)
