@@ -389,7 +389,8 @@ class Monitor:
         checkpoint, note = await _verify_tree(self.client, report, previous, self.concurrency, progress)
         if checkpoint is None or not report.complete:
             return report
-        self.state.saw(checkpoint.size, now)
+        if self.witnesses is not None:  # only the witness lag reads when sizes were first seen
+            self.state.saw(checkpoint.size, now)
 
         # 5. Witnesses, and 6. the timestamp, once the tree was folded up to the checkpoint.
         if self.witnesses is not None:
