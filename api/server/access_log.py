@@ -257,7 +257,7 @@ def database_sink(log) -> Callable[[list[AccessRecord]], Awaitable[None]]:
     """Write a batch in one transaction of the log's writer (`Log.write`)."""
     async def sink(batch: list[AccessRecord]) -> None:
         rows = [record.row() for record in batch]
-        await log.write(lambda transaction: transaction.execute(table.insert().values(rows)))
+        await log.write(lambda transaction: transaction.execute_many(table.insert(), rows))
     return sink
 
 

@@ -94,6 +94,13 @@ class WriteTransaction(ABC):
     def execute(self, statement) -> list[tuple]:
         """Run one SQLAlchemy Core statement (insert, update, delete, select) and return its rows, if any."""
 
+    def execute_many(self, statement, rows: Sequence[dict]) -> None:
+        """Run one insert (or update) for each of `rows`, values by column name, every row with the same columns:
+        compiled once and sent as one executemany where the implementation can (a statement compiled per row, or a
+        multi-row VALUES, cost ~90 us a row on SQLite)."""
+        for row in rows:
+            self.execute(statement.values(row))
+
 
 class ReadTransaction(ABC):
     """One committed state of the log's database, lent to read work (see `LogStore.read`). Read-only."""

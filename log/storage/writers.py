@@ -85,6 +85,16 @@ class _DriverTransaction(WriteTransaction):
             return []
         return [tuple(row) for row in self._cursor.fetchall()]
 
+    def execute_many(self, statement, rows: Sequence[dict]) -> None:
+        if not rows:
+            return
+        compiled = statement.compile(dialect=self._dialect, column_keys=list(rows[0]))
+        if self._positional:
+            names = compiled.positiontup
+            self._cursor.executemany(str(compiled), [tuple(row[name] for name in names) for row in rows])
+        else:
+            self._cursor.executemany(str(compiled), rows)
+
 
 class DriverWriter(LogWriter):
     """The batch transaction, written once for both drivers; subclasses supply the driver-specific steps."""
