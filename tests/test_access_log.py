@@ -293,3 +293,35 @@ def test_a_large_batch_is_written_in_one_executemany_on_both_databases(log_confi
     else:
         with fresh_database() as url:
             asyncio.run(main(url))
+
+
+def test_the_client_address_a_worker_passes_on_is_trusted_only_on_the_unix_socket(log_config, tmp_path):
+    """A read worker forwards a client's request over the writer's Unix socket with the client's address in
+    FORWARDED_CLIENT; the same header sent by a client to the TCP port is ignored (it would let anyone write any
+    address into the access log)."""
+    import aiohttp
+
+    async def main():
+        app = _app(log_config)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        socket_path = str(tmp_path / "w.sock")
+        try:
+            tcp = web.TCPSite(runner, "127.0.0.1", 0)
+            await tcp.start()
+            await web.UnixSite(runner, socket_path).start()
+            port = runner.addresses[0][1]
+            headers = {"X-Test-As": "auditor", access_log.FORWARDED_CLIENT: "203.0.113.9"}
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{port}/test/read/over-tcp", headers=headers) as resp:
+                    assert resp.status == 200
+            async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=socket_path)) as session:
+                async with session.get("http://writer/test/read/from-worker", headers=headers) as resp:
+                    assert resp.status == 200
+            await app[ACCESS_LOG].flush()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+    assert [(row.target, row.remote) for row in _rows(log_config)] == [("over-tcp", "127.0.0.1"),
+                                                                      ("from-worker", "203.0.113.9")]
