@@ -93,13 +93,18 @@ class ForkRefused(StorageError):
 
 
 class Unauthenticated(LogError):
-    """No usable credential: none given where one is needed, or one that is malformed, invalid, expired or
-    revoked. The message says which (HTTP 401 with a Bearer challenge)."""
+    """No credential where one is needed, or one that is not valid: unknown, malformed, expired or revoked
+    (HTTP 401 with `WWW-Authenticate: Bearer`). The message says which, never the credential. `field` is the
+    request header to blame."""
 
     code = "unauthenticated"
 
+    def __init__(self, message: str, field: str | None = "Authorization"):
+        super().__init__(message)
+        self.field = field
+
 
 class Forbidden(LogError):
-    """The credential is valid but its role or tenant scope does not cover the request (HTTP 403)."""
+    """A valid credential whose role or tenants do not allow the request (HTTP 403)."""
 
     code = "forbidden"

@@ -36,6 +36,18 @@ def load_or_create_admin_token(data_dir: Path, configured: str | None = None) ->
     return token, True
 
 
+def load_admin_token(data_dir: Path) -> str | None:
+    """The admin token as the server took it (AUDITLOG_ADMIN_TOKEN, else `<data dir>/admin.token`), never creating
+    one: None when there is none (a read worker's view; the writer made the file before starting workers)."""
+    token = os.environ.get(ADMIN_TOKEN_ENV)
+    if token:
+        return token
+    try:
+        return (Path(data_dir) / ADMIN_TOKEN_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def is_token_text(token: str) -> bool:
     """True for a token an Authorization header can carry as sent: visible ASCII (0x21-0x7E) only.
 

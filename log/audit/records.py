@@ -8,6 +8,8 @@ object whose `type` says which.
   key-added, key-retired or key-revoked), with the admin's reason and the time it took effect (`at`).
 * `auditlog.blob-erasure/v1`: an administrator deleted a blob (the sha256 and the reason), so that an auditor
   who finds a payload missing finds why, in the log.
+* `auditlog.token-change/v1`: an administrator created an API token (its id, role, tenants, expiry and the
+  SHA-256 of its secret, never the secret) or revoked one (log/audit/tokens.py).
 
 Times are RFC 3339 UTC with milliseconds on the wire and Unix milliseconds in memory; public keys are standard
 base64 on the wire and raw bytes in memory. Every formatter here has its parser, held together by round-trip
@@ -23,6 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from log.access import ROLES, check_tenants
 from log.audit.canonical import canonicalize, canonicalize_parsed, parse_json
 from log.audit.errors import InvalidEvent
 from log.audit.registry import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, key_id_for
@@ -31,6 +34,8 @@ from log.audit.schema import TOKEN_PATTERN, format_timestamp_ms, parse_timestamp
 ENVELOPE_TYPE = "auditlog.envelope/v1"
 REGISTRY_CHANGE_TYPE = "auditlog.registry-change/v1"
 BLOB_ERASURE_TYPE = "auditlog.blob-erasure/v1"
+TOKEN_CHANGE_TYPE = "auditlog.token-change/v1"
+TOKEN_CHANGES = ("token-created", "token-revoked")
 REGISTRY_CHANGES = ("producer-registered", "key-added", "key-retired", "key-revoked")
 ENVELOPE_FIELDS = frozenset({"producer", "key_id", "signature", "event"})
 
@@ -223,11 +228,77 @@ def parse_blob_erasure(obj: Any) -> dict:
     return {"sha256": obj["sha256"], "at": _time(obj["at"], "$.at"), "reason": obj["reason"]}
 
 
+# -- API token changes ----------------------------------------------------------------------------------------
+
+_TOKEN_ID = re.compile(r"^[0-9a-f]{16}\Z")
+
+
+def token_change(change: str, token_id: str, at: int, **fields) -> dict:
+    """A token change in memory (times in ms, sha256 as 32 raw bytes), checked as `parse_token_change` would."""
+    return parse_token_change(format_token_change({"change": change, "token_id": token_id, "at": at, **fields}))
+
+
+def format_token_change(change: dict) -> dict:
+    """The wire object of an in-memory token change (the log entry is its canonical bytes)."""
+    out: dict[str, Any] = {"type": TOKEN_CHANGE_TYPE, "change": change["change"], "token_id": change["token_id"],
+                           "at": _time_text(change["at"]), "reason": change.get("reason") or ""}
+    if change["change"] == "token-created":
+        tenants = change.get("tenants")
+        out["role"] = change["role"]
+        out["tenants"] = None if tenants is None else sorted(tenants)
+        out["expires_at"] = _time_text(change.get("expires_at"))
+        out["sha256"] = change["sha256"].hex() if isinstance(change["sha256"], bytes) else change["sha256"]
+    return out
+
+
+def parse_token_change(obj: Any) -> dict:
+    """The in-memory form of a token-change wire object; raises InvalidEvent naming the bad field."""
+    if not isinstance(obj, dict) or obj.get("type") != TOKEN_CHANGE_TYPE:
+        raise InvalidEvent(f"not a {TOKEN_CHANGE_TYPE} record", "$.type")
+    kind = obj.get("change")
+    if kind not in TOKEN_CHANGES:
+        raise InvalidEvent(f"change must be one of {', '.join(TOKEN_CHANGES)}, not {kind!r}", "$.change")
+    token_id = obj.get("token_id")
+    if not isinstance(token_id, str) or not _TOKEN_ID.match(token_id):
+        raise InvalidEvent("token_id must be 16 lowercase hex digits", "$.token_id")
+    reason = obj.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 1024:
+        raise InvalidEvent("reason must be a string of at most 1024 characters", "$.reason")
+    out: dict[str, Any] = {"change": kind, "token_id": token_id, "at": _time(obj.get("at"), "$.at"),
+                           "reason": reason}
+    allowed = {"type", "change", "token_id", "at", "reason"}
+    if kind == "token-created":
+        allowed |= {"role", "tenants", "expires_at", "sha256"}
+        role = obj.get("role")
+        if role not in ROLES:
+            raise InvalidEvent(f"role must be one of {', '.join(ROLES)}, not {role!r}"[:200], "$.role")
+        tenants = obj.get("tenants")
+        if tenants is not None and not isinstance(tenants, list):
+            raise InvalidEvent("tenants must be a list of tokens or null", "$.tenants")
+        if tenants is not None:
+            tenants = tuple(_token(t, f"$.tenants[{i}]") for i, t in enumerate(tenants))
+        try:
+            out["tenants"] = check_tenants(role, tenants)
+        except ValueError as exc:
+            raise InvalidEvent(str(exc), "$.tenants") from None
+        out["role"] = role
+        out["expires_at"] = _time(obj.get("expires_at"), "$.expires_at", optional=True)
+        digest = obj.get("sha256")
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise InvalidEvent("sha256 must be 64 lowercase hex digits", "$.sha256")
+        out["sha256"] = bytes.fromhex(digest)
+    unknown = set(obj) - allowed
+    if unknown:
+        raise InvalidEvent(f"unknown field(s) in a {kind} record: {', '.join(sorted(unknown))}",
+                           f"$.{sorted(unknown)[0]}")
+    return out
+
+
 # -- any entry -------------------------------------------------------------------------------------------------
 
 def parse_entry(data: bytes) -> tuple[str, Any]:
     """Classify and parse a stored log entry: ("envelope", Envelope), ("registry-change", dict),
-    ("blob-erasure", dict). Raises InvalidEvent if it is none of these or is not in canonical form."""
+    ("blob-erasure", dict), ("token-change", dict). Raises InvalidEvent if it is none of these or is not in canonical form."""
     parsed = parse_json(data)
     obj = parsed.value
     kind = obj.get("type") if isinstance(obj, dict) else None
@@ -239,6 +310,9 @@ def parse_entry(data: bytes) -> tuple[str, Any]:
         canonical = canonicalize(obj)
     elif kind == BLOB_ERASURE_TYPE:
         value = parse_blob_erasure(obj)
+        canonical = canonicalize(obj)
+    elif kind == TOKEN_CHANGE_TYPE:
+        value = parse_token_change(obj)
         canonical = canonicalize(obj)
     else:
         raise InvalidEvent(f"not an audit record (type {kind!r})", "$.type")

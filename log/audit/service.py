@@ -43,12 +43,15 @@ from log.audit.canonical import canonicalize, parse_json
 from log.audit.errors import AuthenticationFailed, EventConflict, InvalidEvent, KeyExpired, KeyRevoked
 from log.audit.intake import CheckedEnvelope, check_body
 from log.audit.records import (
-    Envelope, format_blob_erasure, format_registry_change, parse_entry, parse_registry_change,
-    registry_change,
+    Envelope, format_blob_erasure, format_registry_change, format_token_change, parse_entry, parse_registry_change,
+    parse_token_change, registry_change, token_change,
 )
 from log.audit.registry import Registry, key_id_for
 from log.audit.schema import parse_timestamp_ms
-from log.audit.tables import EVENT_COLUMNS, audit_event_blobs, audit_event_context, audit_events, audit_registry
+from log.audit.tables import (
+    EVENT_COLUMNS, access_tokens, audit_event_blobs, audit_event_context, audit_events, audit_registry,
+)
+from log.audit.tokens import ApiToken, TokenRegistry, new_token, token_digest
 from log.audit.timeline import Node, causal_order
 from log.audit.verifier import VerifierPool, VerifierUnavailable
 from log.blobs import BlobStore, check_digest
@@ -122,6 +125,16 @@ class RegistryReceipt:
 
 
 @dataclass(frozen=True)
+class TokenReceipt:
+    """A token change, logged: the token's state after it, and where the record is in the log."""
+
+    token: ApiToken
+    index: int
+    checkpoint: Published
+    secret: str | None = None  # the whole token, on creation only: shown once, stored nowhere
+
+
+@dataclass(frozen=True)
 class LoggedEvent:
     index: int
     data: bytes  # the entry bytes, as in the log
@@ -151,6 +164,7 @@ class EventQuery:
     until: int | None = None  # Unix ms, exclusive
     after: int = -1  # cursor: only entries with a larger index
     limit: int = 100
+    tenants: frozenset[str] | None = None  # the caller's scope: only these tenants' events (None: every tenant)
 
 
 @dataclass(frozen=True)
@@ -174,6 +188,7 @@ class AuditService:
         self.log = log
         self.blobs = blobs
         self.registry = Registry()
+        self.tokens = TokenRegistry()
         self.stats = AuditStats()
         self._clock = clock
         self._registry_lock = asyncio.Lock()
@@ -187,6 +202,8 @@ class AuditService:
         service = cls(log, blobs, **kwargs)
         for _, record in await service._registry_records(None, None):
             service.registry.apply(parse_registry_change(parse_json(record).value))
+        for index, record in await service._token_records(None):
+            service.tokens.apply(parse_token_change(parse_json(record).value), index)
         service._teach_verifiers()
         return service
 
@@ -410,6 +427,53 @@ class AuditService:
             query = query.where(audit_registry.c.key_id.in_(list(key_ids)) | audit_registry.c.key_id.is_(None))
         return await self.log.read(lambda tx: [(idx, record.encode()) for idx, record in tx.execute(query)])
 
+    # -- API tokens -----------------------------------------------------------------------------------------------
+    async def create_token(self, role: str, tenants: Sequence[str] | None = None, *, expires_at: int | None = None,
+                           reason: str = "") -> TokenReceipt:
+        """A new API token for `role` and `tenants`, logged (its hash, never the token) before it is answered. The
+        receipt carries the token itself, which nothing keeps: the caller shows it once."""
+        now = self._now()
+        if expires_at is not None and expires_at <= now:
+            raise InvalidInput("expires_at must be in the future", field="expires_at")
+        token_id, secret = new_token()
+        try:
+            change = token_change("token-created", token_id, now, role=role,
+                                  tenants=None if tenants is None else tuple(tenants), expires_at=expires_at,
+                                  sha256=token_digest(secret), reason=reason)
+        except InvalidEvent as exc:
+            raise InvalidInput(str(exc), field=(exc.field or "$").removeprefix("$.")) from None
+        receipt = await self._token_change(change)
+        return TokenReceipt(receipt.token, receipt.index, receipt.checkpoint, secret)
+
+    async def revoke_token(self, token_id: str, reason: str = "") -> TokenReceipt:
+        """Revoke a token (at once: the next request with it is refused), logged first."""
+        try:
+            change = token_change("token-revoked", token_id, self._now(), reason=reason)
+        except InvalidEvent as exc:
+            raise InvalidInput(str(exc), field=(exc.field or "$").removeprefix("$.")) from None
+        return await self._token_change(change)
+
+    async def _token_change(self, change: dict) -> TokenReceipt:
+        async with self._registry_lock:
+            self.tokens.check(change)
+            record = canonicalize(format_token_change(change))
+            tenants = change.get("tenants")
+            row = RowInsert(access_tokens.name,
+                            ("token_id", "change", "at", "role", "tenants", "expires_at", "sha256", "record"),
+                            (change["token_id"], change["change"], change["at"], change.get("role"),
+                             None if tenants is None else ",".join(sorted(tenants)), change.get("expires_at"),
+                             change["sha256"].hex() if "sha256" in change else None, record.decode()))
+            added = await self.log.add_entries([record], rows=[[row]])
+            self.tokens.apply(change, added.first_index)
+            return TokenReceipt(self.tokens.get(change["token_id"]), added.first_index, added.checkpoint)
+
+    async def _token_records(self, token_id: str | None) -> list[tuple[int, bytes]]:
+        """(index, record) of the token changes, in log order: all, or those of `token_id`."""
+        query = select(access_tokens.c.idx, access_tokens.c.record).order_by(access_tokens.c.idx)
+        if token_id is not None:
+            query = query.where(access_tokens.c.token_id == token_id)
+        return await self.log.read(lambda tx: [(idx, record.encode()) for idx, record in tx.execute(query)])
+
     # -- blobs ----------------------------------------------------------------------------------------------
     async def put_blob(self, digest: str, data: bytes) -> bool:
         created = await self._read(self.blobs.put, check_digest(digest), data)
@@ -478,11 +542,13 @@ class AuditService:
 
         return await self.log.read(read)
 
-    async def timeline(self, run_id: str, tenant: str | None = None, *, proofs: bool = True) -> Timeline:
-        """One run's events in causal order, each with its inclusion proof in the latest checkpoint."""
+    async def timeline(self, run_id: str, tenant: str | None = None, *, proofs: bool = True,
+                       tenants: frozenset[str] | None = None) -> Timeline:
+        """One run's events in causal order, each with its inclusion proof in the latest checkpoint. `tenants`:
+        the caller's scope; events of other tenants are left out (a run with none in scope is NotFound)."""
         checkpoint = self.log.checkpoint
-        rows = await self._select_events(EventQuery(run_id=run_id, tenant=tenant, limit=MAX_TIMELINE),
-                                         checkpoint.size)
+        rows = await self._select_events(EventQuery(run_id=run_id, tenant=tenant, limit=MAX_TIMELINE,
+                                                    tenants=tenants), checkpoint.size)
         if not rows:
             raise NotFound(f"no events for run {run_id!r}" + (f" of tenant {tenant!r}" if tenant else ""))
         if len(rows) > MAX_TIMELINE:
@@ -498,7 +564,8 @@ class AuditService:
         return Timeline(run_id, ordered, checkpoint, external)
 
     async def evidence(self, run_id: str, tenant: str | None = None, *,
-                       attested: Sequence[tuple[bytes, bytes | None]] = ()) -> dict:
+                       attested: Sequence[tuple[bytes, bytes | None]] = (),
+                       tenants: frozenset[str] | None = None) -> dict:
         """An evidence bundle for one run (see evidence.py): the timeline, and every registry record of the
         producers and keys it used, each with its inclusion proof in the same checkpoint.
 
@@ -506,7 +573,7 @@ class AuditService:
         cosignature lines, the RFC 3161 token over exactly those bytes or None); the server passes the newest
         timestamped one, then the newest witnessed one. The first whose tree covers every event of the run is the
         bundle's checkpoint (with its token); when none does, the latest checkpoint is."""
-        timeline = await self.timeline(run_id, tenant, proofs=False)
+        timeline = await self.timeline(run_id, tenant, proofs=False, tenants=tenants)
         last = max(event.index for event in timeline.events)
         note, token = timeline.checkpoint.note, None
         for candidate, candidate_token in attested:
@@ -545,6 +612,8 @@ def events_statement(query: EventQuery, size: int):
                           (a.event_type, query.event_type), (a.producer, query.producer)):
         if value is not None:
             conditions.append(column == value)
+    if query.tenants is not None:
+        conditions.append(a.tenant.in_(sorted(query.tenants)))
     if query.since is not None:
         conditions.append(a.ts >= query.since)
     if query.until is not None:
@@ -585,4 +654,4 @@ def _node(event: LoggedEvent) -> Node:
 
 
 __all__ = ["AuditService", "AuditStats", "EventPage", "EventQuery", "LoggedEvent", "Receipt", "RegistryReceipt",
-           "SubmitResult", "Timeline"]
+           "SubmitResult", "Timeline", "TokenReceipt"]

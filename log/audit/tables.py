@@ -73,3 +73,21 @@ audit_registry = Table(
     Column("record", Text, nullable=False),
     Index("ix_audit_registry_producer_key", "producer", "key_id", "idx"),
 )
+
+# One row per API token change (created, revoked), with its canonical JSON: the log entry holds the same, so the
+# table can be rebuilt from the log. Never a token's secret: `sha256` is the SHA-256 of the whole token
+# (log/audit/tokens.py says why that is enough). Replayed on start; a read worker looks tokens up by token_id.
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("token_id", String(16), nullable=False),
+    Column("change", String(16), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("role", String(16)),
+    Column("tenants", Text),
+    Column("expires_at", BigInteger),
+    Column("sha256", String(64)),
+    Column("record", Text, nullable=False),
+    Index("ix_access_tokens_token", "token_id", "idx"),
+)
