@@ -8,7 +8,8 @@ Kinds:
   get     GET the paths listed (JSON array) in --paths-file, round robin
   events  POST /api/v1/events with the JSON bodies listed (JSON array) in --bodies-file, round robin
 
-Each of --concurrency workers sends its next request as soon as the previous one is answered (closed loop, one
+--token (env AUDITLOG_TOKEN) is sent as a bearer credential with every request but signed events (which their
+signature authenticates). Each of --concurrency workers sends its next request as soon as the previous one is answered (closed loop, one
 keep-alive connection each). The default client (--client raw) is a minimal HTTP/1.1 client on asyncio protocols:
 requests are pre-encoded bytes, answers are read by Content-Length; it costs about a third of the CPU per request
 of aiohttp's client (--client aiohttp), which at 4,000-5,000 requests/s took most of the second core from the
@@ -123,27 +124,30 @@ async def run(args) -> dict:
     import aiohttp
 
     url = args.url.rstrip("/")
+    # Every request carries the credential given, public reads too: the server checks it on each (issue 18).
+    auth = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     if args.kind == "single":
         def make_request():
             return "POST", f"{url}/api/v1/entries", os.urandom(args.entry_size), \
-                {"Content-Type": "application/octet-stream"}
+                {"Content-Type": "application/octet-stream", **auth}
     elif args.kind == "batch":
         def make_request():
             body = {"entries": [base64.b64encode(os.urandom(args.entry_size)).decode()
                                 for _ in range(args.batch)]}
-            return "POST", f"{url}/api/v1/entries", json.dumps(body).encode(), {"Content-Type": "application/json"}
+            return "POST", f"{url}/api/v1/entries", json.dumps(body).encode(), {"Content-Type": "application/json",
+                                                                                **auth}
     elif args.kind == "get":
         with open(args.paths_file) as f:
             paths = itertools.cycle(json.load(f))
 
         def make_request():
-            return "GET", f"{url}{next(paths)}", None, {}
+            return "GET", f"{url}{next(paths)}", None, auth
     elif args.kind == "events":
         with open(args.bodies_file) as f:
             bodies = itertools.cycle([json.dumps(b).encode() for b in json.load(f)])
 
         def make_request():
-            return "POST", f"{url}/api/v1/events", next(bodies), {"Content-Type": "application/json"}
+            return "POST", f"{url}/api/v1/events", next(bodies), {"Content-Type": "application/json"}  # signed
     else:
         raise SystemExit(f"unknown kind {args.kind!r}")
 
@@ -284,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paths-file")
     parser.add_argument("--bodies-file")
     parser.add_argument("--client", choices=sorted(DESCRIPTION), default="raw")
+    parser.add_argument("--token", default=os.environ.get("AUDITLOG_TOKEN"),
+                        help="a bearer credential sent with every request (env AUDITLOG_TOKEN)")
     args = parser.parse_args(argv)
     if (args.seconds is None) == (args.requests is None):
         parser.error("give exactly one of --seconds and --requests")

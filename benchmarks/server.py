@@ -58,6 +58,11 @@ class Server(ServerProcess):
     def start(self, timeout: float = 120) -> "Server":
         return super().start(timeout)
 
+    @property
+    def token(self) -> str:
+        """The credential the benchmarks send, as any client does: the server's admin token."""
+        return self.admin_token
+
 
 class RssSampler:
     """Samples a process's VmRSS every `interval` seconds in a thread; `peak_kb` is its VmHWM at `stop()`."""
@@ -120,7 +125,7 @@ def loadgen_with_server_cpu(server: Server, kind: str, **options) -> dict:
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     try:
-        report = run_loadgen(server.url, kind, **options)
+        report = run_loadgen(server.url, kind, **{"token": server.token, **options})
     finally:
         done.set()
         thread.join()

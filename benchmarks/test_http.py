@@ -50,7 +50,7 @@ def test_http_single_entry_posts(benchmark, bench_mode, results, tmp_path, needs
             kwargs=dict(concurrency=64, seconds=bench_mode.http_single_seconds, warmup=1.0),
             rounds=1, iterations=1,
         )
-        check_acknowledged(server.url, report)
+        check_acknowledged(server.url, report, token=server.token)
     rate = report["entries_per_second"]
     details = dict(load_generator=LOADGEN, backend="sqlite", entry_bytes=256, **_summary(report))
     results.record("http.single.rate", rate, "entries/s", **details)
@@ -67,7 +67,7 @@ def test_http_batch_ingest(benchmark, bench_mode, results, tmp_path, backend, ne
             loadgen_with_server_cpu, args=(server, "batch"),
             kwargs=dict(concurrency=4, requests=requests, batch=1024), rounds=1, iterations=1,
         )
-        check_acknowledged(server.url, report, expect_entries=requests * 1024)
+        check_acknowledged(server.url, report, expect_entries=requests * 1024, token=server.token)
     rate = report["entries_per_second"]
     results.record(f"http.batch.{backend}", rate, "entries/s", load_generator=LOADGEN, entry_bytes=256,
                    body='JSON {"entries": [base64 x 1024]}', **_summary(report))

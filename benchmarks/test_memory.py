@@ -45,7 +45,7 @@ def test_server_memory_while_ingesting(benchmark, bench_mode, results, tmp_path,
                 kwargs=dict(concurrency=4, requests=requests, batch=1024, timeout=4 * 3600),
                 rounds=1, iterations=1,
             )
-        check_acknowledged(server.url, report, expect_entries=entries)
+        check_acknowledged(server.url, report, expect_entries=entries, token=server.token)
     peak_mb = sampler.peak_kb / 1024
     samples = sampler.samples
     results.record(
@@ -72,7 +72,7 @@ def _blob_pieces(number: int, size: int):
         left -= len(_BLOCK)
 
 
-async def _put_blobs(url: str, count: int, size: int, *, chunked: bool, first: int) -> list[int]:
+async def _put_blobs(url: str, count: int, size: int, *, chunked: bool, first: int, token: str) -> list[int]:
     import aiohttp
 
     async def body(number):
@@ -83,7 +83,7 @@ async def _put_blobs(url: str, count: int, size: int, *, chunked: bool, first: i
         digest = hashlib.sha256()
         for piece in _blob_pieces(number, size):
             digest.update(piece)
-        headers = {"Content-Type": "application/octet-stream"}
+        headers = {"Content-Type": "application/octet-stream", "Authorization": f"Bearer {token}"}
         if not chunked:
             headers["Content-Length"] = str(size)
         async with session.put(f"{url}/api/v1/blobs/{digest.hexdigest()}", data=body(number),
@@ -104,12 +104,14 @@ def test_server_memory_under_concurrent_blob_puts(benchmark, bench_mode, results
         idle_mb = proc_status_kb(server.pid, "VmRSS") / 1024
         with RssSampler(server.pid) as sampler:
             start = time.monotonic()
-            stored = benchmark.pedantic(asyncio.run, args=(_put_blobs(server.url, puts, size, chunked=False, first=0),),
+            stored = benchmark.pedantic(asyncio.run, args=(_put_blobs(server.url, puts, size, chunked=False, first=0,
+                                                                   token=server.token),),
                                         rounds=1, iterations=1)
             seconds = time.monotonic() - start
             refused = []
             if bench_mode.blob_put_over_limit:
-                refused = asyncio.run(_put_blobs(server.url, puts, 70 << 20, chunked=True, first=puts))
+                refused = asyncio.run(_put_blobs(server.url, puts, 70 << 20, chunked=True, first=puts,
+                                                token=server.token))
     assert stored == [201] * puts, stored
     assert all(status == 413 or isinstance(status, Exception) for status in refused), refused
     peak_mb = sampler.peak_kb / 1024

@@ -135,7 +135,7 @@ def test_reads_over_http(benchmark, bench_mode, results, request, tmp_path, kind
             rounds=1, iterations=1,
         )
         assert report["ok"] == report["requests"] > 0, report
-        fetch_and_verify_http_proofs(server.url, kind, size, rng)
+        fetch_and_verify_http_proofs(server.url, kind, size, rng, token=server.token)
     results.record(
         f"{name}@{size}", report["requests_per_second"], "req/s", tree_size=size, load_generator=LOADGEN,
         read_workers=read_workers, requests=report["requests"], seconds=report["seconds"],

@@ -20,8 +20,9 @@ def verify_consistency(first: int, second: int, first_root: bytes, second_root: 
     proofs.verify_consistency(first, second, proof, first_root, second_root)
 
 
-def _get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=30) as response:
+def _get(url: str, token: str | None = None) -> bytes:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
         return response.read()
 
 
@@ -44,11 +45,12 @@ def _b64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None)
 
 
-def verify_entry_over_http(base_url: str, index: int, checkpoint) -> None:
-    """Fetch entry `index` and its inclusion proof at the checkpoint's size; the proof must verify to its root."""
+def verify_entry_over_http(base_url: str, index: int, checkpoint, token: str | None = None) -> None:
+    """Fetch entry `index` (private: with `token`) and its inclusion proof at the checkpoint's size; the proof must
+    verify to its root."""
     from log.hashing import hash_leaf
 
-    entry = _get(f"{base_url}/api/v1/entries/{index}")
+    entry = _get(f"{base_url}/api/v1/entries/{index}", token)
     try:
         data = _b64(json.loads(entry)["data"])
     except (ValueError, KeyError, TypeError):
@@ -58,7 +60,8 @@ def verify_entry_over_http(base_url: str, index: int, checkpoint) -> None:
     verify_inclusion(index, checkpoint.size, hash_leaf(data), hashes, checkpoint.root_hash)
 
 
-def check_acknowledged(base_url: str, report: dict, expect_entries: int | None = None) -> None:
+def check_acknowledged(base_url: str, report: dict, expect_entries: int | None = None, *,
+                       token: str | None = None) -> None:
     """Every timed request succeeded, every acknowledged index is distinct, and the log serves them provably."""
     assert report["requests"] > 0, report
     assert report["ok"] == report["requests"], (report["statuses"], report["errors"])
@@ -69,10 +72,11 @@ def check_acknowledged(base_url: str, report: dict, expect_entries: int | None =
     checkpoint = signed_checkpoint(base_url)
     assert checkpoint.size >= indices["max"] + 1
     for index in {indices["min"], indices["max"]}:
-        verify_entry_over_http(base_url, index, checkpoint)
+        verify_entry_over_http(base_url, index, checkpoint, token)
 
 
-def fetch_and_verify_http_proofs(base_url: str, kind: str, size: int, rng: random.Random, samples: int = 20) -> None:
+def fetch_and_verify_http_proofs(base_url: str, kind: str, size: int, rng: random.Random, samples: int = 20, *,
+                                 token: str | None = None) -> None:
     """Fetch a few of the benchmarked kind again and check them against the signed checkpoint."""
     from log.tiles import TileID
 
@@ -80,7 +84,7 @@ def fetch_and_verify_http_proofs(base_url: str, kind: str, size: int, rng: rando
     assert checkpoint.size == size
     if kind == "inclusion":
         for _ in range(samples):
-            verify_entry_over_http(base_url, rng.randrange(size), checkpoint)
+            verify_entry_over_http(base_url, rng.randrange(size), checkpoint, token)
     elif kind == "consistency":
         for _ in range(samples):
             first = rng.randrange(1, size + 1)
@@ -93,7 +97,7 @@ def fetch_and_verify_http_proofs(base_url: str, kind: str, size: int, rng: rando
         assert len(level0) == 256 * 32
         from log.hashing import hash_leaf
 
-        first_entry = _get(f"{base_url}/{TileID(None, 0).path()}")
+        first_entry = _get(f"{base_url}/{TileID(None, 0).path()}", token)
         from log.bundles import decode_entry_bundle
 
         assert level0[:32] == hash_leaf(decode_entry_bundle(first_entry)[0])

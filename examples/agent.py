@@ -35,6 +35,9 @@ def main() -> int:
     parser.add_argument("--outbox", help="directory of the durable spool of events not yet acknowledged")
     parser.add_argument("--producer", default="demo-agent")
     parser.add_argument("--tenant", default="acme")
+    parser.add_argument("--token", default=os.environ.get("AUDITLOG_TOKEN"),
+                        help="a writer token for the blob uploads (auditlog token create --role writer; default: "
+                             "$AUDITLOG_TOKEN); events need none, their signature authenticates them")
     args = parser.parse_args()
     try:
         run(args)
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace) -> None:
     try:
         recorder = Recorder(args.server, producer=args.producer, signing_key=seed, log_key=args.log_key,
                             tenant=args.tenant, actor={"type": "agent", "id": args.producer},
-                            on_behalf_of={"type": "user", "id": "analyst-17"}, outbox=args.outbox)
+                            on_behalf_of={"type": "user", "id": "analyst-17"}, outbox=args.outbox,
+                            token=args.token)
     except (LogError, ValueError) as exc:
         raise ValueError(f"--seed or --log-key is not a key: {exc}") from exc
     run_id = f"run-{uuid.uuid4()}"

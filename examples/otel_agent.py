@@ -34,10 +34,14 @@ def main() -> None:
     parser.add_argument("--log-key", required=True, help="the log's verifier key")
     parser.add_argument("--producer", default="otel-agent")
     parser.add_argument("--tenant", default="acme")
+    parser.add_argument("--token", default=os.environ.get("AUDITLOG_TOKEN"),
+                        help="a writer token for the blob uploads (auditlog token create --role writer; default: "
+                             "$AUDITLOG_TOKEN); events need none, their signature authenticates them")
     args = parser.parse_args()
 
     recorder = Recorder(args.server, producer=args.producer, signing_key=base64.b64decode(Path(args.seed).read_text()),
-                        log_key=args.log_key, tenant=args.tenant, actor={"type": "agent", "id": args.producer})
+                        log_key=args.log_key, tenant=args.tenant, actor={"type": "agent", "id": args.producer},
+                        token=args.token)
     run_id = f"run-{uuid.uuid4()}"
     logged = []
     exporter = AuditlogSpanExporter(recorder, on_receipt=lambda span, ack: logged.append(print(

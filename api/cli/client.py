@@ -64,7 +64,8 @@ async def _add(args) -> int:
     if key is None:
         say("add", f"no log verifier key (--log-key, AUDITLOG_VERIFIER_KEY or {inputs.default_log_key_file()}): "
                    "inclusion will not be verified")
-        return await _add_unverified(args.server, entries, batch=args.lines, ca_cert=args.ca_cert)
+        return await _add_unverified(args.server, entries, batch=args.lines, ca_cert=args.ca_cert,
+                                     token=inputs.token(args))
     async with inputs.log_client(args, key) as client:
         data = [entry for _, entry in entries]
         receipts = await (client.add_many(data) if args.lines else _each(client.add, data))
@@ -79,7 +80,7 @@ async def _each(fn, items):
 
 
 async def _add_unverified(server: str, entries: list[tuple[str, bytes]], *, batch: bool,
-                          ca_cert: str | None = None) -> int:
+                          ca_cert: str | None = None, token: str | None = None) -> int:
     """Without a verifier key: submit and report what the server answered (checking only the leaf hashes)."""
     import aiohttp
 
@@ -87,7 +88,9 @@ async def _add_unverified(server: str, entries: list[tuple[str, bytes]], *, batc
 
     context = client_context(ca_cert)
     connector = aiohttp.TCPConnector(ssl=context) if context is not None else None
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), connector=connector) as session:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), connector=connector,
+                                     headers=headers) as session:
         async def post(**kwargs) -> dict:
             async with session.post(server.rstrip("/") + "/api/v1/entries", **kwargs) as resp:
                 try:

@@ -17,6 +17,7 @@
     auditlog events [--run R] [--type T] [--case-id C] [--since WHEN] ... [--limit N] [--all] [--json]
     auditlog get INDEX [--out FILE] [--json]
     auditlog access-log [--credential C] [--what W] [--target T] [--since WHEN] [--until WHEN] [--all] [--json]
+    auditlog token create --role ROLE [--tenant T ...] [--expires 90d] [--reason R] | list | revoke TOKEN_OR_ID
 
 `serve` prints `listening on http://<host>:<port>` (https:// with --tls-cert; flushed) once it accepts connections, so `--port 0` can be
 used by scripts and tests. The client commands share one flag vocabulary (api/cli/options.py): --server (env
@@ -59,10 +60,20 @@ def _connection_flags(sub) -> None:
                           f"(env AUDITLOG_MAX_CONNECTIONS; default {defaults.MAX_CONNECTIONS})")
 
 
+def _access_flags(sub) -> None:
+    """Who may read and append without a credential (api/server/auth.py; README "Security model")."""
+    sub.add_argument("--public", action="store_true",
+                     help="a public transparency log: entry contents readable and plain entries appendable without "
+                          "a credential (events, blobs, the registry and tokens stay private)")
+    sub.add_argument("--metrics-public", action="store_true",
+                     help="serve /metrics without a credential (default: an admin or monitor credential)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from api.cli.access_log import add_access_log_parser
     from api.cli.audit import add_audit_parsers
     from api.cli.query import add_query_parsers
+    from api.cli.tokens import add_token_parser
     from witness.cli import add_witness_parser
     from witness.tsa_cli import add_tsa_parser
 
@@ -126,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how long the access log keeps a record of a read of contents; older ones are pruned "
                             f"(env AUDITLOG_ACCESS_LOG_RETENTION; default {defaults.ACCESS_LOG_RETENTION_DAYS}d)")
     _connection_flags(serve)
+    _access_flags(serve)
     serve.set_defaults(func=server.cmd_serve)
 
     reads = commands.add_parser("serve-reads", help="(internal) a read worker; serve --read-workers starts them")
@@ -137,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     reads.add_argument("--tls-cert")
     reads.add_argument("--tls-key")
     _connection_flags(reads)
+    _access_flags(reads)
     reads.set_defaults(func=server.cmd_serve_reads)
 
     keygen = commands.add_parser("keygen", help="make a signing key (mode 0600); prints the verifier key")
@@ -213,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_evidence.set_defaults(func=client.cmd_verify_evidence)
     add_query_parsers(commands)
     add_access_log_parser(commands)
+    add_token_parser(commands, exits.HELP)
     add_witness_parser(commands)
     add_tsa_parser(commands)
     _name_each_parser(parser)

@@ -74,7 +74,14 @@ def cmd_serve(args) -> int:
     # Log.open makes the data dir once it knows the start is safe: a refused start leaves nothing behind.
     return asyncio.run(_serve(config, args.host, args.port, witnessing, read_workers=read_workers,
                               verify_processes=verify_processes, limits=limits, blob_uploads=blob_uploads,
-                              tls=tls, access_log_retention_days=retention / 86400))
+                              tls=tls, access_log_retention_days=retention / 86400, access=_access(args)))
+
+
+def _access(args):
+    """`--public`, `--metrics-public` (api/server/auth.py AccessSettings)."""
+    from api.server.auth import AccessSettings
+
+    return AccessSettings(public=args.public, metrics_public=args.metrics_public)
 
 
 def cmd_serve_reads(args) -> int:
@@ -88,7 +95,7 @@ def cmd_serve_reads(args) -> int:
                        key_file=Path(args.key_file) if args.key_file else None, migrate=False)
     try:
         tls = _tls(args)
-        return asyncio.run(serve_worker(config, args.host, args.port, limits, tls=tls))
+        return asyncio.run(serve_worker(config, args.host, args.port, limits, tls=tls, access=_access(args)))
     except LogError as exc:
         exits.say("serve-reads", f"cannot start: {exc}")
         return exits.describe(exc)[0]
@@ -140,7 +147,7 @@ def _witnessing(args):
 
 async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int = 0,
                  verify_processes: int = 0, limits=None, blob_uploads: int = defaults.BLOB_UPLOADS, tls=None,
-                 access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS) -> int:
+                 access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS, access=None) -> int:
     from aiohttp import web
 
     from api.server.app import create_app, freeze_startup_heap
@@ -148,7 +155,7 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
     from api.server.state import LOG
 
     app = create_app(config, witnessing, verify_processes=verify_processes, blob_uploads=blob_uploads,
-                     access_log_retention_days=access_log_retention_days)
+                     access_log_retention_days=access_log_retention_days, access=access)
     runner = GuardedRunner(app, limits, access_log=None, handle_signals=False,
                            shutdown_timeout=defaults.SHUTDOWN_GRACE)
     try:
@@ -169,6 +176,8 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
         print(f"origin: {log.origin}")
         print(f"verifier key: {log.verifier_key} (also in {vkey_file})")
         print(f"tree size: {log.size}")
+        if access is not None and access.public:
+            print("public log: entries readable and plain entries appendable without a credential")
         if verify_processes:
             print(f"verifier processes for signed audit events: {verify_processes}, started with the first event")
         if witnessing is not None and witnessing.witnesses:
@@ -195,7 +204,7 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
             from api.server.access_log import ACCESS_LOG
 
             workers = ReadWorkers(read_workers, worker_command(config, host, bound[1], runner.limits,
-                                                               tls=tls[:2] if tls else None),
+                                                               tls=tls[:2] if tls else None, access=access),
                                   on_access=app[ACCESS_LOG].extend)
             await workers.start()
             print(f"read workers: {read_workers} (proofs, tiles and entries on the same port)")

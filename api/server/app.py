@@ -15,8 +15,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from api.server import access_log
-from api.server.audit_routes import add_audit_routes
+from api.server import access_log, auth
+from api.server.audit_routes import AUDIT, AUDIT_ADMIN_TOKEN, add_audit_routes
 from api.server.metrics import HttpMetrics, metrics_middleware, render_dict_metrics
 from api.server.openapi import document_bytes
 from api.server.problems import problem_middleware
@@ -132,19 +132,31 @@ def _jobs_lifetime(settings: Witnessing):
 
 def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verify_processes: int = 0,
                blob_uploads: int = defaults.BLOB_UPLOADS,
-               access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS) -> web.Application:
+               access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS,
+               access: auth.AccessSettings | None = None, authenticators=(),
+               admin_token: str | None = None) -> web.Application:
     """The whole HTTP API over the log `config` describes. The log opens in the app's startup (cleanup_ctx).
     `verify_processes`: child processes that check signed audit events (0: this process does); `blob_uploads`:
     blob PUTs streamed to disk at once (more: 503); `access_log_retention_days`: how long the access log
-    (api/server/access_log.py) keeps a record of a read."""
+    (api/server/access_log.py) keeps a record of a read. `access`: `--public`, `--metrics-public`
+    (api/server/auth.py); `authenticators`: more than the admin token and API tokens (OIDC), tried after them;
+    `admin_token`: instead of AUDITLOG_ADMIN_TOKEN or `<data dir>/admin.token`."""
     witnessing = witnessing or Witnessing()
     witnessing.check()
     http_metrics = HttpMetrics()
-    # Middlewares run outside-in: metrics see the final status of every response, problems included.
+    # Middlewares run outside-in: metrics see the final status of every response, problems included, and access
+    # control's refusals are problems.
     app = web.Application(
-        middlewares=[metrics_middleware(http_metrics, access_log.finished), problem_middleware],
+        middlewares=[metrics_middleware(http_metrics, access_log.finished), problem_middleware,
+                     auth.auth_middleware],
         client_max_size=MAX_JSON_BODY,
     )
+
+    async def api_token(token_id: str):
+        return app[AUDIT].tokens.get(token_id) if AUDIT in app else None
+
+    auth.install(app, access, [auth.AdminTokenAuthenticator(lambda: app.get(AUDIT_ADMIN_TOKEN)),
+                               auth.ApiTokenAuthenticator(api_token), *authenticators])
     app[CONFIG] = config
     app[HTTP_METRICS] = http_metrics
     app[OPENAPI] = document_bytes()
@@ -155,5 +167,6 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     app.cleanup_ctx.append(access_log.lifetime(_access_log_sink, retention_days=access_log_retention_days))
     app.router.add_routes(ROUTES)
     # After the log's lifetime: the service opens over it.
-    add_audit_routes(app, data_dir=config.data_dir, verify_processes=verify_processes, blob_uploads=blob_uploads)
+    add_audit_routes(app, data_dir=config.data_dir, admin_token=admin_token, verify_processes=verify_processes,
+                     blob_uploads=blob_uploads)
     return app

@@ -4,6 +4,9 @@ Wiring (in `api.server.app.create_app`, after the log's own cleanup context): `a
 It adds a cleanup context that opens the `AuditService` over `app[LOG]` and the blob store, and the routes of
 `AUDIT_ROUTES`. Handlers parse, call one method of the service, and encode; errors of the audit personality are
 turned into RFC 9457 problems by `AUDIT_PROBLEMS` (one table, here), everything else by `api.server.problems`.
+Who may call which route is api/server/auth.py's table, applied before a handler runs; the handlers of tenant-scoped
+reads narrow their queries to the caller's tenants (`auth.tenant_scope`) and report each read of contents to the
+access log (`record_read`) once it is authorized.
 
 | method and path | what |
 | --- | --- |
@@ -14,6 +17,7 @@ turned into RFC 9457 problems by `AUDIT_PROBLEMS` (one table, here), everything 
 | GET /api/v1/schemas/auditlog.event/v1 | the JSON Schema |
 | PUT, GET /api/v1/blobs/{sha256}; DELETE (admin, `?reason=`) | the content-addressed blob store |
 | GET /api/v1/producers; POST (admin) | list; register `{"producer", "tenants", "reason"}` |
+| GET, POST /api/v1/tokens; POST /api/v1/tokens/{token_id}/revoke (admin) | API tokens: list (never secrets); create `{"role", "tenants"?, "expires_at"?, "reason"?}` (the token answered once); revoke `{"reason"?}` |
 | POST /api/v1/producers/{producer}/keys (admin) | `{"public_key": base64, "not_before"?, "not_after"?, "reason"?}` |
 | POST /api/v1/producers/{producer}/keys/{key_id}/retire, .../revoke (admin) | `{"not_after"?}` / `{"revoked_at"?}`, `"reason"` |
 """
@@ -26,14 +30,17 @@ import binascii
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
 
+from api.server.access_log import record_read
+from api.server.auth import principal_of, tenant_scope
 from api.server.problems import ProblemKind, problem_body, register_problem_kinds, with_expect_continue
 from api.server.routes import checkpoint_fields, json_bytes, parse_uint
 from api.server.state import LOG, METRIC_SOURCES, TIMESTAMP_JOB, WITNESS_JOB
-from log.audit.admin import check_bearer, load_or_create_admin_token
+from log.audit.admin import load_or_create_admin_token
 from log.audit.errors import (
     AdminUnauthorized, AuthenticationFailed, EventConflict, InvalidEvent, RegistryConflict, TenantForbidden,
 )
@@ -42,7 +49,7 @@ from log.audit.schema import EVENT_SCHEMA, SCHEMA_URL_PATH, parse_timestamp_ms
 from log.audit.service import AuditService, AuditStats, EventQuery, LoggedEvent, Receipt, SubmitResult
 from log import defaults
 from log.blobs import MAX_BLOB_SIZE, BlobMismatch, BlobNotFound, BlobStore, FileBlobStore, check_digest
-from log.errors import InvalidInput, LogError, Unavailable
+from log.errors import InvalidInput, LogError, NotFound, Unavailable
 
 AUDIT = web.AppKey("audit", AuditService)
 AUDIT_ADMIN_TOKEN = web.AppKey("audit_admin_token", str)
@@ -93,7 +100,7 @@ async def _body(request: web.Request, limit: int) -> bytes:
 
 
 async def _admin_json(request: web.Request) -> dict:
-    check_bearer(request.app[AUDIT_ADMIN_TOKEN], request.headers.get("Authorization"))
+    """An admin request's body (the caller's role was checked by api/server/auth.py before the handler ran)."""
     return parse_admin_body(await _body(request, MAX_ADMIN_BODY))
 
 
@@ -236,6 +243,10 @@ def parse_event_query(params) -> EventQuery:
 
 async def list_events(request: web.Request) -> web.Response:
     query = parse_event_query(request.query)
+    # An auditor's query is narrowed to its tenants in the query itself (not after paging); a tenant it names
+    # outside them is a 403.
+    query = replace(query, tenants=tenant_scope(request, query.tenant))
+    await record_read(request, "events", request.query_string)
     page = await request.app[AUDIT].query_events(query)
     cursor = None if page.next_cursor is None else format_cursor(page.next_cursor)
     return _json({"events": [_logged(e) for e in page.events], "next_cursor": cursor})
@@ -243,9 +254,10 @@ async def list_events(request: web.Request) -> web.Response:
 
 async def run_timeline(request: web.Request) -> web.Response:
     audit = request.app[AUDIT]
-    timeline = await audit.timeline(_param(request.match_info["run_id"], "run_id"),
-                                    _param(request.query.get("tenant"), "tenant"),
-                                    proofs=_flag(request.query, "proofs", True))
+    run_id, tenant = _param(request.match_info["run_id"], "run_id"), _param(request.query.get("tenant"), "tenant")
+    tenants = tenant_scope(request, tenant)
+    await record_read(request, "timeline", run_id)
+    timeline = await audit.timeline(run_id, tenant, proofs=_flag(request.query, "proofs", True), tenants=tenants)
     return _json({
         "run_id": timeline.run_id, "origin": audit.log.origin, "log_key": audit.log.verifier_key,
         "tree_size": timeline.checkpoint.size, "checkpoint": timeline.checkpoint.note.decode(),
@@ -254,9 +266,11 @@ async def run_timeline(request: web.Request) -> web.Response:
 
 
 async def run_evidence(request: web.Request) -> web.Response:
-    bundle = await request.app[AUDIT].evidence(_param(request.match_info["run_id"], "run_id"),
-                                               _param(request.query.get("tenant"), "tenant"),
-                                               attested=await attested_checkpoints(request.app))
+    run_id, tenant = _param(request.match_info["run_id"], "run_id"), _param(request.query.get("tenant"), "tenant")
+    tenants = tenant_scope(request, tenant)
+    await record_read(request, "evidence", run_id)
+    bundle = await request.app[AUDIT].evidence(run_id, tenant, attested=await attested_checkpoints(request.app),
+                                               tenants=tenants)
     return _json(bundle)
 
 
@@ -316,15 +330,28 @@ async def put_blob(request: web.Request) -> web.Response:
     return _json({"sha256": digest, "created": created}, status=201 if created else 200)
 
 
+async def check_blob_read(request: web.Request, digest: str) -> None:
+    """An auditor reads a blob only when an event of one of its tenants names it (`AuditService.blob_tenants`, the
+    blob index); a blob shared by two tenants' events is visible to each. A blob outside its tenants is answered as
+    one that does not exist (404), as runs are."""
+    principal = principal_of(request)
+    if principal is None or principal.tenants is None:
+        return
+    found = await request.app[AUDIT].blob_tenants(digest)
+    if not any(principal.may_read_tenant(tenant) for tenant in found):
+        raise BlobNotFound(f"no blob {digest} for this credential's tenants")
+
+
 async def get_blob(request: web.Request) -> web.Response:
-    digest = request.match_info["sha256"]
+    digest = check_digest(request.match_info["sha256"])
+    await record_read(request, "blob", digest)  # a probe for another tenant's blob is a read too (answered 404)
+    await check_blob_read(request, digest)
     data = await request.app[AUDIT].get_blob(digest)
     return web.Response(body=data, content_type="application/octet-stream",
                         headers={"ETag": f'"{digest}"', "Cache-Control": "private, max-age=31536000, immutable"})
 
 
 async def delete_blob(request: web.Request) -> web.Response:
-    check_bearer(request.app[AUDIT_ADMIN_TOKEN], request.headers.get("Authorization"))
     reason = request.query.get("reason", "")
     index = await request.app[AUDIT].erase_blob(request.match_info["sha256"], reason)
     return _json({"sha256": request.match_info["sha256"], "erased": True, "erasure_index": index})
@@ -383,6 +410,45 @@ async def revoke_key(request: web.Request) -> web.Response:
     return _json(_registry_receipt(receipt))
 
 
+def _token_answer(receipt) -> dict:
+    out = {"token": receipt.token.to_json(), "index": receipt.index, "tree_size": receipt.checkpoint.size,
+           "checkpoint": receipt.checkpoint.note.decode()}
+    if receipt.secret is not None:
+        out["secret"] = receipt.secret  # shown once: the log keeps only its SHA-256
+    return out
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    return _json({"tokens": [token.to_json() for token in request.app[AUDIT].tokens.tokens()]})
+
+
+async def create_token(request: web.Request) -> web.Response:
+    body = await _admin_json(request)
+    unknown = sorted(set(body) - {"role", "tenants", "expires_at", "reason"})
+    if unknown:
+        raise InvalidInput(f"unknown member {unknown[0][:40]!r}", field=unknown[0][:40])
+    role = _text(body, "role")
+    if role is None:
+        raise InvalidInput("role is required", field="role")
+    tenants = body.get("tenants")
+    if tenants is not None and (not isinstance(tenants, list) or not all(isinstance(t, str) for t in tenants)):
+        raise InvalidInput("tenants must be a list of tenant ids", field="tenants")
+    receipt = await request.app[AUDIT].create_token(role, tenants, expires_at=_time(body.get("expires_at"),
+                                                                                   "expires_at"),
+                                                    reason=_text(body, "reason", ""))
+    response = _json(_token_answer(receipt), status=201)
+    return response
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    body = await _admin_json(request)
+    token_id = request.match_info["token_id"]
+    if request.app[AUDIT].tokens.get(token_id) is None:
+        raise NotFound(f"no token {token_id[:40]!r}")
+    receipt = await request.app[AUDIT].revoke_token(token_id, _text(body, "reason", ""))
+    return _json(_token_answer(receipt))
+
+
 AUDIT_ROUTES = with_expect_continue([
     web.post("/api/v1/events", submit_events),
     web.get("/api/v1/events", list_events, allow_head=False),
@@ -397,6 +463,9 @@ AUDIT_ROUTES = with_expect_continue([
     web.post("/api/v1/producers/{producer}/keys", add_key),
     web.post("/api/v1/producers/{producer}/keys/{key_id}/retire", retire_key),
     web.post("/api/v1/producers/{producer}/keys/{key_id}/revoke", revoke_key),
+    web.get("/api/v1/tokens", list_tokens, allow_head=False),
+    web.post("/api/v1/tokens", create_token),
+    web.post("/api/v1/tokens/{token_id}/revoke", revoke_token),
 ])
 
 

@@ -145,11 +145,17 @@ class GuardedServer(web.Server):
                 self._timer.cancel()
 
 
+MAX_HEADER_FIELD = 16 << 10
+
+
 class GuardedRunner(web.AppRunner):
     """`web.AppRunner(app, ...)` whose server is a `GuardedServer` keeping `limits` (keepalive_timeout included)."""
 
     def __init__(self, app: web.Application, limits: ConnectionLimits | None = None, **kwargs):
         self.limits = limits or ConnectionLimits()
+        # A header line of up to 16 KiB reaches the app (aiohttp's default, 8190 bytes, answered a longer one 400
+        # itself): so an overlong Authorization header is refused by access control as what it is, a 401.
+        kwargs.setdefault("max_field_size", MAX_HEADER_FIELD)
         super().__init__(app, keepalive_timeout=self.limits.keepalive_timeout, **kwargs)
 
     async def _make_server(self) -> web.Server:

@@ -235,6 +235,41 @@ _AUDIT_PATHS: dict = {
                           **_errors(400, 401, 404, 409, 422)},
         },
     },
+    "/api/v1/tokens": {
+        "get": {
+            "summary": "The API tokens: id, role, tenants, created, expires, revoked (admin; never a secret)",
+            "operationId": "listTokens",
+            "security": _ADMIN,
+            "responses": {"200": _json_object("{tokens: [{token_id, role, tenants, created_at, expires_at, "
+                                              "revoked_at, reason, index}]}"), **_errors(401, 403)},
+        },
+        "post": {
+            "summary": "Create an API token (admin); logged as an entry (its SHA-256, never the token), the token "
+                       "answered this once as `secret`",
+            "operationId": "createToken",
+            "security": _ADMIN,
+            "requestBody": _json_body({"type": "object", "required": ["role"], "additionalProperties": False,
+                                       "properties": {
+                                           "role": {"type": "string", "enum": ["admin", "auditor", "writer",
+                                                                               "monitor"]},
+                                           "tenants": {"type": "array", "items": {"type": "string"}},
+                                           "expires_at": {"type": "string", "format": "date-time"},
+                                           "reason": {"type": "string"}}}),
+            "responses": {"201": _json_object("{token, secret, index, tree_size, checkpoint}"),
+                          **_errors(400, 401, 403)},
+        },
+    },
+    "/api/v1/tokens/{token_id}/revoke": {
+        "post": {
+            "summary": "Revoke an API token at once (admin); logged",
+            "operationId": "revokeToken",
+            "security": _ADMIN,
+            "parameters": [_path("token_id", "the token's id (16 hex digits)")],
+            "requestBody": _json_body({"type": "object", "properties": {"reason": {"type": "string"}}}),
+            "responses": {"200": _json_object("{token, index, tree_size, checkpoint}"),
+                          **_errors(400, 401, 403, 404, 409)},
+        },
+    },
 }
 
 # The access log (api/server/access_log.py): who read which contents; admin only.

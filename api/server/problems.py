@@ -22,8 +22,8 @@ from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.web_urldispatcher import _default_expect_handler as _aiohttp_expect
 
 from log.errors import (
-    Conflict, InvalidInput, LogError, NotFound, ProofError, SequencerLockHeld, SignatureError, StorageError,
-    StorageUnavailable, Unavailable, VerificationError,
+    Conflict, Forbidden, InvalidInput, LogError, NotFound, ProofError, SequencerLockHeld, SignatureError, StorageError,
+    StorageUnavailable, Unauthenticated, Unavailable, VerificationError,
 )
 from log.storage.faults import storage_fault
 
@@ -45,6 +45,8 @@ class ProblemKind:
 # Error class -> how it is answered. Looked up along the class's MRO, so the most specific entry wins.
 _BY_CLASS: dict[type, ProblemKind] = {
     InvalidInput: ProblemKind(400, "Invalid request"),
+    Unauthenticated: ProblemKind(401, "Credential required", www_authenticate='Bearer realm="auditlog"'),
+    Forbidden: ProblemKind(403, "Forbidden"),
     NotFound: ProblemKind(404, "Not found"),
     Conflict: ProblemKind(409, "Conflict"),
     VerificationError: ProblemKind(422, "Verification failed"),

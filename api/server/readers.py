@@ -8,7 +8,8 @@ the latest checkpoint re-read from the database every 50 ms, or at once when ask
     GET /api/v1/proof/inclusion, /api/v1/proof/consistency, /api/v1/entries/{index}, /tile/...
 
 itself, with the same handlers as the writer: the rows of the writer's route table (api/server/routes.py `ROUTES`)
-whose handler `READ_WORKER_HANDLERS` names. Single-entry POSTs it checks and sends on to the writer in batches
+whose handler `READ_WORKER_HANDLERS` names, behind the same access control (api/server/auth.py: the same route
+table, the admin token, API tokens looked up read-only in the writer's `access_tokens` index, cached 1 s). Single-entry POSTs it checks and sends on to the writer in batches
 (`EntryBatcher`: one HTTP request of the writer's for many entries, not one each). Every other request (batch
 writes, the checkpoint with its cosignatures, the audit personality, metrics, health, readiness) goes to the writer
 through that socket, answered exactly as the writer answers it. The writer restarts a worker that exits, and stops
@@ -35,13 +36,15 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from api.server import access_log, routes
+from api.server import access_log, auth, routes
 from api.server.app import freeze_startup_heap
 from api.server.connections import ConnectionLimits, GuardedRunner
 from api.server.metrics import HttpMetrics, metrics_middleware
 from api.server.problems import expect_continue, problem_middleware, problem_response
 from api.server.routes import MAX_JSON_BODY
 from api.server.state import CONFIG, HTTP_METRICS, LOG, METRIC_SOURCES
+from log.audit.admin import load_admin_token
+from log.audit.tokens import read_token
 from log.blobs import MAX_BLOB_SIZE
 from log.sequencer import Published
 from log.service import Log, LogConfig
@@ -57,6 +60,7 @@ _NOT_FORWARDED = {"connection", "keep-alive", "proxy-connection", "te", "trailer
                   "content-length", "host", "content-encoding"}
 WRITER_SESSION = web.AppKey("writer_session", aiohttp.ClientSession)
 ENTRY_BATCHER = web.AppKey("entry_batcher", "EntryBatcher")
+ADMIN_TOKEN = web.AppKey("worker_admin_token", str)
 RESTART_DELAY = 1.0
 ACCESS_LINE_LIMIT = 1 << 24  # the longest line read from a worker: a batch of access records is one line
 
@@ -209,8 +213,12 @@ async def _worker_lifetime(app: web.Application) -> AsyncIterator[None]:
     )
 
     async def send_batch(body: bytes) -> tuple[int, dict[str, str], bytes]:
-        async with session.post("http://writer/api/v1/entries", data=body,
-                                headers={"Content-Type": routes.JSON}) as answer:
+        # The worker checked each entry's credential itself (its access control is the writer's); the batch goes
+        # on with the operator's admin token, which both processes read from the same place.
+        headers = {"Content-Type": routes.JSON}
+        if app.get(ADMIN_TOKEN):
+            headers["Authorization"] = f"Bearer {app[ADMIN_TOKEN]}"
+        async with session.post("http://writer/api/v1/entries", data=body, headers=headers) as answer:
             payload = await answer.read()
             return answer.status, _passed_on(answer.headers), payload
 
@@ -222,12 +230,21 @@ async def _worker_lifetime(app: web.Application) -> AsyncIterator[None]:
         await app[LOG].close()
 
 
-def create_worker_app(config: LogConfig) -> web.Application:
-    """A read worker's app: READ_ROUTES served from a read-only Log, everything else forwarded to the writer."""
+def create_worker_app(config: LogConfig, access: auth.AccessSettings | None = None,
+                      authenticators=()) -> web.Application:
+    """A read worker's app: READ_ROUTES served from a read-only Log, everything else forwarded to the writer.
+    `access` and `authenticators` as the writer's (api/server/app.py create_app)."""
     http_metrics = HttpMetrics()
     # The writer enforces its own body limits; the worker only has to let through what the writer accepts.
-    app = web.Application(middlewares=[metrics_middleware(http_metrics, access_log.finished), problem_middleware],
+    app = web.Application(middlewares=[metrics_middleware(http_metrics, access_log.finished), problem_middleware,
+                                       auth.auth_middleware],
                           client_max_size=max(MAX_JSON_BODY, MAX_BLOB_SIZE) + 1)
+    admin_token = load_admin_token(config.data_dir)
+    if admin_token:
+        app[ADMIN_TOKEN] = admin_token
+    tokens = auth.CachedTokenLookup(lambda token_id: read_token(app[LOG], token_id))
+    auth.install(app, access, [auth.AdminTokenAuthenticator(lambda: app.get(ADMIN_TOKEN)),
+                               auth.ApiTokenAuthenticator(tokens), *authenticators])
     app[CONFIG] = config
     app[HTTP_METRICS] = http_metrics
     app[METRIC_SOURCES] = []
@@ -242,11 +259,12 @@ def create_worker_app(config: LogConfig) -> web.Application:
 
 
 async def serve_worker(config: LogConfig, host: str, port: int, limits: ConnectionLimits | None = None, *,
-                       tls=None) -> int:
+                       tls=None, access: auth.AccessSettings | None = None, authenticators=()) -> int:
     """Run one read worker on (host, port) with SO_REUSEPORT until SIGTERM or SIGINT, its connections held to
     `limits` (its writer's); `tls`: (cert, key, SSLContext) when the writer serves TLS (the port's every connection
-    must be TLS, whichever process the kernel hands it to)."""
-    runner = GuardedRunner(create_worker_app(config), limits, access_log=None, handle_signals=False)
+    must be TLS, whichever process the kernel hands it to); its access control `access` (its writer's)."""
+    runner = GuardedRunner(create_worker_app(config, access, authenticators), limits, access_log=None,
+                           handle_signals=False)
     await runner.setup()
     freeze_startup_heap()
     stop = asyncio.Event()
@@ -346,9 +364,13 @@ class ReadWorkers:
 
 
 def worker_command(config: LogConfig, host: str, port: int, limits: ConnectionLimits | None = None, *,
-                   tls: tuple[str, str] | None = None) -> list[str]:
+                   tls: tuple[str, str] | None = None, access: auth.AccessSettings | None = None) -> list[str]:
     command = [sys.executable, "-m", "api.cli", "serve-reads", "--host", host, "--port", str(port),
                "--data-dir", str(config.data_dir), *(limits or ConnectionLimits()).as_flags()]
+    if access is not None and access.public:
+        command.append("--public")
+    if access is not None and access.metrics_public:
+        command.append("--metrics-public")
     if config.database_url:
         command += ["--database-url", config.database_url]
     if config.key_file:

@@ -313,6 +313,7 @@ async def add_entries(request: web.Request) -> web.Response:
 async def get_entry(request: web.Request) -> web.Response:
     _query(request, set())
     index = parse_uint(request.match_info["index"], "index")
+    await access_log.record_read(request, "entry", str(index))
     entry = await request.app[LOG].entry(index)
     if _prefers_octet_stream(request):
         return web.Response(body=entry.data, content_type=OCTET_STREAM, headers={"Cache-Control": IMMUTABLE})
@@ -422,10 +423,13 @@ async def _serve_tile(request: web.Request, tile_id: TileID) -> web.Response:
 
 
 async def hash_tile(request: web.Request) -> web.Response:
+    if request.match_info["level"] == "entries":  # never entry contents through the public hash tile route
+        raise NotFound(f"nothing is served at {request.path}")
     return await _serve_tile(request, TileID.parse(f"tile/{request.match_info['level']}/{request.match_info['n']}"))
 
 
 async def entry_bundle(request: web.Request) -> web.Response:
+    await access_log.record_read(request, "entry-bundle", request.match_info["n"])
     return await _serve_tile(request, TileID.parse(f"tile/entries/{request.match_info['n']}"))
 
 
