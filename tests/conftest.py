@@ -109,3 +109,13 @@ def live_server() -> Callable[[web.Application], str]:
     yield start
     for stop in reversed(stops):
         stop()
+
+
+@pytest.fixture
+def operator_token(monkeypatch) -> str:
+    """The operator's admin token (tests/credentials.py) as AUDITLOG_ADMIN_TOKEN: servers started in or by the test
+    take it as their admin credential, and `auditlog` commands run by it send it, as on the operator's machine."""
+    from tests.credentials import ADMIN_TOKEN
+
+    monkeypatch.setenv("AUDITLOG_ADMIN_TOKEN", ADMIN_TOKEN)
+    return ADMIN_TOKEN

@@ -83,6 +83,16 @@ class ServerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def admin_token(self) -> str:
+        """The credential this server takes as its admin's: AUDITLOG_ADMIN_TOKEN, else <data dir>/admin.token."""
+        return os.environ.get("AUDITLOG_ADMIN_TOKEN") or (Path(self.data_dir) / "admin.token").read_text().strip()
+
+    @property
+    def admin(self) -> dict[str, str]:
+        """The Authorization header of `admin_token`, for requests to private routes."""
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
     def __enter__(self) -> "ServerProcess":
         return self.start()
 

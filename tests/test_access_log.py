@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.server import access_log
-from api.server.access_log import (ACCESS_LINE_PREFIX, ACCESS_LOG, PRINCIPAL, AccessLog, AccessRecord,
+from api.server.access_log import (ACCESS_LINE_PREFIX, ACCESS_LOG, AccessLog, AccessRecord,
                                    parse_access_line, pipe_sink, prune, record_read)
 from api.server.app import create_app
 from api.server.state import LOG
@@ -35,7 +35,8 @@ from log.storage.schema import access_log as table
 
 AUDITOR = Principal("token:aud1", "auditor", frozenset({"acme"}))
 ADMIN = Principal("admin-token", "admin", None)
-ADMIN_HEADERS = {"X-Test-As": "admin"}
+ADMIN_HEADERS = {"Authorization": "Bearer as-admin"}
+AUDITOR_HEADERS = {"Authorization": "Bearer as-auditor"}
 
 
 def _record(i: int, **changes) -> AccessRecord:
@@ -122,14 +123,19 @@ def test_worker_lines_round_trip(capsys):
 # --- through the app ---------------------------------------------------------------------------------------------
 
 
-def _principal_middleware():
-    """Stands in for api/server/auth.py: `X-Test-As: auditor|admin` makes the request that principal's."""
-    @web.middleware
-    async def middleware(request, handler):
-        who = request.headers.get("X-Test-As")
-        request[PRINCIPAL] = {"auditor": AUDITOR, "admin": ADMIN}.get(who)
-        return await handler(request)
-    return middleware
+class _TestAuthenticator:
+    """An authenticator of api/server/auth.py's chain: `Bearer as-auditor|as-admin` is that principal's."""
+
+    async def authenticate(self, bearer: str):
+        return {"as-auditor": AUDITOR, "as-admin": ADMIN}.get(bearer)
+
+
+@pytest.fixture(autouse=True)
+def _test_route_is_public(monkeypatch):
+    """The test's read route, public in the route policy: anyone may call it; a credential makes it a recorded read."""
+    from api.server import auth
+
+    monkeypatch.setitem(auth.ROUTE_POLICY, ("GET", "/test/read/{thing}"), auth.PUBLIC)
 
 
 async def _read_thing(request: web.Request) -> web.Response:
@@ -140,8 +146,7 @@ async def _read_thing(request: web.Request) -> web.Response:
 
 
 def _app(config) -> web.Application:
-    app = create_app(config)
-    app.middlewares.append(_principal_middleware())
+    app = create_app(config, authenticators=[_TestAuthenticator()])
     app.router.add_get("/test/read/{thing}", _read_thing)
     return app
 
@@ -160,12 +165,12 @@ def test_reads_are_recorded_with_status_and_address(log_config):
         app = _app(log_config)
         async with TestClient(TestServer(app)) as client:
             before = int(time.time() * 1000)
-            assert (await client.get("/test/read/abc", headers={"X-Test-As": "auditor"})).status == 200
-            assert (await client.get("/test/read/missing", headers={"X-Test-As": "auditor"})).status == 404
+            assert (await client.get("/test/read/abc", headers=AUDITOR_HEADERS)).status == 200
+            assert (await client.get("/test/read/missing", headers=AUDITOR_HEADERS)).status == 404
             assert (await client.get("/test/read/anonymous")).status == 200  # no credential: not recorded
             assert (await client.get("/api/v1/access-log")).status == 401
-            assert (await client.get("/api/v1/access-log", headers={"X-Test-As": "auditor"})).status == 403
-            resp = await client.get("/api/v1/access-log", headers={"X-Test-As": "admin"})
+            assert (await client.get("/api/v1/access-log", headers=AUDITOR_HEADERS)).status == 403
+            resp = await client.get("/api/v1/access-log", headers=ADMIN_HEADERS)
             assert resp.status == 200
             records = (await resp.json())["records"]
             after = int(time.time() * 1000)
@@ -262,7 +267,7 @@ def test_clean_shutdown_loses_nothing(log_config):
         async with TestClient(TestServer(app)) as client:
             app[ACCESS_LOG].flush_interval = 3600  # nothing is written by the timer while the app runs
             for i in range(40):
-                resp = await client.get(f"/test/read/r{i}", headers={"X-Test-As": "auditor"})
+                resp = await client.get(f"/test/read/r{i}", headers=AUDITOR_HEADERS)
                 assert resp.status == 200
             assert app[ACCESS_LOG].buffered == 40
 
@@ -311,7 +316,7 @@ def test_the_client_address_a_worker_passes_on_is_trusted_only_on_the_unix_socke
             await tcp.start()
             await web.UnixSite(runner, socket_path).start()
             port = runner.addresses[0][1]
-            headers = {"X-Test-As": "auditor", access_log.FORWARDED_CLIENT: "203.0.113.9"}
+            headers = {**AUDITOR_HEADERS, access_log.FORWARDED_CLIENT: "203.0.113.9"}
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"http://127.0.0.1:{port}/test/read/over-tcp", headers=headers) as resp:
                     assert resp.status == 200

@@ -25,6 +25,7 @@ from log.proofs import verify_consistency, verify_inclusion
 from log.bundles import decode_entry_bundle
 from log.tiles import entry_bundles_for_size, tiles_for_size
 from tests.conftest import TEST_ORIGIN
+from tests.credentials import ADMIN, ADMIN_TOKEN
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -33,8 +34,8 @@ def run(config, scenario, *, entries: list[bytes] = ()):
     """Run scenario(client, log) against a fresh app on `config`, after adding `entries` through the API."""
 
     async def main():
-        app = create_app(config)
-        async with TestClient(TestServer(app)) as client:
+        app = create_app(config, admin_token=ADMIN_TOKEN)
+        async with TestClient(TestServer(app), headers=ADMIN) as client:
             if entries:
                 resp = await client.post("/api/v1/entries",
                                          json={"entries": [base64.b64encode(e).decode() for e in entries]})

@@ -29,6 +29,9 @@ from log import defaults
 from log.service import Log, LogConfig
 from tests.conftest import TEST_ORIGIN
 
+# Servers and commands here take the operator's admin token (tests/conftest.py operator_token).
+pytestmark = pytest.mark.usefixtures("operator_token")
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -232,6 +232,22 @@ CASES = [
     ("producer revoke-key --producer agent --key-id {key_id} --server {server} --bogus", "bad flag", USAGE),
     ("producer keygen --out {root}/p.seed", "good", GOOD),
     ("producer keygen --out {root}/no-dir/p.seed", "bad file", USAGE),
+    # token
+    ("token create --role monitor --server {server} --data-dir {data}", "good", GOOD),
+    ("token create --role auditor --server {server} --data-dir {data}", "good", USAGE),  # an auditor names tenants
+    ("token create --role monitor --server {server} --data-dir {data}", "down", UNREACHABLE),
+    ("token create --role monitor --server {server} --data-dir {data} --bogus", "bad flag", USAGE),
+    ("token create --role monitor --server {server} --data-dir {root}/missing", "bad file", USAGE),
+    ("token list --server {server} --data-dir {data}", "good", GOOD),
+    ("token list --server {server} --token wrong", "good", USAGE),
+    ("token list --server {server} --data-dir {data}", "down", UNREACHABLE),
+    ("token list --server {server} --data-dir {data} --bogus", "bad flag", USAGE),
+    ("token list --server {server} --data-dir {root}/missing", "bad file", USAGE),
+    ("token revoke 0123456789abcdef --server {server} --data-dir {data}", "good", USAGE),  # no such token
+    ("token revoke not-a-token --server {server} --data-dir {data}", "good", USAGE),
+    ("token revoke 0123456789abcdef --server {server} --data-dir {data}", "down", UNREACHABLE),
+    ("token revoke 0123456789abcdef --server {server} --data-dir {data} --bogus", "bad flag", USAGE),
+    ("token revoke 0123456789abcdef --server {server} --data-dir {root}/missing", "bad file", USAGE),
     # keygen, db
     ("keygen --origin example.com/log --out {root}/keys/log.key", "good", GOOD),
     ("keygen --origin example.com/log --out {root}/data/log.key", "bad file", USAGE),  # exists: never overwritten

@@ -23,7 +23,11 @@ from api.client.log_client import event_mismatch
 from log.audit.records import parse_entry
 from log.hashing import hash_leaf
 from tests.e2e.test_audit import Producer, Server, _register
+from tests.credentials import ADMIN
 from tests.test_cli import run_cli
+
+# Servers and commands here take the operator's admin token (tests/conftest.py operator_token).
+pytestmark = pytest.mark.usefixtures("operator_token")
 
 
 @pytest.fixture
@@ -43,7 +47,7 @@ async def _post(session, url: str, path: str, **kwargs) -> dict:
 def _registered(url: str, *producers: Producer) -> str:
     """Register the producers and their keys (valid from now on); the log's verifier key."""
     async def go() -> str:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=ADMIN) as session:
             for producer in producers:
                 await _register(session, url, producer)
             async with session.get(f"{url}/api/v1/log") as resp:
@@ -55,7 +59,7 @@ def _registered(url: str, *producers: Producer) -> str:
 def _log(url: str, events_of: dict[Producer, list[dict]], *, padding: int = 0) -> None:
     """Log the producers' events (one batch each, in the order given), then `padding` plain entries."""
     async def go() -> None:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=ADMIN) as session:
             for producer, events in events_of.items():
                 body = {"events": [producer.envelope(event) for event in events]}
                 answer = await _post(session, url, "/api/v1/events", json=body)
@@ -71,7 +75,7 @@ def _api_ids(url: str, params: dict) -> list[str]:
     """The event ids GET /api/v1/events answers for `params`, all pages."""
     async def go() -> list[str]:
         ids, cursor = [], None
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=ADMIN) as session:
             while True:
                 query = {**params, "limit": "1000", **({"cursor": cursor} if cursor else {})}
                 async with session.get(f"{url}/api/v1/events", params=query) as resp:
@@ -317,7 +321,7 @@ def _listing_proxy(live_server, upstream: str, rewrite, *, ignore_filters: bool 
         path = request.path_qs
         if ignore_filters and request.path == "/api/v1/events":
             path = request.path
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=ADMIN) as session:
             async with session.request(request.method, upstream + path, headers={
                     k: v for k, v in request.headers.items() if k.lower() in ("accept", "content-type")},
                     data=await request.read()) as resp:

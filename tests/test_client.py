@@ -19,13 +19,14 @@ from log.errors import InvalidInput, NotFound, ProofError, SignatureError, Verif
 from log.hashing import hash_leaf
 from log.note_keys import generate_signer_key, parse_signer_key
 from tests.conftest import serve_app
+from tests.credentials import ADMIN_TOKEN
 
 
 def with_client(config, scenario, *, tamper=None, key: str | None = None):
     """scenario(client, log) with a LogClient on a real server; `tamper(path, body) -> body` rewrites answers."""
 
     async def main():
-        app = create_app(config)
+        app = create_app(config, admin_token=ADMIN_TOKEN)
         if tamper is not None:
             @web.middleware
             async def lie(request, handler):
@@ -39,7 +40,7 @@ def with_client(config, scenario, *, tamper=None, key: str | None = None):
             app.middlewares.append(lie)
         async with serve_app(app) as url:
             log = app[LOG]
-            async with LogClient(url, key or log.verifier_key) as client:
+            async with LogClient(url, key or log.verifier_key, token=ADMIN_TOKEN) as client:
                 return await scenario(client, log)
 
     return asyncio.run(main())
@@ -160,13 +161,13 @@ def test_server_errors_come_back_as_log_errors(log_config):
 
 
 def test_sync_client(log_config, live_server):
-    url = live_server(create_app(log_config))
+    url = live_server(create_app(log_config, admin_token=ADMIN_TOKEN))
     probe = SyncLogClient(url, generate_signer_key("x.example/y")[1])
     with pytest.raises(SignatureError):
         probe.checkpoint()
     probe.close()
     info_key = json.loads(urllib.request.urlopen(url + "/api/v1/log").read())["verifier_key"]
-    with SyncLogClient(url, info_key) as client:
+    with SyncLogClient(url, info_key, token=ADMIN_TOKEN) as client:
         receipt = client.add(b"from a script")
         assert receipt.index == 0
         assert client.entry(0) == b"from a script"

@@ -24,6 +24,9 @@ from log.storage.store import SqlLogStore
 from tests.conftest import TEST_ORIGIN
 from tests.processes import REPO, ServerProcess
 
+# Servers and commands here take the operator's admin token (tests/conftest.py operator_token).
+pytestmark = pytest.mark.usefixtures("operator_token")
+
 ENTRIES = 1300  # level-0 tiles 0..4 full, tile 5 partial; level-1 tile 0 partial
 BATCH = 100
 
@@ -284,7 +287,7 @@ def test_db_check_passes_on_a_log_the_server_wrote_and_beside_the_running_server
             entries = [base64.b64encode(b"round %d entry %d" % (round_, i)).decode() for i in range(300)]
             body = json.dumps({"entries": entries}).encode()
             request = urllib.request.Request(server.url + "/api/v1/entries", data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
+                                             headers={"Content-Type": "application/json", **server.admin})
             with urllib.request.urlopen(request, timeout=30) as response:
                 assert response.status in (200, 201)
         beside = subprocess.run([sys.executable, "-m", "api.cli", "db", "check", "--data-dir", str(data_dir)],

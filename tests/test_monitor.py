@@ -27,10 +27,14 @@ from log.keys import read_signer_key
 from log.note_keys import generate_signer_key, parse_signer_key, parse_verifier_key
 from log.service import Log
 from tests.conftest import TEST_ORIGIN
+from tests.credentials import ADMIN_TOKEN
 from tests.test_witness_job import WitnessServer
 from witness.cosignatures import WitnessPolicy
 from witness.tsa import CA_CERT_FILE, TimestampAuthority, TsaIdentity
 from witness.tsa_server import make_tsa_app
+
+# Servers and commands here take the operator's admin token (tests/conftest.py operator_token).
+pytestmark = pytest.mark.usefixtures("operator_token")
 
 
 def _free_url() -> str:
@@ -100,7 +104,7 @@ def test_a_wrong_url_path_is_invalid_input(log_config, live_server):
     key = read_signer_key(log_config.resolved_key_file()).verifier_key
 
     async def main():
-        async with LogClient(url + "/not-the-log", key) as client:
+        async with LogClient(url + "/not-the-log", key, token=ADMIN_TOKEN) as client:
             await verify_log(client)
 
     with pytest.raises(InvalidInput, match="no log at .*/not-the-log.*HTTP 404"):
@@ -124,7 +128,7 @@ def test_bad_local_inputs_are_refused_before_any_request(log_config, live_server
     }
 
     async def attempt(**kwargs):
-        async with LogClient(url, key) as client:
+        async with LogClient(url, key, token=ADMIN_TOKEN) as client:
             await verify_log(client, **kwargs)
 
     for name, text in states.items():
@@ -145,7 +149,7 @@ def test_bad_local_inputs_are_refused_before_any_request(log_config, live_server
     der = x509.load_pem_x509_certificate(ca_pem).public_bytes(Encoding.DER)
 
     async def with_der():
-        async with LogClient(url, key) as client:
+        async with LogClient(url, key, token=ADMIN_TOKEN) as client:
             return await verify_log(client, tsa_trusted=der)
 
     report = asyncio.run(with_der())
@@ -162,7 +166,7 @@ def test_no_timestamp_yet_is_unavailable(log_config, live_server, tsa):
     url = live_server(waiting)
 
     async def run(url):
-        async with LogClient(url, key) as client:
+        async with LogClient(url, key, token=ADMIN_TOKEN) as client:
             return await verify_log(client, tsa_trusted=ca_pem)
 
     report = asyncio.run(run(url))
@@ -179,7 +183,7 @@ def test_a_tampered_tile_is_an_integrity_failure(log_config, live_server):
                                lambda path, body: b"\0" * len(body) if path == "/tile/0/000" else None))
 
     async def main():
-        async with LogClient(url, key) as client:
+        async with LogClient(url, key, token=ADMIN_TOKEN) as client:
             return await verify_log(client)
 
     report = asyncio.run(main())
@@ -254,7 +258,7 @@ def test_witness_lag_in_entries_beyond_the_limit_fails_naming_both_figures(witne
     url, log_vkey, policy, ca_pem, stop_witness = witnessed
 
     async def main():
-        async with LogClient(url, log_vkey) as client:
+        async with LogClient(url, log_vkey, token=ADMIN_TOKEN) as client:
             await client.add_many([b"first %d" % i for i in range(3)])
 
             async def cosigned():
@@ -309,7 +313,7 @@ def test_the_witness_lag_duration_survives_in_the_state_file(witnessed, tmp_path
     state = tmp_path / "monitor.json"
 
     async def main():
-        async with LogClient(url, log_vkey) as client:
+        async with LogClient(url, log_vkey, token=ADMIN_TOKEN) as client:
             await client.add_many([b"first"])
 
             async def cosigned():
@@ -323,7 +327,7 @@ def test_the_witness_lag_duration_survives_in_the_state_file(witnessed, tmp_path
             await client.add_many([b"second"])
         t0 = time.time()
         for offset, ok in ((0, True), (30, True), (120, False)):
-            async with LogClient(url, log_vkey) as client:  # a new process each time, as cron runs it
+            async with LogClient(url, log_vkey, token=ADMIN_TOKEN) as client:  # a new process each time, as cron runs it
                 report = await verify_log(client, state, witnesses=policy, max_witness_lag=60.0,
                                           clock=lambda: t0 + offset)
             assert report.valid is ok, report.failures
@@ -409,7 +413,7 @@ def test_verify_max_witness_lag_from_the_command_line(witnessed, tmp_path, capsy
     url, log_vkey, policy, ca_pem, stop_witness = witnessed
 
     async def setup():
-        async with LogClient(url, log_vkey) as client:
+        async with LogClient(url, log_vkey, token=ADMIN_TOKEN) as client:
             await client.add_many([b"first %d" % i for i in range(3)])
 
             async def cosigned():

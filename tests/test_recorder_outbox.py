@@ -37,7 +37,11 @@ from api.client.recorder import (
 from log.errors import InvalidInput, Unavailable, VerificationError
 from log.note_keys import generate_signer_key
 from tests.e2e.test_audit import Producer, Server, _call, _register, run
+from tests.credentials import ADMIN, ADMIN_TOKEN
 from tests.processes import REPO
+
+# Servers and commands here take the operator's admin token (tests/conftest.py operator_token).
+pytestmark = pytest.mark.usefixtures("operator_token")
 
 DEAD = "http://127.0.0.1:9"  # the discard port: nothing listens on loopback
 
@@ -56,7 +60,7 @@ def agent(server):
     producer = Producer("sdk-agent", "acme", seed)
 
     async def setup():
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=ADMIN) as session:
             await _register(session, server.url, producer)
             return (await _call(session, "GET", f"{server.url}/api/v1/log"))[1]["verifier_key"]
 
@@ -64,13 +68,13 @@ def agent(server):
 
 
 def recorder(url: str, seed: bytes, log_key: str, outbox=None, producer: str = "sdk-agent") -> Recorder:
-    return Recorder(url, producer=producer, signing_key=seed, log_key=log_key, tenant="acme",
+    return Recorder(url, producer=producer, signing_key=seed, log_key=log_key, tenant="acme", token=ADMIN_TOKEN,
                     actor={"type": "agent", "id": producer}, retries=1, backoff=0.01, timeout=5, outbox=outbox)
 
 
 def events_of_run(url: str, run_id: str) -> list[dict]:
     async def get():
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=ADMIN) as session:
             status, body = await _call(session, "GET", f"{url}/api/v1/events", params={"run_id": run_id})
             assert status == 200, body
             return body["events"]
@@ -306,7 +310,8 @@ def test_the_example_agent_exits_3_when_the_log_is_down_and_its_spool_lands_on_t
         if server_env:
             env["AUDITLOG_SERVER"] = server_env
         return subprocess.run([sys.executable, "examples/agent.py", "--seed", str(seed_file), "--producer",
-                               "sdk-agent", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+                               "sdk-agent", "--token", ADMIN_TOKEN, *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=60)
 
     down = agent_run("--log-key", log_key, "--outbox", str(tmp_path / "spool"), server_env=DEAD)
     assert down.returncode == 3 and down.stdout == "", down

@@ -33,11 +33,15 @@ from log.errors import NotFound, Unavailable
 from log.note import COSIGNATURE_ED25519, NoteSignature, parse_note
 from log.note_keys import generate_signer_key, parse_verifier_key
 from tests.e2e.test_audit import TOKEN, Producer, _call, _register
+from tests.credentials import ADMIN, ADMIN_TOKEN
 from tests.test_witness_job import ORIGIN, WitnessServer
 from witness.cosignatures import WitnessPolicy
 from witness.server import create_witness_app
 from witness.tsa import CA_CERT_FILE, TimestampAuthority, TsaIdentity
 from witness.tsa_server import make_tsa_app
+
+# Servers and commands here take the operator's admin token (tests/conftest.py operator_token).
+pytestmark = pytest.mark.usefixtures("operator_token")
 
 RUN = "run-17"
 
@@ -110,7 +114,7 @@ def log_run(url: str, run_id: str = RUN, events: int = 3) -> list[int]:
     agent = _PRODUCERS.setdefault(url, Producer("agent-17", "acme"))
 
     async def main() -> list[int]:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=ADMIN) as session:
             if not registered:
                 await _register(session, url, agent)
             indices, parent = [], None
@@ -126,7 +130,7 @@ def log_run(url: str, run_id: str = RUN, events: int = 3) -> list[int]:
 
 
 async def _with_client(setup: Setup, work):
-    async with LogClient(setup.url, setup.log_vkey) as client:
+    async with LogClient(setup.url, setup.log_vkey, token=ADMIN_TOKEN) as client:
         return await work(client)
 
 
@@ -278,7 +282,7 @@ def test_a_log_without_witnesses_or_tsa_has_nothing_to_wait_for(log_config, live
     indices = log_run(url, events=1)
 
     async def main():
-        async with LogClient(url, _log_vkey(url)) as client:
+        async with LogClient(url, _log_vkey(url), token=ADMIN_TOKEN) as client:
             return await wait_for_run(client, RUN, timeout=0.2)
 
     coverage = asyncio.run(main())
@@ -301,7 +305,7 @@ def test_entry_bundle_origin_and_fields_are_checked(tmp_path, log_config, live_s
     vkey = _log_vkey(url)
 
     async def main():
-        async with LogClient(url, vkey) as client:
+        async with LogClient(url, vkey, token=ADMIN_TOKEN) as client:
             [receipt] = await client.add_many([b"one entry"])
             checkpoint, note = await client.signed_checkpoint()
             proof = await client.inclusion_proof(receipt.index, checkpoint.size, leaf_hash=hash_leaf(b"one entry"))

@@ -20,11 +20,15 @@ from log.hashing import hash_leaf
 from log.note import COSIGNATURE_ED25519, NoteSignature, parse_note
 from log.note_keys import generate_signer_key, parse_verifier_key
 from tests.conftest import serve_app
+from tests.credentials import ADMIN_TOKEN
 from tests.test_witness_job import ORIGIN, WitnessServer
 from api.client.evidence import EntryEvidenceError, build_entry_bundle, verify_entry_bundle
 from witness.cosignatures import WitnessPolicy, check_cosignatures
 from witness.tsa import CA_CERT_FILE, TimestampAuthority, TsaIdentity
 from witness.tsa_server import make_tsa_app
+
+# Servers and commands here take the operator's admin token (tests/conftest.py operator_token).
+pytestmark = pytest.mark.usefixtures("operator_token")
 
 
 def test_dict_metrics_render_counters_gauges_and_skip_the_rest():
@@ -120,7 +124,7 @@ def test_witnessed_and_timestamped_log_in_process(tmp_path: Path, log_config, ts
 
 async def scenario(app, url, witnesses, log_vkey, ca_pem):
     policy = WitnessPolicy(tuple(w.vkeys[0] for w in witnesses))
-    async with LogClient(url, log_vkey) as client:
+    async with LogClient(url, log_vkey, token=ADMIN_TOKEN) as client:
         receipts = await client.add_many([b"alpha", b"beta", b"gamma"])
         size = receipts[0].tree_size
 
@@ -155,7 +159,7 @@ async def scenario(app, url, witnesses, log_vkey, ca_pem):
         assert report.valid, report.failures
 
         # metrics from both jobs
-        async with client._http().get(url + "/metrics") as resp:
+        async with client._http().get(url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
             metrics = await resp.text()
         assert 'auditlog_witness_cosigned_size{witness="witness.test/u1"} 3.0' in metrics
         assert "# TYPE auditlog_timestamps_stored_total counter" in metrics

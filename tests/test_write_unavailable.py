@@ -20,9 +20,13 @@ from api.server.readiness import readiness, readiness_metrics
 from api.server.state import LOG, TIMESTAMP_JOB, WITNESS_JOB
 from log.errors import StorageError, StorageUnavailable
 from log.storage.faults import storage_fault
+from tests.credentials import ADMIN
 from tests.postgres import fresh_database
 from tests import test_sequencer
 from tests.test_sequencer import _run, _verify_whole_tree
+
+# Servers and commands here take the operator's admin token (tests/conftest.py operator_token).
+pytestmark = pytest.mark.usefixtures("operator_token")
 
 store, signer = test_sequencer.store, test_sequencer.signer  # the sequencer tests' fixtures: SQLite and PostgreSQL
 
@@ -163,7 +167,7 @@ def test_writes_are_answered_503_with_the_reason_and_readyz_says_why_while_healt
 
     async def main():
         app = create_app(log_config)
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(TestServer(app), headers=ADMIN) as client:
             log_ = app[LOG]
             ready = await client.get("/readyz")
             assert ready.status == 200
@@ -207,7 +211,7 @@ def test_writes_are_answered_503_with_the_reason_and_readyz_says_why_while_healt
 def test_a_storage_fault_outside_the_sequencer_is_503_and_a_bug_is_still_500(log_config):
     async def main():
         app = create_app(log_config)
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(TestServer(app), headers=ADMIN) as client:
             log_ = app[LOG]
             for error, status in ((OSError(errno.ENOSPC, "No space left on device"), 503),
                                   (wrapped(sqlite_disk_full()), 503), (RuntimeError("a bug"), 500),
@@ -228,7 +232,7 @@ def test_a_storage_fault_outside_the_sequencer_is_503_and_a_bug_is_still_500(log
 def test_readyz_reports_stopped_and_shutting_down(log_config):
     async def main():
         app = create_app(log_config)
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(TestServer(app), headers=ADMIN) as client:
             sequencer = app[LOG]._sequencer
             sequencer._batches.stop(StorageError("the stored tiles disagree"))
             body = await (await client.get("/readyz")).json()

@@ -22,7 +22,7 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from api.server.app import create_app
-from api.server.audit_routes import AUDIT, add_audit_routes
+from api.server.audit_routes import AUDIT
 from api.cli.main import main as cli_main
 from api.client.recorder import Recorder, RecorderError, generate_key
 from log.audit.canonical import canonicalize
@@ -32,8 +32,9 @@ from log.audit.registry import key_id_for
 from log.audit.schema import format_timestamp_ms
 from log.note_keys import generate_signer_key
 from log.service import LogConfig
+from tests.credentials import ADMIN_TOKEN
 
-TOKEN = "admin-token-for-tests-0123456789"
+TOKEN = ADMIN_TOKEN
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -47,8 +48,8 @@ class Server:
 
     def _run(self):
         asyncio.set_event_loop(self.loop)
-        self.app = create_app(LogConfig(data_dir=self.data_dir, origin="audit.e2e/log"))
-        add_audit_routes(self.app, data_dir=self.data_dir, admin_token=TOKEN, verify_processes=self.verify_processes)
+        self.app = create_app(LogConfig(data_dir=self.data_dir, origin="audit.e2e/log"), admin_token=TOKEN,
+                              verify_processes=self.verify_processes)
         self.runner = web.AppRunner(self.app)
         self.loop.run_until_complete(self.runner.setup())
         if self.verify_processes:  # started now, not with the first event, so that every event goes to them
@@ -236,7 +237,7 @@ def test_every_refusal_stores_nothing(any_server):
             # Admin routes without the token.
             got, body = await _call(session, "POST", f"{url}/api/v1/producers", json={"producer": "x",
                                                                                       "tenants": ["acme"]})
-            assert got == 401 and body["type"] == "urn:auditlog:problem:admin-unauthorized"
+            assert got == 401 and body["type"] == "urn:auditlog:problem:unauthenticated"
             got, _ = await _call(session, "POST", f"{url}/api/v1/producers", json={"producer": "x", "tenants": ["a"]},
                                  headers={"Authorization": "Bearer " + TOKEN[:-1] + "x"})
             assert got == 401
@@ -322,18 +323,21 @@ def test_timeline_and_evidence_verify_offline_and_fail_on_one_changed_byte(serve
                 status, _ = await _call(session, "POST", f"{url}/api/v1/events", json=producer.envelope(event))
                 assert status == 200
             await _call(session, "POST", f"{url}/api/v1/events", json=agent.envelope(agent.event(run_id="run-y")))
-            status, timeline = await _call(session, "GET", f"{url}/api/v1/runs/run-x/timeline")
+            status, timeline = await _call(session, "GET", f"{url}/api/v1/runs/run-x/timeline", headers=ADMIN)
             assert status == 200
             assert [e["event"]["event_type"] for e in timeline["events"]] == [
                 "intent", "model_call", "human_review", "outcome"]
-            status, page = await _call(session, "GET", f"{url}/api/v1/events?case_id=case-run-x&limit=3")
+            status, page = await _call(session, "GET", f"{url}/api/v1/events?case_id=case-run-x&limit=3",
+                                       headers=ADMIN)
             assert status == 200 and len(page["events"]) == 3 and page["next_cursor"]
             status, rest = await _call(session, "GET",
-                                       f"{url}/api/v1/events?case_id=case-run-x&limit=3&cursor={page['next_cursor']}")
+                                       f"{url}/api/v1/events?case_id=case-run-x&limit=3&cursor={page['next_cursor']}",
+                                       headers=ADMIN)
             assert len(rest["events"]) == 1 and rest["next_cursor"] is None
-            status, typed = await _call(session, "GET", f"{url}/api/v1/events?event_type=human_review&tenant=acme")
+            status, typed = await _call(session, "GET", f"{url}/api/v1/events?event_type=human_review&tenant=acme",
+                                        headers=ADMIN)
             assert [e["producer"] for e in typed["events"]] == ["reviewer"]
-            status, bundle = await _call(session, "GET", f"{url}/api/v1/runs/run-x/evidence")
+            status, bundle = await _call(session, "GET", f"{url}/api/v1/runs/run-x/evidence", headers=ADMIN)
             assert status == 200
             return bundle, timeline["log_key"]
 
@@ -380,18 +384,19 @@ def test_blobs_over_http(server):
     async def scenario():
         async with aiohttp.ClientSession() as session:
             url = server.url
-            assert (await _call(session, "PUT", f"{url}/api/v1/blobs/{digest}", data=data))[0] == 201
-            assert (await _call(session, "PUT", f"{url}/api/v1/blobs/{digest}", data=data))[0] == 200
-            status, body = await _call(session, "PUT", f"{url}/api/v1/blobs/{'0' * 64}", data=data)
+            assert (await _call(session, "PUT", f"{url}/api/v1/blobs/{digest}", data=data))[0] == 401
+            assert (await _call(session, "PUT", f"{url}/api/v1/blobs/{digest}", data=data, headers=ADMIN))[0] == 201
+            assert (await _call(session, "PUT", f"{url}/api/v1/blobs/{digest}", data=data, headers=ADMIN))[0] == 200
+            status, body = await _call(session, "PUT", f"{url}/api/v1/blobs/{'0' * 64}", data=data, headers=ADMIN)
             assert status == 422 and body["type"] == "urn:auditlog:problem:blob-hash-mismatch"
-            async with session.get(f"{url}/api/v1/blobs/{digest}") as resp:
+            async with session.get(f"{url}/api/v1/blobs/{digest}", headers=ADMIN) as resp:
                 assert resp.status == 200 and await resp.read() == data
             assert (await _call(session, "DELETE", f"{url}/api/v1/blobs/{digest}"))[0] == 401
             before = await _size(session, url)
             status, body = await _call(session, "DELETE", f"{url}/api/v1/blobs/{digest}?reason=retention",
                                        headers=ADMIN)
             assert status == 200 and body["erasure_index"] == before
-            assert (await _call(session, "GET", f"{url}/api/v1/blobs/{digest}"))[0] == 404
+            assert (await _call(session, "GET", f"{url}/api/v1/blobs/{digest}", headers=ADMIN))[0] == 404
             status, schema = await _call(session, "GET", f"{url}/api/v1/schemas/auditlog.event/v1")
             assert status == 200 and schema["properties"]["schema"]["const"] == "auditlog.event/v1"
 
@@ -412,7 +417,7 @@ def test_recorder_acknowledges_with_proofs_and_fails_closed(server):
 
     def recorder(seed=seed, key=log_key):
         return Recorder(server.url, producer="sdk-agent", signing_key=seed, log_key=key, tenant="acme",
-                        actor={"type": "agent", "id": "sdk-agent"}, retries=1, backoff=0.01)
+                        actor={"type": "agent", "id": "sdk-agent"}, retries=1, backoff=0.01, token=TOKEN)
 
     ran = []
     with recorder().action("run-sdk", context={"case_id": "c-1"}) as action:
@@ -457,7 +462,7 @@ def test_recorder_acknowledges_with_proofs_and_fails_closed(server):
 
 async def _timeline(url, run_id):
     async with aiohttp.ClientSession() as session:
-        return (await _call(session, "GET", f"{url}/api/v1/runs/{run_id}/timeline"))[1]
+        return (await _call(session, "GET", f"{url}/api/v1/runs/{run_id}/timeline", headers=ADMIN))[1]
 
 
 def test_registry_survives_a_restart(tmp_path):

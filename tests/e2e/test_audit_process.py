@@ -100,14 +100,14 @@ async def _size(session, url) -> int:
     return info["tree_size"]
 
 
-async def _entry(session, url, index: int) -> bytes:
-    status, _, body = await _call(session, "GET", f"{url}/api/v1/entries/{index}")
+async def _entry(session, url, index: int, admin: dict) -> bytes:
+    status, _, body = await _call(session, "GET", f"{url}/api/v1/entries/{index}", headers=admin)
     assert status == 200, body
     return base64.b64decode(body["data"])
 
 
-async def _metric(session, url, name: str) -> int:
-    async with session.get(f"{url}/metrics") as resp:
+async def _metric(session, url, name: str, admin: dict) -> int:
+    async with session.get(f"{url}/metrics", headers=admin) as resp:
         assert resp.status == 200
         text = await resp.text()
     match = re.search(rf"^{re.escape(name)} (\d+)$", text, re.MULTILINE)
@@ -120,9 +120,12 @@ def _cli_index(result: subprocess.CompletedProcess) -> int:
     return int(re.search(r"logged at index (\d+)", result.stdout).group(1))
 
 
+def _admin_token(data_dir: Path) -> str:
+    return (data_dir / "admin.token").read_text().strip()
+
+
 def _admin_headers(data_dir: Path) -> dict:
-    token = (data_dir / "admin.token").read_text().strip()
-    return {"Authorization": f"Bearer {token}"}
+    return {"Authorization": f"Bearer {_admin_token(data_dir)}"}
 
 
 async def _register(session, url, admin: dict, producer: Producer) -> None:
@@ -163,7 +166,8 @@ def test_verifier_processes_start_with_the_first_event_check_events_and_die_with
                 assert status == 200, body
                 assert [r["status"] for r in body["results"]] == [200, 401, 200]
                 assert body["results"][1]["type"] == "urn:auditlog:problem:bad-signature"
-                checked = await _metric(session, url, 'auditlog_audit_signatures_checked_total{where="process"}')
+                checked = await _metric(session, url, 'auditlog_audit_signatures_checked_total{where="process"}',
+                                              _admin_headers(server.data_dir))
                 if checked > checked_before and attempt > 0:
                     return checked
                 checked_before = checked
@@ -207,22 +211,22 @@ def test_registry_is_logged_events_land_once_and_refusals_store_nothing(server_f
             admin = _admin_headers(data_dir)
             assert await _size(session, url) == start + 2
             assert (registered_at, key_added_at) == (start, start + 1)
-            kind, change = parse_entry(await _entry(session, url, registered_at))
+            kind, change = parse_entry(await _entry(session, url, registered_at, admin))
             assert kind == "registry-change"
             assert (change["change"], change["producer"], change["tenants"], change["reason"]) == (
                 "producer-registered", agent.name, (agent.tenant,), "e2e")
-            kind, change = parse_entry(await _entry(session, url, key_added_at))
+            kind, change = parse_entry(await _entry(session, url, key_added_at, admin))
             assert kind == "registry-change"
             assert (change["change"], change["producer"], change["key_id"], change["public_key"]) == (
                 "key-added", agent.name, agent.key_id, agent.public)
-            status, _, listed = await _call(session, "GET", f"{url}/api/v1/producers")
+            status, _, listed = await _call(session, "GET", f"{url}/api/v1/producers", headers=admin)
             assert status == 200 and [(p["producer"], [k["key_id"] for k in p["keys"]]) for p in
                                       listed["producers"]] == [(agent.name, [agent.key_id])]
 
             # 2. Exactly once: 30 events, each signed envelope sent 5 times at once, unchanged: three times alone,
             # twice inside a one-envelope batch.
             before = await _size(session, url)
-            accepted_before = await _metric(session, url, "auditlog_audit_events_accepted_total")
+            accepted_before = await _metric(session, url, "auditlog_audit_events_accepted_total", admin)
             envelopes = [agent.envelope(agent.event(f"run-{i % 3}")) for i in range(30)]
             json_body = {"Content-Type": "application/json"}
             sends = [_call(session, "POST", f"{url}/api/v1/events", headers=json_body,
@@ -241,7 +245,7 @@ def test_registry_is_logged_events_land_once_and_refusals_store_nothing(server_f
             assert all(count == 1 for count in fresh.values()), f"non-duplicate answers per event: {fresh}"
             assert sorted(i for found in indices.values() for i in found) == list(range(before, before + 30))
             assert await _size(session, url) == before + 30
-            assert await _metric(session, url, "auditlog_audit_events_accepted_total") == accepted_before + 30
+            assert await _metric(session, url, "auditlog_audit_events_accepted_total", admin) == accepted_before + 30
             logged = envelopes[0]["event"]
 
             # 3. Refusals. Keys to refuse with: one revoked, one valid from 3 h to 2 h ago (expired).
@@ -260,7 +264,7 @@ def test_registry_is_logged_events_land_once_and_refusals_store_nothing(server_f
     revoked, expired, logged = asyncio.run(scenario())
     revoke = auditlog("producer", "revoke-key", "--producer", agent.name, "--key-id", revoked.key_id,
                       "--reason", "compromised", "--server", url, "--data-dir", str(data_dir))
-    kind, change = parse_entry(asyncio.run(_fetch_entry(url, _cli_index(revoke))))
+    kind, change = parse_entry(asyncio.run(_fetch_entry(url, _cli_index(revoke), _admin_headers(data_dir))))
     assert (kind, change["change"], change["key_id"]) == ("registry-change", "key-revoked", revoked.key_id)
 
     stranger = Producer("stranger")
@@ -292,7 +296,7 @@ def test_registry_is_logged_events_land_once_and_refusals_store_nothing(server_f
     async def refusals():
         async with aiohttp.ClientSession() as session:
             before = await _size(session, url)
-            conflicts = await _metric(session, url, "auditlog_audit_events_conflict_total")
+            conflicts = await _metric(session, url, "auditlog_audit_events_conflict_total", _admin_headers(data_dir))
             for name, envelope, want_status, code, word in cases:
                 status, content_type, body = await _call(session, "POST", f"{url}/api/v1/events", json=envelope)
                 assert (status, content_type) == (want_status, PROBLEM), (name, status, body)
@@ -304,14 +308,14 @@ def test_registry_is_logged_events_land_once_and_refusals_store_nothing(server_f
                     assert {"$.event.tenant", "$.event.event_type"} <= fields, body["errors"]
                     assert all(error["message"] for error in body["errors"])
             assert await _size(session, url) == before, "a refusal stored something"
-            assert await _metric(session, url, "auditlog_audit_events_conflict_total") == conflicts + 1
+            assert await _metric(session, url, "auditlog_audit_events_conflict_total", _admin_headers(data_dir)) == conflicts + 1
             # The refused retry did not disturb the original: it is still answered as a duplicate.
             status, _, body = await _call(session, "POST", f"{url}/api/v1/events", json=agent.envelope(logged))
             assert status == 200 and body["duplicate"] and body["event_id"] == logged["event_id"]
             # Registry changes without the admin token are refused and store nothing either.
             status, content_type, body = await _call(session, "POST", f"{url}/api/v1/producers",
                                                      json={"producer": "intruder", "tenants": ["acme"]})
-            assert (status, content_type, body["type"]) == (401, PROBLEM, "urn:auditlog:problem:admin-unauthorized")
+            assert (status, content_type, body["type"]) == (401, PROBLEM, "urn:auditlog:problem:unauthenticated")
             assert await _size(session, url) == before
 
     asyncio.run(refusals())
@@ -319,9 +323,9 @@ def test_registry_is_logged_events_land_once_and_refusals_store_nothing(server_f
     assert server.proc.returncode == 0, "".join(server.output)
 
 
-async def _fetch_entry(url: str, index: int) -> bytes:
+async def _fetch_entry(url: str, index: int, admin: dict) -> bytes:
     async with aiohttp.ClientSession() as session:
-        return await _entry(session, url, index)
+        return await _entry(session, url, index, admin)
 
 
 # --- 4, 5: timelines, offline evidence, the fail-closed SDK --------------------------------------------------
@@ -389,7 +393,8 @@ def test_timeline_evidence_offline_and_sdk_fail_closed(server_factory, tmp_path)
     assert [indices[e["event_id"]] for e in causal] == sorted(indices.values(), reverse=True)
 
     # 4a. The timeline, as a table in causal order.
-    shown = auditlog("timeline", "--run", run_id, "--server", url, "--log-key", log_key)
+    shown = auditlog("timeline", "--run", run_id, "--server", url, "--log-key", log_key, "--token",
+                     _admin_token(data_dir))
     assert shown.returncode == 0, shown.stderr
     assert f"run {run_id}: 4 events" in shown.stdout
     rows = _table_rows(shown.stdout)
@@ -403,14 +408,15 @@ def test_timeline_evidence_offline_and_sdk_fail_closed(server_factory, tmp_path)
     # 4b. The evidence bundle, verified by the CLI against the log key before it is written.
     bundle_file = tmp_path / "evidence.json"
     exported = auditlog("timeline", "--run", run_id, "--server", url, "--evidence", str(bundle_file),
-                        "--log-key", log_key)
+                        "--log-key", log_key, "--token", _admin_token(data_dir))
     assert exported.returncode == 0, exported.stderr
     assert "verified: 4 events" in exported.stdout and bundle_file.exists()
 
     # 5a. The SDK with the server up: the block runs once the intent is acknowledged; intent and outcome logged.
     def recorder() -> Recorder:
         return Recorder(url, producer="sdk-agent", signing_key=sdk_seed, log_key=log_key, tenant="acme",
-                        actor={"type": "agent", "id": "sdk-agent"}, retries=2, backoff=0.05, timeout=5)
+                        actor={"type": "agent", "id": "sdk-agent"}, retries=2, backoff=0.05, timeout=5,
+                        token=_admin_token(data_dir))
 
     ran: list[str] = []
     sdk_run = f"sdk-{uuid.uuid4().hex[:8]}"
@@ -424,7 +430,8 @@ def test_timeline_evidence_offline_and_sdk_fail_closed(server_factory, tmp_path)
 
     async def sdk_timeline():
         async with aiohttp.ClientSession() as session:
-            status, _, body = await _call(session, "GET", f"{url}/api/v1/runs/{sdk_run}/timeline")
+            status, _, body = await _call(session, "GET", f"{url}/api/v1/runs/{sdk_run}/timeline",
+                                          headers=_admin_headers(data_dir))
             assert status == 200, body
             return body, await _size(session, url)
 

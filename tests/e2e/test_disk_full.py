@@ -114,7 +114,7 @@ def test_failing_storage_is_503_with_the_reason_and_the_log_recovers_by_itself_l
             return resp.status, resp.headers, body
 
     async def scenario():
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=server.admin) as session:
             for i in range(20):
                 status, _, body = await post(session, b"before %d " % i + os.urandom(ENTRY_SIZE))
                 assert status == 200, body
@@ -163,7 +163,7 @@ def test_failing_storage_is_503_with_the_reason_and_the_log_recovers_by_itself_l
 
     def check_everything_acknowledged():
         async def read():
-            async with aiohttp.ClientSession() as session:
+            async with aiohttp.ClientSession(headers=server.admin) as session:
                 async with session.get(f"{server.url}/api/v1/log") as resp:
                     info = await resp.json()
                 for index, entry in acknowledged.items():
@@ -175,7 +175,7 @@ def test_failing_storage_is_503_with_the_reason_and_the_log_recovers_by_itself_l
         info = asyncio.run(read())
         assert info["tree_size"] == len(acknowledged)  # nothing refused was stored: no gaps, no extras
         command = [sys.executable, "-m", "api.cli", "verify", "--server", server.url, "--key", info["verifier_key"],
-                   "--state", str(fault.data_dir.parent / "monitor.json")]
+                   "--state", str(fault.data_dir.parent / "monitor.json"), "--token", server.admin_token]
         verified = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert verified.returncode == 0 and "VALID" in verified.stdout, verified.stdout + verified.stderr
 

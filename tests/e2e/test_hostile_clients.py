@@ -70,16 +70,21 @@ async def _trickle(url: str, data: bytes, *, head: bytes = b"", limit: float = 6
         writer.close()
 
 
-def _get(url: str, path: str) -> tuple[int, bytes]:
+def _auth(server) -> str:
+    """The Authorization header line of the server's admin token, for requests written out as bytes."""
+    return f"Authorization: Bearer {server.admin_token}\r\n"
+
+
+def _get(url: str, path: str, headers: dict | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url + path, timeout=10) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url + path, headers=headers or {}), timeout=10) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
 
 
-def _metric(url: str, name: str) -> float:
-    for line in _get(url, "/metrics")[1].decode().splitlines():
+def _metric(server, name: str) -> float:
+    for line in _get(server.url, "/metrics", server.admin)[1].decode().splitlines():
         if line.startswith(name + " "):
             return float(line.split()[-1])
     raise AssertionError(f"{name} not in /metrics")
@@ -96,7 +101,7 @@ def test_slowloris_heads_get_408_and_are_closed_after_the_header_timeout(server)
         assert seconds is not None and seconds < 2.5, seconds
         assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert _get(server.url, "/healthz")[0] == 200
-    assert _metric(server.url, 'auditlog_http_connections_timed_out_total{reason="header"}') >= 10
+    assert _metric(server, 'auditlog_http_connections_timed_out_total{reason="header"}') >= 10
 
 
 def test_connections_that_never_send_are_closed_after_the_header_timeout(server):
@@ -115,9 +120,9 @@ def test_connections_that_never_send_are_closed_after_the_header_timeout(server)
 def test_a_trickled_body_is_cut_after_the_body_idle_timeout_and_nothing_is_stored(server):
     blob = b"x" * 40
     digest = hashlib.sha256(blob).hexdigest()
-    head = (f"PUT /api/v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(blob)}\r\n"
+    head = (f"PUT /api/v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\n{_auth(server)}Content-Length: {len(blob)}\r\n"
             f"Content-Type: application/octet-stream\r\n\r\n").encode()
-    entry_head = b"POST /api/v1/entries HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n"
+    entry_head = f"POST /api/v1/entries HTTP/1.1\r\nHost: x\r\n{_auth(server)}Content-Length: 40\r\n\r\n".encode()
     size_before = _get(server.url, "/checkpoint")[1].split(b"\n")[1]
 
     async def main():
@@ -137,8 +142,8 @@ def test_a_trickled_body_is_cut_after_the_body_idle_timeout_and_nothing_is_store
     for seconds, answer in asyncio.run(main()):
         assert seconds is not None and seconds < 2.5, seconds
         assert b" 201 " not in answer and b" 200 " not in answer
-    assert _get(server.url, f"/api/v1/blobs/{digest}")[0] == 404
-    assert _metric(server.url, 'auditlog_http_connections_timed_out_total{reason="body_idle"}') >= 2
+    assert _get(server.url, f"/api/v1/blobs/{digest}", server.admin)[0] == 404
+    assert _metric(server, 'auditlog_http_connections_timed_out_total{reason="body_idle"}') >= 2
     blobs = server.data_dir / "blobs"
     assert not [path for path in blobs.rglob("*") if path.is_file()]  # not even a temporary file
     assert _get(server.url, "/checkpoint")[1].split(b"\n")[1] == size_before
@@ -148,10 +153,10 @@ def test_a_body_that_keeps_coming_is_not_cut(server):
     """The body idle bound is on silence, not on the whole body's time: 0.5 s between bytes, 4 s in all."""
     blob = b"y" * 8
     digest = hashlib.sha256(blob).hexdigest()
-    head = f"PUT /api/v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(blob)}\r\n\r\n".encode()
+    head = f"PUT /api/v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\n{_auth(server)}Content-Length: {len(blob)}\r\n\r\n".encode()
     seconds, answer = asyncio.run(_trickle(server.url, blob, head=head, limit=8))
     assert answer.startswith(b"HTTP/1.1 201 "), answer
-    assert _get(server.url, f"/api/v1/blobs/{digest}") == (200, blob)
+    assert _get(server.url, f"/api/v1/blobs/{digest}", server.admin) == (200, blob)
 
 
 def test_idle_keep_alive_connections_are_closed(server):
@@ -195,7 +200,7 @@ def test_connections_beyond_the_cap_are_refused_and_the_server_keeps_answering(t
                 break
             time.sleep(0.1)
         assert status == 200
-        assert _metric(server.url, "auditlog_http_connections_refused_total") >= 1
+        assert _metric(server, "auditlog_http_connections_refused_total") >= 1
 
 
 # --- blob uploads stream to disk ---------------------------------------------------------------------------------
@@ -216,9 +221,9 @@ def _put(url: str, path: str, data: bytes, headers: dict | None = None) -> tuple
 def test_a_blob_bigger_than_any_buffer_streams_in_and_reads_back_exactly(server):
     blob = os.urandom(20 << 20) + b"end"  # 20 MiB: many 1 MiB pieces, far beyond aiohttp's buffers
     digest = hashlib.sha256(blob).hexdigest()
-    status, _, _ = _put(server.url, f"/api/v1/blobs/{digest}", blob)
+    status, _, _ = _put(server.url, f"/api/v1/blobs/{digest}", blob, server.admin)
     assert status == 201
-    assert _get(server.url, f"/api/v1/blobs/{digest}") == (200, blob)
+    assert _get(server.url, f"/api/v1/blobs/{digest}", server.admin) == (200, blob)
     assert (server.data_dir / "blobs" / digest[:2] / digest[2:4] / digest).read_bytes() == blob
 
 
@@ -226,7 +231,7 @@ def test_a_streamed_blob_that_does_not_match_its_name_is_refused_and_leaves_no_f
     before = _files(server)
     blob = os.urandom(3 << 20)
     wrong = hashlib.sha256(blob + b"!").hexdigest()
-    status, body, _ = _put(server.url, f"/api/v1/blobs/{wrong}", blob)
+    status, body, _ = _put(server.url, f"/api/v1/blobs/{wrong}", blob, server.admin)
     assert status == 422 and b"blob-hash-mismatch" in body
     assert _files(server) == before
 
@@ -238,7 +243,7 @@ def test_a_blob_body_cut_midway_leaves_no_file(server):
 
     async def main():
         reader, writer = await asyncio.open_connection(*_address(server.url))
-        writer.write(f"PUT /api/v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(blob)}\r\n\r\n".encode())
+        writer.write(f"PUT /api/v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\n{_auth(server)}Content-Length: {len(blob)}\r\n\r\n".encode())
         writer.write(blob[: 3 << 20])
         await writer.drain()
         await asyncio.sleep(0.3)
@@ -249,7 +254,7 @@ def test_a_blob_body_cut_midway_leaves_no_file(server):
     while _files(server) != before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _files(server) == before
-    assert _get(server.url, f"/api/v1/blobs/{digest}")[0] == 404
+    assert _get(server.url, f"/api/v1/blobs/{digest}", server.admin)[0] == 404
 
 
 def test_blob_uploads_beyond_the_cap_get_503_with_retry_after(tmp_path):
@@ -260,11 +265,11 @@ def test_blob_uploads_beyond_the_cap_get_503_with_retry_after(tmp_path):
 
         async def main():
             reader, writer = await asyncio.open_connection(*_address(server.url))  # holds the one slot
-            writer.write(f"PUT /api/v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(blob)}\r\n\r\n"
+            writer.write(f"PUT /api/v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\n{_auth(server)}Content-Length: {len(blob)}\r\n\r\n"
                          .encode() + blob[:10])
             await writer.drain()
             await asyncio.sleep(0.5)
-            refused = await asyncio.to_thread(_put, server.url, f"/api/v1/blobs/{digest}", blob)
+            refused = await asyncio.to_thread(_put, server.url, f"/api/v1/blobs/{digest}", blob, server.admin)
             writer.write(blob[10:])
             await writer.drain()
             first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
@@ -274,7 +279,7 @@ def test_blob_uploads_beyond_the_cap_get_503_with_retry_after(tmp_path):
         (status, _, headers), first = asyncio.run(main())
         assert status == 503 and headers.get("Retry-After") == "1"
         assert first.startswith(b"HTTP/1.1 201 ")
-        assert _put(server.url, f"/api/v1/blobs/{digest}", blob)[0] == 200  # the slot is free again
+        assert _put(server.url, f"/api/v1/blobs/{digest}", blob, server.admin)[0] == 200  # the slot is free again
 
 
 def test_a_declared_body_over_the_blob_limit_is_refused_before_it_is_read(server):
@@ -282,7 +287,7 @@ def test_a_declared_body_over_the_blob_limit_is_refused_before_it_is_read(server
 
     async def main():
         reader, writer = await asyncio.open_connection(*_address(server.url))
-        writer.write(f"PUT /api/v1/blobs/{'a' * 64} HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BLOB_SIZE + 1}\r\n\r\n"
+        writer.write(f"PUT /api/v1/blobs/{'a' * 64} HTTP/1.1\r\nHost: x\r\n{_auth(server)}Content-Length: {MAX_BLOB_SIZE + 1}\r\n\r\n"
                      .encode())
         await writer.drain()
         answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
@@ -306,13 +311,13 @@ def test_blobs_stream_through_read_workers_too(tmp_path):
             connection = http.client.HTTPConnection(host, port, timeout=60)
             if i % 2:  # chunked: no Content-Length
                 connection.request("PUT", f"/api/v1/blobs/{digest}", body=iter([blob[:5 << 20], blob[5 << 20:]]),
-                                   encode_chunked=True)
+                                   encode_chunked=True, headers=server.admin)
             else:
-                connection.request("PUT", f"/api/v1/blobs/{digest}", body=blob)
+                connection.request("PUT", f"/api/v1/blobs/{digest}", body=blob, headers=server.admin)
             assert connection.getresponse().status == 201
             connection.close()
-            assert _get(server.url, f"/api/v1/blobs/{digest}") == (200, blob)
+            assert _get(server.url, f"/api/v1/blobs/{digest}", server.admin) == (200, blob)
         wrong = hashlib.sha256(b"other").hexdigest()
         for _ in range(4):
-            assert _put(server.url, f"/api/v1/blobs/{wrong}", blobs[0])[0] == 422
+            assert _put(server.url, f"/api/v1/blobs/{wrong}", blobs[0], server.admin)[0] == 422
         assert len(_files(server)) == len(blobs)  # the eight blobs, no temporary file

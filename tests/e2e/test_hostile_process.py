@@ -16,13 +16,14 @@ from log.checkpoint import open_checkpoint
 from log.note_keys import parse_verifier_key
 from tests.processes import child_processes
 from tests.reference_tree import mth
-from tests.test_hostile import ADMIN_TOKEN, CASES, raw_request
+from tests.test_hostile import ADMIN, ADMIN_TOKEN, CASES, raw_request
 
 ROUNDS = 3  # each case on three connections: the kernel spreads them over the writer and its worker
 
 
 def _get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=30) as response:
+    request = urllib.request.Request(url, headers={ADMIN[0].decode(): ADMIN[1].decode()})
+    with urllib.request.urlopen(request, timeout=30) as response:
         return response.read()
 
 
@@ -34,7 +35,7 @@ def test_the_corpus_over_a_writer_and_its_read_worker(server_factory, monkeypatc
     entries = [b"held %d" % i for i in range(10)]
     for entry in entries:
         request = urllib.request.Request(f"{server.url}/api/v1/entries", data=entry,
-                                         headers={"Content-Type": "application/octet-stream"})
+                                         headers={"Content-Type": "application/octet-stream", ADMIN[0].decode(): ADMIN[1].decode()})
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200
 
@@ -58,7 +59,8 @@ def test_the_corpus_over_a_writer_and_its_read_worker(server_factory, monkeypatc
         entry = b"gzipped %d" % i
         body = gzip.compress(json.dumps({"entries": [base64.b64encode(entry).decode()]}).encode())
         request = urllib.request.Request(f"{server.url}/api/v1/entries", data=body,
-                                         headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+                                         headers={"Content-Type": "application/json", "Content-Encoding": "gzip",
+                                                  ADMIN[0].decode(): ADMIN[1].decode()})
         with urllib.request.urlopen(request, timeout=30) as response:
             assert json.loads(response.read())["entries"][0]["index"] == len(entries)
         entries.append(entry)

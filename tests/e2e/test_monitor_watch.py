@@ -23,9 +23,9 @@ from tests.processes import REPO, ServerProcess
 ENTRIES = 300  # entries 256..299 are in the partial bundle tile/entries/001.p/44, read from the database each time
 
 
-def _fill(url: str) -> str:
+def _fill(url: str, headers: dict) -> str:
     async def fill():
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=headers) as session:
             body = {"entries": [base64.b64encode(f"entry {i}".encode()).decode() for i in range(ENTRIES)]}
             async with session.post(f"{url}/api/v1/entries", json=body) as resp:
                 assert resp.status == 200, await resp.text()
@@ -38,11 +38,11 @@ def _fill(url: str) -> str:
 class Watch:
     """`auditlog verify --watch 1s` as a process; its stdout lines collected as they come."""
 
-    def __init__(self, url: str, vkey: str, *extra: str):
+    def __init__(self, url: str, vkey: str, *extra: str, token: str):
         command = [sys.executable, "-m", "api.cli", "verify", "--server", url, "--log-key", vkey, "--watch", "1s",
                    *extra]
         self.proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", "AUDITLOG_TOKEN": token})
         self.lines: list[str] = []
         self.err = ""
         threading.Thread(target=self._pump, daemon=True).start()
@@ -73,8 +73,9 @@ def test_watch_exits_1_when_an_entry_is_changed_between_rounds(tmp_path):
         server = ServerProcess(tmp_path / "data", database_url).start()
         watch = None
         try:
-            vkey = _fill(server.url)
-            watch = Watch(server.url, vkey, "--state", str(tmp_path / "monitor.json"), "--json")
+            vkey = _fill(server.url, server.admin)
+            watch = Watch(server.url, vkey, "--state", str(tmp_path / "monitor.json"), "--json",
+                          token=server.admin_token)
             watch.wait_for_rounds(2)
             rounds = [json.loads(line) for line in watch.lines[:2]]
             assert [r["status"] for r in rounds] == ["valid", "valid"]
@@ -97,14 +98,14 @@ def test_watch_exits_3_when_the_server_goes_away_and_0_on_sigterm(tmp_path):
     server = ServerProcess(tmp_path / "data").start()
     watches = []
     try:
-        vkey = _fill(server.url)
-        stays = Watch(server.url, vkey)
+        vkey = _fill(server.url, server.admin)
+        stays = Watch(server.url, vkey, token=server.admin_token)
         watches.append(stays)
         stays.wait_for_rounds(1)
         assert "integrity VALID" in stays.lines[0] and f"size {ENTRIES}" in stays.lines[0], stays.lines
         for signum in (signal.SIGTERM, signal.SIGINT):
             if signum == signal.SIGINT:
-                stays = Watch(server.url, vkey)
+                stays = Watch(server.url, vkey, token=server.admin_token)
                 watches.append(stays)
                 stays.wait_for_rounds(1)
             started = time.monotonic()
@@ -112,7 +113,7 @@ def test_watch_exits_3_when_the_server_goes_away_and_0_on_sigterm(tmp_path):
             code, err = stays.exit(timeout=10)
             assert code == 0 and "Traceback" not in err and time.monotonic() - started < 5, (signum, code, err)
 
-        goes = Watch(server.url, vkey)
+        goes = Watch(server.url, vkey, token=server.admin_token)
         watches.append(goes)
         goes.wait_for_rounds(1)
         server.stop()

@@ -29,8 +29,8 @@ def _tables(url: str) -> list[str]:
         return [row[0] for row in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
 
 
-async def _post_entries(url: str, count: int, tag: str) -> None:
-    async with aiohttp.ClientSession() as session:
+async def _post_entries(url: str, count: int, tag: str, headers: dict) -> None:
+    async with aiohttp.ClientSession(headers=headers) as session:
         for i in range(count):
             async with session.post(f"{url}/api/v1/entries", data=f"{tag} {i}".encode(),
                                     headers={"Content-Type": "application/octet-stream"}) as resp:
@@ -39,7 +39,7 @@ async def _post_entries(url: str, count: int, tag: str) -> None:
 
 def _serve_entries(server: ServerProcess, count: int, tag: str) -> None:
     server.start()
-    asyncio.run(_post_entries(server.url, count, tag))
+    asyncio.run(_post_entries(server.url, count, tag, server.admin))
     server.stop()
     assert server.proc.returncode == 0, "".join(server.output)
 

@@ -28,7 +28,7 @@ from api.client.otel import AuditlogSpanExporter, event_id_for
 from api.client.recorder import Recorder
 from log.audit.evidence import verify_bundle
 from log.audit.schema import parse_timestamp_ms
-from tests.e2e.test_audit_process import Producer, _admin_headers, _call, _register, _size
+from tests.e2e.test_audit_process import Producer, _admin_headers, _admin_token, _call, _register, _size
 from tests.processes import REPO
 
 PROMPT = "Summarise the risk indicators for case 2026-0042."
@@ -69,7 +69,8 @@ def test_genai_spans_become_verified_events_whose_timeline_is_the_trace(server_f
 
     receipts = {}
     recorder = Recorder(url, producer=agent.name, signing_key=bytes(agent.key), log_key=log_key, tenant="acme",
-                        actor={"type": "agent", "id": agent.name}, retries=2, backoff=0.05, timeout=10)
+                        actor={"type": "agent", "id": agent.name}, retries=2, backoff=0.05, timeout=10,
+                        token=_admin_token(data_dir))
     exporter = AuditlogSpanExporter(recorder, on_receipt=lambda span, ack: receipts.setdefault(span.name, ack))
     results = []
 
@@ -96,7 +97,7 @@ def test_genai_spans_become_verified_events_whose_timeline_is_the_trace(server_f
         return event_id_for(context.trace_id, context.span_id)
 
     async def read_back():
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=_admin_headers(data_dir)) as session:
             status, _, timeline = await _call(session, "GET", f"{url}/api/v1/runs/{run_id}/timeline")
             assert status == 200, timeline
             status, _, bundle = await _call(session, "GET", f"{url}/api/v1/runs/{run_id}/evidence")
@@ -170,7 +171,7 @@ def test_genai_spans_become_verified_events_whose_timeline_is_the_trace(server_f
     seed_file.write_text(base64.b64encode(bytes(agent.key)).decode())
     example = subprocess.run([sys.executable, "examples/otel_agent.py", "--seed", str(seed_file), "--log-key",
                               log_key], cwd=REPO, capture_output=True, text=True, timeout=120,
-                             env={**os.environ, "AUDITLOG_SERVER": url})
+                             env={**os.environ, "AUDITLOG_SERVER": url, "AUDITLOG_TOKEN": _admin_token(data_dir)})
     assert example.returncode == 0, example.stderr
     assert [line.split(": ")[1].split()[0] for line in example.stdout.splitlines()[:3]] == [
         "model_call", "tool_call", "outcome"], example.stdout

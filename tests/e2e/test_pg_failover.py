@@ -74,7 +74,8 @@ class Load:
             entry = b"worker %d entry %d " % (number, self._count) + os.urandom(16)
             sent = time.monotonic()
             try:
-                async with session.post(f"{server.url}/api/v1/entries", data=entry, headers=OCTET) as resp:
+                async with session.post(f"{server.url}/api/v1/entries", data=entry,
+                                        headers={**OCTET, **server.admin}) as resp:
                     body = await resp.json(content_type=None)
                     status = resp.status
             except (aiohttp.ClientError, asyncio.TimeoutError):
@@ -149,7 +150,7 @@ def _verify(server: ServerProcess, state_dir) -> None:
 
     key = asyncio.run(info())["verifier_key"]
     command = [sys.executable, "-m", "api.cli", "verify", "--server", server.url, "--key", key,
-               "--state", str(state_dir / "monitor.json")]
+               "--state", str(state_dir / "monitor.json"), "--token", server.admin_token]
     verified = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert verified.returncode == 0 and "VALID" in verified.stdout, verified.stdout + verified.stderr
 

@@ -16,17 +16,24 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from log.checkpoint import open_checkpoint
 from log.hashing import hash_leaf
 from log.note_keys import parse_verifier_key
 from log.proofs import verify_consistency, verify_inclusion
+from tests.credentials import ADMIN
 from tests.processes import child_processes
 from tests.reference_tree import mth
 
 
+# The servers here take the operator's admin token (tests/conftest.py operator_token), which every request sends.
+pytestmark = pytest.mark.usefixtures("operator_token")
+
+
 def _request(url: str, data: bytes | None = None, content_type: str = "application/octet-stream"):
     """(status, body) over a fresh connection (urllib never reuses one)."""
-    headers = {"Content-Type": content_type} if data is not None else {}
+    headers = {"Content-Type": content_type, **ADMIN} if data is not None else dict(ADMIN)
     request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:

@@ -172,7 +172,7 @@ def test_a_producer_killed_between_send_and_receipt_flushes_its_outbox_and_the_e
         assert spool.pending() == [] and spool.refused() == []
 
     async def logged():
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=server.admin) as session:
             status, _, events = await _call(session, "GET", f"{server.url}/api/v1/events",
                                             params={"run_id": "run-restart"})
             assert status == 200, events

@@ -56,7 +56,7 @@ def test_concurrent_submissions_get_consecutive_indices_and_a_recomputable_root(
     server = server_factory().start()
 
     async def scenario():
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200), headers=server.admin) as session:
             info = await _log_info(session, server.url)
             entries = [f"concurrent entry {i}".encode() for i in range(1000)]
             receipts = await asyncio.gather(*(_post(session, server.url, e) for e in entries))
@@ -80,7 +80,7 @@ def test_sigkill_mid_load_keeps_every_acknowledged_entry(server_factory):
     acknowledged: dict[int, bytes] = {}
 
     async def load(stop_after: int):
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=server.admin) as session:
             counter = iter(range(10**9))
 
             async def worker(w):
@@ -103,7 +103,7 @@ def test_sigkill_mid_load_keeps_every_acknowledged_entry(server_factory):
     server.start()
 
     async def check():
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=server.admin) as session:
             info = await _log_info(session, server.url)
             size = info["tree_size"]
             assert size >= max(acknowledged) + 1
@@ -144,7 +144,7 @@ def test_verify_finds_a_byte_changed_in_the_database(server_factory, tmp_path, d
     server = server_factory().start()
 
     async def fill():
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=server.admin) as session:
             info = await _log_info(session, server.url)
             body = {"entries": [base64.b64encode(f"entry {i}".encode()).decode() for i in range(700)]}
             async with session.post(f"{server.url}/api/v1/entries", json=body) as resp:
@@ -155,7 +155,7 @@ def test_verify_finds_a_byte_changed_in_the_database(server_factory, tmp_path, d
 
     def verify():
         command = [sys.executable, "-m", "api.cli", "verify", "--server", server.url, "--key", vkey,
-                   "--state", str(tmp_path / "monitor.json")]
+                   "--state", str(tmp_path / "monitor.json"), "--token", server.admin_token]
         return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
 
     clean = verify()
@@ -176,7 +176,7 @@ def test_startup_refuses_a_store_whose_tiles_disagree_with_the_checkpoint(server
     server = server_factory().start()
 
     async def fill():
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=server.admin) as session:
             for i in range(5):
                 await _post(session, server.url, f"entry {i}".encode())
 

@@ -13,13 +13,13 @@ import time
 import aiohttp
 
 
-def _slow_upload(url: str, stop: threading.Event, answer: list[bytes]) -> socket.socket:
+def _slow_upload(url: str, stop: threading.Event, answer: list[bytes], token: str) -> socket.socket:
     """A POST of an entry whose 64-byte body arrives one byte a second, on its own thread; what the server sends
     back (if anything) lands in `answer`."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     sock = socket.create_connection((host, int(port)))
     sock.sendall(b"POST /api/v1/entries HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
-                 b"Content-Length: 64\r\n\r\n")
+                 b"Authorization: Bearer %s\r\nContent-Length: 64\r\n\r\n" % token.encode())
 
     def trickle():
         try:
@@ -46,12 +46,12 @@ def test_sigterm_exits_promptly_with_a_slow_upload_open_and_loses_nothing_acknow
     server = server_factory().start()
     stop_trickle = threading.Event()
     slow_answer: list[bytes] = []
-    sockets = [_slow_upload(server.url, stop_trickle, slow_answer) for _ in range(2)]
+    sockets = [_slow_upload(server.url, stop_trickle, slow_answer, server.admin_token) for _ in range(2)]
     acknowledged: dict[int, bytes] = {}
     exit_seconds: list[float] = []
 
     async def burst():
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=server.admin) as session:
             counter = iter(range(10**9))
 
             async def writer(w):
@@ -93,7 +93,7 @@ def test_sigterm_exits_promptly_with_a_slow_upload_open_and_loses_nothing_acknow
     server.start()
     try:
         async def check():
-            async with aiohttp.ClientSession() as session:
+            async with aiohttp.ClientSession(headers=server.admin) as session:
                 for index, entry in acknowledged.items():
                     async with session.get(f"{server.url}/api/v1/entries/{index}") as resp:
                         assert resp.status == 200, f"acknowledged entry {index} is missing"

@@ -164,7 +164,8 @@ def test_read_workers_serve_tls(tmp_path, tls):
 
         async def fresh_connections(count: int) -> list[int]:
             statuses = []
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context),
+                                             headers=server.admin) as session:
                 async with session.post(f"{server.url}/api/v1/entries", data=b"over tls") as resp:
                     assert resp.status == 200, await resp.text()
             for _ in range(count):  # a new connection each: a new source port, spread over the 3 listeners

@@ -28,6 +28,7 @@ from api.cli.main import main as cli_main
 from log.note import COSIGNATURE_ED25519, NoteSignature, parse_note
 from log.note_keys import generate_signer_key
 from tests.processes import REPO, ServerProcess
+from tests.credentials import ADMIN
 
 ORIGIN = "e2e.test/log"  # what ServerProcess passes as --origin
 ENTRIES = 10
@@ -58,9 +59,13 @@ def run_main(capsys, *args: str) -> tuple[int, str]:
     return code, captured.out + captured.err
 
 
+# The log here takes the operator's admin token (tests/conftest.py operator_token), which requests and commands send.
+pytestmark = pytest.mark.usefixtures("operator_token")
+
+
 def get(url: str) -> tuple[int, str, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=ADMIN), timeout=10) as response:
             return response.status, response.headers.get("Content-Type", ""), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers.get("Content-Type", ""), exc.read()
@@ -69,7 +74,7 @@ def get(url: str) -> tuple[int, str, bytes]:
 def add(url: str, entries: list[bytes]) -> dict:
     body = json.dumps({"entries": [base64.b64encode(e).decode() for e in entries]}).encode()
     request = urllib.request.Request(url + "/api/v1/entries", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **ADMIN})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
