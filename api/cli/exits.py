@@ -4,7 +4,7 @@
     1  verification failed: tampering, an inconsistency, a bad signature, a limit the user set was breached;
        evidence of misbehaviour, never an outage
     2  usage or local input error: a bad flag or variable, a local file that cannot be read or parsed, a thing asked
-       for that does not exist, a request the log refused as invalid
+       for that does not exist, a request the log refused as invalid, a credential missing or refused (401, 403)
     3  the log or a dependency is unreachable or not ready: connection refused, a timeout, 503, nothing cosigned or
        timestamped yet
    70  a bug in auditlog (EX_SOFTWARE): the message says so; `--debug` shows the traceback
@@ -56,8 +56,8 @@ def status_for_http(status: int) -> int:
 def describe(exc: BaseException) -> tuple[int, str] | None:
     """(exit status, one-line message) for a failure a user can meet; None for one that is a bug."""
     from api.cli.options import BadEnvironment
-    from log.errors import (Conflict, ForkRefused, InvalidInput, LogError, NotFound, SequencerLockHeld,
-                            StorageUnavailable, Unavailable, VerificationError)
+    from log.errors import (Conflict, Forbidden, ForkRefused, InvalidInput, LogError, NotFound, SequencerLockHeld,
+                            StorageUnavailable, Unauthenticated, Unavailable, VerificationError)
 
     if isinstance(exc, CommandFailed):
         return exc.status, str(exc)
@@ -71,6 +71,8 @@ def describe(exc: BaseException) -> tuple[int, str] | None:
         return UNREACHABLE, str(exc)
     if isinstance(exc, (InvalidInput, NotFound, Conflict)):
         return USAGE, str(exc)
+    if isinstance(exc, (Unauthenticated, Forbidden)):  # the credential given (or none) does not open this: a usage error
+        return USAGE, f"{exc} (a credential comes from --token, AUDITLOG_TOKEN or the data dir's admin.token)"
     if isinstance(exc, LogError):
         return FAILED, str(exc)
     if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError)):

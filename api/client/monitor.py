@@ -50,7 +50,7 @@ from pathlib import Path
 from api.client.log_client import LogClient, tile_width_in_tree
 from log.checkpoint import Checkpoint
 from log.compact import CompactRange
-from log.errors import InvalidInput, LogError, NotFound, Unavailable, VerificationError
+from log.errors import Forbidden, InvalidInput, LogError, NotFound, Unauthenticated, Unavailable, VerificationError
 from log.hashing import hash_leaves
 from log.bundles import decode_entry_bundle
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID, tiles_for_size
@@ -103,6 +103,10 @@ class MonitorReport:
     timestamp: TimestampInfo | None = None  # set once a token verified
     timestamp_size: int | None = None
     timestamp_age_seconds: float | None = None
+    # Entry contents (the entry bundles) are private on a log with access control: without a credential that may
+    # read them, the tree is rebuilt from the public hash tiles alone and this says why the contents were not
+    # re-hashed (None: they were, or the log served them to anyone).
+    contents_unchecked: str | None = None
 
     def fail(self, kind: str, area: str, message: str) -> None:
         self.problems.append(Problem(kind, area, message))
@@ -148,7 +152,11 @@ class MonitorReport:
 
     def summary(self) -> str:
         verdict = "INVALID" if self.integrity_failures else "VALID" if self.complete else "UNKNOWN"
-        line = f"Verified {self.entries_checked:,} entries · integrity {verdict} · tampered {len(self.tampered)}"
+        what = "entries" if self.contents_unchecked is None else "leaf hashes"
+        line = f"Verified {self.entries_checked:,} {what} · integrity {verdict} · tampered {len(self.tampered)}"
+        if self.contents_unchecked is not None:
+            line += (" · entry contents NOT checked (the tree was rebuilt from the public hash tiles; give a "
+                     "credential that may read entries, e.g. --token, to re-hash them)")
         areas = {p.area: p.kind for p in reversed(self.problems)}  # the first problem of each area wins
         if self.witnesses is not None:
             if areas.get("witness") == UNAVAILABLE and self.witnessed_size is None:
@@ -184,6 +192,7 @@ class MonitorReport:
             "problems": [{"kind": p.kind, "area": p.area, "message": p.message} for p in self.problems],
             "previous_size": self.previous_size,
             "state_saved": self.state_saved,
+            "contents_checked": self.contents_unchecked is None,
         }
         if self.witnesses is not None:
             document["witnesses"] = {
@@ -509,11 +518,14 @@ async def _verify_tree(client: LogClient, report: MonitorReport, previous: Check
 
     async def fetch(tile_id: TileID):
         bundle_id = TileID(None, tile_id.index, tile_id.width)
-        results = await asyncio.gather(client.tile(tile_id), client.tile(bundle_id), return_exceptions=True)
+        fetches = [client.tile(tile_id)]
+        if report.contents_unchecked is None:  # once the contents are refused, the hash tiles go on alone
+            fetches.append(client.tile(bundle_id))
+        results = await asyncio.gather(*fetches, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, LogError):
                 raise result
-        return tile_id, bundle_id, *results
+        return tile_id, bundle_id, results[0], results[1] if len(results) > 1 else None
 
     async for tile_id, bundle_id, tile, bundle in _ordered(level0, fetch, concurrency):
         start = tile_id.index * TILE_WIDTH
@@ -531,7 +543,10 @@ async def _verify_tree(client: LogClient, report: MonitorReport, previous: Check
                         f"{tile_id.path()}: {len(tile)} bytes, not the {width * HASH_SIZE} of {width} hashes")
             break
         leaf_hashes = [tile[i:i + HASH_SIZE] for i in range(0, len(tile), HASH_SIZE)]
-        _check_bundle(report, bundle_id, bundle, tile_id, leaf_hashes)
+        if isinstance(bundle, (Unauthenticated, Forbidden)):
+            report.contents_unchecked = str(bundle)
+        elif bundle is not None:
+            _check_bundle(report, bundle_id, bundle, tile_id, leaf_hashes)
         if previous is not None and tree.size < previous.size <= tree.size + width:
             cut = previous.size - tree.size
             tree.extend(leaf_hashes[:cut], on_node)
