@@ -50,7 +50,6 @@ _PRODUCER_PATH = _path("producer", "producer id", _TOKEN)
 _KEY_ID_PATH = _path("key_id", "the key's id (as the registry lists it)")
 _TENANT = _query("tenant", "only this tenant's events", schema={"type": "string", "pattern": _TOKEN})
 _PROOFS = _query("proofs", "true or false", schema={"type": "string", "enum": ["true", "false", "1", "0"]})
-_ADMIN = [{"bearerAuth": []}]
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _READINESS = {
     "type": "object",
@@ -176,7 +175,6 @@ _AUDIT_PATHS: dict = {
         "delete": {
             "summary": "Erase a blob (admin); the erasure is logged as an entry",
             "operationId": "deleteBlob",
-            "security": _ADMIN,
             "parameters": [_SHA256_PATH, _query("reason", "why (logged)", schema={"type": "string"})],
             "responses": {"200": _json_object("{sha256, erased, erasure_index}"), **_errors(400, 401, 404)},
         },
@@ -190,7 +188,6 @@ _AUDIT_PATHS: dict = {
         "post": {
             "summary": "Register a producer (admin); the change is logged as an entry",
             "operationId": "registerProducer",
-            "security": _ADMIN,
             "requestBody": _json_body({"type": "object", "required": ["producer", "tenants"], "properties": {
                 "producer": {"type": "string", "pattern": _TOKEN},
                 "tenants": {"type": "array", "items": {"type": "string"}}, "reason": {"type": "string"}}}),
@@ -202,7 +199,6 @@ _AUDIT_PATHS: dict = {
         "post": {
             "summary": "Add an Ed25519 key to a producer (admin); logged",
             "operationId": "addProducerKey",
-            "security": _ADMIN,
             "parameters": [_PRODUCER_PATH],
             "requestBody": _json_body({"type": "object", "required": ["public_key"], "properties": {
                 "public_key": _B64, "not_before": {"type": "string"}, "not_after": {"type": "string"},
@@ -215,7 +211,6 @@ _AUDIT_PATHS: dict = {
         "post": {
             "summary": "Retire a key from `not_after` on (admin); logged",
             "operationId": "retireProducerKey",
-            "security": _ADMIN,
             "parameters": [_PRODUCER_PATH, _KEY_ID_PATH],
             "requestBody": _json_body({"type": "object", "properties": {
                 "not_after": {"type": "string"}, "reason": {"type": "string"}}}),
@@ -227,7 +222,6 @@ _AUDIT_PATHS: dict = {
         "post": {
             "summary": "Revoke a key from `revoked_at` on (admin); logged",
             "operationId": "revokeProducerKey",
-            "security": _ADMIN,
             "parameters": [_PRODUCER_PATH, _KEY_ID_PATH],
             "requestBody": _json_body({"type": "object", "properties": {
                 "revoked_at": {"type": "string"}, "reason": {"type": "string"}}}),
@@ -239,7 +233,6 @@ _AUDIT_PATHS: dict = {
         "get": {
             "summary": "The API tokens: id, role, tenants, created, expires, revoked (admin; never a secret)",
             "operationId": "listTokens",
-            "security": _ADMIN,
             "responses": {"200": _json_object("{tokens: [{token_id, role, tenants, created_at, expires_at, "
                                               "revoked_at, reason, index}]}"), **_errors(401, 403)},
         },
@@ -247,7 +240,6 @@ _AUDIT_PATHS: dict = {
             "summary": "Create an API token (admin); logged as an entry (its SHA-256, never the token), the token "
                        "answered this once as `secret`",
             "operationId": "createToken",
-            "security": _ADMIN,
             "requestBody": _json_body({"type": "object", "required": ["role"], "additionalProperties": False,
                                        "properties": {
                                            "role": {"type": "string", "enum": ["admin", "auditor", "writer",
@@ -263,7 +255,6 @@ _AUDIT_PATHS: dict = {
         "post": {
             "summary": "Revoke an API token at once (admin); logged",
             "operationId": "revokeToken",
-            "security": _ADMIN,
             "parameters": [_path("token_id", "the token's id (16 hex digits)")],
             "requestBody": _json_body({"type": "object", "properties": {"reason": {"type": "string"}}}),
             "responses": {"200": _json_object("{token, index, tree_size, checkpoint}"),
@@ -279,7 +270,6 @@ _ACCESS_LOG_PATHS: dict = {
             "summary": "Reads of contents made with a credential (admin): who, role, what, target, when, from where, "
                        "status; oldest first, paged",
             "operationId": "listAccessLog",
-            "security": _ADMIN,
             "parameters": [
                 _query("credential", "only reads by this credential (token:<id>, oidc:<issuer>#<sub>, admin-token)",
                        schema={"type": "string"}),
@@ -475,9 +465,11 @@ DOCUMENT: dict = {
         },
     },
     "components": {
-        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                                           "description": "the admin token (AUDITLOG_ADMIN_TOKEN or "
-                                                          "<data-dir>/admin.token)"}},
+        "securitySchemes": {"bearerAuth": {
+            "type": "http", "scheme": "bearer",
+            "description": "an API token (auditlog token create), an OIDC access token from the identity provider "
+                           "the log trusts (a JWT), or the admin token (AUDITLOG_ADMIN_TOKEN or "
+                           "<data-dir>/admin.token)"}},
         "responses": {
             "Problem": {
                 "description": "an RFC 9457 problem",
@@ -557,6 +549,33 @@ DOCUMENT: dict = {
         },
     },
 }
+
+
+def _declare_security(document: dict) -> dict:
+    """Each operation's `security`, from the one route-policy table (api/server/auth.py ROUTE_POLICY), so the two
+    cannot disagree: `[]` for a public route; else the bearer scheme, the permission the route needs in
+    `x-auditlog-permission` and the roles that hold it (log/access.py) in the description. With `serve --public`
+    entries:read and entries:append are public as well (the document describes the default)."""
+    from api.server.auth import PUBLIC, ROUTE_POLICY
+    from log.access import PERMISSIONS
+
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method not in ("get", "put", "post", "delete"):
+                continue
+            rule = ROUTE_POLICY[(method.upper(), path)]  # a KeyError here: a route without an access rule
+            if rule == PUBLIC:
+                operation["security"] = []
+                continue
+            roles = " or ".join(sorted(PERMISSIONS[rule]))
+            operation["security"] = [{"bearerAuth": []}]
+            operation["x-auditlog-permission"] = rule
+            operation["description"] = (operation.get("description", "") + f" Needs a credential of role {roles} "
+                                        f"(permission {rule}).").strip()
+    return document
+
+
+_declare_security(DOCUMENT)  # once, at import
 
 
 def document_bytes() -> bytes:
