@@ -396,8 +396,9 @@ def record_json(row) -> dict:
 
 
 async def list_access_log(request: web.Request) -> web.Response:
-    """GET /api/v1/access-log (admin): the records that match, oldest first, paged by `cursor`. What the server has
-    buffered is written first, so a read made before this query is in its answer."""
+    """GET /api/v1/access-log (admin): the records that match, oldest first, paged by `cursor`. What this process
+    has buffered is written first, so a read the writer answered before this query is in its answer (a read
+    worker's arrive within about a second: they reach this buffer once the worker flushes its own)."""
     from api.server.audit_routes import format_cursor
     from api.server.state import LOG
 
