@@ -206,7 +206,9 @@ CASES = [
     ("get 1 --server {server} --log-key {vkey} --bogus", "bad flag", USAGE),
     ("get 1 --out {root}/no-dir/e --server {server} --log-key {vkey}", "bad file", USAGE),
     ("get 1 --server {server} --log-key {vkey}", "tampered", FAILED),
-    # access-log (admin only: a wrong credential is refused, 401)
+    # access-log (admin only: the data dir's admin token lists; a wrong credential is refused, 401)
+    ("access-log --server {server} --data-dir {data}", "good", GOOD),
+    ("access-log --server {server} --data-dir {data} --what entry --since 1d --json", "good", GOOD),
     ("access-log --server {server} --token wrong", "good", USAGE),
     ("access-log --server {server} --data-dir {data}", "down", UNREACHABLE),
     ("access-log --server {server} --bogus", "bad flag", USAGE),
