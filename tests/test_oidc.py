@@ -8,6 +8,8 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import subprocess
 import time
 
 import jwt
@@ -21,6 +23,7 @@ from api.server.oidc import OidcAuthenticator, OidcConfig
 from log.access import Principal
 from log.errors import InvalidInput, Unauthenticated, Unavailable
 from tests.conftest import serve_app
+from tests.processes import REPO
 
 ISSUER = "https://idp.example/realms/acme"
 AUDIENCE = "auditlog"
@@ -125,8 +128,10 @@ def test_an_audience_list_containing_ours_and_a_space_separated_tenants_string(t
 def test_admin_and_monitor_are_not_scoped_to_tenants(tmp_path, keys):
     auth = file_authenticator(tmp_path, keys["rsa"])
     for role in ("admin", "monitor"):
-        principal = authenticate(auth, keys["rsa"].sign(auditlog_role=role, drop=("auditlog_tenants",)))
-        assert (principal.role, principal.tenants) == (role, None)
+        for token in (keys["rsa"].sign(auditlog_role=role, drop=("auditlog_tenants",)),
+                      keys["rsa"].sign(auditlog_role=role)):  # a tenants claim the IdP sends everyone is not read
+            principal = authenticate(auth, token)
+            assert (principal.role, principal.tenants) == (role, None)
 
 
 def test_clock_skew_within_the_leeway_is_accepted(tmp_path, keys):
@@ -170,8 +175,11 @@ def test_missing_and_unknown_roles_and_tenants_are_refused_by_name(tmp_path, key
     assert "unknown role" in refused(auth, keys["rsa"].sign(auditlog_role="superuser"))
     assert "unknown role" in refused(auth, keys["rsa"].sign(auditlog_role=["viewer", "root"]))
     assert "neither a string nor a list" in refused(auth, keys["rsa"].sign(auditlog_role={"admin": True}))
-    assert "needs tenants" in refused(auth, keys["rsa"].sign(drop=("auditlog_tenants",)))
-    assert "needs tenants" in refused(auth, keys["rsa"].sign(auditlog_tenants=[]))
+    for no_tenants in (keys["rsa"].sign(drop=("auditlog_tenants",)), keys["rsa"].sign(auditlog_tenants=[]),
+                       keys["rsa"].sign(auditlog_tenants=" ")):
+        assert "names the tenants it may read" in refused(auth, no_tenants)
+    # a writer without tenants writes for every tenant, as an API token of that kind does
+    assert authenticate(auth, keys["rsa"].sign(auditlog_role="writer", drop=("auditlog_tenants",))).tenants is None
     assert "neither a list of strings" in refused(auth, keys["rsa"].sign(auditlog_tenants=[1, 2]))
 
 
@@ -188,6 +196,8 @@ def test_a_malformed_jwt_is_refused(tmp_path, keys):
     auth = file_authenticator(tmp_path, keys["rsa"])
     assert "malformed JWT" in refused(auth, "abc.def.ghi")
     assert "malformed JWT" in refused(auth, f"{b64(b'[1]')}.{b64(b'{}')}.sig")
+    assert "malformed JWT" in refused(auth, f"{b64(b'{}')}.{b64(b'[' * 5000)}.sig")  # deeper than json parses
+    assert "longer than" in refused(auth, keys["rsa"].sign(pad="x" * 20000))
 
 
 @pytest.mark.parametrize("case, expected", [
@@ -404,3 +414,38 @@ def test_options_are_checked_and_each_bad_one_named(tmp_path, keys):
         with pytest.raises(InvalidInput, match=message):
             OidcConfig.from_options(**options)
     assert OidcConfig.from_options(issuer=ISSUER, audience=AUDIENCE, jwks_url="http://127.0.0.1:9/jwks")
+
+
+def test_serve_refuses_a_bad_oidc_setting_in_one_line_before_starting(tmp_path, keys):
+    from tests.processes import ServerProcess
+
+    good = tmp_path / "jwks.json"
+    good.write_text(json.dumps(jwks(keys["rsa"])))
+    cases = [
+        (["--oidc-audience", AUDIENCE], {}, "--oidc-audience needs --oidc-issuer"),
+        (["--oidc-issuer", ISSUER, "--oidc-jwks-file", str(good)], {}, "needs --oidc-audience"),
+        (["--oidc-issuer", ISSUER, "--oidc-audience", AUDIENCE, "--oidc-jwks-file", str(tmp_path / "nope")], {},
+         "cannot read the OIDC JWKS file"),
+        ([], {"AUDITLOG_OIDC_ISSUER": ISSUER, "AUDITLOG_OIDC_AUDIENCE": AUDIENCE, "AUDITLOG_OIDC_JWKS_FILE": str(good),
+              "AUDITLOG_OIDC_ROLE_MAP": "ops=admin;eu=root"}, "'root' is not a role"),
+    ]
+    for argv, environ, message in cases:
+        server = ServerProcess(tmp_path / "data", extra_args=argv)
+        proc = subprocess.run(server.command(), cwd=REPO, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **environ})
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("auditlog serve: ") and message in lines[0], proc.stderr
+        assert not (tmp_path / "data").exists()  # nothing started, nothing made
+
+
+def test_a_read_worker_gets_the_writers_oidc_settings_as_flags(tmp_path):
+    from api.cli.main import build_parser
+    from api.cli.server import _oidc
+
+    config = OidcConfig.from_options(issuer=ISSUER, audience=AUDIENCE, jwks_url="https://idp.example/jwks",
+                                     role_claim="groups", tenants_claim="org.tenants",
+                                     role_map=["eu auditors=auditor", "ops=admin"], algorithms="ES256,EdDSA")
+    args = build_parser().parse_args(["serve-reads", "--host", "127.0.0.1", "--port", "1", "--data-dir",
+                                      str(tmp_path), *config.as_flags()])
+    assert _oidc(args) == config

@@ -4,6 +4,8 @@
                    [--batch-max-age-ms MS] [--batch-linger-ms MS]
                    [--witness "URL VKEY [VKEY...]" ...] [--witness-interval S] [--witness-k K]
                    [--tsa-url URL --tsa-ca PEM] [--timestamp-interval S] [--tls-cert PEM --tls-key PEM]
+                   [--oidc-issuer URL --oidc-audience AUD (--oidc-jwks-file PATH | --oidc-jwks-url URL)
+                    [--oidc-role-claim C] [--oidc-tenants-claim C] [--oidc-role-map GROUP=ROLE ...]]
     auditlog keygen --origin NAME [--out FILE]
     auditlog db upgrade [--database-url U] [--data-dir D]
     auditlog db check [--database-url U] [--data-dir D] [--log-key VKEY] [--quiet]
@@ -67,6 +69,34 @@ def _access_flags(sub) -> None:
                           "a credential (events, blobs, the registry and tokens stay private)")
     sub.add_argument("--metrics-public", action="store_true",
                      help="serve /metrics without a credential (default: an admin or monitor credential)")
+
+
+def _oidc_flags(sub) -> None:
+    """Bearer JWTs from an OIDC identity provider (api/server/oidc.py); the AUDITLOG_OIDC_* variables and the
+    checks are read when `serve` runs (server._oidc), so a bad one stops serve alone, in one line."""
+    group = sub.add_argument_group("OIDC", "accept bearer JWTs from an identity provider (README, Plugging in OIDC)")
+    group.add_argument("--oidc-issuer", metavar="URL",
+                       help="the IdP's issuer, the exact `iss` of its tokens (env AUDITLOG_OIDC_ISSUER)")
+    group.add_argument("--oidc-audience", metavar="AUD",
+                       help="the `aud` tokens for this log must contain (env AUDITLOG_OIDC_AUDIENCE)")
+    group.add_argument("--oidc-jwks-file", metavar="PATH",
+                       help="the IdP's JWKS, read at start and again for a kid it lacks (env AUDITLOG_OIDC_JWKS_FILE)")
+    group.add_argument("--oidc-jwks-url", metavar="URL",
+                       help="the IdP's JWKS URL (https), fetched when needed and every "
+                            f"{defaults.OIDC_JWKS_REFRESH:g} s, at most once per {defaults.OIDC_JWKS_REFETCH_MIN:g} s "
+                            "(env AUDITLOG_OIDC_JWKS_URL)")
+    group.add_argument("--oidc-role-claim", metavar="CLAIM",
+                       help="the claim naming the role, a string or a list; a.b looks into claim a "
+                            f"(env AUDITLOG_OIDC_ROLE_CLAIM; default {defaults.OIDC_ROLE_CLAIM})")
+    group.add_argument("--oidc-tenants-claim", metavar="CLAIM",
+                       help="the claim naming the tenants, a list or a space-separated string "
+                            f"(env AUDITLOG_OIDC_TENANTS_CLAIM; default {defaults.OIDC_TENANTS_CLAIM})")
+    group.add_argument("--oidc-role-map", action="append", metavar="GROUP=ROLE",
+                       help="a role-claim value (an IdP group or role) that grants an auditlog role; repeatable; "
+                            "when given, only mapped values count (env AUDITLOG_OIDC_ROLE_MAP, ';'-separated)")
+    group.add_argument("--oidc-algorithms", metavar="ALG,ALG",
+                       help="JWS algorithms accepted, asymmetric only (env AUDITLOG_OIDC_ALGORITHMS; default "
+                            f"{','.join(defaults.OIDC_ALGORITHMS)})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                             f"(env AUDITLOG_ACCESS_LOG_RETENTION; default {defaults.ACCESS_LOG_RETENTION_DAYS}d)")
     _connection_flags(serve)
     _access_flags(serve)
+    _oidc_flags(serve)
     serve.set_defaults(func=server.cmd_serve)
 
     reads = commands.add_parser("serve-reads", help="(internal) a read worker; serve --read-workers starts them")
@@ -150,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     reads.add_argument("--tls-key")
     _connection_flags(reads)
     _access_flags(reads)
+    _oidc_flags(reads)
     reads.set_defaults(func=server.cmd_serve_reads)
 
     keygen = commands.add_parser("keygen", help="make a signing key (mode 0600); prints the verifier key")

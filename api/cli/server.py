@@ -59,6 +59,7 @@ def cmd_serve(args) -> int:
     tls = _tls(args)
     retention = flag_or_env(args.access_log_retention, "AUDITLOG_ACCESS_LOG_RETENTION", duration,
                             defaults.ACCESS_LOG_RETENTION_DAYS * 86400.0)
+    oidc = _oidc(args)
 
     _server_logging()
     config = LogConfig(
@@ -74,7 +75,8 @@ def cmd_serve(args) -> int:
     # Log.open makes the data dir once it knows the start is safe: a refused start leaves nothing behind.
     return asyncio.run(_serve(config, args.host, args.port, witnessing, read_workers=read_workers,
                               verify_processes=verify_processes, limits=limits, blob_uploads=blob_uploads,
-                              tls=tls, access_log_retention_days=retention / 86400, access=_access(args)))
+                              tls=tls, access_log_retention_days=retention / 86400, access=_access(args),
+                              oidc=oidc))
 
 
 def _access(args):
@@ -86,6 +88,7 @@ def _access(args):
 
 def cmd_serve_reads(args) -> int:
     """A read worker (api/server/readers.py), started by `serve --read-workers`; not meant to be run by hand."""
+    from api.server.oidc import OidcAuthenticator
     from api.server.readers import serve_worker
     from log.service import LogConfig
 
@@ -95,7 +98,10 @@ def cmd_serve_reads(args) -> int:
                        key_file=Path(args.key_file) if args.key_file else None, migrate=False)
     try:
         tls = _tls(args)
-        return asyncio.run(serve_worker(config, args.host, args.port, limits, tls=tls, access=_access(args)))
+        oidc = _oidc(args)
+        authenticators = [OidcAuthenticator(oidc)] if oidc is not None else []
+        return asyncio.run(serve_worker(config, args.host, args.port, limits, tls=tls, access=_access(args),
+                                        authenticators=authenticators))
     except LogError as exc:
         exits.say("serve-reads", f"cannot start: {exc}")
         return exits.describe(exc)[0]
@@ -125,6 +131,28 @@ def _connection_limits(args):
     )
 
 
+def _oidc(args):
+    """The serve flags' (else AUDITLOG_OIDC_*'s) OidcConfig, checked (the JWKS file read): None without an issuer."""
+    from api.server.oidc import OidcConfig
+
+    def value(flag, name):
+        return flag if flag else env(name)
+
+    role_map = args.oidc_role_map
+    if role_map is None:
+        role_map = [m.strip() for m in re.split(r"[;\n]", env("AUDITLOG_OIDC_ROLE_MAP", "")) if m.strip()]
+    return OidcConfig.from_options(
+        issuer=value(args.oidc_issuer, "AUDITLOG_OIDC_ISSUER"),
+        audience=value(args.oidc_audience, "AUDITLOG_OIDC_AUDIENCE"),
+        jwks_file=value(args.oidc_jwks_file, "AUDITLOG_OIDC_JWKS_FILE"),
+        jwks_url=value(args.oidc_jwks_url, "AUDITLOG_OIDC_JWKS_URL"),
+        role_claim=value(args.oidc_role_claim, "AUDITLOG_OIDC_ROLE_CLAIM"),
+        tenants_claim=value(args.oidc_tenants_claim, "AUDITLOG_OIDC_TENANTS_CLAIM"),
+        role_map=role_map,
+        algorithms=value(args.oidc_algorithms, "AUDITLOG_OIDC_ALGORITHMS"),
+    )
+
+
 def _witnessing(args):
     """The serve flags' Witnessing (checked: a bad witness line or k fails here, before anything starts)."""
     from api.server.app import Witnessing
@@ -147,15 +175,19 @@ def _witnessing(args):
 
 async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int = 0,
                  verify_processes: int = 0, limits=None, blob_uploads: int = defaults.BLOB_UPLOADS, tls=None,
-                 access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS, access=None) -> int:
+                 access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS, access=None,
+                 oidc=None) -> int:
     from aiohttp import web
 
     from api.server.app import create_app, freeze_startup_heap
     from api.server.connections import GuardedRunner
+    from api.server.oidc import OidcAuthenticator
     from api.server.state import LOG
 
+    authenticators = [OidcAuthenticator(oidc)] if oidc is not None else []
     app = create_app(config, witnessing, verify_processes=verify_processes, blob_uploads=blob_uploads,
-                     access_log_retention_days=access_log_retention_days, access=access)
+                     access_log_retention_days=access_log_retention_days, access=access,
+                     authenticators=authenticators)
     runner = GuardedRunner(app, limits, access_log=None, handle_signals=False,
                            shutdown_timeout=defaults.SHUTDOWN_GRACE)
     try:
@@ -184,6 +216,9 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
             k = witnessing.witness_k or len(witnessing.witnesses)
             print(f"witnessing: {len(witnessing.witnesses)} witnesses, a checkpoint is witnessed with {k} "
                   f"cosignatures; every {witnessing.witness_interval:g} s")
+        if oidc is not None:
+            print(f"OIDC: bearer JWTs of {oidc.issuer} for audience {oidc.audience}, keys from "
+                  f"{oidc.jwks_url or oidc.jwks_file}")
         if witnessing is not None and witnessing.tsa_url:
             what = "witnessed" if witnessing.witnesses else "latest"
             print(f"timestamping: the {what} checkpoint at {witnessing.tsa_url} every "
@@ -204,7 +239,8 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
             from api.server.access_log import ACCESS_LOG
 
             workers = ReadWorkers(read_workers, worker_command(config, host, bound[1], runner.limits,
-                                                               tls=tls[:2] if tls else None, access=access),
+                                                               tls=tls[:2] if tls else None, access=access,
+                                                               oidc=oidc),
                                   on_access=app[ACCESS_LOG].extend)
             await workers.start()
             print(f"read workers: {read_workers} (proofs, tiles and entries on the same port)")

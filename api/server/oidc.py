@@ -17,9 +17,10 @@ Claims: the role claim (default `auditlog_role`) is a string or a list; its firs
 wins; with a role map (IdP group or role name -> auditlog role), its first value the map names wins and unmapped
 values count for nothing (an IdP group that happens to be called "admin" grants nothing). A claim name with dots
 (`realm_access.roles`, Keycloak's realm roles) is looked up as a path when no top-level claim has that name. The
-tenants claim (default `auditlog_tenants`) is a list or a space-separated string; admin and monitor are not scoped
-to tenants, auditor and writer need at least one. The Principal's credential is `oidc:<iss>#<sub>`, its expiry
-the token's `exp`.
+tenants claim (default `auditlog_tenants`) is a list or a space-separated string, read as for API tokens
+(log/access.py check_tenants): an auditor needs at least one, a writer without any writes for every tenant, admin
+and monitor cover every tenant (the claim is not read for them). The Principal's credential is
+`oidc:<iss>#<sub>`, its expiry the token's `exp`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import jwt
 from jwt import PyJWK
 
 from log import defaults
-from log.access import ROLES, Principal
+from log.access import ROLES, TENANT_ROLES, Principal, check_tenants
 from log.errors import InvalidInput, Unauthenticated, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,16 @@ class OidcConfig:
                 raise InvalidInput(f"OIDC {name} must not be negative", field=f"oidc_{name}")
         if self.jwks_file is not None:
             read_jwks_file(self.jwks_file)  # at start, so a missing or unusable file stops `serve` in one line
+
+    def as_flags(self) -> list[str]:
+        """The command-line flags that give this configuration (a read worker gets its writer's)."""
+        flags = ["--oidc-issuer", self.issuer, "--oidc-audience", self.audience,
+                 "--oidc-role-claim", self.role_claim, "--oidc-tenants-claim", self.tenants_claim,
+                 "--oidc-algorithms", ",".join(self.algorithms)]
+        flags += ["--oidc-jwks-url", self.jwks_url] if self.jwks_url else ["--oidc-jwks-file", str(self.jwks_file)]
+        for group, role in self.role_map:
+            flags += ["--oidc-role-map", f"{group}={role}"]
+        return flags
 
     def mapped_role(self, name: str) -> str | None:
         for group, role in self.role_map:
@@ -238,7 +249,7 @@ def _refuse(reason: str) -> Unauthenticated:
 def _b64_json(part: str) -> dict | None:
     try:
         value = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested past the parser
         return None
     return value if isinstance(value, dict) else None
 
@@ -368,9 +379,11 @@ class OidcAuthenticator:
         if not isinstance(sub, str) or not sub:
             raise _refuse("missing claim 'sub'")
         role = self._role(payload)
-        tenants = None
-        if role in ("auditor", "writer"):
-            tenants = self._tenants(payload, role)
+        tenants = self._tenants(payload) if role in TENANT_ROLES else None  # admin, monitor: every tenant
+        try:
+            tenants = check_tenants(role, tenants)  # as for API tokens: an auditor names at least one
+        except ValueError as exc:
+            raise _refuse(f"{exc} (claim {config.tenants_claim!r})") from None
         exp = payload["exp"]
         return Principal(credential=f"oidc:{config.issuer}#{sub}", role=role, tenants=tenants,
                          expires_at=int(exp) * 1000)
@@ -394,7 +407,8 @@ class OidcAuthenticator:
             f"is an auditlog role ({', '.join(ROLES)})"
         raise _refuse(f"unknown role: no value of claim {name!r} [{shown}] {what}")
 
-    def _tenants(self, payload: dict, role: str) -> frozenset[str]:
+    def _tenants(self, payload: dict) -> frozenset[str] | None:
+        """The tenants the token names; None when it names none."""
         name = self.config.tenants_claim
         value = _claim(payload, name)
         if isinstance(value, str):
@@ -405,6 +419,4 @@ class OidcAuthenticator:
             values = []
         else:
             raise _refuse(f"tenants claim {name!r} is neither a list of strings nor a space-separated string")
-        if not values:
-            raise _refuse(f"role {role} needs tenants and the token names none (claim {name!r})")
-        return frozenset(values)
+        return frozenset(values) or None

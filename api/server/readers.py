@@ -40,6 +40,7 @@ from api.server import access_log, auth, routes
 from api.server.app import freeze_startup_heap
 from api.server.connections import ConnectionLimits, GuardedRunner
 from api.server.metrics import HttpMetrics, metrics_middleware
+from api.server.oidc import OidcConfig
 from api.server.problems import expect_continue, problem_middleware, problem_response
 from api.server.routes import MAX_JSON_BODY
 from api.server.state import CONFIG, HTTP_METRICS, LOG, METRIC_SOURCES
@@ -364,13 +365,16 @@ class ReadWorkers:
 
 
 def worker_command(config: LogConfig, host: str, port: int, limits: ConnectionLimits | None = None, *,
-                   tls: tuple[str, str] | None = None, access: auth.AccessSettings | None = None) -> list[str]:
+                   tls: tuple[str, str] | None = None, access: auth.AccessSettings | None = None,
+                   oidc: OidcConfig | None = None) -> list[str]:
     command = [sys.executable, "-m", "api.cli", "serve-reads", "--host", host, "--port", str(port),
                "--data-dir", str(config.data_dir), *(limits or ConnectionLimits()).as_flags()]
     if access is not None and access.public:
         command.append("--public")
     if access is not None and access.metrics_public:
         command.append("--metrics-public")
+    if oidc is not None:  # each worker checks OIDC tokens itself, with its own JWKS cache
+        command += oidc.as_flags()
     if config.database_url:
         command += ["--database-url", config.database_url]
     if config.key_file:
