@@ -85,6 +85,9 @@ FIGURES: list[Figure] = [
     Figure("check.sqlite", "(7) auditlog db check: entries re-hashed, tiles rebuilt and compared, every checkpoint "
            "checked, SQLite"),
     Figure("check.postgresql", "(7) auditlog db check, PostgreSQL"),
+    Figure("auth.check.public_no_credential", "(8) credential check per request: a public route, no credential"),
+    Figure("auth.check.entries_admin_token", "(8) credential check per request: entry read, the admin token"),
+    Figure("auth.check.entries_api_token", "(8) credential check per request: entry read, an API token"),
 ]
 
 
