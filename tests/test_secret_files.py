@@ -213,3 +213,16 @@ def test_producer_keygen_writes_a_0600_seed_and_never_overwrites(tmp_path, permi
     assert main(["producer", "keygen", "--out", str(out)]) == 2  # refused: a local input error
     assert "File exists" in capsys.readouterr().err
     assert out.read_text() == text
+
+
+def test_a_made_admin_token_never_starts_with_a_dash(tmp_path, monkeypatch):
+    """`auditlog verify --token -x...` would read the token as a flag: a draw starting with '-' is drawn again."""
+    import secrets
+
+    from log.audit.admin import load_or_create_admin_token
+
+    monkeypatch.delenv("AUDITLOG_ADMIN_TOKEN", raising=False)
+    draws = iter(["-starts-with-a-dash-0123456789abcdef", "fine-token-0123456789abcdef0123"])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda n: next(draws))
+    token, created = load_or_create_admin_token(tmp_path)
+    assert created and token == "fine-token-0123456789abcdef0123"

@@ -31,7 +31,11 @@ def load_or_create_admin_token(data_dir: Path, configured: str | None = None) ->
     path = Path(data_dir) / ADMIN_TOKEN_FILE
     if path.exists():
         return path.read_text().strip(), False
+    # 32 random bytes, base64url; never starting with "-", which a command line would take for a flag
+    # (`auditlog verify --token -x...`). Redrawing keeps the 256 bits (one draw in 64 is redrawn).
     token = secrets.token_urlsafe(32)
+    while token.startswith("-"):
+        token = secrets.token_urlsafe(32)
     write_secret_file(path, token + "\n", make_parents=True)
     return token, True
 

@@ -161,7 +161,7 @@ def test_reads_are_recorded_with_who_what_when_across_workers_and_a_clean_shutdo
         # Filters.
         assert access_log(server, admin, credential=credential) == mine
         assert [r["target"] for r in access_log(server, admin, what="timeline", target=run_id)] == [run_id]
-        cli = auditlog("access-log", "--server", server.url, "--token", admin, "--what", "evidence", "--json")
+        cli = auditlog("access-log", "--server", server.url, f"--token={admin}", "--what", "evidence", "--json")
         assert cli.returncode == 0, cli.stderr
         assert [json.loads(line)["target"] for line in cli.stdout.splitlines()] == [run_id]
 

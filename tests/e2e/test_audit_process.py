@@ -408,7 +408,7 @@ def test_timeline_evidence_offline_and_sdk_fail_closed(server_factory, tmp_path)
     # 4b. The evidence bundle, verified by the CLI against the log key before it is written.
     bundle_file = tmp_path / "evidence.json"
     exported = auditlog("timeline", "--run", run_id, "--server", url, "--evidence", str(bundle_file),
-                        "--log-key", log_key, "--token", _admin_token(data_dir))
+                        "--log-key", log_key, f"--token={_admin_token(data_dir)}")
     assert exported.returncode == 0, exported.stderr
     assert "verified: 4 events" in exported.stdout and bundle_file.exists()
 

@@ -175,7 +175,7 @@ def test_failing_storage_is_503_with_the_reason_and_the_log_recovers_by_itself_l
         info = asyncio.run(read())
         assert info["tree_size"] == len(acknowledged)  # nothing refused was stored: no gaps, no extras
         command = [sys.executable, "-m", "api.cli", "verify", "--server", server.url, "--key", info["verifier_key"],
-                   "--state", str(fault.data_dir.parent / "monitor.json"), "--token", server.admin_token]
+                   "--state", str(fault.data_dir.parent / "monitor.json"), f"--token={server.admin_token}"]
         verified = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert verified.returncode == 0 and "VALID" in verified.stdout, verified.stdout + verified.stderr
 

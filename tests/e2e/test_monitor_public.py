@@ -67,7 +67,7 @@ def log(tmp_path_factory):
     lines = root / "entries.txt"
     lines.write_text("".join(f"entry {n}\n" for n in range(300)))
     add = subprocess.run([sys.executable, "-m", "api.cli", "add", "--lines", str(lines), "--server", server.url,
-                          "--token", token, "--log-key", str(root / "data" / "log.vkey")], cwd=REPO,
+                          f"--token={token}", "--log-key", str(root / "data" / "log.vkey")], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert add.returncode == 0, add.stderr
     outside = root / "elsewhere"  # no data dir here: no credential is found by default
@@ -89,7 +89,7 @@ def test_without_a_credential_the_public_tree_is_verified_and_the_contents_are_s
 
 def test_with_a_credential_the_contents_are_rehashed(log):
     server, token, vkey, outside = log
-    code, out, err = verify("--server", server.url, "--log-key", vkey, "--token", token, cwd=outside)
+    code, out, err = verify("--server", server.url, "--log-key", vkey, f"--token={token}", cwd=outside)
     assert code == 0, out + err
     assert "Verified 300 entries · integrity VALID" in out and "NOT checked" not in out, out
 

@@ -150,7 +150,7 @@ def _verify(server: ServerProcess, state_dir) -> None:
 
     key = asyncio.run(info())["verifier_key"]
     command = [sys.executable, "-m", "api.cli", "verify", "--server", server.url, "--key", key,
-               "--state", str(state_dir / "monitor.json"), "--token", server.admin_token]
+               "--state", str(state_dir / "monitor.json"), f"--token={server.admin_token}"]
     verified = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert verified.returncode == 0 and "VALID" in verified.stdout, verified.stdout + verified.stderr
 

@@ -155,7 +155,7 @@ def test_verify_finds_a_byte_changed_in_the_database(server_factory, tmp_path, d
 
     def verify():
         command = [sys.executable, "-m", "api.cli", "verify", "--server", server.url, "--key", vkey,
-                   "--state", str(tmp_path / "monitor.json"), "--token", server.admin_token]
+                   "--state", str(tmp_path / "monitor.json"), f"--token={server.admin_token}"]
         return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
 
     clean = verify()
