@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import REPO, ServerProcess
+from tests.processes import ServerProcess
 
 GOOD, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
 
