@@ -29,6 +29,20 @@ if os.environ.get("CI"):
 TEST_ORIGIN = "test.example/log"
 
 
+def fill_log(config: LogConfig, count: int) -> None:
+    """Append `count` plain entries (`entry 0`, `entry 1`, ...) to the log `config` describes, through Log."""
+    from log.service import Log
+
+    async def fill():
+        log = await Log.open(config)
+        try:
+            await log.add_entries([f"entry {i}".encode() for i in range(count)])
+        finally:
+            await log.close()
+
+    asyncio.run(fill())
+
+
 async def exchange_raw(port: int, request: bytes, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
     """Send `request` as bytes on a new loopback connection (it should say `Connection: close`) and read the answer to
     the end: (status, headers with lowercased names, body). For requests no HTTP client library would send."""

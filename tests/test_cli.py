@@ -3,7 +3,6 @@ against tampered bundles, tiles and history), and `serve` as a real subprocess (
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -26,8 +25,8 @@ from log.checkpoint import Checkpoint, sign_checkpoint
 from log.hashing import hash_leaf
 from log.keys import read_signer_key
 from log import defaults
-from log.service import Log, LogConfig
-from tests.conftest import TEST_ORIGIN
+from log.service import LogConfig
+from tests.conftest import TEST_ORIGIN, fill_log
 
 # Servers and commands here take the operator's admin token (tests/conftest.py operator_token).
 pytestmark = pytest.mark.usefixtures("operator_token")
@@ -120,17 +119,6 @@ def _tampering_server(config, live_server, rewrite) -> str:
     return live_server(app)
 
 
-def _fill(config, count: int) -> None:
-    async def fill():
-        log = await Log.open(config)
-        try:
-            await log.add_entries([f"entry {i}".encode() for i in range(count)])
-        finally:
-            await log.close()
-
-    asyncio.run(fill())
-
-
 def test_verify_names_a_changed_entry(log_config, live_server, capsys):
     # Entry 300 sits in bundle 1 at position 44: change one byte of it in what the server serves.
     def rewrite(path, body):
@@ -139,7 +127,7 @@ def test_verify_names_a_changed_entry(log_config, live_server, capsys):
             return body[:offset] + bytes([body[offset] ^ 1]) + body[offset + 1:]
         return None
 
-    _fill(log_config, 700)
+    fill_log(log_config, 700)
     url = _tampering_server(log_config, live_server, rewrite)
     code, out, err = run_cli(capsys, "verify", "--server", url, "--key", _verifier_key(log_config))
     assert code == 1
@@ -151,7 +139,7 @@ def test_verify_finds_a_changed_upper_tile_and_a_wrong_root(log_config, live_ser
     def rewrite(path, body):
         return b"\0" * len(body) if path.startswith("/tile/1/") else None
 
-    _fill(log_config, 300)
+    fill_log(log_config, 300)
     url = _tampering_server(log_config, live_server, rewrite)
     code, out, err = run_cli(capsys, "verify", "--server", url, "--key", _verifier_key(log_config))
     assert code == 1 and "tile/1/000.p/1: does not match" in err
@@ -159,7 +147,7 @@ def test_verify_finds_a_changed_upper_tile_and_a_wrong_root(log_config, live_ser
 
 def test_verify_finds_a_rewritten_history(log_config, live_server, tmp_path, capsys):
     """A saved checkpoint the log signed but whose root the current tree does not extend: a fork."""
-    _fill(log_config, 10)
+    fill_log(log_config, 10)
     url = live_server(create_app(log_config))
     signer = read_signer_key(log_config.resolved_key_file())
     forked = sign_checkpoint(Checkpoint(TEST_ORIGIN, 4, b"\x07" * 32), signer)

@@ -25,8 +25,7 @@ from log.checkpoint import Checkpoint, sign_checkpoint
 from log.errors import InvalidInput, Unavailable, VerificationError
 from log.keys import read_signer_key
 from log.note_keys import generate_signer_key, parse_signer_key, parse_verifier_key
-from log.service import Log
-from tests.conftest import TEST_ORIGIN
+from tests.conftest import TEST_ORIGIN, fill_log
 from tests.credentials import ADMIN_TOKEN
 from tests.test_witness_job import WitnessServer
 from witness.cosignatures import WitnessPolicy
@@ -41,17 +40,6 @@ def _free_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{s.getsockname()[1]}"
-
-
-def _fill(config, count: int) -> None:
-    async def fill():
-        log = await Log.open(config)
-        try:
-            await log.add_entries([f"entry {i}".encode() for i in range(count)])
-        finally:
-            await log.close()
-
-    asyncio.run(fill())
 
 
 def _counted(app: web.Application, seen: list[str], rewrite=None) -> web.Application:
@@ -99,7 +87,7 @@ def test_a_server_that_is_down_is_unavailable_not_an_integrity_failure():
 
 
 def test_a_wrong_url_path_is_invalid_input(log_config, live_server):
-    _fill(log_config, 3)
+    fill_log(log_config, 3)
     url = live_server(create_app(log_config))
     key = read_signer_key(log_config.resolved_key_file()).verifier_key
 
@@ -113,7 +101,7 @@ def test_a_wrong_url_path_is_invalid_input(log_config, live_server):
 
 def test_bad_local_inputs_are_refused_before_any_request(log_config, live_server, tmp_path, tsa):
     _, ca_pem = tsa
-    _fill(log_config, 300)
+    fill_log(log_config, 300)
     seen: list[str] = []
     url = live_server(_counted(create_app(log_config), seen))
     key = read_signer_key(log_config.resolved_key_file()).verifier_key
@@ -159,7 +147,7 @@ def test_bad_local_inputs_are_refused_before_any_request(log_config, live_server
 
 def test_no_timestamp_yet_is_unavailable(log_config, live_server, tsa):
     _, ca_pem = tsa
-    _fill(log_config, 300)
+    fill_log(log_config, 300)
     key = read_signer_key(log_config.resolved_key_file()).verifier_key
     waiting = create_app(log_config, Witnessing(tsa_url=_free_url() + "/", tsa_ca_pem=ca_pem,
                                                  timestamp_interval=3600))
@@ -176,7 +164,7 @@ def test_no_timestamp_yet_is_unavailable(log_config, live_server, tsa):
 
 
 def test_a_tampered_tile_is_an_integrity_failure(log_config, live_server):
-    _fill(log_config, 300)
+    fill_log(log_config, 300)
     key = read_signer_key(log_config.resolved_key_file()).verifier_key
     seen: list[str] = []
     url = live_server(_counted(create_app(log_config), seen,
@@ -353,7 +341,7 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_verify_exit_statuses_tell_tampering_from_outages_from_typos(log_config, live_server, tmp_path, capsys, tsa):
     _, ca_pem = tsa
-    _fill(log_config, 300)
+    fill_log(log_config, 300)
     key = read_signer_key(log_config.resolved_key_file()).verifier_key
     seen: list[str] = []
     url = live_server(_counted(create_app(log_config), seen))
@@ -399,7 +387,7 @@ def _pem_file(tmp_path, pem: bytes):
 
 
 def test_verify_exits_1_for_a_tampered_tile(log_config, live_server, capsys):
-    _fill(log_config, 300)
+    fill_log(log_config, 300)
     key = read_signer_key(log_config.resolved_key_file()).verifier_key
     url = live_server(_counted(create_app(log_config), [],
                                lambda path, body: b"\0" * len(body) if path == "/tile/0/001.p/44" else None))
