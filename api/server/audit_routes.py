@@ -327,12 +327,17 @@ async def put_blob(request: web.Request) -> web.Response:
         raise Unavailable("this server is storing as many blobs at once as it takes; retry later")
     async with uploads:
         created = await request.app[AUDIT].put_blob_from(digest, _pieces(request, MAX_BLOB_SIZE))
+    # Stored: now who uploaded it, so an auditor reads it only if an uploader covered its tenant (a producer
+    # naming another tenant's hash shows nothing). The policy table lets only a writer or an admin here.
+    principal = principal_of(request)
+    await request.app[AUDIT].record_blob_upload(digest, None if principal is None else principal.tenants)
     return _json({"sha256": digest, "created": created}, status=201 if created else 200)
 
 
 async def check_blob_read(request: web.Request, digest: str) -> None:
-    """An auditor reads a blob only when an event of one of its tenants names it (`AuditService.blob_tenants`, the
-    blob index); a blob shared by two tenants' events is visible to each. A blob outside its tenants is answered as
+    """An auditor reads a blob only when an event of one of its tenants names it and a credential covering that
+    tenant uploaded it (`AuditService.blob_tenants`: the blob index and the uploads; a blob stored before uploads
+    were recorded, by citation alone); a blob shared by two tenants' events is visible to each. A blob outside its tenants is answered as
     one that does not exist (404), as runs are."""
     principal = principal_of(request)
     if principal is None or principal.tenants is None:

@@ -49,7 +49,8 @@ from log.audit.records import (
 from log.audit.registry import Registry, key_id_for
 from log.audit.schema import parse_timestamp_ms
 from log.audit.tables import (
-    EVENT_COLUMNS, access_tokens, audit_event_blobs, audit_event_context, audit_events, audit_registry,
+    EVENT_COLUMNS, access_tokens, audit_blob_uploads, audit_event_blobs, audit_event_context, audit_events,
+    audit_registry,
 )
 from log.audit.tokens import ApiToken, TokenRegistry, new_token, token_digest
 from log.audit.timeline import Node, causal_order
@@ -178,6 +179,9 @@ class _Admitted:
 
     def __init__(self, position: int, checked: CheckedEnvelope, key):
         self.position, self.checked, self.key, self.error = position, checked, key, None
+
+
+ANY_UPLOADER = "*"  # audit_blob_uploads' tenant for a credential that covers every tenant
 
 
 class AuditService:
@@ -500,12 +504,44 @@ class AuditService:
     async def get_blob(self, digest: str) -> bytes:
         return await self._read(self.blobs.get, check_digest(digest))
 
+    async def record_blob_upload(self, sha256: str, tenants: frozenset[str] | None) -> None:
+        """Remember that a credential scoped to `tenants` (None: every tenant, stored as "*") uploaded blob `sha256`:
+        one audit_blob_uploads row per tenant, through the log's writer, rows already there left alone (another
+        tenant's upload of the same content adds that tenant). Call once the blob is durably stored."""
+        digest = check_digest(sha256)
+        scope = sorted(tenants) if tenants is not None else [ANY_UPLOADER]
+        u = audit_blob_uploads.c
+
+        def work(tx) -> None:
+            # The log's single writer runs this, so a select-then-insert cannot race another upload's rows.
+            have = {tenant for tenant, in tx.execute(
+                select(u.tenant).where(u.sha256 == digest, u.tenant.in_(scope)))}
+            missing = [{"sha256": digest, "tenant": tenant} for tenant in scope if tenant not in have]
+            if missing:
+                tx.execute_many(audit_blob_uploads.insert(), missing)
+
+        await self.log.write(work)
+
     async def blob_tenants(self, sha256: str) -> set[str]:
-        """The tenants with a logged event that refers to blob `sha256` (anywhere the event schema admits a
-        reference): an auditor may read the blob when its tenants meet these. Empty for a blob no event names."""
-        b = audit_event_blobs.c
-        statement = select(b.tenant).where(b.sha256 == check_digest(sha256)).distinct()
-        return await self.log.read(lambda tx: {tenant for tenant, in tx.execute(statement)})
+        """The tenants whose auditors may read blob `sha256`: those with a logged event that refers to it (anywhere
+        the event schema admits a reference) and whose scope an uploading credential covered (audit_blob_uploads).
+        When an uploader covered every tenant ("*"), or the blob has no upload rows (stored before migration 0011:
+        uploader unknown), every citing tenant. Empty for a blob no event names."""
+        digest = check_digest(sha256)
+        b, u = audit_event_blobs.c, audit_blob_uploads.c
+        citing = select(b.tenant).where(b.sha256 == digest).distinct()
+        uploaded = select(u.tenant).where(u.sha256 == digest)
+
+        def read(tx) -> set[str]:
+            cited = {tenant for tenant, in tx.execute(citing)}
+            if not cited:
+                return cited
+            uploaders = {tenant for tenant, in tx.execute(uploaded)}
+            if not uploaders or ANY_UPLOADER in uploaders:
+                return cited
+            return cited & uploaders
+
+        return await self.log.read(read)
 
     async def erase_blob(self, digest: str, reason: str) -> int:
         """Delete a blob, first logging the erasure (so the record exists even if the delete must be retried).

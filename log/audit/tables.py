@@ -62,6 +62,18 @@ audit_event_blobs = Table(
     Index("ix_audit_event_blobs_sha256", "sha256", "tenant"),
 )
 
+# One row per (blob, tenant scope of a credential that uploaded it): "*" for an uploader covering every tenant (an
+# admin, the admin token, a writer or OIDC principal without tenants). An auditor of T reads a blob only when an
+# event of T names it AND an uploader covered T, so a producer naming another tenant's hash shows nothing. Not an
+# entry index: written by the blob PUT through the log's writer (`Log.write`), insert-or-ignore. A blob with no
+# rows (stored before migration 0011) falls back to the citation rule alone.
+audit_blob_uploads = Table(
+    "audit_blob_uploads",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("tenant", String(128), primary_key=True),
+)
+
 # One row per registry-change entry, with its canonical JSON: replayed on start to rebuild the registry.
 audit_registry = Table(
     "audit_registry",
