@@ -337,8 +337,8 @@ async def put_blob(request: web.Request) -> web.Response:
 async def check_blob_read(request: web.Request, digest: str) -> None:
     """An auditor reads a blob only when an event of one of its tenants names it and a credential covering that
     tenant uploaded it (`AuditService.blob_tenants`: the blob index and the uploads; a blob stored before uploads
-    were recorded, by citation alone); a blob shared by two tenants' events is visible to each. A blob outside its tenants is answered as
-    one that does not exist (404), as runs are."""
+    were recorded, by citation alone); a blob shared by two tenants' events is visible to each. A blob outside its
+    tenants is answered as one that does not exist (404), as runs are."""
     principal = principal_of(request)
     if principal is None or principal.tenants is None:
         return
