@@ -200,12 +200,13 @@ def _drop_cosignature(bundle: dict) -> None:
     bundle["checkpoint"] = text + "\n\n" + "".join(kept)
 
 
-def _bad_cosignature(bundle: dict) -> None:
+def zero_cosignature(bundle: dict, name: str = "witness.test/u1") -> None:
+    """Zero all but the first 8 bytes of witness `name`'s signature on the bundle's checkpoint note."""
     text, lines = bundle["checkpoint"].split("\n\n", 1)
     out = []
     for line in lines.rstrip("\n").split("\n"):
         sig = NoteSignature.from_line(line)
-        if sig.name == "witness.test/u1":
+        if sig.name == name:
             sig = NoteSignature(sig.name, sig.key_id, sig.signature[:8] + bytes(len(sig.signature) - 8))
         out.append(sig.to_line())
     bundle["checkpoint"] = text + "\n\n" + "".join(out)
@@ -228,7 +229,7 @@ MUTATIONS = {
     "proof hash dropped": (lambda b: b["inclusion_proof"].pop(), 4),
     "index past the tree": (lambda b: b.update(index=b["tree_size"]), 4),
     "a cosignature dropped": (_drop_cosignature, 5),
-    "a cosignature zeroed": (_bad_cosignature, 5),
+    "a cosignature zeroed": (zero_cosignature, 5),
     "token missing": (lambda b: b.update(timestamp=None), 6),
     "token byte flipped": (lambda b: b.update(timestamp=_flip(b["timestamp"], -1)), 6),
     "token truncated": (lambda b: b.update(timestamp=base64.b64encode(base64.b64decode(b["timestamp"])[:-20])
