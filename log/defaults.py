@@ -45,6 +45,15 @@ WAIT_POLL_MAX = 2.0
 SHUTDOWN_GRACE = 3.0
 
 # --- processes beside the server ---------------------------------------------------------------------------------
+# Several servers on one PostgreSQL log (log/service.py): the sequencer's database session is ended by PostgreSQL
+# after this long without a word (a paused or cut-off process), which frees the log for another server; a live
+# sequencer speaks four times per lease. Standby servers try for the sequencer lock this often; a sequencer that dies
+# frees it at once, so a takeover starts within this, plus the time to reload the tree.
+SEQUENCER_LEASE_SECONDS = 3.0
+STANDBY_POLL_SECONDS = 0.25
+LEASE_POLL_SECONDS = 0.5  # a standby re-reads where the sequencer is this often (at once after a failed forward)
+FORWARD_CONNECT_TIMEOUT = 2.0  # seconds a standby waits to connect to the sequencer before answering 503
+FORWARD_READ_TIMEOUT = 30.0  # seconds a forwarded request may wait for the sequencer's next byte (a paused one)
 READ_WORKERS = 0  # extra processes serving proofs, tiles and entries
 
 

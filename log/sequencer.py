@@ -71,6 +71,7 @@ logger = logging.getLogger(__name__)
 UNAVAILABLE_RETRY_SECONDS = 1.0
 LOCK_LOST = "writer lock lost"
 LOCK_HELD_ELSEWHERE = "writer lock held by another server"
+NOT_SEQUENCER = "no longer the sequencer"
 # Waits between attempts to get a writer back after a lost connection or lock: doubling from the first to the last.
 RECONNECT_FIRST_DELAY = 0.1
 RECONNECT_MAX_DELAY = 1.0
@@ -335,6 +336,7 @@ class Sequencer:
         stats: LogStats | None = None,
         clock: Callable[[], float] = time.time,
         history: SignedHistory | None = None,
+        on_deposed: Callable[[str], None] | None = None,
     ):
         if batch_size < 1:
             raise InvalidInput(f"batch_size must be at least 1, not {batch_size}", field="batch_size")
@@ -356,6 +358,11 @@ class Sequencer:
         self._retry_at = 0.0  # monotonic: when the next submission is let through while unavailable
         self._attempt: Published | None = None  # the checkpoint of the batch being committed (step 4)
         self._wake = threading.Event()  # set by close(): cuts short a wait between attempts to get a writer back
+        # Where several servers share the log (PostgreSQL): called on the event loop, with the reason, when this
+        # sequencer loses its writer. It then takes nothing more (`deposed`): the server steps down to standby and
+        # the next sequencer, maybe this server again, starts from what the database holds.
+        self._on_deposed = on_deposed
+        self._deposed: str | None = None
 
     @property
     def unavailable(self) -> str | None:
@@ -364,6 +371,8 @@ class Sequencer:
 
         Not `broken`: this clears by itself, the next commit that succeeds ends it, or, after a lost connection or
         lock, getting a writer back."""
+        if self._deposed is not None:
+            return f"{NOT_SEQUENCER}: {self._deposed}"
         if self._batches.closing:
             return "shutting down"
         return self._unavailable
@@ -423,6 +432,8 @@ class Sequencer:
         is filled in with the entry's index; nothing is stored for a duplicate).
         """
         batches = self._batches
+        if self._deposed is not None:
+            raise self._not_sequencer()
         if batches.closing:
             raise Unavailable("the log is shutting down")
         if batches.stopped is not None:
@@ -450,6 +461,8 @@ class Sequencer:
         how cosignatures, timestamps and registries are stored. `work` runs in its own savepoint: if it raises,
         only it is undone and its exception is raised here.
         """
+        if self._deposed is not None:
+            raise self._not_sequencer()
         if self._batches.closing:
             raise Unavailable("the log is shutting down")
         if self._batches.stopped is not None:
@@ -488,7 +501,8 @@ class Sequencer:
             if batch is None:
                 return  # closed, with everything queued committed or failed
             if not batch:  # idle for a while: is the writer still connected and holding the lock?
-                self._check_idle_writer()
+                if not self._check_idle_writer():
+                    return  # deposed
                 continue
             started = time.perf_counter()
             previous, self._attempt = self._state.published, None
@@ -509,6 +523,9 @@ class Sequencer:
                     self._unavailable = reason
                     self._hand_over(_fail, batch, StorageUnavailable(
                         f"the batch may or may not have been stored: {reason}; retry later", reason))
+                    if self._on_deposed is not None:
+                        self._depose(reason)
+                        return
                     self._reconnect(expected)
                     continue
                 error = self._batch_error(exc)
@@ -708,10 +725,11 @@ class Sequencer:
             self._wake.wait(delay)
             delay = min(delay * 2, RECONNECT_MAX_DELAY)
 
-    def _check_idle_writer(self) -> None:
+    def _check_idle_writer(self) -> bool:
+        """False once deposed (see `_depose`)."""
         check = getattr(self._writer, "check", None)
         if check is None:
-            return
+            return True
         try:
             reason = None if check() else LOCK_LOST
         except Exception as exc:  # noqa: BLE001 - a writer that cannot tell is not trusted with the next batch
@@ -720,7 +738,29 @@ class Sequencer:
             logger.error("the idle writer lost its database connection or the sequencer lock: %s", reason)
             self._retry_at = math.inf
             self._unavailable = reason
+            if self._on_deposed is not None:
+                self._depose(reason)
+                return False
             self._reconnect((self._state.published, None))
+        return True
+
+    def _depose(self, reason: str) -> None:
+        """On the writer thread, where several servers share the log: this sequencer lost its writer, so it takes
+        nothing more; what waits is refused as unavailable (the server that takes over has none of it, the clients
+        retry), the writer is let go and `on_deposed` is told. The writer thread then ends."""
+        logger.warning("this server stops sequencing the log: %s", reason)
+        self._deposed = reason
+        self._batches.close()
+        self._hand_over(_fail, self._batches.drain(), self._not_sequencer())
+        self._close_writer()
+        try:
+            self._loop.call_soon_threadsafe(self._on_deposed, reason)
+        except RuntimeError:  # the event loop is closed: nobody to tell
+            pass
+
+    def _not_sequencer(self) -> StorageUnavailable:
+        return StorageUnavailable(f"this server is {NOT_SEQUENCER} ({self._deposed}); retry, another server takes "
+                                  "over", f"{NOT_SEQUENCER}: {self._deposed}")
 
     def _close_writer(self) -> None:
         try:

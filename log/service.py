@@ -10,20 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import logging
+import os
+import socket
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from log import defaults, proofs
 from log.checkpoint import open_checkpoint
-from log.errors import InvalidInput, LogError, NotFound, Unavailable
+from log.errors import (
+    ForkRefused, InvalidInput, LogError, NotFound, SequencerLockHeld, StorageUnavailable, Unavailable,
+)
 from log.keys import KEY_FILE_NAME, load_signer, read_signer_key, write_signer_key
 from log.note_keys import Signer
 from log.sequencer import BatchReceipt, IdempotencyKey, Published, Sequencer
 from log.signed_history import SignedHistory, SignedRecord, check_database, history_path, read_record, root_at
 from log.stats import LogStats
-from log.storage import LogStore, RowInsert, StoredEntry
+from log.storage import LogStore, RowInsert, SequencerClaim, StoredEntry
+from log.storage.faults import storage_fault
 from log.storage.engine import normalize_database_url, shown_url as _shown_url, sqlite_url_for, upgrade_schema
 from log.storage.store import SqlLogStore, peek_latest_checkpoint
 from log.prover import LRU, Prover
@@ -31,6 +39,7 @@ from log.bundles import encode_entry_bundle
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID
 
 HASH_SIZE = 32
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,6 +57,11 @@ class LogConfig:
     migrate: bool = True
     fold_cache_size: int = defaults.FOLD_CACHE_SIZE  # proof elements over the imperfect right edge, 32 bytes each
     tile_cache_size: int = defaults.TILE_CACHE_SIZE
+    # Where several servers share a PostgreSQL log: the URL the others reach this one at while it sequences (None:
+    # it takes no forwarded requests), and the lease (seconds without a word before its session, and so its lock,
+    # is ended by the database).
+    advertise_url: str | None = None
+    lease_seconds: float = defaults.SEQUENCER_LEASE_SECONDS
 
     def resolved_database_url(self) -> str:
         return self.database_url or sqlite_url_for(self.data_dir / "auditlog.db")
@@ -120,6 +134,13 @@ class Log:
         self._shared_path_tops = LRU(1024)  # (tree size, 256-leaf block) -> the proof elements above the block
         self._inline_tile_reads = store.cheap_tile_reads
         self._full_bundles = LRU(max(64, config.tile_cache_size // 16))
+        # Several servers on one PostgreSQL log (see `open`): this server's claim to sequence it, the task waiting to
+        # take over while it stands by, what keeps it from ever taking over (a fork found), and who to tell.
+        self._claim: SequencerClaim | None = None
+        self._standing_by: asyncio.Task | None = None
+        self._refused: Exception | None = None
+        self._role_listeners: list[Callable[[str], Awaitable[None]]] = []
+        self._closing = False
 
     @classmethod
     async def open(cls, config: LogConfig) -> "Log":
@@ -146,39 +167,151 @@ class Log:
             config.data_dir.mkdir(parents=True, exist_ok=True)
             await loop.run_in_executor(None, upgrade_schema, url)
         store = SqlLogStore(url)
+        claim = SequencerClaim(config.advertise_url, f"{socket.gethostname()} pid {os.getpid()}",
+                               config.lease_seconds)
         try:
-            writer = await loop.run_in_executor(None, store.acquire_writer)
+            writer = await loop.run_in_executor(None, store.acquire_writer, claim)
+        except SequencerLockHeld:
+            if store.dialect != "postgresql" or signer is None:
+                store.close()
+                if signer is None:
+                    raise InvalidInput(f"another server sequences the log at {where}, and {key_file} does not exist: "
+                                       "a server that stands by needs the log's key (copy log.key from the "
+                                       "sequencer's data dir)", field="key_file") from None
+                raise
+            log = cls(store, signer, config)
+            log._claim = claim
+            log._head = StoredHead(store)
+            log._stand_by()
+            return log
         except BaseException:
             store.close()
             raise
-        history = None
+        log = None
         try:
-            # Under the lock: what is stored now is what the sequencer will extend.
-            stored = await loop.run_in_executor(None, store.latest_checkpoint)
-            check_database(signer, record, stored, where, key_file=key_file,
-                           root_at_size=lambda size: root_at(store, size))
-            created = signer is None
-            if created:
-                signer = write_signer_key(key_file, config.origin)
-            if record is None and stored is not None:
-                record = SignedRecord(stored.size, stored.root_hash)  # an older data dir: its first record
-            history = SignedHistory(history_path(key_file), signer, record)
-            log = cls(store, signer, config, key_created=created)
-            log._history = history
-            log._sequencer = Sequencer(
-                store, writer, signer,
-                batch_size=config.batch_size, batch_max_age=config.batch_max_age,
-                batch_linger=config.batch_linger, max_pending=config.max_pending, stats=log.stats,
-                history=history,
-            )
-            await log._sequencer.start()
+            log = cls(store, signer, config)
+            log._claim = claim
+            await log._take_over(writer, record, new_key_origin=config.origin if signer is None else None)
         except BaseException:
-            if history is not None:
-                history.close()
+            if log is not None and log._history is not None:
+                log._history.close()
             writer.close()
             store.close()
             raise
         return log
+
+    async def _take_over(self, writer, record: SignedRecord | None, new_key_origin: str | None = None) -> None:
+        """Start sequencing with `writer` (the sequencer lock is held): check that signing on cannot fork the log,
+        create the key if asked (`new_key_origin`: the first start of a new log), start the sequencer."""
+        loop = asyncio.get_running_loop()
+        store, config = self.store, self.config
+        key_file = config.resolved_key_file()
+        # Under the lock: what is stored now is what the sequencer will extend.
+        stored = await loop.run_in_executor(None, store.latest_checkpoint)
+        check_database(None if new_key_origin else self.signer, record, stored, _shown_url(store.url),
+                       key_file=key_file, root_at_size=lambda size: root_at(store, size))
+        if new_key_origin is not None:
+            self.signer = write_signer_key(key_file, new_key_origin)
+            self.key_created = True
+        if record is None and stored is not None:
+            record = SignedRecord(stored.size, stored.root_hash)  # an older data dir: its first record
+        if self._history is None:
+            self._history = SignedHistory(history_path(key_file), self.signer, record)
+        sequencer = Sequencer(
+            store, writer, self.signer,
+            batch_size=config.batch_size, batch_max_age=config.batch_max_age,
+            batch_linger=config.batch_linger, max_pending=config.max_pending, stats=self.stats,
+            history=self._history, on_deposed=self._deposed if store.dialect == "postgresql" else None,
+        )
+        await sequencer.start()
+        self._sequencer = sequencer
+        self._head = None
+
+    # -- several servers, one log (PostgreSQL) -------------------------------------------------------------------
+    #
+    # One server sequences (it holds the sequencer lock, log/storage/writers.py); the others stand by: they read the
+    # log from the database as a reader does and try for the lock every STANDBY_POLL seconds. The lock frees when the
+    # sequencer's database session ends (its process died, or it said nothing for a lease); the first to take it
+    # reloads the tree from the database, checks it as a start does, and sequences. A sequencer that loses its
+    # writer steps down to standby at once (Sequencer on_deposed): whatever it had in memory is dropped, nothing it
+    # had not committed was acknowledged, and its next turn starts again from the database.
+
+    @property
+    def role(self) -> str:
+        """"sequencer" (this server writes the log), "standby" (another does; this one takes over when it can) or
+        "reader" (a read-only Log: `open_reader`)."""
+        if self._sequencer is not None:
+            return "sequencer"
+        return "standby" if self._claim is not None else "reader"
+
+    def on_role_change(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        """Await `listener(role)` each time this server takes over ("sequencer") or steps down ("standby")."""
+        self._role_listeners.append(listener)
+
+    async def sequencer_lease(self):
+        """The sequencer lease as stored (log.storage.SequencerLease: epoch, url, holder, since), or None."""
+        return await self._read(self.store.sequencer_lease)
+
+    def _stand_by(self) -> None:
+        self._standing_by = asyncio.get_running_loop().create_task(self._wait_for_turn())
+
+    async def _wait_for_turn(self) -> None:
+        loop = asyncio.get_running_loop()
+        key_file = self.config.resolved_key_file()
+        while not self._closing:
+            try:
+                writer = await loop.run_in_executor(None, self.store.acquire_writer, self._claim)
+            except SequencerLockHeld:
+                await asyncio.sleep(defaults.STANDBY_POLL_SECONDS)
+                continue
+            except Exception as exc:  # noqa: BLE001 - the database unreachable: keep trying, as the sequencer does
+                logger.warning("standing by: cannot reach the database: %s", exc)
+                await asyncio.sleep(defaults.STANDBY_POLL_SECONDS * 4)
+                continue
+            if self._closing:
+                writer.close()
+                return
+            record = self._history.last if self._history is not None else read_record(history_path(key_file),
+                                                                                      self.signer)
+            try:
+                await self._take_over(writer, record)
+            except asyncio.CancelledError:
+                writer.close()
+                raise
+            except Exception as exc:  # noqa: BLE001
+                writer.close()
+                if isinstance(exc, ForkRefused) or not (isinstance(exc, SequencerLockHeld) or storage_fault(exc)):
+                    # The database is not the log this key signed: taking over would fork it. Never retried.
+                    logger.critical("this server will not sequence the log: %s", exc)
+                    self._refused = exc
+                    return
+                logger.warning("taking over failed, standing by: %s", exc)
+                await asyncio.sleep(defaults.STANDBY_POLL_SECONDS)
+                continue
+            logger.warning("this server now sequences the log, at size %d", self._sequencer.published.size)
+            await self._tell("sequencer")
+            return
+
+    def _deposed(self, reason: str) -> None:
+        """On the event loop: the sequencer lost its writer (Sequencer on_deposed): step down to standby."""
+        if not self._closing:
+            self._standing_by = asyncio.get_running_loop().create_task(self._step_down())
+
+    async def _step_down(self) -> None:
+        sequencer = self._sequencer
+        self._head = StoredHead(self.store)  # first: `checkpoint` reads the head once the sequencer is gone
+        self._sequencer = None
+        if sequencer is not None:
+            await sequencer.close()
+        await self._tell("standby")
+        await self._wait_for_turn()
+
+    async def _tell(self, role: str) -> None:
+        for listener in self._role_listeners:
+            try:
+                await listener(role)
+            except Exception as exc:  # noqa: BLE001 - one listener's failure must not stop the others or the log
+                logger.error("a role-change listener failed (%s): %r", role, exc)
 
     @classmethod
     async def open_reader(cls, config: LogConfig) -> "Log":
@@ -199,6 +332,14 @@ class Log:
         return log
 
     async def close(self) -> None:
+        """Stop sequencing or standing by, release the lock, close the store. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._standing_by is not None:
+            self._standing_by.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._standing_by
         if self._sequencer is not None:
             await self._sequencer.close()
         if self._history is not None:
@@ -224,6 +365,8 @@ class Log:
     @property
     def failure(self) -> str | None:
         """Why the log no longer accepts entries, or None while it does (or, for a reader, while it can read)."""
+        if self._refused is not None:
+            return f"will not sequence: {self._refused}"
         broken = self._sequencer.broken if self._sequencer is not None else None
         return None if broken is None else str(broken)
 
@@ -233,7 +376,7 @@ class Log:
         has stopped for good, else the sequencer's passing condition ("disk full", "database unreachable: ...",
         "shutting down", ...). A read-only replica never takes writes itself: "read-only replica"."""
         if self._sequencer is None:
-            return "read-only replica"
+            return "standby: another server sequences the log" if self._claim is not None else "read-only replica"
         broken = self._sequencer.broken
         if broken is not None:
             return f"stopped: {broken}"
@@ -268,9 +411,20 @@ class Log:
         return await self._writer().submit_work(work)
 
     def _writer(self) -> Sequencer:
-        if self._sequencer is None:
+        sequencer = self._sequencer
+        if sequencer is None:
+            if self._claim is not None:
+                raise StorageUnavailable("this server stands by: another server sequences the log; retry",
+                                         "standby")
             raise Unavailable("this Log is a read-only replica: writes go to the process that sequences the log")
-        return self._sequencer
+        return sequencer
+
+    async def write_outside_tree(self, work):
+        """Store rows that are not part of the tree (the access log): through the sequencer's writer on the
+        sequencer (on SQLite no other connection may write), in a transaction of their own on a standby."""
+        if self._sequencer is not None or self._claim is None:
+            return await self.write(work)
+        return await self._read(self.store.write_outside_tree, work)
 
     # -- reads ------------------------------------------------------------------------------------------------
     async def read(self, work):

@@ -42,7 +42,8 @@ import sys
 
 from api.cli import client, exits, server
 from api.cli.options import (Parser, duration, entries_or_duration, env, json_option, log_key_option, non_negative,
-                             positive, positive_seconds, server_option, token_option, wait_options, witness_options)
+                             positive, positive_seconds, server_option, server_url, token_option, wait_options,
+                             witness_options)
 from log import defaults
 
 
@@ -128,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SQLAlchemy URL, e.g. postgresql+psycopg://... (env AUDITLOG_DATABASE_URL)")
     serve.add_argument("--origin", default=env("AUDITLOG_ORIGIN"),
                        help="log origin: default the key's name; on first start auditlog.localhost/<hostname>")
+    serve.add_argument("--advertise-url", default=env("AUDITLOG_ADVERTISE_URL"), type=server_url, metavar="URL",
+                       help="where the other servers on the same PostgreSQL log reach this one while it sequences "
+                            "(env AUDITLOG_ADVERTISE_URL; default http(s)://<host>:<port>, the host's name when "
+                            "listening on every address; none with --port 0)")
+    serve.add_argument("--blob-dir", default=env("AUDITLOG_BLOB_DIR"), metavar="DIR",
+                       help="where blobs are stored (env AUDITLOG_BLOB_DIR; default <data dir>/blobs); servers "
+                            "sharing a log need one they all reach")
     serve.add_argument("--batch-size", type=positive, default=defaults.BATCH_SIZE)
     serve.add_argument("--batch-max-age-ms", type=non_negative, default=defaults.BATCH_MAX_AGE_MS)
     serve.add_argument("--batch-linger-ms", type=non_negative, default=defaults.BATCH_LINGER_MS)

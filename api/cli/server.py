@@ -69,6 +69,7 @@ def cmd_serve(args) -> int:
         batch_size=args.batch_size,
         batch_max_age=args.batch_max_age_ms / 1000,
         batch_linger=args.batch_linger_ms / 1000,
+        advertise_url=args.advertise_url or advertised_url(args.host, args.port, tls is not None),
     )
     if config.origin is None and not config.resolved_key_file().exists():
         config.origin = default_origin()
@@ -76,7 +77,18 @@ def cmd_serve(args) -> int:
     return asyncio.run(_serve(config, args.host, args.port, witnessing, read_workers=read_workers,
                               verify_processes=verify_processes, limits=limits, blob_uploads=blob_uploads,
                               tls=tls, access_log_retention_days=retention / 86400, access=_access(args),
-                              oidc=oidc))
+                              oidc=oidc, blob_dir=args.blob_dir))
+
+
+def advertised_url(host: str, port: int, tls: bool) -> str | None:
+    """Where other servers reach this one by default: the address it listens on, or its host name when it listens
+    on every address; None for --port 0 (the port is known only once bound, after the lease is written)."""
+    if port == 0:
+        return None
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.getfqdn()
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
 def _access(args):
@@ -176,7 +188,7 @@ def _witnessing(args):
 async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int = 0,
                  verify_processes: int = 0, limits=None, blob_uploads: int = defaults.BLOB_UPLOADS, tls=None,
                  access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS, access=None,
-                 oidc=None) -> int:
+                 oidc=None, blob_dir: str | None = None) -> int:
     from aiohttp import web
 
     from api.server.app import create_app, freeze_startup_heap
@@ -187,7 +199,7 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
     authenticators = [OidcAuthenticator(oidc)] if oidc is not None else []
     app = create_app(config, witnessing, verify_processes=verify_processes, blob_uploads=blob_uploads,
                      access_log_retention_days=access_log_retention_days, access=access,
-                     authenticators=authenticators)
+                     authenticators=authenticators, blob_dir=Path(blob_dir) if blob_dir else None)
     runner = GuardedRunner(app, limits, access_log=None, handle_signals=False,
                            shutdown_timeout=defaults.SHUTDOWN_GRACE)
     try:
@@ -208,6 +220,12 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
         print(f"origin: {log.origin}")
         print(f"verifier key: {log.verifier_key} (also in {vkey_file})")
         print(f"tree size: {log.size}")
+        if log.role == "standby":
+            lease = await log.sequencer_lease()
+            print(f"standing by: another server sequences this log ({lease.url if lease else 'unknown'}); this one "
+                  "answers reads, passes writes on, and takes over when it stops")
+        elif config.database_url and log.store.dialect == "postgresql":
+            print(f"sequencing this log; other servers reach it at {config.advertise_url or '(no URL: --port 0)'}")
         if access is not None and access.public:
             print("public log: entries readable and plain entries appendable without a credential")
         if verify_processes:

@@ -246,10 +246,11 @@ class AccessLog:
 
 
 def database_sink(log) -> Callable[[list[AccessRecord]], Awaitable[None]]:
-    """Write a batch in one transaction of the log's writer (`Log.write`)."""
+    """Write a batch in one transaction: of the log's writer on the sequencer, of its own on a server that stands
+    by (`Log.write_outside_tree`)."""
     async def sink(batch: list[AccessRecord]) -> None:
         rows = [record.row() for record in batch]
-        await log.write(lambda transaction: transaction.execute_many(table.insert(), rows))
+        await log.write_outside_tree(lambda transaction: transaction.execute_many(table.insert(), rows))
     return sink
 
 

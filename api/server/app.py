@@ -15,13 +15,17 @@ from pathlib import Path
 
 from aiohttp import web
 
-from api.server import access_log, auth
+from api.server import access_log, auth, standby
 from api.server.audit_routes import AUDIT, AUDIT_ADMIN_TOKEN, add_audit_routes
 from api.server.metrics import HttpMetrics, metrics_middleware, render_dict_metrics
 from api.server.openapi import document_bytes
 from api.server.problems import problem_middleware
 from api.server.routes import MAX_JSON_BODY, ROUTES
-from api.server.state import CONFIG, HTTP_METRICS, LOG, METRIC_SOURCES, OPENAPI, TIMESTAMP_JOB, WITNESS_JOB
+from api.server.state import (
+    CONFIG, HTTP_METRICS, LOG, METRIC_SOURCES, OPENAPI, ROLE, TIMESTAMP_JOB, WITNESS_JOB, ServingRole,
+)
+from log.audit.tokens import read_token
+from log.blobs import FileBlobStore
 from log import defaults
 from log.errors import InvalidInput
 from log.service import Log, LogConfig
@@ -101,6 +105,9 @@ def _access_log_sink(app: web.Application):
 
 
 def _jobs_lifetime(settings: Witnessing):
+    """The witness and timestamp jobs run on the sequencer only, so once per log however many servers share it:
+    started when this server sequences (at start, or when it takes over), stopped when it steps down."""
+
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         log = app[LOG]
         witness_job = timestamp_job = None
@@ -109,7 +116,6 @@ def _jobs_lifetime(settings: Witnessing):
                 endpoints = settings.endpoints()
                 witness_job = WitnessJob(log, endpoints, interval=settings.witness_interval,
                                          policy=KOfN(settings.witness_k or len(endpoints)))
-                await witness_job.start()
                 app[WITNESS_JOB] = witness_job
                 app[METRIC_SOURCES].append(lambda: render_dict_metrics(witness_job.metrics()))
             if settings.tsa_url is not None:
@@ -117,9 +123,24 @@ def _jobs_lifetime(settings: Witnessing):
                 source = witness_job.witnessed_checkpoint if witness_job is not None else None
                 timestamp_job = TimestampJob(log, settings.tsa_url, settings.tsa_ca_pem,
                                              interval=settings.timestamp_interval, source=source)
-                timestamp_job.start()
                 app[TIMESTAMP_JOB] = timestamp_job
                 app[METRIC_SOURCES].append(lambda: render_dict_metrics(timestamp_job.metrics()))
+
+            async def follow(role: str) -> None:
+                if role == "sequencer":
+                    if witness_job is not None:
+                        await witness_job.start()
+                    if timestamp_job is not None:
+                        timestamp_job.start()
+                else:
+                    if timestamp_job is not None:
+                        await timestamp_job.stop()
+                    if witness_job is not None:
+                        await witness_job.stop()
+
+            if log.role == "sequencer":
+                await follow("sequencer")
+            log.on_role_change(follow)
             yield
         finally:
             if timestamp_job is not None:
@@ -130,11 +151,32 @@ def _jobs_lifetime(settings: Witnessing):
     return lifetime
 
 
+def _role_lifetime(first: bool):
+    """Where several servers share the log (api/server/standby.py): `ROLE.sequencing` follows the log's role. The
+    context added `first` (right after the log's) turns it off before anything else hears of a step-down; the one
+    added last turns it on once every other listener (jobs, audit registries) has heard of a takeover."""
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        role, log = app[ROLE], app[LOG]
+
+        async def follow(now: str) -> None:
+            if (now == "sequencer") != first:
+                role.sequencing = now == "sequencer"
+                role.changed.set()
+
+        if not first:
+            role.sequencing = log.role == "sequencer"
+        log.on_role_change(follow)
+        yield
+
+    return lifetime
+
+
 def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verify_processes: int = 0,
                blob_uploads: int = defaults.BLOB_UPLOADS,
                access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS,
                access: auth.AccessSettings | None = None, authenticators=(),
-               admin_token: str | None = None) -> web.Application:
+               admin_token: str | None = None, blob_dir: Path | None = None) -> web.Application:
     """The whole HTTP API over the log `config` describes. The log opens in the app's startup (cleanup_ctx).
     `verify_processes`: child processes that check signed audit events (0: this process does); `blob_uploads`:
     blob PUTs streamed to disk at once (more: 503); `access_log_retention_days`: how long the access log
@@ -148,11 +190,15 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     # control's refusals are problems.
     app = web.Application(
         middlewares=[metrics_middleware(http_metrics, access_log.finished), problem_middleware,
-                     auth.auth_middleware],
+                     standby.standby_middleware, auth.auth_middleware],
         client_max_size=MAX_JSON_BODY,
     )
 
+    stored_tokens = auth.CachedTokenLookup(lambda token_id: read_token(app[LOG], token_id))
+
     async def api_token(token_id: str):
+        if not app[ROLE].sequencing:  # a standby's registries are not kept up to date: the database is
+            return await stored_tokens(token_id)
         return app[AUDIT].tokens.get(token_id) if AUDIT in app else None
 
     auth.install(app, access, [auth.AdminTokenAuthenticator(lambda: app.get(AUDIT_ADMIN_TOKEN)),
@@ -161,12 +207,16 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     app[HTTP_METRICS] = http_metrics
     app[OPENAPI] = document_bytes()
     app[METRIC_SOURCES] = []
+    app[ROLE] = ServingRole(config.advertise_url)
     app.cleanup_ctx.append(_log_lifetime)
+    app.cleanup_ctx.append(_role_lifetime(first=True))
+    app.cleanup_ctx.append(standby.lifetime(LOG))
     app.cleanup_ctx.append(_jobs_lifetime(witnessing))  # after the log opens, stopped before it closes
     # After the log opens; closed (its last records written) before the log closes.
     app.cleanup_ctx.append(access_log.lifetime(_access_log_sink, retention_days=access_log_retention_days))
     app.router.add_routes(ROUTES)
     # After the log's lifetime: the service opens over it.
     add_audit_routes(app, data_dir=config.data_dir, admin_token=admin_token, verify_processes=verify_processes,
-                     blob_uploads=blob_uploads)
+                     blob_uploads=blob_uploads, blobs=FileBlobStore(blob_dir) if blob_dir is not None else None)
+    app.cleanup_ctx.append(_role_lifetime(first=False))  # last: after every other context that follows the role
     return app

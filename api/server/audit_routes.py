@@ -493,6 +493,12 @@ def add_audit_routes(app: web.Application, *, data_dir: Path, admin_token: str |
         app[AUDIT] = await AuditService.open(app[LOG], blobs or FileBlobStore(data_dir / "blobs"),
                                              verify_processes=verify_processes)
         app[METRIC_SOURCES].append(lambda: render_audit_metrics(app[AUDIT].stats))
+
+        async def reload_on_takeover(role: str) -> None:
+            if role == "sequencer":  # another server may have changed the registries while this one stood by
+                await app[AUDIT].reload()
+
+        app[LOG].on_role_change(reload_on_takeover)
         try:
             yield
         finally:

@@ -36,7 +36,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from api.server import access_log, auth, routes
+from api.server import access_log, auth, forwarding, routes
 from api.server.app import freeze_startup_heap
 from api.server.connections import ConnectionLimits, GuardedRunner
 from api.server.metrics import HttpMetrics, metrics_middleware
@@ -54,11 +54,6 @@ logger = logging.getLogger(__name__)
 
 WRITER_SOCKET_NAME = "writer.sock"
 READ_ROUTES = routes.READ_WORKER_ROUTES  # the main table's rows a worker answers itself (routes.py says which)
-# Hop-by-hop headers (RFC 9110 section 7.6.1) and those aiohttp recomputes for the body it sends. Content-Encoding
-# too: aiohttp decodes a request body as it reads it, and a response body as the client reads it, so what is passed
-# on is never encoded (forwarded, it made the writer decode a gzip body twice and refuse it).
-_NOT_FORWARDED = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-                  "content-length", "host", "content-encoding"}
 WRITER_SESSION = web.AppKey("writer_session", aiohttp.ClientSession)
 ENTRY_BATCHER = web.AppKey("entry_batcher", "EntryBatcher")
 ADMIN_TOKEN = web.AppKey("worker_admin_token", str)
@@ -79,49 +74,13 @@ def writer_socket(config: LogConfig) -> Path:
 # --- the worker --------------------------------------------------------------------------------------------------
 
 
-def _passed_on(headers) -> dict[str, str]:
-    return {name: value for name, value in headers.items() if name.lower() not in _NOT_FORWARDED}
-
-
-def _utf8_headers(headers: dict[str, str]) -> dict[str, str]:
-    """`headers` with every byte that was not UTF-8 replaced by U+FFFD.
-
-    aiohttp reads such bytes as surrogate escapes, and its header writer silently drops surrogates: passed on as
-    they were, a value would reach the writer changed into another, possibly valid, one (`Bearer <token>\\xff`
-    arrived as `Bearer <token>` and was let in). U+FFFD keeps it invalid, so the writer refuses it as it refuses
-    the original when that reaches it directly (every check there treats a non-ASCII character alike)."""
-    for name, value in headers.items():
-        if not value.isascii():
-            try:
-                value.encode()
-            except UnicodeEncodeError:
-                headers[name] = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return headers
-
-
 async def _forward(request: web.Request) -> web.StreamResponse:
-    """Send the request to the writer over its Unix socket and answer with what it answered. A body bigger than a
-    JSON body may be (a blob) or of unknown length is passed on as it comes, never whole in this process's memory."""
-    headers = _utf8_headers(_passed_on(request.headers))
+    """Send the request to the writer over its Unix socket and answer with what it answered."""
     # Who the client is, for the writer's access log: a worker's request reaches it from this Unix socket. Set
     # whatever the client sent under that name (the writer trusts it only on the Unix socket).
-    headers[access_log.FORWARDED_CLIENT] = request.remote or ""
-    declared = request.content_length
-    if not request.body_exists:
-        body = None
-    elif declared is not None and declared <= MAX_JSON_BODY:
-        body = await request.read()
-    else:
-        body = request.content.iter_chunked(1 << 16)
-        if declared is not None:
-            headers["Content-Length"] = str(declared)
     try:
-        async with request.app[WRITER_SESSION].request(
-            request.method, f"http://writer{request.path_qs}", headers=headers, data=body,
-            allow_redirects=False,
-        ) as answer:
-            payload = await answer.read()
-            return web.Response(status=answer.status, body=payload, headers=_passed_on(answer.headers))
+        return await forwarding.forward(request, request.app[WRITER_SESSION], f"http://writer{request.path_qs}",
+                                        {access_log.FORWARDED_CLIENT: request.remote or ""})
     except (aiohttp.ClientError, OSError) as exc:
         logger.warning("writer unreachable for %s %s: %s", request.method, request.path, exc)
         return _writer_unavailable()
@@ -221,7 +180,7 @@ async def _worker_lifetime(app: web.Application) -> AsyncIterator[None]:
             headers["Authorization"] = f"Bearer {app[ADMIN_TOKEN]}"
         async with session.post("http://writer/api/v1/entries", data=body, headers=headers) as answer:
             payload = await answer.read()
-            return answer.status, _passed_on(answer.headers), payload
+            return answer.status, forwarding.passed_on(answer.headers), payload
 
     app[ENTRY_BATCHER] = EntryBatcher(send_batch)
     try:

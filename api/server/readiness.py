@@ -17,19 +17,31 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.server.state import LOG, TIMESTAMP_JOB, WITNESS_JOB
+from api.server.state import LOG, ROLE, TIMESTAMP_JOB, WITNESS_JOB
+
+
+def serving_role(app: web.Application) -> dict:
+    """{"role", "sequencer"} where servers share the log (api/server/standby.py); {} for a read worker."""
+    role = app.get(ROLE)
+    return {} if role is None else role.describe()
 
 
 def readiness(app: web.Application) -> dict:
     """The /readyz body (without the HTTP status): status, reason when unavailable, and lag where measured."""
     log = app[LOG]
+    role = app.get(ROLE)
+    standing_by = role is not None and not role.sequencing
     reason = log.write_unavailable
+    if standing_by and log.failure is None:
+        # A standby takes writes by passing them on: ready while it knows a sequencer to pass them to.
+        reason = None if role.sequencer_url else "standby: no server sequences the log right now"
     report: dict = {"status": "ready" if reason is None else "unavailable"}
     if reason is not None:
         report["reason"] = reason
     report["origin"] = log.origin
     report["tree_size"] = log.size
-    witness_job = app.get(WITNESS_JOB)
+    report.update(serving_role(app))
+    witness_job = None if standing_by else app.get(WITNESS_JOB)
     if witness_job is not None:
         figures = witness_job.metrics()
         witnessed = int(figures["witness_witnessed_size"])
@@ -40,7 +52,7 @@ def readiness(app: web.Application) -> dict:
             "lag_entries": int(figures["witness_backlog_entries"]),
             "lag_seconds": round(figures["witness_backlog_seconds"], 3),
         }
-    timestamp_job = app.get(TIMESTAMP_JOB)
+    timestamp_job = None if standing_by else app.get(TIMESTAMP_JOB)
     if timestamp_job is not None:
         figures = timestamp_job.metrics()
         stamped = figures["timestamped_size"]

@@ -28,7 +28,7 @@ from multidict import CIMultiDict
 
 from api.server import access_log, metrics
 from api.server.problems import RETRY_AFTER_SECONDS, ProblemKind, register_problem_kinds, with_expect_continue
-from api.server.readiness import readiness, readiness_metrics
+from api.server.readiness import readiness, readiness_metrics, serving_role
 from api.server.state import HTTP_METRICS, LOG, METRIC_SOURCES, OPENAPI, TIMESTAMP_JOB, WITNESS_JOB
 from log.errors import InvalidInput, NotFound
 from log.sequencer import Published
@@ -435,10 +435,11 @@ async def entry_bundle(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     log = request.app[LOG]
+    role = serving_role(request.app)
     if log.failure is not None:
-        return _json({"status": "failing", "origin": log.origin, "tree_size": log.size, "detail": log.failure},
-                     status=503)
-    return _json({"status": "ok", "origin": log.origin, "tree_size": log.size})
+        return _json({"status": "failing", "origin": log.origin, "tree_size": log.size, "detail": log.failure,
+                      **role}, status=503)
+    return _json({"status": "ok", "origin": log.origin, "tree_size": log.size, **role})
 
 
 async def readyz(request: web.Request) -> web.Response:

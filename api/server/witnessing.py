@@ -196,10 +196,13 @@ class WitnessJob:
         self._task.start(self._run)
 
     async def stop(self) -> None:
+        """End the task. A later `start()` loads again what is stored: where servers share the log, another may
+        have gathered cosignatures meanwhile."""
         await self._task.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
+        self._loaded = False
 
     async def _load(self) -> None:
         if self._loaded:
@@ -207,6 +210,8 @@ class WitnessJob:
         if self._store is None:
             self._store = CosignatureStore.for_log(self.log)
         latest = await self._store.latest_sizes()
+        self._state = {w.name: _WitnessState() for w in self.witnesses}
+        self._lines = {}
         for name, state in self._state.items():
             if name in latest:
                 state.known_size = state.cosigned_size = latest[name]

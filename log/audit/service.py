@@ -204,12 +204,19 @@ class AuditService:
     async def open(cls, log, blobs: BlobStore, **kwargs) -> AuditService:
         """Rebuild the registry from its index table (every registry-change entry, in log order)."""
         service = cls(log, blobs, **kwargs)
-        for _, record in await service._registry_records(None, None):
-            service.registry.apply(parse_registry_change(parse_json(record).value))
-        for index, record in await service._token_records(None):
-            service.tokens.apply(parse_token_change(parse_json(record).value), index)
-        service._teach_verifiers()
+        await service.reload()
         return service
+
+    async def reload(self) -> None:
+        """Rebuild the producer and token registries from the database: at the start, and when this server takes
+        over sequencing a log that another server changed meanwhile."""
+        registry, tokens = Registry(), TokenRegistry()
+        for _, record in await self._registry_records(None, None):
+            registry.apply(parse_registry_change(parse_json(record).value))
+        for index, record in await self._token_records(None):
+            tokens.apply(parse_token_change(parse_json(record).value), index)
+        self.registry, self.tokens = registry, tokens
+        self._teach_verifiers()
 
     async def close(self) -> None:
         if self.verifier_pool is not None:

@@ -145,8 +145,33 @@ class BatchWrite(NamedTuple):
     work: Sequence[Callable[[WriteTransaction], object]] = ()
 
 
+@dataclass(frozen=True)
+class SequencerClaim:
+    """What a server says of itself when it takes the sequencer lock of a log several servers share (PostgreSQL):
+    `url`, where the others send it what they do not answer themselves (None: it takes no forwarded requests);
+    `holder`, a name for operators (host and process); `lease_seconds`, how long its database session may go without
+    a word before PostgreSQL ends it and so frees the lock for another server (a paused or cut-off process)."""
+
+    url: str | None
+    holder: str
+    lease_seconds: float
+
+
+@dataclass(frozen=True)
+class SequencerLease:
+    """The sequencer lease as stored: the fencing `epoch` (one more at each takeover) and the claim of the server
+    that took it (`since`: Unix milliseconds)."""
+
+    epoch: int
+    url: str | None
+    holder: str
+    since: int
+
+
 class LogWriter(ABC):
     """The single writer. Holds the database's sequencer lock from creation until `close()`."""
+
+    epoch: int | None = None  # the fencing epoch this writer commits under, where the lock is shared (PostgreSQL)
 
     @abstractmethod
     def commit_batch(self, batch: BatchWrite) -> list[object]:
@@ -191,8 +216,19 @@ class LogStore(ABC):
     cheap_tile_reads: bool = False
 
     @abstractmethod
-    def acquire_writer(self) -> LogWriter:
-        """Take the database's sequencer lock; raise `SequencerLockHeld` if another writer holds it."""
+    def acquire_writer(self, claim: SequencerClaim | None = None) -> LogWriter:
+        """Take the database's sequencer lock; raise `SequencerLockHeld` if another writer holds it. Where several
+        servers share the database (PostgreSQL), `claim` is written to the sequencer lease with a new epoch."""
+
+    def sequencer_lease(self) -> SequencerLease | None:
+        """The lease as last written by a sequencer (None: never taken, or a database without one)."""
+        return None
+
+    def write_outside_tree(self, work: Callable[[WriteTransaction], T]) -> T:
+        """Run `work(transaction)` in a transaction of its own, outside the sequencer's batches, and commit: for
+        rows that are not part of the tree (the access log) written by a server that is not the sequencer. Only
+        where the database takes concurrent writers (PostgreSQL); SQLite's one writer is the sequencer."""
+        raise NotImplementedError(f"{self.dialect} takes writes only through the sequencer")
 
     @abstractmethod
     def read(self, work: Callable[[ReadTransaction], T]) -> T:

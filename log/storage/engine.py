@@ -6,12 +6,14 @@ WAL, `synchronous=FULL` (a commit is on disk when it returns) and a generous bus
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import Engine, make_url
 
 from log import defaults
@@ -58,9 +60,34 @@ def upgrade_schema(url: str, revision: str = "head") -> None:
     if upgrading:
         _logger.info("upgrading the database schema from revision %s to %s", current, target)
     started = time.monotonic()
-    command.upgrade(config, revision)
+    with _migration_lock(url, parsed.get_backend_name()):
+        command.upgrade(config, revision)
     if upgrading:
         _logger.info("database schema at revision %s after %.1f s", target, time.monotonic() - started)
+
+
+# An arbitrary 64-bit advisory lock key for "an auditlog schema migration", apart from the sequencer's.
+_PG_MIGRATION_LOCK_KEY = 0x617564_6D696772 & 0x7FFFFFFFFFFFFFFF
+
+
+@contextlib.contextmanager
+def _migration_lock(url: str, backend: str):
+    """On PostgreSQL, one migration at a time: several servers starting together on one database each upgrade the
+    schema, and two concurrent upgrades would both try to create the same tables. SQLite locks the file itself."""
+    if backend != "postgresql":
+        yield
+        return
+    engine = create_engine(url, poolclass=NullPool,
+                           connect_args={"connect_timeout": defaults.DATABASE_CONNECT_TIMEOUT})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY})
+    finally:
+        engine.dispose()
 
 
 def downgrade_schema(url: str, revision: str) -> None:

@@ -129,3 +129,18 @@ access_log = Table(
     Index("ix_access_log_at", "at"),
     Index("ix_access_log_credential", "credential", "id"),
 )
+
+# Who sequences the log now, for a log that several servers share (PostgreSQL): one row (id 1), rewritten by each
+# server that takes the sequencer lock. `epoch` goes up by one at every takeover and is the fencing token: a batch
+# commits only while the row still holds its writer's epoch (log/storage/writers.py). `url` is where the other
+# servers send what they do not answer themselves; `holder` names the server (host and process) for operators;
+# `since` is when it took over (Unix milliseconds). Per-server state, not part of the log: never copied with it.
+sequencer_lease = Table(
+    "sequencer_lease",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("url", Text, nullable=True),
+    Column("holder", Text, nullable=False),
+    Column("since", BigInteger, nullable=False),
+)

@@ -28,12 +28,15 @@ from log.storage import (
     LogStore,
     LogWriter,
     ReadTransaction,
+    SequencerClaim,
+    SequencerLease,
     StoredCheckpoint,
     StoredEntry,
     StoredTile,
+    WriteTransaction,
 )
 from log.storage.engine import make_engine, normalize_database_url
-from log.storage.schema import LEAF_INDEX_CHUNK, checkpoints, entries, leaf_index
+from log.storage.schema import LEAF_INDEX_CHUNK, checkpoints, entries, leaf_index, sequencer_lease
 from log.storage.writers import PostgresWriter, SqliteWriter
 
 # Chunks probed per leaf-hash lookup query, and idempotency keys asked per query.
@@ -60,10 +63,21 @@ class SqlLogStore(LogStore):
         self._tile_reader_connections: list = []
 
     # -- writer ---------------------------------------------------------------------------------------------
-    def acquire_writer(self) -> LogWriter:
+    def acquire_writer(self, claim: SequencerClaim | None = None) -> LogWriter:
         if self.dialect == "sqlite":
             return SqliteWriter(self.engine)
-        return PostgresWriter(self.engine)
+        return PostgresWriter(self.engine, claim)
+
+    def sequencer_lease(self) -> SequencerLease | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sequencer_lease).where(sequencer_lease.c.id == 1)).first()
+        return None if row is None else SequencerLease(row.epoch, row.url, row.holder, row.since)
+
+    def write_outside_tree(self, work):
+        if self.dialect == "sqlite":
+            return super().write_outside_tree(work)
+        with self.engine.begin() as conn:
+            return work(_DirectWrite(conn))
 
     # -- reads ----------------------------------------------------------------------------------------------
     def read(self, work):
@@ -235,6 +249,23 @@ class SqlLogStore(LogStore):
         for reader in readers:
             reader.close()
         self.engine.dispose()
+
+
+class _DirectWrite(WriteTransaction):
+    """Core statements in a transaction of their own on a pooled connection (see SqlLogStore.write_outside_tree)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def execute(self, statement) -> list[tuple]:
+        result = self._conn.execute(statement)
+        return result.all() if result.returns_rows else []
+
+    def execute_many(self, statement, rows) -> None:
+        if rows:
+            self._conn.execute(statement, list(rows))
 
 
 class _SnapshotRead(ReadTransaction):

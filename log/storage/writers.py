@@ -13,14 +13,18 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
 from log.errors import SequencerLockHeld, StorageError
-from log.storage import BatchWrite, LogWriter, RowInsert, StoredCheckpoint, WorkFailed, WriteTransaction
+from log.storage import (
+    BatchWrite, LogWriter, RowInsert, SequencerClaim, StoredCheckpoint, WorkFailed, WriteTransaction,
+)
 from log.storage.pg_copy import COPY_ENTRIES, copy_entries
 from log.storage.schema import LEAF_INDEX_CHUNK
 
@@ -33,10 +37,19 @@ _PG_HOLDS_LOCK = (
     "locktype = 'advisory' AND pid = pg_backend_pid() AND granted "
     f"AND classid = {PG_SEQUENCER_LOCK_KEY >> 32} AND objid = {PG_SEQUENCER_LOCK_KEY & 0xFFFFFFFF} AND objsubid = 1"
 )
+# ... and does the sequencer lease still hold this writer's epoch (the fencing token: one more at each takeover)?
+_PG_FENCE = (f"EXISTS (SELECT 1 FROM pg_locks WHERE {_PG_HOLDS_LOCK}) "
+             "AND (SELECT epoch FROM sequencer_lease WHERE id = 1) = %s")
 _PG_INSERT_CHECKPOINT_FENCED = (
-    "INSERT INTO checkpoints (size, root_hash, note, created_at) SELECT %s, %s, %s, %s "
-    f"WHERE EXISTS (SELECT 1 FROM pg_locks WHERE {_PG_HOLDS_LOCK})"
+    "INSERT INTO checkpoints (size, root_hash, note, created_at) SELECT %s, %s, %s, %s WHERE " + _PG_FENCE
 )
+_PG_TAKE_LEASE = (
+    "INSERT INTO sequencer_lease (id, epoch, url, holder, since) VALUES (1, 1, %s, %s, %s) "
+    "ON CONFLICT (id) DO UPDATE SET epoch = sequencer_lease.epoch + 1, url = excluded.url, "
+    "holder = excluded.holder, since = excluded.since RETURNING epoch"
+)
+# Without a claim (a library caller, a one-off tool) the session is still leased, for this long.
+DEFAULT_LEASE_SECONDS = 3.0
 
 # The SQLite WAL is checkpointed in the background and truncated between batches once it grows past this.
 WAL_TRUNCATE_BYTES = 64 << 20
@@ -335,23 +348,60 @@ class PostgresWriter(DriverWriter):
         "FROM entries WHERE idx >= %s AND idx < %s ORDER BY 2, 3"
     )
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, claim: SequencerClaim | None = None):
         import psycopg
 
         super().__init__(engine)
+        claim = claim or SequencerClaim(None, f"{socket.gethostname()} pid {os.getpid()}", DEFAULT_LEASE_SECONDS)
         self._driver_error = psycopg.Error
         self._pooled = engine.raw_connection()
         self._conn = self._pooled.driver_connection  # psycopg.Connection
         self._lost: str | None = None
-        self._conn.rollback()
-        got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (PG_SEQUENCER_LOCK_KEY,)).fetchone()[0]
-        self._conn.commit()
-        if not got:
-            self._pooled.close()
-            raise SequencerLockHeld(
-                "another auditlog sequencer holds this PostgreSQL database's advisory lock; "
-                "stop it or point this server at another database"
-            )
+        try:
+            self._conn.rollback()
+            got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (PG_SEQUENCER_LOCK_KEY,)).fetchone()[0]
+            self._conn.commit()
+            if not got:
+                raise SequencerLockHeld(
+                    "another auditlog sequencer holds this PostgreSQL database's advisory lock; "
+                    "stop it or point this server at another database"
+                )
+            # The lease: a session that says nothing for this long, in a transaction or not, is ended by PostgreSQL,
+            # and its lock with it, so that a paused (SIGSTOP), hung or cut-off sequencer frees the log for another
+            # server. A live one never goes quiet that long: the heartbeat below speaks between batches.
+            lease_ms = max(1000, int(claim.lease_seconds * 1000))
+            self._conn.execute(f"SET idle_session_timeout = {lease_ms}")
+            self._conn.execute(f"SET idle_in_transaction_session_timeout = {lease_ms}")
+            self.epoch = self._conn.execute(_PG_TAKE_LEASE, (claim.url, claim.holder, int(time.time() * 1000))
+                                            ).fetchone()[0]
+            self._conn.commit()
+        except BaseException:
+            self._pooled.invalidate()  # its session (and any lock it took) ends; its settings go with it
+            raise
+        self._heartbeat_stop = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, args=(claim.lease_seconds / 4,),
+                                           name="auditlog-sequencer-lease", daemon=True)
+        self._heartbeat.start()
+
+    def _beat(self, interval: float) -> None:
+        """Keep the lease: between batches, a round trip every `interval` that also checks the lock (a batch in
+        progress speaks for itself, so a busy writer is skipped, never waited for)."""
+        while not self._heartbeat_stop.wait(interval):
+            if not self._lock.acquire(blocking=False):
+                continue
+            try:
+                if self._closed or not self.holding:
+                    return
+                held = self._conn.execute(f"SELECT {_PG_FENCE}", (self.epoch,)).fetchone()[0]
+                self._conn.rollback()
+                if not held:
+                    self._lost = "the session no longer holds it"
+                    return
+            except Exception as exc:  # noqa: BLE001 - a lost connection: `holding` is False from now on
+                _logger.warning("the sequencer's database session is gone: %s", exc)
+                return
+            finally:
+                self._lock.release()
 
     def _check_holding(self) -> None:
         if self._closed:
@@ -365,7 +415,7 @@ class PostgresWriter(DriverWriter):
         # single-entry batch's commit). What the transaction runs after it (keys, rows, work) cannot take the lock
         # from this session: only the session's end can, and then nothing commits.
         cur.execute(_PG_INSERT_CHECKPOINT_FENCED,
-                    (checkpoint.size, checkpoint.root_hash, checkpoint.note, checkpoint.created_at))
+                    (checkpoint.size, checkpoint.root_hash, checkpoint.note, checkpoint.created_at, self.epoch))
         if cur.rowcount != 1:
             self._lost = "the session no longer holds it"
             raise SequencerLockHeld("this writer no longer holds the PostgreSQL advisory lock; not committing")
@@ -375,8 +425,8 @@ class PostgresWriter(DriverWriter):
         # A session-level advisory lock goes with its session (a terminated backend, a dropped connection) and a
         # session may let go of it (pg_advisory_unlock): whoever then takes it is the writer. So every batch asks,
         # in its own transaction, whether this session still holds it, and does not commit otherwise.
-        cur.execute(f"SELECT count(*) FROM pg_locks WHERE {_PG_HOLDS_LOCK}")
-        if cur.fetchone()[0] != 1:
+        cur.execute(f"SELECT {_PG_FENCE}", (self.epoch,))
+        if not cur.fetchone()[0]:
             self._lost = "the session no longer holds it"
             raise SequencerLockHeld("this writer no longer holds the PostgreSQL advisory lock; not committing")
 
@@ -389,9 +439,9 @@ class PostgresWriter(DriverWriter):
             if not self.holding:
                 return False
             # A lost connection raises the driver's error (and `holding` is False from then on).
-            held = self._conn.execute(f"SELECT count(*) FROM pg_locks WHERE {_PG_HOLDS_LOCK}").fetchone()[0]
+            held = self._conn.execute(f"SELECT {_PG_FENCE}", (self.epoch,)).fetchone()[0]
             self._conn.rollback()
-            if held != 1:
+            if not held:
                 self._lost = "the session no longer holds it"
             return self.holding
 
@@ -420,10 +470,12 @@ class PostgresWriter(DriverWriter):
             if self._closed:
                 return
             self._closed = True
+            self._heartbeat_stop.set()
             try:
                 self._conn.rollback()
                 self._conn.execute("SELECT pg_advisory_unlock(%s)", (PG_SEQUENCER_LOCK_KEY,))
                 self._conn.commit()
             except Exception:
                 pass
-            self._pooled.close()
+            # Not back to the pool: the session carries the lease's timeouts, which no reader should inherit.
+            self._pooled.invalidate()
