@@ -302,7 +302,7 @@ class Log:
         self._head = StoredHead(self.store)  # first: `checkpoint` reads the head once the sequencer is gone
         self._sequencer = None
         if sequencer is not None:
-            await sequencer.close()
+            await asyncio.shield(sequencer.close())  # a close() of the Log meanwhile must not leave it half closed
         await self._tell("standby")
         await self._wait_for_turn()
 

@@ -370,7 +370,8 @@ class PostgresWriter(DriverWriter):
             # and its lock with it, so that a paused (SIGSTOP), hung or cut-off sequencer frees the log for another
             # server. A live one never goes quiet that long: the heartbeat below speaks between batches.
             lease_ms = max(1000, int(claim.lease_seconds * 1000))
-            self._conn.execute(f"SET idle_session_timeout = {lease_ms}")
+            if self._conn.info.server_version >= 140000:  # idle_session_timeout came with PostgreSQL 14
+                self._conn.execute(f"SET idle_session_timeout = {lease_ms}")
             self._conn.execute(f"SET idle_in_transaction_session_timeout = {lease_ms}")
             self.epoch = self._conn.execute(_PG_TAKE_LEASE, (claim.url, claim.holder, int(time.time() * 1000))
                                             ).fetchone()[0]
