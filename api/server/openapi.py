@@ -51,6 +51,11 @@ _KEY_ID_PATH = _path("key_id", "the key's id (as the registry lists it)")
 _TENANT = _query("tenant", "only this tenant's events", schema={"type": "string", "pattern": _TOKEN})
 _PROOFS = _query("proofs", "true or false", schema={"type": "string", "enum": ["true", "false", "1", "0"]})
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
+# Where several servers share a PostgreSQL log: this one's role, and the URL of the server that sequences the log.
+_ROLE_PROPERTIES = {
+    "role": {"enum": ["sequencer", "standby"]},
+    "sequencer": {"type": ["string", "null"], "description": "the sequencer's advertised URL; null while unknown"},
+}
 _READINESS = {
     "type": "object",
     "required": ["status", "origin", "tree_size"],
@@ -65,6 +70,7 @@ _READINESS = {
             "lag_entries": _UINT, "lag_seconds": {"type": "number"}}},
         "timestamp": {"type": "object", "description": "when a TSA is configured", "properties": {
             "timestamped_size": {"type": ["integer", "null"]}, "lag_entries": _UINT, "age_seconds": _NUMBER_OR_NULL}},
+        **_ROLE_PROPERTIES,
     },
 }
 _OBJECT = {"type": "object"}
@@ -440,7 +446,7 @@ DOCUMENT: dict = {
                 "operationId": "healthz",
                 "responses": {"200": {"description": "serving", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"status": {"const": "ok"}, "origin": {"type": "string"},
-                                                     "tree_size": _UINT}}}}}},
+                                                     "tree_size": _UINT, **_ROLE_PROPERTIES}}}}}},
             },
         },
         "/readyz": {
