@@ -32,7 +32,8 @@ def _batcher_with(answer):
     import base64
     import json
 
-    from api.server.readers import EntryBatcher
+    from api.server.forwarding import EntryBatcher
+    from api.server.problems import problem_response
 
     sent: list[list[bytes]] = []
     release = asyncio.Event()
@@ -43,7 +44,10 @@ def _batcher_with(answer):
         await release.wait()  # held until the test has queued everything
         return answer(entries)
 
-    return EntryBatcher(send), sent, release
+    def unavailable():
+        return problem_response(503, "unavailable", "Writer unavailable", "the writer is not answering")
+
+    return EntryBatcher(send, unavailable), sent, release
 
 
 def _writer_answer(first_index: int):

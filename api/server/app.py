@@ -190,7 +190,7 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     # control's refusals are problems.
     app = web.Application(
         middlewares=[metrics_middleware(http_metrics, access_log.finished), problem_middleware,
-                     standby.standby_middleware, auth.auth_middleware],
+                     auth.auth_middleware, standby.standby_middleware],
         client_max_size=MAX_JSON_BODY,
     )
 
@@ -210,7 +210,7 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     app[ROLE] = ServingRole(config.advertise_url)
     app.cleanup_ctx.append(_log_lifetime)
     app.cleanup_ctx.append(_role_lifetime(first=True))
-    app.cleanup_ctx.append(standby.lifetime(LOG))
+    app.cleanup_ctx.append(standby.lifetime(LOG, lambda app: lambda: app.get(AUDIT_ADMIN_TOKEN)))
     app.cleanup_ctx.append(_jobs_lifetime(witnessing))  # after the log opens, stopped before it closes
     # After the log opens; closed (its last records written) before the log closes.
     app.cleanup_ctx.append(access_log.lifetime(_access_log_sink, retention_days=access_log_retention_days))

@@ -22,15 +22,13 @@ per-request Python (HTTP, the proof's own bookkeeping), not I/O.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import json
 import logging
 import os
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -47,7 +45,6 @@ from api.server.state import CONFIG, HTTP_METRICS, LOG, METRIC_SOURCES
 from log.audit.admin import load_admin_token
 from log.audit.tokens import read_token
 from log.blobs import MAX_BLOB_SIZE
-from log.sequencer import Published
 from log.service import Log, LogConfig
 
 logger = logging.getLogger(__name__)
@@ -55,7 +52,7 @@ logger = logging.getLogger(__name__)
 WRITER_SOCKET_NAME = "writer.sock"
 READ_ROUTES = routes.READ_WORKER_ROUTES  # the main table's rows a worker answers itself (routes.py says which)
 WRITER_SESSION = web.AppKey("writer_session", aiohttp.ClientSession)
-ENTRY_BATCHER = web.AppKey("entry_batcher", "EntryBatcher")
+ENTRY_BATCHER = web.AppKey("entry_batcher", forwarding.EntryBatcher)
 ADMIN_TOKEN = web.AppKey("worker_admin_token", str)
 RESTART_DELAY = 1.0
 ACCESS_LINE_LIMIT = 1 << 24  # the longest line read from a worker: a batch of access records is one line
@@ -86,74 +83,6 @@ async def _forward(request: web.Request) -> web.StreamResponse:
         return _writer_unavailable()
 
 
-class EntryBatcher:
-    """Single-entry POSTs that reach a worker go on to the writer as batch POSTs: one batch in flight at a time,
-    each carrying every entry that arrived while the one before was out, within the writer's limits on a batch
-    (MAX_BATCH_ENTRIES entries, a MAX_JSON_BODY body).
-
-    Forwarding each POST as it came cost the writer a whole HTTP request per entry, more than serving the client
-    itself; a batch costs it one request for all. Each client is answered exactly as the writer answers a single
-    entry, only once the writer has acknowledged the batch, i.e. stored it durably. Whatever else the writer
-    answers (a full queue, a storage failure) or a writer that does not answer reaches every entry of the batch.
-    """
-
-    def __init__(self, send: Callable[[bytes], Awaitable[tuple[int, dict[str, str], bytes]]]):
-        self._send = send  # (JSON body) -> (status, headers, body) of the writer's answer
-        self._waiting: list[tuple[bytes, asyncio.Future]] = []
-        self._draining: asyncio.Task | None = None
-
-    async def add(self, entry: bytes) -> web.Response:
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append((entry, future))
-        if self._draining is None:
-            self._draining = asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        try:
-            while self._waiting:
-                await self._forward(self._take())
-        finally:
-            self._draining = None
-
-    def _take(self) -> list[tuple[bytes, asyncio.Future]]:
-        """The longest prefix of the waiting entries that fits one batch (at least one: a single entry always fits)."""
-        size, count = len(b'{"entries":[]}'), 0
-        for entry, _ in self._waiting:
-            cost = 4 * ((len(entry) + 2) // 3) + 3  # base64, quotes, comma
-            if count and (count == routes.MAX_BATCH_ENTRIES or size + cost > routes.MAX_JSON_BODY):
-                break
-            size += cost
-            count += 1
-        batch = self._waiting[:count]
-        del self._waiting[:count]
-        return batch
-
-    async def _forward(self, batch: list[tuple[bytes, asyncio.Future]]) -> None:
-        body = b'{"entries":[%s]}' % b",".join([b'"%s"' % base64.b64encode(entry) for entry, _ in batch])
-        try:
-            status, headers, payload = await self._send(body)
-            if status == 200:
-                answer = json.loads(payload)
-                checkpoint = Published(answer["tree_size"], b"", answer["checkpoint"].encode())
-                receipts = answer["entries"]
-                if len(receipts) != len(batch):
-                    raise ValueError(f"{len(receipts)} receipts for {len(batch)} entries")
-                for (_, future), receipt in zip(batch, receipts):
-                    if not future.done():
-                        future.set_result(routes.single_entry_receipt(
-                            receipt["index"], base64.b64decode(receipt["leaf_hash"]), checkpoint))
-                return
-            for _, future in batch:  # the writer refused or failed the batch: each entry gets its answer
-                if not future.done():
-                    future.set_result(web.Response(status=status, body=payload, headers=headers))
-        except Exception as exc:  # noqa: BLE001 - unreachable writer or an answer we cannot read: nothing acknowledged
-            logger.warning("forwarding %d entries to the writer failed: %r", len(batch), exc)
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(_writer_unavailable())
-
-
 async def _add_entries(request: web.Request) -> web.StreamResponse:
     if not routes.is_single_entry(request):
         return await _forward(request)
@@ -182,7 +111,7 @@ async def _worker_lifetime(app: web.Application) -> AsyncIterator[None]:
             payload = await answer.read()
             return answer.status, forwarding.passed_on(answer.headers), payload
 
-    app[ENTRY_BATCHER] = EntryBatcher(send_batch)
+    app[ENTRY_BATCHER] = forwarding.EntryBatcher(send_batch, _writer_unavailable)
     try:
         yield
     finally:

@@ -5,7 +5,9 @@ all of them itself. A server that stands by answers from the database what the s
 workers' routes: proofs, entries, tiles, entry bundles; api/server/routes.py READ_WORKER_HANDLERS) and its own
 health, readiness and metrics; everything else (writes, the checkpoint with its cosignatures, timestamps, the
 audit personality, whose registries live in the sequencer's memory) it passes on to the sequencer at the URL the
-sequencer wrote into the lease, and answers with what came back. Why forward rather than queue writes in a table
+sequencer wrote into the lease, and answers with what came back; single-entry POSTs it gathers into batch POSTs,
+as a read worker does (api/server/forwarding.py EntryBatcher), having checked each one's credential itself (access
+control runs before this middleware, with the settings every server shares). Why forward rather than queue writes in a table
 for the sequencer to pick up (as Tessera's Spanner design does): an acknowledgement then needs nothing new, it is
 the sequencer's own answer, given after its commit; and the audit personality's checks (producer registry, tenant
 scope) run where its state is, once.
@@ -38,6 +40,7 @@ RETRY_AFTER_SECONDS = 1
 
 
 SEQUENCER_SESSION = web.AppKey("sequencer_session", aiohttp.ClientSession)
+ENTRY_BATCHER = web.AppKey("standby_entry_batcher", forwarding.EntryBatcher)
 
 
 @web.middleware
@@ -48,6 +51,8 @@ async def standby_middleware(request: web.Request, handler):
     match = request.match_info
     if match.http_exception is not None or match.route.handler in LOCAL_HANDLERS:
         return await handler(request)
+    if match.route.handler is routes.add_entries and routes.is_single_entry(request):
+        return await request.app[ENTRY_BATCHER].add(await routes.read_single_entry(request))
     target = role.sequencer_url
     if target is None:
         return _no_sequencer("no server sequences the log right now (a takeover is under way)")
@@ -55,11 +60,16 @@ async def standby_middleware(request: web.Request, handler):
         return await forwarding.forward(request, request.app[SEQUENCER_SESSION], target + request.path_qs)
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
         logger.warning("the sequencer at %s did not answer %s %s: %s", target, request.method, request.path, exc)
-        if role.sequencer_url == target:
-            role.sequencer_url = None  # read the lease again before the next forward
-            role.changed.set()
+        _lost(role, target)
         return _no_sequencer(f"the sequencer at {target} did not answer ({type(exc).__name__}); the request may or "
                              "may not have reached it")
+
+
+def _lost(role: ServingRole, target: str) -> None:
+    """The sequencer at `target` did not answer: read the lease again before the next forward."""
+    if role.sequencer_url == target:
+        role.sequencer_url = None
+        role.changed.set()
 
 
 def _no_sequencer(detail: str) -> web.Response:
@@ -67,9 +77,9 @@ def _no_sequencer(detail: str) -> web.Response:
                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-def lifetime(log_key):
-    """The cleanup context that follows the log's role: after the log opens, before the jobs' and the audit
-    service's contexts (`on_role_change` listeners run in the order added, so those are told after this one)."""
+def lifetime(log_key, admin_token_of):
+    """The cleanup context of a standby's forwarding: the session to the sequencer, the batcher of single-entry
+    POSTs, the lease watcher. `admin_token_of(app)` returns a function giving the admin token once it is known."""
 
     async def serving(app: web.Application) -> AsyncIterator[None]:
         log = app[log_key]
@@ -78,6 +88,26 @@ def lifetime(log_key):
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=defaults.FORWARD_CONNECT_TIMEOUT,
                                           sock_read=defaults.FORWARD_READ_TIMEOUT))
+        admin_token = admin_token_of(app)
+
+        async def send_batch(body: bytes) -> tuple[int, dict[str, str], bytes]:
+            # This server checked each entry's credential itself (auth runs before this middleware, with the same
+            # settings as the sequencer's); the batch goes on with the admin token, the same on every server.
+            target = role.sequencer_url
+            if target is None:
+                raise ConnectionError("no server sequences the log right now")
+            headers = {"Content-Type": routes.JSON, "Authorization": f"Bearer {admin_token()}"}
+            try:
+                async with app[SEQUENCER_SESSION].post(f"{target}/api/v1/entries", data=body,
+                                                       headers=headers) as answer:
+                    return answer.status, forwarding.passed_on(answer.headers), await answer.read()
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                _lost(role, target)
+                raise
+
+        app[ENTRY_BATCHER] = forwarding.EntryBatcher(
+            send_batch, lambda: _no_sequencer("the sequencer did not take the entry; it was not stored by it, or it "
+                                              "may have been"))
         watcher = asyncio.get_running_loop().create_task(_watch_lease(log, role))
         try:
             yield
