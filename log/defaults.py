@@ -16,6 +16,10 @@ PORT = 8080
 SERVER_URL = f"http://{HOST}:{PORT}"  # what the client commands talk to by default
 
 DATABASE_CONNECT_TIMEOUT = 10  # seconds a PostgreSQL connection attempt may take before it counts as failed
+# A read replica (`--read-database-url`, log/replica.py): its latest checkpoint is read this often, and a request
+# about a tree size the primary has committed but the replica not yet replayed waits this long before a 503
+REPLICA_POLL_INTERVAL = 0.05
+REPLICA_WAIT = 2.0
 
 # --- the sequencer: a batch is committed when it is full or old enough, whichever comes first --------------------
 BATCH_SIZE = 1024  # entries per commit

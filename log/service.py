@@ -4,6 +4,10 @@ Reads never touch the writer: they run against committed state (on a thread pool
 read is cheaper than a thread hop). Proofs are built from stored tiles only (never from entries) by log/prover.py,
 which caches what never changes: views of full tiles, the right edge, folded proof elements. Full tiles and full
 entry bundles are cached for tile GETs.
+
+With `LogConfig.read_database_url` (a PostgreSQL hot standby of the primary), the reads go to that replica and the
+checkpoint served is the replica's (log/replica.py says why that keeps every answer consistent); writes, and reads
+that write decisions rest on (`read(..., primary=True)`, proofs for write receipts), stay on the primary.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from log.storage.faults import storage_fault
 from log.storage.engine import normalize_database_url, shown_url as _shown_url, sqlite_url_for, upgrade_schema
 from log.storage.store import SqlLogStore, peek_latest_checkpoint
 from log.prover import LRU, Prover
+from log.replica import ReplicaHead, ReplicaStatus, check_read_database_url
 from log.bundles import encode_entry_bundle
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID
 
@@ -48,6 +53,7 @@ class LogConfig:
 
     data_dir: Path = Path(defaults.DATA_DIR)
     database_url: str | None = None  # default: sqlite in data_dir
+    read_database_url: str | None = None  # a PostgreSQL hot standby of database_url that answers the reads
     origin: str | None = None  # default: the key's name; required to create a key
     key_file: Path | None = None  # default: data_dir / log.key
     batch_size: int = defaults.BATCH_SIZE
@@ -120,6 +126,8 @@ class Log:
 
     def __init__(self, store: LogStore, signer: Signer, config: LogConfig, *, key_created: bool = False):
         self.store = store
+        self.read_store = store  # where the reads go: the primary, or its hot standby (_open_replica)
+        self._replica: ReplicaHead | None = None
         self.signer = signer
         self.config = config
         self.key_created = key_created
@@ -182,6 +190,11 @@ class Log:
             log = cls(store, signer, config)
             log._claim = claim
             log._head = StoredHead(store)
+            try:
+                await log._open_replica()
+            except BaseException:
+                store.close()
+                raise
             log._stand_by()
             return log
         except BaseException:
@@ -192,6 +205,7 @@ class Log:
             log = cls(store, signer, config)
             log._claim = claim
             await log._take_over(writer, record, new_key_origin=config.origin if signer is None else None)
+            await log._open_replica()
         except BaseException:
             if log is not None and log._history is not None:
                 log._history.close()
@@ -326,10 +340,30 @@ class Log:
         log._head = StoredHead(store)
         try:
             await asyncio.get_running_loop().run_in_executor(None, log._head.refresh)
+            await log._open_replica()
         except BaseException:
             store.close()
             raise
         return log
+
+    async def _open_replica(self) -> None:
+        """With `config.read_database_url`: from now on the reads go to that hot standby (log/replica.py). An
+        unreachable replica does not fail the start: reads answer 503 until it can be read."""
+        read_url = self.config.read_database_url
+        if read_url is None:
+            return
+        check_read_database_url(self.store.url, read_url)
+        self.read_store = SqlLogStore(read_url)
+        self._inline_tile_reads = self.read_store.cheap_tile_reads
+        self._replica = ReplicaHead(self.read_store, self.store, self._sequenced_size)
+        await self._replica.start()
+
+    def _sequenced_size(self) -> int | None:
+        return self._sequencer.published.size if self._sequencer is not None else None
+
+    def replica_status(self) -> ReplicaStatus | None:
+        """The read replica's replayed size against the primary's, its lag and reachability; None without one."""
+        return None if self._replica is None else self._replica.status()
 
     async def close(self) -> None:
         """Stop sequencing or standing by, release the lock, close the store. Idempotent."""
@@ -344,7 +378,11 @@ class Log:
             await self._sequencer.close()
         if self._history is not None:
             self._history.close()
+        if self._replica is not None:
+            await self._replica.close()
         self._reader.shutdown(wait=True)
+        if self.read_store is not self.store:
+            self.read_store.close()
         self.store.close()
 
     # -- identity ---------------------------------------------------------------------------------------------
@@ -358,6 +396,16 @@ class Log:
 
     @property
     def checkpoint(self) -> Published:
+        """The checkpoint this log serves: with a read replica, the latest the replica has replayed (raises
+        ReplicaUnavailable while it cannot be read); else `committed_checkpoint`."""
+        if self._replica is not None:
+            return self._replica.latest()
+        return self.committed_checkpoint
+
+    @property
+    def committed_checkpoint(self) -> Published:
+        """The newest checkpoint this process knows the primary committed: the sequencer's (what write receipts
+        carry), or, without a sequencer, the primary's latest as stored. Never waits for a read replica."""
         if self._sequencer is None:
             return self._head.latest()
         return self._sequencer.published
@@ -427,15 +475,17 @@ class Log:
         return await self._read(self.store.write_outside_tree, work)
 
     # -- reads ------------------------------------------------------------------------------------------------
-    async def read(self, work):
-        """Run `work(transaction)` on a reader thread against one committed state of the log's database.
+    async def read(self, work, *, primary: bool = False):
+        """Run `work(transaction)` on a reader thread against one committed state of the log's database: its read
+        replica when it has one, unless `primary` (for state that write decisions or credentials rest on, which must
+        not lag: the registry rebuilt at start, API tokens).
 
         The way for personalities and jobs to read their own rows (the counterpart of `write`): every
         `transaction.execute(core_select)` in one work sees the same commits, and `transaction.entries_at(indices)`
         reads the log's entries in that state. Never waits for the writer; a reader replica may read too. Returns
         work's result; what work raises is raised here. Work runs on a thread: it may block, it must not await.
         """
-        return await self._read(self.store.read, work)
+        return await self._read((self.store if primary else self.read_store).read, work)
 
     async def _read(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
@@ -443,10 +493,10 @@ class Log:
     async def entry(self, index: int) -> StoredEntry:
         if index < 0:
             raise InvalidInput(f"index must not be negative, not {index}", field="index")
-        size = self._size_covering(index + 1)
+        size = await self._size_covering(index + 1)
         if index >= size:
             raise NotFound(f"entry {index} does not exist: the tree has {size} entries")
-        entry = await self._read(self.store.read_entry, index)
+        entry = await self._read(self.read_store.read_entry, index)
         if entry is None:
             raise NotFound(f"entry {index} is not stored")
         return entry
@@ -463,7 +513,7 @@ class Log:
         key = (tile_id.level, tile_id.index)
         data = self._full_tiles.get(key)
         if data is None:
-            stored = self.store.read_tiles([key]).get(key)
+            stored = self.read_store.read_tiles([key]).get(key)
             if stored is None:
                 raise NotFound(f"{tile_id.path()} does not exist yet")
             data = stored.data
@@ -474,17 +524,18 @@ class Log:
         return data[: tile_id.width * HASH_SIZE]
 
     async def entry_bundle(self, tile_id: TileID) -> bytes:
+        end = tile_id.index * TILE_WIDTH + tile_id.width
+        if end > await self._size_covering(end):
+            raise NotFound(f"entry bundle {tile_id.path()} does not exist yet")
         return await self._read(self._read_bundle, tile_id)
 
     def _read_bundle(self, tile_id: TileID) -> bytes:
         start = tile_id.index * TILE_WIDTH
-        if start + tile_id.width > self._size_covering(start + tile_id.width):
-            raise NotFound(f"entry bundle {tile_id.path()} does not exist yet")
         if tile_id.width == TILE_WIDTH:
             cached = self._full_bundles.get(tile_id.index)
             if cached is not None:
                 return cached
-        entries = self.store.read_entries(start, start + tile_id.width)
+        entries = self.read_store.read_entries(start, start + tile_id.width)
         if len(entries) != tile_id.width:
             raise NotFound(f"entry bundle {tile_id.path()} is not fully stored")
         bundle = encode_entry_bundle(entries)
@@ -492,39 +543,46 @@ class Log:
             self._full_bundles.put(tile_id.index, bundle)
         return bundle
 
-    async def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+    async def inclusion_proof(self, index: int, tree_size: int, *, from_primary: bool = False) -> list[bytes]:
         """The elements above index's 256-leaf block are the same for all its leaves at one tree size: kept for the
-        next proof of a neighbour (the receipts of one batch are such proofs, all at its checkpoint's size)."""
-        self._check_size(tree_size, "tree_size")
+        next proof of a neighbour (the receipts of one batch are such proofs, all at its checkpoint's size).
+
+        `from_primary`: within the primary's tree, read from the primary, never waiting for a read replica (the
+        proofs in write receipts, at the sequencer's checkpoint)."""
+        if from_primary:
+            self._check_within(tree_size, "tree_size", self.committed_checkpoint.size)
+        else:
+            await self._check_size(tree_size, "tree_size")
         self._check_index(index, tree_size, "index")
+        store = self.store if from_primary else self.read_store
         key = (tree_size, index >> TILE_HEIGHT)
         shared = self._shared_path_tops.get(key)
         if shared is None:
             plan, inside = proofs.inclusion_plan_in_block(index, tree_size, TILE_WIDTH)
-            proof = await self._prove(plan)
+            proof = await self._prove(plan, store)
             self._shared_path_tops.put(key, proof[inside:])
             return proof
         within = proofs.block_inclusion_plan(index, tree_size, TILE_WIDTH)
-        return (await self._prove(within) if within else []) + shared
+        return (await self._prove(within, store) if within else []) + shared
 
     async def find_leaf(self, leaf_hash: bytes, tree_size: int | None = None) -> int:
         """The smallest index with this leaf hash (within `tree_size`, if given)."""
         if len(leaf_hash) != HASH_SIZE:
             raise InvalidInput(f"leaf_hash must be {HASH_SIZE} bytes, not {len(leaf_hash)}", field="leaf_hash")
-        index = await self._read(self.store.find_leaf_hash, leaf_hash)
+        index = await self._read(self.read_store.find_leaf_hash, leaf_hash)
         if index is None or (tree_size is not None and index >= tree_size):
             raise NotFound("no entry with that leaf hash" + (f" in a tree of size {tree_size}" if tree_size else ""))
         return index
 
     async def consistency_proof(self, first: int, second: int) -> list[bytes]:
-        self._check_size(second, "second")
+        await self._check_size(second, "second")
         if first < 1:
             raise InvalidInput(f"first must be at least 1, not {first}", field="first")
         if first > second:
             raise InvalidInput(f"first ({first}) must not exceed second ({second})", field="first")
-        return await self._prove(proofs.consistency_plan(first, second))
+        return await self._prove(proofs.consistency_plan(first, second), self.read_store)
 
-    async def _prove(self, plan) -> list[bytes]:
+    async def _prove(self, plan, store: LogStore) -> list[bytes]:
         """Fold `plan` on the event loop, from cached tile views and the sequencer's edge tiles when it can.
 
         A tile not cached is read right here when the store says its tile reads are cheap in-process lookups
@@ -535,15 +593,15 @@ class Log:
         """
         edge = self._edge_tiles()
         if self._inline_tile_reads:
-            return self._prover.prove(plan, edge, self.store.read_tiles)
+            return self._prover.prove(plan, edge, store.read_tiles)
         missing = self._prover.missing(plan, edge)
         if not missing:
-            return self._prover.prove(plan, edge, self.store.read_tiles)  # reads nothing unless evicted meanwhile
-        fetched = await self._read(self.store.read_tiles, missing)
+            return self._prover.prove(plan, edge, store.read_tiles)  # reads nothing unless evicted meanwhile
+        fetched = await self._read(store.read_tiles, missing)
 
         def read(keys):  # what the reader thread read; anything evicted since is read again, rarely
             again = {key for key in keys if key not in fetched}
-            return {**fetched, **self.store.read_tiles(again)} if again else fetched
+            return {**fetched, **store.read_tiles(again)} if again else fetched
 
         return self._prover.prove(plan, edge, read)
 
@@ -552,7 +610,7 @@ class Log:
 
         Blocking (reads the store for tiles not cached): call it from a reader thread.
         """
-        return self._prover.node_hashes(nodes, self._edge_tiles(), self.store.read_tiles)
+        return self._prover.node_hashes(nodes, self._edge_tiles(), self.read_store.read_tiles)
 
     def _edge_tiles(self) -> dict[tuple[int, int], bytes]:
         return self._sequencer.edge_tiles if self._sequencer is not None else {}
@@ -560,16 +618,23 @@ class Log:
     async def storage_bytes(self) -> int | None:
         return await self._read(self.store.storage_bytes)
 
-    def _size_covering(self, wanted: int) -> int:
+    async def _size_covering(self, wanted: int) -> int:
         """The current size; a reader asked for more than it last saw re-reads the head first (the writer commits
-        before it answers, so a size a client has seen is always in the database)."""
+        before it answers, so a size a client has seen is always in the database), and with a read replica waits
+        (bounded) for the replica to replay it (log/replica.py)."""
         current = self.size
-        if wanted > current and self._head is not None:
-            current = self._head.refresh().size
+        if wanted > current:
+            if self._replica is not None:
+                return await self._replica.reach(wanted)
+            if self._head is not None:
+                current = self._head.refresh().size
         return current
 
-    def _check_size(self, size: int, field: str) -> None:
-        current = self._size_covering(size)
+    async def _check_size(self, size: int, field: str) -> None:
+        self._check_within(size, field, await self._size_covering(size))
+
+    @staticmethod
+    def _check_within(size: int, field: str, current: int) -> None:
         if size < 1 or size > current:
             raise InvalidInput(f"{field} must be between 1 and the current tree size {current}, not {size}",
                                field=field)

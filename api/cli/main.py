@@ -1,6 +1,7 @@
 """The `auditlog` command: serve the log, make keys, migrate the database, add entries, prove and monitor.
 
-    auditlog serve [--host H] [--port P] [--data-dir D] [--database-url U] [--origin O] [--batch-size N]
+    auditlog serve [--host H] [--port P] [--data-dir D] [--database-url U [--read-database-url U]] [--origin O]
+                   [--batch-size N]
                    [--batch-max-age-ms MS] [--batch-linger-ms MS]
                    [--witness "URL VKEY [VKEY...]" ...] [--witness-interval S] [--witness-k K]
                    [--tsa-url URL --tsa-ca PEM] [--timestamp-interval S] [--tls-cert PEM --tls-key PEM]
@@ -127,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"SQLite database and signing key (env AUDITLOG_DATA_DIR; default ./{defaults.DATA_DIR})")
     serve.add_argument("--database-url", default=env("AUDITLOG_DATABASE_URL"),
                        help="SQLAlchemy URL, e.g. postgresql+psycopg://... (env AUDITLOG_DATABASE_URL)")
+    serve.add_argument("--read-database-url", default=env("AUDITLOG_READ_DATABASE_URL"), metavar="URL",
+                       help="a PostgreSQL hot standby of --database-url that answers every read (checkpoint, proofs, "
+                            "tiles, entries, events); writes stay on the primary (env AUDITLOG_READ_DATABASE_URL)")
     serve.add_argument("--origin", default=env("AUDITLOG_ORIGIN"),
                        help="log origin: default the key's name; on first start auditlog.localhost/<hostname>")
     serve.add_argument("--advertise-url", default=env("AUDITLOG_ADVERTISE_URL"), type=server_url, metavar="URL",
@@ -184,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     reads.add_argument("--port", type=non_negative, required=True)
     reads.add_argument("--data-dir", required=True)
     reads.add_argument("--database-url")
+    reads.add_argument("--read-database-url")
     reads.add_argument("--key-file")
     reads.add_argument("--tls-cert")
     reads.add_argument("--tls-key")

@@ -60,11 +60,13 @@ def cmd_serve(args) -> int:
     retention = flag_or_env(args.access_log_retention, "AUDITLOG_ACCESS_LOG_RETENTION", duration,
                             defaults.ACCESS_LOG_RETENTION_DAYS * 86400.0)
     oidc = _oidc(args)
+    _check_read_database(args)
 
     _server_logging()
     config = LogConfig(
         data_dir=Path(args.data_dir),
         database_url=args.database_url,
+        read_database_url=args.read_database_url,
         origin=args.origin,
         batch_size=args.batch_size,
         batch_max_age=args.batch_max_age_ms / 1000,
@@ -91,6 +93,17 @@ def advertised_url(host: str, port: int, tls: bool) -> str | None:
     return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
+def _check_read_database(args) -> None:
+    """`--read-database-url` only beside a PostgreSQL primary, and only a PostgreSQL URL (InvalidInput: exit 2),
+    refused before anything starts."""
+    if args.read_database_url:
+        from log.replica import check_read_database_url
+        from log.storage.engine import sqlite_url_for
+
+        check_read_database_url(args.database_url or sqlite_url_for(Path(args.data_dir) / "auditlog.db"),
+                                args.read_database_url)
+
+
 def _access(args):
     """`--public`, `--metrics-public` (api/server/auth.py AccessSettings)."""
     from api.server.auth import AccessSettings
@@ -107,6 +120,7 @@ def cmd_serve_reads(args) -> int:
     limits = _connection_limits(args)
     _server_logging()
     config = LogConfig(data_dir=Path(args.data_dir), database_url=args.database_url,
+                       read_database_url=args.read_database_url,
                        key_file=Path(args.key_file) if args.key_file else None, migrate=False)
     try:
         tls = _tls(args)
@@ -219,7 +233,12 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
             print(f"created a new signing key for origin {log.origin} in {key_file}")
         print(f"origin: {log.origin}")
         print(f"verifier key: {log.verifier_key} (also in {vkey_file})")
-        print(f"tree size: {log.size}")
+        print(f"tree size: {log.committed_checkpoint.size}")
+        replica = log.replica_status()
+        if replica is not None:
+            state = (f"replayed up to size {replica.replayed_size}" if replica.error is None
+                     else f"not readable yet ({replica.error}): reads answer 503 until it is")
+            print(f"reads from the replica {_shown_url(config.read_database_url)}: {state}")
         if log.role == "standby":
             lease = await log.sequencer_lease()
             print(f"standing by: another server sequences this log ({lease.url if lease else 'unknown'}); this one "

@@ -128,8 +128,8 @@ def problem_body(exc: LogError) -> dict:
 def problem_from_log_error(exc: LogError) -> web.Response:
     kind = kind_of(exc)
     headers = {"Cache-Control": "no-store"}
-    if kind.retry_after:
-        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if kind.retry_after:  # the error's own estimate when it has one (a read replica's lag), else a second
+        headers["Retry-After"] = str(getattr(exc, "retry_after", None) or RETRY_AFTER_SECONDS)
     if kind.www_authenticate:
         headers["WWW-Authenticate"] = kind.www_authenticate
     body = problem_body(exc)

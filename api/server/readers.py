@@ -265,6 +265,8 @@ def worker_command(config: LogConfig, host: str, port: int, limits: ConnectionLi
         command += oidc.as_flags()
     if config.database_url:
         command += ["--database-url", config.database_url]
+    if config.read_database_url:  # a worker reads from the replica too (log/replica.py)
+        command += ["--read-database-url", config.read_database_url]
     if config.key_file:
         command += ["--key-file", str(config.key_file)]
     if tls:

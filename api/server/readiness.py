@@ -7,6 +7,9 @@
 
 `reason` is `Log.write_unavailable`: "disk full", "disk I/O error", "database unreachable: ...", "shutting down",
 "stopped: ...", and whatever the sequencer names for a lost lock. Lag is reported, never a reason to be unready:
+`replica` (with `--read-database-url`) has the size the read replica has replayed against the primary's, the entries
+and seconds it lags, the age of its last replayed transaction (pg_last_xact_replay_timestamp(): it grows on an idle
+log too), whether its replay is paused, and `error` when it cannot be read (reads then answer 503; writes go on).
 `witness` (when witnesses are configured) has the latest checkpoint size, the latest size cosigned by k witnesses,
 the entries between them and the seconds the log has been ahead of its witnessed checkpoint; `timestamp` (when a
 TSA is configured) the size of the newest timestamped checkpoint, the entries since, and the token's age in seconds.
@@ -39,7 +42,20 @@ def readiness(app: web.Application) -> dict:
     if reason is not None:
         report["reason"] = reason
     report["origin"] = log.origin
-    report["tree_size"] = log.size
+    report["tree_size"] = log.committed_checkpoint.size
+    replica = log.replica_status()
+    if replica is not None:
+        report["replica"] = {
+            "reachable": replica.error is None,
+            "replayed_size": replica.replayed_size,
+            "primary_size": replica.primary_size,
+            "lag_entries": replica.lag_entries,
+            "lag_seconds": None if replica.lag_seconds is None else round(replica.lag_seconds, 3),
+            "replay_age_seconds": None if replica.replay_age_seconds is None else round(replica.replay_age_seconds, 3),
+            "replay_paused": replica.replay_paused,
+        }
+        if replica.error is not None:
+            report["replica"]["error"] = replica.error
     report.update(serving_role(app))
     witness_job = None if standing_by else app.get(WITNESS_JOB)
     if witness_job is not None:
@@ -59,7 +75,7 @@ def readiness(app: web.Application) -> dict:
         age = figures["seconds_since_last_timestamp"]
         report["timestamp"] = {
             "timestamped_size": stamped,
-            "lag_entries": log.size - (stamped or 0),
+            "lag_entries": report["tree_size"] - (stamped or 0),
             "age_seconds": None if age is None else round(age, 3),
         }
     return report
@@ -74,6 +90,12 @@ def readiness_metrics(report: dict) -> str:
     if reason is not None:
         kind = reason.split(":", 1)[0].replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
         lines.append(f'auditlog_write_unavailable{{reason="{kind}"}} 1')
+    replica = report.get("replica")
+    if replica is not None:
+        lines += ["# TYPE auditlog_replica_reachable gauge", f"auditlog_replica_reachable {int(replica['reachable'])}"]
+        for name in ("replayed_size", "lag_entries", "lag_seconds", "replay_age_seconds"):
+            if replica[name] is not None:
+                lines += [f"# TYPE auditlog_replica_{name} gauge", f"auditlog_replica_{name} {replica[name]}"]
     witness = report.get("witness")
     if witness is not None:
         lines += ["# TYPE auditlog_witness_lag_entries gauge", f"auditlog_witness_lag_entries {witness['lag_entries']}",

@@ -435,11 +435,12 @@ async def entry_bundle(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     log = request.app[LOG]
+    size = log.committed_checkpoint.size  # liveness: never a read replica's state
     role = serving_role(request.app)
     if log.failure is not None:
-        return _json({"status": "failing", "origin": log.origin, "tree_size": log.size, "detail": log.failure,
+        return _json({"status": "failing", "origin": log.origin, "tree_size": size, "detail": log.failure,
                       **role}, status=503)
-    return _json({"status": "ok", "origin": log.origin, "tree_size": log.size, **role})
+    return _json({"status": "ok", "origin": log.origin, "tree_size": size, **role})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -454,7 +455,8 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics_text(request: web.Request) -> web.Response:
     log = request.app[LOG]
     text = metrics.render(
-        log.stats, request.app[HTTP_METRICS], tree_size=log.size, storage_bytes=await log.storage_bytes()
+        log.stats, request.app[HTTP_METRICS], tree_size=log.committed_checkpoint.size,
+        storage_bytes=await log.storage_bytes()
     )
     text += readiness_metrics(readiness(request.app))
     text += "".join(source() for source in request.app[METRIC_SOURCES])

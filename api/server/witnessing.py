@@ -385,7 +385,7 @@ class WitnessJob:
         return self._with_lines(size, note)
 
     def metrics(self) -> dict[str, float]:
-        latest = self.log.checkpoint.size
+        latest = self.log.committed_checkpoint.size  # not a read replica's: what the witnesses have yet to see
         witnessed = self._witnessed[0] if self._witnessed else None
         now = time.monotonic()
         if witnessed == latest:

@@ -202,7 +202,8 @@ class AuditService:
 
     @classmethod
     async def open(cls, log, blobs: BlobStore, **kwargs) -> AuditService:
-        """Rebuild the registry from its index table (every registry-change entry, in log order)."""
+        """Rebuild the registry from its index table (every registry-change entry, in log order), as the primary
+        holds it: what ingest decides from must not lag behind a read replica."""
         service = cls(log, blobs, **kwargs)
         await service.reload()
         return service
@@ -211,9 +212,10 @@ class AuditService:
         """Rebuild the producer and token registries from the database: at the start, and when this server takes
         over sequencing a log that another server changed meanwhile."""
         registry, tokens = Registry(), TokenRegistry()
-        for _, record in await self._registry_records(None, None):
+        # From the primary: what ingest decides from must not lag behind a read replica.
+        for _, record in await self._registry_records(None, None, primary=True):
             registry.apply(parse_registry_change(parse_json(record).value))
-        for index, record in await self._token_records(None):
+        for index, record in await self._token_records(None, primary=True):
             tokens.apply(parse_token_change(parse_json(record).value), index)
         self.registry, self.tokens = registry, tokens
         self._teach_verifiers()
@@ -280,7 +282,7 @@ class AuditService:
                     results[item.position] = receipt
                     self.stats.events_duplicate += 1
 
-        checkpoint = self.log.checkpoint
+        checkpoint = self.log.committed_checkpoint  # a write's answer: the primary's, never a read replica's
         if to_log:
             checkpoint = await self._append(to_log, results)
         for result in results:
@@ -380,7 +382,7 @@ class AuditService:
         async def prove(result):
             if not isinstance(result, Receipt) or result.index >= checkpoint.size:
                 return result
-            proof = await self.log.inclusion_proof(result.index, checkpoint.size)
+            proof = await self.log.inclusion_proof(result.index, checkpoint.size, from_primary=True)
             return Receipt(result.producer, result.event_id, result.index, result.leaf_hash, result.duplicate, proof)
 
         if len(results) == 1:  # a single envelope: no task to gather
@@ -427,8 +429,8 @@ class AuditService:
             self.stats.registry_changes += 1
             return RegistryReceipt(added.first_index, change, added.checkpoint)
 
-    async def _registry_records(self, producer: str | None,
-                                key_ids: Sequence[str] | None) -> list[tuple[int, bytes]]:
+    async def _registry_records(self, producer: str | None, key_ids: Sequence[str] | None, *,
+                                primary: bool = False) -> list[tuple[int, bytes]]:
         """(index, record) of the registry changes, in log order: all, or those of `producer` that name no key or
         one of `key_ids`."""
         query = select(audit_registry.c.idx, audit_registry.c.record).order_by(audit_registry.c.idx)
@@ -436,7 +438,8 @@ class AuditService:
             query = query.where(audit_registry.c.producer == producer)
         if key_ids is not None:
             query = query.where(audit_registry.c.key_id.in_(list(key_ids)) | audit_registry.c.key_id.is_(None))
-        return await self.log.read(lambda tx: [(idx, record.encode()) for idx, record in tx.execute(query)])
+        return await self.log.read(lambda tx: [(idx, record.encode()) for idx, record in tx.execute(query)],
+                                   primary=primary)
 
     # -- API tokens -----------------------------------------------------------------------------------------------
     async def create_token(self, role: str, tenants: Sequence[str] | None = None, *, expires_at: int | None = None,
@@ -478,12 +481,13 @@ class AuditService:
             self.tokens.apply(change, added.first_index)
             return TokenReceipt(self.tokens.get(change["token_id"]), added.first_index, added.checkpoint)
 
-    async def _token_records(self, token_id: str | None) -> list[tuple[int, bytes]]:
+    async def _token_records(self, token_id: str | None, *, primary: bool = False) -> list[tuple[int, bytes]]:
         """(index, record) of the token changes, in log order: all, or those of `token_id`."""
         query = select(access_tokens.c.idx, access_tokens.c.record).order_by(access_tokens.c.idx)
         if token_id is not None:
             query = query.where(access_tokens.c.token_id == token_id)
-        return await self.log.read(lambda tx: [(idx, record.encode()) for idx, record in tx.execute(query)])
+        return await self.log.read(lambda tx: [(idx, record.encode()) for idx, record in tx.execute(query)],
+                                   primary=primary)
 
     # -- blobs ----------------------------------------------------------------------------------------------
     async def put_blob(self, digest: str, data: bytes) -> bool:

@@ -136,7 +136,8 @@ def token_from_records(records: list[tuple[int, dict]]) -> ApiToken | None:
 
 async def read_token(log, token_id: str) -> ApiToken | None:
     """One token's state, read from the `access_tokens` index through `log.read` (a read worker's lookup: it has
-    no registry in memory, only the database the writer commits to)."""
+    no registry in memory, only the database the writer commits to), on the primary: a revocation counts at once,
+    not once a read replica has replayed it."""
     from sqlalchemy import select
 
     from log.audit.canonical import parse_json
@@ -145,5 +146,5 @@ async def read_token(log, token_id: str) -> ApiToken | None:
 
     query = (select(access_tokens.c.idx, access_tokens.c.record).where(access_tokens.c.token_id == token_id)
              .order_by(access_tokens.c.idx))
-    rows = await log.read(lambda tx: list(tx.execute(query)))
+    rows = await log.read(lambda tx: list(tx.execute(query)), primary=True)
     return token_from_records([(idx, parse_token_change(parse_json(record.encode()).value)) for idx, record in rows])

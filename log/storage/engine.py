@@ -31,6 +31,11 @@ def normalize_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def backend_name(url: str) -> str:
+    """The database a URL names: "sqlite", "postgresql", ..."""
+    return make_url(url).get_backend_name()
+
+
 def shown_url(url: str) -> str:
     """`url` as messages show it: normalised, without its password."""
     return make_url(normalize_database_url(url)).render_as_string(hide_password=True)

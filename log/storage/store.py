@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterable, Sequence
 
@@ -101,6 +102,29 @@ class SqlLogStore(LogStore):
         with self.engine.connect() as conn:
             row = conn.execute(select(checkpoints).where(checkpoints.c.size == size)).first()
         return _checkpoint(row)
+
+    def first_checkpoint_after(self, size: int) -> StoredCheckpoint | None:
+        """The smallest checkpoint larger than `size`, if any (its created_at dates the oldest commit a replica
+        replayed up to `size` lacks)."""
+        query = select(checkpoints).where(checkpoints.c.size > size).order_by(checkpoints.c.size).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _checkpoint(row)
+
+    def replica_head(self) -> tuple[StoredCheckpoint | None, StandbyReplay | None]:
+        """The latest checkpoint and, on a PostgreSQL hot standby, where its replay stands (None on a server that
+        is not in recovery, and on SQLite). One connection, two statements."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)).first()
+            replay = None
+            if self.dialect == "postgresql":
+                in_recovery, age, paused = conn.execute(text(
+                    "SELECT pg_is_in_recovery(), EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), "
+                    "CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END"
+                )).one()
+                if in_recovery:
+                    replay = StandbyReplay(None if age is None else float(age), bool(paused))
+        return _checkpoint(row), replay
 
     def read_tiles(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], StoredTile]:
         keys = list(dict.fromkeys(keys))
@@ -266,6 +290,16 @@ class _DirectWrite(WriteTransaction):
     def execute_many(self, statement, rows) -> None:
         if rows:
             self._conn.execute(statement, list(rows))
+
+
+@dataclass(frozen=True)
+class StandbyReplay:
+    """Where a PostgreSQL hot standby's replay stands: the age of the last transaction it replayed (now minus
+    pg_last_xact_replay_timestamp(); None before it replayed any) and whether its replay is paused. The age grows
+    while the primary commits nothing too: it says how old the replica's data is, not how far behind it is."""
+
+    replay_age: float | None
+    paused: bool
 
 
 class _SnapshotRead(ReadTransaction):
