@@ -269,6 +269,11 @@ CASES = [
     ("serve --port 0 --data-dir {root}/s1 --database-url postgresql+psycopg://postgres@127.0.0.1:{port}/x", "down",
      UNREACHABLE),
     ("serve --bogus", "bad flag", USAGE),
+    # --read-database-url: a PostgreSQL hot standby beside a PostgreSQL primary only, refused before anything starts
+    ("serve --port 0 --data-dir {root}/s2 --read-database-url postgresql://postgres@127.0.0.1:{port}/x", "bad flag",
+     USAGE),
+    ("serve --port 0 --data-dir {root}/s3 --database-url postgresql://postgres@127.0.0.1:{port}/x "
+     "--read-database-url sqlite:///{root}/s3/copy.db", "bad flag", USAGE),
     ("serve --port 0 --data-dir {root}/tampered-data", "tampered", FAILED),
     ("witness serve --bogus", "bad flag", USAGE),
     ("witness serve --port 0 --data-dir {root}/w1 --name w.example/w1", "bad file", USAGE),  # no trusted log

@@ -19,6 +19,7 @@ from api.server.app import create_app
 from api.server.readiness import readiness, readiness_metrics
 from api.server.state import LOG, TIMESTAMP_JOB, WITNESS_JOB
 from log.errors import StorageError, StorageUnavailable
+from log.replica import ReplicaStatus
 from log.storage.faults import storage_fault
 from tests.credentials import ADMIN
 from tests.postgres import fresh_database
@@ -251,7 +252,8 @@ class _Stub:
 
 
 def test_readiness_reports_witness_and_timestamp_lag_and_metrics_carry_it():
-    log_ = _Stub(write_unavailable="database unreachable: the connection is closed", origin="o", size=1000)
+    log_ = _Stub(write_unavailable="database unreachable: the connection is closed", origin="o", size=1000,
+                 committed_checkpoint=_Stub(size=1000), replica_status=lambda: None)
     witness_job = _Stub(policy=_Stub(k=2), metrics=lambda: {
         "witness_latest_size": 1000.0, "witness_witnessed_size": 900.0, "witness_backlog_entries": 100.0,
         "witness_backlog_seconds": 12.3456})
@@ -277,3 +279,29 @@ def test_readiness_reports_witness_and_timestamp_lag_and_metrics_carry_it():
     assert report["witness"]["witnessed_size"] is None and report["witness"]["lag_entries"] == 1000
     assert report["timestamp"] == {"timestamped_size": None, "lag_entries": 1000, "age_seconds": None}
     assert "auditlog_timestamp_age_seconds" not in readiness_metrics(report)
+
+
+def test_readiness_reports_the_read_replica_and_metrics_carry_it():
+    """With --read-database-url: the replica's replayed size against the primary's, its lag and replay state; an
+    unreachable replica is said (error, reachable 0) while the log stays ready for writes."""
+    behind = ReplicaStatus(replayed_size=990, primary_size=1000, lag_seconds=2.5, replay_age_seconds=3.25,
+                           replay_paused=True, error=None)
+    log_ = _Stub(write_unavailable=None, origin="o", committed_checkpoint=_Stub(size=1000),
+                 replica_status=lambda: behind)
+    report = readiness({LOG: log_})
+    assert report == {"status": "ready", "origin": "o", "tree_size": 1000, "replica": {
+        "reachable": True, "replayed_size": 990, "primary_size": 1000, "lag_entries": 10, "lag_seconds": 2.5,
+        "replay_age_seconds": 3.25, "replay_paused": True}}
+    text = readiness_metrics(report)
+    for line in ("auditlog_ready 1", "auditlog_replica_reachable 1", "auditlog_replica_replayed_size 990",
+                 "auditlog_replica_lag_entries 10", "auditlog_replica_lag_seconds 2.5",
+                 "auditlog_replica_replay_age_seconds 3.25"):
+        assert line + "\n" in text
+    down = ReplicaStatus(replayed_size=990, primary_size=1000, lag_seconds=None, replay_age_seconds=None,
+                         replay_paused=None, error="connection refused")
+    log_.replica_status = lambda: down
+    report = readiness({LOG: log_})
+    assert report["status"] == "ready"
+    assert report["replica"]["reachable"] is False and report["replica"]["error"] == "connection refused"
+    text = readiness_metrics(report)
+    assert "auditlog_replica_reachable 0\n" in text and "auditlog_replica_lag_seconds" not in text
