@@ -159,6 +159,8 @@ class Log:
         a start it refuses (ForkRefused) creates nothing, not the data dir, the database, the schema nor a key. The
         second runs under the writer lock, where nobody else can write, before the first signature."""
         url = config.resolved_database_url()
+        if config.read_database_url is not None:  # refused before anything is created
+            check_read_database_url(url, config.read_database_url)
         key_file = config.resolved_key_file()
         loop = asyncio.get_running_loop()
         signer = load_signer(key_file, config.origin)

@@ -70,6 +70,12 @@ _READINESS = {
             "lag_entries": _UINT, "lag_seconds": {"type": "number"}}},
         "timestamp": {"type": "object", "description": "when a TSA is configured", "properties": {
             "timestamped_size": {"type": ["integer", "null"]}, "lag_entries": _UINT, "age_seconds": _NUMBER_OR_NULL}},
+        "replica": {"type": "object", "description": "with --read-database-url: the read replica (README, A replica "
+                                                     "for reads)", "properties": {
+            "reachable": {"type": "boolean"}, "replayed_size": {"type": ["integer", "null"]},
+            "primary_size": {"type": ["integer", "null"]}, "lag_entries": {"type": ["integer", "null"]},
+            "lag_seconds": _NUMBER_OR_NULL, "replay_age_seconds": _NUMBER_OR_NULL,
+            "replay_paused": {"type": ["boolean", "null"]}, "error": {"type": "string"}}},
         **_ROLE_PROPERTIES,
     },
 }

@@ -11,6 +11,7 @@ monitor verifies the log through the server; with the standby stopped, reads ans
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import subprocess
@@ -23,9 +24,11 @@ import psycopg
 import pytest
 
 from log.checkpoint import open_checkpoint
+from log.errors import InvalidInput
 from log.hashing import hash_leaf
 from log.note_keys import parse_verifier_key
 from log.proofs import verify_consistency, verify_inclusion
+from log.service import Log, LogConfig
 from tests.credentials import ADMIN
 from tests.pg_cluster import streaming_replica
 from tests.processes import REPO, ServerProcess, child_processes
@@ -195,3 +198,16 @@ def _check(server, clusters, primary_url, replica_url, tmp_path) -> None:
     clusters.standby.start()
     _until(lambda: (c := served_checkpoint(required=False)) is not None and c.size == newest + 2,
            "reads served again once the replica is back")
+
+
+@pytest.mark.parametrize("primary,replica", [
+    (None, "postgresql://postgres@127.0.0.1:5432/standby"),  # the default SQLite log has no replicas
+    ("postgresql://postgres@127.0.0.1:5432/primary", "sqlite:///copy.db"),
+])
+def test_a_read_database_is_a_postgresql_standby_beside_a_postgresql_primary(tmp_path, primary, replica):
+    config = LogConfig(data_dir=tmp_path / "data", database_url=primary, read_database_url=replica,
+                       origin="e2e.test/log")
+    with pytest.raises(InvalidInput) as refused:
+        asyncio.run(Log.open(config))
+    assert refused.value.field == "read_database_url"
+    assert not config.data_dir.exists()  # refused before anything was created
