@@ -507,6 +507,12 @@ class Log:
         """Bytes of a hash tile of the current tree; a partial width is served as a prefix of a wider tile."""
         if tile_id.level is None:
             return await self.entry_bundle(tile_id)
+        if self._replica is not None:
+            # A tile the primary has but the replica not yet (a client that read a newer checkpoint elsewhere):
+            # wait for the replay of the tree size whose right edge the tile's last hash is.
+            covered = (tile_id.index * TILE_WIDTH + tile_id.width) << (TILE_HEIGHT * tile_id.level)
+            if covered > self.size:
+                await self._size_covering(covered)
         if self._inline_tile_reads:  # as for proofs (see _prove): the read costs less than a thread hop
             return self._read_tile(tile_id)
         return await self._read(self._read_tile, tile_id)
@@ -571,6 +577,8 @@ class Log:
         """The smallest index with this leaf hash (within `tree_size`, if given)."""
         if len(leaf_hash) != HASH_SIZE:
             raise InvalidInput(f"leaf_hash must be {HASH_SIZE} bytes, not {len(leaf_hash)}", field="leaf_hash")
+        if self._replica is not None and tree_size is not None and tree_size > self.size:
+            await self._size_covering(tree_size)  # the entry may be one the replica has yet to replay
         index = await self._read(self.read_store.find_leaf_hash, leaf_hash)
         if index is None or (tree_size is not None and index >= tree_size):
             raise NotFound("no entry with that leaf hash" + (f" in a tree of size {tree_size}" if tree_size else ""))

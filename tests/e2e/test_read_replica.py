@@ -3,10 +3,11 @@ private primary and a hot standby made from it with pg_basebackup, each on its o
 reads from the replica too.
 
 What must hold: proofs, tiles and the checkpoint served agree with what was written; the checkpoint served is never
-one the replica lacks: while the standby's replay is paused, writes are still acknowledged, the served checkpoint
-stays at the replica's size, and a proof at a size only the primary has waits, then is refused 503 with Retry-After,
-while /readyz and /metrics name the lag; once replay resumes the replica catches up and the proof is served; the
-monitor verifies the log through the server; with the standby stopped, reads answer 503 and writes 200.
+one the replica lacks: while the standby's replay is paused, writes are still acknowledged (a signed event's receipt
+with its inclusion proof too), the served checkpoint and the events listed stay at the replica's state, and a proof,
+tile or entry only the primary has waits, then is refused 503 with Retry-After, while /readyz and /metrics name the
+lag; once replay resumes the replica catches up and all of them are served; the monitor verifies the log through
+the server; with the standby stopped, reads answer 503 and writes 200.
 """
 
 from __future__ import annotations
@@ -19,10 +20,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 import psycopg
 import pytest
+from nacl.signing import SigningKey
 
+from log.audit.canonical import canonicalize
+from log.audit.registry import key_id_for
+from log.audit.schema import format_timestamp_ms
 from log.checkpoint import open_checkpoint
 from log.errors import InvalidInput
 from log.hashing import hash_leaf
@@ -39,9 +45,10 @@ pytestmark = pytest.mark.usefixtures("operator_token")
 BOUND = 30.0  # seconds any catching up may take here: a generous bound, never a measurement
 
 
-def _request(url: str, data: bytes | None = None) -> tuple[int, dict, bytes]:
+def _request(url: str, data: bytes | None = None, content_type: str = "application/octet-stream",
+             ) -> tuple[int, dict, bytes]:
     """(status, headers, body) over a fresh connection (so the kernel spreads them over the writer and its worker)."""
-    headers = {"Content-Type": "application/octet-stream", **ADMIN} if data is not None else dict(ADMIN)
+    headers = {"Content-Type": content_type, **ADMIN} if data is not None else dict(ADMIN)
     request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -59,6 +66,19 @@ def _until(check, what: str):
             return found
         assert time.monotonic() < deadline, f"not within {BOUND} s: {what}"
         time.sleep(0.05)
+
+
+def _post_json(url: str, document: dict) -> tuple[int, dict]:
+    status, _, body = _request(url, json.dumps(document).encode(), "application/json")
+    return status, json.loads(body)
+
+
+def _signed_event(key: SigningKey, producer: str, run_id: str) -> dict:
+    event = {"schema": "auditlog.event/v1", "event_id": str(uuid.uuid4()), "trace_id": f"tr-{run_id}",
+             "run_id": run_id, "timestamp": format_timestamp_ms(int(time.time() * 1000)), "tenant": "acme",
+             "actor": {"type": "agent", "id": producer}, "event_type": "intent"}
+    return {"producer": producer, "key_id": key_id_for(bytes(key.verify_key)), "event": event,
+            "signature": base64.b64encode(key.sign(canonicalize(event)).signature).decode()}
 
 
 def _stored_size(url: str) -> int:
@@ -126,27 +146,44 @@ def _check(server, clusters, primary_url, replica_url, tmp_path) -> None:
     status, _, body = _request(f"{server.url}/tile/entries/000.p/{size}")
     assert status == 200 and all(entry in body for entry in entries)
 
-    # 3. Replay paused: writes go on; the served checkpoint stays at what the replica holds, and a proof at a size
-    #    only the primary has waits (bounded), then is refused 503 with Retry-After naming the lag.
+    # 3. Replay paused: writes go on, and a signed event's receipt carries its inclusion proof (from the primary,
+    #    at the sequencer's checkpoint); the served checkpoint and the events stay at what the replica holds, and
+    #    a proof, tile or entry only the primary has waits (bounded), then is refused 503 with Retry-After.
     clusters.pause_replay()
     replayed = _stored_size(replica_url)
     assert replayed == size
+    key = SigningKey.generate()
+    status, body = _post_json(f"{server.url}/api/v1/producers", {"producer": "agent", "tenants": ["acme"]})
+    assert status == 201, body
+    status, body = _post_json(f"{server.url}/api/v1/producers/agent/keys",
+                              {"public_key": base64.b64encode(bytes(key.verify_key)).decode()})
+    assert status == 201, body
+    envelope = _signed_event(key, "agent", "run-1")
+    status, receipt = _post_json(f"{server.url}/api/v1/events", envelope)
+    assert status == 200 and receipt["tree_size"] > replayed, receipt
+    signed, _ = open_checkpoint(receipt["checkpoint"].encode(), verifier, info["origin"])
+    verify_inclusion(base64.b64decode(receipt["leaf_hash"]), receipt["index"], receipt["tree_size"],
+                     [base64.b64decode(h) for h in receipt["inclusion_proof"]], signed.root_hash)
     more = [f"entry written while replay is paused {i}".encode() for i in range(5)]
     for entry in more:
         status, _, body = _request(f"{server.url}/api/v1/entries", entry)
         assert status == 200, body
     newest = json.loads(body)["tree_size"]
-    assert newest == size + len(more) and _stored_size(primary_url) == newest
+    assert newest == receipt["tree_size"] + len(more) and _stored_size(primary_url) == newest
     assert _stored_size(replica_url) == replayed
-    for _ in range(2):  # either process may answer (each refusal waits REPLICA_WAIT first: two, not more)
-        assert served_checkpoint().size == replayed
-        status, headers, body = _request(f"{server.url}/api/v1/proof/inclusion?index={newest - 1}&tree_size={newest}")
-        assert status == 503, body
+    status, _, body = _request(f"{server.url}/api/v1/events?run_id=run-1")
+    assert status == 200 and json.loads(body)["events"] == [], body
+    assert served_checkpoint().size == replayed
+    # Each refusal waits REPLICA_WAIT first: one of each kind (either process may answer).
+    for path in (f"/api/v1/proof/inclusion?index={newest - 1}&tree_size={newest}",
+                 f"/api/v1/proof/inclusion?leaf_hash={base64.urlsafe_b64encode(hash_leaf(more[-1])).decode()}"
+                 f"&tree_size={newest}",
+                 f"/tile/0/000.p/{newest}", f"/api/v1/entries/{newest - 1}"):
+        status, headers, body = _request(server.url + path)
+        assert status == 503, (path, body)
         problem = json.loads(body)
         assert problem["type"] == "urn:auditlog:problem:replica-behind", problem
         assert f"up to size {replayed}" in problem["detail"] and int(headers["Retry-After"]) >= 1
-    status, _, body = _request(f"{server.url}/api/v1/entries/{newest - 1}")
-    assert status == 503, body
     # A size beyond the primary's tree too is refused at once as out of range, not waited for.
     status, _, body = _request(f"{server.url}/api/v1/proof/inclusion?index=0&tree_size={newest + 100}")
     assert status == 400, body
@@ -156,18 +193,23 @@ def _check(server, clusters, primary_url, replica_url, tmp_path) -> None:
     assert ready["status"] == "ready" and ready["tree_size"] == newest
     replica = ready["replica"]
     assert replica["reachable"] and replica["replay_paused"] is True, replica
-    assert (replica["replayed_size"], replica["primary_size"], replica["lag_entries"]) == (replayed, newest, len(more))
+    lag = newest - replayed
+    assert (replica["replayed_size"], replica["primary_size"], replica["lag_entries"]) == (replayed, newest, lag)
     assert replica["lag_seconds"] > 0 and replica["replay_age_seconds"] is not None
     status, _, body = _request(f"{server.url}/metrics")
     assert status == 200
     metrics = body.decode()
-    assert f"auditlog_replica_lag_entries {len(more)}" in metrics and "auditlog_replica_reachable 1" in metrics
+    assert f"auditlog_replica_lag_entries {lag}" in metrics and "auditlog_replica_reachable 1" in metrics
 
     # 4. Replay resumed: the replica catches up, and the proof refused before is served and verifies.
     clusters.resume_replay()
     checkpoint = _until(lambda: (c := served_checkpoint()).size == newest and c, "the replica caught up")
-    all_entries = entries + more
-    assert checkpoint.root_hash == mth(all_entries)
+    status, _, body = _request(f"{server.url}/api/v1/entries/{newest - 1}")
+    assert status == 200 and base64.b64decode(json.loads(body)["data"]) == more[-1]
+    status, _, body = _request(f"{server.url}/api/v1/events?run_id=run-1")
+    assert status == 200 and [e["index"] for e in json.loads(body)["events"]] == [receipt["index"]], body
+    status, _, body = _request(f"{server.url}/tile/0/000.p/{newest}")
+    assert status == 200 and body[-32:] == hash_leaf(more[-1])
     status, _, body = _request(f"{server.url}/api/v1/proof/inclusion?index={newest - 1}&tree_size={newest}")
     assert status == 200, body
     verify_inclusion(hash_leaf(more[-1]), newest - 1, newest,
