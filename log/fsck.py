@@ -106,7 +106,13 @@ def _differing_hash(expected: bytes, found: bytes) -> str:
 def check_log(store: LogStore, verifier: NoteVerifier, progress: Progress | None = None) -> CheckReport:
     """Check every stored entry, tile and checkpoint of the log whose key is `verifier` (see the module docstring).
     Raises StorageError only when the database cannot be read at all; every disagreement is in the report."""
-    return store.read(lambda tx: _Check(tx, verifier, progress).run())
+    return store.read(lambda tx: check_snapshot(tx, verifier, progress))
+
+
+def check_snapshot(tx: ReadTransaction, verifier: NoteVerifier, progress: Progress | None = None) -> CheckReport:
+    """`check_log` on the state of the database `tx` reads, lent by the caller: `auditlog db copy` checks its copy
+    this way inside the transaction that writes it, before that commits."""
+    return _Check(tx, verifier, progress).run()
 
 
 class _Check:

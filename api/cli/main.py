@@ -10,6 +10,7 @@
     auditlog keygen --origin NAME [--out FILE]
     auditlog db upgrade [--database-url U] [--data-dir D]
     auditlog db check [--database-url U] [--data-dir D] [--log-key VKEY] [--quiet]
+    auditlog db copy --from URL --to URL [--data-dir D] [--log-key VKEY] [--quiet]
     auditlog add [FILE|- ...] [--lines] [--server URL] [--log-key VKEY]
     auditlog proof (--index I | --leaf-hash H) [--tree-size S] [--server URL] [--log-key VKEY]
     auditlog proof --evidence I [--out FILE] [--wait [--timeout DURATION]] [--server URL] [--log-key VKEY]
@@ -218,6 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
                             "of <data-dir>/log.key)")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(func=server.cmd_db_check)
+    copy = db_commands.add_parser(
+        "copy", help="copy a log into an empty database (SQLite to PostgreSQL or back) and verify the copy against "
+                     "the signed checkpoint before it commits (exit 0 verified, 1 it does not verify, 2 a missing or "
+                     "non-empty database or no key, 3 unreachable)")
+    copy.add_argument("--from", dest="source", required=True, metavar="URL", help="the log's database")
+    copy.add_argument("--to", dest="destination", required=True, metavar="URL",
+                      help="an empty database (migrated to the newest schema first; a SQLite file is created)")
+    copy.add_argument("--data-dir", default=env("AUDITLOG_DATA_DIR", defaults.DATA_DIR))
+    copy.add_argument("--log-key", metavar="VKEY",
+                      help="the log's verifier key, or a file holding it (default <data-dir>/log.vkey, or the one "
+                           "of <data-dir>/log.key)")
+    copy.add_argument("--quiet", action="store_true", help="no progress bars")
+    copy.set_defaults(func=server.cmd_db_copy)
 
     def client_options(sub):
         server_option(sub)

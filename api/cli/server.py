@@ -1,4 +1,4 @@
-"""The server's side of `auditlog`: serve, serve-reads (a read worker), keygen, db upgrade and db check, and the logging they
+"""The server's side of `auditlog`: serve, serve-reads (a read worker), keygen, db upgrade, check and copy, and the logging they
 set up. The server itself (aiohttp's web, the Log, SQLAlchemy) is imported when one of these commands runs, so the
 client commands never load it.
 """
@@ -408,3 +408,66 @@ def _shown_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+# --- db copy -----------------------------------------------------------------------------------------------------
+
+
+class _CopyRejected(Exception):
+    """The copy did not verify; raised inside its transaction so that nothing of it is committed."""
+
+    def __init__(self, report):
+        super().__init__(str(report.first))
+        self.report = report
+
+
+def cmd_db_copy(args) -> int:
+    """`auditlog db copy --from URL --to URL`: the log copied into an empty database (log/storage/copy.py), checked
+    by `db check`'s fsck with the log's key inside the copy's transaction, which commits only if every entry, tile
+    and checkpoint agrees; then the copy is opened as a log store and its newest entries checked again."""
+    import time
+
+    from log.fsck import check_newest_entries, check_snapshot
+    from log.note_keys import parse_verifier_key
+    from log.service import LogConfig
+    from log.storage.copy import copy_database
+    from log.storage.engine import shown_url
+    from log.storage.store import SqlLogStore
+
+    started = time.monotonic()
+    config = LogConfig(data_dir=Path(args.data_dir))
+    try:
+        verifier = parse_verifier_key(_check_key(args, config))
+    except (OSError, LogError) as exc:
+        raise exits.CommandFailed(f"no usable log key: {exc}", exits.USAGE) from None
+    destination = shown_url(args.destination)
+
+    def check(tx):
+        report = check_snapshot(tx, verifier, progress=None if args.quiet else ProgressBar())
+        if not report.ok:
+            raise _CopyRejected(report)
+        return report
+
+    try:
+        copied = copy_database(args.source, args.destination, check=check,
+                               progress=None if args.quiet else ProgressBar())
+    except _CopyRejected as rejected:
+        counts = ", ".join(f"{kind} {count:,}" for kind, count in sorted(rejected.report.counts.items()))
+        exits.say("db copy", f"FAILED: the copy does not verify, {destination} is left empty: {rejected} "
+                             f"(disagreements by kind: {counts})")
+        return exits.FAILED
+    checked = copied.checked
+    store = SqlLogStore(args.destination, read_only=True)
+    try:
+        latest = store.latest_checkpoint()
+        stored_size = latest.size if latest is not None else 0
+        check_newest_entries(store, stored_size)
+    finally:
+        store.close()
+    if stored_size != checked.size:
+        raise exits.CommandFailed(f"the copy in {destination} ends at size {stored_size:,}, the copy checked at "
+                                  f"{checked.size:,}", exits.FAILED)
+    signed = f"the checkpoint signed by {checked.origin}" if checked.origin else "no checkpoint (an empty log)"
+    print(f"OK: copied {copied.entries:,} entries, {copied.total_rows:,} rows in {len(copied.rows)} tables, in "
+          f"{time.monotonic() - started:.1f} s; the copy's root at size {checked.size:,} is the one in {signed}")
+    return exits.OK

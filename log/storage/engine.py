@@ -95,6 +95,13 @@ def _migration_lock(url: str, backend: str):
         engine.dispose()
 
 
+def head_revision() -> str:
+    """The newest Alembic revision this code knows."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config("")).get_current_head()
+
+
 def downgrade_schema(url: str, revision: str) -> None:
     """Take the schema back to an Alembic revision (each migration's downgrade keeps the data it can)."""
     from alembic import command
