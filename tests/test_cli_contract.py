@@ -260,6 +260,16 @@ CASES = [
     ("db check --data-dir {data} --bogus", "bad flag", USAGE),
     ("db check --data-dir {root}/missing-data --log-key {vkey}", "bad file", USAGE),
     ("db check --data-dir {root}/tampered-data --log-key {vkey}", "tampered", FAILED),
+    ("db copy --from sqlite:///{data}/auditlog.db --to sqlite:///{root}/copy.db --log-key {vkey}", "good", GOOD),
+    ("db copy --from sqlite:///{data}/auditlog.db --to postgresql+psycopg://postgres@127.0.0.1:{port}/x "
+     "--log-key {vkey}", "down", UNREACHABLE),
+    ("db copy --from sqlite:///{data}/auditlog.db --to sqlite:///{root}/copy.db --bogus", "bad flag", USAGE),
+    ("db copy --from sqlite:///{root}/missing.db --to sqlite:///{root}/copy-m.db --log-key {vkey}", "bad file",
+     USAGE),
+    ("db copy --from sqlite:///{data}/auditlog.db --to sqlite:///{root}/tampered-data/auditlog.db --log-key {vkey}",
+     "bad file", USAGE),  # the destination is not empty
+    ("db copy --from sqlite:///{root}/tampered-data/auditlog.db --to sqlite:///{root}/copy-t.db --log-key {vkey}",
+     "tampered", FAILED),
     ("db upgrade --data-dir {root}/new-data", "good", GOOD),
     ("db upgrade --database-url postgresql+psycopg://postgres@127.0.0.1:{port}/x", "down", UNREACHABLE),
     ("db upgrade --database-url postgresql+psycopg://postgres@127.0.0.1:5432/no_such_database_auditlog",
