@@ -88,6 +88,9 @@ FIGURES: list[Figure] = [
     Figure("auth.check.public_no_credential", "(8) credential check per request: a public route, no credential"),
     Figure("auth.check.entries_admin_token", "(8) credential check per request: entry read, the admin token"),
     Figure("auth.check.entries_api_token", "(8) credential check per request: entry read, an API token"),
+    Figure("copy.sqlite_to_postgresql", "(9) auditlog db copy: every table copied in one snapshot and one "
+           "transaction, then db check's verification before the commit, SQLite to PostgreSQL"),
+    Figure("copy.postgresql_to_sqlite", "(9) auditlog db copy, PostgreSQL to SQLite"),
 ]
 
 

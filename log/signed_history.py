@@ -61,8 +61,8 @@ _HEAD, _TAIL = struct.Struct(">4sIQQ32s"), struct.Struct(">I4x")
 assert _SLOT.size == _HEAD.size + _TAIL.size == 64
 
 MOVE_HINT = ("to start a new log, use a new --data-dir (a new key) and a new --origin; to move this log to another "
-             "database, copy the database there first (pg_dump and pg_restore, or sqlite3 .backup; `auditlog db "
-             "check` checks the copy) and start with the same data dir")
+             "database, copy the database there first (`auditlog db copy --from URL --to URL`, which checks the copy) "
+             "and start with the same data dir")
 
 
 @dataclass(frozen=True)

@@ -191,12 +191,13 @@ async def _fill(config: LogConfig, count: int, batch: int = 500) -> None:
         await log.close()
 
 
-def test_a_tampered_source_fails_verification_and_the_destination_is_left_empty(tmp_path, capsys):
+@pytest.mark.parametrize("destination_kind", ["sqlite", "postgresql"])
+def test_a_tampered_source_fails_verification_and_the_destination_is_left_empty(tmp_path, capsys, destination_kind):
     config = LogConfig(data_dir=tmp_path / "data", origin=TEST_ORIGIN)
     asyncio.run(_fill(config, 600, batch=200))
     with sqlite3.connect(tmp_path / "data" / "auditlog.db") as db:
         db.execute("UPDATE entries SET data = ? WHERE idx = 300", (b"changed",))
-    with fresh_database() as destination:
+    with database(destination_kind, tmp_path, "destination") as destination:
         code = main(["db", "copy", "--from", config.resolved_database_url(), "--to", destination,
                      "--data-dir", str(tmp_path / "data"), "--quiet"])
         err = capsys.readouterr().err
