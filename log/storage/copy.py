@@ -53,6 +53,7 @@ VERSION_TABLE = "alembic_version"
 NOT_COPIED = PER_SERVER_TABLES | {VERSION_TABLE}
 
 CHUNK_ROWS = 1024  # rows held at a time, per table: a batch's worth of entries
+DESTINATION_CACHE_KIB = 2048  # a SQLite destination's page cache during the copy
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 Progress = Callable[[int, int], None]
@@ -156,6 +157,10 @@ def _copy(source: Connection, destination: Connection, destination_url: str, tab
           check, progress: Progress | None) -> CopyReport:
     sqlite = destination.dialect.name == "sqlite"
     if sqlite:
+        # Rows go in key order, so only each B-tree's right edge is hot: SQLite's default page cache (2 MiB) instead
+        # of the 64 MiB the log's connections take, which the copy filled to no use (VmHWM 193 MB against 128 MB at
+        # 3 x 10^5 entries, and slower).
+        destination.exec_driver_sql(f"PRAGMA cache_size=-{DESTINATION_CACHE_KIB}")
         # The write lock for the whole copy: the emptiness check and the rows are one transaction.
         destination.exec_driver_sql("BEGIN IMMEDIATE")
     copied = [table for table in tables if table not in NOT_COPIED]
