@@ -246,6 +246,8 @@ def _insert(destination: Connection, table: str, columns: list[str], chunks: Ite
                 cursor.executemany(sql, chunk)
                 count += len(chunk)
         else:
+            # psycopg's write_row for every table: pg_copy.py's hand-built binary stream measured 89,000 against
+            # 81,000 entries/s here (10^5 entries, the server's side the bound), too little for a second encoder.
             with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
                 for chunk in chunks:
                     for row in chunk:
