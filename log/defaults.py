@@ -14,6 +14,14 @@ DATA_DIR = "data"  # SQLite database, signing key and admin token, relative to t
 HOST = "127.0.0.1"
 PORT = 8080
 SERVER_URL = f"http://{HOST}:{PORT}"  # what the client commands talk to by default
+# A client given several servers (api/client/servers.py): tries of each server within one request, the back-off
+# after a server's first failed try (doubling), the longest Retry-After honoured, the time one request may take in
+# all, and how long a TCP (and TLS) connect may take before it counts as failed, before anything was sent.
+FAILOVER_ATTEMPTS = 2
+FAILOVER_BACKOFF = 0.1
+FAILOVER_MAX_RETRY_AFTER = 5.0
+FAILOVER_DEADLINE = 60.0
+CONNECT_TIMEOUT = 10.0
 
 DATABASE_CONNECT_TIMEOUT = 10  # seconds a PostgreSQL connection attempt may take before it counts as failed
 # A read replica (`--read-database-url`, log/replica.py): its latest checkpoint is read this often, and a request

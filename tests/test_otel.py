@@ -187,7 +187,7 @@ def test_export_fails_closed_when_the_log_is_unreachable_and_after_shutdown(unus
     assert exporter.export([bad_run]) is SpanExportResult.FAILURE
     assert isinstance(exporter.last_error, InvalidEvent)
     assert exporter.export([span]) is SpanExportResult.FAILURE
-    assert isinstance(exporter.last_error, RecorderError) and "Connection refused" in str(exporter.last_error)
+    assert isinstance(exporter.last_error, RecorderError) and "connection refused" in str(exporter.last_error)
     # One invalid span does not stop the batch; the log unreachable does (each span would wait out the retries).
     caplog.clear()
     assert exporter.export([bad_run, span, span, span]) is SpanExportResult.FAILURE

@@ -15,6 +15,14 @@ Failures raise `log.errors.VerificationError` subclasses (ProofError, SignatureE
 come back as the log error their problem `type` names (InvalidInput, NotFound, Unavailable...), so callers can
 branch on the same classes as in-process code. `LogClient` is async (aiohttp); `SyncLogClient` wraps it for
 scripts.
+
+Several servers: `LogClient(["http://a:8080", "http://b:8080"], vkey)` (or "http://a:8080,http://b:8080") asks the
+one that answered last and moves on to the next on connection errors and 503s (api/client/servers.py: reads
+always, a plain entry POST only when nothing was sent). The failover is the transport's alone: whatever server an
+answer comes from, it is checked by the steps above as if that server were the only one, and a bad proof or
+signature raises VerificationError at once. Trying another server instead would hide the evidence of a log that
+lies, and a lying server would pass for as long as an honest one answered; the trust is in the log key, not in
+whichever server happens to answer.
 """
 
 from __future__ import annotations
@@ -23,12 +31,14 @@ import asyncio
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
 
+from api.client.servers import AnswerLost, ServerList, check_url, client_timeout
 from api.client.tls import client_context
 from log.checkpoint import Checkpoint, open_checkpoint
 from log.compact import CompactRange, frontier_node_ids
@@ -38,7 +48,7 @@ from log.note_keys import Verifier, parse_verifier_key
 from log.proofs import verify_consistency, verify_inclusion
 from log.tile_nodes import node_hash_from_tile, tile_for_node
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID
-from witness.http_errors import describe_exception, summarise_body
+from witness.http_errors import summarise_body
 
 MAX_BATCH = 4096
 PROOF_CONCURRENCY = 16
@@ -214,31 +224,12 @@ def tile_width_in_tree(level: int | None, index: int, size: int) -> int:
     return max(0, min(TILE_WIDTH, count - index * TILE_WIDTH))
 
 
-def _base_url(text: str) -> str:
-    """The log's base URL, checked before any request: http:// or https:// and a host (else InvalidInput, naming
-    it), without a trailing slash."""
-    from urllib.parse import urlsplit
-
-    url = text.strip().rstrip("/") if isinstance(text, str) else text
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidInput(f"the log URL {text!r} is not a URL: {exc}", field="server") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        hint = f" (did you mean http://{url}?)" if "://" not in url else ""
-        raise InvalidInput(f"the log URL {text!r} is not an http:// or https:// URL{hint}", field="server")
-    if parts.query or parts.fragment:
-        raise InvalidInput(f"the log URL {text!r} has a query or fragment; give the log's base URL", field="server")
-    return url
-
-
 class LogClient:
     """Async verifying client. Use `async with LogClient(url, vkey) as client:` or call `close()`."""
 
     def __init__(
         self,
-        base_url: str,
+        server: str | Sequence[str] | ServerList,
         verifier_key: str | Verifier,
         *,
         origin: str | None = None,
@@ -247,9 +238,11 @@ class LogClient:
         token: str | None = None,
         ca_cert: str | Path | None = None,
     ):
-        """`ca_cert`: a PEM file of the CA certificate(s) an https:// log's certificate must chain to (default: the
-        system trust store); ignored when `session` is given (the session's own connector decides)."""
-        self.base_url = _base_url(base_url)
+        """`server`: the log's URL, several (a sequence, or one string with commas), or a ServerList with its own
+        failover settings. `ca_cert`: a PEM file of the CA certificate(s) an https:// log's certificate must chain
+        to (default: the system trust store); ignored when `session` is given (the session's own connector
+        decides). `timeout`: seconds one request to one server may take."""
+        self.servers = server if isinstance(server, ServerList) else ServerList(server)
         # A bearer credential for the private routes (entry contents, events, evidence); public ones need none.
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._ssl = client_context(ca_cert)
@@ -257,7 +250,7 @@ class LogClient:
         self.origin = origin or self.verifier.name
         self._session = session
         self._own_session = session is None
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = client_timeout(timeout)
         self._roots: dict[int, bytes] = {0: EMPTY_ROOT}
         self._latest: Checkpoint | None = None
         self._latest_note: bytes | None = None
@@ -268,6 +261,11 @@ class LogClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
+
+    @property
+    def base_url(self) -> str:
+        """The server asked first: the one that answered last (`servers.current`)."""
+        return self.servers.current
 
     async def close(self) -> None:
         if self._own_session and self._session is not None:
@@ -281,22 +279,20 @@ class LogClient:
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         return self._session
 
-    async def _request(self, method: str, path: str, *, answers: tuple[int, ...] = (), **kwargs) -> tuple[bytes, str]:
-        """The body and content type of a 2xx or 3xx answer (or one of the statuses in `answers`); other answers
-        raise the log error they mean (`_error`)."""
-        try:
-            if self._auth:
-                kwargs["headers"] = {**kwargs.get("headers", {}), **self._auth}
-            async with self._http().request(method, self.base_url + path, **kwargs) as resp:
-                body = await resp.read()
-                if resp.status >= 400 and resp.status not in answers:
-                    raise self._error(resp.status, resp.content_type, body, f"{method} {path}")
-                return body, resp.content_type
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            words = describe_exception(exc, self._timeout.total)
-            raise Unavailable(f"{method} {self.base_url}{path} failed: {words}") from exc
+    async def _request(self, method: str, path: str, *, answers: tuple[int, ...] = (), idempotent: bool = True,
+                       **kwargs) -> tuple[bytes, str]:
+        """The body and content type of a 2xx or 3xx answer (or one of the statuses in `answers`) from the first
+        server that gives one (api/client/servers.py; `idempotent=False` for a request a resend could carry out
+        twice); other answers raise the log error they mean (`_error`), no server answering ServersUnavailable."""
+        if self._auth:
+            kwargs["headers"] = {**kwargs.get("headers", {}), **self._auth}
+        answer = await self.servers.arequest(self._http(), method, path, idempotent=idempotent, answers=answers,
+                                             timeout=self._timeout.total, **kwargs)
+        if answer.status >= 400 and answer.status not in answers:
+            raise self._error(answer.status, answer.content_type, answer.body, f"{method} {path}", answer.url)
+        return answer.body, answer.content_type
 
-    def _error(self, status: int, content_type: str, body: bytes, what: str) -> LogError:
+    def _error(self, status: int, content_type: str, body: bytes, what: str, url: str) -> LogError:
         """The log error a problem response names (by its type), or a plain LogError for anything else."""
         if content_type == "application/problem+json":
             try:
@@ -310,7 +306,7 @@ class LogClient:
                     return cls(detail)
             except (ValueError, AttributeError, TypeError):
                 pass
-        answer = f"{what} at {self.base_url}: HTTP {status}: {summarise_body(body, content_type)}"
+        answer = f"{what} at {url}: HTTP {status}: {summarise_body(body, content_type)}"
         if status == 404:
             return NotFound(answer)
         if status >= 500 or status in (408, 425, 429):
@@ -472,19 +468,28 @@ class LogClient:
 
     # -- writes -------------------------------------------------------------------------------------------------
     async def add(self, entry: bytes) -> Receipt:
-        """Append one entry; verify the returned checkpoint and the entry's inclusion in it."""
-        body, _ = await self._request("POST", "/api/v1/entries", data=entry,
-                                      headers={"Content-Type": "application/octet-stream"})
+        """Append one entry; verify the returned checkpoint and the entry's inclusion in it. The POST is sent to
+        another server only when nothing reached the first (it carries no idempotency key): an answer lost after
+        sending raises AnswerLost, and whether the entry was logged is then the caller's to find out (its leaf hash,
+        `inclusion_proof(leaf_hash=...)`), since sending it again could log it twice."""
+        try:
+            body, _ = await self._request("POST", "/api/v1/entries", data=entry, idempotent=False,
+                                          headers={"Content-Type": "application/octet-stream"})
+        except AnswerLost as exc:
+            leaf = base64.b64encode(hash_leaf(entry)).decode()
+            raise AnswerLost(f"{exc}; whether the entry was logged, its leaf hash {leaf} tells "
+                             f"(`auditlog proof --leaf-hash {leaf}`)", exc.url) from None
         document = self._parse_json(body, "POST /api/v1/entries")
         return (await self._receipts(document, [entry], [document]))[0]
 
     async def add_many(self, entries: list[bytes]) -> list[Receipt]:
-        """Append entries with the batch API (chunks of 4,096), verifying each one's inclusion."""
+        """Append entries with the batch API (chunks of 4,096), verifying each one's inclusion. Each chunk's POST
+        fails over as `add`'s does: only when nothing was sent."""
         receipts: list[Receipt] = []
         for start in range(0, len(entries), MAX_BATCH):
             chunk = entries[start:start + MAX_BATCH]
             payload = {"entries": [base64.b64encode(e).decode() for e in chunk]}
-            body, _ = await self._request("POST", "/api/v1/entries", json=payload)
+            body, _ = await self._request("POST", "/api/v1/entries", json=payload, idempotent=False)
             document = self._parse_json(body, "POST /api/v1/entries")
             items = document.get("entries")
             if not isinstance(items, list) or len(items) != len(chunk) or not all(isinstance(i, dict) for i in items):
@@ -679,9 +684,9 @@ class LogClient:
 class SyncLogClient:
     """A blocking wrapper around LogClient for scripts: each call runs on a private event loop."""
 
-    def __init__(self, base_url: str, verifier_key: str | Verifier, **kwargs):
+    def __init__(self, server: str | Sequence[str] | ServerList, verifier_key: str | Verifier, **kwargs):
         self._loop = asyncio.new_event_loop()
-        self._client = LogClient(base_url, verifier_key, **kwargs)
+        self._client = LogClient(server, verifier_key, **kwargs)
 
     def _run(self, coro):
         return self._loop.run_until_complete(coro)
@@ -719,6 +724,6 @@ class SyncLogClient:
 
 
 __all__ = [
-    "EVENT_FILTERS", "ConsistencyProof", "EventPage", "InclusionProof", "LogClient", "Receipt", "SyncLogClient",
-    "VerifiedEvent", "event_mismatch", "tile_width_in_tree",
+    "EVENT_FILTERS", "AnswerLost", "ConsistencyProof", "EventPage", "InclusionProof", "LogClient", "Receipt",
+    "ServerList", "SyncLogClient", "VerifiedEvent", "check_url", "event_mismatch", "tile_width_in_tree",
 ]

@@ -8,7 +8,11 @@
 
 Delivery: an envelope is signed once and re-sent unchanged (same event_id, same bytes) on connection errors,
 timeouts, 429 and 5xx, with exponential back-off; the log's (producer, event_id) idempotency makes that
-at-least-once delivery land exactly once. 4xx refusals are not retried and raise `EventRefused` with the problem
+at-least-once delivery land exactly once. Given several servers of one log (`Recorder(["http://a:8080",
+"http://b:8080"], ...)`, or one string with commas, as AUDITLOG_SERVER may hold), a send that fails moves on to
+the next server (api/client/servers.py), and the servers are asked in turn until each has had `retries + 1`
+tries; an event POST and a blob PUT are idempotent, so a resend elsewhere, even after an answer was lost, cannot
+log anything twice. 4xx refusals are not retried and raise `EventRefused` with the problem
 (for a 409 event-conflict, `problem["index"]` is where the event already logged under that id is).
 
 The outbox (`Recorder(..., outbox="/var/spool/agent")`, api/client/outbox.py): every envelope is written to a
@@ -46,17 +50,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import http.client
 import json
 import logging
-import ssl
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +64,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from api.client.outbox import Outbox
+from api.client.servers import Answer, ServerList, ServersUnavailable, client_timeout
 from api.client.tls import client_context
 from log.audit.canonical import canonicalize, parse_json
 from log.audit.records import Envelope, parse_envelope
@@ -76,7 +76,6 @@ from log.hashing import hash_leaf
 from log.note_keys import parse_verifier_key
 from log.proofs import verify_inclusion
 
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 PROBLEM_TYPE = "urn:auditlog:problem:"
 EVENTS_PATH = "/api/v1/events?proofs=true"
 # Problem codes of 4xx refusals that are final for the envelope itself: the same bytes can never be accepted.
@@ -142,17 +141,6 @@ def _like(error: RecorderError, message: str) -> RecorderError:
     return type(error)(message, error.problem)
 
 
-def _check_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    try:
-        parts.port
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"the log's URL must be http://host[:port] or https://..., not {url!r}", "url")
-    return url.rstrip("/")
-
-
 def _spooled_envelope(payload: bytes) -> Envelope:
     """The envelope of a spooled request body, as the log reads it (so its entry bytes are the ones it logs)."""
     parsed = parse_json(payload)
@@ -187,11 +175,13 @@ class Recorder:
     `outbox`: a directory (or an `Outbox`) for the durable spool; without one, nothing is written to disk and an
     event not acknowledged is the caller's to resend."""
 
-    def __init__(self, url: str, *, producer: str, signing_key: bytes, log_key: str, tenant: str, actor: dict,
+    def __init__(self, server: str | Sequence[str], *, producer: str, signing_key: bytes, log_key: str, tenant: str, actor: dict,
                  on_behalf_of: dict | None = None, retries: int = 6, backoff: float = 0.1, timeout: float = 10.0,
                  outbox: str | Path | Outbox | None = None, token: str | None = None,
                  ca_cert: str | Path | None = None):
-        self.url = _check_url(url)
+        # `server`: the log's URL, or several (a sequence, or one string with commas): tried in turn, each up to
+        # retries + 1 times, with a back-off of `backoff` seconds doubling per failure (api/client/servers.py).
+        self.servers = ServerList(server, attempts=retries + 1, backoff=backoff)
         # A bearer credential (role writer) for what needs one beyond the event's own signature: blob uploads.
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._ssl = client_context(ca_cert)  # None: the system trust store (api/client/tls.py)
@@ -210,6 +200,11 @@ class Recorder:
         self.outbox: Outbox | None = Outbox(outbox) if self._owns_outbox else outbox
         self._sending: set[int] = set()  # spooled envelopes this process is sending now (by seq)
         self._sending_lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        """The server asked first: the one that answered last."""
+        return self.servers.current
 
     # -- building and signing ----------------------------------------------------------------------------------
     def event(self, event_type: str, *, run_id: str, trace_id: str | None = None,
@@ -236,8 +231,8 @@ class Recorder:
         return Envelope(self.producer, self.key_id, self._key.sign(canonical).signature, event, canonical)
 
     # -- acknowledgement ---------------------------------------------------------------------------------------
-    def _acknowledge(self, envelope: Envelope, status: int, body: bytes) -> Acknowledgement:
-        event_id = envelope.event["event_id"]
+    def _acknowledge(self, envelope: Envelope, answer: Answer) -> Acknowledgement:
+        event_id, status, body, server = envelope.event["event_id"], answer.status, answer.body, answer.url
         try:
             answer = json.loads(body)
         except ValueError:
@@ -245,7 +240,7 @@ class Recorder:
         if status != 200:
             problem = answer if isinstance(answer, dict) else None
             detail = (problem or {}).get("detail") or body[:200].decode(errors="replace")
-            message = f"event {event_id} refused by {self.url} ({status}): {detail}"
+            message = f"event {event_id} refused by {server} ({status}): {detail}"
             if status >= 500:
                 raise LogUnreachable(message, problem)
             raise EventRefused(message, problem, status, _final(status, problem))
@@ -258,7 +253,7 @@ class Recorder:
             proof = [base64.b64decode(h) for h in answer["inclusion_proof"]]
             verify_inclusion(leaf_hash, answer["index"], checkpoint.size, proof, checkpoint.root_hash)
         except (KeyError, TypeError, ValueError, AttributeError, LogError) as exc:
-            raise ReceiptInvalid(f"the acknowledgement of event {event_id} from {self.url} does not verify: "
+            raise ReceiptInvalid(f"the acknowledgement of event {event_id} from {server} does not verify: "
                                  f"{exc}") from exc
         return Acknowledgement(envelope.event, answer["index"], bool(answer.get("duplicate")), checkpoint, note)
 
@@ -281,9 +276,9 @@ class Recorder:
     def _backlog(self, before: int | None) -> list[int]:
         return self.outbox.seqs(self.producer, before) if self.outbox is not None else []
 
-    def _settle(self, seq: int, envelope: Envelope | None, answer: tuple[int, bytes] | Exception
+    def _settle(self, seq: int, envelope: Envelope | None, answer: Answer | Exception
                 ) -> tuple[Acknowledgement | RecorderError, Callable[[], None]]:
-        """What became of spooled envelope `seq` (`answer`: the log's status and body, or why there was none), and
+        """What became of spooled envelope `seq` (`answer`: the log's, or why there was none), and
         the outbox change that records it (run on a thread by the async API)."""
         outbox = self.outbox
         assert outbox is not None
@@ -293,9 +288,9 @@ class Recorder:
             return error, lambda: outbox.refuse(seq, 0, None, str(error))
         if isinstance(answer, RecorderError):
             return answer, lambda: outbox.failed(seq, str(answer))
-        assert isinstance(answer, tuple)
+        assert isinstance(answer, Answer)
         try:
-            return self._acknowledge(envelope, *answer), lambda: outbox.remove(seq)
+            return self._acknowledge(envelope, answer), lambda: outbox.remove(seq)
         except RecorderError as exc:
             error = exc  # (an `except ... as` name is unbound when its block ends; the lambdas run later)
         if isinstance(error, EventRefused) and error.final:
@@ -337,34 +332,16 @@ class Recorder:
         return error
 
     # -- sync --------------------------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: bytes | None, content_type: str) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.url + path, data=body, method=method,
-                                         headers={"Content-Type": content_type, **self._auth})
+    def _deliver(self, method: str, path: str, body: bytes | None, content_type: str) -> Answer:
+        """An idempotent request (an event POST, a blob PUT) to the servers in turn: the first answer that is not
+        "not now" (a connection error, 429, 5xx), or LogUnreachable naming each server and why."""
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=self._ssl) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+            return self.servers.request(method, path, idempotent=True, body=body, timeout=self.timeout,
+                                        headers={"Content-Type": content_type, **self._auth}, ssl_context=self._ssl)
+        except ServersUnavailable as exc:
+            raise LogUnreachable(str(exc)) from exc
 
-    def _deliver(self, method: str, path: str, body: bytes | None, content_type: str) -> tuple[int, bytes]:
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                status, answer = self._request(method, path, body, content_type)
-            except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout, cut short
-                last = exc
-                if isinstance(getattr(exc, "reason", exc), ssl.SSLCertVerificationError):
-                    break  # a certificate that does not verify now will not verify in a second either
-                continue
-            if status not in RETRY_STATUSES:
-                return status, answer
-            last = RecorderError(f"HTTP {status}")
-        raise LogUnreachable(f"{method} {self.url}{path.split('?')[0]} failed after {self.retries + 1} attempts: "
-                             f"{_reason(last)}")
-
-    def _send(self, envelope: Envelope, payload: bytes) -> tuple[int, bytes] | RecorderError:
+    def _send(self, envelope: Envelope, payload: bytes) -> Answer | RecorderError:
         try:
             return self._deliver("POST", EVENTS_PATH, payload, "application/json")
         except LogUnreachable as exc:
@@ -416,7 +393,7 @@ class Recorder:
             answer = self._send(envelope, payload)
             if isinstance(answer, RecorderError):
                 raise answer
-            return self._acknowledge(envelope, *answer)
+            return self._acknowledge(envelope, answer)
         seq = self.outbox.put(envelope.producer, envelope.event["event_id"], payload)
         with self._claim([seq]):
             _, failures, _ = self._drain(seq)
@@ -440,9 +417,9 @@ class Recorder:
     def put_blob(self, data: bytes, media_type: str | None = None) -> dict:
         """Store a payload in the log's blob store; returns the content reference for an event's input/output."""
         digest = hashlib.sha256(data).hexdigest()
-        status, body = self._deliver("PUT", f"/api/v1/blobs/{digest}", data, "application/octet-stream")
-        if status not in (200, 201):
-            raise RecorderError(f"blob {digest} refused by {self.url} ({status}): {body[:200]!r}")
+        answer = self._deliver("PUT", f"/api/v1/blobs/{digest}", data, "application/octet-stream")
+        if answer.status not in (200, 201):
+            raise RecorderError(f"blob {digest} refused by {answer.url} ({answer.status}): {answer.body[:200]!r}")
         ref = {"sha256": digest, "size": len(data)}
         if media_type:
             ref["media_type"] = media_type
@@ -454,31 +431,19 @@ class Recorder:
             self.outbox.close()
 
     # -- async -------------------------------------------------------------------------------------------------
-    async def _adeliver(self, envelope: Envelope, payload: bytes) -> tuple[int, bytes] | RecorderError:
+    async def _adeliver(self, envelope: Envelope, payload: bytes) -> Answer | RecorderError:
+        """`_send` for the async API: the event POST to the servers in turn, as `_deliver` sends it."""
         import aiohttp
 
         if self._session is None:
             connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
-                                                  connector=connector)
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                async with self._session.post(self.url + EVENTS_PATH, data=payload,
-                                              headers={"Content-Type": "application/json", **self._auth}) as response:
-                    status, body = response.status, await response.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                last = exc
-                if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-                    break  # as in _deliver: not a failure that retrying mends
-                continue
-            if status not in RETRY_STATUSES:
-                return status, body
-            last = RecorderError(f"HTTP {status}")
-        return LogUnreachable(f"event {envelope.event['event_id']}: POST {self.url}{EVENTS_PATH.split('?')[0]} "
-                              f"failed after {self.retries + 1} attempts: {_reason(last)}")
+            self._session = aiohttp.ClientSession(timeout=client_timeout(self.timeout), connector=connector)
+        try:
+            return await self.servers.arequest(self._session, "POST", EVENTS_PATH, idempotent=True, data=payload,
+                                               headers={"Content-Type": "application/json", **self._auth},
+                                               timeout=self.timeout)
+        except ServersUnavailable as exc:
+            return LogUnreachable(f"event {envelope.event['event_id']}: {exc}")
 
     async def _asend_spooled(self, seq: int) -> Acknowledgement | RecorderError | None:
         loaded = await asyncio.to_thread(self._load, seq)
@@ -522,7 +487,7 @@ class Recorder:
             answer = await self._adeliver(envelope, payload)
             if isinstance(answer, RecorderError):
                 raise answer
-            return self._acknowledge(envelope, *answer)
+            return self._acknowledge(envelope, answer)
         seq = await asyncio.to_thread(self.outbox.put, envelope.producer, envelope.event["event_id"], payload)
         with self._claim([seq]):
             _, failures, _ = await self._adrain(seq)
@@ -548,15 +513,6 @@ class Recorder:
                parent_event_id: str | None = None, **fields: Any) -> Action:
         """A block guarded by an acknowledged intent event; use with `with` or `async with`."""
         return Action(self, run_id, intent_type, trace_id, parent_event_id, fields)
-
-
-def _reason(exc: Exception | None) -> str:
-    """An exception in words: urllib's URLError wraps the socket error, and some errors have no message."""
-    reason = getattr(exc, "reason", None)
-    if isinstance(reason, Exception):
-        exc = reason
-    text = str(exc).strip() if exc is not None else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Action:
