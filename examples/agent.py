@@ -7,6 +7,10 @@
     .venv/bin/python examples/agent.py --seed agent.seed --log-key "$(cat data/log.vkey)" --outbox spool
     .venv/bin/auditlog timeline --run <printed run id>
 
+AUDITLOG_SERVER (or --server) may name several servers of one log, separated by commas
+(`AUDITLOG_SERVER=http://a:8080,http://b:8080`): the Recorder asks the one that answered last and moves on to the
+next on connection errors and 503s, so the agent keeps recording while one of them is down or being replaced.
+
 The agent handles one case: it may only call its (pretend) model once the intent is acknowledged by the log with
 a verified inclusion proof; the prompt and the answer go to the blob store, the events carry their hashes. With
 `--outbox DIR` every event is spooled before it is sent; what a killed run left there goes first on the next run.
@@ -29,7 +33,8 @@ from log.errors import LogError, Unavailable, VerificationError
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--server", "--url", default=os.environ.get("AUDITLOG_SERVER", "http://127.0.0.1:8080"),
-                        help="the log's URL (default: $AUDITLOG_SERVER, else http://127.0.0.1:8080)")
+                        help="the log's URL, or several servers of one log separated by commas (default: "
+                             "$AUDITLOG_SERVER, else http://127.0.0.1:8080)")
     parser.add_argument("--seed", required=True, help="file with the base64 Ed25519 seed (auditlog producer keygen)")
     parser.add_argument("--log-key", required=True, help="the log's verifier key")
     parser.add_argument("--outbox", help="directory of the durable spool of events not yet acknowledged")

@@ -145,7 +145,8 @@ def world(tmp_path_factory):
 
 
 # (command line, situation, expected status). {server} is the log for a good run, the closed port for `down`, the
-# tampering proxy for `tampered`; {vkey}, {data}, {root}, {run} come from the world fixture.
+# tampering proxy for `tampered`; {down} is the closed port in every situation; {vkey}, {data}, {root}, {run} come
+# from the world fixture.
 CASES = [
     # add
     ("add {root}/entry.txt --server {server} --log-key {vkey}", "good", GOOD),
@@ -174,6 +175,11 @@ CASES = [
     ("verify --server {server} --log-key {vkey} --witness-key {root}/missing.vkey", "bad file", USAGE),
     ("verify --server {server} --log-key {vkey} --ca-cert {root}/missing.pem", "bad file", USAGE),
     ("verify --server {server} --log-key {vkey}", "tampered", FAILED),
+    # several servers of one log: the first down, the second answers; a bad URL among them is named
+    ("verify --server {down},{server} --log-key {vkey}", "good", GOOD),
+    ("add {root}/entry.txt --server {down} --server {server} --log-key {vkey}", "good", GOOD),
+    ("producer list --server {down},{server}", "good", GOOD),
+    ("verify --server {server},htp://typo --log-key {vkey}", "bad flag", USAGE),
     # verify-evidence (offline: no server)
     ("verify-evidence {root}/entry.json --log-key {vkey}", "good", GOOD),
     ("verify-evidence {root}/run.json --log-key {vkey}", "good", GOOD),

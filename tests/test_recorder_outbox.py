@@ -315,10 +315,12 @@ def test_the_example_agent_exits_3_when_the_log_is_down_and_its_spool_lands_on_t
 
     down = agent_run("--log-key", log_key, "--outbox", str(tmp_path / "spool"), server_env=DEAD)
     assert down.returncode == 3 and down.stdout == "", down
-    assert down.stderr.count("\n") == 1 and DEAD in down.stderr and "Connection refused" in down.stderr, down.stderr
+    assert down.stderr.count("\n") == 1 and DEAD in down.stderr and "connection refused" in down.stderr.lower(), \
+        down.stderr
     (intent,) = Outbox(tmp_path / "spool").pending()
 
-    up = agent_run("--url", server.url, "--log-key", log_key, "--outbox", str(tmp_path / "spool"), server_env=DEAD)
+    # AUDITLOG_SERVER may name several servers of one log: the first is down, the spool lands through the second.
+    up = agent_run("--log-key", log_key, "--outbox", str(tmp_path / "spool"), server_env=f"{DEAD},{server.url}")
     assert up.returncode == 0, up.stderr
     assert Outbox(tmp_path / "spool").pending() == []
     (spooled,) = events_of_run(server.url, json.loads(intent.payload)["event"]["run_id"])
@@ -328,3 +330,53 @@ def test_the_example_agent_exits_3_when_the_log_is_down_and_its_spool_lands_on_t
     assert unproven.returncode == 1 and "does not verify" in unproven.stderr, unproven
     refused = agent_run("--server", server.url, "--log-key", log_key, "--producer", "nobody")
     assert refused.returncode == 2 and "(401)" in refused.stderr and "Traceback" not in refused.stderr, refused
+
+
+def test_with_several_servers_events_reach_the_second_while_the_first_is_down(tmp_path, server, agent):
+    from tests.test_servers import Dropper, dead_url
+
+    seed, log_key = agent
+    spool, other = tmp_path / "spool", dead_url()
+    down = recorder([DEAD, other], seed, log_key, outbox=spool)
+    with pytest.raises(LogUnreachable) as caught:
+        down.record("intent", run_id="run-multi")
+    assert f"{DEAD}: connection refused (2 attempts)" in str(caught.value)
+    assert f"{other}: connection refused (2 attempts)" in str(caught.value)
+    (spooled,) = down.outbox.pending()
+    down.close()
+
+    # The first server still down: the spooled event and a new one land through the second, and it is kept.
+    r = recorder(f"{DEAD},{server.url}", seed, log_key, outbox=spool)
+    (flushed,) = r.flush()
+    assert flushed.event["event_id"] == spooled.event_id and not flushed.duplicate
+    made = r.record("tool_call", run_id="run-multi")
+    assert r.url == server.url and r.outbox.pending() == []
+
+    async def async_record():
+        later = recorder([DEAD, server.url], seed, log_key, outbox=spool)
+        try:
+            return await later.arecord("outcome", run_id="run-multi", outcome={"status": "success"})
+        finally:
+            await later.aclose()
+
+    outcome = asyncio.run(async_record())
+    logged = events_of_run(server.url, "run-multi")
+    assert [e["event"]["event_id"] for e in logged] == [spooled.event_id, made.event["event_id"],
+                                                        outcome.event["event_id"]]
+
+    # An event whose answer was lost after the first server had logged it is sent to the next (an event POST is
+    # idempotent): the log answers the resend as a duplicate, at the original index, and holds it once.
+    lost = Dropper(upstream=server.url)
+    try:
+        again = recorder([lost.url, server.url], seed, log_key, outbox=spool)
+        ack = again.record("tool_call", run_id="run-lost-answer")
+    finally:
+        lost.shutdown()
+        lost.server_close()
+    assert [(method, path) for method, path, _ in lost.seen] == [("POST", "/api/v1/events?proofs=true")]
+    assert ack.duplicate and again.outbox.pending() == []
+    (once,) = events_of_run(server.url, "run-lost-answer")
+    assert once["index"] == ack.index
+    r.close()
+    again.close()
+

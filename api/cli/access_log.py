@@ -50,7 +50,7 @@ def cmd_access_log(args) -> int:
     cursor, shown, seen = args.cursor, [], set()
     while True:
         query = urlencode({**params, **({"cursor": cursor} if cursor else {})})
-        status, answer = _http("GET", f"{args.server}/api/v1/access-log?{query}", token=token, ca_cert=args.ca_cert)
+        status, answer = _http(args, "GET", f"/api/v1/access-log?{query}", token=token)
         if status != 200:
             return _fail(status, answer)
         records = answer.get("records", [])

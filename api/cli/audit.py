@@ -17,41 +17,36 @@ import asyncio
 import base64
 import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from api.cli.exits import USAGE, CommandFailed, status_for_http
 from api.cli.options import json_option, log_key_option, server_option, token_option, wait_options
 from log.audit.admin import ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE
-from log.errors import InvalidInput, Unavailable
+from log.errors import InvalidInput
 from log.audit.schema import format_timestamp_ms
 
 
-def _http(method: str, url: str, body: dict | None = None, token: str | None = None, *,
-          ca_cert: str | None = None) -> tuple[int, dict]:
+def _http(args, method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+    """`method path` to the log's servers (--server, api/cli/inputs.py `servers`) with --ca-cert's trust: the
+    status and JSON body of the first answer. A GET moves on to the next server on connection errors and 503s; an
+    admin POST only when nothing reached the first (a second send could register or create twice). No server
+    answering is Unavailable (exit 3), naming each."""
+    from api.cli import inputs
     from api.client.tls import client_context
 
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    answer = inputs.servers(args).request(method, path, idempotent=method == "GET", body=data, headers=headers,
+                                          timeout=60, ssl_context=client_context(getattr(args, "ca_cert", None)))
     try:
-        with urllib.request.urlopen(request, timeout=60, context=client_context(ca_cert)) as response:
-            body = response.read()
-            try:
-                return response.status, json.loads(body)
-            except ValueError:
-                raise CommandFailed(f"{url} did not answer JSON: is --server the log's URL?", USAGE) from None
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read())
-        except ValueError:
-            return exc.code, {"detail": exc.reason}
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise Unavailable(f"cannot reach {url}: {getattr(reason, 'strerror', None) or reason}") from None
+        return answer.status, json.loads(answer.body)
+    except ValueError:
+        if answer.status < 300:
+            raise CommandFailed(f"{answer.url}{path.split('?')[0]} did not answer JSON: is --server the log's URL?",
+                                USAGE) from None
+        return answer.status, {"detail": f"HTTP {answer.status}"}
 
 
 def _fail(status: int, answer: dict) -> int:
@@ -150,7 +145,7 @@ def _admin_token(args) -> str:
 
 
 def _admin(args, method: str, path: str, body: dict) -> int:
-    status, answer = _http(method, f"{args.server}{path}", body, _admin_token(args), ca_cert=args.ca_cert)
+    status, answer = _http(args, method, path, body, _admin_token(args))
     if status >= 300:
         return _fail(status, answer)
     print(json.dumps(answer.get("change", answer), indent=1))
@@ -162,8 +157,7 @@ def cmd_producer(args) -> int:
     if args.action == "list":
         from api.cli import inputs
 
-        status, answer = _http("GET", f"{args.server}/api/v1/producers", token=inputs.token(args),
-                               ca_cert=args.ca_cert)
+        status, answer = _http(args, "GET", "/api/v1/producers", token=inputs.token(args))
         if status != 200:
             return _fail(status, answer)
         for p in answer["producers"]:

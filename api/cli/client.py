@@ -64,7 +64,7 @@ async def _add(args) -> int:
     if key is None:
         say("add", f"no log verifier key (--log-key, AUDITLOG_VERIFIER_KEY or {inputs.default_log_key_file()}): "
                    "inclusion will not be verified")
-        return await _add_unverified(args.server, entries, batch=args.lines, ca_cert=args.ca_cert,
+        return await _add_unverified(inputs.servers(args), entries, batch=args.lines, ca_cert=args.ca_cert,
                                      token=inputs.token(args))
     async with inputs.log_client(args, key) as client:
         data = [entry for _, entry in entries]
@@ -79,29 +79,31 @@ async def _each(fn, items):
     return [await fn(item) for item in items]
 
 
-async def _add_unverified(server: str, entries: list[tuple[str, bytes]], *, batch: bool,
+async def _add_unverified(servers, entries: list[tuple[str, bytes]], *, batch: bool,
                           ca_cert: str | None = None, token: str | None = None) -> int:
-    """Without a verifier key: submit and report what the server answered (checking only the leaf hashes)."""
+    """Without a verifier key: submit and report what the server answered (checking only the leaf hashes). Each
+    POST moves on to the next of `servers` (a ServerList) only when nothing reached the first, as LogClient.add."""
     import aiohttp
 
+    from api.client.servers import client_timeout
     from api.client.tls import client_context
 
     context = client_context(ca_cert)
     connector = aiohttp.TCPConnector(ssl=context) if context is not None else None
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), connector=connector,
-                                     headers=headers) as session:
+    async with aiohttp.ClientSession(timeout=client_timeout(60), connector=connector, headers=headers) as session:
         async def post(**kwargs) -> dict:
-            async with session.post(server.rstrip("/") + "/api/v1/entries", **kwargs) as resp:
-                try:
-                    body = await resp.json(content_type=None)
-                except ValueError:
-                    body = None
-                if resp.status != 200 or not isinstance(body, dict):
-                    detail = body.get("detail", body) if isinstance(body, dict) else "(not JSON)"
-                    raise CommandFailed(f"the log refused the entry: HTTP {resp.status}: {detail}",
-                                        status_for_http(resp.status))
-                return body
+            answer = await servers.arequest(session, "POST", "/api/v1/entries", idempotent=False, timeout=60,
+                                            **kwargs)
+            try:
+                body = json.loads(answer.body)
+            except ValueError:
+                body = None
+            if answer.status != 200 or not isinstance(body, dict):
+                detail = body.get("detail", body) if isinstance(body, dict) else "(not JSON)"
+                raise CommandFailed(f"{answer.url} refused the entry: HTTP {answer.status}: {detail}",
+                                    status_for_http(answer.status))
+            return body
 
         results = []
         if batch:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from api.cli.options import VKEY_SUFFIX, env
+from api.cli.options import VKEY_SUFFIX, BadEnvironment, env
 from log import defaults
 from log.errors import InvalidInput, LogError
 
@@ -113,17 +113,40 @@ def _loopback(url: str) -> bool:
         return False
 
 
+def servers(args):
+    """The log's servers (api/client/servers.py ServerList): every URL of --server (repeated, or with commas), else
+    of $AUDITLOG_SERVER (or $AUDITLOG_URL), else the default; made once per command, so that every request of it
+    starts from the server that answered last. A bad URL in a variable is BadEnvironment naming it."""
+    from api.client.servers import ServerList, parse_servers
+
+    made = getattr(args, "server_list", None)
+    if made is not None:
+        return made
+    given = getattr(args, "server", None)
+    if not given:
+        name = next((name for name in ("AUDITLOG_SERVER", "AUDITLOG_URL") if env(name)), None)
+        if name is None:
+            given = [defaults.SERVER_URL]
+        else:
+            try:
+                given = parse_servers(env(name))
+            except InvalidInput as exc:
+                raise BadEnvironment(f"{name}: {exc}") from None
+    args.server_list = ServerList(given)
+    return args.server_list
+
+
 def token(args) -> str | None:
     """The bearer credential for the log: --token (or $AUDITLOG_TOKEN), else $AUDITLOG_ADMIN_TOKEN, else the data
     dir's admin.token (`--data-dir`, $AUDITLOG_DATA_DIR, ./data) when the server is on this machine: the operator
-    who ran `./scripts/serve` needs no extra step, and the local admin secret is never sent to another host."""
+    who ran `./scripts/serve` needs no extra step, and the local admin secret is never sent to another host (with
+    several servers: only when every one is on this machine)."""
     from log.audit.admin import ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE
 
     given = getattr(args, "token", None) or env(ADMIN_TOKEN_ENV)
     if given:
         return given.strip()
-    server = getattr(args, "server", None)
-    if server is None or not _loopback(server):
+    if not hasattr(args, "server") or not all(_loopback(url) for url in servers(args).urls):
         return None
     data_dir = getattr(args, "data_dir", None) or env("AUDITLOG_DATA_DIR", defaults.DATA_DIR)
     path = Path(data_dir) / ADMIN_TOKEN_FILE
@@ -134,9 +157,9 @@ def token(args) -> str | None:
 
 
 def log_client(args, log_key_text: str | None = None):
-    """A verifying LogClient for --server with the log key (checked), the credential of `token(args)`, and the CA of
-    --ca-cert (else the system trust store) for an https:// log."""
+    """A verifying LogClient for the servers of --server (`servers(args)`) with the log key (checked), the
+    credential of `token(args)`, and the CA of --ca-cert (else the system trust store) for an https:// log."""
     from api.client.log_client import LogClient
 
-    return LogClient(args.server, log_key_text if log_key_text is not None else log_key(args), token=token(args),
+    return LogClient(servers(args), log_key_text if log_key_text is not None else log_key(args), token=token(args),
                      ca_cert=getattr(args, "ca_cert", None))

@@ -85,22 +85,16 @@ def entries_or_duration(text: str) -> int | float:
     return duration(text)
 
 
-def server_url(text: str) -> str:
-    """A log's base URL: http:// or https://, a host, and an optional path prefix (no query or fragment)."""
-    from urllib.parse import urlsplit
+def server_urls(text: str) -> list[str]:
+    """One or more log base URLs, separated by commas: each http:// or https://, a host, and an optional path
+    prefix (no query or fragment); a bad one is named (api/client/servers.py `parse_servers`)."""
+    from api.client.servers import parse_servers
+    from log.errors import InvalidInput
 
-    url = text.strip().rstrip("/")
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a URL: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL (e.g. http://{text.strip()})"
-                                         if "://" not in text else f"{text!r} is not an http:// or https:// URL")
-    if parts.query or parts.fragment:
-        raise argparse.ArgumentTypeError(f"{text!r}: a server URL has no query or fragment")
-    return url
+        return list(parse_servers(text))
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 _WHAT = {non_negative: "a non-negative integer", positive: "a positive integer",
@@ -111,10 +105,15 @@ _WHAT = {non_negative: "a non-negative integer", positive: "a positive integer",
 # -- the flags the client commands share: one name per thing, the same in every command --------------------------
 
 def server_option(parser) -> None:
-    """--server, and with it --ca-cert: every command that talks to a log may talk to an https:// one."""
-    parser.add_argument("--server", "--url", dest="server", type=server_url,
-                        default=env("AUDITLOG_SERVER") or env("AUDITLOG_URL") or defaults.SERVER_URL,
-                        help="the log's URL (env AUDITLOG_SERVER; default %(default)s)")
+    """--server, and with it --ca-cert: every command that talks to a log may talk to an https:// one. Several
+    servers of one log are given by repeating --server or separating URLs with commas (in AUDITLOG_SERVER too);
+    the command reads them with api/cli/inputs.py `servers(args)`, which falls back on the variables and the
+    default then, when it runs."""
+    parser.add_argument("--server", "--url", dest="server", type=server_urls, action="extend", default=None,
+                        metavar="URL[,URL...]",
+                        help="the log's URL; several servers of one log: repeat the flag or separate URLs with commas, "
+                             "asked in turn on connection errors and 503s (env AUDITLOG_SERVER; default "
+                             f"{defaults.SERVER_URL})")
     ca_cert_option(parser)
 
 

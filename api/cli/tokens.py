@@ -41,7 +41,7 @@ def _describe(token: dict) -> str:
 def cmd_token(args) -> int:
     token = _admin_token(args)
     if args.action == "list":
-        status, answer = _http("GET", f"{args.server}/api/v1/tokens", token=token)
+        status, answer = _http(args, "GET", "/api/v1/tokens", token=token)
         if status != 200:
             return _fail(status, answer)
         for item in answer["tokens"]:
@@ -57,7 +57,7 @@ def cmd_token(args) -> int:
             body["tenants"] = args.tenant
         if args.expires is not None:
             body["expires_at"] = format_timestamp_ms(int((time.time() + args.expires) * 1000))
-        status, answer = _http("POST", f"{args.server}/api/v1/tokens", body, token)
+        status, answer = _http(args, "POST", "/api/v1/tokens", body, token)
         if status != 201:
             return _fail(status, answer)
         print(_describe(answer["token"]))
@@ -71,7 +71,7 @@ def cmd_token(args) -> int:
     token_id = token_id_of(args.token_or_id.strip())
     if token_id is None:
         raise InvalidInput("give a token (alog_...) or its id (16 hex digits)", field="token_or_id")
-    status, answer = _http("POST", f"{args.server}/api/v1/tokens/{token_id}/revoke", {"reason": args.reason or ""},
+    status, answer = _http(args, "POST", f"/api/v1/tokens/{token_id}/revoke", {"reason": args.reason or ""},
                            token)
     if status != 200:
         return _fail(status, answer)
