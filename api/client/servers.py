@@ -213,7 +213,8 @@ class Walk:
                 words += f" (Retry-After {answer.retry_after:g} s)"
             self.failed(answer.url, words, answer.retry_after)
             return False
-        self.servers.current = answer.url
+        if answer.status not in FAILOVER_STATUSES:  # not a server that said "not now" to a request stuck with it
+            self.servers.current = answer.url
         return True
 
     def unavailable(self) -> ServersUnavailable:
