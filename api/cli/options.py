@@ -85,6 +85,18 @@ def entries_or_duration(text: str) -> int | float:
     return duration(text)
 
 
+def server_url(text: str) -> str:
+    """A log's base URL: http:// or https://, a host, and an optional path prefix (no query or fragment); checked
+    by api/client/servers.py `check_url`."""
+    from api.client.servers import check_url
+    from log.errors import InvalidInput
+
+    try:
+        return check_url(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def server_urls(text: str) -> list[str]:
     """One or more log base URLs, separated by commas: each http:// or https://, a host, and an optional path
     prefix (no query or fragment); a bad one is named (api/client/servers.py `parse_servers`)."""
