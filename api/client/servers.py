@@ -155,8 +155,8 @@ class AnswerLost(Unavailable):
 
 class Walk:
     """One request's way through the servers (the rules of the module doc). `next()` names the server to ask and
-    how long to wait first, None once the request has had every try it may; the transport reports each try with
-    `failed` or `answered`."""
+    how long to wait first, None once the request has had every try it may; the transport reports each try: an
+    answer to `settle`, a try without one to `lost`; `unavailable()` is the error when no server answered."""
 
     def __init__(self, servers: ServerList, method: str, path: str, idempotent: bool):
         self.servers = servers
@@ -171,6 +171,8 @@ class Walk:
         self.after = 0  # the position in `order` to look from: the server after the one that failed last
 
     def next(self) -> tuple[str, float] | None:
+        """(server, seconds to wait first): the first server after the last that failed that may be asked now, else
+        the one that may be asked soonest; None when each has had its attempts or the wait would pass the deadline."""
         servers = self.servers
         rotated = self.order[self.after:] + self.order[:self.after]
         left = [url for url in rotated if self.tries[url] < servers.attempts]
