@@ -57,21 +57,28 @@ class Load:
     """A bounded loop of concurrent single-entry POSTs on loopback, to the servers in `targets` (changeable while it
     runs); records every acknowledgement and every answer's status with its time."""
 
-    def __init__(self, targets: list[ServerProcess]):
+    def __init__(self, targets: list[ServerProcess], workers: int = WORKERS):
         self.targets = targets
+        self.workers = workers
         self.acknowledged: dict[int, tuple[bytes, str, str]] = {}  # index -> (entry, leaf hash b64, server url)
         self.answers: list[tuple[float, float, str, int]] = []  # (sent, answered, server url, status)
         self.statuses: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self._running = True
         self._count = 0
 
+    def _next_server(self, number: int, last_status: int | None) -> ServerProcess | None:
+        """Where writer `number` sends its next entry, given its last answer's status (None before the first): round
+        robin over `targets`; None while there are none."""
+        targets = self.targets
+        return targets[self._count % len(targets)] if targets else None
+
     async def _worker(self, session: aiohttp.ClientSession, number: int) -> None:
+        status = None
         while self._running:
-            targets = self.targets
-            if not targets:
+            server = self._next_server(number, status)
+            if server is None:
                 await asyncio.sleep(0.01)
                 continue
-            server = targets[self._count % len(targets)]
             self._count += 1
             entry = b"worker %d entry %d " % (number, self._count) + os.urandom(16)
             sent = time.monotonic()
@@ -94,7 +101,7 @@ class Load:
     async def run_while(self, scenario) -> object:
         timeout = aiohttp.ClientTimeout(total=5)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            workers = [asyncio.create_task(self._worker(session, n)) for n in range(WORKERS)]
+            workers = [asyncio.create_task(self._worker(session, n)) for n in range(self.workers)]
             try:
                 return await scenario()
             finally:
