@@ -50,17 +50,20 @@ class BenchMode:
     blob_put_bytes: int  # (6) size of each of the eight concurrent blob PUTs while sampling the server's peak RSS
     blob_put_over_limit: bool  # (6) then eight more, chunked, 70 MiB each (over the 64 MiB limit: 413 mid-body)
     rounds: int  # repetitions of the in-memory hashing benchmark (median reported)
+    failover_kills: int  # (9) SIGKILLs of the sequencer of three servers on one PostgreSQL log
 
 
 SHORT = BenchMode(
     name="short", hash_sizes=(10_000, 100_000), durable_entries=20_480, http_single_seconds=3.0,
     http_batch_entries=40_960, events=5_000, proof_tree_size=100_000, proof_requests=2_000,
     http_read_seconds=2.0, memory_entries=100_000, blob_put_bytes=8 << 20, blob_put_over_limit=False, rounds=1,
+    failover_kills=5,
 )
 FULL = BenchMode(
     name="full", hash_sizes=(100_000, 1_000_000), durable_entries=1_048_576, http_single_seconds=20.0,
     http_batch_entries=1_048_576, events=30_000, proof_tree_size=10_000_000, proof_requests=20_000,
     http_read_seconds=10.0, memory_entries=10_000_000, blob_put_bytes=64 << 20, blob_put_over_limit=True, rounds=3,
+    failover_kills=40,
 )
 
 

@@ -2,6 +2,8 @@
 
     python -m benchmarks.loadgen --url http://127.0.0.1:8080 --kind single --concurrency 64 --seconds 10
 
+Several --url spread the workers over several servers (of one log), one fixed server per worker.
+
 Kinds:
   single  POST /api/v1/entries, one random entry as the raw octet-stream body per request
   batch   POST /api/v1/entries, {"entries": [base64, ...]} with --batch entries per request
@@ -123,31 +125,31 @@ def _indices_of(body: dict) -> list[int]:
 async def run(args) -> dict:
     import aiohttp
 
-    url = args.url.rstrip("/")
+    urls = [url.rstrip("/") for url in args.url]
     # Every request carries the credential given, public reads too: the server checks it on each (issue 18).
     auth = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     if args.kind == "single":
         def make_request():
-            return "POST", f"{url}/api/v1/entries", os.urandom(args.entry_size), \
+            return "POST", "/api/v1/entries", os.urandom(args.entry_size), \
                 {"Content-Type": "application/octet-stream", **auth}
     elif args.kind == "batch":
         def make_request():
             body = {"entries": [base64.b64encode(os.urandom(args.entry_size)).decode()
                                 for _ in range(args.batch)]}
-            return "POST", f"{url}/api/v1/entries", json.dumps(body).encode(), {"Content-Type": "application/json",
-                                                                                **auth}
+            return "POST", "/api/v1/entries", json.dumps(body).encode(), {"Content-Type": "application/json",
+                                                                          **auth}
     elif args.kind == "get":
         with open(args.paths_file) as f:
             paths = itertools.cycle(json.load(f))
 
         def make_request():
-            return "GET", f"{url}{next(paths)}", None, auth
+            return "GET", next(paths), None, auth
     elif args.kind == "events":
         with open(args.bodies_file) as f:
             bodies = itertools.cycle([json.dumps(b).encode() for b in json.load(f)])
 
         def make_request():
-            return "POST", f"{url}/api/v1/events", next(bodies), {"Content-Type": "application/json"}  # signed
+            return "POST", "/api/v1/events", next(bodies), {"Content-Type": "application/json"}  # signed
     else:
         raise SystemExit(f"unknown kind {args.kind!r}")
 
@@ -161,22 +163,20 @@ async def run(args) -> dict:
     sent = 0
     per_request = args.batch if args.kind == "batch" else 1
 
-    parsed = urllib.parse.urlsplit(url)
-    host, port = parsed.hostname, parsed.port or 80
-
     opened: list[_Connection] = []
 
-    async def raw_sender():
+    async def raw_sender(url: str):
+        parsed = urllib.parse.urlsplit(url)
+        host, port = parsed.hostname, parsed.port or 80
         connection: _Connection | None = None
 
-        async def send(method, target, body, headers):
+        async def send(method, path, body, headers):
             nonlocal connection
             if connection is None or connection.transport is None or connection.transport.is_closing():
                 _, connection = await asyncio.get_running_loop().create_connection(_Connection, host, port)
                 opened.append(connection)
-            path = target[len(url):] or "/"
             try:
-                return await connection.request(_raw_request(method, path, parsed.netloc, body, headers))
+                return await connection.request(_raw_request(method, path or "/", parsed.netloc, body, headers))
             except BaseException:
                 connection.transport.close()
                 connection = None
@@ -184,9 +184,9 @@ async def run(args) -> dict:
 
         return send
 
-    async def aiohttp_sender():
-        async def send(method, target, body, headers):
-            async with session.request(method, target, data=body, headers=headers) as response:
+    async def aiohttp_sender(url: str):
+        async def send(method, path, body, headers):
+            async with session.request(method, url + path, data=body, headers=headers) as response:
                 return response.status, await response.read()
 
         return send
@@ -196,9 +196,9 @@ async def run(args) -> dict:
         connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=False)
         session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
     try:
-        async def worker():
+        async def worker(url: str):
             nonlocal entries_done, sent
-            send = await (aiohttp_sender() if session is not None else raw_sender())
+            send = await (aiohttp_sender(url) if session is not None else raw_sender(url))
             while not stop:
                 if args.requests is not None:
                     if sent >= args.requests:
@@ -226,7 +226,7 @@ async def run(args) -> dict:
                 elif len(errors) < 5:
                     errors.append(f"{status}: {payload[:300]!r}")
 
-        tasks = [asyncio.create_task(worker()) for _ in range(args.concurrency)]
+        tasks = [asyncio.create_task(worker(urls[number % len(urls)])) for number in range(args.concurrency)]
         if args.seconds is not None:
             await asyncio.sleep(args.warmup)
             counting = True
@@ -252,6 +252,7 @@ async def run(args) -> dict:
     ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
     return {
         "kind": args.kind,
+        "urls": len(urls),
         "client": DESCRIPTION[args.client],
         "concurrency": args.concurrency,
         "seconds": wall,
@@ -277,7 +278,9 @@ async def run(args) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", required=True, action="append",
+                        help="a server's base URL; repeat it to spread the workers over several (worker n sends to "
+                             "URL n mod the number given)")
     parser.add_argument("--kind", required=True, choices=["single", "batch", "get", "events"])
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float)

@@ -16,7 +16,7 @@ def _number(value: float, unit: str) -> str:
         return f"{value:,.0f} {unit}"
     if unit == "×":
         return f"{value:.1f}×"
-    if unit in ("ms", "µs"):
+    if unit in ("ms", "µs", "s"):
         return f"{value:,.2f} {unit}" if value < 10 else f"{value:,.1f} {unit}"
     if unit == "MB":
         return f"{value:,.1f} MB"

@@ -94,13 +94,16 @@ class RssSampler:
         self.peak_kb = proc_status_kb(self.pid, "VmHWM")
 
 
-def run_loadgen(url: str, kind: str, *, timeout: float = 3600, **options) -> dict:
-    """Run benchmarks/loadgen.py in its own process and return its JSON report.
+def run_loadgen(url: str | list[str], kind: str, *, timeout: float = 3600, **options) -> dict:
+    """Run benchmarks/loadgen.py in its own process and return its JSON report. Several URLs spread its workers
+    over several servers.
 
     Options become flags (`paths_file="x"` → `--paths-file x`). The report gains `server_cpu_*` only if the caller
     measures them; see `with_server_cpu`.
     """
-    cmd = [sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--kind", kind]
+    cmd = [sys.executable, "-m", "benchmarks.loadgen", "--kind", kind]
+    for each in [url] if isinstance(url, str) else url:
+        cmd += ["--url", each]
     for name, value in options.items():
         if value is not None:
             cmd += [f"--{name.replace('_', '-')}", str(value)]
@@ -110,22 +113,23 @@ def run_loadgen(url: str, kind: str, *, timeout: float = 3600, **options) -> dic
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def loadgen_with_server_cpu(server: Server, kind: str, **options) -> dict:
+def loadgen_with_server_cpu(server: Server | list[Server], kind: str, **options) -> dict:
     """`run_loadgen`, plus the server's CPU utilisation (cores busy, read workers included) over the load
-    generator's measured window."""
+    generator's measured window. Several servers (of one log): the workers spread over them, their CPU summed."""
+    servers = server if isinstance(server, list) else [server]
     samples: list[tuple[float, float]] = []
     done = threading.Event()
 
     def sample():
         while not done.wait(0.1):
-            cpu = server_cpu_seconds(server.pid)
-            if cpu is not None:
-                samples.append((time.time(), cpu))
+            cpus = [server_cpu_seconds(each.pid) for each in servers]
+            if None not in cpus:
+                samples.append((time.time(), sum(cpus)))
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     try:
-        report = run_loadgen(server.url, kind, **{"token": server.token, **options})
+        report = run_loadgen([each.url for each in servers], kind, **{"token": servers[0].token, **options})
     finally:
         done.set()
         thread.join()

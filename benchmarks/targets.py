@@ -91,6 +91,19 @@ FIGURES: list[Figure] = [
     Figure("copy.sqlite_to_postgresql", "(9) auditlog db copy: every table copied in one snapshot and one "
            "transaction, then db check's verification before the commit, SQLite to PostgreSQL"),
     Figure("copy.postgresql_to_sqlite", "(9) auditlog db copy, PostgreSQL to SQLite"),
+    Figure("ha.single.1", "(9) HTTP single-entry POSTs, PostgreSQL, one server, 64 clients"),
+    Figure("ha.single.2", "(9) the same, two servers on one database, the clients spread across them"),
+    Figure("ha.single.3", "(9) the same, three servers on one database"),
+    Figure("ha.single.ratio.2", "(9) single-entry POSTs, two servers ÷ one"),
+    Figure("ha.single.ratio.3", "(9) single-entry POSTs, three servers ÷ one"),
+    Figure("ha.batch.1", "(9) HTTP batch API (JSON, 1024 entries/request), PostgreSQL, one server, 6 clients"),
+    Figure("ha.batch.2", "(9) the same, two servers on one database, the clients spread across them"),
+    Figure("ha.batch.3", "(9) the same, three servers on one database"),
+    Figure("ha.batch.ratio.2", "(9) batch ingest, two servers ÷ one"),
+    Figure("ha.batch.ratio.3", "(9) batch ingest, three servers ÷ one"),
+    Figure("ha.failover.median", "(9) SIGKILL of the sequencer of three servers under 32 writers to the next "
+           "acknowledged write, median", _le(5, "≤ 5 s")),
+    Figure("ha.failover.max", "(9) the same, the slowest failover", _le(5, "≤ 5 s")),
 ]
 
 
