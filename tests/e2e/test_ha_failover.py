@@ -31,7 +31,7 @@ import psycopg
 from log.defaults import SEQUENCER_LEASE_SECONDS
 from log.keys import KEY_FILE_NAME
 from tests.e2e.test_pg_failover import OCTET, _check_one_chain_holding_everything_acknowledged, _plain, _verify
-from tests.e2e.test_witnessed_log import ORIGIN, Command, cli
+from tests.e2e.test_witnessed_log import ORIGIN, Command, cli, wait_for
 from tests.ha_cluster import FAILOVER_TARGET, Cluster, SpreadWriters, failover_summary, kill_sequencers, metric
 from tests.postgres import fresh_database
 
@@ -176,14 +176,6 @@ def _add(server, count: int, label: str) -> int:
     return index + 1
 
 
-def _until(what: str, check, timeout: float = BOUND):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
-        time.sleep(0.1)
-    return result
-
-
 def test_witnessing_and_timestamping_run_on_the_sequencer_only_and_go_on_after_a_failover(tmp_path):
     # The log's key first (in the first server's data dir, tests/ha_cluster.py): the witness must know it.
     code, out = cli("keygen", "--origin", ORIGIN, "--out", str(tmp_path / "server0" / KEY_FILE_NAME))
@@ -209,18 +201,18 @@ def _witnessed_and_stamped_once(tmp_path, log_vkey: str, witness: Command, tsa: 
     with fresh_database() as url, Cluster(tmp_path, url, count=2, extra_args=[*SERVER_ARGS, *jobs]) as cluster:
         first, second = cluster.servers
         size = _add(second, 5, "sent to the standby")  # passed on to the first, which sequences
-        _until("a cosignature and a timestamp of the latest checkpoint",
-               lambda: all(size in sizes for sizes in _witnessed_and_stamped_sizes(url)))
+        wait_for("a cosignature and a timestamp of the latest checkpoint",
+                 lambda: all(size in sizes for sizes in _witnessed_and_stamped_sizes(url)), BOUND)
         # Only the sequencer spoke to the witness and the TSA: the standby's jobs never ran.
         assert metric(first, requests) >= 1 and metric(first, "auditlog_timestamps_stored_total") >= 1
         assert metric(second, "auditlog_witness_rounds_total") == 0 and metric(second, requests) == 0
         assert metric(second, "auditlog_timestamps_stored_total") == 0
 
         first.kill()  # the second takes over, and its jobs with it
-        _until("the takeover", lambda: _role(second) == "sequencer")
+        wait_for("the takeover", lambda: _role(second) == "sequencer", BOUND)
         size = _add(second, 5, "sent to the new sequencer")
-        _until("a cosignature and a timestamp of the new sequencer's checkpoint",
-               lambda: all(size in sizes for sizes in _witnessed_and_stamped_sizes(url)))
+        wait_for("a cosignature and a timestamp of the new sequencer's checkpoint",
+                 lambda: all(size in sizes for sizes in _witnessed_and_stamped_sizes(url)), BOUND)
         assert metric(second, requests) >= 1 and metric(second, "auditlog_timestamps_stored_total") >= 1
         _verify(second, tmp_path)
 
