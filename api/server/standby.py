@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import aiohttp
 from aiohttp import web
@@ -39,8 +39,45 @@ LOCAL_HANDLERS = routes.READ_WORKER_HANDLERS | {routes.healthz, routes.readyz, r
 RETRY_AFTER_SECONDS = 1
 
 
+class InFlight:
+    """What this server has passed on to a sequencer and not yet had answered, by that sequencer's URL.
+
+    When the lease names another sequencer (or this server), whatever is still out to the old one is cut off at
+    once and answered 503 like a sequencer that did not answer ("may or may not have reached it"): the old one was
+    paused or cut off long enough to lose the lease, and would otherwise hold each request, and every single-entry
+    batch queued behind one, for FORWARD_READ_TIMEOUT (30 s) after another server took over."""
+
+    def __init__(self) -> None:
+        self._by_target: dict[str, set[asyncio.Task]] = {}
+
+    async def send(self, target: str, request: Awaitable):
+        """Await `request` (sent to the sequencer at `target`); ConnectionAbortedError if it was cut off."""
+        task = asyncio.ensure_future(request)
+        tasks = self._by_target.setdefault(target, set())
+        tasks.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and not current.cancelling():  # cut off, not cancelled
+                raise ConnectionAbortedError(f"the sequencer lease moved away from {target}") from None
+            raise
+        finally:
+            tasks.discard(task)
+            if not tasks and self._by_target.get(target) is tasks:
+                del self._by_target[target]
+
+    def cut_off(self, keep: str | None) -> None:
+        """Cut off what is out to any sequencer but `keep` (None: to every one)."""
+        for target, tasks in list(self._by_target.items()):
+            if target != keep:
+                for task in tasks:
+                    task.cancel()
+
+
 SEQUENCER_SESSION = web.AppKey("sequencer_session", aiohttp.ClientSession)
 ENTRY_BATCHER = web.AppKey("standby_entry_batcher", forwarding.EntryBatcher)
+IN_FLIGHT = web.AppKey("standby_in_flight", InFlight)
 
 
 @web.middleware
@@ -57,7 +94,8 @@ async def standby_middleware(request: web.Request, handler):
     if target is None:
         return _no_sequencer("no server sequences the log right now (a takeover is under way)")
     try:
-        return await forwarding.forward(request, request.app[SEQUENCER_SESSION], target + request.path_qs)
+        return await request.app[IN_FLIGHT].send(
+            target, forwarding.forward(request, request.app[SEQUENCER_SESSION], target + request.path_qs))
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
         logger.warning("the sequencer at %s did not answer %s %s: %s", target, request.method, request.path, exc)
         _lost(role, target)
@@ -89,6 +127,11 @@ def lifetime(log_key, admin_token_of):
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=defaults.FORWARD_CONNECT_TIMEOUT,
                                           sock_read=defaults.FORWARD_READ_TIMEOUT))
         admin_token = admin_token_of(app)
+        in_flight = app[IN_FLIGHT] = InFlight()
+
+        async def post_batch(target: str, body: bytes, headers: dict[str, str]):
+            async with app[SEQUENCER_SESSION].post(f"{target}/api/v1/entries", data=body, headers=headers) as answer:
+                return answer.status, forwarding.passed_on(answer.headers), await answer.read()
 
         async def send_batch(body: bytes) -> tuple[int, dict[str, str], bytes]:
             # This server checked each entry's credential itself (auth runs before this middleware, with the same
@@ -98,9 +141,7 @@ def lifetime(log_key, admin_token_of):
                 raise ConnectionError("no server sequences the log right now")
             headers = {"Content-Type": routes.JSON, "Authorization": f"Bearer {admin_token()}"}
             try:
-                async with app[SEQUENCER_SESSION].post(f"{target}/api/v1/entries", data=body,
-                                                       headers=headers) as answer:
-                    return answer.status, forwarding.passed_on(answer.headers), await answer.read()
+                return await in_flight.send(target, post_batch(target, body, headers))
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
                 _lost(role, target)
                 raise
@@ -108,7 +149,7 @@ def lifetime(log_key, admin_token_of):
         app[ENTRY_BATCHER] = forwarding.EntryBatcher(
             send_batch, lambda: _no_sequencer("the sequencer did not take the entry; it was not stored by it, or it "
                                               "may have been"))
-        watcher = asyncio.get_running_loop().create_task(_watch_lease(log, role))
+        watcher = asyncio.get_running_loop().create_task(_watch_lease(log, role, in_flight))
         try:
             yield
         finally:
@@ -120,8 +161,9 @@ def lifetime(log_key, admin_token_of):
     return serving
 
 
-async def _watch_lease(log, role: ServingRole) -> None:
-    """While this server stands by: keep `role.sequencer_url` to the lease's URL."""
+async def _watch_lease(log, role: ServingRole, in_flight: InFlight) -> None:
+    """While this server stands by: keep `role.sequencer_url` to the lease's URL, and cut off what is still out to
+    a sequencer the lease no longer names (all of it once this server sequences)."""
     while True:
         if log.role == "standby":
             try:
@@ -135,6 +177,9 @@ async def _watch_lease(log, role: ServingRole) -> None:
                                 None if lease is None else lease.epoch)
                 role.sequencer_url = url
                 role.lease_epoch = None if lease is None else lease.epoch
+                in_flight.cut_off(keep=url)
+        else:
+            in_flight.cut_off(keep=None)
         role.changed.clear()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(role.changed.wait(), defaults.LEASE_POLL_SECONDS)

@@ -28,7 +28,7 @@ import urllib.request
 import aiohttp
 import psycopg
 
-from log.defaults import SEQUENCER_LEASE_SECONDS
+from log.defaults import FORWARD_READ_TIMEOUT, SEQUENCER_LEASE_SECONDS
 from log.keys import KEY_FILE_NAME
 from tests.e2e.test_pg_failover import OCTET, _check_one_chain_holding_everything_acknowledged, _plain, _verify
 from tests.e2e.test_witnessed_log import ORIGIN, Command, cli, wait_for
@@ -105,6 +105,10 @@ def test_a_sequencer_stopped_for_30_seconds_is_replaced_and_resumed_never_commit
                 await asyncio.sleep(1.0)
                 moments["stopped"], moments["stopped wall"] = time.monotonic(), time.time()
                 paused.proc.send_signal(signal.SIGSTOP)
+                # A write to each standby right after the stop: passed on to the stopped sequencer, where it is held
+                # until the lease moves (to the standby itself or to the other), then cut off and answered.
+                held = asyncio.gather(*(_timed_post(session, server) for server in cluster.servers
+                                        if server is not paused))
                 try:
                     while time.monotonic() < moments["stopped"] + PAUSE:
                         await asyncio.sleep(0.1)
@@ -130,20 +134,25 @@ def test_a_sequencer_stopped_for_30_seconds_is_replaced_and_resumed_never_commit
                                                                          paused.url)
                 await asyncio.sleep(2.0)
                 committed_later = await asyncio.to_thread(metric, paused, "auditlog_batches_committed_total")
-                return paused, epoch, acknowledged, others, health, committed, committed_later
+                return paused, epoch, acknowledged, others, health, committed, committed_later, await held
 
-        paused, epoch, acknowledged, others, health, committed, committed_later = asyncio.run(load.run_while(scenario))
+        paused, epoch, acknowledged, others, health, committed, committed_later, held = \
+            asyncio.run(load.run_while(scenario))
         taker = next(server for server in cluster.servers if server.url == health["sequencer"])
         taken_at = [int(match.group(1)) for line in taker.output if (match := TAKEN_OVER.search(line))]
         new_epoch, since = _lease(url)
         print(f"\nsequencer stopped for {PAUSE:.0f} s under {load.workers} writers: {taker.url} took the lease "
               f"{since - moments['stopped wall']:.2f} s after the SIGSTOP (at size {taken_at}; a lease is "
               f"{SEQUENCER_LEASE_SECONDS:.0f} s), writes were acknowledged again after "
-              f"{acknowledged[0][1] - moments['stopped']:.2f} s (writers whose request the stopped server held gave up "
-              f"after 5 s); the resumed server committed {committed} batches, all before; answers "
+              f"{acknowledged[0][1] - moments['stopped']:.2f} s; a write sent to each standby at the SIGSTOP was "
+              f"answered {', '.join(f'{status} after {seconds:.2f} s' for status, seconds in held)}; the resumed "
+              f"server committed {committed} batches, all before; answers "
               f"{ {u: dict(c) for u, c in load.statuses.items()} }")
         # Another server took over while it was stopped, with a new epoch, and writes went on.
         assert acknowledged and acknowledged[0][1] - moments["stopped"] < BOUND
+        # What a standby had passed on to the stopped sequencer was answered once the lease moved, not held for the
+        # forward's read timeout.
+        assert all(status in (200, 503) and seconds < FORWARD_READ_TIMEOUT / 2 for status, seconds in held), held
         assert taker is not paused and len(taken_at) == 1 and new_epoch == epoch + 1
         assert {body["role"] for body in others.values()} == {"sequencer", "standby"} and len(others) == 2
         # Resumed, it stood by: what it is sent is acknowledged (by the sequencer it passes it to).
@@ -155,6 +164,15 @@ def test_a_sequencer_stopped_for_30_seconds_is_replaced_and_resumed_never_commit
         statuses = {status for counter in load.statuses.values() for status in counter}
         assert statuses <= {0, 200, 503}, dict(load.statuses)  # 0: no answer within 5 s (the stopped server)
         _check_one_chain_holding_everything_acknowledged(url, load)
+
+
+async def _timed_post(session: aiohttp.ClientSession, server) -> tuple[int, float]:
+    """POST one entry to `server`, waiting as long as it takes: (status, seconds until answered)."""
+    sent = time.monotonic()
+    async with session.post(f"{server.url}/api/v1/entries", data=b"held by the stopped sequencer",
+                            headers={**OCTET, **server.admin}, timeout=aiohttp.ClientTimeout(total=None)) as resp:
+        await resp.read()
+        return resp.status, time.monotonic() - sent
 
 
 def _witnessed_and_stamped_sizes(url: str) -> tuple[set[int], set[int]]:
