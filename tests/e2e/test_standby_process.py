@@ -11,7 +11,6 @@ was registered through the old sequencer while it stood by.
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 import uuid
 
@@ -19,14 +18,9 @@ import requests
 
 from log.keys import KEY_FILE_NAME
 from tests.e2e.test_audit_process import Producer
+from tests.ha_cluster import free_port
 from tests.postgres import fresh_database
 from tests.processes import ServerProcess
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _until(check, seconds: float = 20.0, what: str = "it"):
@@ -43,11 +37,11 @@ def test_a_standby_serves_every_client_and_takes_over_with_the_registry_the_sequ
     with fresh_database() as url:
         blobs = tmp_path / "blobs"
         common = ["--blob-dir", str(blobs), "--batch-max-age-ms", "2", "--verify-processes", "0"]
-        first = ServerProcess(tmp_path / "first", url, ["--port", str(_free_port()), *common]).start()
+        first = ServerProcess(tmp_path / "first", url, ["--port", str(free_port()), *common]).start()
         (tmp_path / "second").mkdir()
         for name in (KEY_FILE_NAME, "admin.token"):
             shutil.copy(first.data_dir / name, tmp_path / "second" / name)
-        second = ServerProcess(tmp_path / "second", url, ["--port", str(_free_port()), *common]).start()
+        second = ServerProcess(tmp_path / "second", url, ["--port", str(free_port()), *common]).start()
         try:
             health = requests.get(f"{second.url}/healthz", timeout=10).json()
             assert (health["role"], health["sequencer"]) == ("standby", first.url)
