@@ -44,6 +44,10 @@ TILE_CACHE_SIZE = 4096  # full tiles kept for tile GETs
 # --- background jobs (seconds between rounds) --------------------------------------------------------------------
 WITNESS_INTERVAL = 10.0
 TIMESTAMP_INTERVAL = 60.0
+# `--publish-dir` (api/server/publishing.py): how often the log's checkpoint is looked at, and the longest wait
+# between attempts after a failed write (the waits double from PUBLISH_INTERVAL)
+PUBLISH_INTERVAL = 0.1
+PUBLISH_RETRY_MAX = 5.0
 # `--wait` (api/client/waiting.py): how long a client waits for an entry or a run to be cosigned and timestamped
 # (three default timestamp intervals), polling first after WAIT_POLL_FIRST seconds, doubling up to WAIT_POLL_MAX
 EVIDENCE_WAIT_TIMEOUT = 180.0

@@ -188,3 +188,41 @@ def entry_bundles_for_size(size: int) -> list[TileID]:
     """Every entry bundle of a log of `size` entries in index order: one per level-0 tile, with the same widths."""
     check_tree_size(size)
     return _edge_tiles(None, size)
+
+
+def _grown_tiles(level: int | None, old_count: int, new_count: int) -> list[TileID]:
+    """The tiles of one level holding `new_count` hashes (or entries) that a level of `old_count` lacks: from the
+    one `old_count` left partial (or the next, if it left none) to the new right edge."""
+    if new_count <= old_count:
+        return []
+    return [TileID(level, n, min(TILE_WIDTH, new_count - n * TILE_WIDTH))
+            for n in range(old_count // TILE_WIDTH, (new_count - 1) // TILE_WIDTH + 1)]
+
+
+def _check_growth(old_size: int, new_size: int) -> None:
+    check_tree_size(old_size)
+    check_tree_size(new_size)
+    if old_size > new_size:
+        raise InvalidInput(f"tree size {new_size} is smaller than {old_size}", field="size")
+
+
+def tiles_grown(old_size: int, new_size: int) -> list[TileID]:
+    """The hash tiles of a tree of `new_size` that a tree of `old_size` does not have (a tile ID names its width),
+    level by level, in index order: `tiles_for_size(new_size)` less `tiles_for_size(old_size)`, without listing
+    either. E.g. 300 -> 600: tile/0/001 (44 wide at 300), tile/0/002.p/88 and tile/1/000.p/2.
+
+    What a publisher writes when the tree grows: every other tile of the new tree is a file it has already.
+    InvalidInput when `old_size` > `new_size`."""
+    _check_growth(old_size, new_size)
+    tiles: list[TileID] = []
+    level = 0
+    while new_size >> (TILE_HEIGHT * level):
+        tiles += _grown_tiles(level, old_size >> (TILE_HEIGHT * level), new_size >> (TILE_HEIGHT * level))
+        level += 1
+    return tiles
+
+
+def entry_bundles_grown(old_size: int, new_size: int) -> list[TileID]:
+    """The entry bundles of a log of `new_size` entries that one of `old_size` does not have, in index order."""
+    _check_growth(old_size, new_size)
+    return _grown_tiles(None, old_size, new_size)

@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log-retention", type=duration, metavar="DURATION",
                        help="how long the access log keeps a record of a read of contents; older ones are pruned "
                             f"(env AUDITLOG_ACCESS_LOG_RETENTION; default {defaults.ACCESS_LOG_RETENTION_DAYS}d)")
+    serve.add_argument("--publish-dir", default=env("AUDITLOG_PUBLISH_DIR"), metavar="DIR",
+                       help="also write the tlog-tiles read API into DIR as files, as batches commit, for a static web "
+                            "server, CDN or object store to serve: the checkpoint and the hash tiles, and with --public "
+                            "the entry bundles too (they hold the entries' contents, so never without it) (env "
+                            "AUDITLOG_PUBLISH_DIR)")
     _connection_flags(serve)
     _access_flags(serve)
     _oidc_flags(serve)

@@ -61,6 +61,7 @@ def cmd_serve(args) -> int:
                             defaults.ACCESS_LOG_RETENTION_DAYS * 86400.0)
     oidc = _oidc(args)
     _check_read_database(args)
+    publish_dir = _publish_dir(args)
 
     _server_logging()
     config = LogConfig(
@@ -79,7 +80,7 @@ def cmd_serve(args) -> int:
     return asyncio.run(_serve(config, args.host, args.port, witnessing, read_workers=read_workers,
                               verify_processes=verify_processes, limits=limits, blob_uploads=blob_uploads,
                               tls=tls, access_log_retention_days=retention / 86400, access=_access(args),
-                              oidc=oidc, blob_dir=args.blob_dir))
+                              oidc=oidc, blob_dir=args.blob_dir, publish_dir=publish_dir))
 
 
 def advertised_url(host: str, port: int, tls: bool) -> str | None:
@@ -102,6 +103,16 @@ def _check_read_database(args) -> None:
 
         check_read_database_url(args.database_url or sqlite_url_for(Path(args.data_dir) / "auditlog.db"),
                                 args.read_database_url)
+
+
+def _publish_dir(args) -> Path | None:
+    """--publish-dir, refused now (one line, exit 2) when it names something that is not a directory."""
+    if not args.publish_dir:
+        return None
+    path = Path(args.publish_dir)
+    if path.exists() and not path.is_dir():
+        raise InvalidInput(f"--publish-dir {path} exists and is not a directory", field="publish_dir")
+    return path
 
 
 def _access(args):
@@ -202,7 +213,7 @@ def _witnessing(args):
 async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int = 0,
                  verify_processes: int = 0, limits=None, blob_uploads: int = defaults.BLOB_UPLOADS, tls=None,
                  access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS, access=None,
-                 oidc=None, blob_dir: str | None = None) -> int:
+                 oidc=None, blob_dir: str | None = None, publish_dir: Path | None = None) -> int:
     from aiohttp import web
 
     from api.server.app import create_app, freeze_startup_heap
@@ -213,7 +224,8 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
     authenticators = [OidcAuthenticator(oidc)] if oidc is not None else []
     app = create_app(config, witnessing, verify_processes=verify_processes, blob_uploads=blob_uploads,
                      access_log_retention_days=access_log_retention_days, access=access,
-                     authenticators=authenticators, blob_dir=Path(blob_dir) if blob_dir else None)
+                     authenticators=authenticators, blob_dir=Path(blob_dir) if blob_dir else None,
+                     publish_dir=publish_dir, publish_entry_bundles=access is not None and access.public)
     runner = GuardedRunner(app, limits, access_log=None, handle_signals=False,
                            shutdown_timeout=defaults.SHUTDOWN_GRACE)
     try:
@@ -253,6 +265,10 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
             k = witnessing.witness_k or len(witnessing.witnesses)
             print(f"witnessing: {len(witnessing.witnesses)} witnesses, a checkpoint is witnessed with {k} "
                   f"cosignatures; every {witnessing.witness_interval:g} s")
+        if publish_dir is not None:
+            bundles = ("and entry bundles" if access is not None and access.public
+                       else "(no entry bundles: they hold contents, and the log is not --public)")
+            print(f"publishing: the checkpoint, hash tiles {bundles} as files in {publish_dir}")
         if oidc is not None:
             print(f"OIDC: bearer JWTs of {oidc.issuer} for audience {oidc.audience}, keys from "
                   f"{oidc.jwks_url or oidc.jwks_file}")

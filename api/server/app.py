@@ -2,8 +2,9 @@
 
 Between the two, and only when `witnessing` asks for them, run the background jobs of witness/: `WitnessJob` (send
 each checkpoint to the witnesses, keep their cosignatures) and `TimestampJob` (get an RFC 3161 token for the latest
-witnessed checkpoint, or the latest checkpoint when there are no witnesses). They start after the log opens and
-stop before it closes (cleanup contexts unwind in reverse order).
+witnessed checkpoint, or the latest checkpoint when there are no witnesses); and with `publish_dir`, `TilePublisher`
+(api/server/publishing.py: the tlog-tiles read API as files). They start after the log opens and stop before it
+closes (cleanup contexts unwind in reverse order).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from api.server.metrics import HttpMetrics, metrics_middleware, render_dict_metr
 from api.server.openapi import document_bytes
 from api.server.problems import problem_middleware
 from api.server.routes import MAX_JSON_BODY, ROUTES
+from api.server.publishing import TilePublisher
 from api.server.state import (
-    CONFIG, HTTP_METRICS, LOG, METRIC_SOURCES, OPENAPI, ROLE, TIMESTAMP_JOB, WITNESS_JOB, ServingRole,
+    CONFIG, HTTP_METRICS, LOG, METRIC_SOURCES, OPENAPI, PUBLISHER, ROLE, TIMESTAMP_JOB, WITNESS_JOB, ServingRole,
 )
 from log.audit.tokens import read_token
 from log.blobs import FileBlobStore
@@ -104,13 +106,14 @@ def _access_log_sink(app: web.Application):
     return access_log.database_sink(app[LOG])
 
 
-def _jobs_lifetime(settings: Witnessing):
-    """The witness and timestamp jobs run on the sequencer only, so once per log however many servers share it:
-    started when this server sequences (at start, or when it takes over), stopped when it steps down."""
+def _jobs_lifetime(settings: Witnessing, publish_dir: Path | None = None, publish_entry_bundles: bool = False):
+    """The witness and timestamp jobs and the static publisher run on the sequencer only, so once per log however
+    many servers share it: started when this server sequences (at start, or when it takes over), stopped when it
+    steps down."""
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         log = app[LOG]
-        witness_job = timestamp_job = None
+        witness_job = timestamp_job = publisher = None
         try:
             if settings.witnesses:
                 endpoints = settings.endpoints()
@@ -125,6 +128,12 @@ def _jobs_lifetime(settings: Witnessing):
                                              interval=settings.timestamp_interval, source=source)
                 app[TIMESTAMP_JOB] = timestamp_job
                 app[METRIC_SOURCES].append(lambda: render_dict_metrics(timestamp_job.metrics()))
+            if publish_dir is not None:
+                # The checkpoint file carries what /checkpoint does: the cosignatures too, when there are witnesses.
+                publisher = TilePublisher(log, publish_dir, entry_bundles=publish_entry_bundles,
+                                          note_for=witness_job.cosigned_note if witness_job is not None else None)
+                app[PUBLISHER] = publisher
+                app[METRIC_SOURCES].append(lambda: render_dict_metrics(publisher.metrics()))
 
             async def follow(role: str) -> None:
                 if role == "sequencer":
@@ -132,7 +141,11 @@ def _jobs_lifetime(settings: Witnessing):
                         await witness_job.start()
                     if timestamp_job is not None:
                         timestamp_job.start()
+                    if publisher is not None:
+                        await publisher.start()
                 else:
+                    if publisher is not None:
+                        await publisher.stop()
                     if timestamp_job is not None:
                         await timestamp_job.stop()
                     if witness_job is not None:
@@ -143,6 +156,8 @@ def _jobs_lifetime(settings: Witnessing):
             log.on_role_change(follow)
             yield
         finally:
+            if publisher is not None:
+                await publisher.stop()
             if timestamp_job is not None:
                 await timestamp_job.stop()
             if witness_job is not None:
@@ -176,13 +191,16 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
                blob_uploads: int = defaults.BLOB_UPLOADS,
                access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS,
                access: auth.AccessSettings | None = None, authenticators=(),
-               admin_token: str | None = None, blob_dir: Path | None = None) -> web.Application:
+               admin_token: str | None = None, blob_dir: Path | None = None, publish_dir: str | Path | None = None,
+               publish_entry_bundles: bool = False) -> web.Application:
     """The whole HTTP API over the log `config` describes. The log opens in the app's startup (cleanup_ctx).
     `verify_processes`: child processes that check signed audit events (0: this process does); `blob_uploads`:
     blob PUTs streamed to disk at once (more: 503); `access_log_retention_days`: how long the access log
     (api/server/access_log.py) keeps a record of a read. `access`: `--public`, `--metrics-public`
     (api/server/auth.py); `authenticators`: more than the admin token and API tokens (OIDC), tried after them;
-    `admin_token`: instead of AUDITLOG_ADMIN_TOKEN or `<data dir>/admin.token`."""
+    `admin_token`: instead of AUDITLOG_ADMIN_TOKEN or `<data dir>/admin.token`. `publish_dir`: keep the tlog-tiles
+    read API there as files (api/server/publishing.py), the entry bundles too with `publish_entry_bundles` (which
+    hold the entries' contents: for a public log)."""
     witnessing = witnessing or Witnessing()
     witnessing.check()
     http_metrics = HttpMetrics()
@@ -211,7 +229,8 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     app.cleanup_ctx.append(_log_lifetime)
     app.cleanup_ctx.append(_role_lifetime(first=True))
     app.cleanup_ctx.append(standby.lifetime(LOG, lambda app: lambda: app.get(AUDIT_ADMIN_TOKEN)))
-    app.cleanup_ctx.append(_jobs_lifetime(witnessing))  # after the log opens, stopped before it closes
+    app.cleanup_ctx.append(_jobs_lifetime(witnessing, Path(publish_dir) if publish_dir is not None else None,
+                                          publish_entry_bundles))  # after the log opens, stopped before it closes
     # After the log opens; closed (its last records written) before the log closes.
     app.cleanup_ctx.append(access_log.lifetime(_access_log_sink, retention_days=access_log_retention_days))
     app.router.add_routes(ROUTES)

@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from api.server.metrics import HttpMetrics
+from api.server.publishing import TilePublisher
 from log.service import Log, LogConfig
 from api.server.witnessing import WitnessJob
 from api.server.timestamping import TimestampJob
@@ -46,3 +47,4 @@ class ServingRole:
 
 # Where several servers share the log (api/server/standby.py): whether this one answers as the sequencer now.
 ROLE = web.AppKey("serving_role", ServingRole)
+PUBLISHER = web.AppKey("publisher", TilePublisher)  # `--publish-dir` (api.server.publishing)

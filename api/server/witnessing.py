@@ -374,7 +374,11 @@ class WitnessJob:
 
     async def cosigned_checkpoint(self) -> bytes:
         """The log's latest signed checkpoint, then every cosignature gathered for it (maybe none yet)."""
-        published = self.log.checkpoint
+        return self.cosigned_note(self.log.checkpoint)
+
+    def cosigned_note(self, published) -> bytes:
+        """`published`'s signed note, then every cosignature gathered for its size: what /checkpoint serves while
+        it is the latest (the static publisher writes it as DIR/checkpoint)."""
         return self._with_lines(published.size, published.note)
 
     async def witnessed_checkpoint(self) -> bytes | None:
