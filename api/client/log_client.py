@@ -40,10 +40,11 @@ import aiohttp
 
 from api.client.servers import AnswerLost, ServerList, check_url, client_timeout
 from api.client.tls import client_context
+from log.bundles import decode_entry_bundle, encode_entry_bundle
 from log.checkpoint import Checkpoint, open_checkpoint
 from log.compact import CompactRange, frontier_node_ids
 from log.errors import InvalidInput, LogError, NotFound, ProofError, Unavailable, VerificationError
-from log.hashing import EMPTY_ROOT, hash_leaf
+from log.hashing import EMPTY_ROOT, HASH_SIZE, hash_leaf
 from log.note_keys import Verifier, parse_verifier_key
 from log.proofs import verify_consistency, verify_inclusion
 from log.tile_nodes import node_hash_from_tile, tile_for_node
@@ -216,6 +217,18 @@ def _envelope_shown(item: dict, entry: bytes, name: str, shown_by: str):
     if {key: item.get(key) for key in ("producer", "key_id", "signature", "event")} != envelope.to_json():
         raise VerificationError(f"{name}: the event {shown_by} is not the one its entry holds")
     return envelope
+
+
+def _partial_of(tile_id: TileID, full: bytes) -> bytes:
+    """The bytes of partial `tile_id` inside its full tile's; the full bytes as they are when they hold no such
+    prefix (the caller's checks then reject them)."""
+    if tile_id.level is not None:
+        return full[:tile_id.width * HASH_SIZE] if len(full) == TILE_WIDTH * HASH_SIZE else full
+    try:
+        entries = decode_entry_bundle(full)
+    except InvalidInput:
+        return full
+    return encode_entry_bundle(entries[:tile_id.width]) if len(entries) == TILE_WIDTH else full
 
 
 def tile_width_in_tree(level: int | None, index: int, size: int) -> int:
@@ -607,9 +620,24 @@ class LogClient:
         return EventPage(list(checked), next_cursor, checkpoint)
 
     async def tile(self, tile_id: TileID) -> bytes:
-        """The raw bytes of a hash tile or entry bundle. Unauthenticated by itself: callers check it against a root."""
-        data, _ = await self._request("GET", "/" + tile_id.path())
-        return data
+        """The raw bytes of a hash tile or entry bundle. Unauthenticated by itself: callers check it against a root.
+
+        A partial tile the log answers 404 for is read from the full tile: tlog-tiles lets a log delete a partial
+        tile once the full one exists (a static copy, `serve --publish-dir`, does), and a full tile's first W hashes
+        (a full bundle's first W entries) are the partial one's. The original 404 is raised when that fails too."""
+        try:
+            data, _ = await self._request("GET", "/" + tile_id.path())
+            return data
+        except NotFound:
+            if not tile_id.is_partial:
+                raise
+            try:
+                full, _ = await self._request("GET", "/" + TileID(tile_id.level, tile_id.index).path())
+            except NotFound:
+                pass
+            else:
+                return _partial_of(tile_id, full)
+            raise
 
     async def log_info(self) -> dict:
         """GET /api/v1/log as the server says it (unverified; use checkpoint() for anything that matters)."""

@@ -11,12 +11,15 @@ tile or entry index it concerns; the run goes on where it can):
 2. For every level-0 tile of that tree, fetch the tile and its entry bundle (concurrently, a bounded number at a
    time, consumed in order): the bundle must decode to the tile's width of entries, and each entry's RFC 6962 leaf
    hash must equal the tile's hash at its position. A byte changed in a stored entry is found here, by index.
+   Bundles refused for want of a credential (401, 403), or absent from the first (404: a static copy of a log that
+   is not public), leave the contents unchecked (`contents_unchecked`): the hash tiles are checked alone.
 3. Fold the level-0 tiles' hashes into a compact range. Every perfect node it completes at a height that is a
    multiple of 8 must equal the matching hash in the level-8k tile the log serves; the final root must equal the
    checkpoint's root.
 4. With a saved state (the last checkpoint this monitor accepted): the saved checkpoint must not be larger than the
    new one, the root recomputed at its size must equal its root, and the log's consistency proof from it to the new
-   checkpoint must verify (equal sizes: equal roots).
+   checkpoint must verify (equal sizes: equal roots). A log that serves no proofs (404: a static copy of its
+   tiles) passes on the roots alone, which the tiles gave.
 5. With witness keys (a `WitnessPolicy`): every cosignature on /checkpoint from those keys must verify; the
    checkpoint /checkpoint.witnessed serves must be signed by the log, consistent with the one verified above, and
    cosigned by at least k of the witnesses (api/client/evidence.py).
@@ -545,6 +548,11 @@ async def _verify_tree(client: LogClient, report: MonitorReport, previous: Check
         leaf_hashes = [tile[i:i + HASH_SIZE] for i in range(0, len(tile), HASH_SIZE)]
         if isinstance(bundle, (Unauthenticated, Forbidden)):
             report.contents_unchecked = str(bundle)
+        elif isinstance(bundle, NotFound) and (tile_id.index == 0 or report.contents_unchecked is not None):
+            # No bundle at all, from the first: a static copy of a log that is not public publishes hash tiles
+            # only (`serve --publish-dir` without --public). A bundle missing after others were served is not that.
+            if report.contents_unchecked is None:
+                report.contents_unchecked = f"the log publishes no entry bundles ({bundle})"
         elif bundle is not None:
             _check_bundle(report, bundle_id, bundle, tile_id, leaf_hashes)
         if previous is not None and tree.size < previous.size <= tree.size + width:
@@ -582,6 +590,10 @@ async def _verify_tree(client: LogClient, report: MonitorReport, previous: Check
                                               "the saved checkpoint: the log rewrote its history")
             try:
                 await client.consistency(previous.size, size)
+            except NotFound:
+                # A static copy of the tiles (`serve --publish-dir`) serves no proofs. The tiles rebuilt both the
+                # saved root and the new one above (or that failed there), which proves what the proof would.
+                pass
             except LogError as exc:
                 report.fail(_kind(exc), "log",
                             f"consistency proof from the saved size {previous.size} to {size}: {exc}")
