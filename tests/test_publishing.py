@@ -8,12 +8,16 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from api.client.log_client import LogClient
+from api.client.monitor import verify_log
 from api.server.app import Witnessing, create_app
 from api.server.auth import AccessSettings
 from api.server.publishing import TilePublisher
 from api.server.state import LOG, PUBLISHER
 from log.checkpoint import Checkpoint, sign_checkpoint
+from log.errors import NotFound
 from log.note import parse_note
 from log.note_keys import generate_signer_key, parse_signer_key, parse_verifier_key
 from log.tiles import TILE_WIDTH, TileID, entry_bundles_for_size, tiles_for_size
@@ -235,3 +239,65 @@ async def _wait_async(check, timeout: float = 20.0) -> None:
     while not await check():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+def static_app(directory: Path) -> web.Application:
+    """DIR as a plain static file server would serve it (no route of the log, no proofs)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    app = web.Application()
+    app.router.add_static("/", directory)
+    return app
+
+
+def test_the_monitor_verifies_a_static_copy_with_its_state_and_reads_removed_partials_from_full_tiles(
+        log_config, tmp_path):
+    """The monitor against DIR served by a static file server: VALID, across rounds with a saved state (no
+    consistency route: the tiles prove it), and a partial tile of an older checkpoint, removed once its full tile
+    was published, is read from the full tile (the same bytes the log serves at the partial path)."""
+    directory = tmp_path / "published"
+
+    async def main():
+        app = create_app(log_config, access=PUBLIC)
+        async with serve_app(app) as url, serve_app(static_app(directory)) as static_url:
+            log = app[LOG]
+            publisher = TilePublisher(log, directory, entry_bundles=True)
+            state = tmp_path / "state.json"
+            for size in (100, 300):
+                await fill(log, log.size, size)
+                await publisher.publish_once()
+                async with LogClient(static_url, log.verifier_key) as client:
+                    report = await verify_log(client, state)
+                assert report.valid and report.complete and report.state_saved, report.problems
+                assert report.contents_unchecked is None and report.checkpoint.size == size
+            assert not (directory / "tile/0/000.p").exists()
+            async with LogClient(static_url, log.verifier_key) as client, aiohttp.ClientSession() as session:
+                for partial in (TileID(0, 0, 100), TileID(None, 0, 100)):
+                    async with session.get(f"{url}/{partial.path()}") as answer:
+                        assert await client.tile(partial) == await answer.read()
+                with pytest.raises(NotFound):  # neither the partial tile nor its full one: the 404 stands
+                    await client.tile(TileID(0, 5, 100))
+
+    asyncio.run(main())
+
+
+def test_the_monitor_checks_the_hash_tiles_of_a_copy_without_bundles_and_catches_a_changed_tile(log_config, tmp_path):
+    directory = tmp_path / "published"
+
+    async def main():
+        app = create_app(log_config, access=PUBLIC)
+        async with serve_app(app), serve_app(static_app(directory)) as static_url:
+            log = app[LOG]
+            await fill(log, 0, 300)
+            await TilePublisher(log, directory, entry_bundles=False).publish_once()
+            async with LogClient(static_url, log.verifier_key) as client:
+                report = await verify_log(client)
+            assert report.valid and report.complete, report.problems
+            assert "publishes no entry bundles" in report.contents_unchecked
+            tile = directory / "tile/0/000"
+            tile.write_bytes(bytes([tile.read_bytes()[0] ^ 1]) + tile.read_bytes()[1:])
+            async with LogClient(static_url, log.verifier_key) as client:
+                report = await verify_log(client)
+            assert report.status == "invalid", report.problems
+            assert any("does not match the checkpoint root" in problem for problem in report.integrity_failures)
+
+    asyncio.run(main())

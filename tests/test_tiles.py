@@ -38,7 +38,9 @@ from log.tiles import (
     decode_tile_index,
     encode_tile_index,
     entry_bundles_for_size,
+    entry_bundles_grown,
     tiles_for_size,
+    tiles_grown,
 )
 
 REFERENCE = Path(__file__).resolve().parent / "vectors" / "reference-log"
@@ -162,6 +164,31 @@ def test_the_spec_example_of_size_70000():
     assert tiles_for_size(256) == [TileID(0, 0), TileID(1, 0, 1)]
     assert tiles_for_size(0) == [] and entry_bundles_for_size(0) == []
     assert entry_bundles_for_size(257) == [TileID(None, 0), TileID(None, 1, 1)]
+
+
+@given(st.integers(0, 70_000), st.integers(0, 70_000))
+@example(0, 0)
+@example(300, 600)
+@example(255, 256)
+@example(256, 65_536)
+@example(65_535, 65_536)
+@example(65_536, 65_537)
+@settings(deadline=None, max_examples=50)
+def test_tiles_grown_are_the_new_trees_tiles_the_old_tree_lacks(a, b):
+    old, new = min(a, b), max(a, b)
+    had, had_bundles = set(tiles_for_size(old)), set(entry_bundles_for_size(old))
+    assert tiles_grown(old, new) == [t for t in tiles_for_size(new) if t not in had]
+    assert entry_bundles_grown(old, new) == [t for t in entry_bundles_for_size(new) if t not in had_bundles]
+
+
+def test_tiles_grown_examples_and_refusals():
+    assert [t.path() for t in tiles_grown(300, 600)] == ["tile/0/001", "tile/0/002.p/88", "tile/1/000.p/2"]
+    assert tiles_grown(600, 600) == [] and tiles_grown(0, 1) == [TileID(0, 0, 1)]
+    assert entry_bundles_grown(255, 257) == [TileID(None, 0), TileID(None, 1, 1)]
+    with pytest.raises(InvalidInput, match="smaller"):
+        tiles_grown(2, 1)
+    with pytest.raises(InvalidInput):
+        entry_bundles_grown(-1, 1)
 
 
 def test_the_entry_bundles_decode_to_every_entry(reference):
