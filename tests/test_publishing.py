@@ -180,6 +180,16 @@ def test_a_failing_directory_is_retried_and_never_stops_the_log(log_config, tmp_
                 await _wait(lambda: checkpoint_size(directory) == 20)
                 await assert_files_are_the_get_answers(url, directory, 20, bundles=True)
                 assert publisher.metrics()["publish_consecutive_failures"] == 0
+                # Stopped (a server stepping down to standby), it reports no backlog; started again (taking over),
+                # it resumes from DIR's checkpoint: 20 -> 30 is tile/0/000.p/30, its bundle, the checkpoint.
+                await publisher.stop()
+                stopped = publisher.metrics()
+                assert stopped["publish_active"] == 0 and "publish_backlog_entries" not in stopped
+                written = stopped["publish_files_total"]
+                await fill(log, 20, 30)
+                await publisher.start()
+                await _wait(lambda: checkpoint_size(directory) == 30)
+                assert publisher.metrics()["publish_files_total"] == written + 3
             finally:
                 await publisher.stop()
 
