@@ -101,6 +101,7 @@ class TilePublisher:
         self._round_lock = asyncio.Lock()
         self._task = BackgroundTask("auditlog-publishing")
         self._writers: concurrent.futures.ThreadPoolExecutor | None = None  # made by the first round that writes
+        self._io: asyncio.Future | None = None  # the file work in progress on a thread
 
     # -- lifetime -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -112,7 +113,9 @@ class TilePublisher:
         """End the task. A later `start()` reads DIR/checkpoint again: where servers share the log (and DIR), the
         sequencer that took over meanwhile may have published more."""
         await self._task.stop()
-        async with self._round_lock:  # a round called directly, or whose writes outlived the cancelled task's wait
+        if self._io is not None:  # the files of a cancelled round are still being written: let them finish first
+            await asyncio.gather(self._io, return_exceptions=True)
+        async with self._round_lock:  # a round called directly
             if self._writers is not None:
                 await asyncio.to_thread(self._writers.shutdown)
                 self._writers = None
@@ -172,14 +175,20 @@ class TilePublisher:
             for start in range(0, len(grown), TILES_PER_WRITE):
                 chunk = grown[start:start + TILES_PER_WRITE]
                 contents = await asyncio.gather(*(self.log.tile(tile_id) for tile_id in chunk))
-                await asyncio.to_thread(self._write_files, [(tile_id.path(), data)
-                                                            for tile_id, data in zip(chunk, contents)])
-            await asyncio.to_thread(self._write_checkpoint, note)
+                await self._on_thread(self._write_files, [(tile_id.path(), data)
+                                                          for tile_id, data in zip(chunk, contents)])
+            await self._on_thread(self._write_checkpoint, note)
             self._size, self._note = published.size, note
-            await asyncio.to_thread(self._remove_partials, [t for t in grown if not t.is_partial])
+            await self._on_thread(self._remove_partials, [t for t in grown if not t.is_partial])
             self._last_duration = time.monotonic() - now
             self._behind_since = None if self.log.checkpoint.size == published.size else now
             return True
+
+    async def _on_thread(self, work, *args):
+        """`work(*args)` on a thread. A round cancelled meanwhile does not wait for it, but `stop()` does: no file
+        of a stopped publisher is still being written when it starts again (its server taking over again)."""
+        self._io = asyncio.ensure_future(asyncio.to_thread(work, *args))
+        return await asyncio.shield(self._io)
 
     async def _resume(self) -> tuple[int, bytes | None]:
         """(size, bytes) of DIR/checkpoint when it is a checkpoint of this log's tree; else (0, None): publish all."""
