@@ -173,8 +173,9 @@ def test_a_failing_directory_is_retried_and_never_stops_the_log(log_config, tmp_
                 await _wait(lambda: publisher.metrics()["publish_failures_total"] >= 3)
                 await fill(log, 10, 20)  # the log goes on
                 metrics = publisher.metrics()
-                # Only the empty tree's checkpoint (it needs no tile) got out, before the first entry.
-                assert checkpoint_size(directory) == 0 and metrics["publish_backlog_entries"] == 20
+                # At most the empty tree's checkpoint (it needs no tile) got out, if a round came before the entries.
+                assert not (directory / "checkpoint").exists() or checkpoint_size(directory) == 0
+                assert metrics["publish_backlog_entries"] == 20
                 assert "tile" in metrics["publish_last_error"]
                 (directory / "tile").unlink()
                 await _wait(lambda: checkpoint_size(directory) == 20)
