@@ -114,6 +114,15 @@ def _jobs_lifetime(settings: Witnessing, publish_dir: Path | None = None, publis
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         log = app[LOG]
         witness_job = timestamp_job = publisher = None
+
+        async def stop() -> None:
+            if publisher is not None:
+                await publisher.stop()
+            if timestamp_job is not None:
+                await timestamp_job.stop()
+            if witness_job is not None:
+                await witness_job.stop()
+
         try:
             if settings.witnesses:
                 endpoints = settings.endpoints()
@@ -144,24 +153,14 @@ def _jobs_lifetime(settings: Witnessing, publish_dir: Path | None = None, publis
                     if publisher is not None:
                         await publisher.start()
                 else:
-                    if publisher is not None:
-                        await publisher.stop()
-                    if timestamp_job is not None:
-                        await timestamp_job.stop()
-                    if witness_job is not None:
-                        await witness_job.stop()
+                    await stop()
 
             if log.role == "sequencer":
                 await follow("sequencer")
             log.on_role_change(follow)
             yield
         finally:
-            if publisher is not None:
-                await publisher.stop()
-            if timestamp_job is not None:
-                await timestamp_job.stop()
-            if witness_job is not None:
-                await witness_job.stop()
+            await stop()
 
     return lifetime
 

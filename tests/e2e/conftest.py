@@ -30,3 +30,12 @@ def server_factory(tmp_path, database_url):
     yield make
     for server in servers:
         server.kill()
+
+
+@pytest.fixture
+def processes():
+    """Processes a test starts (servers, witnesses, TSAs: anything with kill()), killed after it."""
+    started: list = []
+    yield started
+    for proc in started:
+        proc.kill()

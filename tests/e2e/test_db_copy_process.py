@@ -65,14 +65,6 @@ def read_entry(server: ServerProcess, index: int) -> None:
         assert response.status == 200
 
 
-@pytest.fixture
-def processes():
-    started: list[ServerProcess] = []
-    yield started
-    for proc in started:
-        proc.kill()
-
-
 def test_a_log_moved_to_postgresql_and_back_is_served_verified_and_appended_to(tmp_path, processes, cli):
     data = tmp_path / "log"
     code, out, err = cli("keygen", "--origin", ORIGIN, "--out", str(data / "log.key"))

@@ -36,6 +36,7 @@ from log.note_keys import parse_verifier_key
 from log.proofs import verify_consistency, verify_inclusion
 from log.service import Log, LogConfig
 from tests.credentials import ADMIN
+from tests.e2e.test_witnessed_log import wait_for
 from tests.pg_cluster import streaming_replica
 from tests.processes import REPO, ServerProcess, child_processes
 from tests.reference_tree import mth
@@ -43,6 +44,11 @@ from tests.reference_tree import mth
 pytestmark = pytest.mark.usefixtures("operator_token")
 
 BOUND = 30.0  # seconds any catching up may take here: a generous bound, never a measurement
+
+
+def _until(check, what: str):
+    """Poll `check()` until it returns something true (returned); fail naming `what` after BOUND seconds."""
+    return wait_for(what, check, BOUND)
 
 
 def _request(url: str, data: bytes | None = None, content_type: str = "application/octet-stream",
@@ -55,17 +61,6 @@ def _request(url: str, data: bytes | None = None, content_type: str = "applicati
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
-
-
-def _until(check, what: str):
-    """Poll `check()` until it returns something true (returned); fail naming `what` after BOUND seconds."""
-    deadline = time.monotonic() + BOUND
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"not within {BOUND} s: {what}"
-        time.sleep(0.05)
 
 
 def _post_json(url: str, document: dict) -> tuple[int, dict]:

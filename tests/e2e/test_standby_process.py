@@ -11,26 +11,16 @@ was registered through the old sequencer while it stood by.
 from __future__ import annotations
 
 import shutil
-import time
 import uuid
 
 import requests
 
 from log.keys import KEY_FILE_NAME
 from tests.e2e.test_audit_process import Producer
+from tests.e2e.test_witnessed_log import wait_for
 from tests.ha_cluster import free_port
 from tests.postgres import fresh_database
 from tests.processes import ServerProcess
-
-
-def _until(check, seconds: float = 20.0, what: str = "it"):
-    deadline = time.monotonic() + seconds
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} did not happen within {seconds} s"
-        time.sleep(0.1)
 
 
 def test_a_standby_serves_every_client_and_takes_over_with_the_registry_the_sequencer_left(tmp_path):
@@ -71,22 +61,22 @@ def test_a_standby_serves_every_client_and_takes_over_with_the_registry_the_sequ
             # The monitor reads that entry at the standby, which serves it itself and records the read.
             read = requests.get(f"{second.url}/api/v1/entries/{index}", headers=monitor, timeout=10)
             assert read.status_code == 200, read.text
-            records = _until(lambda: [r for r in requests.get(
+            records = wait_for("the standby's access record", lambda: [r for r in requests.get(
                 f"{second.url}/api/v1/access-log", headers=admin, params={"credential": f"token:{token_id}"},
-                timeout=10).json()["records"] if r["target"] == str(index)], what="the standby's access record")
+                timeout=10).json()["records"] if r["target"] == str(index)])
             assert records[0]["status"] == 200
 
             # Revoked through the standby: the standby refuses the token within its 1 s cache.
             assert requests.post(f"{second.url}/api/v1/tokens/{token_id}/revoke", json={}, headers=admin,
                                  timeout=10).status_code == 200
-            _until(lambda: requests.get(f"{second.url}/api/v1/entries/{index}", headers=monitor,
-                                        timeout=10).status_code == 401, what="the revocation at the standby")
+            wait_for("the revocation at the standby", lambda: requests.get(
+                f"{second.url}/api/v1/entries/{index}", headers=monitor, timeout=10).status_code == 401)
 
             # The sequencer dies: the standby takes over, and its registry (reloaded from the database) admits the
             # producer registered through the first server while it stood by.
             first.kill()
-            _until(lambda: requests.get(f"{second.url}/healthz", timeout=10).json()["role"] == "sequencer",
-                   what="the takeover")
+            wait_for("the takeover", lambda: requests.get(f"{second.url}/healthz", timeout=10).json()["role"]
+                     == "sequencer")
             later = requests.post(f"{second.url}/api/v1/events", json=agent.envelope(agent.event("run-2")),
                                   headers=admin, timeout=10)
             assert later.status_code == 200 and later.json()["index"] > index, later.text

@@ -104,14 +104,6 @@ def flip_b64(text: str, position: int) -> str:
     return base64.b64encode(bytes(data)).decode()
 
 
-@pytest.fixture
-def processes():
-    started: list[ServerProcess] = []
-    yield started
-    for proc in started:
-        proc.kill()
-
-
 def test_witnessed_timestamped_log_verified_and_tampering_caught(tmp_path, processes, capsys):
     # -- the log's key first: the witnesses must know it ---------------------------------------------------------
     data = tmp_path / "log"
