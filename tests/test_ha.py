@@ -66,14 +66,19 @@ def _terminate_writer(url: str, epoch: int) -> None:
     assert done, f"no session of {database} held an advisory lock (epoch {epoch})"
 
 
+async def _two_servers(tmp_path, database) -> tuple[Log, Log]:
+    """Two Logs on one database with one key: the first sequences, the second stands by."""
+    first = await Log.open(_config(tmp_path, "one", database))
+    _share_key(tmp_path, "one", "two")
+    return first, await Log.open(_config(tmp_path, "two", database))
+
+
 def test_a_second_server_stands_by_reads_and_takes_over_when_the_sequencer_closes(tmp_path, database):
     asyncio.run(_stand_by_and_take_over(tmp_path, database))
 
 
 async def _stand_by_and_take_over(tmp_path, database):
-    first = await Log.open(_config(tmp_path, "one", database))
-    _share_key(tmp_path, "one", "two")
-    second = await Log.open(_config(tmp_path, "two", database))
+    first, second = await _two_servers(tmp_path, database)
     roles: list[str] = []
 
     async def heard(role: str) -> None:
@@ -113,9 +118,7 @@ def test_a_sequencer_whose_session_is_ended_steps_down_and_the_log_goes_on_witho
 
 
 async def _step_down_and_go_on(tmp_path, database):
-    first = await Log.open(_config(tmp_path, "one", database))
-    _share_key(tmp_path, "one", "two")
-    second = await Log.open(_config(tmp_path, "two", database))
+    first, second = await _two_servers(tmp_path, database)
     try:
         await first.add_entries([b"before %d" % i for i in range(10)])
         _terminate_writer(database, 1)
