@@ -70,7 +70,28 @@ STANDBY_POLL_SECONDS = 0.25
 LEASE_POLL_SECONDS = 0.5  # a standby re-reads where the sequencer is this often (at once after a failed forward)
 FORWARD_CONNECT_TIMEOUT = 2.0  # seconds a standby waits to connect to the sequencer before answering 503
 FORWARD_READ_TIMEOUT = 30.0  # seconds a forwarded request may wait for the sequencer's next byte (a paused one)
-READ_WORKERS = 0  # extra processes serving proofs, tiles and entries
+
+READ_WORKERS = "auto"  # extra processes serving proofs, tiles and entries: `auto` is auto_read_workers()
+# The most read workers `auto` starts. Each is a whole process with its own database connections (a PostgreSQL
+# server's max_connections, 100 by default, is shared by every process of every server on it) and its own tile
+# cache, and every worker's writes still go through the one writer; more than 4 were never measured (the machines
+# here have 2 cores). Past that many cores of reads, more servers scale further than more workers behind one writer.
+MAX_AUTO_READ_WORKERS = 4
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (what taskset, cgroup cpusets and container runtimes
+    limit) where the OS reports one, else every core."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def auto_read_workers(cores: int | None = None) -> int:
+    """`--read-workers auto`: one read worker per usable core beyond the first, which the writer keeps, at most
+    MAX_AUTO_READ_WORKERS; 0 on one core, where a second process could only take turns with the writer."""
+    cores = usable_cores() if cores is None else cores
+    return max(0, min(MAX_AUTO_READ_WORKERS, cores - 1))
 
 
 def verify_processes() -> int:

@@ -245,8 +245,8 @@ def test_a_bad_variable_does_not_break_help_or_other_commands(monkeypatch, tmp_p
 
 
 @pytest.mark.parametrize("name, value, what", [
-    ("AUDITLOG_READ_WORKERS", "abc", "a non-negative integer"),
-    ("AUDITLOG_READ_WORKERS", "-1", "a non-negative integer"),
+    ("AUDITLOG_READ_WORKERS", "abc", "auto or a non-negative integer"),
+    ("AUDITLOG_READ_WORKERS", "-1", "auto or a non-negative integer"),
     ("AUDITLOG_VERIFY_PROCESSES", "two", "a non-negative integer"),
     ("AUDITLOG_WITNESS_INTERVAL", "0", "a positive number of seconds"),
     ("AUDITLOG_WITNESS_K", "0", "a positive integer"),
@@ -278,7 +278,7 @@ def test_serve_with_a_bad_variable_as_a_process_prints_one_line(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "AUDITLOG_READ_WORKERS": "abc"},
     )
     assert proc.returncode == 2
-    assert proc.stderr == "auditlog serve: AUDITLOG_READ_WORKERS must be a non-negative integer, not 'abc'\n"
+    assert proc.stderr == "auditlog serve: AUDITLOG_READ_WORKERS must be auto or a non-negative integer, not 'abc'\n"
     assert proc.stdout == ""
 
 
@@ -299,3 +299,61 @@ def test_the_client_commands_import_without_the_server():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# --- --read-workers auto: the default -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cores, workers", [(1, 0), (2, 1), (3, 2), (defaults.MAX_AUTO_READ_WORKERS + 1,
+                                                                     defaults.MAX_AUTO_READ_WORKERS), (64, 4)])
+def test_auto_read_workers_is_one_per_core_beyond_the_first_capped(cores, workers):
+    assert defaults.MAX_AUTO_READ_WORKERS == 4
+    assert defaults.auto_read_workers(cores) == workers
+
+
+def test_usable_cores_are_the_affinity_not_the_machine(monkeypatch):
+    """A container or taskset limits the cores a process may use; the machine may have many more."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert defaults.usable_cores() == 1 and defaults.auto_read_workers() == 0
+    monkeypatch.delattr(os, "sched_getaffinity")  # where the OS has no affinity: every core
+    assert defaults.usable_cores() == 64 and defaults.auto_read_workers() == defaults.MAX_AUTO_READ_WORKERS
+
+
+def test_read_workers_default_to_auto_and_take_auto_or_a_count(monkeypatch):
+    from api.cli.options import AUTO, count_or_auto, flag_or_env
+    from api.cli.server import _read_workers
+
+    monkeypatch.delenv("AUDITLOG_READ_WORKERS", raising=False)
+    args = build_parser().parse_args(["serve"])
+    assert args.read_workers is None and defaults.READ_WORKERS == AUTO
+    assert flag_or_env(args.read_workers, "AUDITLOG_READ_WORKERS", count_or_auto, defaults.READ_WORKERS) == AUTO
+    assert build_parser().parse_args(["serve", "--read-workers", "auto"]).read_workers == AUTO
+    assert build_parser().parse_args(["serve", "--read-workers", "0"]).read_workers == 0
+    assert build_parser().parse_args(["serve", "--read-workers", "3"]).read_workers == 3
+    monkeypatch.setenv("AUDITLOG_READ_WORKERS", "auto")
+    assert flag_or_env(None, "AUDITLOG_READ_WORKERS", count_or_auto, 0) == AUTO
+    # What the startup line says: the count auto chose and why; nothing for a count the operator gave.
+    monkeypatch.setattr(defaults, "usable_cores", lambda: 2)
+    assert _read_workers(AUTO) == (1, "auto: 2 usable cores, one per core beyond the first, at most 4")
+    monkeypatch.setattr(defaults, "usable_cores", lambda: 1)
+    assert _read_workers(AUTO) == (0, "auto: 1 usable core")
+    assert _read_workers(2) == (2, "")
+
+
+@pytest.mark.parametrize("value", ["many", "-1", "1.5", "", "autox"])
+def test_a_bad_read_workers_value_is_one_usage_line(value, capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["serve", "--read-workers", value])
+    assert raised.value.code == 2
+    assert capsys.readouterr().err == (f"auditlog serve: argument --read-workers: {value!r} is neither auto nor a "
+                                       "non-negative decimal integer (see auditlog serve --help)\n")
+
+
+def test_serve_help_says_what_auto_means(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--read-workers auto|N" in text
+    assert "auto: one per usable core beyond the first, at most 4, none on one core" in text
+    assert "default auto" in text

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 
-from api.server.readers import READ_ROUTES, writer_socket
+import pytest
+
+from api.server.readers import READ_ROUTES, refuse_a_served_port, writer_socket
 from api.server.routes import ROUTES
 from log.service import LogConfig
 
@@ -17,6 +21,23 @@ def test_the_writer_socket_lives_in_the_data_dir_unless_the_path_is_too_long_for
     assert len(os.fsencode(path)) < 100
     assert path == writer_socket(LogConfig(data_dir=deep.data_dir))  # writer and workers agree on it
     assert path != writer_socket(LogConfig(data_dir=tmp_path / ("d" * 60) / ("f" * 60)))
+
+
+def test_a_port_some_process_listens_on_is_refused_even_with_so_reuseport():
+    """What the writer checks before it binds with SO_REUSEPORT: a listener of the same user that set SO_REUSEPORT
+    too (another server's read-worker group) would otherwise share the port without a word."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(OSError) as refused:
+            refuse_a_served_port("127.0.0.1", port)
+        assert refused.value.errno == errno.EADDRINUSE
+        assert str(refused.value) == f"[Errno {errno.EADDRINUSE}] port {port} at 127.0.0.1 is already served by " \
+                                     "another process"
+    refuse_a_served_port("127.0.0.1", port)  # free again (nothing listens): no complaint
+    refuse_a_served_port("127.0.0.1", 0)  # port 0: the kernel picks a free one
 
 
 def test_workers_serve_only_routes_the_writer_serves_with_the_same_handlers():

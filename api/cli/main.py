@@ -43,9 +43,9 @@ import argparse
 import sys
 
 from api.cli import client, exits, server
-from api.cli.options import (Parser, duration, entries_or_duration, env, json_option, log_key_option, non_negative,
-                             positive, positive_seconds, server_option, server_url, token_option, wait_options,
-                             witness_options)
+from api.cli.options import (Parser, count_or_auto, duration, entries_or_duration, env, json_option, log_key_option,
+                             non_negative, positive, positive_seconds, server_option, server_url, token_option,
+                             wait_options, witness_options)
 from log import defaults
 
 
@@ -161,10 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--timestamp-interval", type=positive_seconds,
                        help=f"seconds between timestamping rounds (env AUDITLOG_TIMESTAMP_INTERVAL; default "
                             f"{defaults.TIMESTAMP_INTERVAL:g})")
-    serve.add_argument("--read-workers", type=non_negative,
-                       metavar="N", help="extra processes serving proofs, tiles and entries on the same port, for "
-                                         f"reads beyond one core (env AUDITLOG_READ_WORKERS; default "
-                                         f"{defaults.READ_WORKERS})")
+    serve.add_argument("--read-workers", type=count_or_auto, metavar="auto|N",
+                       help="extra processes serving proofs, tiles and entries on the same port, for reads beyond "
+                            "one core; auto: one per usable core beyond the first, at most "
+                            f"{defaults.MAX_AUTO_READ_WORKERS}, none on one core (env AUDITLOG_READ_WORKERS; "
+                            f"default {defaults.READ_WORKERS})")
     serve.add_argument("--verify-processes", type=non_negative, metavar="N",
                        help="processes that check signed audit events (schema, canonical form, signature) beside the "
                             "server (env AUDITLOG_VERIFY_PROCESSES; default one per core, at most 4; 0: in the server)")

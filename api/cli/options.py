@@ -46,6 +46,19 @@ def non_negative(text: str) -> int:
     return int(text)
 
 
+AUTO = "auto"
+
+
+def count_or_auto(text: str) -> int | str:
+    """A process count: a non-negative integer, or AUTO for the default chosen from the machine's cores."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return non_negative(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither auto nor a non-negative decimal integer") from None
+
+
 def positive(text: str) -> int:
     value = non_negative(text)
     if value < 1:
@@ -109,7 +122,8 @@ def server_urls(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-_WHAT = {non_negative: "a non-negative integer", positive: "a positive integer",
+_WHAT = {non_negative: "a non-negative integer", count_or_auto: "auto or a non-negative integer",
+         positive: "a positive integer",
          positive_seconds: "a positive number of seconds", duration: "a duration (90s, 15m, 2h, 1d)",
          entries_or_duration: "a number of entries or a duration (90s, 15m, 2h, 1d)"}
 

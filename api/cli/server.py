@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from api.cli import exits
-from api.cli.options import (VKEY_SUFFIX, ProgressBar, duration, env, flag_or_env, non_negative, positive,
-                             positive_seconds)
+from api.cli.options import (AUTO, VKEY_SUFFIX, ProgressBar, count_or_auto, duration, env, flag_or_env, non_negative,
+                             positive, positive_seconds)
 from log import defaults
 from log.errors import InvalidInput, LogError
 
@@ -50,7 +50,7 @@ def cmd_serve(args) -> int:
     from log.service import LogConfig
 
     # Options first, the AUDITLOG_* numbers among them: a bad one is one line on stderr, before anything starts.
-    read_workers = flag_or_env(args.read_workers, "AUDITLOG_READ_WORKERS", non_negative, defaults.READ_WORKERS)
+    read_workers = flag_or_env(args.read_workers, "AUDITLOG_READ_WORKERS", count_or_auto, defaults.READ_WORKERS)
     verify_processes = flag_or_env(args.verify_processes, "AUDITLOG_VERIFY_PROCESSES", non_negative,
                                    defaults.verify_processes())
     witnessing = _witnessing(args)
@@ -210,7 +210,20 @@ def _witnessing(args):
     return witnessing
 
 
-async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int = 0,
+def _read_workers(value: int | str) -> tuple[int, str]:
+    """How many read workers `--read-workers` means (AUTO: defaults.auto_read_workers of the usable cores), and why,
+    for the startup line ("" when the operator gave the number)."""
+    if value != AUTO:
+        return value, ""
+    cores = defaults.usable_cores()
+    count = defaults.auto_read_workers(cores)
+    if count == 0:
+        return 0, f"auto: {cores} usable core"
+    return count, (f"auto: {cores} usable cores, one per core beyond the first, at most "
+                   f"{defaults.MAX_AUTO_READ_WORKERS}")
+
+
+async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int | str = 0,
                  verify_processes: int = 0, limits=None, blob_uploads: int = defaults.BLOB_UPLOADS, tls=None,
                  access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS, access=None,
                  oidc=None, blob_dir: str | None = None, publish_dir: Path | None = None) -> int:
@@ -221,6 +234,7 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
     from api.server.oidc import OidcAuthenticator
     from api.server.state import LOG
 
+    read_workers, read_workers_why = _read_workers(read_workers)
     authenticators = [OidcAuthenticator(oidc)] if oidc is not None else []
     app = create_app(config, witnessing, verify_processes=verify_processes, blob_uploads=blob_uploads,
                      access_log_retention_days=access_log_retention_days, access=access,
@@ -280,6 +294,10 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        if read_workers:
+            from api.server.readers import refuse_a_served_port
+
+            refuse_a_served_port(host, port)  # SO_REUSEPORT would let this server share it with another log
         await web.TCPSite(runner, host, port, reuse_port=read_workers > 0,
                           ssl_context=tls[2] if tls else None).start()
         bound = runner.addresses[0]
@@ -296,7 +314,10 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
                                                                oidc=oidc),
                                   on_access=app[ACCESS_LOG].extend)
             await workers.start()
-            print(f"read workers: {read_workers} (proofs, tiles and entries on the same port)")
+            why = f"{read_workers_why}; " if read_workers_why else ""
+            print(f"read workers: {read_workers} ({why}proofs, tiles and entries on the same port)")
+        elif read_workers_why:
+            print(f"read workers: 0 ({read_workers_why}; one process serves everything)")
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         if tls:
             print("TLS: 1.2 or newer, Python's default server ciphers; the read workers too", flush=True)

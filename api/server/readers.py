@@ -22,10 +22,12 @@ per-request Python (HTTP, the proof's own bookkeeping), not I/O.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -66,6 +68,31 @@ def writer_socket(config: LogConfig) -> Path:
         return path
     digest = hashlib.sha256(os.fsencode(config.data_dir.resolve())).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"auditlog-{digest}.sock"
+
+
+def refuse_a_served_port(host: str, port: int) -> None:
+    """Raise OSError(EADDRINUSE) when some process already listens on `port` at `host` (every address it names).
+
+    The writer and its workers bind with SO_REUSEPORT, and so may any other process of the same user: a second
+    `auditlog serve` with read workers, pointed by mistake at a port a server of another log already holds, would
+    start and have the kernel spread connections over both logs. A bind without SO_REUSEPORT cannot share a port
+    anyone listens on, so the writer binds such a socket first, closes it, and then binds its own (a server started
+    in that same instant could still slip in between). Port 0 picks a free port: nothing to check."""
+    if port == 0:
+        return
+    for family, kind, proto, _, address in socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                              flags=socket.AI_PASSIVE):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's own: TIME_WAIT is no owner
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio's create_server binds
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise OSError(errno.EADDRINUSE, f"port {port} at {address[0]} is already served by another process",
+                              ) from None
 
 
 # --- the worker --------------------------------------------------------------------------------------------------
