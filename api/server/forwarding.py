@@ -15,6 +15,7 @@ from aiohttp import web
 
 from api.server import routes
 from api.server.routes import MAX_JSON_BODY
+from log.blobs import MAX_BLOB_SIZE
 from log.sequencer import Published
 
 logger = logging.getLogger(__name__)
@@ -52,9 +53,13 @@ async def forward(request: web.Request, session: aiohttp.ClientSession, url: str
     """Send `request` to `url` and answer with what came back. A body bigger than a JSON body may be (a blob) or of
     unknown length is passed on as it comes, never whole in this process's memory. Raises aiohttp.ClientError or
     OSError when the other side cannot be reached or breaks off: the caller says so to its client."""
+    declared = request.content_length
+    if declared is not None and declared > MAX_BLOB_SIZE:
+        # No route takes this much (a blob is the largest body): refused here, before a byte is read, as the other
+        # side would refuse it. Passed on, its early 413 cut the body's stream, and the client got no answer at all.
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BLOB_SIZE, actual_size=declared)
     headers = utf8_headers(passed_on(request.headers))
     headers.update(extra_headers or {})
-    declared = request.content_length
     if not request.body_exists:
         body = None
     elif declared is not None and declared <= MAX_JSON_BODY:
