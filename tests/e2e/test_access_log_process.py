@@ -185,7 +185,8 @@ def test_a_public_log_does_not_record_anonymous_reads(tmp_path):
         assert get(f"{server.url}/api/v1/entries/0")[0] == 200  # anonymous: allowed, not recorded
         monitor = make_token(server, data_dir, "monitor")
         assert get(f"{server.url}/api/v1/entries/0", monitor)[0] == 200  # with a credential: recorded
-        records = access_log(server, admin)
+        # A read worker (serve's default starts them) hands the reads it answered to the writer within a second.
+        records = wait_for(lambda: access_log(server, admin))
         assert [(r["role"], r["what"], r["target"]) for r in records] == [("monitor", "entry", "0")]
     finally:
         server.stop()
