@@ -46,6 +46,8 @@ class BenchMode:
     proof_tree_size: int  # (5) tree size proofs are served from
     proof_requests: int  # (5) in-process proofs per kind
     http_read_seconds: float  # (5) measured window per HTTP read kind
+    default_proofs_tree_size: int  # (5) tree size of inclusion proofs from the default server against a bare handler
+    default_proofs_turns: int  # (5) turns of (bare handler, default server) load, measured one after the other
     memory_entries: int  # (6) entries ingested over HTTP while sampling the server's peak RSS
     blob_put_bytes: int  # (6) size of each of the eight concurrent blob PUTs while sampling the server's peak RSS
     blob_put_over_limit: bool  # (6) then eight more, chunked, 70 MiB each (over the 64 MiB limit: 413 mid-body)
@@ -56,14 +58,14 @@ class BenchMode:
 SHORT = BenchMode(
     name="short", hash_sizes=(10_000, 100_000), durable_entries=20_480, http_single_seconds=3.0,
     http_batch_entries=40_960, events=5_000, proof_tree_size=100_000, proof_requests=2_000,
-    http_read_seconds=2.0, memory_entries=100_000, blob_put_bytes=8 << 20, blob_put_over_limit=False, rounds=1,
-    failover_kills=5,
+    http_read_seconds=2.0, default_proofs_tree_size=100_000, default_proofs_turns=1, memory_entries=100_000,
+    blob_put_bytes=8 << 20, blob_put_over_limit=False, rounds=1, failover_kills=5,
 )
 FULL = BenchMode(
     name="full", hash_sizes=(100_000, 1_000_000), durable_entries=1_048_576, http_single_seconds=20.0,
     http_batch_entries=1_048_576, events=30_000, proof_tree_size=10_000_000, proof_requests=20_000,
-    http_read_seconds=10.0, memory_entries=10_000_000, blob_put_bytes=64 << 20, blob_put_over_limit=True, rounds=3,
-    failover_kills=40,
+    http_read_seconds=10.0, default_proofs_tree_size=1 << 20, default_proofs_turns=3, memory_entries=10_000_000,
+    blob_put_bytes=64 << 20, blob_put_over_limit=True, rounds=3, failover_kills=40,
 )
 
 

@@ -15,7 +15,7 @@ def _number(value: float, unit: str) -> str:
     if unit in ("entries/s", "req/s", "events/s"):
         return f"{value:,.0f} {unit}"
     if unit == "×":
-        return f"{value:.1f}×"
+        return f"{value:.2f}×" if value < 1 else f"{value:.1f}×"
     if unit in ("ms", "µs", "s"):
         return f"{value:,.2f} {unit}" if value < 10 else f"{value:,.1f} {unit}"
     if unit == "MB":

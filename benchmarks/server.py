@@ -54,6 +54,9 @@ class Server(ServerProcess):
     """The benchmarks' server: the same process the end-to-end tests start, under the benchmarks' origin."""
 
     origin: str = "bench.example/log"
+    # One process unless a benchmark says otherwise, as every figure but the default's was measured since the start:
+    # the figures stay comparable with earlier runs, and the memory figures cover the one process they sample.
+    read_workers: str | None = "0"
 
     def start(self, timeout: float = 120) -> "Server":
         return super().start(timeout)
@@ -62,6 +65,22 @@ class Server(ServerProcess):
     def token(self) -> str:
         """The credential the benchmarks send, as any client does: the server's admin token."""
         return self.admin_token
+
+
+@dataclass
+class BareServer(ServerProcess):
+    """benchmarks/bare.py in its own process: a bare aiohttp GET handler answering a proof-shaped body of `hashes`
+    hashes. `credential` is sent with every request as the log's is (and ignored), so both see the same bytes."""
+
+    hashes: int = 20
+    credential: str = ""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.bare", "--port", "0", "--hashes", str(self.hashes)]
+
+    @property
+    def token(self) -> str:
+        return self.credential
 
 
 class RssSampler:

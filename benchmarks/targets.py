@@ -67,6 +67,13 @@ FIGURES: list[Figure] = [
            _le(50, "≤ 50 ms")),
     Figure("proof.inclusion.http.one_process", "(5) GET /api/v1/proof/inclusion, 64 clients, one server process"),
     Figure("proof.inclusion.http.one_process.p99", "(5) inclusion proof latency p99, one server process"),
+    Figure("proof.inclusion.http.default", "(5) GET /api/v1/proof/inclusion, 64 clients, `auditlog serve` as it "
+           "starts by default (--read-workers auto)"),
+    Figure("proof.inclusion.http.default.p99", "(5) inclusion proof latency p99, --read-workers auto"),
+    Figure("read.bare_get.http", "(5) a bare aiohttp GET handler answering a proof-sized body, one process, the same "
+           "64 clients in the same run"),
+    Figure("proof.inclusion.http.default.vs_bare", "(5) inclusion proofs with --read-workers auto ÷ the bare aiohttp "
+           "GET handler, same run, same load generator", _ge(0.5, "≥ 0.5×")),
     Figure("proof.consistency.http", "(5) GET /api/v1/proof/consistency, 64 clients, --read-workers 1"),
     Figure("proof.consistency.http.p99", "(5) GET /api/v1/proof/consistency latency p99, --read-workers 1"),
     Figure("proof.consistency.http.one_process", "(5) GET /api/v1/proof/consistency, one server process"),

@@ -18,9 +18,10 @@ import pytest
 
 from benchmarks.loadgen import DESCRIPTION
 from benchmarks.prooftree import ORIGIN, proof_tree, warm_page_cache
-from benchmarks.server import Server, loadgen_with_server_cpu
+from benchmarks.server import BareServer, Server, loadgen_with_server_cpu
 from benchmarks.verify import fetch_and_verify_http_proofs, verify_consistency, verify_inclusion
 from benchmarks.workloads import percentile
+from tests.processes import child_processes
 
 LOADGEN = DESCRIPTION["raw"]
 
@@ -126,8 +127,7 @@ def test_reads_over_http(benchmark, bench_mode, results, request, tmp_path, kind
     paths_file = tmp_path / "paths.json"
     paths_file.write_text(json.dumps(_paths(kind, size, 50_000, rng)))
     warm_page_cache(data_dir)
-    extra_args = ["--read-workers", str(read_workers)] if read_workers else []
-    with Server(data_dir, origin=ORIGIN, extra_args=extra_args) as server:
+    with Server(data_dir, origin=ORIGIN, read_workers=str(read_workers)) as server:
         report = benchmark.pedantic(
             loadgen_with_server_cpu, args=(server, "get"),
             kwargs=dict(concurrency=64, seconds=bench_mode.http_read_seconds, warmup=1.0,
@@ -146,3 +146,68 @@ def test_reads_over_http(benchmark, bench_mode, results, request, tmp_path, kind
     )
     results.record(f"{name}.p99@{size}", report["latency_ms"]["p99"], "ms", tree_size=size, concurrency=64)
     benchmark.extra_info.update(requests_per_second=report["requests_per_second"])
+
+
+def test_default_server_against_a_bare_aiohttp_get(benchmark, bench_mode, results, tmp_path, needs):
+    """Inclusion proofs from `auditlog serve` as it starts with no flags (`--read-workers auto`: on 2 cores, one
+    worker beside the writer) against a bare aiohttp GET handler answering a body of the same shape and size
+    (benchmarks/bare.py, one process), with the same load generator and 64 clients. Both servers run side by side
+    for the whole test and take the load in turns, bare handler first; each turn's ratio compares two windows
+    seconds apart, and the median turn is reported (this host's speed drifts, and other work shares it)."""
+    size = bench_mode.default_proofs_tree_size
+    keys = [f"proof.inclusion.http.default@{size}", f"proof.inclusion.http.default.p99@{size}",
+            f"read.bare_get.http@{size}", f"proof.inclusion.http.default.vs_bare@{size}"]
+    for module in ("log.proofs", "api.cli"):
+        needs(module, *keys)
+    data_dir, build_seconds = proof_tree(size)
+    rng = random.Random(3)
+    paths_file = tmp_path / "paths.json"
+    paths_file.write_text(json.dumps(_paths("inclusion", size, 50_000, rng)))
+    warm_page_cache(data_dir)
+    load = dict(concurrency=64, seconds=bench_mode.http_read_seconds, warmup=1.0, paths_file=paths_file)
+    with Server(data_dir, origin=ORIGIN, read_workers=None) as server, \
+            BareServer(tmp_path, hashes=(size - 1).bit_length(), credential=server.token) as bare:
+        workers = len(child_processes(server.pid, "serve-reads"))
+        assert f"read workers: {workers} (auto: " in "".join(server.output)
+
+        def turns():
+            measured = []
+            for _ in range(bench_mode.default_proofs_turns):
+                measured.append((loadgen_with_server_cpu(bare, "get", **load),
+                                 loadgen_with_server_cpu(server, "get", **load)))
+            return measured
+
+        measured = benchmark.pedantic(turns, rounds=1, iterations=1)
+        for bare_report, proofs_report in measured:
+            assert bare_report["ok"] == bare_report["requests"] > 0, bare_report
+            assert proofs_report["ok"] == proofs_report["requests"] > 0, proofs_report
+        fetch_and_verify_http_proofs(server.url, "inclusion", size, rng, token=server.token)
+    ratios = [proofs["requests_per_second"] / bare["requests_per_second"] for bare, proofs in measured]
+    median_turn = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
+    bare_report, proofs_report = measured[median_turn]
+    per_turn = [dict(bare_rps=round(bare["requests_per_second"]), proofs_rps=round(proofs["requests_per_second"]),
+                     ratio=round(ratio, 3), bare_server_cpu=bare["server_cpu_utilisation"],
+                     proofs_server_cpu=proofs["server_cpu_utilisation"])
+                for (bare, proofs), ratio in zip(measured, ratios)]
+    common = dict(tree_size=size, load_generator=LOADGEN, concurrency=64, seconds_per_window=load["seconds"],
+                  turns=len(measured), tree_build_seconds=build_seconds)
+    results.record(
+        f"proof.inclusion.http.default@{size}", proofs_report["requests_per_second"], "req/s", **common,
+        read_workers="auto", read_workers_started=workers, requests=proofs_report["requests"],
+        latency_ms=proofs_report["latency_ms"], loadgen_cpu_utilisation=proofs_report["loadgen_cpu_utilisation"],
+        server_cpu_utilisation=proofs_report["server_cpu_utilisation"],
+        note="the turn with the median ratio to the bare handler; every turn in the ratio's details",
+    )
+    results.record(f"proof.inclusion.http.default.p99@{size}", proofs_report["latency_ms"]["p99"], "ms",
+                   tree_size=size, concurrency=64)
+    results.record(
+        f"read.bare_get.http@{size}", bare_report["requests_per_second"], "req/s", **common,
+        handler="benchmarks/bare.py: aiohttp, one process, a fixed proof-shaped body of "
+                f"{(size - 1).bit_length()} hashes", requests=bare_report["requests"],
+        latency_ms=bare_report["latency_ms"], loadgen_cpu_utilisation=bare_report["loadgen_cpu_utilisation"],
+        server_cpu_utilisation=bare_report["server_cpu_utilisation"],
+    )
+    results.record(f"proof.inclusion.http.default.vs_bare@{size}", ratios[median_turn], "×", **common,
+                   read_workers_started=workers, per_turn=per_turn,
+                   note="median over turns of (proofs/s ÷ bare GETs/s), each turn's two windows back to back")
+    benchmark.extra_info.update(ratio=ratios[median_turn], per_turn=per_turn)
