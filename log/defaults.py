@@ -80,8 +80,9 @@ MAX_AUTO_READ_WORKERS = 4
 
 
 def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity (what taskset, cgroup cpusets and container runtimes
-    limit) where the OS reports one, else every core."""
+    """The cores this process may run on: its CPU affinity (what taskset and cgroup cpusets, e.g. docker
+    --cpuset-cpus, limit; a CPU time quota such as docker --cpus is not one) where the OS reports one, else every
+    core."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
