@@ -314,10 +314,10 @@ def test_every_tile_path_parses_back(level, index, width):
 
 @FUZZ
 @given(st.dictionaries(st.sampled_from(["Authorization", "Accept", "Content-Type", "X-A"]), header_values, max_size=4))
-def test_a_read_worker_passes_on_only_utf8_header_values_and_keeps_the_valid_ones(headers):
-    from api.server.readers import _utf8_headers
+def test_forwarding_passes_on_only_utf8_header_values_and_keeps_the_valid_ones(headers):
+    from api.server.forwarding import utf8_headers
 
-    passed = _utf8_headers(dict(headers))
+    passed = utf8_headers(dict(headers))
     assert passed.keys() == headers.keys()
     for name, value in passed.items():
         value.encode()  # aiohttp's header writer would silently drop what this refuses

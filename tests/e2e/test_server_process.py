@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 
 import aiohttp
 import psycopg
@@ -119,11 +121,20 @@ def test_sigkill_mid_load_keeps_every_acknowledged_entry(server_factory):
     asyncio.run(check())
 
 
-def test_second_server_on_the_same_database_refuses_to_start(server_factory):
+def test_a_second_server_on_the_same_database_is_refused_on_sqlite_and_stands_by_on_postgresql(server_factory,
+                                                                                                database_url):
+    """SQLite has one writer per file; on PostgreSQL the second server stands by (tests/e2e/test_ha_failover.py)."""
     first = server_factory().start()
-    code, output = server_factory().run_to_exit()
-    assert code != 0
-    assert "sequencer" in output.lower() and "lock" in output.lower(), output
+    second = server_factory()
+    if database_url is None:
+        code, output = second.run_to_exit()
+        assert code != 0
+        assert "sequencer" in output.lower() and "lock" in output.lower(), output
+    else:
+        second.start()
+        assert "standing by" in "".join(second.output)
+        with urllib.request.urlopen(f"{second.url}/healthz", timeout=10) as answer:
+            assert json.loads(answer.read())["role"] == "standby"
     assert first.proc.poll() is None
 
 
