@@ -249,11 +249,14 @@ def json_bytes(body: bytes, *, status: int = 200, cache: str = NO_CACHE) -> web.
 _JSON_HEADERS: dict[str, CIMultiDict] = {}
 
 
-def _proof_json(fields: str, hashes: list[bytes]) -> web.Response:
+def _proof_json(fields: bytes, hashes: list[bytes]) -> web.Response:
     """`{<fields>,"hashes":[base64, ...]}`, written out directly: `fields` are `"name":<integer>` pairs and base64
-    needs no JSON escaping, and json.dumps was ~5 % of a proof request's server CPU."""
-    body = '{%s,"hashes":[%s]}' % (fields, ",".join(['"%s"' % b64(h) for h in hashes]))
-    return json_bytes(body.encode("ascii"))
+    needs no JSON escaping, and json.dumps was ~5 % of a proof request's server CPU. Encoded as bytes straight from
+    binascii: through base64.b64encode, str and back it took 11 us for 20 hashes, this 5."""
+    if not hashes:
+        return json_bytes(b'{%s,"hashes":[]}' % fields)
+    listed = b'","'.join([binascii.b2a_base64(h, newline=False) for h in hashes])
+    return json_bytes(b'{%s,"hashes":["%s"]}' % (fields, listed))
 
 
 # --- handlers ----------------------------------------------------------------------------------------------------
@@ -338,7 +341,7 @@ async def inclusion_proof(request: web.Request) -> web.Response:
         index = await log.find_leaf(parse_hash(params["leaf_hash"], "leaf_hash"), tree_size)
     _require(index, "index")
     hashes = await log.inclusion_proof(index, tree_size)
-    return _proof_json('"index":%d,"tree_size":%d' % (index, tree_size), hashes)
+    return _proof_json(b'"index":%d,"tree_size":%d' % (index, tree_size), hashes)
 
 
 async def consistency_proof(request: web.Request) -> web.Response:
@@ -349,7 +352,7 @@ async def consistency_proof(request: web.Request) -> web.Response:
     if second is None:
         second = log.size
     hashes = await log.consistency_proof(first, second)
-    return _proof_json('"first":%d,"second":%d' % (first, second), hashes)
+    return _proof_json(b'"first":%d,"second":%d' % (first, second), hashes)
 
 
 async def log_info(request: web.Request) -> web.Response:
