@@ -71,6 +71,10 @@ def render_markdown(data: dict) -> str:
                 measured = "**pending**: " + fig["details"].get("reason", "not landed")
             else:
                 measured = _number(fig["value"], fig["unit"])
+            when = fig.get("measured_at") or {}
+            if when.get("git_commit") and not str(m.get("git_commit")).startswith(when["git_commit"][:12]):
+                # a `-k` run refreshed this figure alone: say when and at which commit
+                measured += f" ({when['date'][:16]}, `{when['git_commit'][:12]}`)"
             met = {True: "yes", False: "**no**", None: ""}[fig.get("meets_target")]
             lines.append(f"| {title} | {measured} | {fig.get('target', '')} | {met} |")
             note = fig["details"].get("note")
