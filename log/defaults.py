@@ -67,6 +67,10 @@ SHUTDOWN_GRACE = 3.0
 # frees it at once, so a takeover starts within this, plus the time to reload the tree.
 SEQUENCER_LEASE_SECONDS = 3.0
 STANDBY_POLL_SECONDS = 0.25
+# A sequencer stalled inside a statement that waits on it (a paused process in the middle of a COPY) is out of reach
+# of the idle timeouts; a standby ends its session after this long. Longer than the lease: a batch's COPY may carry
+# up to 64 MiB (1,024 entries of 64 KiB), which a slow link to the database takes seconds to send.
+STALLED_STATEMENT_SECONDS = 15.0
 LEASE_POLL_SECONDS = 0.5  # a standby re-reads where the sequencer is this often (at once after a failed forward)
 FORWARD_CONNECT_TIMEOUT = 2.0  # seconds a standby waits to connect to the sequencer before answering 503
 FORWARD_READ_TIMEOUT = 30.0  # seconds a forwarded request may wait for the sequencer's next byte (a paused one)

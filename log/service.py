@@ -282,6 +282,7 @@ class Log:
             try:
                 writer = await loop.run_in_executor(None, self.store.acquire_writer, self._claim)
             except SequencerLockHeld:
+                await self._end_stalled_sequencer()
                 await asyncio.sleep(defaults.STANDBY_POLL_SECONDS)
                 continue
             except Exception as exc:  # noqa: BLE001 - the database unreachable: keep trying, as the sequencer does
@@ -311,6 +312,19 @@ class Log:
             logger.warning("this server now sequences the log, at size %d", self._sequencer.published.size)
             await self._tell("sequencer")
             return
+
+    async def _end_stalled_sequencer(self) -> None:
+        """While the lock is held elsewhere: end the sequencer's session if it has been stalled mid-statement for
+        longer than STALLED_STATEMENT_SECONDS (its process paused inside a COPY: PostgreSQL's idle timeouts do not
+        apply there)."""
+        try:
+            ended = await self._read(self.store.end_stalled_sequencer, defaults.STALLED_STATEMENT_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - the next poll tries again
+            logger.warning("standing by: cannot look for a stalled sequencer: %s", exc)
+            return
+        if ended is not None:
+            logger.warning("ended the session of the sequencer (backend %d): stalled mid-statement for longer than "
+                           "%g s", ended, defaults.STALLED_STATEMENT_SECONDS)
 
     def _deposed(self, reason: str) -> None:
         """On the event loop: the sequencer lost its writer (Sequencer on_deposed): step down to standby."""

@@ -193,3 +193,43 @@ def test_a_sequencer_session_that_goes_quiet_for_a_lease_is_ended_and_frees_the_
                 quiet.close()
     finally:
         store.close()
+
+
+def test_a_sequencer_stalled_inside_a_copy_is_ended_by_another_server_after_the_lease(database):
+    """A process paused in the middle of a COPY leaves its session 'active', waiting for data: PostgreSQL's idle
+    timeouts never end it. Another server ends it once it has waited longer than the lease; nothing of it commits."""
+    upgrade_schema(database)
+    store = SqlLogStore(database)
+    try:
+        stalled = store.acquire_writer(SequencerClaim("http://a.invalid", "a", 1.0))
+        stalled._heartbeat_stop.set()
+        stalled._heartbeat.join()
+        cursor = stalled._conn.cursor()
+        copying = cursor.copy("COPY entries (idx, data, leaf_hash, received_at) FROM STDIN")
+        copy = copying.__enter__()
+        copy.write_row((0, b"half sent", b"\x00" * 32, 1))  # and then the process stops sending
+        stalled._conn.pgconn.flush()
+        assert store.end_stalled_sequencer(30.0) is None  # not yet stalled for a lease
+        deadline = time.monotonic() + 10
+        while (ended := store.end_stalled_sequencer(1.0)) is None:
+            assert time.monotonic() < deadline, "the stalled sequencer's session was never ended"
+            time.sleep(0.2)
+        assert ended > 0
+        while True:
+            try:
+                taker = store.acquire_writer(SequencerClaim("http://b.invalid", "b", 3.0))
+                break
+            except SequencerLockHeld:
+                assert time.monotonic() < deadline + 5, "the lock was not freed"
+                time.sleep(0.1)
+        try:
+            assert taker.epoch == 2
+        finally:
+            taker.close()
+        with contextlib.suppress(Exception):
+            copying.__exit__(None, None, None)
+        with contextlib.suppress(Exception):
+            stalled.close()
+        assert store.read_entries(0, 1) == []
+    finally:
+        store.close()

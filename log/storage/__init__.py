@@ -220,6 +220,12 @@ class LogStore(ABC):
         """Take the database's sequencer lock; raise `SequencerLockHeld` if another writer holds it. Where several
         servers share the database (PostgreSQL), `claim` is written to the sequencer lease with a new epoch."""
 
+    def end_stalled_sequencer(self, lease_seconds: float) -> int | None:
+        """End the database session of a sequencer stalled mid-statement for longer than `lease_seconds` (a paused
+        process inside a COPY), so the lock frees; the ended session's process id, or None. Where the lock is a
+        server's (PostgreSQL); elsewhere None."""
+        return None
+
     def sequencer_lease(self) -> SequencerLease | None:
         """The lease as last written by a sequencer (None: never taken, or a database without one)."""
         return None

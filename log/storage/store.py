@@ -38,7 +38,7 @@ from log.storage import (
 )
 from log.storage.engine import make_engine, normalize_database_url
 from log.storage.schema import LEAF_INDEX_CHUNK, checkpoints, entries, leaf_index, sequencer_lease
-from log.storage.writers import PostgresWriter, SqliteWriter
+from log.storage.writers import PG_END_STALLED_SEQUENCER, PostgresWriter, SqliteWriter
 
 # Chunks probed per leaf-hash lookup query, and idempotency keys asked per query.
 _CHUNKS_PER_QUERY = 200
@@ -73,6 +73,16 @@ class SqlLogStore(LogStore):
         with self.engine.connect() as conn:
             row = conn.execute(select(sequencer_lease).where(sequencer_lease.c.id == 1)).first()
         return None if row is None else SequencerLease(row.epoch, row.url, row.holder, row.since)
+
+    def end_stalled_sequencer(self, lease_seconds: float) -> int | None:
+        """PostgreSQL: end the session of a sequencer stalled in the middle of a statement for more than
+        `lease_seconds` (see writers.PG_END_STALLED_SEQUENCER); its process id, or None when there was none."""
+        if self.dialect != "postgresql":
+            return None
+        with self.engine.connect() as conn:
+            row = conn.exec_driver_sql(PG_END_STALLED_SEQUENCER, (lease_seconds,)).first()
+            conn.commit()
+        return None if row is None else row[0]
 
     def write_outside_tree(self, work):
         if self.dialect == "sqlite":

@@ -37,6 +37,19 @@ _PG_HOLDS_LOCK = (
     "locktype = 'advisory' AND pid = pg_backend_pid() AND granted "
     f"AND classid = {PG_SEQUENCER_LOCK_KEY >> 32} AND objid = {PG_SEQUENCER_LOCK_KEY & 0xFFFFFFFF} AND objsubid = 1"
 )
+# A sequencer whose process stopped in the middle of a statement that waits for it (a COPY waiting for its data,
+# a result waiting to be read): its session is neither idle nor idle in a transaction, so PostgreSQL's idle timeouts
+# never end it, and a paused process would keep the lock for as long as it is paused. Another server ends such a
+# session once it has waited on its client for longer than a bound (log/defaults.py STALLED_STATEMENT_SECONDS; a
+# live writer's statements wait on it for milliseconds, seconds for a 64 MiB batch on a slow link); the fence makes
+# sure nothing of it commits.
+PG_END_STALLED_SEQUENCER = (
+    "SELECT a.pid, pg_terminate_backend(a.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = "
+    f"current_database()) AND l.classid = {PG_SEQUENCER_LOCK_KEY >> 32} AND l.objid = "
+    f"{PG_SEQUENCER_LOCK_KEY & 0xFFFFFFFF} AND l.objsubid = 1 AND a.pid <> pg_backend_pid() AND a.state = 'active' "
+    "AND a.wait_event IN ('ClientRead', 'ClientWrite') AND a.state_change < now() - make_interval(secs => %s)"
+)
 # ... and does the sequencer lease still hold this writer's epoch (the fencing token: one more at each takeover)?
 _PG_FENCE = (f"EXISTS (SELECT 1 FROM pg_locks WHERE {_PG_HOLDS_LOCK}) "
              "AND (SELECT epoch FROM sequencer_lease WHERE id = 1) = %s")
