@@ -53,6 +53,20 @@ def create_token(url: str, admin: str, role: str, tenants=None, expires_at: str 
     return document["secret"], document
 
 
+def tenant_recorder(url: str, admin: str, log_key: str, tenant: str, token: str):
+    """A Recorder for a producer `agent-<tenant>` registered (with a new key) for `tenant` alone, sending with
+    `token`."""
+    from api.client.recorder import Recorder, generate_key
+
+    seed, public, _ = generate_key()
+    producer = f"agent-{tenant}"
+    assert call(url, "POST", "/api/v1/producers", admin, {"producer": producer, "tenants": [tenant]})[0] == 201
+    assert call(url, "POST", f"/api/v1/producers/{producer}/keys", admin,
+                {"public_key": base64.b64encode(public).decode()})[0] == 201
+    return Recorder(url, producer=producer, signing_key=seed, log_key=log_key, tenant=tenant,
+                    actor={"type": "agent", "id": producer}, token=token)
+
+
 def _rfc3339(ms: int) -> str:
     from log.audit.schema import format_timestamp_ms
 
@@ -62,8 +76,6 @@ def _rfc3339(ms: int) -> str:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """One server: producers of acme and globex with a run each, a blob each, and a token per role."""
-    from api.client.recorder import Recorder, generate_key
-
     root = tmp_path_factory.mktemp("access")
     server = ServerProcess(root / "data", extra_args=["--verify-processes", "0"]).start()
     try:
@@ -74,13 +86,7 @@ def world(tmp_path_factory):
         w["writer"], _ = create_token(url, admin, "writer", ["acme"])
         blobs = {}
         for tenant in ("acme", "globex"):
-            seed, public, _ = generate_key()
-            producer = f"agent-{tenant}"
-            assert call(url, "POST", "/api/v1/producers", admin, {"producer": producer, "tenants": [tenant]})[0] == 201
-            assert call(url, "POST", f"/api/v1/producers/{producer}/keys", admin,
-                        {"public_key": base64.b64encode(public).decode()})[0] == 201
-            recorder = Recorder(url, producer=producer, signing_key=seed, log_key=vkey, tenant=tenant,
-                                actor={"type": "agent", "id": producer}, token=w["writer"])
+            recorder = tenant_recorder(url, admin, vkey, tenant, w["writer"])
             with recorder.action(f"run-{tenant}") as action:
                 ref = recorder.put_blob(f"the {tenant} prompt".encode())
                 action.record("tool_call", output=ref)

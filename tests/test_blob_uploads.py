@@ -5,7 +5,6 @@ stored before migration 0011 (no upload rows: the citation rule alone), migrated
 
 from __future__ import annotations
 
-import base64
 import hashlib
 
 import pytest
@@ -13,7 +12,7 @@ import sqlalchemy as sa
 
 from log.storage.engine import downgrade_schema, normalize_database_url, schema_revision, upgrade_schema
 from tests.processes import ServerProcess
-from tests.test_access_control import call, create_token
+from tests.test_access_control import call, create_token, tenant_recorder
 from tests.test_audit_blobs import Producer, _event, _ref, _run, _setup, _submit, database_url, digest  # noqa: F401
 
 SHA = hashlib.sha256
@@ -23,8 +22,6 @@ SHA = hashlib.sha256
 def public(tmp_path_factory):
     """A `--public` server with producers of acme and globex, writers of acme, of globex and of every tenant, and an
     auditor of each tenant."""
-    from api.client.recorder import Recorder, generate_key
-
     root = tmp_path_factory.mktemp("uploads")
     server = ServerProcess(root / "data", extra_args=["--public", "--verify-processes", "0"]).start()
     try:
@@ -38,13 +35,7 @@ def public(tmp_path_factory):
         w["writer-all"], _ = create_token(url, admin, "writer")
         recorders = {}
         for tenant in ("acme", "globex"):
-            seed, key, _ = generate_key()
-            producer = f"agent-{tenant}"
-            assert call(url, "POST", "/api/v1/producers", admin, {"producer": producer, "tenants": [tenant]})[0] == 201
-            assert call(url, "POST", f"/api/v1/producers/{producer}/keys", admin,
-                        {"public_key": base64.b64encode(key).decode()})[0] == 201
-            recorders[tenant] = Recorder(url, producer=producer, signing_key=seed, log_key=vkey, tenant=tenant,
-                                         actor={"type": "agent", "id": producer}, token=w[f"writer-{tenant}"])
+            recorders[tenant] = tenant_recorder(url, admin, vkey, tenant, w[f"writer-{tenant}"])
         w["recorders"] = recorders
         yield w
         for recorder in recorders.values():
