@@ -7,34 +7,22 @@ servers in tests/test_servers.py; this is the scenario they exist for.
 from __future__ import annotations
 
 import base64
-import shutil
-import socket
 import subprocess
 import sys
 
 import requests
 
 from api.client.recorder import Recorder, generate_key
-from log.keys import KEY_FILE_NAME
 from tests.postgres import fresh_database
-from tests.processes import REPO, ServerProcess
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ha_cluster import Cluster
+from tests.processes import REPO
 
 
 def test_the_sdk_and_the_cli_move_on_to_the_standby_when_the_sequencer_is_killed(tmp_path):
     with fresh_database() as url:
         common = ["--blob-dir", str(tmp_path / "blobs"), "--batch-max-age-ms", "2", "--verify-processes", "0"]
-        first = ServerProcess(tmp_path / "first", url, ["--port", str(_free_port()), *common]).start()
-        (tmp_path / "second").mkdir()
-        for name in (KEY_FILE_NAME, "admin.token"):
-            shutil.copy(first.data_dir / name, tmp_path / "second" / name)
-        second = ServerProcess(tmp_path / "second", url, ["--port", str(_free_port()), *common]).start()
-        try:
+        with Cluster(tmp_path, url, count=2, extra_args=common) as cluster:
+            first, second = cluster.servers
             both = f"{first.url},{second.url}"
             log_key = requests.get(f"{first.url}/api/v1/log", timeout=10).json()["verifier_key"]
             seed, public, _ = generate_key()
@@ -68,6 +56,3 @@ def test_the_sdk_and_the_cli_move_on_to_the_standby_when_the_sequencer_is_killed
             events = requests.get(f"{second.url}/api/v1/events", params={"run_id": "run-ha"}, headers=first.admin,
                                   timeout=10).json()["events"]
             assert [e["index"] for e in events] == [before.index] + [ack.index for ack in after]
-        finally:
-            second.stop()
-            first.kill()

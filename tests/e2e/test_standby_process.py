@@ -10,29 +10,22 @@ was registered through the old sequencer while it stood by.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 
 import requests
 
-from log.keys import KEY_FILE_NAME
 from tests.e2e.test_audit_process import Producer
 from tests.e2e.test_witnessed_log import wait_for
-from tests.ha_cluster import free_port
+from tests.ha_cluster import Cluster
 from tests.postgres import fresh_database
-from tests.processes import ServerProcess
 
 
 def test_a_standby_serves_every_client_and_takes_over_with_the_registry_the_sequencer_left(tmp_path):
     with fresh_database() as url:
         blobs = tmp_path / "blobs"
         common = ["--blob-dir", str(blobs), "--batch-max-age-ms", "2", "--verify-processes", "0"]
-        first = ServerProcess(tmp_path / "first", url, ["--port", str(free_port()), *common]).start()
-        (tmp_path / "second").mkdir()
-        for name in (KEY_FILE_NAME, "admin.token"):
-            shutil.copy(first.data_dir / name, tmp_path / "second" / name)
-        second = ServerProcess(tmp_path / "second", url, ["--port", str(free_port()), *common]).start()
-        try:
+        with Cluster(tmp_path, url, count=2, extra_args=common) as cluster:
+            first, second = cluster.servers
             health = requests.get(f"{second.url}/healthz", timeout=10).json()
             assert (health["role"], health["sequencer"]) == ("standby", first.url)
             admin = first.admin
@@ -82,6 +75,3 @@ def test_a_standby_serves_every_client_and_takes_over_with_the_registry_the_sequ
             assert later.status_code == 200 and later.json()["index"] > index, later.text
             again = requests.post(f"{second.url}/api/v1/events", json=envelope, headers=admin, timeout=10)
             assert again.status_code == 200 and again.json() == {**again.json(), "index": index, "duplicate": True}
-        finally:
-            second.stop()
-            first.kill()
