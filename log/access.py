@@ -11,7 +11,14 @@ or that it is public; its middleware resolves credentials to a `Principal`). The
 | blobs:read      | auditor, admin   | GET /api/v1/blobs/<sha256> (an auditor: blobs its tenants' events name)   |
 | blobs:write     | writer, admin    | PUT /api/v1/blobs/<sha256>                                                |
 | metrics         | monitor, admin   | /metrics (unless the server runs with --metrics-public)                   |
-| admin           | admin            | producer registry, API tokens, blob deletion, the access log              |
+| vault:tokenize  | writer, admin    | POST /api/v1/vault/tokenize (a writer: its tenants)                       |
+| vault:read      | vault-reader     | POST /api/v1/vault/detokenize, with a purpose, logged before it answers   |
+| admin           | admin            | producer registry, API tokens, blob deletion, the access log, retention   |
+|                 |                  | policies, legal holds, data-subject access and erasure                    |
+
+Detokenising is vault-reader's alone, not admin's: the people who run the log are not by that the people who may
+see who its subjects are (separation of duties); an admin who must can issue a vault-reader credential, and that
+issue is itself a log entry.
 
 `serve --public` makes entries:read and entries:append public (a public transparency log, as CT and Rekor run);
 nothing else changes.
@@ -21,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ROLES = ("admin", "auditor", "writer", "monitor")
+ROLES = ("admin", "auditor", "writer", "monitor", "vault-reader")
 
 ENTRIES_READ = "entries:read"
 ENTRIES_APPEND = "entries:append"
@@ -29,6 +36,8 @@ EVENTS_READ = "events:read"
 BLOBS_READ = "blobs:read"
 BLOBS_WRITE = "blobs:write"
 METRICS = "metrics"
+VAULT_TOKENIZE = "vault:tokenize"
+VAULT_READ = "vault:read"
 ADMIN = "admin"
 
 # permission -> the roles that hold it. The one place a role's rights are written down.
@@ -39,6 +48,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     BLOBS_READ: frozenset({"auditor", "admin"}),
     BLOBS_WRITE: frozenset({"writer", "admin"}),
     METRICS: frozenset({"monitor", "admin"}),
+    VAULT_TOKENIZE: frozenset({"writer", "admin"}),
+    VAULT_READ: frozenset({"vault-reader"}),
     ADMIN: frozenset({"admin"}),
 }
 
@@ -47,8 +58,8 @@ PUBLIC_LOG_PERMISSIONS = frozenset({ENTRIES_READ, ENTRIES_APPEND})
 
 # Roles whose credentials name the tenants they cover; an auditor's must name at least one (an auditor of every
 # tenant is an admin's business). admin and monitor cover every tenant and name none.
-TENANT_ROLES = frozenset({"auditor", "writer"})
-TENANTS_REQUIRED = frozenset({"auditor"})
+TENANT_ROLES = frozenset({"auditor", "writer", "vault-reader"})
+TENANTS_REQUIRED = frozenset({"auditor", "vault-reader"})
 
 
 @dataclass(frozen=True)

@@ -402,7 +402,7 @@ def test_principal_roles_and_token_records_round_trip():
     from log.audit.tokens import check_token, new_token, token_digest, token_id_of
     from log.errors import Unauthenticated
 
-    assert ROLES == ("admin", "auditor", "writer", "monitor")
+    assert ROLES == ("admin", "auditor", "writer", "monitor", "vault-reader")
     auditor = Principal("token:x", "auditor", {"acme"})
     assert auditor.tenants == frozenset({"acme"}) and auditor.may_read_tenant("acme")
     assert not auditor.may_read_tenant("globex") and not auditor.may("entries:read") and auditor.may("events:read")

@@ -6,7 +6,7 @@ tables never disagree with the log: `idx` is the entry's index. They hold nothin
 so they can be rebuilt from the log. Times are Unix milliseconds.
 """
 
-from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData, String, Table, Text
 
 from log.storage.schema import ROWID_KEY
 
@@ -59,6 +59,9 @@ audit_event_blobs = Table(
     Column("sha256", String(64), nullable=False),
     Column("tenant", String(128), nullable=False),
     Column("idx", BigInteger, nullable=False),
+    # The reference's media_type where the event gave one (from migration 0013 on; NULL for older rows): retention
+    # policies for blobs may be set per media type.
+    Column("media_type", String(255), nullable=True),
     Index("ix_audit_event_blobs_sha256", "sha256", "tenant"),
 )
 
@@ -102,4 +105,128 @@ access_tokens = Table(
     Column("sha256", String(64)),
     Column("record", Text, nullable=False),
     Index("ix_access_tokens_token", "token_id", "idx"),
+)
+
+# --- Records lifecycle (migration 0013): the token vault, retention, legal holds, pruning ----------------------------
+# The vault's tables are NOT an index of log entries: they hold the mappings from tokens to values, which must never
+# enter the log (the log is forever; a mapping must be destroyable). They are written through `Log.write`. Each
+# value is encrypted (AES-256-GCM) under its data subject's key; each subject key, and each tenant's tokenisation
+# key, is stored wrapped by the operator's vault master key (log/audit/vault.py). Erasing a subject deletes its
+# wrapped key (crypto-shredding): its rows in vault_tokens become ciphertext nobody can open.
+
+# One row per tenant: the key that makes a value's token (HMAC-SHA-256 of the value), wrapped by the master key.
+vault_tenant_keys = Table(
+    "vault_tenant_keys",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("master_key_id", String(64), nullable=False),  # which master key wrapped it (rotation, a KMS key id)
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# One row per (tenant, data subject). The subject is named by its token (`subject` is the token of the subject
+# reference the caller gave, never the reference). `wrapped_key` is NULL once erased; `erasure_idx` is then the
+# log entry that records the erasure.
+vault_subject_keys = Table(
+    "vault_subject_keys",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("subject", String(64), primary_key=True),
+    Column("wrapped_key", LargeBinary, nullable=True),
+    Column("master_key_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("erased_at", BigInteger, nullable=True),
+    Column("erasure_idx", BigInteger, nullable=True),
+)
+
+# One row per (tenant, token, subject): the value, AES-256-GCM under the subject's key (nonce || ciphertext+tag),
+# the associated data binding it to (tenant, token, subject). The same value in one tenant has one token; two
+# subjects may share a value (a shared address), hence the subject in the key.
+vault_tokens = Table(
+    "vault_tokens",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("token", String(64), primary_key=True),
+    Column("subject", String(64), primary_key=True),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_vault_tokens_subject", "tenant", "subject"),
+)
+
+# One row per (audit event entry, vault token it contains anywhere in its event): written with the entry, so that a
+# data subject's events (access requests, legal holds on a subject) are found from the index alone.
+audit_event_tokens = Table(
+    "audit_event_tokens",
+    metadata,
+    Column("token", String(64), nullable=False),
+    Column("tenant", String(128), nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Index("ix_audit_event_tokens_token", "token", "tenant", "idx"),
+)
+
+# One row per retention-policy entry (`auditlog.retention-policy/v1`), with its canonical JSON: the policy in force
+# for (tenant, record_class, selector) is the row with the highest idx; `retain_days` NULL means the policy was
+# removed. record_class: "event" (event entries, selector an event type or "*"), "blob" (selector "event_type:<t>",
+# "media_type:<m>" or "*"), "subject" (vault subjects, selector "*").
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(128), nullable=False),
+    Column("record_class", String(16), nullable=False),
+    Column("selector", String(300), nullable=False),
+    Column("retain_days", Integer, nullable=True),
+    Column("record", Text, nullable=False),
+    Index("ix_retention_policies_scope", "tenant", "record_class", "selector", "idx"),
+)
+
+# One row per retention run: `idx` is the run's log entry (`auditlog.retention-run/v1`, written BEFORE anything is
+# deleted: the policy, the counts and the SHA-256 of the list below). `finished_at` NULL: the run was interrupted
+# and is resumed (its list is complete; what of it is already gone is skipped).
+retention_runs = Table(
+    "retention_runs",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(128), nullable=False),
+    Column("list_sha256", String(64), nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger, nullable=True),
+)
+
+# The list each retention run (or data-subject erasure) deletes, committed with its log entry: kind "entry" (item:
+# the entry index, decimal), "blob" (item: sha256 hex), "subject" (item: tenant/subject token). Served so that a
+# verifier recomputes the hash its log entry commits to.
+deletion_items = Table(
+    "deletion_items",
+    metadata,
+    Column("deletion_idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(8), primary_key=True),
+    Column("item", String(200), primary_key=True),
+)
+
+# One row per pruned entry: its contents are gone (entries.data is empty), its leaf hash and every tile stay.
+# `deletion_idx` is the log entry that authorised it (a retention run).
+pruned_entries = Table(
+    "pruned_entries",
+    metadata,
+    Column("idx", ROWID_KEY, primary_key=True, autoincrement=False),
+    Column("deletion_idx", BigInteger, nullable=False),
+    Column("pruned_at", BigInteger, nullable=False),
+)
+
+# One row per legal hold, from its `auditlog.legal-hold/v1` entries (placed, then perhaps released). `scope` is the
+# canonical JSON of the hold's scope (tenant; run ids; context ids; subject tokens; actor; time range).
+legal_holds = Table(
+    "legal_holds",
+    metadata,
+    Column("hold_id", String(64), primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("reference", Text, nullable=False),
+    Column("placed_idx", BigInteger, nullable=False),
+    Column("placed_at", BigInteger, nullable=False),
+    Column("released_idx", BigInteger, nullable=True),
+    Column("released_at", BigInteger, nullable=True),
+    Index("ix_legal_holds_tenant", "tenant", "released_idx"),
 )
