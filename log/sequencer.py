@@ -57,7 +57,7 @@ from log.note_keys import Signer, parse_verifier_key
 from log.signed_history import SignedHistory
 from log.stats import LogStats
 from log.storage import (
-    BatchWrite, KeyedEntry, KeyRecord, LogStore, LogWriter, RowInsert, StoredCheckpoint, TileWrite, WorkFailed,
+    BatchWrite, KeyedEntry, KeyRecord, LogStore, LogWriter, RowInsert, RowUpdate, StoredCheckpoint, TileWrite, WorkFailed,
     WriteTransaction,
 )
 from log.storage.faults import DATABASE_UNREACHABLE, storage_fault
@@ -297,7 +297,7 @@ Plan = New | Known | Again | Conflict
 class _Submission:
     entries: Sequence[bytes]
     keys: Sequence[IdempotencyKey | None] | None
-    rows: Sequence[Sequence[RowInsert]] | None  # per entry; columns exclude "idx", which the writer supplies
+    rows: Sequence[Sequence[RowInsert | RowUpdate]] | None  # per entry; without the index, which is filled in
     work: Callable[[WriteTransaction], object] | None  # for a work-only submission (no entries)
     future: asyncio.Future
     queued_at: float
@@ -423,13 +423,14 @@ class Sequencer:
         self,
         entries: Sequence[bytes],
         keys: Sequence[IdempotencyKey | None] | None = None,
-        rows: Sequence[Sequence[RowInsert]] | None = None,
+        rows: Sequence[Sequence[RowInsert | RowUpdate]] | None = None,
     ) -> BatchReceipt:
         """Queue entries; return once they are durably committed (or found already committed, by key).
 
         `keys` and `rows`, when given, line up with `entries`: an idempotency key per entry (or None), and rows
-        of the personality's own tables to store with each new entry in the same transaction (their `idx` column
-        is filled in with the entry's index; nothing is stored for a duplicate).
+        of the personality's own tables to store with each new entry in the same transaction (their index column
+        is filled in with the entry's index; nothing is stored for a duplicate): RowInserts, and RowUpdates of rows
+        an earlier entry made.
         """
         batches = self._batches
         if self._deposed is not None:
@@ -577,7 +578,7 @@ class Sequencer:
         first_index = self._state.frontier.size
         new_entries: list[bytes] = []
         key_records: list[KeyRecord] = []
-        rows: list[RowInsert] = []
+        rows: list[RowInsert | RowUpdate] = []
         plan: list[Plan] = []
         in_batch: dict[bytes, tuple[int, bytes]] = {}  # key -> (position in new_entries, content hash)
         for entry, key, extra_rows in items:
@@ -599,7 +600,10 @@ class Sequencer:
                 in_batch[key.key] = (position, key.content_hash)
                 key_records.append(KeyRecord(key.key, index, key.content_hash))
             for row in extra_rows:
-                rows.append(RowInsert(row.table, ("idx", *row.columns), (index, *row.values)))
+                if isinstance(row, RowUpdate):
+                    rows.append(row._replace(values=(index, *row.values)))
+                else:
+                    rows.append(RowInsert(row.table, (row.index_column, *row.columns), (index, *row.values)))
             plan.append(NEW)
 
         if new_entries or work:
@@ -612,7 +616,7 @@ class Sequencer:
         self,
         entries: list[bytes],
         keys: Sequence[KeyRecord] = (),
-        rows: Sequence[RowInsert] = (),
+        rows: Sequence[RowInsert | RowUpdate] = (),
         work: Sequence[Callable[[WriteTransaction], object]] = (),
     ) -> tuple[int, list[bytes], Published, list[object]]:
         """Steps 2 (hash) to 5 (publish) for a batch's new entries, on the writer thread."""

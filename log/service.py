@@ -34,7 +34,7 @@ from log.note_keys import Signer
 from log.sequencer import BatchReceipt, IdempotencyKey, Published, Sequencer
 from log.signed_history import SignedHistory, SignedRecord, check_database, history_path, read_record, root_at
 from log.stats import LogStats
-from log.storage import LogStore, RowInsert, SequencerClaim, StoredEntry
+from log.storage import LogStore, RowInsert, RowUpdate, SequencerClaim, StoredEntry
 from log.storage.faults import storage_fault
 from log.storage.engine import normalize_database_url, shown_url as _shown_url, sqlite_url_for, upgrade_schema
 from log.storage.store import SqlLogStore, peek_latest_checkpoint
@@ -459,7 +459,7 @@ class Log:
         self,
         entries: list[bytes],
         keys: list[IdempotencyKey | None] | None = None,
-        rows: list[list[RowInsert]] | None = None,
+        rows: list[list[RowInsert | RowUpdate]] | None = None,
     ) -> BatchReceipt:
         """Append entries; returns once they are durably stored. Without keys, indices are consecutive.
 

@@ -79,10 +79,30 @@ class KeyedEntry(NamedTuple):
 class RowInsert(NamedTuple):
     """A row for a table that a log personality owns (e.g. a query index), committed with the batch.
 
-    `table` and `columns` are identifiers from code, never from requests; `values` line up with `columns`.
+    `table` and `columns` are identifiers from code, never from requests; `values` line up with `columns`. The
+    entry's index goes into `index_column` (not among `columns`), filled in by the sequencer.
     """
 
     table: str
+    columns: tuple[str, ...]
+    values: tuple
+    index_column: str = "idx"
+
+
+class RowUpdate(NamedTuple):
+    """A change to one existing row of a personality's table, committed with the batch as a RowInsert is, so that a
+    row that a later entry closes (a legal hold its release) never disagrees with the log.
+
+    In the one row where `key_columns` equal `key_values` and `index_column` is still NULL, `index_column` is set
+    to the entry's index (filled in by the sequencer) and `columns` to `values`. If no such row exists the whole
+    batch fails (nothing of it is stored): callers check the row first, under their own lock, so this is a guard,
+    not a way to ask. Identifiers come from code, never from requests.
+    """
+
+    table: str
+    key_columns: tuple[str, ...]
+    key_values: tuple
+    index_column: str
     columns: tuple[str, ...]
     values: tuple
 
@@ -141,7 +161,7 @@ class BatchWrite(NamedTuple):
     tiles: Sequence[TileWrite] = ()
     checkpoint: StoredCheckpoint | None = None
     keys: Sequence[KeyRecord] = ()
-    rows: Sequence[RowInsert] = ()
+    rows: Sequence[RowInsert | RowUpdate] = ()
     work: Sequence[Callable[[WriteTransaction], object]] = ()
 
 

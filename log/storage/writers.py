@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from log.errors import SequencerLockHeld, StorageError
 from log.storage import (
-    BatchWrite, LogWriter, RowInsert, SequencerClaim, StoredCheckpoint, WorkFailed, WriteTransaction,
+    BatchWrite, LogWriter, RowInsert, RowUpdate, SequencerClaim, StoredCheckpoint, WorkFailed, WriteTransaction,
 )
 from log.storage.pg_copy import COPY_ENTRIES, copy_entries
 from log.storage.schema import LEAF_INDEX_CHUNK
@@ -78,17 +78,22 @@ _ROWS_PER_INSERT = 256  # SQLite: 11 columns x 256 rows stays far below its 32,7
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 
-def _grouped_inserts(rows: Sequence[RowInsert]) -> list[tuple[str, int, list[tuple]]]:
-    """Personality rows as ("INSERT INTO t (columns)", column count, parameter rows), one per table and column
-    list."""
+def _check_identifiers(*names: str) -> None:
+    for name in names:
+        if not _IDENTIFIER.fullmatch(name):
+            raise StorageError(f"refusing to use {name!r} as a table or column name")
+
+
+def _grouped_inserts(rows: Sequence[RowInsert | RowUpdate]) -> list[tuple[str, int, list[tuple]]]:
+    """Personality RowInserts as ("INSERT INTO t (columns)", column count, parameter rows), one per table and column
+    list (RowUpdates are left to _row_update)."""
     groups: dict[tuple[str, tuple[str, ...]], list[tuple]] = {}
     for row in rows:
-        groups.setdefault((row.table, row.columns), []).append(row.values)
+        if not isinstance(row, RowUpdate):
+            groups.setdefault((row.table, row.columns), []).append(row.values)
     statements = []
     for (table, columns), values in groups.items():
-        for name in (table, *columns):
-            if not _IDENTIFIER.fullmatch(name):
-                raise StorageError(f"refusing to use {name!r} as a table or column name")
+        _check_identifiers(table, *columns)
         statements.append((f"INSERT INTO {table} ({', '.join(columns)})", len(columns), values))
     return statements
 
@@ -153,6 +158,9 @@ class DriverWriter(LogWriter):
                     self._insert_many(cur, _INSERT_KEY, 3, [(k.key, k.index, k.content_hash) for k in batch.keys])
                 for head, width, values in _grouped_inserts(batch.rows):
                     self._insert_many(cur, head, width, values)
+                for row in batch.rows:
+                    if isinstance(row, RowUpdate):
+                        self._row_update(cur, row)
                 results = [self._run_work(cur, position, fn) for position, fn in enumerate(batch.work)]
                 if not fenced:
                     self._fence(cur)
@@ -188,6 +196,19 @@ class DriverWriter(LogWriter):
     def _upsert_tiles(self, cur, rows: list[tuple]) -> None:
         """(level, index, data, interior) rows; a tile already stored is replaced."""
         cur.executemany(_UPSERT_TILE.format(p=self.placeholder), rows)
+
+    def _row_update(self, cur, row: RowUpdate) -> None:
+        """One RowUpdate (its `values` start with the entry's index, for `index_column`): exactly one row must
+        change, else the batch fails (RowUpdate says why)."""
+        _check_identifiers(row.table, row.index_column, *row.columns, *row.key_columns)
+        p = self.placeholder
+        assignments = ", ".join(f"{name} = {p}" for name in (row.index_column, *row.columns))
+        keys = " AND ".join(f"{name} = {p}" for name in row.key_columns)
+        cur.execute(f"UPDATE {row.table} SET {assignments} WHERE {keys} AND {row.index_column} IS NULL",
+                    (*row.values, *row.key_values))
+        if cur.rowcount != 1:
+            raise StorageError(f"{row.table}: {cur.rowcount} rows where {dict(zip(row.key_columns, row.key_values))} "
+                               f"and {row.index_column} IS NULL; the update needs exactly one")
 
     def _run_work(self, cur, position: int, fn):
         """One unit of personality work in its own savepoint: its failure undoes only itself."""
