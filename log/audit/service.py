@@ -41,6 +41,7 @@ from sqlalchemy import and_, select
 from log.audit import evidence as evidence_format
 from log.audit.canonical import canonicalize, parse_json
 from log.audit.errors import AuthenticationFailed, EventConflict, InvalidEvent, KeyExpired, KeyRevoked
+from log.audit.holds import HoldBook
 from log.audit.intake import CheckedEnvelope, check_body
 from log.audit.records import (
     Envelope, format_blob_erasure, format_registry_change, format_token_change, parse_entry, parse_registry_change,
@@ -195,6 +196,8 @@ class AuditService:
         self.tokens = TokenRegistry()
         self.stats = AuditStats()
         self._clock = clock
+        # Legal holds; its lock is taken around every deletion that must respect them (log/audit/holds.py).
+        self.holds = HoldBook(log, clock=clock)
         self._registry_lock = asyncio.Lock()
         self._verifier = concurrent.futures.ThreadPoolExecutor(verify_threads, thread_name_prefix="audit-verify")
         self.verifier_pool = VerifierPool(verify_processes) if verify_processes else None
