@@ -129,3 +129,12 @@ ACCESS_LOG_FLUSH_ROWS = 1000  # a batch written at once when this many records a
 ACCESS_LOG_MAX_BUFFERED = 100_000  # records held while the database cannot take them; beyond: the oldest dropped
 ACCESS_LOG_PRUNE_INTERVAL = 3600.0  # seconds between pruning rounds
 ACCESS_LOG_MAX_PAGE = 1000  # records per page of GET /api/v1/access-log
+
+# --- the token vault (log/audit/vault.py) --------------------------------------------------------------------------
+VAULT_MAX_VALUES = 10_000  # values per tokenise request (one write of the log's writer per request)
+VAULT_MAX_VALUE_BYTES = 4096  # UTF-8 bytes of one value (or subject reference): ids, names, addresses, not documents
+# Tokens per detokenise request: its log entry names each token by its SHA-256 (67 bytes of JSON each), and 500 of
+# them with the longest purpose stay well inside one entry (65,535 bytes)
+VAULT_MAX_DETOKENIZE = 500
+VAULT_MAX_PURPOSE = 1000  # characters of a detokenisation's stated purpose
+VAULT_KEY_CACHE = 10_000  # unwrapped data-subject keys kept in memory (AES-GCM contexts, about 1 KiB each)

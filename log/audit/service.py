@@ -51,10 +51,12 @@ from log.audit.registry import Registry, key_id_for
 from log.audit.schema import parse_timestamp_ms
 from log.audit.tables import (
     EVENT_COLUMNS, access_tokens, audit_blob_uploads, audit_event_blobs, audit_event_context, audit_events,
-    audit_registry,
+    audit_event_tokens, audit_registry,
 )
 from log.audit.tokens import ApiToken, TokenRegistry, new_token, token_digest
 from log.audit.timeline import Node, causal_order
+from log.audit.vault import Vault, tokens_in_event
+from log.audit.vault_keys import MasterKey
 from log.audit.verifier import VerifierPool, VerifierUnavailable
 from log.blobs import BlobStore, check_digest
 from log.checkpoint import Checkpoint
@@ -186,12 +188,16 @@ ANY_UPLOADER = "*"  # audit_blob_uploads' tenant for a credential that covers ev
 
 
 class AuditService:
-    """Create with `await AuditService.open(log, blobs)`; `close()` when done (before closing the log)."""
+    """Create with `await AuditService.open(log, blobs)`; `close()` when done (before closing the log).
+
+    `vault_master_key`: the token vault's master key (log/audit/vault_keys.py); None: a service without a vault,
+    whose `vault` answers every call Unavailable. `open` refuses a master key other than the vault's."""
 
     def __init__(self, log, blobs: BlobStore, *, clock: Callable[[], float] = time.time, verify_threads: int = 2,
-                 verify_processes: int = 0):
+                 verify_processes: int = 0, vault_master_key: MasterKey | None = None):
         self.log = log
         self.blobs = blobs
+        self.vault = Vault(log, vault_master_key, clock=clock)
         self.registry = Registry()
         self.tokens = TokenRegistry()
         self.stats = AuditStats()
@@ -208,7 +214,12 @@ class AuditService:
         """Rebuild the registry from its index table (every registry-change entry, in log order), as the primary
         holds it: what ingest decides from must not lag behind a read replica."""
         service = cls(log, blobs, **kwargs)
-        await service.reload()
+        try:
+            await service.vault.check_master_key()
+            await service.reload()
+        except BaseException:
+            await service.close()
+            raise
         return service
 
     async def reload(self) -> None:
@@ -221,6 +232,7 @@ class AuditService:
         for index, record in await self._token_records(None, primary=True):
             tokens.apply(parse_token_change(parse_json(record).value), index)
         self.registry, self.tokens = registry, tokens
+        self.vault.clear_cache()
         self._teach_verifiers()
 
     async def close(self) -> None:
@@ -228,6 +240,7 @@ class AuditService:
             await self.verifier_pool.close()
         self._verifier.shutdown(wait=True)
         self._io.shutdown(wait=True)
+        self.vault.close()
 
     def _now(self) -> int:
         return int(self._clock() * 1000)
@@ -688,6 +701,8 @@ def _index_rows(checked: CheckedEnvelope) -> list[RowInsert]:
         rows.append(RowInsert(audit_event_context.name, ("name", "value"), (name, value)))
     for digest in checked.blobs:
         rows.append(RowInsert(audit_event_blobs.name, ("sha256", "tenant"), (digest, checked.tenant)))
+    for token in tokens_in_event(checked.event_bytes):  # a data subject's events, found from the index
+        rows.append(RowInsert(audit_event_tokens.name, ("token", "tenant"), (token, checked.tenant)))
     return rows
 
 
