@@ -124,6 +124,22 @@ def test_a_malformed_hold_change_is_refused_naming_the_field(name):
     assert caught.value.field == field
 
 
+def test_a_deletion_refusal_round_trips_and_names_what_it_refused():
+    refusal = HoldChange("deletion-refused", "0123456789abcdef", parse_scope(FULL_SCOPE), "", "case 17", T0,
+                         ("blob", "a" * 64))
+    wire = format_hold_change(refusal)
+    assert wire["refused"] == {"kind": "blob", "item": "a" * 64}
+    assert parse_hold_change(wire) == refusal
+    for bad, field in (({"kind": "entry", "item": "1"}, "$.refused"), ({"kind": "blob", "item": "A" * 64},
+                                                                       "$.refused.item")):
+        with pytest.raises(InvalidEvent) as caught:
+            parse_hold_change({**wire, "refused": bad})
+        assert caught.value.field == field
+    with pytest.raises(InvalidEvent) as caught:  # only a refusal names what it refused
+        parse_hold_change({**_placed(), "refused": wire["refused"]})
+    assert caught.value.field == "$.refused"
+
+
 def test_a_release_may_have_an_empty_reference():
     wire = _placed(change="released", reference="")
     assert parse_hold_change(wire).reference == ""

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from api.server import access_log, auth, standby
 from api.server.audit_routes import AUDIT, AUDIT_ADMIN_TOKEN, add_audit_routes
+from api.server.lifecycle_routes import add_lifecycle_routes
 from api.server.metrics import HttpMetrics, metrics_middleware, render_dict_metrics
 from api.server.openapi import document_bytes
 from api.server.problems import problem_middleware
@@ -236,5 +237,6 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     # After the log's lifetime: the service opens over it.
     add_audit_routes(app, data_dir=config.data_dir, admin_token=admin_token, verify_processes=verify_processes,
                      blob_uploads=blob_uploads, blobs=FileBlobStore(blob_dir) if blob_dir is not None else None)
+    add_lifecycle_routes(app)  # legal holds, data-subject requests: over app[AUDIT]
     app.cleanup_ctx.append(_role_lifetime(first=False))  # last: after every other context that follows the role
     return app

@@ -85,6 +85,11 @@ ROUTE_POLICY: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/tokens"): access.ADMIN,
     ("POST", "/api/v1/tokens/{token_id}/revoke"): access.ADMIN,
     ("GET", "/api/v1/access-log"): access.ADMIN,
+    # Legal holds and data-subject requests (api/server/lifecycle_routes.py): the subject reference travels in the
+    # body of a POST, never in a URL (access logs and proxies keep URLs).
+    ("GET", "/api/v1/holds"): access.ADMIN,
+    ("POST", "/api/v1/holds"): access.ADMIN,
+    ("POST", "/api/v1/holds/{hold_id}/release"): access.ADMIN,
     ("GET", "/metrics"): access.METRICS,  # public with `serve --metrics-public`
     ("*", "/{tail}"): FORWARDED,
 }

@@ -185,10 +185,13 @@ _AUDIT_PATHS: dict = {
             "responses": {"200": _binary("the blob; immutable"), **_errors(400, 404)},
         },
         "delete": {
-            "summary": "Erase a blob (admin); the erasure is logged as an entry",
+            "summary": "Erase a blob (admin) unless a legal hold covers it; the erasure is logged as an entry",
             "operationId": "deleteBlob",
             "parameters": [_SHA256_PATH, _query("reason", "why (logged)", schema={"type": "string"})],
-            "responses": {"200": _json_object("{sha256, erased, erasure_index}"), **_errors(400, 401, 404)},
+            "description": "An active legal hold covering the blob (an event citing it is in its scope) refuses "
+                           "the deletion: 409, the problem naming the hold (hold_id) and the entry that records the "
+                           "refusal (index).",
+            "responses": {"200": _json_object("{sha256, erased, erasure_index}"), **_errors(400, 401, 404, 409)},
         },
     },
     "/api/v1/producers": {
@@ -298,6 +301,56 @@ _ACCESS_LOG_PATHS: dict = {
             ],
             "responses": {"200": _json_object("{records: [{id, at, at_ms, credential, role, what, target, remote, "
                                               "status}], next_cursor}"), **_errors(400, 401, 403)},
+        },
+    },
+}
+
+# Legal holds and data-subject requests (api/server/lifecycle_routes.py); admin only.
+_HOLD_SCOPE = {"type": "object", "required": ["tenant"], "additionalProperties": False, "properties": {
+    "tenant": {"type": "string", "pattern": _TOKEN},
+    "run_ids": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": _TOKEN}},
+    "context": {"type": "array", "minItems": 1, "items": {
+        "type": "object", "required": ["name", "value"], "additionalProperties": False,
+        "properties": {"name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
+                       "value": {"type": "string", "pattern": _TOKEN}}}},
+    "subjects": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^vt\\.[a-z2-7]{26}$"}},
+    "actor_id": {"type": "string", "pattern": _TOKEN},
+    "from": {"type": "string", "format": "date-time", "description": "events at or after (their timestamp)"},
+    "to": {"type": "string", "format": "date-time", "description": "events at or before (their timestamp)"}}}
+_HOLD_ANSWER = "{hold: {hold_id, tenant, scope, reason, reference, active, placed_index, placed_at, " \
+               "released_index, released_at}, index}"
+_LIFECYCLE_PATHS: dict = {
+    "/api/v1/holds": {
+        "get": {
+            "summary": "The legal holds, active and released, in placement order (admin)",
+            "operationId": "listHolds",
+            "parameters": [_query("tenant", "only this tenant's holds", schema={"type": "string", "pattern": _TOKEN}),
+                           _query("active", "true: only active holds; false: only released ones",
+                                  schema={"type": "string", "enum": ["true", "false", "1", "0"]})],
+            "responses": {"200": _json_object("{holds: [{hold_id, tenant, scope, reason, reference, active, "
+                                              "placed_index, placed_at, released_index, released_at}]}"),
+                          **_errors(400, 401, 403)},
+        },
+        "post": {
+            "summary": "Place a legal hold (admin): nothing in its scope is deleted by retention, erasure or blob "
+                       "DELETE until it is released; logged as an entry (auditlog.legal-hold/v1)",
+            "operationId": "placeHold",
+            "requestBody": _json_body({"type": "object", "required": ["scope", "reason", "reference"],
+                                       "additionalProperties": False, "properties": {
+                                           "scope": _HOLD_SCOPE, "reason": {"type": "string", "minLength": 1},
+                                           "reference": {"type": "string", "minLength": 1}}}),
+            "responses": {"201": _json_object(_HOLD_ANSWER), **_errors(400, 401, 403, 503)},
+        },
+    },
+    "/api/v1/holds/{hold_id}/release": {
+        "post": {
+            "summary": "Release a legal hold (admin); logged as an entry",
+            "operationId": "releaseHold",
+            "parameters": [_path("hold_id", "the hold's id (16 hex digits)", "^[0-9a-f]{16}$")],
+            "requestBody": _json_body({"type": "object", "required": ["reason"], "additionalProperties": False,
+                                       "properties": {"reason": {"type": "string", "minLength": 1},
+                                                      "reference": {"type": "string"}}}),
+            "responses": {"200": _json_object(_HOLD_ANSWER), **_errors(400, 401, 403, 404, 409, 503)},
         },
     },
 }
@@ -427,6 +480,7 @@ DOCUMENT: dict = {
         },
         **_AUDIT_PATHS,
         **_ACCESS_LOG_PATHS,
+        **_LIFECYCLE_PATHS,
         "/tile/entries/{n}": {
             "get": {
                 "summary": "An entry bundle (c2sp.org/tlog-tiles): uint16 length-prefixed entries",

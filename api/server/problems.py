@@ -119,6 +119,7 @@ def problem_body(exc: LogError) -> dict:
         body["index"] = exc.index  # where the log already holds the key (event-conflict: the event logged first)
     if getattr(exc, "reason", None) is not None:
         body["reason"] = exc.reason  # StorageUnavailable: "disk full", "database unreachable: ...", ...
+    body.update(getattr(exc, "problem_members", None) or {})  # an error's own members (a legal hold's hold_id)
     errors = getattr(exc, "errors", None)
     if errors and all(hasattr(e, "field") and hasattr(e, "message") for e in errors):
         body["errors"] = [{"field": e.field, "message": e.message} for e in errors]

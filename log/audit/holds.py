@@ -5,14 +5,18 @@ A hold is placed by an administrator with a scope, a reason and a reference (a c
 released later with a reason; both are log entries, and the legal_holds row is written in the same transaction as
 each (a RowInsert with the placement, a RowUpdate with the release), so the table never disagrees with the log.
 
-The record (RFC 8785 canonical JSON, times RFC 3339 UTC with milliseconds; the same fields for both changes):
+The record (RFC 8785 canonical JSON, times RFC 3339 UTC with milliseconds; the same fields for every change):
 
-    {"type": "auditlog.legal-hold/v1", "change": "placed" | "released", "hold_id": "<16 hex>", "tenant": T,
-     "scope": {...}, "reason": "...", "reference": "...", "at": "..."}
+    {"type": "auditlog.legal-hold/v1", "change": "placed" | "released" | "deletion-refused", "hold_id": "<16 hex>",
+     "tenant": T, "scope": {...}, "reason": "...", "reference": "...", "at": "..."}
 
-`reason` is required (non-empty) for both; `reference` is required for a placement and may be empty for a release
-(the order that lifts a hold, where there is one). A release repeats the hold's scope, so that the entry alone says
-what stopped being held.
+`reason` is required (non-empty) for a placement and a release; `reference` is required for a placement and may be
+empty for a release (the order that lifts a hold, where there is one). A release repeats the hold's scope, so that
+the entry alone says what stopped being held. A `deletion-refused` record is the hold at work: a deletion asked of
+something the hold covers (a blob DELETE) was refused. It carries the hold's scope and reference, the refused
+request's reason (may be empty) and one more field, `"refused": {"kind": "blob", "item": "<sha256 hex>"}`. It is
+in the log, not only in the access log, because an attempt to delete what litigation holds is what counsel will
+ask to be shown, provably and for as long as the log lives (the access log is pruned and may lose its last second).
 
 The scope (a field left out does not narrow it; lists are sorted and without duplicates):
 
@@ -53,7 +57,8 @@ from log.errors import Conflict, InvalidInput, NotFound
 from log.storage import RowInsert, RowUpdate
 
 LEGAL_HOLD_TYPE = "auditlog.legal-hold/v1"
-HOLD_CHANGES = ("placed", "released")
+HOLD_CHANGES = ("placed", "released", "deletion-refused")
+REFUSED_KINDS = ("blob",)
 SCOPE_FIELDS = ("tenant", "run_ids", "context", "subjects", "actor_id", "from", "to")
 MAX_SCOPE_VALUES = 256  # per list field of a scope: a hold names cases and runs, not a data set
 MAX_TEXT = 1024  # reason and reference, in characters
@@ -64,6 +69,22 @@ _TOKEN = python_regex(TOKEN_PATTERN)
 _CONTEXT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")  # as the event schema's context property names
 _VAULT_TOKEN = re.compile(r"^vt\.[a-z2-7]{26}\Z")  # design20's vault token (log/audit/vault.py VAULT_TOKEN_PATTERN)
 _HOLD_ID = re.compile(r"^[0-9a-f]{16}\Z")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+
+
+class HeldByLegalHold(Conflict):
+    """A deletion refused because an active legal hold covers what it would delete (HTTP 409). `hold_id` names the
+    hold; `index` is the log entry that records the refusal."""
+
+    code = "legal-hold"
+
+    def __init__(self, message: str, hold_id: str, index: int | None = None):
+        super().__init__(message, index)
+        self.hold_id = hold_id
+
+    @property
+    def problem_members(self) -> dict:
+        return {"hold_id": self.hold_id}
 
 
 def new_hold_id() -> str:
@@ -191,6 +212,7 @@ class HoldChange:
     reason: str
     reference: str
     at: int
+    refused: tuple[str, str] | None = None  # deletion-refused: (kind, item)
 
     @property
     def tenant(self) -> str:
@@ -199,9 +221,12 @@ class HoldChange:
 
 def format_hold_change(change: HoldChange) -> dict:
     """The wire object of a hold change (the log entry is its canonical bytes)."""
-    return {"type": LEGAL_HOLD_TYPE, "change": change.change, "hold_id": change.hold_id, "tenant": change.tenant,
-            "scope": change.scope.to_json(), "reason": change.reason, "reference": change.reference,
-            "at": format_timestamp_ms(change.at)}
+    out = {"type": LEGAL_HOLD_TYPE, "change": change.change, "hold_id": change.hold_id, "tenant": change.tenant,
+           "scope": change.scope.to_json(), "reason": change.reason, "reference": change.reference,
+           "at": format_timestamp_ms(change.at)}
+    if change.refused is not None:
+        out["refused"] = {"kind": change.refused[0], "item": change.refused[1]}
+    return out
 
 
 def _text(value: Any, field: str, *, required: bool) -> str:
@@ -218,6 +243,8 @@ def parse_hold_change(obj: Any) -> HoldChange:
     if not isinstance(obj, dict) or obj.get("type") != LEGAL_HOLD_TYPE:
         raise InvalidEvent(f"not a {LEGAL_HOLD_TYPE} record", "$.type")
     fields = {"type", "change", "hold_id", "tenant", "scope", "reason", "reference", "at"}
+    if obj.get("change") == "deletion-refused":
+        fields.add("refused")
     unknown, missing = set(obj) - fields, fields - set(obj)
     if unknown:
         raise InvalidEvent(f"unknown field(s) in a legal hold: {', '.join(sorted(unknown))}",
@@ -233,9 +260,18 @@ def parse_hold_change(obj: Any) -> HoldChange:
     scope = parse_scope(obj["scope"])
     if _token(obj["tenant"], "$.tenant") != scope.tenant:
         raise InvalidEvent("tenant must be the scope's tenant", "$.tenant")
-    reason = _text(obj["reason"], "$.reason", required=True)
-    reference = _text(obj["reference"], "$.reference", required=kind == "placed")
-    return HoldChange(kind, hold_id, scope, reason, reference, _time(obj["at"], "$.at"))
+    reason = _text(obj["reason"], "$.reason", required=kind != "deletion-refused")
+    reference = _text(obj["reference"], "$.reference", required=kind != "released")
+    refused = None
+    if kind == "deletion-refused":
+        item = obj["refused"]
+        if not isinstance(item, dict) or set(item) != {"kind", "item"} or item["kind"] not in REFUSED_KINDS:
+            raise InvalidEvent(f"refused must be {{kind, item}} with kind one of {', '.join(REFUSED_KINDS)}",
+                               "$.refused")
+        if not isinstance(item["item"], str) or not _SHA256.match(item["item"]):
+            raise InvalidEvent("a refused blob is named by its sha256 (64 lowercase hex digits)", "$.refused.item")
+        refused = (item["kind"], item["item"])
+    return HoldChange(kind, hold_id, scope, reason, reference, _time(obj["at"], "$.at"), refused)
 
 
 def hold_change_entry(change: HoldChange) -> bytes:
@@ -354,6 +390,10 @@ class ActiveHolds:
 
     def __bool__(self) -> bool:
         return bool(self.holds)
+
+    def hold(self, hold_id: str) -> Hold:
+        """The active hold `hold_id` (one a lookup named)."""
+        return next(hold for hold in self.holds if hold.hold_id == hold_id)
 
     def _event_conditions(self, hold: Hold):
         a, scope = audit_events.c, hold.scope
@@ -494,6 +534,17 @@ class HoldBook:
         return HoldReceipt(Hold(hold.hold_id, hold.scope, hold.reason, hold.reference, hold.placed_idx,
                                 hold.placed_at, index, change.at), index)
 
+    async def refuse_deletion(self, hold: Hold, kind: str, item: str, reason: str) -> int:
+        """Log that a deletion of `item` (a blob's sha256) was refused because `hold` covers it; returns the entry's
+        index, committed. Call under `lock`, with the hold just found active."""
+        try:
+            entry = hold_change_entry(HoldChange("deletion-refused", hold.hold_id, hold.scope,
+                                                 _text(reason, "$.reason", required=False), hold.reference,
+                                                 self._now(), (kind, item)))
+        except InvalidEvent as exc:
+            raise InvalidInput(str(exc), field=(exc.field or "$").removeprefix("$.")) from None
+        return (await self.log.add_entries([entry])).first_index
+
     async def list(self, *, tenant: str | None = None, active: bool | None = None) -> list[Hold]:
         """The holds, in placement order (from the primary: what deletions decide from)."""
         if tenant is not None:
@@ -505,6 +556,17 @@ class HoldBook:
         now = self._now()
         return await self.log.read(lambda tx: ActiveHolds.load(tx, now), primary=True)
 
+    async def blob_hold(self, sha256: str) -> Hold | None:
+        """The active hold that covers blob `sha256`, or None (from the primary). Call under `lock` when deleting."""
+        now = self._now()
+
+        def read(tx) -> Hold | None:
+            holds = ActiveHolds.load(tx, now)
+            hold_id = holds.for_blobs(tx, [sha256]).get(sha256)
+            return None if hold_id is None else holds.hold(hold_id)
+
+        return await self.log.read(read, primary=True)
+
 
 def _token_input(value: Any, field: str) -> str:
     try:
@@ -513,6 +575,7 @@ def _token_input(value: Any, field: str) -> str:
         raise InvalidInput(str(exc), field=field) from None
 
 
-__all__ = ["ActiveHolds", "Hold", "HoldBook", "HoldChange", "HoldReceipt", "HoldScope", "LEGAL_HOLD_TYPE",
+__all__ = ["ActiveHolds", "HeldByLegalHold", "Hold", "HoldBook", "HoldChange", "HoldReceipt", "HoldScope",
+           "LEGAL_HOLD_TYPE",
            "check_hold_id", "format_hold_change", "hold_change_entry", "new_hold_id", "parse_hold_change",
            "parse_scope", "placed_row", "released_row", "select_holds"]

@@ -41,7 +41,7 @@ from sqlalchemy import and_, select
 from log.audit import evidence as evidence_format
 from log.audit.canonical import canonicalize, parse_json
 from log.audit.errors import AuthenticationFailed, EventConflict, InvalidEvent, KeyExpired, KeyRevoked
-from log.audit.holds import HoldBook
+from log.audit.holds import HeldByLegalHold, HoldBook
 from log.audit.intake import CheckedEnvelope, check_body
 from log.audit.records import (
     Envelope, format_blob_erasure, format_registry_change, format_token_change, parse_entry, parse_registry_change,
@@ -572,13 +572,24 @@ class AuditService:
 
     async def erase_blob(self, digest: str, reason: str) -> int:
         """Delete a blob, first logging the erasure (so the record exists even if the delete must be retried).
-        Returns the erasure record's index. No entry, tile or proof changes: events refer to blobs by hash."""
+        Returns the erasure record's index. No entry, tile or proof changes: events refer to blobs by hash.
+
+        A blob that an active legal hold covers (an event citing it is in the hold's scope) is not deleted: the
+        refusal is logged (a legal-hold `deletion-refused` entry) and HeldByLegalHold raised. Under the holds'
+        lock, so a hold placed meanwhile is seen."""
         check_digest(digest)
         if not await self._read(self.blobs.exists, digest):
             raise NotFound(f"no blob {digest}")
-        record = canonicalize(format_blob_erasure(digest, self._now(), reason))
-        added = await self.log.add_entries([record])
-        await self._read(self.blobs.delete, digest)
+        async with self.holds.lock:
+            hold = await self.holds.blob_hold(digest)
+            if hold is not None:
+                index = await self.holds.refuse_deletion(hold, "blob", digest, reason)
+                raise HeldByLegalHold(f"blob {digest} is under legal hold {hold.hold_id} (reference "
+                                      f"{hold.reference[:80]!r}): not deleted; entry {index} records the refusal",
+                                      hold.hold_id, index)
+            record = canonicalize(format_blob_erasure(digest, self._now(), reason))
+            added = await self.log.add_entries([record])
+            await self._read(self.blobs.delete, digest)
         self.stats.blobs_erased += 1
         return added.first_index
 
