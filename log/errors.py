@@ -108,3 +108,19 @@ class Forbidden(LogError):
     """A valid credential whose role or tenants do not allow the request (HTTP 403)."""
 
     code = "forbidden"
+
+
+class EntryPruned(LogError):
+    """The contents of a log entry were deleted under a retention policy (HTTP 410 Gone): its leaf hash, the tiles
+    and every checkpoint stay, so proofs still hold, but the bytes are gone for good. `pruned` maps each pruned
+    index the request touched to the log entry that records its deletion (a retention run); `index` and
+    `deletion_index` are the first of them. For an entry bundle, `present` is the bundle with every pruned entry
+    written as zero bytes (log/bundles.py), so a verifier still re-hashes the entries that remain."""
+
+    code = "entry-pruned"
+
+    def __init__(self, message: str, pruned: dict[int, int], present: bytes | None = None):
+        super().__init__(message)
+        self.pruned = dict(sorted(pruned.items()))
+        self.index, self.deletion_index = next(iter(self.pruned.items()))
+        self.present = present

@@ -62,6 +62,11 @@ class LRU:
             while len(self._data) > self._capacity:
                 self._data.popitem(last=False)
 
+    def pop(self, key) -> None:
+        """Forget `key` (a value that turned out to have changed: an entry bundle whose entries were pruned)."""
+        with self._lock:
+            self._data.pop(key, None)
+
 
 class Prover:
     """Folds proof plans into proofs from tile views, reading only the tiles no cache holds."""

@@ -41,6 +41,7 @@ from log.storage.store import SqlLogStore, peek_latest_checkpoint
 from log.prover import LRU, Prover
 from log.replica import ReplicaHead, ReplicaStatus, check_read_database_url
 from log.bundles import encode_entry_bundle
+from log.prune import pruned_at, pruned_error, pruned_in_range
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID
 
 HASH_SIZE = 32
@@ -519,6 +520,10 @@ class Log:
         entry = await self._read(self.read_store.read_entry, index)
         if entry is None:
             raise NotFound(f"entry {index} is not stored")
+        if not entry.data:  # a pruned entry is empty (log/prune.py): 410 naming its deletion
+            pruned = await self._read(self.read_store.read, lambda tx: pruned_at(tx, [index]))
+            if pruned:
+                raise pruned_error(pruned, f"entry {index}")
         return entry
 
     async def tile(self, tile_id: TileID) -> bytes:
@@ -557,14 +562,27 @@ class Log:
 
     def _read_bundle(self, tile_id: TileID) -> bytes:
         start = tile_id.index * TILE_WIDTH
+        end = start + tile_id.width
         if tile_id.width == TILE_WIDTH:
             cached = self._full_bundles.get(tile_id.index)
             if cached is not None:
-                return cached
-        entries = self.read_store.read_entries(start, start + tile_id.width)
+                # A cached bundle may predate a prune (by this process or, for a read worker, by the writer): the
+                # pruned rows decide, read after the cache as after the entries below.
+                pruned = self.read_store.read(lambda tx: pruned_in_range(tx, start, end))
+                if not pruned:
+                    return cached
+                self._full_bundles.pop(tile_id.index)
+        entries = self.read_store.read_entries(start, end)
         if len(entries) != tile_id.width:
             raise NotFound(f"entry bundle {tile_id.path()} is not fully stored")
         bundle = encode_entry_bundle(entries)
+        if not all(entries):
+            # Read after the entries: an entry emptied by a prune committed before that read has its row by now.
+            pruned = self.read_store.read(lambda tx: pruned_in_range(tx, start, end))
+            emptied = {start + position for position, data in enumerate(entries) if not data}
+            pruned = {i: pruned[i] for i in sorted(emptied) if i in pruned}
+            if pruned:
+                raise pruned_error(pruned, f"entry bundle {tile_id.path()}", bundle)
         if tile_id.width == TILE_WIDTH:
             self._full_bundles.put(tile_id.index, bundle)
         return bundle

@@ -13,6 +13,7 @@ its own entry inherits its parent's status while keeping its own `type`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.web_urldispatcher import _default_expect_handler as _aiohttp_expect
 
 from log.errors import (
-    Conflict, Forbidden, InvalidInput, LogError, NotFound, ProofError, SequencerLockHeld, SignatureError, StorageError,
+    Conflict, EntryPruned, Forbidden, InvalidInput, LogError, NotFound, ProofError, SequencerLockHeld, SignatureError, StorageError,
     StorageUnavailable, Unauthenticated, Unavailable, VerificationError,
 )
 from log.storage.faults import storage_fault
@@ -49,6 +50,7 @@ _BY_CLASS: dict[type, ProblemKind] = {
     Forbidden: ProblemKind(403, "Forbidden"),
     NotFound: ProblemKind(404, "Not found"),
     Conflict: ProblemKind(409, "Conflict"),
+    EntryPruned: ProblemKind(410, "Entry contents deleted under a retention policy"),
     VerificationError: ProblemKind(422, "Verification failed"),
     ProofError: ProblemKind(422, "Invalid proof"),
     SignatureError: ProblemKind(422, "Invalid signature"),
@@ -117,6 +119,13 @@ def problem_body(exc: LogError) -> dict:
         body["field"] = exc.field
     if isinstance(exc, Conflict) and exc.index is not None:
         body["index"] = exc.index  # where the log already holds the key (event-conflict: the event logged first)
+    if isinstance(exc, EntryPruned):
+        # The deletion entry to read (GET /api/v1/deletions/{deletion_index}); for a bundle, every pruned entry and
+        # the bundle with those written as zero bytes, so a verifier re-hashes the rest (api/client/monitor.py).
+        body["index"], body["deletion_index"] = exc.index, exc.deletion_index
+        body["pruned"] = [{"index": index, "deletion_index": deletion} for index, deletion in exc.pruned.items()]
+        if exc.present is not None:
+            body["bundle"] = base64.b64encode(exc.present).decode()
     if getattr(exc, "reason", None) is not None:
         body["reason"] = exc.reason  # StorageUnavailable: "disk full", "database unreachable: ...", ...
     body.update(getattr(exc, "problem_members", None) or {})  # an error's own members (a legal hold's hold_id)

@@ -10,6 +10,8 @@ object whose `type` says which.
   who finds a payload missing finds why, in the log.
 * `auditlog.token-change/v1`: an administrator created an API token (its id, role, tenants, expiry and the
   SHA-256 of its secret, never the secret) or revoked one (log/audit/tokens.py).
+* `auditlog.retention-policy/v1`, `auditlog.retention-run/v1`: a retention policy set, changed or removed, and a
+  retention run with the hash of what it deletes (log/audit/retention.py formats and parses them).
 
 Times are RFC 3339 UTC with milliseconds on the wire and Unix milliseconds in memory; public keys are standard
 base64 on the wire and raw bytes in memory. Every formatter here has its parser, held together by round-trip
@@ -35,6 +37,8 @@ ENVELOPE_TYPE = "auditlog.envelope/v1"
 REGISTRY_CHANGE_TYPE = "auditlog.registry-change/v1"
 BLOB_ERASURE_TYPE = "auditlog.blob-erasure/v1"
 TOKEN_CHANGE_TYPE = "auditlog.token-change/v1"
+RETENTION_POLICY_TYPE = "auditlog.retention-policy/v1"  # log/audit/retention.py
+RETENTION_RUN_TYPE = "auditlog.retention-run/v1"
 TOKEN_CHANGES = ("token-created", "token-revoked")
 REGISTRY_CHANGES = ("producer-registered", "key-added", "key-retired", "key-revoked")
 ENVELOPE_FIELDS = frozenset({"producer", "key_id", "signature", "event"})
@@ -298,7 +302,7 @@ def parse_token_change(obj: Any) -> dict:
 
 def parse_entry(data: bytes) -> tuple[str, Any]:
     """Classify and parse a stored log entry: ("envelope", Envelope), ("registry-change", dict),
-    ("blob-erasure", dict), ("token-change", dict). Raises InvalidEvent if it is none of these or is not in canonical form."""
+    ("blob-erasure", dict), ("token-change", dict), ("retention-policy", dict), ("retention-run", dict). Raises InvalidEvent if it is none of these or is not in canonical form."""
     parsed = parse_json(data)
     obj = parsed.value
     kind = obj.get("type") if isinstance(obj, dict) else None
@@ -313,6 +317,10 @@ def parse_entry(data: bytes) -> tuple[str, Any]:
         canonical = canonicalize(obj)
     elif kind == TOKEN_CHANGE_TYPE:
         value = parse_token_change(obj)
+        canonical = canonicalize(obj)
+    elif kind in (RETENTION_POLICY_TYPE, RETENTION_RUN_TYPE):
+        from log.audit import retention  # its records are its own (log/audit/retention.py)
+        value = retention.parse_policy(obj) if kind == RETENTION_POLICY_TYPE else retention.parse_run(obj)
         canonical = canonicalize(obj)
     else:
         raise InvalidEvent(f"not an audit record (type {kind!r})", "$.type")

@@ -8,7 +8,7 @@ so they can be rebuilt from the log. Times are Unix milliseconds.
 
 from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData, String, Table, Text
 
-from log.storage.schema import ROWID_KEY
+from log.storage.schema import ROWID_KEY, pruned_entries  # noqa: F401 - re-exported (see its comment below)
 
 metadata = MetaData()
 
@@ -47,6 +47,7 @@ audit_event_context = Table(
     Column("name", String(64), nullable=False),
     Column("value", String(128), nullable=False),
     Index("ix_audit_event_context_lookup", "name", "value", "idx"),
+    Index("ix_audit_event_context_idx", "idx"),  # migration 0014: a pruned event's rows go by index
 )
 
 # One row per (audit event entry, blob it refers to): which tenants' events name a blob, so that an auditor of those
@@ -63,6 +64,7 @@ audit_event_blobs = Table(
     # policies for blobs may be set per media type.
     Column("media_type", String(255), nullable=True),
     Index("ix_audit_event_blobs_sha256", "sha256", "tenant"),
+    Index("ix_audit_event_blobs_idx", "idx"),  # migration 0014
 )
 
 # One row per (blob, tenant scope of a credential that uploaded it): "*" for an uploader covering every tenant (an
@@ -162,6 +164,7 @@ audit_event_tokens = Table(
     Column("tenant", String(128), nullable=False),
     Column("idx", BigInteger, nullable=False),
     Index("ix_audit_event_tokens_token", "token", "tenant", "idx"),
+    Index("ix_audit_event_tokens_idx", "idx"),  # migration 0014
 )
 
 # One row per retention-policy entry (`auditlog.retention-policy/v1`), with its canonical JSON: the policy in force
@@ -205,14 +208,8 @@ deletion_items = Table(
 )
 
 # One row per pruned entry: its contents are gone (entries.data is empty), its leaf hash and every tile stay.
-# `deletion_idx` is the log entry that authorised it (a retention run).
-pruned_entries = Table(
-    "pruned_entries",
-    metadata,
-    Column("idx", ROWID_KEY, primary_key=True, autoincrement=False),
-    Column("deletion_idx", BigInteger, nullable=False),
-    Column("pruned_at", BigInteger, nullable=False),
-)
+# `deletion_idx` is the log entry that authorised it (a retention run). Declared with the log's own tables
+# (log/storage/schema.py), since the core serves entries and must know which were pruned (log/prune.py).
 
 # One row per legal hold, from its `auditlog.legal-hold/v1` entries (placed, then perhaps released). `scope` is the
 # canonical JSON of the hold's scope (tenant; run ids; context ids; subject tokens; actor; time range).

@@ -144,3 +144,14 @@ sequencer_lease = Table(
     Column("holder", Text, nullable=False),
     Column("since", BigInteger, nullable=False),
 )
+
+
+# One row per pruned entry (migration 0013; log/prune.py): its contents are gone (entries.data is empty), its leaf
+# hash and every tile stay. `deletion_idx` is the log entry that authorised it (a retention run).
+pruned_entries = Table(
+    "pruned_entries",
+    metadata,
+    Column("idx", ROWID_KEY, primary_key=True, autoincrement=False),
+    Column("deletion_idx", BigInteger, nullable=False),
+    Column("pruned_at", BigInteger, nullable=False),
+)

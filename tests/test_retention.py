@@ -1,0 +1,351 @@
+"""Retention policies and runs (log/audit/retention.py) and pruned entries (log/prune.py) in process: precedence,
+what is due, holds kept, the run's entry and deletion list, resumption, and that every proof and checkpoint of the
+log still holds once entries are pruned (SQLite, and PostgreSQL for the run itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from log import proofs
+from log.audit import retention as retention_module
+from log.audit.canonical import parse_json
+from log.audit.records import parse_entry
+from log.audit.retention import (
+    Retention, blob_retention_until, deletion_list_sha256, parse_policy, parse_run, policy_change,
+)
+from log.audit.service import AuditService, EventQuery
+from log.blobs import FileBlobStore
+from log.bundles import decode_entry_bundle
+from log.errors import EntryPruned, InvalidInput, NotFound
+from log.hashing import hash_leaf
+from log.service import Log, LogConfig
+from log.tiles import TileID
+from tests.postgres import fresh_database
+from tests.test_audit_blobs import Producer, _clock, _event, _ref, digest
+
+ORIGIN = "example.com/retention"
+
+
+def _later(days: float):
+    """A clock `days` ahead of now: what was logged a moment ago is `days` old by it."""
+    return lambda: time.time() + days * 86_400
+
+
+async def _world(tmp_path, database_url=None, *, days_ahead: float = 100, chunk: int = 2000):
+    config = LogConfig(data_dir=tmp_path / "data", origin=ORIGIN, batch_max_age=0.002, database_url=database_url)
+    log = await Log.open(config)
+    blobs = FileBlobStore(tmp_path / "blobs")
+    audit = await AuditService.open(log, blobs, clock=_clock)
+    producer = Producer()
+    await audit.register_producer(producer.name, ["acme", "globex"])
+    await audit.add_key(producer.name, producer.public, not_before=0)
+    return log, audit, producer, Retention(log, blobs, clock=_later(days_ahead), chunk=chunk)
+
+
+async def _submit(audit, producer, *events) -> list[int]:
+    result = await audit.submit(json.dumps({"events": [producer.envelope(e) for e in events]}).encode())
+    return [r.index for r in result.results]
+
+
+def _run(coroutine_fn, *args):
+    return asyncio.run(coroutine_fn(*args))
+
+
+# -- the deletion list and the records ---------------------------------------------------------------------------
+
+def test_the_deletion_list_hash_is_of_sorted_lines_whatever_the_order():
+    items = [("entry", "10"), ("blob", "ab" * 32), ("entry", "9"), ("subject", "acme/vt.aaaa")]
+    expected = hashlib.sha256(b"".join(sorted(f"{k} {i}\n".encode() for k, i in items))).hexdigest()
+    assert deletion_list_sha256(items) == expected == deletion_list_sha256(reversed(items))
+    assert deletion_list_sha256([]) == hashlib.sha256(b"").hexdigest()
+    assert deletion_list_sha256(items[:3]) != expected  # every item counts
+
+
+@pytest.mark.parametrize(("record_class", "selector", "days", "field"), [
+    ("event", "model_call", 30, None),
+    ("event", "*", 0, None),
+    ("blob", "media_type:text/plain", 90, None),
+    ("blob", "event_type:tool_call", 90, None),
+    ("subject", "*", 365, None),
+    ("event", "no_such_type", 30, "selector"),
+    ("blob", "model_call", 30, "selector"),          # a blob selector names its kind
+    ("blob", "media_type:not a type", 30, "selector"),
+    ("subject", "model_call", 30, "selector"),
+    ("record", "*", 30, "record_class"),
+    ("event", "*", -1, "retain_days"),
+    ("event", "*", 36_501, "retain_days"),
+    ("event", "*", True, "retain_days"),
+])
+def test_policies_are_checked_field_by_field(record_class, selector, days, field):
+    if field is None:
+        change = policy_change("acme", record_class, selector, days, "GDPR art. 5(1)(e)", 1_765_000_000_000)
+        from log.audit.retention import format_policy
+        assert parse_policy(format_policy(change)) == change  # round trip
+        return
+    from log.audit.errors import InvalidEvent
+    with pytest.raises(InvalidEvent) as caught:
+        policy_change("acme", record_class, selector, days, "r", 1_765_000_000_000)
+    assert caught.value.field == f"$.{field}"
+
+
+def test_a_run_record_round_trips_and_is_parsed_as_a_log_entry():
+    from log.audit.canonical import canonicalize
+    from log.audit.retention import format_run
+    run = {"tenant": "acme", "policies": [7, 3], "deleted": {"entry": 2, "blob": 1}, "skipped": {"hold-1": 4},
+           "list_sha256": "0" * 64, "at": 1_765_000_000_000}
+    wire = format_run(run)
+    assert wire["deleted"] == {"entry": 2, "blob": 1, "subject": 0} and wire["policies"] == [3, 7]
+    kind, parsed = parse_entry(canonicalize(wire))
+    assert kind == "retention-run" and parsed == parse_run(wire) and parsed["skipped"] == {"hold-1": 4}
+
+
+# -- policies and runs -------------------------------------------------------------------------------------------
+
+async def _precedence(tmp_path, database_url=None):
+    log, audit, producer, retention = await _world(tmp_path, database_url)
+    try:
+        model = await _submit(audit, producer, _event(1, "acme"), _event(2, "acme"))
+        tool = await _submit(audit, producer, _event(3, "acme", event_type="tool_call"))
+        other = await _submit(audit, producer, _event(4, "globex"))
+        star = await retention.set_policy("acme", "event", "*", 30, "default: 30 days")
+        keep = await retention.set_policy("acme", "event", "tool_call", 3650, "tool calls: 10 years")
+        assert [p.selector for p in await retention.policies("acme")] == ["*", "tool_call"]
+        # The policy entries are in the log, canonical, and parse as policies.
+        assert parse_entry((await log.entry(keep.index)).data)[0] == "retention-policy"
+
+        [result] = await retention.run("acme")
+        assert result.deleted == {"entry": 2, "blob": 0, "subject": 0}
+        assert result.policies == [star.index]  # the * policy pruned; tool_call's kept its event
+        for index in model:
+            with pytest.raises(EntryPruned) as caught:
+                await log.entry(index)
+            assert caught.value.deletion_index == result.index and caught.value.index == index
+        assert parse_entry((await log.entry(tool[0])).data)[0] == "envelope"
+        assert parse_entry((await log.entry(other[0])).data)[0] == "envelope"  # another tenant: no policy
+
+        # The run's entry commits to the list the deletions route serves.
+        record = parse_run(parse_json((await log.entry(result.index)).data).value)
+        listed = await retention.deletion(result.index)
+        assert listed["items"] == [["entry", str(i)] for i in sorted(model, key=lambda i: f"entry {i}\n")]
+        assert record["list_sha256"] == listed["list_sha256"] == deletion_list_sha256(
+            ("entry", str(i)) for i in model)
+        assert listed["type"] == "auditlog.retention-run/v1"
+        with pytest.raises(NotFound):
+            await retention.deletion(keep.index)
+
+        # A second run finds nothing: no entry. Removing the tool_call policy lets * cover tool calls.
+        assert (await retention.run("acme"))[0].index is None
+        await retention.set_policy("acme", "event", "tool_call", None, "covered by the default now")
+        with pytest.raises(InvalidInput):
+            await retention.set_policy("acme", "event", "tool_call", None, "again")
+        [again] = await retention.run()
+        assert again.tenant == "acme" and again.deleted["entry"] == 1
+        with pytest.raises(EntryPruned):
+            await log.entry(tool[0])
+        runs = await retention.runs()
+        assert [r["index"] for r in runs] == [result.index, again.index]
+        assert all(r["finished_at"] is not None for r in runs)
+    finally:
+        await audit.close()
+        await log.close()
+
+
+def test_the_most_specific_policy_wins_and_a_run_prunes_what_is_due(tmp_path):
+    _run(_precedence, tmp_path)
+
+
+def test_the_most_specific_policy_wins_and_a_run_prunes_what_is_due_on_postgresql(tmp_path):
+    with fresh_database() as url:
+        _run(_precedence, tmp_path, url)
+
+
+def test_nothing_is_due_before_its_days_are_over(tmp_path):
+    async def work():
+        log, audit, producer, _ = await _world(tmp_path)
+        retention = Retention(log, audit.blobs, clock=_later(29.9))
+        try:
+            await _submit(audit, producer, _event(1, "acme"))
+            await retention.set_policy("acme", "event", "*", 30, "30 days")
+            assert (await retention.run("acme"))[0].index is None
+            assert await retention.runs() == []
+        finally:
+            await audit.close()
+            await log.close()
+
+    _run(work)
+
+
+def test_pruning_keeps_every_proof_and_checkpoint_and_readers_answer_410(tmp_path):
+    async def work():
+        log, audit, producer, retention = await _world(tmp_path)
+        try:
+            indices = await _submit(audit, producer, *[_event(n, "acme" if n % 3 else "globex") for n in range(300)])
+            before = log.checkpoint
+            await retention.set_policy("acme", "event", "*", 7, "one week")
+            [result] = await retention.run("acme")
+            pruned = [i for n, i in enumerate(indices) if n % 3]
+            assert result.deleted["entry"] == len(pruned)
+            after = log.checkpoint
+
+            # Every leaf (pruned or not) still proves into both checkpoints, from the stored leaf hashes.
+            leaf_hashes = await log.read(lambda tx: {i: bytes(h) for i, h in tx.execute(
+                sa.text("SELECT idx, leaf_hash FROM entries ORDER BY idx"))})
+            for index in range(0, after.size, 7):
+                proof = await log.inclusion_proof(index, after.size)
+                proofs.verify_inclusion(leaf_hashes[index], index, after.size, proof, after.root_hash)
+            consistency = await log.consistency_proof(before.size, after.size)
+            proofs.verify_consistency(before.size, after.size, consistency, before.root_hash, after.root_hash)
+
+            # The bundle: 410 with every pruned entry and the rest as they are (pruned ones as zero bytes).
+            with pytest.raises(EntryPruned) as caught:
+                await log.tile(TileID(None, 0, 256))
+            gone = caught.value
+            assert set(gone.pruned) == {i for i in pruned if i < 256}
+            assert set(gone.pruned.values()) == {result.index}
+            present = decode_entry_bundle(gone.present)
+            for position, data in enumerate(present):
+                if position in gone.pruned:
+                    assert data == b""
+                else:
+                    assert hash_leaf(data) == leaf_hashes[position]
+            # The events query shows the others; pruned events leave the audit index rows that carried contents.
+            page = await audit.query_events(EventQuery(tenant="globex", limit=1000))
+            assert len(page.events) == 100
+            rows = await log.read(lambda tx: tx.execute(sa.text("SELECT count(*) FROM pruned_entries")))
+            assert rows[0][0] == len(pruned)
+        finally:
+            await audit.close()
+            await log.close()
+
+    _run(work)
+
+
+def test_blobs_go_when_every_citation_is_past_and_stay_while_one_is_not(tmp_path):
+    async def work():
+        log, audit, producer, retention = await _world(tmp_path)
+        try:
+            for name in ("old-prompt", "shared", "kept"):
+                await audit.put_blob(digest(name), name.encode())
+            await _submit(audit, producer, _event(1, "acme", input=_ref("old-prompt"), output=_ref("shared")),
+                          _event(2, "globex", input=_ref("shared")),
+                          _event(3, "acme", event_type="tool_call", input=_ref("kept")))
+            await retention.set_policy("acme", "blob", "event_type:model_call", 90, "raw payloads: 90 days")
+            until = await log.read(lambda tx: blob_retention_until(
+                tx, "acme", [digest("old-prompt"), digest("kept")], int(time.time() * 1000)))
+            assert set(until) == {digest("old-prompt")}  # kept: no policy of acme covers tool_call payloads
+            assert until[digest("old-prompt")][1] > 0 and until[digest("old-prompt")][0] > time.time() * 1000
+
+            [result] = await retention.run("acme")
+            # shared: globex cites it and has no policy: kept. kept: no policy covers it.
+            assert result.deleted == {"entry": 0, "blob": 1, "subject": 0}
+            assert not audit.blobs.exists(digest("old-prompt"))
+            assert audit.blobs.exists(digest("shared")) and audit.blobs.exists(digest("kept"))
+            assert (await retention.deletion(result.index))["items"] == [["blob", digest("old-prompt")]]
+
+            await retention.set_policy("globex", "blob", "*", 10, "ten days")
+            await retention.run("acme")
+            assert not audit.blobs.exists(digest("shared"))
+        finally:
+            await audit.close()
+            await log.close()
+
+    _run(work)
+
+
+class _FakeHolds:
+    """The holds matcher's interface (design20): holds every event of one run id, and the blobs they cite."""
+
+    def __init__(self, held_run: str):
+        self.held_run = held_run
+
+    def load(self, tx, now_ms):
+        return self
+
+    def for_events(self, tx, indices):
+        rows = tx.execute(sa.text("SELECT idx FROM audit_events WHERE run_id = :r").bindparams(r=self.held_run))
+        held = {idx for idx, in rows}
+        return {i: "hold-7" for i in indices if i in held}
+
+    def for_blobs(self, tx, sha256s):
+        return {}
+
+    def for_subject(self, tx, tenant, subject):
+        return None
+
+
+def test_what_a_hold_covers_is_kept_and_counted_and_the_next_run_after_release_takes_it(tmp_path, monkeypatch):
+    class Module:
+        ActiveHolds = _FakeHolds("case-9")
+
+    monkeypatch.setattr(retention_module, "_holds_module", lambda: Module)
+
+    async def work():
+        log, audit, producer, retention = await _world(tmp_path)
+        try:
+            held = await _submit(audit, producer, _event(1, "acme", run_id="case-9"))
+            free = await _submit(audit, producer, _event(2, "acme"))
+            await retention.set_policy("acme", "event", "*", 1, "a day")
+            [result] = await retention.run("acme")
+            assert result.deleted["entry"] == 1 and result.skipped == {"hold-7": 1}
+            assert parse_run(parse_json((await log.entry(result.index)).data).value)["skipped"] == {"hold-7": 1}
+            assert parse_entry((await log.entry(held[0])).data)[0] == "envelope"
+            with pytest.raises(EntryPruned):
+                await log.entry(free[0])
+            Module.ActiveHolds = _FakeHolds("no-such-run")  # released
+            [after] = await retention.run("acme")
+            assert after.deleted["entry"] == 1 and after.skipped == {}
+        finally:
+            await audit.close()
+            await log.close()
+
+    _run(work)
+
+
+def test_an_interrupted_run_is_finished_from_its_list_and_nothing_is_half_pruned(tmp_path, monkeypatch):
+    async def work():
+        log, audit, producer, retention = await _world(tmp_path, chunk=10)
+        try:
+            indices = await _submit(audit, producer, *[_event(n, "acme") for n in range(35)])
+            await retention.set_policy("acme", "event", "*", 1, "a day")
+            real = retention_module.prune_entries
+            calls = []
+
+            def failing(tx, chunk, deletion_idx, now_ms):
+                calls.append(len(chunk))
+                if len(calls) == 2:
+                    raise RuntimeError("the process died here")
+                return real(tx, chunk, deletion_idx, now_ms)
+
+            monkeypatch.setattr(retention_module, "prune_entries", failing)
+            with pytest.raises(RuntimeError):
+                await retention.run("acme")
+            monkeypatch.setattr(retention_module, "prune_entries", real)
+
+            def state(tx):
+                return [tuple(r) for r in tx.execute(sa.text(
+                    "SELECT e.idx, length(e.data), p.deletion_idx FROM entries e "
+                    "LEFT JOIN pruned_entries p ON p.idx = e.idx ORDER BY e.idx"))]
+
+            rows = {idx: (length, deletion) for idx, length, deletion in await log.read(state)}
+            # Every entry is whole, or empty with its pruned row; only the first chunk was pruned.
+            assert all((length == 0) == (deletion is not None) for length, deletion in rows.values())
+            assert sum(1 for i in indices if rows[i][1] is not None) == 10
+            [unfinished] = await retention.runs()
+            assert unfinished["finished_at"] is None
+
+            assert await retention.resume() == 1
+            rows = {idx: (length, deletion) for idx, length, deletion in await log.read(state)}
+            assert all(rows[i] == (0, unfinished["index"]) for i in indices)
+            assert (await retention.runs())[0]["finished_at"] is not None
+            assert await retention.resume() == 0
+        finally:
+            await audit.close()
+            await log.close()
+
+    _run(work)
