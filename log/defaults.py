@@ -123,6 +123,10 @@ OIDC_JWKS_TIMEOUT = 10.0  # seconds one JWKS fetch may take
 OIDC_JWKS_MAX_BYTES = 1 << 20  # a JWKS larger than this is refused
 
 # --- the access log (api/server/access_log.py): who read which contents ---------------------------------------------
+# Retention (log/audit/retention.py, api/server/retention_job.py): the sequencer applies the policies this often
+# (seconds; 0: only when asked over HTTP or by `auditlog retention run`). Hourly: a policy counts in days, so an hour
+# late is nothing, and a run that finds nothing due costs a few index reads.
+RETENTION_INTERVAL = 3600.0
 ACCESS_LOG_RETENTION_DAYS = 400  # rows older than this are pruned (a year and a bit: an annual audit sees a year)
 ACCESS_LOG_FLUSH_INTERVAL = 1.0  # seconds between batch writes of the buffered records (also the most a crash loses)
 ACCESS_LOG_FLUSH_ROWS = 1000  # a batch written at once when this many records are buffered

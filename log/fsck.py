@@ -12,6 +12,12 @@ waits for it) and, in index order and in chunks of `CHUNK` entries (memory stays
    its note's size and root equal the row's, and the root equals the rebuilt root;
 4. the latest checkpoint's size equals the number of stored entries.
 
+A pruned entry (log/prune.py: a pruned_entries row, its data empty) has no contents to re-hash: its stored leaf hash
+is taken as it is (the level-0 tile and every checkpoint above still check it), its data must be empty, and, with
+`deletions` (log/audit/retention.py `entries_listed`, which `auditlog db check` passes), the deletion entry its row
+names must be a retention run that lists it. A pruned entry that still has contents, or one its deletion entry does
+not list, is a "pruned" disagreement.
+
 The entry data is taken as the truth, because it is what the log serves: a changed entry row is named at its index
 (and the tiles and checkpoints above it disagree too); a changed leaf hash, tile, interior node or checkpoint
 is named alone. The check goes on after a disagreement: the report names the first one and counts all by kind.
@@ -36,6 +42,7 @@ from log.errors import LogError, StorageError
 from log.hashing import EMPTY_ROOT, HASH_SIZE, hash_leaves
 from log.note import NoteVerifier
 from log.storage import LogStore, ReadTransaction
+from log.prune import pruned_in_range
 from log.storage.schema import checkpoints, entries, tiles
 from log.tile_nodes import interior_nodes
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID
@@ -46,11 +53,14 @@ KEPT = 20  # disagreements kept in full in a report (all are counted)
 Progress = Callable[[int, int], None]
 """progress(entries done, entries in all), called after each chunk."""
 
+Deletions = Callable[[ReadTransaction, dict[int, int]], set[int]]
+"""deletions(tx, {pruned index: deletion entry index}) -> the pruned indices whose deletion entry lists them."""
+
 
 @dataclass(frozen=True)
 class Disagreement:
     """One place where the stored log disagrees with itself: `kind` is "entry", "leaf hash", "tile", "interior",
-    "checkpoint" or "count"; `where` names the place (an entry index, a tile, a checkpoint size)."""
+    "checkpoint", "count" or "pruned"; `where` names the place (an entry index, a tile, a checkpoint size)."""
 
     kind: str
     where: str
@@ -65,7 +75,8 @@ class Disagreement:
 class CheckReport:
     origin: str | None = None  # of the latest checkpoint's signed note
     size: int = 0  # the latest checkpoint's size (0 without one)
-    entries: int = 0  # entries re-hashed
+    entries: int = 0  # entries re-hashed, or taken as pruned
+    pruned: int = 0  # pruned entries among them (their stored leaf hash taken as it is)
     tiles: int = 0  # stored tiles compared
     checkpoints: int = 0  # stored checkpoints compared
     disagreements: list[Disagreement] = field(default_factory=list)  # the first KEPT
@@ -103,23 +114,27 @@ def _differing_hash(expected: bytes, found: bytes) -> str:
     return ""
 
 
-def check_log(store: LogStore, verifier: NoteVerifier, progress: Progress | None = None) -> CheckReport:
+def check_log(store: LogStore, verifier: NoteVerifier, progress: Progress | None = None,
+              deletions: Deletions | None = None) -> CheckReport:
     """Check every stored entry, tile and checkpoint of the log whose key is `verifier` (see the module docstring).
     Raises StorageError only when the database cannot be read at all; every disagreement is in the report."""
-    return store.read(lambda tx: check_snapshot(tx, verifier, progress))
+    return store.read(lambda tx: check_snapshot(tx, verifier, progress, deletions))
 
 
-def check_snapshot(tx: ReadTransaction, verifier: NoteVerifier, progress: Progress | None = None) -> CheckReport:
+def check_snapshot(tx: ReadTransaction, verifier: NoteVerifier, progress: Progress | None = None,
+                   deletions: Deletions | None = None) -> CheckReport:
     """`check_log` on the state of the database `tx` reads, lent by the caller: `auditlog db copy` checks its copy
     this way inside the transaction that writes it, before that commits."""
-    return _Check(tx, verifier, progress).run()
+    return _Check(tx, verifier, progress, deletions).run()
 
 
 class _Check:
-    def __init__(self, tx: ReadTransaction, verifier: NoteVerifier, progress: Progress | None):
+    def __init__(self, tx: ReadTransaction, verifier: NoteVerifier, progress: Progress | None,
+                 deletions: Deletions | None = None):
         self.tx = tx
         self.verifier = verifier
         self.progress = progress
+        self.deletions = deletions
         self.report = CheckReport()
         self.frontier = CompactRange()
         self.edge = EdgeTiles(0, {})
@@ -168,8 +183,11 @@ class _Check:
             raise _MissingEntry
         hashes = hash_leaves([_blob(row[1]) for row in rows])
         report.entries += len(rows)
+        pruned = pruned_in_range(self.tx, start, end)
+        if pruned:
+            self._pruned(rows, hashes, pruned, start)
         for position, row in enumerate(rows):
-            if hashes[position] != row[2]:
+            if row[0] not in pruned and hashes[position] != row[2]:
                 self._leaf_mismatch(row[0], hashes[position], _blob(row[2]))
         # Integrate up to each checkpoint's size inside the chunk and compare its root there.
         rows = self.tx.execute(
@@ -184,6 +202,24 @@ class _Check:
         if position < len(hashes):
             extend_tree(self.frontier, self.edge, hashes[position:])
         self._full_tiles()
+
+    def _pruned(self, rows, hashes: list[bytes], pruned: dict[int, int], start: int) -> None:
+        """Pruned entries of a chunk: their stored leaf hash stands in for the hash of contents that are gone (in
+        `hashes`, which the tree is rebuilt from); their data must be empty, and their deletion entry list them."""
+        report = self.report
+        for index, deletion in pruned.items():
+            row = rows[index - start]
+            hashes[index - start] = _blob(row[2])
+            report.pruned += 1
+            if _blob(row[1]):
+                report.add("pruned", f"entry {index}", f"no contents (pruned by entry {deletion})",
+                           f"{len(_blob(row[1]))} bytes of contents")
+        if self.deletions is not None:
+            listed = self.deletions(self.tx, pruned)
+            for index, deletion in pruned.items():
+                if index not in listed:
+                    report.add("pruned", f"entry {index}", f"a retention run at entry {deletion} that lists it",
+                               "a deletion entry that does not (the prune is not accounted for)")
 
     def _leaf_mismatch(self, index: int, rehashed: bytes, stored: bytes) -> None:
         """Tell a changed entry (the stored leaf hash and the level-0 tile agree with each other, not with the
@@ -323,10 +359,13 @@ def check_newest_entries(store: LogStore, size: int) -> None:
                           .where(and_(entries.c.idx >= start, entries.c.idx < size)).order_by(entries.c.idx))
         stored = tx.execute(select(tiles.c.idx, tiles.c.data)
                             .where(and_(tiles.c.level == 0, tiles.c.idx >= first, tiles.c.idx <= last)))
-        return rows, {row[0]: _blob(row[1]) for row in stored}
+        return rows, {row[0]: _blob(row[1]) for row in stored}, pruned_in_range(tx, start, size)
 
-    rows, level0 = store.read(read)
+    rows, level0, pruned = store.read(read)
     hashes = hash_leaves([_blob(row[1]) for row in rows])
+    for position, row in enumerate(rows):  # a pruned entry: its stored leaf hash, checked against the tile below
+        if row[0] in pruned:
+            hashes[position] = _blob(row[2])
     advice = "the log will not serve it; `auditlog db check` checks the whole database"
     for expected_index, (row, leaf_hash) in enumerate(zip(rows, hashes), start=start):
         index = row[0]

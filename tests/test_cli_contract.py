@@ -256,6 +256,25 @@ CASES = [
     ("token revoke 0123456789abcdef --server {server} --data-dir {data}", "down", UNREACHABLE),
     ("token revoke 0123456789abcdef --server {server} --data-dir {data} --bogus", "bad flag", USAGE),
     ("token revoke 0123456789abcdef --server {server} --data-dir {root}/missing", "bad file", USAGE),
+    # retention (admin; a policy that keeps ten years: nothing of the world is due)
+    ("retention policy set --tenant acme --class event --selector * --days 3650 --reason r --server {server} "
+     "--data-dir {data}", "good", GOOD),
+    ("retention policy set --tenant acme --class event --selector nope --days 1 --reason r --server {server} "
+     "--data-dir {data}", "good", USAGE),
+    ("retention policy set --tenant acme --class event --selector * --days 1 --reason r --server {server} "
+     "--data-dir {data}", "down", UNREACHABLE),
+    ("retention policy set --tenant acme --class event --selector * --days x --reason r --server {server} "
+     "--data-dir {data}", "bad flag", USAGE),
+    ("retention policy list --server {server} --data-dir {data}", "good", GOOD),
+    ("retention policy list --server {server} --token wrong", "good", USAGE),
+    ("retention policy list --server {server} --data-dir {data}", "down", UNREACHABLE),
+    ("retention policy list --server {server} --data-dir {root}/missing", "bad file", USAGE),
+    ("retention run --tenant acme --server {server} --data-dir {data}", "good", GOOD),
+    ("retention run --server {server} --data-dir {data}", "down", UNREACHABLE),
+    ("retention run --server {server} --data-dir {data} --bogus", "bad flag", USAGE),
+    ("retention runs --server {server} --data-dir {data}", "good", GOOD),
+    ("retention runs --server {server} --data-dir {data}", "down", UNREACHABLE),
+    ("retention runs --server {server} --data-dir {root}/missing", "bad file", USAGE),
     # keygen, db
     ("keygen --origin example.com/log --out {root}/keys/log.key", "good", GOOD),
     ("keygen --origin example.com/log --out {root}/data/log.key", "bad file", USAGE),  # exists: never overwritten

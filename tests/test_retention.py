@@ -45,7 +45,8 @@ async def _world(tmp_path, database_url=None, *, days_ahead: float = 100, chunk:
     producer = Producer()
     await audit.register_producer(producer.name, ["acme", "globex"])
     await audit.add_key(producer.name, producer.public, not_before=0)
-    return log, audit, producer, Retention(log, blobs, clock=_later(days_ahead), chunk=chunk)
+    return log, audit, producer, Retention(log, blobs, vault=audit.vault, hold_lock=audit.holds.lock,
+                                           clock=_later(days_ahead), chunk=chunk)
 
 
 async def _submit(audit, producer, *events) -> list[int]:
@@ -258,48 +259,29 @@ def test_blobs_go_when_every_citation_is_past_and_stay_while_one_is_not(tmp_path
     _run(work)
 
 
-class _FakeHolds:
-    """The holds matcher's interface (design20): holds every event of one run id, and the blobs they cite."""
-
-    def __init__(self, held_run: str):
-        self.held_run = held_run
-
-    def load(self, tx, now_ms):
-        return self
-
-    def for_events(self, tx, indices):
-        rows = tx.execute(sa.text("SELECT idx FROM audit_events WHERE run_id = :r").bindparams(r=self.held_run))
-        held = {idx for idx, in rows}
-        return {i: "hold-7" for i in indices if i in held}
-
-    def for_blobs(self, tx, sha256s):
-        return {}
-
-    def for_subject(self, tx, tenant, subject):
-        return None
-
-
-def test_what_a_hold_covers_is_kept_and_counted_and_the_next_run_after_release_takes_it(tmp_path, monkeypatch):
-    class Module:
-        ActiveHolds = _FakeHolds("case-9")
-
-    monkeypatch.setattr(retention_module, "_holds_module", lambda: Module)
-
+def test_what_a_hold_covers_is_kept_and_counted_and_the_next_run_after_release_takes_it(tmp_path):
     async def work():
         log, audit, producer, retention = await _world(tmp_path)
         try:
-            held = await _submit(audit, producer, _event(1, "acme", run_id="case-9"))
+            held = await _submit(audit, producer, _event(1, "acme", run_id="case-9", output=_ref("held-answer")))
             free = await _submit(audit, producer, _event(2, "acme"))
+            await audit.put_blob(digest("held-answer"), b"held-answer")
+            placed = await audit.holds.place({"tenant": "acme", "run_ids": ["case-9"]}, "litigation", "case 9")
+            hold_id = placed.hold.hold_id
             await retention.set_policy("acme", "event", "*", 1, "a day")
+            await retention.set_policy("acme", "blob", "*", 1, "a day")
             [result] = await retention.run("acme")
-            assert result.deleted["entry"] == 1 and result.skipped == {"hold-7": 1}
-            assert parse_run(parse_json((await log.entry(result.index)).data).value)["skipped"] == {"hold-7": 1}
+            assert result.deleted == {"entry": 1, "blob": 0, "subject": 0}
+            assert result.skipped == {hold_id: 2}  # the event and the blob it cites
+            assert parse_run(parse_json((await log.entry(result.index)).data).value)["skipped"] == {hold_id: 2}
             assert parse_entry((await log.entry(held[0])).data)[0] == "envelope"
+            assert audit.blobs.exists(digest("held-answer"))
             with pytest.raises(EntryPruned):
                 await log.entry(free[0])
-            Module.ActiveHolds = _FakeHolds("no-such-run")  # released
+            await audit.holds.release(hold_id, "case closed")
             [after] = await retention.run("acme")
-            assert after.deleted["entry"] == 1 and after.skipped == {}
+            assert after.deleted == {"entry": 1, "blob": 1, "subject": 0} and after.skipped == {}
+            assert not audit.blobs.exists(digest("held-answer"))
         finally:
             await audit.close()
             await log.close()
@@ -349,3 +331,99 @@ def test_an_interrupted_run_is_finished_from_its_list_and_nothing_is_half_pruned
             await log.close()
 
     _run(work)
+
+
+# -- over HTTP ---------------------------------------------------------------------------------------------------
+
+def test_the_routes_set_policies_run_and_answer_410_naming_the_deletion(log_config):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from api.server.app import create_app
+    from api.server.audit_routes import AUDIT
+    from tests.credentials import ADMIN, ADMIN_TOKEN
+
+    producer = Producer()
+
+    async def main():
+        app = create_app(log_config, admin_token=ADMIN_TOKEN, retention_interval=0)
+        async with TestClient(TestServer(app), headers=ADMIN) as client:
+            audit = app[AUDIT]
+            await audit.register_producer(producer.name, ["acme"])
+            await audit.add_key(producer.name, producer.public, not_before=0)
+            indices = await _submit(audit, producer, *[_event(n, "acme") for n in range(3)])
+            await asyncio.sleep(0.01)
+
+            bad = await client.post("/api/v1/retention/policies", json={
+                "tenant": "acme", "record_class": "event", "selector": "nope", "retain_days": 1, "reason": "r"})
+            assert bad.status == 400 and (await bad.json())["field"] == "selector"
+            missing = await client.post("/api/v1/retention/policies", json={"tenant": "acme"})
+            assert missing.status == 400
+            set_ = await client.post("/api/v1/retention/policies", json={
+                "tenant": "acme", "record_class": "event", "selector": "*", "retain_days": 0, "reason": "test"})
+            assert set_.status == 201
+            policies = await (await client.get("/api/v1/retention/policies?tenant=acme")).json()
+            assert [p["index"] for p in policies["policies"]] == [(await set_.json())["index"]]
+
+            ran = await client.post("/api/v1/retention/runs", json={"tenant": "acme"})
+            assert ran.status == 200
+            [run] = (await ran.json())["runs"]
+            assert run["deleted"] == {"entry": 3, "blob": 0, "subject": 0} and run["index"] is not None
+
+            gone = await client.get(f"/api/v1/entries/{indices[0]}")
+            body = await gone.json()
+            assert gone.status == 410 and body["type"] == "urn:auditlog:problem:entry-pruned"
+            assert body["deletion_index"] == run["index"] and body["index"] == indices[0]
+            assert f"/api/v1/deletions/{run['index']}" in body["detail"]
+            bundle = await client.get("/tile/entries/000.p/" + str(run["index"] + 1))
+            body = await bundle.json()
+            assert bundle.status == 410
+            assert [p["index"] for p in body["pruned"]] == indices
+            assert len(decode_entry_bundle(__import__("base64").b64decode(body["bundle"]))) == run["index"] + 1
+            assert (await client.get(f"/api/v1/entries/{run['index']}")).status == 200  # the run's own entry
+
+            listed = await (await client.get(f"/api/v1/deletions/{run['index']}")).json()
+            assert listed["list_sha256"] == run["list_sha256"] and len(listed["items"]) == 3
+            assert (await client.get("/api/v1/deletions/0")).status == 404
+            assert (await client.get("/api/v1/deletions/x")).status == 400
+            runs = await (await client.get("/api/v1/retention/runs")).json()
+            assert [r["index"] for r in runs["runs"]] == [run["index"]]
+            assert (await client.post("/api/v1/retention/runs", json={"bogus": 1})).status == 400
+
+    asyncio.run(main())
+
+
+# -- fsck ----------------------------------------------------------------------------------------------------------
+
+def test_db_check_takes_pruned_entries_as_pruned_and_names_one_no_run_lists(tmp_path):
+    from log.audit.retention import entries_listed
+    from log.fsck import check_log, check_newest_entries
+    from log.storage.store import SqlLogStore
+
+    async def work():
+        log, audit, producer, retention = await _world(tmp_path)
+        try:
+            await _submit(audit, producer, *[_event(n, "acme") for n in range(20)])
+            await retention.set_policy("acme", "event", "*", 1, "a day")
+            [result] = await retention.run("acme")
+            return log.signer.verifier, result
+        finally:
+            await audit.close()
+            await log.close()
+
+    verifier, result = _run(work)
+    url = f"sqlite:///{tmp_path / 'data' / 'auditlog.db'}"
+    store = SqlLogStore(url)
+    try:
+        report = check_log(store, verifier, deletions=entries_listed)
+        assert report.ok, report.disagreements
+        assert report.pruned == 20
+        check_newest_entries(store, report.size)  # the start-up check takes pruned entries too
+        with store.engine.begin() as conn:
+            first = conn.exec_driver_sql("SELECT min(idx) FROM pruned_entries").scalar()
+            conn.exec_driver_sql(f"DELETE FROM deletion_items WHERE item = '{first}'")
+            conn.exec_driver_sql(f"UPDATE entries SET data = x'7b7d' WHERE idx = {first + 1}")
+        report = check_log(store, verifier, deletions=entries_listed)
+        assert report.counts["pruned"] == 2
+        assert {d.where for d in report.disagreements} == {f"entry {first}", f"entry {first + 1}"}
+    finally:
+        store.close()

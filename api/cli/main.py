@@ -43,7 +43,7 @@ import argparse
 import sys
 
 from api.cli import client, exits, server
-from api.cli.options import (Parser, count_or_auto, duration, entries_or_duration, env, json_option, log_key_option,
+from api.cli.options import (Parser, count_or_auto, duration, duration_or_off, entries_or_duration, env, json_option, log_key_option,
                              non_negative, positive, positive_seconds, server_option, server_url, token_option,
                              wait_options, witness_options)
 from log import defaults
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     from api.cli.access_log import add_access_log_parser
     from api.cli.audit import add_audit_parsers
     from api.cli.query import add_query_parsers
+    from api.cli.retention import add_retention_parser
     from api.cli.tokens import add_token_parser
     from witness.cli import add_witness_parser
     from witness.tsa_cli import add_tsa_parser
@@ -180,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log-retention", type=duration, metavar="DURATION",
                        help="how long the access log keeps a record of a read of contents; older ones are pruned "
                             f"(env AUDITLOG_ACCESS_LOG_RETENTION; default {defaults.ACCESS_LOG_RETENTION_DAYS}d)")
+    serve.add_argument("--retention-interval", type=duration_or_off, metavar="DURATION",
+                       help="how often the sequencer applies the retention policies (`auditlog retention`); 0: only "
+                            "when asked (env AUDITLOG_RETENTION_INTERVAL; default "
+                            f"{defaults.RETENTION_INTERVAL / 3600:g}h)")
     serve.add_argument("--publish-dir", default=env("AUDITLOG_PUBLISH_DIR"), metavar="DIR",
                        help="also write the tlog-tiles read API into DIR as files, as batches commit, for a static web "
                             "server, CDN or object store to serve: the checkpoint and the hash tiles, and with --public "
@@ -292,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_query_parsers(commands)
     add_access_log_parser(commands)
     add_token_parser(commands, exits.HELP)
+    add_retention_parser(commands, exits.HELP)
     add_witness_parser(commands)
     add_tsa_parser(commands)
     _name_each_parser(parser)

@@ -87,6 +87,13 @@ def duration(text: str) -> float:
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
+def duration_or_off(text: str) -> float:
+    """`duration`, or 0 (`0`, `off`) for a job that only runs when asked."""
+    if text.strip() in ("0", "off"):
+        return 0.0
+    return duration(text)
+
+
 def entries_or_duration(text: str) -> int | float:
     """A lag limit: a bare integer is a number of entries (`10`); a number with a unit is a duration in seconds
     (`90s`, `15m`, `2h`, `1d`), through `duration`."""
@@ -125,7 +132,8 @@ def server_urls(text: str) -> list[str]:
 _WHAT = {non_negative: "a non-negative integer", count_or_auto: "auto or a non-negative integer",
          positive: "a positive integer",
          positive_seconds: "a positive number of seconds", duration: "a duration (90s, 15m, 2h, 1d)",
-         entries_or_duration: "a number of entries or a duration (90s, 15m, 2h, 1d)"}
+         entries_or_duration: "a number of entries or a duration (90s, 15m, 2h, 1d)",
+         duration_or_off: "a duration (90s, 15m, 2h, 1d) or 0 (off)"}
 
 
 # -- the flags the client commands share: one name per thing, the same in every command --------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from api.cli import exits
-from api.cli.options import (AUTO, VKEY_SUFFIX, ProgressBar, count_or_auto, duration, env, flag_or_env, non_negative,
+from api.cli.options import (AUTO, VKEY_SUFFIX, ProgressBar, count_or_auto, duration, duration_or_off, env, flag_or_env, non_negative,
                              positive, positive_seconds)
 from log import defaults
 from log.errors import InvalidInput, LogError
@@ -59,6 +59,8 @@ def cmd_serve(args) -> int:
     tls = _tls(args)
     retention = flag_or_env(args.access_log_retention, "AUDITLOG_ACCESS_LOG_RETENTION", duration,
                             defaults.ACCESS_LOG_RETENTION_DAYS * 86400.0)
+    retention_interval = flag_or_env(args.retention_interval, "AUDITLOG_RETENTION_INTERVAL", duration_or_off,
+                                     defaults.RETENTION_INTERVAL)
     oidc = _oidc(args)
     _check_read_database(args)
     publish_dir = _publish_dir(args)
@@ -80,7 +82,8 @@ def cmd_serve(args) -> int:
     return asyncio.run(_serve(config, args.host, args.port, witnessing, read_workers=read_workers,
                               verify_processes=verify_processes, limits=limits, blob_uploads=blob_uploads,
                               tls=tls, access_log_retention_days=retention / 86400, access=_access(args),
-                              oidc=oidc, blob_dir=args.blob_dir, publish_dir=publish_dir))
+                              oidc=oidc, blob_dir=args.blob_dir, publish_dir=publish_dir,
+                              retention_interval=retention_interval))
 
 
 def advertised_url(host: str, port: int, tls: bool) -> str | None:
@@ -226,7 +229,8 @@ def _read_workers(value: int | str) -> tuple[int, str]:
 async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_workers: int | str = 0,
                  verify_processes: int = 0, limits=None, blob_uploads: int = defaults.BLOB_UPLOADS, tls=None,
                  access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS, access=None,
-                 oidc=None, blob_dir: str | None = None, publish_dir: Path | None = None) -> int:
+                 oidc=None, blob_dir: str | None = None, publish_dir: Path | None = None,
+                 retention_interval: float = defaults.RETENTION_INTERVAL) -> int:
     from aiohttp import web
 
     from api.server.app import create_app, freeze_startup_heap
@@ -239,7 +243,8 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
     app = create_app(config, witnessing, verify_processes=verify_processes, blob_uploads=blob_uploads,
                      access_log_retention_days=access_log_retention_days, access=access,
                      authenticators=authenticators, blob_dir=Path(blob_dir) if blob_dir else None,
-                     publish_dir=publish_dir, publish_entry_bundles=access is not None and access.public)
+                     publish_dir=publish_dir, publish_entry_bundles=access is not None and access.public,
+                     retention_interval=retention_interval)
     runner = GuardedRunner(app, limits, access_log=None, handle_signals=False,
                            shutdown_timeout=defaults.SHUTDOWN_GRACE)
     try:
@@ -378,6 +383,7 @@ CHECK_UNREACHABLE = exits.UNREACHABLE
 def cmd_db_check(args) -> int:
     """`auditlog db check`: the offline fsck (log/fsck.py). Opens the database read-only and takes no lock, so it
     runs beside a live server; the key comes from --log-key, else <data-dir>/log.vkey, else <data-dir>/log.key."""
+    from log.audit.retention import entries_listed
     from log.fsck import check_log
     from log.note_keys import parse_verifier_key
     from log.service import LogConfig
@@ -397,7 +403,7 @@ def cmd_db_check(args) -> int:
         return _check_failed(f"cannot open {_shown_url(url)}: {type(exc).__name__}: {exc}", CHECK_UNUSABLE)
     progress = None if args.quiet else ProgressBar()
     try:
-        report = check_log(store, verifier, progress=progress)
+        report = check_log(store, verifier, progress=progress, deletions=entries_listed)
     except Exception as exc:  # noqa: BLE001 - sorted into unreachable and unusable below, said in one line
         status = exits.database_status(exc)
         what = "cannot reach" if status == CHECK_UNREACHABLE else "cannot read the log in"
@@ -409,8 +415,9 @@ def cmd_db_check(args) -> int:
         if report.size == 0 and report.origin is None:
             print("OK: the log is empty and has published no checkpoint")
         else:
-            print(f"OK: {report.entries:,} entries, {report.tiles:,} tiles, {report.checkpoints:,} checkpoints agree "
-                  f"with the checkpoint signed by {report.origin}")
+            pruned = f" ({report.pruned:,} pruned by retention runs that list them)" if report.pruned else ""
+            print(f"OK: {report.entries:,} entries{pruned}, {report.tiles:,} tiles, {report.checkpoints:,} checkpoints "
+                  f"agree with the checkpoint signed by {report.origin}")
         return 0
     first = report.first
     exits.say("db check", f"FAILED: {first}")
@@ -464,6 +471,7 @@ def cmd_db_copy(args) -> int:
     and checkpoint agrees; then the copy is opened as a log store and its newest entries checked again."""
     import time
 
+    from log.audit.retention import entries_listed
     from log.fsck import check_newest_entries, check_snapshot
     from log.note_keys import parse_verifier_key
     from log.service import LogConfig
@@ -480,7 +488,8 @@ def cmd_db_copy(args) -> int:
     destination = shown_url(args.destination)
 
     def check(tx):
-        report = check_snapshot(tx, verifier, progress=None if args.quiet else ProgressBar())
+        report = check_snapshot(tx, verifier, progress=None if args.quiet else ProgressBar(),
+                                deletions=entries_listed)
         if not report.ok:
             raise _CopyRejected(report)
         return report

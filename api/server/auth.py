@@ -90,6 +90,14 @@ ROUTE_POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/holds"): access.ADMIN,
     ("POST", "/api/v1/holds"): access.ADMIN,
     ("POST", "/api/v1/holds/{hold_id}/release"): access.ADMIN,
+    # Retention (api/server/retention_job.py): policies and runs are administration; a deletion list says only which
+    # entries (indices), blobs (hashes) and subjects (tokens) a deletion removed, what a reader of entries needs to
+    # check a pruned entry against (auditlog verify).
+    ("GET", "/api/v1/retention/policies"): access.ADMIN,
+    ("POST", "/api/v1/retention/policies"): access.ADMIN,
+    ("GET", "/api/v1/retention/runs"): access.ADMIN,
+    ("POST", "/api/v1/retention/runs"): access.ADMIN,
+    ("GET", "/api/v1/deletions/{index}"): access.ENTRIES_READ,
     ("GET", "/metrics"): access.METRICS,  # public with `serve --metrics-public`
     ("*", "/{tail}"): FORWARDED,
 }

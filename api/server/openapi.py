@@ -355,6 +355,66 @@ _LIFECYCLE_PATHS: dict = {
     },
 }
 
+# Retention (api/server/retention_job.py): policies and runs are admin's; a deletion list is a reader's of entries.
+_POLICY = {"type": "object", "required": ["tenant", "record_class", "selector", "retain_days", "reason"],
+           "additionalProperties": False, "properties": {
+               "tenant": {"type": "string", "pattern": _TOKEN},
+               "record_class": {"type": "string", "enum": ["event", "blob", "subject"]},
+               "selector": {"type": "string", "description": "event: an event type or *; blob: event_type:<t>, "
+                                                             "media_type:<type/subtype> or *; subject: *"},
+               "retain_days": {"type": ["integer", "null"], "minimum": 0, "maximum": 36500,
+                               "description": "days kept; null removes the policy"},
+               "reason": {"type": "string", "maxLength": 1024}}}
+_RETENTION_PATHS: dict = {
+    "/api/v1/retention/policies": {
+        "get": {
+            "summary": "The retention policies in force, per tenant, record class and selector (admin)",
+            "operationId": "listRetentionPolicies",
+            "parameters": [_query("tenant", "only this tenant's", schema={"type": "string", "pattern": _TOKEN})],
+            "responses": {"200": _json_object("{policies: [{index, tenant, record_class, selector, retain_days, "
+                                              "reason, at}]}"), **_errors(400, 401, 403)},
+        },
+        "post": {
+            "summary": "Set, change or remove (retain_days null) a retention policy (admin); logged as an entry "
+                       "(auditlog.retention-policy/v1). The most specific selector in force wins",
+            "operationId": "setRetentionPolicy",
+            "requestBody": _json_body(_POLICY),
+            "responses": {"201": _json_object("{index, policy}"), **_errors(400, 401, 403, 503)},
+        },
+    },
+    "/api/v1/retention/runs": {
+        "get": {
+            "summary": "The retention runs, oldest first (admin)",
+            "operationId": "listRetentionRuns",
+            "parameters": [_query("tenant", "only this tenant's", schema={"type": "string", "pattern": _TOKEN}),
+                           _query("after", "cursor: runs with a larger entry index"),
+                           _query("limit", "runs per page, 1 to 1000 (default 100)")],
+            "responses": {"200": _json_object("{runs: [{index, tenant, list_sha256, started_at, finished_at, "
+                                              "deleted, skipped, policies}], next_cursor}"),
+                          **_errors(400, 401, 403)},
+        },
+        "post": {
+            "summary": "Run retention now (admin), for one tenant or every tenant with a policy: each run that "
+                       "deletes or is held back writes its entry (auditlog.retention-run/v1) before deleting",
+            "operationId": "runRetention",
+            "requestBody": _json_body({"type": "object", "additionalProperties": False,
+                                       "properties": {"tenant": {"type": "string", "pattern": _TOKEN}}}),
+            "responses": {"200": _json_object("{runs: [{tenant, index, deleted, skipped, list_sha256, policies}]}"),
+                          **_errors(400, 401, 403, 503)},
+        },
+    },
+    "/api/v1/deletions/{index}": {
+        "get": {
+            "summary": "The deletion list of a retention run or erasure entry: what it deleted, and the SHA-256 of "
+                       "the list that its entry commits to, recomputed",
+            "operationId": "getDeletion",
+            "parameters": [_path("index", "the deletion entry's index", "^[0-9]{1,19}$")],
+            "responses": {"200": _json_object("{index, type, items: [[kind, item]], list_sha256}"),
+                          **_errors(400, 401, 403, 404)},
+        },
+    },
+}
+
 _TILE_N = _path("n", "tile index in tlog-tiles encoding (groups of 3 digits, all but the last prefixed 'x'), "
                      "then '.p/<W>' for a partial tile of width W (1-255)")
 
@@ -398,7 +458,7 @@ DOCUMENT: dict = {
                     "200": {"description": "the entry", "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/Entry"}},
                         "application/octet-stream": {"schema": {"type": "string"}}}},
-                    **_errors(400, 404),
+                    **_errors(400, 404, 410),
                 },
             },
         },
@@ -481,13 +541,14 @@ DOCUMENT: dict = {
         **_AUDIT_PATHS,
         **_ACCESS_LOG_PATHS,
         **_LIFECYCLE_PATHS,
+        **_RETENTION_PATHS,
         "/tile/entries/{n}": {
             "get": {
                 "summary": "An entry bundle (c2sp.org/tlog-tiles): uint16 length-prefixed entries",
                 "operationId": "entryBundle",
                 "parameters": [_TILE_N],
                 "responses": {"200": _binary("full bundles are immutable; partial ones are not cached"),
-                              **_errors(400, 404)},
+                              **_errors(400, 404, 410)},
             },
         },
         "/tile/{level}/{n}": {

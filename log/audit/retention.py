@@ -50,6 +50,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, select, update
 
+from log.audit import holds as holds_module
 from log.audit.canonical import canonicalize, parse_json
 from log.audit.errors import InvalidEvent
 from log.audit.schema import EVENT_TYPES, TOKEN_PATTERN, format_timestamp_ms, parse_timestamp_ms, python_regex
@@ -320,31 +321,20 @@ class Plan:
         return not (self.entries or self.blobs or self.subjects or self.skipped)
 
 
-def _holds_module():
-    """log/audit/holds.py (the legal-hold matcher), or None where it is not part of this build yet: then no hold
-    can have been placed (nothing else writes legal_holds)."""
-    try:
-        from log.audit import holds
-    except ImportError:
-        return None
-    return holds
-
-
 class _Holds:
-    """The active legal holds at one moment, through the holds module's matcher (design: `ActiveHolds`)."""
+    """The active legal holds at one moment (log/audit/holds.py `ActiveHolds`); no query when there are none."""
 
     def __init__(self, tx, now_ms: int):
-        module = _holds_module()
-        self._active = module.ActiveHolds.load(tx, now_ms) if module is not None else None
+        self._active = holds_module.ActiveHolds.load(tx, now_ms)
 
     def events(self, tx, indices: Sequence[int]) -> dict[int, str]:
-        return self._active.for_events(tx, indices) if self._active is not None and indices else {}
+        return self._active.for_events(tx, indices)
 
     def blobs(self, tx, sha256s: Sequence[str]) -> dict[str, str]:
-        return self._active.for_blobs(tx, sha256s) if self._active is not None and sha256s else {}
+        return self._active.for_blobs(tx, sha256s)
 
     def subject(self, tx, tenant: str, subject: str) -> str | None:
-        return self._active.for_subject(tx, tenant, subject) if self._active is not None else None
+        return self._active.for_subject(tx, tenant, subject)
 
 
 def _due_events(tx, tenant: str, policies: list[Policy], now_ms: int) -> tuple[list[int], set[int]]:
@@ -463,6 +453,7 @@ class RunResult:
     skipped: dict[str, int]
     list_sha256: str | None
     policies: list[int]
+    lists: tuple = field(default=((), (), ()), repr=False, compare=False)  # entries, blobs, subjects to delete
 
     def to_json(self) -> dict:
         return {"tenant": self.tenant, "index": self.index, "deleted": self.deleted, "skipped": self.skipped,
@@ -481,11 +472,15 @@ class Retention:
     subject policies are kept but applied by no run. `delay`: seconds slept between deletion chunks (a test hook,
     from AUDITLOG_TEST_RETENTION_DELAY: lets a test kill a run half-way)."""
 
-    def __init__(self, log, blobs: BlobStore, *, vault: Any = None, clock: Callable[[], float] = time.time,
-                 chunk: int = DELETE_CHUNK, delay: float | None = None):
+    def __init__(self, log, blobs: BlobStore, *, vault: Any = None, hold_lock: asyncio.Lock | None = None,
+                 clock: Callable[[], float] = time.time, chunk: int = DELETE_CHUNK, delay: float | None = None):
         self.log = log
         self.blobs = blobs
         self._vault = vault
+        # HoldBook.lock (log/audit/holds.py): held while a run decides what to delete and writes its entry, and
+        # around each chunk's hold check and deletion, so a hold placed meanwhile is never missed; never for a
+        # whole run (a hold must not wait a minute for a big run to end).
+        self.hold_lock = hold_lock or asyncio.Lock()
         self._clock = clock
         self.chunk = chunk
         self.delay = float(os.environ.get("AUDITLOG_TEST_RETENTION_DELAY", "0") or 0) if delay is None else delay
@@ -544,7 +539,10 @@ class Retention:
                 tenants = [tenant]
             results = []
             for name in tenants:
-                results.append(await self._run_tenant(name, now))
+                result = await self._run_tenant(name, now)
+                if result.index is not None:
+                    await self._delete(result.index, name, *result.lists)
+                results.append(result)
             return results
 
     async def resume(self) -> int:
@@ -553,6 +551,10 @@ class Retention:
             return await self._resume()
 
     async def _run_tenant(self, tenant: str, now: int) -> RunResult:
+        async with self.hold_lock:
+            return await self._plan_and_log(tenant, now)
+
+    async def _plan_and_log(self, tenant: str, now: int) -> RunResult:
         subjects = self.vault() is not None
         plan = await self.log.read(lambda tx: plan_run(tx, tenant, now, exists=self.blobs.exists,
                                                        subjects=subjects), primary=True)
@@ -569,9 +571,8 @@ class Retention:
         rows += [RowInsert(deletion_items.name, ("kind", "item"), item, "deletion_idx") for item in items]
         # The run's entry, row and list first, in one commit: from here on the deletion is resumable from the list.
         added = await self.log.add_entries([record], rows=[rows])
-        index = added.first_index
-        await self._delete(index, tenant, plan.entries, plan.blobs, plan.subjects)
-        return RunResult(tenant, index, deleted, dict(wire["skipped"]), list_sha256, wire["policies"])
+        return RunResult(tenant, added.first_index, deleted, dict(wire["skipped"]), list_sha256, wire["policies"],
+                         (plan.entries, plan.blobs, plan.subjects))
 
     async def _resume(self) -> int:
         r = retention_runs.c
@@ -597,32 +598,36 @@ class Retention:
             now = self._now()
 
             def prune(tx, chunk=chunk, now=now):
+                # The holds as the writer's transaction sees them: what a hold covers by now stays.
                 held = _Holds(tx, now).events(tx, chunk)
                 return prune_entries(tx, [i for i in chunk if i not in held], index, now)
 
-            self.deleted["entry"] += len(await self.log.write(prune))
+            async with self.hold_lock:
+                self.deleted["entry"] += len(await self.log.write(prune))
             await self._pause()
         for start in range(0, len(blobs), self.chunk):
             chunk = blobs[start:start + self.chunk]
             now = self._now()
-            held = await self.log.read(lambda tx, chunk=chunk, now=now: _Holds(tx, now).blobs(tx, chunk),
-                                       primary=True)
-            for sha in chunk:
-                if sha not in held and await loop.run_in_executor(None, self.blobs.delete, sha):
-                    self.deleted["blob"] += 1
-            await self._pause()
-        if subjects:
-            vault = self.vault()
-            now = self._now()
-            for subject in subjects:
-                hold = await self.log.read(lambda tx, s=subject: _Holds(tx, now).subject(tx, tenant, s),
+            async with self.hold_lock:
+                held = await self.log.read(lambda tx, chunk=chunk, now=now: _Holds(tx, now).blobs(tx, chunk),
                                            primary=True)
-                if hold is not None or vault is None:
+                for sha in chunk:
+                    if sha not in held and await loop.run_in_executor(None, self.blobs.delete, sha):
+                        self.deleted["blob"] += 1
+            await self._pause()
+        vault = self.vault() if subjects else None
+        for subject in subjects if vault is not None else ():
+            now = self._now()
+            async with self.hold_lock:
+                hold = await self.log.read(lambda tx, s=subject, now=now: _Holds(tx, now).subject(tx, tenant, s),
+                                           primary=True)
+                if hold is not None:
                     continue
                 outcome = vault.shred_subject(tenant, subject, index)
                 if inspect.isawaitable(outcome):
-                    await outcome
-                self.deleted["subject"] += 1
+                    outcome = await outcome
+                if getattr(outcome, "destroyed", True):
+                    self.deleted["subject"] += 1
         r = retention_runs.c
         finished = self._now()
         await self.log.write(lambda tx: tx.execute(
@@ -691,6 +696,24 @@ def prune_entries(tx, indices: Sequence[int], deletion_idx: int, now_ms: int) ->
     return done
 
 
+def entries_listed(tx, pruned: dict[int, int]) -> set[int]:
+    """Of the pruned entries `pruned` (index -> the deletion entry its pruned_entries row names), those whose
+    deletion entry is a retention run (a retention_runs row) whose deletion list names the entry: the check
+    `auditlog db check` makes of every pruned entry (log/fsck.py `Deletions`)."""
+    d, r = deletion_items.c, retention_runs.c
+    runs = {idx for idx, in tx.execute(select(r.idx).where(r.idx.in_(sorted(set(pruned.values())))))}
+    listed: set[int] = set()
+    wanted = sorted(pruned)
+    for start in range(0, len(wanted), prune.PRUNE_CHUNK):
+        chunk = wanted[start:start + prune.PRUNE_CHUNK]
+        for deletion, item in tx.execute(select(d.deletion_idx, d.item).where(
+                d.kind == "entry", d.item.in_([str(i) for i in chunk]))):
+            index = int(item)
+            if pruned.get(index) == deletion and deletion in runs:
+                listed.add(index)
+    return listed
+
+
 def deletion_list(tx, index: int) -> list[tuple[str, str]]:
     """The (kind, item) pairs the deletion entry `index` lists, in bytewise order of their lines."""
     d = deletion_items.c
@@ -708,5 +731,5 @@ def _check_tenant_input(tenant: str) -> None:
 
 __all__ = ["ANY", "DAY_MS", "DELETION_KINDS", "POLICY_TYPE", "Plan", "Policy", "PolicyReceipt", "RECORD_CLASSES",
            "RUN_TYPE", "Retention", "RunResult", "blob_retention_until", "check_selector", "deletion_list",
-           "deletion_list_sha256", "format_policy", "format_run", "parse_policy", "parse_run", "plan_run",
+           "deletion_list_sha256", "entries_listed", "format_policy", "format_run", "parse_policy", "parse_run", "plan_run",
            "policies_in_force", "policy_change"]
