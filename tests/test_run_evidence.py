@@ -28,7 +28,7 @@ from api.client.waiting import wait_for_entry, wait_for_run
 from api.server.app import Witnessing, create_app
 from log.audit.admin import ADMIN_TOKEN_ENV
 from log.audit.errors import EvidenceError
-from log.audit.evidence import FORMAT, FORMAT_V1
+from log.audit.evidence import FORMAT_V1, FORMAT_V2
 from log.errors import NotFound, Unavailable
 from log.note import COSIGNATURE_ED25519, parse_note
 from log.note_keys import generate_signer_key, parse_verifier_key
@@ -191,7 +191,7 @@ def test_run_bundle_carries_cosignatures_and_timestamp_and_fails_each_missing_ch
     assert coverage.witnessed_size > max(indices) and coverage.timestamped_size > max(indices)
 
     # The bundle carries the witnessed checkpoint (the log's signature and both cosignatures) and its token.
-    assert bundle["format"] == FORMAT == "auditlog.evidence/v2"
+    assert bundle["format"] == FORMAT_V2 == "auditlog.evidence/v2"  # nothing of the run was deleted
     assert bundle["timestamp"] is not None
     signers = {s.name for s in parse_note(bundle["checkpoint"].encode()).signatures}
     assert signers == {ORIGIN, "witness.test/e0", "witness.test/e1"}

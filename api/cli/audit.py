@@ -118,11 +118,15 @@ async def _run_evidence(args) -> int:
     if args.json:
         print(json.dumps({"run_id": args.run, "events": evidence.events, "tree_size": checkpoint.size,
                           "cosignatures": cosignatures, "timestamp": report.has_timestamp,
+                          "pruned_events": evidence.pruned_events, "deletions": len(evidence.deleted),
                           "file": args.evidence, "verified": True}))
     else:
-        print(f"evidence bundle for run {args.run} written to {args.evidence}; verified: {evidence.events} events "
-              f"in checkpoint {checkpoint.origin} size {checkpoint.size} ({cosignatures} cosignatures, "
+        pruned = f" (and {evidence.pruned_events} pruned)" if evidence.pruned_events else ""
+        print(f"evidence bundle for run {args.run} written to {args.evidence}; verified: {evidence.events} events"
+              f"{pruned} in checkpoint {checkpoint.origin} size {checkpoint.size} ({cosignatures} cosignatures, "
               f"{'a' if report.has_timestamp else 'no'} timestamp)")
+        for deletion in evidence.deleted:
+            print(f"deleted: {deletion.describe()}")
     return 0
 
 

@@ -321,6 +321,8 @@ def cmd_verify_evidence(args) -> int:
     key always; the witnesses' cosignatures with --witness-key, the timestamp with --tsa-ca, for both kinds. The
     keys and the certificate are read and checked before the bundle."""
     from api.client.evidence import EntryEvidenceReport, verify_evidence
+    from log.audit.evidence import FORMAT as RUN_EVIDENCE_FORMAT
+    from log.audit.schema import format_timestamp_ms
     from witness.rfc3161 import format_gen_time
 
     log_key = inputs.log_key(args)
@@ -337,12 +339,24 @@ def cmd_verify_evidence(args) -> int:
         warnings: list[str] = []
     else:
         evidence = report.evidence
-        kind, warnings = "run", evidence.warnings
+        kind, warnings = ("run" if evidence.subject is None else "subject"), evidence.warnings
         about = {"run_id": evidence.run_id, "events": evidence.events, "producers": evidence.producers,
                  "registry_entries": evidence.registry_entries}
-        first = (f"OK: run {evidence.run_id}: {evidence.events} events from {', '.join(evidence.producers)}, "
+        if evidence.subject is not None:
+            about["subject"] = evidence.subject
+        if evidence.format == RUN_EVIDENCE_FORMAT:
+            about.update(pruned_events=evidence.pruned_events, missing_blobs=evidence.missing_blobs, deleted=[
+                {"kind": d.kind, "item": d.item, "deletion_index": d.deletion.index, "type": d.deletion.type,
+                 "at": format_timestamp_ms(d.deletion.at), "reason": d.deletion.reason,
+                 "policies": [p.index for p in d.policies], "listed": d.listed} for d in evidence.deleted])
+        what = (f"run {evidence.run_id}" if evidence.subject is None else
+                f"subject {evidence.subject['subject']} of tenant {evidence.subject['tenant']}")
+        pruned = f" (and {evidence.pruned_events} pruned)" if evidence.pruned_events else ""
+        first = (f"OK: {what}: {evidence.events} events{pruned} from {', '.join(evidence.producers) or 'nobody'}, "
                  f"{evidence.registry_entries} registry entries, all included in checkpoint {checkpoint.origin} "
                  f"size {checkpoint.size}, signed by the log; signatures, keys and causal order hold")
+        if evidence.deleted:
+            first += f"; {len(evidence.deleted)} deletion{'s' if len(evidence.deleted) > 1 else ''} proven"
     if args.json:
         _out({"verified": True, "kind": kind, "format": bundle["format"], **about,
               "checkpoint": {"origin": checkpoint.origin, "size": checkpoint.size,
@@ -360,6 +374,9 @@ def cmd_verify_evidence(args) -> int:
     elif report.has_timestamp:
         parts.append("timestamp present, not checked (no --tsa-ca)")
     print(" · ".join(parts))
+    if not isinstance(report, EntryEvidenceReport):
+        for deletion in report.evidence.deleted:
+            print(f"deleted: {deletion.describe()}")
     for warning in warnings:
         print(f"note: {warning}")
     return 0

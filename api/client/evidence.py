@@ -4,8 +4,10 @@ Two kinds, one entry point each, with the same arguments (`witnesses=`, `tsa_tru
 to dispatch on the bundle's `format`:
 
     verify_entry_bundle   one entry (`"format": "auditlog.entry-evidence/v1"`, built here by the CLI)
-    verify_run_bundle     one run's timeline (`"format": "auditlog.evidence/v2"`, log/audit/evidence.py, built by
-                          the server): checks 1-8 there, with the log's key; checks 9 and 10 here
+    verify_run_bundle     one run's timeline or one data subject's events (`"format": "auditlog.evidence/v3"`, or v2
+                          for a run that lost nothing; log/audit/evidence.py, built by the server): checks 1-8, 11
+                          and 12 there, with the log's key (12: what was deleted, against the entries recording it);
+                          checks 9 and 10 here
 
 Evidence never fails open: a check asked for (witness keys given, a TSA certificate given) that the bundle cannot
 satisfy (no or too few cosignatures, no token) fails; every field a bundle carries is checked, and a field the
@@ -45,6 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from log.audit.errors import EvidenceError
+from log.audit.evidence import FIELDS as RUN_EVIDENCE_FIELDS
 from log.audit.evidence import FORMAT as RUN_EVIDENCE_FORMAT
 from log.audit.evidence import FORMAT_V1 as RUN_EVIDENCE_FORMAT_V1
 from log.audit.evidence import EvidenceReport, verify_bundle
@@ -232,8 +235,9 @@ def verify_run_bundle(
     witnesses: WitnessPolicy | None = None,
     tsa_trusted: bytes | None = None,
 ) -> RunEvidenceReport:
-    """Checks 1-8 of a run bundle (log/audit/evidence.py, the log's key), then 9 (cosignatures, when witness keys
-    are given) and 10 (the timestamp, when a TSA certificate is given). Raises EvidenceError at the first failure."""
+    """Checks 1-8, 11 and 12 of a run or subject bundle (log/audit/evidence.py, the log's key), then 9
+    (cosignatures, when witness keys are given) and 10 (the timestamp, when a TSA certificate is given). Raises
+    EvidenceError at the first failure."""
     evidence = verify_bundle(bundle, log_key)
     cosignatures = _cosignatures(evidence.note, witnesses, lambda detail: EvidenceError(9, "cosignatures", detail))
     token = evidence.timestamp
@@ -254,7 +258,7 @@ def verify_evidence(
     """Either kind of bundle, by its `format`; anything else fails check 1 of a run bundle."""
     if isinstance(bundle, dict) and bundle.get("format") == ENTRY_EVIDENCE_FORMAT:
         return verify_entry_bundle(bundle, log_key, witnesses=witnesses, tsa_trusted=tsa_trusted)
-    if isinstance(bundle, dict) and bundle.get("format") not in (RUN_EVIDENCE_FORMAT, RUN_EVIDENCE_FORMAT_V1):
+    if isinstance(bundle, dict) and bundle.get("format") not in RUN_EVIDENCE_FIELDS:
         raise EvidenceError(1, "format", f"format is {str(bundle.get('format'))[:80]!r}: neither "
                                          f"{ENTRY_EVIDENCE_FORMAT!r} nor {RUN_EVIDENCE_FORMAT!r}")
     return verify_run_bundle(bundle, log_key, witnesses=witnesses, tsa_trusted=tsa_trusted)

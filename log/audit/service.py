@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import and_, select
 
+from log.audit import deleted
 from log.audit import evidence as evidence_format
 from log.audit.canonical import canonicalize, parse_json
 from log.audit.errors import AuthenticationFailed, EventConflict, InvalidEvent, KeyExpired, KeyRevoked
@@ -48,10 +49,10 @@ from log.audit.records import (
     parse_token_change, registry_change, token_change,
 )
 from log.audit.registry import Registry, key_id_for
-from log.audit.schema import parse_timestamp_ms
+from log.audit.schema import content_references, parse_timestamp_ms
 from log.audit.tables import (
-    EVENT_COLUMNS, access_tokens, audit_blob_uploads, audit_event_blobs, audit_event_context, audit_events,
-    audit_event_tokens, audit_registry,
+    EVENT_COLUMNS, access_tokens, audit_blob_uploads, audit_event_blobs, audit_event_context, audit_event_tokens,
+    audit_events, audit_registry, deletion_items,
 )
 from log.audit.tokens import ApiToken, TokenRegistry, new_token, token_digest
 from log.audit.timeline import Node, causal_order
@@ -60,7 +61,7 @@ from log.audit.vault_keys import MasterKey
 from log.audit.verifier import VerifierPool, VerifierUnavailable
 from log.blobs import BlobStore, check_digest
 from log.checkpoint import Checkpoint
-from log.errors import Conflict, InvalidInput, LogError, NotFound
+from log.errors import Conflict, InvalidInput, LogError, NotFound, Unavailable
 from log.note import parse_note
 from log.sequencer import EntryOutcome, IdempotencyKey, Published
 from log.storage import RowInsert
@@ -588,7 +589,10 @@ class AuditService:
                                       f"{hold.reference[:80]!r}): not deleted; entry {index} records the refusal",
                                       hold.hold_id, index)
             record = canonicalize(format_blob_erasure(digest, self._now(), reason))
-            added = await self.log.add_entries([record])
+            # With its deletion_items row, in the entry's commit: evidence bundles find the entry that erased a blob
+            # by it (log/audit/deleted.py).
+            row = RowInsert(deletion_items.name, ("kind", "item"), ("blob", digest), index_column="deletion_idx")
+            added = await self.log.add_entries([record], rows=[[row]])
             await self._read(self.blobs.delete, digest)
         self.stats.blobs_erased += 1
         return added.first_index
@@ -641,23 +645,111 @@ class AuditService:
                        attested: Sequence[tuple[bytes, bytes | None]] = (),
                        tenants: frozenset[str] | None = None) -> dict:
         """An evidence bundle for one run (see evidence.py): the timeline, and every registry record of the
-        producers and keys it used, each with its inclusion proof in the same checkpoint.
+        producers and keys it used, each with its inclusion proof in the same checkpoint; and what of the run was
+        deleted (pruned events, deleted blobs, erased subjects) with the entries that record it, proven too.
 
         `attested`: the log's checkpoints that carry more than its signature, best first, as (the note with its
         cosignature lines, the RFC 3161 token over exactly those bytes or None); the server passes the newest
-        timestamped one, then the newest witnessed one. The first whose tree covers every event of the run is the
-        bundle's checkpoint (with its token); when none does, the latest checkpoint is."""
-        timeline = await self.timeline(run_id, tenant, proofs=False, tenants=tenants)
-        last = max(event.index for event in timeline.events)
-        note, token = timeline.checkpoint.note, None
+        timestamped one, then the newest witnessed one. The first whose tree covers every entry the bundle proves is
+        the bundle's checkpoint (with its token); when none does, the latest checkpoint is."""
+        query = EventQuery(run_id=run_id, tenant=tenant, limit=MAX_TIMELINE, tenants=tenants)
+        return await self._evidence_bundle(
+            lambda size: events_statement(query, size), attested, run_id=run_id,
+            none=f"no events for run {run_id!r}" + (f" of tenant {tenant!r}" if tenant else ""),
+            too_many=(f"run {run_id!r} has more than {MAX_TIMELINE} events; query it with /api/v1/events?run_id=... "
+                      f"instead", "run_id"))
+
+    async def subject_evidence(self, tenant: str, subject: str, tokens: Sequence[str], *,
+                               attested: Sequence[tuple[bytes, bytes | None]] = ()) -> dict:
+        """A data subject's access bundle (evidence.py, v3 with `subject`): every event of `tenant` that carries one
+        of `tokens` (the subject's vault tokens, audit_event_tokens), in causal order, with what of them was deleted,
+        as `evidence` builds a run's. `subject` is the subject's token (never its reference). NotFound when no event
+        carries the tokens (pruned events lose their token rows: only retained events are found)."""
+        wanted = sorted(set(tokens))
+        if not wanted:
+            raise NotFound(f"subject {subject} of tenant {tenant!r} has no tokens")
+        t = audit_event_tokens.c
+
+        def statement(size: int):
+            return (select(t.idx).where(t.tenant == tenant, t.token.in_(wanted), t.idx < size).distinct()
+                    .order_by(t.idx).limit(MAX_TIMELINE + 1))
+
+        return await self._evidence_bundle(
+            statement, attested, subject={"tenant": tenant, "subject": subject, "tokens": wanted},
+            none=f"no events of tenant {tenant!r} carry the tokens of subject {subject}",
+            too_many=(f"subject {subject} has more than {MAX_TIMELINE} events", "subject"))
+
+    async def _evidence_bundle(self, statement, attested: Sequence[tuple[bytes, bytes | None]], *,
+                               run_id: str | None = None, subject: dict | None = None, none: str,
+                               too_many: tuple[str, str]) -> dict:
+        """The bundle of the events `statement(size)` selects (their indices, at most MAX_TIMELINE + 1).
+
+        The blob store is looked at between two reads: first the events (present or pruned, one state), then which
+        cited blobs are gone, then their deletions. A deletion commits its entry and list before it unlinks, so a
+        blob found gone is listed by the second read; one deleted after the look is still present at the look."""
+        size = self.log.checkpoint.size
+
+        def read_events(tx):
+            indices = [idx for idx, in tx.execute(statement(size))]
+            return indices, *deleted.split_pruned(tx, indices)
+
+        indices, present, pruned = await self.log.read(read_events)
+        if not present and not pruned:
+            raise NotFound(none)
+        if len(indices) > MAX_TIMELINE:
+            raise InvalidInput(too_many[0], field=too_many[1])
+        events = [_logged(index, data) for index, data in sorted(present.items())]
+        ordering = causal_order([_node(e) for e in events])
+        events = [events[p] for p in ordering.order]
+
+        cited: dict[str, None] = {}
+        tokens_by_tenant: dict[str, set[str]] = {}
+        for event in events:
+            cited.update(dict.fromkeys(content_references(event.envelope.event)))
+            tokens_by_tenant.setdefault(event.envelope.event["tenant"], set()).update(
+                tokens_in_event(event.envelope.event_bytes))
+        gone = [sha for sha in cited if not await self._read(self.blobs.exists, sha)]
+
+        def read_deletions(tx):
+            blobs = deleted.blob_deletions(tx, gone, size)
+            subjects = deleted.erased_subjects(tx, tokens_by_tenant, size) if tokens_by_tenant else []
+            needed = {*pruned.values(), *blobs.values(), *(s[3] for s in subjects)}
+            return blobs, subjects, deleted.deletion_records(tx, needed)
+
+        blob_deletions, subjects, (records, items, policies) = await self.log.read(read_deletions)
+
+        last = max([*present, *pruned, *records, *policies])
+        note, token = self.log.checkpoint.note, None
         for candidate, candidate_token in attested:
             if _note_size(candidate) > last:
                 note, token = candidate, candidate_token
                 break
         size = _note_size(note)
-        proofs = await asyncio.gather(*(self.log.inclusion_proof(e.index, size) for e in timeline.events))
+        if size <= last:  # a read that saw entries the checkpoint in memory does not cover yet: a moment later it does
+            raise Unavailable("the log's checkpoint does not cover the entries just read yet; retry")
+
+        async def prove(indices_: Sequence[int]) -> list[list[bytes]]:
+            return list(await asyncio.gather(*(self.log.inclusion_proof(i, size) for i in indices_)))
+
+        pruned_order = sorted(pruned)
+        leaf_hashes = await self._read(self.log.node_hashes, [(0, i) for i in pruned_order]) if pruned else {}
+        pruned_proofs = await prove(pruned_order)
+        record_order, policy_order = sorted(records), sorted(policies)
+        record_proofs, policy_proofs = await prove(record_order), await prove(policy_order)
+        lost = evidence_format.Deletions(
+            pruned_events=[evidence_format.PrunedEvent(i, leaf_hashes[(0, i)], proof, pruned[i])
+                           for i, proof in zip(pruned_order, pruned_proofs)],
+            deleted_blobs=blob_deletions,
+            missing_blobs=[sha for sha in gone if sha not in blob_deletions],
+            erased_subjects=[evidence_format.ErasedSubject(*s) for s in subjects],
+            deletions=[(i, records[i], proof) for i, proof in zip(record_order, record_proofs)],
+            items=items,
+            policies=[(i, policies[i], proof) for i, proof in zip(policy_order, policy_proofs)],
+        )
+
+        proofs = await prove([e.index for e in events])
         used: dict[str, set[str]] = {}
-        for event in timeline.events:
+        for event in events:
             used.setdefault(event.envelope.producer, set()).add(event.envelope.key_id)
         registry_entries = []
         for producer, key_ids in sorted(used.items()):
@@ -666,8 +758,9 @@ class AuditService:
                     registry_entries.append((index, data, await self.log.inclusion_proof(index, size)))
         return evidence_format.build_bundle(
             origin=self.log.origin, log_key=self.log.verifier_key, checkpoint_note=note, timestamp=token,
-            run_id=run_id, events=[(e.index, e.data, proof) for e, proof in zip(timeline.events, proofs)],
-            registry_entries=registry_entries,
+            run_id=run_id, subject=subject,
+            events=[(e.index, e.data, proof) for e, proof in zip(events, proofs)],
+            registry_entries=registry_entries, deletions=lost,
         )
 
 
