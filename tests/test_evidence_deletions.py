@@ -279,3 +279,11 @@ def test_the_verifiers_copy_of_the_vault_token_shapes_agrees_with_the_vault(text
     event = json.dumps({"context": {"id": text}, text: [text]}).encode()
     assert evidence.tokens_in_event(event) == vault.tokens_in_event(event)
     assert evidence.is_vault_token(text) == vault.is_vault_token(text)
+
+
+def test_the_verifiers_copy_of_the_deletion_list_hash_agrees_with_retention():
+    from log.audit import evidence, retention
+
+    for items in ([], [("entry", "7")], [("subject", "acme/vt." + "a" * 26), ("blob", "f" * 64), ("entry", "10"),
+                                         ("entry", "9")]):
+        assert evidence.deletion_list_sha256(items) == retention.deletion_list_sha256(items)

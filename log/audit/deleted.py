@@ -25,7 +25,8 @@ from sqlalchemy import and_, func, select
 from log.audit.canonical import parse_json
 from log.audit.evidence import MAX_CARRIED_ITEMS, RETENTION_RUN_TYPE
 from log.audit.records import BLOB_ERASURE_TYPE
-from log.audit.tables import deletion_items, pruned_entries, vault_subject_keys, vault_tokens
+from log.audit.tables import deletion_items, vault_subject_keys, vault_tokens
+from log import prune
 
 _CHUNK = 500  # indices or values per IN (...): far below SQLite's bound variables, a short statement on PostgreSQL
 
@@ -37,13 +38,10 @@ def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[list]:
 
 def split_pruned(tx, indices: Sequence[int]) -> tuple[dict[int, bytes], dict[int, int]]:
     """(present: index -> entry bytes, pruned: index -> the retention run's index) for `indices`. A pruned entry's
-    bytes are empty and its pruned_entries row is written in the same transaction (design20), so one state read
-    never sees one without the other; an index with neither bytes nor a row is left out (not stored here)."""
+    bytes are empty and its pruned_entries row is written in the same transaction (log/prune.py), so one state read
+    never sees one without the other; a row is looked for only where there are no bytes."""
     data = tx.entries_at(indices)
-    pruned: dict[int, int] = {}
-    p = pruned_entries.c
-    for chunk in _chunks(sorted(set(indices))):
-        pruned.update(tx.execute(select(p.idx, p.deletion_idx).where(p.idx.in_(chunk))))
+    pruned = prune.pruned_at(tx, [index for index in indices if not data.get(index)])
     present = {index: entry for index, entry in data.items() if index not in pruned and entry}
     return present, pruned
 
