@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
 import time
 
 import pytest
@@ -37,8 +38,9 @@ def _later(days: float):
     return lambda: time.time() + days * 86_400
 
 
-async def _world(tmp_path, database_url=None, *, days_ahead: float = 100, chunk: int = 2000):
-    config = LogConfig(data_dir=tmp_path / "data", origin=ORIGIN, batch_max_age=0.002, database_url=database_url)
+async def _world(tmp_path, database_url=None, *, days_ahead: float = 100, chunk: int = 2000, config=None):
+    config = config or LogConfig(data_dir=tmp_path / "data", origin=ORIGIN, batch_max_age=0.002,
+                                 database_url=database_url)
     log = await Log.open(config)
     blobs = FileBlobStore(tmp_path / "blobs")
     audit = await AuditService.open(log, blobs, clock=_clock)
@@ -129,6 +131,15 @@ async def _precedence(tmp_path, database_url=None):
             assert caught.value.deletion_index == result.index and caught.value.index == index
         assert parse_entry((await log.entry(tool[0])).data)[0] == "envelope"
         assert parse_entry((await log.entry(other[0])).data)[0] == "envelope"  # another tenant: no policy
+        # The readers show a pruned event as pruned: where, its leaf hash, the run that deleted it.
+        page = await audit.query_events(EventQuery(tenant="acme"))
+        assert [e.index for e in page.events] == tool
+        assert [(e.index, e.deletion_index, e.event_id) for e in page.pruned] == [
+            (model[0], result.index, "ev-1"), (model[1], result.index, "ev-2")]
+        assert page.pruned[0].leaf_hash == (await log.read(lambda tx: tx.execute(sa.text(
+            f"SELECT leaf_hash FROM entries WHERE idx = {model[0]}"))))[0][0]
+        timeline = await audit.timeline("run-acme")
+        assert [e.index for e in timeline.events] == tool and [e.index for e in timeline.pruned] == model
 
         # The run's entry commits to the list the deletions route serves.
         record = parse_run(parse_json((await log.entry(result.index)).data).value)
@@ -427,3 +438,54 @@ def test_db_check_takes_pruned_entries_as_pruned_and_names_one_no_run_lists(tmp_
         assert {d.where for d in report.disagreements} == {f"entry {first}", f"entry {first + 1}"}
     finally:
         store.close()
+
+
+# -- auditlog verify ---------------------------------------------------------------------------------------------
+
+def test_verify_is_valid_with_pruned_entries_and_names_a_prune_no_list_accounts_for(tmp_path, log_config,
+                                                                                     live_server):
+    from api.client.log_client import LogClient
+    from api.client.monitor import INTEGRITY, verify_log
+    from api.server.app import create_app
+    from tests.credentials import ADMIN_TOKEN
+
+    async def build():
+        log, audit, producer, retention = await _world(tmp_path, config=log_config)
+        try:
+            await _submit(audit, producer, *[_event(n, "acme" if n % 4 else "globex") for n in range(600)])
+            await retention.set_policy("acme", "event", "*", 1, "a day")
+            [result] = await retention.run("acme")
+            await _submit(audit, producer, _event(1000, "globex"))  # the log goes on after the run
+            return log.verifier_key, result
+        finally:
+            await audit.close()
+            await log.close()
+
+    key, result = _run(build)
+    tampered = LogConfig(data_dir=tmp_path / "tampered", batch_max_age=0.002)
+    shutil.copytree(log_config.data_dir, tampered.data_dir)
+    url = live_server(create_app(log_config, admin_token=ADMIN_TOKEN))
+
+    async def verify(url):
+        async with LogClient(url, key, token=ADMIN_TOKEN) as client:
+            return await verify_log(client)
+
+    report = asyncio.run(verify(url))
+    assert report.status == "valid", report.problems
+    assert len(report.pruned) == result.deleted["entry"] == 450
+    assert set(report.pruned.values()) == {result.index}
+    assert "pruned 450" in report.summary()
+
+    # A prune its run's list does not name: the list served no longer hashes to what the run's entry commits to.
+    engine = sa.create_engine(f"sqlite:///{tampered.data_dir / 'auditlog.db'}")
+    with engine.begin() as conn:
+        first = conn.exec_driver_sql("SELECT min(idx) FROM pruned_entries").scalar()
+        conn.exec_driver_sql(f"DELETE FROM deletion_items WHERE item = '{first}'")
+        # An entry emptied without a pruned row: served as an empty entry, which does not hash to its leaf.
+        conn.exec_driver_sql("UPDATE entries SET data = x'' WHERE idx = 0")
+    engine.dispose()
+    report = asyncio.run(verify(live_server(create_app(tampered, admin_token=ADMIN_TOKEN))))
+    assert report.status == "invalid"
+    messages = [p.message for p in report.problems if p.kind == INTEGRITY]
+    assert any(f"the deletion list of entry {result.index} hashes to" in m for m in messages), messages
+    assert report.tampered == [0]

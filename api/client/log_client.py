@@ -43,7 +43,7 @@ from api.client.tls import client_context
 from log.bundles import decode_entry_bundle, encode_entry_bundle
 from log.checkpoint import Checkpoint, open_checkpoint
 from log.compact import CompactRange, frontier_node_ids
-from log.errors import InvalidInput, LogError, NotFound, ProofError, Unavailable, VerificationError
+from log.errors import EntryPruned, InvalidInput, LogError, NotFound, ProofError, Unavailable, VerificationError
 from log.hashing import EMPTY_ROOT, HASH_SIZE, hash_leaf
 from log.note_keys import Verifier, parse_verifier_key
 from log.proofs import verify_consistency, verify_inclusion
@@ -170,6 +170,26 @@ def _error_classes() -> dict[str, type[LogError]]:
         found.setdefault(cls.code, cls)
         pending.extend(cls.__subclasses__())
     return found
+
+
+def _pruned_problem(problem: dict, detail: str) -> LogError:
+    """The EntryPruned a 410 problem names: its pruned entries (index -> deletion entry) and, for a bundle, the bundle
+    with the pruned entries as zero bytes. A body that does not say so is malformed."""
+    try:
+        listed = problem.get("pruned") or [{"index": problem["index"], "deletion_index": problem["deletion_index"]}]
+        pruned = {}
+        for item in listed:
+            index, deletion = item["index"], item["deletion_index"]
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (index, deletion)):
+                raise TypeError
+            pruned[index] = deletion
+        present = problem.get("bundle")
+        present = None if present is None else base64.b64decode(present, validate=True)
+    except (KeyError, TypeError, AttributeError, binascii.Error, ValueError):
+        return _malformed("a 410 (entry-pruned) problem without its pruned entries")
+    if not pruned:
+        return _malformed("a 410 (entry-pruned) problem without its pruned entries")
+    return EntryPruned(detail, pruned, present)
 
 
 def _malformed(what: str) -> VerificationError:
@@ -313,6 +333,8 @@ class LogClient:
                 code = str(problem.get("type", "")).removeprefix(PROBLEM_PREFIX)
                 detail = f"{what}: HTTP {status}: {problem.get('detail', '')}"
                 cls = self._codes.get(code)
+                if cls is EntryPruned:
+                    return _pruned_problem(problem, detail)
                 if cls is not None and issubclass(cls, InvalidInput):
                     return cls(detail, field=problem.get("field"))
                 if cls is not None and not issubclass(cls, VerificationError):
@@ -638,6 +660,11 @@ class LogClient:
             else:
                 return _partial_of(tile_id, full)
             raise
+
+    async def deletion(self, index: int) -> dict:
+        """GET /api/v1/deletions/{index}: the deletion list of a retention run (or erasure) entry, as the server
+        says it (unverified: check its items against the hash the entry commits to)."""
+        return await self._get_json(f"/api/v1/deletions/{int(index)}")
 
     async def log_info(self) -> dict:
         """GET /api/v1/log as the server says it (unverified; use checkpoint() for anything that matters)."""

@@ -13,6 +13,11 @@ tile or entry index it concerns; the run goes on where it can):
    hash must equal the tile's hash at its position. A byte changed in a stored entry is found here, by index.
    Bundles refused for want of a credential (401, 403), or absent from the first (404: a static copy of a log that
    is not public), leave the contents unchecked (`contents_unchecked`): the hash tiles are checked alone.
+   A bundle answered 410 (entry-pruned: entries whose contents a retention run deleted) is checked entry by entry
+   from the problem body: every entry still present against its leaf hash, every pruned one empty there; the leaf
+   hashes still come from the tile, so the root is recomputed as before. Each pruned entry's deletion entry must
+   then be a retention run (read from its own, verified bundle) whose list, served by /api/v1/deletions/{index}
+   and re-hashed to the list_sha256 that entry commits to, names the pruned entry. Anything else is INTEGRITY.
 3. Fold the level-0 tiles' hashes into a compact range. Every perfect node it completes at a height that is a
    multiple of 8 must equal the matching hash in the level-8k tile the log serves; the final root must equal the
    checkpoint's root.
@@ -43,6 +48,7 @@ import asyncio
 import base64
 import collections
 import datetime
+import hashlib
 import json
 import os
 import time
@@ -53,7 +59,9 @@ from pathlib import Path
 from api.client.log_client import LogClient, tile_width_in_tree
 from log.checkpoint import Checkpoint
 from log.compact import CompactRange
-from log.errors import Forbidden, InvalidInput, LogError, NotFound, Unauthenticated, Unavailable, VerificationError
+from log.errors import (
+    EntryPruned, Forbidden, InvalidInput, LogError, NotFound, Unauthenticated, Unavailable, VerificationError,
+)
 from log.hashing import hash_leaves
 from log.bundles import decode_entry_bundle
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID, tiles_for_size
@@ -94,6 +102,7 @@ class MonitorReport:
     checkpoint: Checkpoint | None = None
     entries_checked: int = 0
     tampered: list[int] = field(default_factory=list)  # entry indices whose bytes do not hash to the tile's hash
+    pruned: dict[int, int] = field(default_factory=dict)  # entries pruned by retention -> their deletion entry
     problems: list[Problem] = field(default_factory=list)  # every failed check, naming the tile or entry
     previous_size: int | None = None
     state_saved: bool = False
@@ -157,6 +166,9 @@ class MonitorReport:
         verdict = "INVALID" if self.integrity_failures else "VALID" if self.complete else "UNKNOWN"
         what = "entries" if self.contents_unchecked is None else "leaf hashes"
         line = f"Verified {self.entries_checked:,} {what} · integrity {verdict} · tampered {len(self.tampered)}"
+        if self.pruned:
+            line += (f" · pruned {len(self.pruned):,} (contents deleted by retention runs whose lists name them; "
+                     "leaf hashes checked)")
         if self.contents_unchecked is not None:
             line += (" · entry contents NOT checked (the tree was rebuilt from the public hash tiles; give a "
                      "credential that may read entries, e.g. --token, to re-hash them)")
@@ -192,6 +204,7 @@ class MonitorReport:
             "checkpoint": checkpoint,
             "entries_checked": self.entries_checked,
             "tampered": self.tampered,
+            "pruned": len(self.pruned),
             "problems": [{"kind": p.kind, "area": p.area, "message": p.message} for p in self.problems],
             "previous_size": self.previous_size,
             "state_saved": self.state_saved,
@@ -516,6 +529,7 @@ async def _verify_tree(client: LogClient, report: MonitorReport, previous: Check
             completed[height // TILE_HEIGHT] += node_hash
 
     tree = CompactRange()
+    deletions: dict[int, bytes | None] = {}  # deletion entries pruned entries name -> their (verified) bytes
     root_at_previous = None
     level0 = [TileID(0, n, tile_width_in_tree(0, n, size)) for n in range((size + TILE_WIDTH - 1) // TILE_WIDTH)]
 
@@ -553,8 +567,12 @@ async def _verify_tree(client: LogClient, report: MonitorReport, previous: Check
             # only (`serve --publish-dir` without --public). A bundle missing after others were served is not that.
             if report.contents_unchecked is None:
                 report.contents_unchecked = f"the log publishes no entry bundles ({bundle})"
+        elif isinstance(bundle, EntryPruned):
+            kept = _check_pruned_bundle(report, bundle_id, bundle, tile_id, leaf_hashes)
+            _keep_deletion_entries(report, deletions, start, kept)
         elif bundle is not None:
-            _check_bundle(report, bundle_id, bundle, tile_id, leaf_hashes)
+            kept = _check_bundle(report, bundle_id, bundle, tile_id, leaf_hashes)
+            _keep_deletion_entries(report, deletions, start, kept)
         if previous is not None and tree.size < previous.size <= tree.size + width:
             cut = previous.size - tree.size
             tree.extend(leaf_hashes[:cut], on_node)
@@ -573,6 +591,8 @@ async def _verify_tree(client: LogClient, report: MonitorReport, previous: Check
         if data != expected:
             report.fail(INTEGRITY, "log", f"{TileID(level, index, len(data) // HASH_SIZE).path()}: does not match the "
                                           f"hashes recomputed from the level-{level - 1} tiles")
+    if report.pruned:
+        await _check_deletions(client, report, deletions, size)
     if tree.root() != checkpoint.root_hash:
         report.fail(INTEGRITY, "log",
                     f"the root recomputed from the tiles, {base64.b64encode(tree.root()).decode()}, does not match "
@@ -660,22 +680,106 @@ async def _check_timestamp(client: LogClient, report: MonitorReport, trusted) ->
     report.timestamp, report.timestamp_size = info, stamped.size
 
 
-def _check_bundle(report: MonitorReport, bundle_id: TileID, bundle, tile_id: TileID, leaf_hashes: list[bytes]):
+def _check_pruned_bundle(report: MonitorReport, bundle_id: TileID, gone: EntryPruned, tile_id: TileID,
+                         leaf_hashes: list[bytes]) -> list[bytes] | None:
+    """A bundle the log answered 410: the entries still present against the tile, the pruned ones empty in the
+    bundle the problem carries; the pruned ones are recorded for the deletion check. Returns the entries."""
+    start = bundle_id.index * TILE_WIDTH
+    outside = [index for index in gone.pruned if not start <= index < start + bundle_id.width]
+    if gone.present is None or outside:
+        why = "without the bundle's other entries" if gone.present is None else f"naming entry {outside[0]}"
+        report.fail(INTEGRITY, "log", f"{bundle_id.path()}: answered 410 (entries pruned) {why}")
+        return None
+    for index, deletion in gone.pruned.items():
+        if deletion <= index:
+            report.fail(INTEGRITY, "log", f"entry {index}: pruned by entry {deletion}, which is not a later entry")
+        report.pruned[index] = deletion
+    return _check_bundle(report, bundle_id, gone.present, tile_id, leaf_hashes,
+                         pruned={index - start for index in gone.pruned})
+
+
+def _keep_deletion_entries(report: MonitorReport, deletions: dict[int, bytes | None], start: int,
+                           entries: list[bytes] | None) -> None:
+    """Note the deletion entries pruned entries name, and keep the bytes of those in this (verified) bundle."""
+    for deletion in report.pruned.values():
+        deletions.setdefault(deletion, None)
+    if entries is None:
+        return
+    for index in [i for i, data in deletions.items() if data is None and start <= i < start + len(entries)]:
+        deletions[index] = entries[index - start]
+
+
+async def _check_deletions(client: LogClient, report: MonitorReport, deletions: dict[int, bytes | None],
+                           size: int) -> None:
+    """Every pruned entry's deletion entry: a retention run in the tree, whose deletion list (GET
+    /api/v1/deletions/{index}) hashes to the list_sha256 the entry commits to and names the pruned entry."""
+    by_deletion: dict[int, list[int]] = collections.defaultdict(list)
+    for index, deletion in sorted(report.pruned.items()):
+        by_deletion[deletion].append(index)
+    for deletion, pruned in sorted(by_deletion.items()):
+        where = f"entries {pruned[0]}..{pruned[-1]}" if len(pruned) > 1 else f"entry {pruned[0]}"
+        data = deletions.get(deletion)
+        if deletion >= size or data is None:
+            report.fail(INTEGRITY, "log", f"{where}: pruned by entry {deletion}, which the verified tree does not "
+                                          f"hold")
+            continue
+        try:
+            record = json.loads(data)
+            committed = record["list_sha256"] if record.get("type") == "auditlog.retention-run/v1" else None
+        except (ValueError, AttributeError, KeyError, TypeError):
+            committed = None
+        if not isinstance(committed, str):
+            report.fail(INTEGRITY, "log", f"{where}: pruned by entry {deletion}, which is not a retention run")
+            continue
+        try:
+            listed = await client.deletion(deletion)
+        except NotFound as exc:
+            report.fail(INTEGRITY, "log", f"{where}: the log serves no deletion list for entry {deletion}: {exc}")
+            continue
+        except LogError as exc:
+            report.fail(_kind(exc), "log", f"the deletion list of entry {deletion}: cannot fetch: {exc}")
+            continue
+        items = listed.get("items")
+        if not isinstance(items, list) or not all(
+                isinstance(i, list) and len(i) == 2 and all(isinstance(v, str) for v in i) for i in items):
+            report.fail(INTEGRITY, "log", f"the deletion list of entry {deletion} is malformed")
+            continue
+        digest = hashlib.sha256(b"".join(sorted(f"{kind} {item}\n".encode() for kind, item in items))).hexdigest()
+        if digest != committed:
+            report.fail(INTEGRITY, "log", f"the deletion list of entry {deletion} hashes to {digest}, not the "
+                                          f"list_sha256 {committed} its entry commits to")
+            continue
+        named = {item for kind, item in items if kind == "entry"}
+        unlisted = [index for index in pruned if str(index) not in named]
+        if unlisted:
+            report.fail(INTEGRITY, "log", f"entry {unlisted[0]}" + (f" (and {len(unlisted) - 1} more)" if
+                                                                    len(unlisted) > 1 else "") +
+                        f": pruned, but the deletion list of entry {deletion} does not name it")
+
+
+def _check_bundle(report: MonitorReport, bundle_id: TileID, bundle, tile_id: TileID, leaf_hashes: list[bytes],
+                  pruned: set[int] = frozenset()) -> list[bytes] | None:
+    """The bundle's entries against the tile's leaf hashes (`pruned`: positions whose contents were deleted, empty
+    here and not re-hashed). Returns the entries (None when the bundle could not be read as one)."""
     start = bundle_id.index * TILE_WIDTH
     if isinstance(bundle, LogError):
         report.fail(_kind(bundle), "log", f"{bundle_id.path()} (entries {start}..{start + bundle_id.width - 1}): "
                                           f"cannot fetch: {bundle}")
-        return
+        return None
     try:
         entries = decode_entry_bundle(bundle)
     except InvalidInput as exc:
         report.fail(INTEGRITY, "log", f"{bundle_id.path()}: not a valid entry bundle: {exc}")
-        return
+        return None
     if len(entries) != len(leaf_hashes):
         report.fail(INTEGRITY, "log", f"{bundle_id.path()}: {len(entries)} entries, not the {len(leaf_hashes)} of "
                                       f"{tile_id.path()}")
-        return
+        return None
     for position, (computed, expected) in enumerate(zip(hash_leaves(entries), leaf_hashes)):
+        if position in pruned:
+            if entries[position]:
+                report.fail(INTEGRITY, "log", f"entry {start + position}: answered as pruned but with contents")
+            continue
         if computed != expected:
             index = start + position
             report.tampered.append(index)
@@ -685,3 +789,4 @@ def _check_bundle(report: MonitorReport, bundle_id: TileID, bundle, tile_id: Til
                             f"{tile_id.path()}: the entry's bytes were changed")
             elif len(report.tampered) == MAX_LISTED_ENTRIES + 1:
                 report.fail(INTEGRITY, "log", "more entries do not match; only the first 20 are listed")
+    return entries

@@ -46,7 +46,9 @@ from log.audit.errors import (
 )
 from log.audit.records import format_registry_change
 from log.audit.schema import EVENT_SCHEMA, SCHEMA_URL_PATH, parse_timestamp_ms
-from log.audit.service import AuditService, AuditStats, EventQuery, LoggedEvent, Receipt, SubmitResult
+from log.audit.service import (
+    AuditService, AuditStats, EventQuery, LoggedEvent, PrunedEvent, Receipt, SubmitResult,
+)
 from log import defaults
 from log.blobs import MAX_BLOB_SIZE, BlobMismatch, BlobNotFound, BlobStore, FileBlobStore, check_digest
 from log.errors import InvalidInput, LogError, NotFound, Unavailable
@@ -166,6 +168,14 @@ def _receipt_fields(receipt: Receipt) -> bytes:
         base64.b64encode(receipt.leaf_hash), b"true" if receipt.duplicate else b"false", proof)
 
 
+def _pruned(event: PrunedEvent) -> dict:
+    """A pruned event as listed beside the others: where it was, its leaf hash (which still proves that), and the
+    retention run's entry that deleted its contents (GET /api/v1/deletions/{deletion_index})."""
+    return {"index": event.index, "leaf_hash": _b64(event.leaf_hash), "deletion_index": event.deletion_index,
+            "event_id": event.event_id, "run_id": event.run_id, "tenant": event.tenant,
+            "event_type": event.event_type}
+
+
 def _logged(event: LoggedEvent) -> dict:
     out = {"index": event.index, "entry": _b64(event.data), **event.envelope.to_json()}
     if event.proof is not None:
@@ -249,7 +259,8 @@ async def list_events(request: web.Request) -> web.Response:
     await record_read(request, "events", request.query_string)
     page = await request.app[AUDIT].query_events(query)
     cursor = None if page.next_cursor is None else format_cursor(page.next_cursor)
-    return _json({"events": [_logged(e) for e in page.events], "next_cursor": cursor})
+    return _json({"events": [_logged(e) for e in page.events], "next_cursor": cursor,
+                  "pruned": [_pruned(e) for e in page.pruned]})
 
 
 async def run_timeline(request: web.Request) -> web.Response:
@@ -262,6 +273,7 @@ async def run_timeline(request: web.Request) -> web.Response:
         "run_id": timeline.run_id, "origin": audit.log.origin, "log_key": audit.log.verifier_key,
         "tree_size": timeline.checkpoint.size, "checkpoint": timeline.checkpoint.note.decode(),
         "events": [_logged(e) for e in timeline.events], "external_parents": timeline.external_parents,
+        "pruned": [_pruned(e) for e in timeline.pruned],
     })
 
 

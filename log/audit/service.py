@@ -64,7 +64,9 @@ from log.checkpoint import Checkpoint
 from log.errors import Conflict, InvalidInput, LogError, NotFound, Unavailable
 from log.note import parse_note
 from log.sequencer import EntryOutcome, IdempotencyKey, Published
+from log.prune import pruned_at
 from log.storage import RowInsert
+from log.storage.schema import entries as log_entries
 
 MAX_TIMELINE = 10_000
 MAX_PAGE = 1000
@@ -148,11 +150,26 @@ class LoggedEvent:
 
 
 @dataclass(frozen=True)
+class PrunedEvent:
+    """An event whose entry a retention run pruned (log/prune.py): what the audit index and the tree still say of
+    it. Its leaf hash still proves it was logged at `index`; `deletion_index` is the run's entry."""
+
+    index: int
+    leaf_hash: bytes
+    deletion_index: int
+    event_id: str
+    run_id: str
+    tenant: str
+    event_type: str
+
+
+@dataclass(frozen=True)
 class Timeline:
     run_id: str
     events: list[LoggedEvent]  # causal order
     checkpoint: Published
     external_parents: dict[str, str]  # event_id -> parent event_id not in this run
+    pruned: list[PrunedEvent] = field(default_factory=list)  # the run's events whose contents were deleted
 
 
 @dataclass(frozen=True)
@@ -176,6 +193,7 @@ class EventQuery:
 class EventPage:
     events: list[LoggedEvent]
     next_cursor: int | None  # pass as `after` for the next page; None when this was the last
+    pruned: list[PrunedEvent] = field(default_factory=list)  # events of the page whose contents were deleted
 
 
 class _Admitted:
@@ -602,21 +620,25 @@ class AuditService:
         if not 1 <= query.limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, not {query.limit}", field="limit")
         size = self.log.checkpoint.size
-        rows = await self._select_events(query, size)
+        rows, pruned = await self._select_events(query, size)
         more = len(rows) > query.limit
         rows = rows[:query.limit]
-        events = [_logged(index, data) for index, data in rows]
-        return EventPage(events, events[-1].index if more else None)
+        last = rows[-1][0] if rows else None
+        events = [_logged(index, data) for index, data in rows if index not in pruned]
+        return EventPage(events, last if more else None, [pruned[index] for index, _ in rows if index in pruned])
 
-    async def _select_events(self, query: EventQuery, size: int) -> list[tuple[int, bytes]]:
+    async def _select_events(self, query: EventQuery, size: int) -> tuple[list[tuple[int, bytes]],
+                                                                          dict[int, PrunedEvent]]:
         """(index, entry bytes) of the events `query` asks for (one more than its limit): the indices from the
-        audit index, then their entries, batched, from the same committed state."""
+        audit index, then their entries, batched, from the same committed state; and those of them that a
+        retention run pruned, by index."""
         statement = events_statement(query, size)
 
-        def read(tx) -> list[tuple[int, bytes]]:
+        def read(tx) -> tuple[list[tuple[int, bytes]], dict[int, PrunedEvent]]:
             indices = [idx for idx, in tx.execute(statement)]
             data = tx.entries_at(indices)
-            return [(idx, data[idx]) for idx in indices if idx in data]
+            rows = [(idx, data[idx]) for idx in indices if idx in data]
+            return rows, _pruned_events(tx, [idx for idx, entry in rows if not entry])
 
         return await self.log.read(read)
 
@@ -625,21 +647,21 @@ class AuditService:
         """One run's events in causal order, each with its inclusion proof in the latest checkpoint. `tenants`:
         the caller's scope; events of other tenants are left out (a run with none in scope is NotFound)."""
         checkpoint = self.log.checkpoint
-        rows = await self._select_events(EventQuery(run_id=run_id, tenant=tenant, limit=MAX_TIMELINE,
-                                                    tenants=tenants), checkpoint.size)
+        rows, pruned = await self._select_events(EventQuery(run_id=run_id, tenant=tenant, limit=MAX_TIMELINE,
+                                                            tenants=tenants), checkpoint.size)
         if not rows:
             raise NotFound(f"no events for run {run_id!r}" + (f" of tenant {tenant!r}" if tenant else ""))
         if len(rows) > MAX_TIMELINE:
             raise InvalidInput(f"run {run_id!r} has more than {MAX_TIMELINE} events; query it with "
                                f"/api/v1/events?run_id=... instead", field="run_id")
-        events = [_logged(index, data) for index, data in rows]
+        events = [_logged(index, data) for index, data in rows if index not in pruned]
         ordering = causal_order([_node(e) for e in events])
         ordered = [events[p] for p in ordering.order]
         external = {events[p].envelope.event["event_id"]: parent for p, parent in ordering.external_parents.items()}
         if proofs:
             hashes = await asyncio.gather(*(self.log.inclusion_proof(e.index, checkpoint.size) for e in ordered))
             ordered = [LoggedEvent(e.index, e.data, e.envelope, h) for e, h in zip(ordered, hashes)]
-        return Timeline(run_id, ordered, checkpoint, external)
+        return Timeline(run_id, ordered, checkpoint, external, [pruned[index] for index in sorted(pruned)])
 
     async def evidence(self, run_id: str, tenant: str | None = None, *,
                        attested: Sequence[tuple[bytes, bytes | None]] = (),
@@ -810,6 +832,21 @@ def _index_rows(checked: CheckedEnvelope) -> list[RowInsert]:
     return rows
 
 
+def _pruned_events(tx, indices: list[int]) -> dict[int, PrunedEvent]:
+    """Of `indices` (events whose entry read empty), those a retention run pruned, as the index still shows them."""
+    if not indices:
+        return {}
+    pruned = pruned_at(tx, indices)
+    if not pruned:
+        return {}
+    a, e = audit_events.c, log_entries.c
+    rows = tx.execute(select(a.idx, e.leaf_hash, a.event_id, a.run_id, a.tenant, a.event_type)
+                      .select_from(audit_events.join(log_entries, e.idx == a.idx))
+                      .where(a.idx.in_(sorted(pruned))))
+    return {idx: PrunedEvent(idx, bytes(leaf_hash), pruned[idx], event_id, run_id, tenant, event_type)
+            for idx, leaf_hash, event_id, run_id, tenant, event_type in rows}
+
+
 def _logged(index: int, data: bytes) -> LoggedEvent:
     kind, envelope = parse_entry(data)
     if kind != "envelope":
@@ -822,5 +859,5 @@ def _node(event: LoggedEvent) -> Node:
     return Node(event.index, e["event_id"], e.get("parent_event_id"), parse_timestamp_ms(e["timestamp"]))
 
 
-__all__ = ["AuditService", "AuditStats", "EventPage", "EventQuery", "LoggedEvent", "Receipt", "RegistryReceipt",
+__all__ = ["AuditService", "AuditStats", "EventPage", "EventQuery", "LoggedEvent", "PrunedEvent", "Receipt", "RegistryReceipt",
            "SubmitResult", "Timeline", "TokenReceipt"]
