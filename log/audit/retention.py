@@ -469,8 +469,9 @@ class PolicyReceipt:
 class Retention:
     """Retention for one log (on the server that sequences it). `vault` is the token vault (an object with
     `shred_subject(tenant, subject, erasure_idx)`, sync or async) or a callable giving it, or None: without one,
-    subject policies are kept but applied by no run. `delay`: seconds slept between deletion chunks (a test hook,
-    from AUDITLOG_TEST_RETENTION_DELAY: lets a test kill a run half-way)."""
+    subject policies are kept but applied by no run. `chunk`: items deleted per transaction (per holds check);
+    `delay`: seconds slept between deletion chunks (test hooks, from AUDITLOG_TEST_RETENTION_CHUNK and
+    AUDITLOG_TEST_RETENTION_DELAY: they let a test kill a run half-way)."""
 
     def __init__(self, log, blobs: BlobStore, *, vault: Any = None, hold_lock: asyncio.Lock | None = None,
                  clock: Callable[[], float] = time.time, chunk: int = DELETE_CHUNK, delay: float | None = None):
@@ -482,7 +483,8 @@ class Retention:
         # whole run (a hold must not wait a minute for a big run to end).
         self.hold_lock = hold_lock or asyncio.Lock()
         self._clock = clock
-        self.chunk = chunk
+        # Test hooks (tests/e2e/test_retention_process.py kills a run half-way): small chunks, a pause after each.
+        self.chunk = int(os.environ.get("AUDITLOG_TEST_RETENTION_CHUNK", "0") or 0) or chunk
         self.delay = float(os.environ.get("AUDITLOG_TEST_RETENTION_DELAY", "0") or 0) if delay is None else delay
         self._lock = asyncio.Lock()
         self.deleted = Counter()  # kind -> items deleted by this process (for /metrics)
