@@ -111,6 +111,10 @@ FIGURES: list[Figure] = [
     Figure("ha.failover.median", "(9) SIGKILL of the sequencer of three servers under 32 writers to the next "
            "acknowledged write, median", _le(5, "≤ 5 s")),
     Figure("ha.failover.max", "(9) the same, the slowest failover", _le(5, "≤ 5 s")),
+    Figure("retention.run.sqlite", "(10) a retention run over 10^6 event entries with 10^5 due: found, its entry "
+           "and deletion list written, every due entry pruned (one transaction per 2,000), SQLite",
+           _le(60, "≤ 60 s")),
+    Figure("retention.run.postgresql", "(10) the same retention run, PostgreSQL", _le(60, "≤ 60 s")),
 ]
 
 

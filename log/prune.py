@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import BigInteger, LargeBinary, and_, bindparam, delete, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from log.errors import EntryPruned
 from log.storage.schema import entries, pruned_entries
 
-PRUNE_CHUNK = 500  # indices per IN list: well under SQLite's 32,766 bound variables and PostgreSQL's 65,535
+PRUNE_CHUNK = 5000  # indices per statement: under SQLite's 32,766 bound variables
 
 
 def pruned_in_range(tx, start: int, end: int) -> dict[int, int]:
@@ -44,27 +45,58 @@ def pruned_at(tx, indices: Iterable[int]) -> dict[int, int]:
     return found
 
 
-def prune_entries(tx, indices: Sequence[int], deletion_idx: int, now_ms: int) -> list[int]:
+def prune_entries(tx, indices: Sequence[int], deletion_idx: int, now_ms: int, *,
+                  postgresql: bool = False) -> list[int]:
     """Prune the entries `indices` in the writer's transaction `tx` (run it as `Log.write` work, so it commits
     whole or not at all): for each stored entry not already pruned, its data becomes empty and a pruned_entries row
     names `deletion_idx`. A personality removes its own rows that carry the contents in the same transaction
     (log/audit/retention.py). Idempotent (a resumed run re-prunes nothing). Returns the indices pruned by this call,
-    ascending."""
+    ascending. `postgresql`: the statements take the indices as one array (`= ANY`), not an IN list of bound
+    values (2,000 indices: 0.2 s a statement as IN lists there, against a few ms)."""
     wanted = sorted(set(indices))
     done: list[int] = []
-    e = entries.c
     for start in range(0, len(wanted), PRUNE_CHUNK):
         chunk = wanted[start:start + PRUNE_CHUNK]
-        already = set(pruned_at(tx, chunk))
-        stored = {idx for idx, in tx.execute(select(e.idx).where(e.idx.in_(chunk)))}
+        if postgresql:
+            already = {idx for idx, in tx.execute(_PG_PRUNED.bindparams(ids=chunk))}
+            stored = {idx for idx, in tx.execute(_PG_STORED.bindparams(ids=chunk))}
+        else:
+            already = set(pruned_at(tx, chunk))
+            stored = {idx for idx, in tx.execute(select(entries.c.idx).where(entries.c.idx.in_(chunk)))}
         todo = [idx for idx in chunk if idx in stored and idx not in already]
         if not todo:
             continue
-        tx.execute(update(entries).where(e.idx.in_(todo)).values(data=b""))
-        tx.execute_many(pruned_entries.insert(),
-                        [{"idx": idx, "deletion_idx": deletion_idx, "pruned_at": now_ms} for idx in todo])
+        if postgresql:
+            tx.execute(_PG_EMPTY.bindparams(ids=todo, empty=b""))
+            tx.execute(_PG_ROWS.bindparams(ids=todo, deletion=deletion_idx, at=now_ms))
+        else:
+            tx.execute(update(entries).where(entries.c.idx.in_(todo)).values(data=b""))
+            tx.execute_many(pruned_entries.insert(),
+                            [{"idx": idx, "deletion_idx": deletion_idx, "pruned_at": now_ms} for idx in todo])
         done.extend(todo)
     return done
+
+
+def delete_rows_of(tx, table, indices: Sequence[int], *, postgresql: bool = False) -> None:
+    """Delete the rows of `table` (a personality's index table with an `idx` column) of the entries `indices`, in
+    the writer's transaction `tx` (as `prune_entries`, one array on PostgreSQL)."""
+    for start in range(0, len(indices), PRUNE_CHUNK):
+        chunk = list(indices[start:start + PRUNE_CHUNK])
+        if postgresql:
+            tx.execute(text(f"DELETE FROM {table.name} WHERE idx = ANY(:ids)").bindparams(
+                bindparam("ids", chunk, type_=_BIGINT_ARRAY)))
+        else:
+            tx.execute(delete(table).where(table.c.idx.in_(chunk)))
+
+
+_BIGINT_ARRAY = ARRAY(BigInteger)
+_PG_PRUNED = text("SELECT idx FROM pruned_entries WHERE idx = ANY(:ids)").bindparams(
+    bindparam("ids", type_=_BIGINT_ARRAY))
+_PG_STORED = text("SELECT idx FROM entries WHERE idx = ANY(:ids)").bindparams(bindparam("ids", type_=_BIGINT_ARRAY))
+_PG_EMPTY = text("UPDATE entries SET data = :empty WHERE idx = ANY(:ids)").bindparams(
+    bindparam("ids", type_=_BIGINT_ARRAY), bindparam("empty", type_=LargeBinary))
+_PG_ROWS = text("INSERT INTO pruned_entries (idx, deletion_idx, pruned_at) "
+                "SELECT i, :deletion, :at FROM unnest(:ids) AS i").bindparams(bindparam("ids", type_=_BIGINT_ARRAY))
 
 
 def pruned_error(pruned: dict[int, int], what: str, present: bytes | None = None) -> EntryPruned:
@@ -76,4 +108,4 @@ def pruned_error(pruned: dict[int, int], what: str, present: bytes | None = None
                        pruned, present)
 
 
-__all__ = ["PRUNE_CHUNK", "prune_entries", "pruned_at", "pruned_error", "pruned_in_range"]
+__all__ = ["PRUNE_CHUNK", "delete_rows_of", "prune_entries", "pruned_at", "pruned_error", "pruned_in_range"]

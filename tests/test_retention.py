@@ -309,11 +309,11 @@ def test_an_interrupted_run_is_finished_from_its_list_and_nothing_is_half_pruned
             real = retention_module.prune_entries
             calls = []
 
-            def failing(tx, chunk, deletion_idx, now_ms):
+            def failing(tx, chunk, deletion_idx, now_ms, **kwargs):
                 calls.append(len(chunk))
                 if len(calls) == 2:
                     raise RuntimeError("the process died here")
-                return real(tx, chunk, deletion_idx, now_ms)
+                return real(tx, chunk, deletion_idx, now_ms, **kwargs)
 
             monkeypatch.setattr(retention_module, "prune_entries", failing)
             with pytest.raises(RuntimeError):

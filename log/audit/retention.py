@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, func, select, update
 
 from log.audit import holds as holds_module
 from log.audit.canonical import canonicalize, parse_json
@@ -595,6 +595,7 @@ class Retention:
         """Delete what run `index` lists, in chunks, each re-checked against the holds active by then; then mark
         the run finished. Safe to repeat: what is gone already is skipped."""
         loop = asyncio.get_running_loop()
+        postgresql = getattr(self.log.store, "dialect", "") == "postgresql"
         for start in range(0, len(entry_indices), self.chunk):
             chunk = entry_indices[start:start + self.chunk]
             now = self._now()
@@ -602,7 +603,7 @@ class Retention:
             def prune(tx, chunk=chunk, now=now):
                 # The holds as the writer's transaction sees them: what a hold covers by now stays.
                 held = _Holds(tx, now).events(tx, chunk)
-                return prune_entries(tx, [i for i in chunk if i not in held], index, now)
+                return prune_entries(tx, [i for i in chunk if i not in held], index, now, postgresql=postgresql)
 
             async with self.hold_lock:
                 self.deleted["entry"] += len(await self.log.write(prune))
@@ -686,15 +687,14 @@ class Retention:
                 "list_sha256": deletion_list_sha256(items)}
 
 
-def prune_entries(tx, indices: Sequence[int], deletion_idx: int, now_ms: int) -> list[int]:
+def prune_entries(tx, indices: Sequence[int], deletion_idx: int, now_ms: int, *,
+                  postgresql: bool = False) -> list[int]:
     """log/prune.py's `prune_entries` (in the writer's transaction `tx`), and with each pruned event its audit index
     rows that carry contents: context ids, blob references, vault tokens. Its audit_events row stays: the run still
     shows that the event existed, where, and that it was pruned. Returns the indices pruned by this call."""
-    done = prune.prune_entries(tx, indices, deletion_idx, now_ms)
-    for start in range(0, len(done), prune.PRUNE_CHUNK):
-        chunk = done[start:start + prune.PRUNE_CHUNK]
-        for table in (audit_event_context, audit_event_blobs, audit_event_tokens):
-            tx.execute(delete(table).where(table.c.idx.in_(chunk)))
+    done = prune.prune_entries(tx, indices, deletion_idx, now_ms, postgresql=postgresql)
+    for table in (audit_event_context, audit_event_blobs, audit_event_tokens):
+        prune.delete_rows_of(tx, table, done, postgresql=postgresql)
     return done
 
 
