@@ -259,8 +259,10 @@ async def list_events(request: web.Request) -> web.Response:
     await record_read(request, "events", request.query_string)
     page = await request.app[AUDIT].query_events(query)
     cursor = None if page.next_cursor is None else format_cursor(page.next_cursor)
-    return _json({"events": [_logged(e) for e in page.events], "next_cursor": cursor,
-                  "pruned": [_pruned(e) for e in page.pruned]})
+    body = {"events": [_logged(e) for e in page.events], "next_cursor": cursor}
+    if page.pruned:  # events of the page whose contents a retention run deleted
+        body["pruned"] = [_pruned(e) for e in page.pruned]
+    return _json(body)
 
 
 async def run_timeline(request: web.Request) -> web.Response:
@@ -269,12 +271,14 @@ async def run_timeline(request: web.Request) -> web.Response:
     tenants = tenant_scope(request, tenant)
     await record_read(request, "timeline", run_id)
     timeline = await audit.timeline(run_id, tenant, proofs=_flag(request.query, "proofs", True), tenants=tenants)
-    return _json({
+    body = {
         "run_id": timeline.run_id, "origin": audit.log.origin, "log_key": audit.log.verifier_key,
         "tree_size": timeline.checkpoint.size, "checkpoint": timeline.checkpoint.note.decode(),
         "events": [_logged(e) for e in timeline.events], "external_parents": timeline.external_parents,
-        "pruned": [_pruned(e) for e in timeline.pruned],
-    })
+    }
+    if timeline.pruned:  # the run's events whose contents a retention run deleted
+        body["pruned"] = [_pruned(e) for e in timeline.pruned]
+    return _json(body)
 
 
 async def run_evidence(request: web.Request) -> web.Response:
