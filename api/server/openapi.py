@@ -145,14 +145,16 @@ _AUDIT_PATHS: dict = {
     },
     "/api/v1/runs/{run_id}/evidence": {
         "get": {
-            "summary": "The run's evidence bundle (format auditlog.evidence/v2), checkable offline with the log key, "
-                       "the witnesses' keys and the TSA certificate",
+            "summary": "The run's evidence bundle (format auditlog.evidence/v2; v3 when something of the run was "
+                       "deleted), checkable offline with the log key, the witnesses' keys and the TSA certificate",
             "operationId": "runEvidence",
             "parameters": [_path("run_id", "the run id", _TOKEN), _TENANT],
             "responses": {"200": _json_object("the evidence bundle: the newest timestamped (else witnessed, else "
                                               "latest) checkpoint covering the run, with its cosignatures and "
                                               "RFC 3161 token; events and registry entries with inclusion proofs, "
-                                              "producer key summary"),
+                                              "producer key summary; in v3, the pruned events (leaf hash and "
+                                              "proof), deleted blobs and erased subjects with the proven log "
+                                              "entries that deleted them and the policies they applied"),
                           **_errors(400, 404)},
         },
     },
