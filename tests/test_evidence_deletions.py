@@ -287,3 +287,38 @@ def test_the_verifiers_copy_of_the_deletion_list_hash_agrees_with_retention():
     for items in ([], [("entry", "7")], [("subject", "acme/vt." + "a" * 26), ("blob", "f" * 64), ("entry", "10"),
                                          ("entry", "9")]):
         assert evidence.deletion_list_sha256(items) == retention.deletion_list_sha256(items)
+
+
+def test_a_real_retention_runs_deletions_verify(tmp_path):
+    """The same bundle from deletions log/audit/retention.py made itself (its records, lists and pruning)."""
+    import time
+
+    from log.audit.retention import Retention
+    from log.service import LogConfig
+
+    producer = Producer()
+    answer = b"an answer kept 0 days"
+
+    async def main():
+        log, audit = await _open(LogConfig(data_dir=tmp_path / "data", origin=ORIGIN, batch_max_age=0.002), tmp_path)
+        try:
+            await audit.register_producer(producer.name, [TENANT])
+            await audit.add_key(producer.name, producer.public, not_before=0)
+            await audit.put_blob(hashlib.sha256(answer).hexdigest(), answer)
+            # The intent cites the answer too: a payload only a pruned event cited leaves no reference to show.
+            indices = await _submit(audit, producer, _event(1, event_type="intent", input=_ref(answer)),
+                                    _event(2, parent=1, event_type="tool_call", output=_ref(answer)))
+            retention = Retention(log, audit.blobs, clock=lambda: time.time() + 5)
+            policies = [(await retention.set_policy(TENANT, cls, selector, 0, "kept 0 days")).index
+                        for cls, selector in (("event", "tool_call"), ("blob", "*"))]
+            (result,) = await retention.run(TENANT)
+            return indices, policies, result.index, await audit.evidence("run-1"), log.verifier_key
+        finally:
+            await _close(log, audit)
+
+    indices, policies, run, bundle, log_key = asyncio.run(main())
+    report = verify_bundle(bundle, log_key)
+    assert (report.events, report.pruned_events, report.warnings) == (1, 1, [])
+    assert {(d.kind, d.item, d.deletion.index, tuple(p.index for p in d.policies)) for d in report.deleted} == {
+        ("entry", str(indices[1]), run, tuple(policies)),
+        ("blob", hashlib.sha256(answer).hexdigest(), run, tuple(policies))}
