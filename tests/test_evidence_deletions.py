@@ -29,6 +29,7 @@ from log.audit.schema import format_timestamp_ms
 from log.audit.tables import (
     audit_event_tokens, deletion_items, pruned_entries, vault_subject_keys, vault_tokens,
 )
+from log.errors import StorageError
 from log.storage import RowInsert
 from log.storage.schema import entries
 from tests.test_audit_blobs import Producer, _clock, _open, _close
@@ -290,7 +291,8 @@ def test_the_verifiers_copy_of_the_deletion_list_hash_agrees_with_retention():
 
 
 def test_a_real_retention_runs_deletions_verify(tmp_path):
-    """The same bundle from deletions log/audit/retention.py made itself (its records, lists and pruning)."""
+    """The same bundle from deletions log/audit/retention.py made itself (its records, lists and pruning); and none
+    once an entry is empty without a prune record."""
     import time
 
     from log.audit.retention import Retention
@@ -312,7 +314,13 @@ def test_a_real_retention_runs_deletions_verify(tmp_path):
             policies = [(await retention.set_policy(TENANT, cls, selector, 0, "kept 0 days")).index
                         for cls, selector in (("event", "tool_call"), ("blob", "*"))]
             (result,) = await retention.run(TENANT)
-            return indices, policies, result.index, await audit.evidence("run-1"), log.verifier_key
+            bundle = await audit.evidence("run-1")
+            # An entry emptied with no run that pruned it is damage: no bundle shows the run as if it were whole.
+            await log.write(lambda tx: tx.execute(sa.update(entries).where(entries.c.idx == indices[0])
+                                                  .values(data=b"")))
+            with pytest.raises(StorageError, match=f"entry {indices[0]} is empty but no retention run pruned it"):
+                await audit.evidence("run-1")
+            return indices, policies, result.index, bundle, log.verifier_key
         finally:
             await _close(log, audit)
 

@@ -27,6 +27,7 @@ from log.audit.evidence import MAX_CARRIED_ITEMS, RETENTION_RUN_TYPE
 from log.audit.records import BLOB_ERASURE_TYPE
 from log.audit.tables import deletion_items, vault_subject_keys, vault_tokens
 from log import prune
+from log.errors import StorageError
 
 _CHUNK = 500  # indices or values per IN (...): far below SQLite's bound variables, a short statement on PostgreSQL
 
@@ -39,10 +40,15 @@ def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[list]:
 def split_pruned(tx, indices: Sequence[int]) -> tuple[dict[int, bytes], dict[int, int]]:
     """(present: index -> entry bytes, pruned: index -> the retention run's index) for `indices`. A pruned entry's
     bytes are empty and its pruned_entries row is written in the same transaction (log/prune.py), so one state read
-    never sees one without the other; a row is looked for only where there are no bytes."""
+    never sees one without the other; a row is looked for only where there are no bytes, and an empty entry without
+    one is StorageError. Indices not stored here (before an archive's first entry) are in neither."""
     data = tx.entries_at(indices)
-    pruned = prune.pruned_at(tx, [index for index in indices if not data.get(index)])
-    present = {index: entry for index, entry in data.items() if index not in pruned and entry}
+    pruned = prune.pruned_at(tx, [index for index, entry in data.items() if not entry])
+    damaged = sorted(index for index, entry in data.items() if not entry and index not in pruned)
+    if damaged:  # emptied without the record that authorised it: never shown as if nothing were missing
+        raise StorageError(f"entry {damaged[0]} is empty but no retention run pruned it: the database is damaged "
+                           f"(auditlog db check names what else)")
+    present = {index: entry for index, entry in data.items() if entry}
     return present, pruned
 
 
