@@ -45,6 +45,13 @@ def pruned_at(tx, indices: Iterable[int]) -> dict[int, int]:
     return found
 
 
+def pruned_since(tx, since_ms: int) -> list[tuple[int, int]]:
+    """(index, pruned_at) of the entries pruned at or after `since_ms` (a static publisher's look for bundles to
+    replace; a scan of the pruned rows, which the publisher makes once a round at most)."""
+    p = pruned_entries.c
+    return [(idx, at) for idx, at in tx.execute(select(p.idx, p.pruned_at).where(p.pruned_at >= since_ms))]
+
+
 def prune_entries(tx, indices: Sequence[int], deletion_idx: int, now_ms: int, *,
                   postgresql: bool = False) -> list[int]:
     """Prune the entries `indices` in the writer's transaction `tx` (run it as `Log.write` work, so it commits
@@ -108,4 +115,5 @@ def pruned_error(pruned: dict[int, int], what: str, present: bytes | None = None
                        pruned, present)
 
 
-__all__ = ["PRUNE_CHUNK", "delete_rows_of", "prune_entries", "pruned_at", "pruned_error", "pruned_in_range"]
+__all__ = ["PRUNE_CHUNK", "delete_rows_of", "prune_entries", "pruned_at", "pruned_error", "pruned_in_range",
+           "pruned_since"]

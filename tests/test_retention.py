@@ -489,3 +489,40 @@ def test_verify_is_valid_with_pruned_entries_and_names_a_prune_no_list_accounts_
     messages = [p.message for p in report.problems if p.kind == INTEGRITY]
     assert any(f"the deletion list of entry {result.index} hashes to" in m for m in messages), messages
     assert report.tampered == [0]
+
+
+# -- static publishing -------------------------------------------------------------------------------------------
+
+def test_a_static_copy_replaces_pruned_bundles_and_verifies(tmp_path):
+    from api.client.log_client import LogClient
+    from api.client.monitor import verify_log
+    from api.server.publishing import TilePublisher
+    from tests.conftest import serve_app
+    from tests.test_publishing import static_app
+
+    directory = tmp_path / "published"
+
+    async def main():
+        log, audit, producer, retention = await _world(tmp_path)
+        try:
+            await _submit(audit, producer, *[_event(n, "acme" if n % 2 else "globex") for n in range(300)])
+            publisher = TilePublisher(log, directory, entry_bundles=True)
+            assert await publisher.publish_once()
+            assert (directory / "tile/entries/000").exists()
+            await retention.set_policy("acme", "event", "*", 1, "a day")
+            [result] = await retention.run("acme")
+            assert await publisher.publish_once()  # the new checkpoint, and the bundles the run pruned replaced
+            assert not (directory / "tile/entries/000").exists()
+            assert (directory / "tile/entries/000.pruned.json").exists()
+            listed = json.loads((directory / f"api/v1/deletions/{result.index}").read_text())
+            assert listed == await retention.deletion(result.index)
+            async with serve_app(static_app(directory)) as url:
+                async with LogClient(url, log.verifier_key) as client:
+                    report = await verify_log(client)
+            assert report.status == "valid", report.problems
+            assert len(report.pruned) == 150 and report.contents_unchecked is None
+        finally:
+            await audit.close()
+            await log.close()
+
+    asyncio.run(main())

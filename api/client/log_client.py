@@ -651,6 +651,8 @@ class LogClient:
             data, _ = await self._request("GET", "/" + tile_id.path())
             return data
         except NotFound:
+            if tile_id.level is None:
+                await self._raise_if_published_pruned(tile_id)
             if not tile_id.is_partial:
                 raise
             try:
@@ -660,6 +662,17 @@ class LogClient:
             else:
                 return _partial_of(tile_id, full)
             raise
+
+    async def _raise_if_published_pruned(self, tile_id: TileID) -> None:
+        """A static copy (`serve --publish-dir`) writes, instead of a bundle holding pruned entries, the 410 the log
+        answers for it as `<bundle>.pruned.json` (api/server/publishing.py): raised as that EntryPruned when there."""
+        try:
+            body, _ = await self._request("GET", "/" + tile_id.path() + ".pruned.json")
+            problem = json.loads(body)
+        except (LogError, ValueError):
+            return
+        if isinstance(problem, dict) and str(problem.get("type", "")).removeprefix(PROBLEM_PREFIX) == "entry-pruned":
+            raise _pruned_problem(problem, f"GET /{tile_id.path()}: {problem.get('detail', '')}")
 
     async def deletion(self, index: int) -> dict:
         """GET /api/v1/deletions/{index}: the deletion list of a retention run (or erasure) entry, as the server

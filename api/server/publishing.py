@@ -24,6 +24,14 @@ so the `.p/` directory of each tile that became full is removed right after the 
 LogClient.tile does). A crash between that checkpoint and the removal leaves those partial files behind: correct
 bytes, only disk.
 
+Pruned entries (log/prune.py): a bundle holding an entry a retention run pruned is not written (the log answers
+410 for it, and a file cannot): in its place goes `tile/entries/<N>[.p/<W>].pruned.json`, the JSON of that 410
+problem (the pruned entries with their deletion entries, and the bundle with those entries as zero bytes), with
+each such deletion entry's list at `api/v1/deletions/<index>`, the path the API serves it at, so `auditlog verify`
+checks a static copy as it checks the log (api/client/log_client.py reads the `.pruned.json` beside a bundle that is
+not there). Every round also looks for entries pruned since the last (pruned_entries.pruned_at): the bundles they
+are in, published before, are replaced so.
+
 The directory may lag the log by up to `interval` seconds plus a round's writes; a checkpoint the log published and
 replaced within one interval is never written (each published checkpoint still comes with all its partial tiles).
 
@@ -36,6 +44,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import json
 import logging
 import os
 import shutil
@@ -44,19 +54,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 from api.server.background import BackgroundTask
+from api.server.problems import problem_body
 from log import defaults
 from log.checkpoint import open_checkpoint
 from log.disk import fsync_directory
-from log.errors import InvalidInput, LogError
+from log.audit.retention import deletion_document
+from log.errors import EntryPruned, InvalidInput, LogError
 from log.sequencer import Published
 from log.signed_history import root_at
-from log.tiles import TileID, entry_bundles_grown, tiles_grown
+from log.prune import pruned_since
+from log.tiles import TILE_WIDTH, TileID, entry_bundles_grown, tiles_grown
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint"
 TILES_PER_WRITE = 64  # tiles read, then written and synced, at a time: a catch-up holds at most this many in memory
 FILE_WRITERS = 16  # threads writing and syncing one round's files at once
+PRUNED_SUFFIX = ".pruned.json"  # beside a bundle the log answers 410 for: that answer's problem body
+PRUNED_CLOCK_MARGIN_MS = 60_000
 
 
 class TilePublisher:
@@ -102,6 +117,8 @@ class TilePublisher:
         self._task = BackgroundTask("auditlog-publishing")
         self._writers: concurrent.futures.ThreadPoolExecutor | None = None  # made by the first round that writes
         self._io: asyncio.Future | None = None  # the file work in progress on a thread
+        self._pruned_seen = -1  # pruned_entries.pruned_at looked at up to (minus a margin): see _replace_pruned_bundles
+        self._deletions_written: set[int] = set()
 
     # -- lifetime -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -156,6 +173,8 @@ class TilePublisher:
         async with self._round_lock:
             if self._size is None:
                 self._size, self._note = await self._resume()
+            if self.entry_bundles:
+                await self._replace_pruned_bundles()
             published = self.log.checkpoint
             note = self._note_for(published)
             if published.size == self._size and note == self._note:
@@ -174,15 +193,74 @@ class TilePublisher:
                 grown += entry_bundles_grown(old, published.size)
             for start in range(0, len(grown), TILES_PER_WRITE):
                 chunk = grown[start:start + TILES_PER_WRITE]
-                contents = await asyncio.gather(*(self.log.tile(tile_id) for tile_id in chunk))
-                await self._on_thread(self._write_files, [(tile_id.path(), data)
-                                                          for tile_id, data in zip(chunk, contents)])
+                contents = await asyncio.gather(*(self.log.tile(tile_id) for tile_id in chunk),
+                                                return_exceptions=True)
+                files, gone = [], []
+                for tile_id, data in zip(chunk, contents):
+                    if isinstance(data, EntryPruned) and tile_id.level is None:
+                        gone.append((tile_id, data))
+                    elif isinstance(data, BaseException):
+                        raise data
+                    else:
+                        files.append((tile_id.path(), data))
+                files += await self._pruned_files(gone)
+                await self._on_thread(self._write_files, files)
             await self._on_thread(self._write_checkpoint, note)
             self._size, self._note = published.size, note
             await self._on_thread(self._remove_partials, [t for t in grown if not t.is_partial])
             self._last_duration = time.monotonic() - now
             self._behind_since = None if self.log.checkpoint.size == published.size else now
             return True
+
+    async def _pruned_files(self, gone: list[tuple[TileID, EntryPruned]]) -> list[tuple[str, bytes]]:
+        """For bundles the log answers 410: each bundle's `.pruned.json` and the deletion lists it names."""
+        files: list[tuple[str, bytes]] = []
+        deletions: set[int] = set()
+        for tile_id, pruned in gone:
+            files.append((tile_id.path() + PRUNED_SUFFIX, json.dumps(problem_body(pruned)).encode()))
+            deletions.update(pruned.pruned.values())
+        for deletion in sorted(deletions - self._deletions_written):
+            listed = await self.log.read(lambda tx, d=deletion: deletion_document(tx, d))
+            if listed is not None:
+                files.append((f"api/v1/deletions/{deletion}", json.dumps(listed).encode()))
+        return files
+
+    async def _replace_pruned_bundles(self) -> None:
+        """Bundles already in DIR that hold entries pruned since the last look: their `.pruned.json` written, then
+        the bundle files removed (a reader sees the bundle or its replacement, then only the replacement)."""
+        if self._size is None or not self._size:
+            return
+        since = self._pruned_seen
+        rows = await self.log.read(lambda tx: pruned_since(tx, since))
+        if not rows:
+            return
+        size = self._size
+        bundles = sorted({idx // TILE_WIDTH for idx, _ in rows if idx < size})
+        ids = [TileID(None, n, min(TILE_WIDTH, size - n * TILE_WIDTH)) for n in bundles]
+        contents = await asyncio.gather(*(self.log.tile(tile_id) for tile_id in ids), return_exceptions=True)
+        gone = [(tile_id, data) for tile_id, data in zip(ids, contents) if isinstance(data, EntryPruned)]
+        for data in contents:
+            if isinstance(data, BaseException) and not isinstance(data, EntryPruned):
+                raise data
+        files = await self._pruned_files(gone)
+        await self._on_thread(self._write_files, files)
+        await self._on_thread(self._remove_bundles, [tile_id for tile_id, _ in gone])
+        self._deletions_written.update(int(path.rsplit("/", 1)[1]) for path, _ in files
+                                       if path.startswith("api/v1/deletions/"))
+        # pruned_at is each chunk's commit time, the clock of the server that pruned: a margin for another's clock.
+        self._pruned_seen = max(at for _, at in rows) - PRUNED_CLOCK_MARGIN_MS
+
+    def _remove_bundles(self, tile_ids: list[TileID]) -> None:
+        for tile_id in tile_ids:
+            for path in (self.directory / tile_id.path(), self.directory / TileID(None, tile_id.index).path()):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            partials = self.directory / (TileID(None, tile_id.index).path() + ".p")
+            if partials.is_dir():
+                for partial in partials.iterdir():
+                    if not partial.name.endswith(PRUNED_SUFFIX):
+                        with contextlib.suppress(FileNotFoundError):
+                            partial.unlink()
 
     async def _on_thread(self, work, *args):
         """`work(*args)` on a thread. A round cancelled meanwhile does not wait for it, but `stop()` does: no file

@@ -674,17 +674,10 @@ class Retention:
         if index < 0:
             raise InvalidInput(f"index must not be negative, not {index}", field="index")
 
-        def read(tx):
-            items = deletion_list(tx, index)
-            data = tx.entries_at([index]).get(index) if items else None
-            return items, data
-
-        items, data = await self.log.read(read)
-        if not items:
+        document = await self.log.read(lambda tx: deletion_document(tx, index))
+        if document is None:
             raise NotFound(f"entry {index} is not a deletion: no deletion list names it")
-        kind = parse_json(data).value.get("type") if data else None
-        return {"index": index, "type": kind, "items": [[k, i] for k, i in items],
-                "list_sha256": deletion_list_sha256(items)}
+        return document
 
 
 def prune_entries(tx, indices: Sequence[int], deletion_idx: int, now_ms: int, *,
@@ -716,6 +709,18 @@ def entries_listed(tx, pruned: dict[int, int]) -> set[int]:
     return listed
 
 
+def deletion_document(tx, index: int) -> dict | None:
+    """What GET /api/v1/deletions/{index} answers ({index, type, items, list_sha256}), or None when entry `index`
+    lists no deletion."""
+    items = deletion_list(tx, index)
+    if not items:
+        return None
+    data = tx.entries_at([index]).get(index)
+    kind = parse_json(data).value.get("type") if data else None
+    return {"index": index, "type": kind, "items": [[k, i] for k, i in items],
+            "list_sha256": deletion_list_sha256(items)}
+
+
 def deletion_list(tx, index: int) -> list[tuple[str, str]]:
     """The (kind, item) pairs the deletion entry `index` lists, in bytewise order of their lines."""
     d = deletion_items.c
@@ -733,5 +738,5 @@ def _check_tenant_input(tenant: str) -> None:
 
 __all__ = ["ANY", "DAY_MS", "DELETION_KINDS", "POLICY_TYPE", "Plan", "Policy", "PolicyReceipt", "RECORD_CLASSES",
            "RUN_TYPE", "Retention", "RunResult", "blob_retention_until", "check_selector", "deletion_list",
-           "deletion_list_sha256", "entries_listed", "format_policy", "format_run", "parse_policy", "parse_run", "plan_run",
+           "deletion_document", "deletion_list_sha256", "entries_listed", "format_policy", "format_run", "parse_policy", "parse_run", "plan_run",
            "policies_in_force", "policy_change"]
