@@ -39,11 +39,13 @@ def _later(days: float):
 
 
 async def _world(tmp_path, database_url=None, *, days_ahead: float = 100, chunk: int = 2000, config=None):
+    from log.audit.vault_keys import LocalMasterKey
+
     config = config or LogConfig(data_dir=tmp_path / "data", origin=ORIGIN, batch_max_age=0.002,
                                  database_url=database_url)
     log = await Log.open(config)
     blobs = FileBlobStore(tmp_path / "blobs")
-    audit = await AuditService.open(log, blobs, clock=_clock)
+    audit = await AuditService.open(log, blobs, clock=_clock, vault_master_key=LocalMasterKey(b"k" * 32))
     producer = Producer()
     await audit.register_producer(producer.name, ["acme", "globex"])
     await audit.add_key(producer.name, producer.public, not_before=0)
@@ -263,6 +265,13 @@ def test_blobs_go_when_every_citation_is_past_and_stay_while_one_is_not(tmp_path
             await retention.set_policy("globex", "blob", "*", 10, "ten days")
             await retention.run("acme")
             assert not audit.blobs.exists(digest("shared"))
+
+            # The media type's policy wins over the event type's, whatever its days.
+            await retention.set_policy("acme", "blob", "event_type:tool_call", 3650, "tool payloads: 10 years")
+            assert (await retention.run("acme"))[0].index is None
+            await retention.set_policy("acme", "blob", "media_type:text/plain", 1, "plain text: a day")
+            [by_media] = await retention.run("acme")
+            assert by_media.deleted["blob"] == 1 and not audit.blobs.exists(digest("kept"))
         finally:
             await audit.close()
             await log.close()
@@ -526,3 +535,29 @@ def test_a_static_copy_replaces_pruned_bundles_and_verifies(tmp_path):
             await log.close()
 
     asyncio.run(main())
+
+
+def test_a_subject_past_its_policy_since_its_newest_event_is_shredded_unless_held(tmp_path):
+    async def work():
+        log, audit, producer, _ = await _world(tmp_path)
+        try:
+            customer = await audit.vault.tokenize("acme", "customer-1", ["alice@example.com"])
+            held = await audit.vault.tokenize("acme", "customer-2", ["bob@example.com"])
+            await _submit(audit, producer, _event(1, "acme", context={"customer_id": customer.tokens[0]}),
+                          _event(2, "acme", context={"customer_id": held.tokens[0]}))
+            await audit.holds.place({"tenant": "acme", "subjects": [held.subject]}, "dispute", "case 12")
+            recent = Retention(log, audit.blobs, vault=audit.vault, hold_lock=audit.holds.lock, clock=_later(29))
+            later = Retention(log, audit.blobs, vault=audit.vault, hold_lock=audit.holds.lock, clock=_later(31))
+            await recent.set_policy("acme", "subject", "*", 30, "customer data: 30 days after the last event")
+            assert (await recent.run("acme"))[0].index is None  # the newest event is 29 days old
+            [result] = await later.run("acme")
+            assert result.deleted == {"entry": 0, "blob": 0, "subject": 1} and len(result.skipped) == 1
+            assert (await later.deletion(result.index))["items"] == [["subject", f"acme/{customer.subject}"]]
+            erased = await audit.vault.subject_state("acme", customer.subject)
+            assert erased["erasure_idx"] == result.index
+            assert (await audit.vault.subject_state("acme", held.subject)).get("erasure_idx") is None
+        finally:
+            await audit.close()
+            await log.close()
+
+    _run(work)

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from log.audit.canonical import MAX_DEPTH, check_depth, parse_json
 from log.audit.errors import InvalidEvent
 from log.audit.records import parse_envelope
-from log.audit.schema import content_references, parse_timestamp_ms
+from log.audit.schema import content_media_types, content_references, parse_timestamp_ms
 from log.errors import LogError
 from log.tiles import MAX_ENTRY_SIZE
 
@@ -39,6 +39,7 @@ class CheckedEnvelope(NamedTuple):
     event_row: tuple  # audit_events values in the order of tables.EVENT_COLUMNS
     context_rows: tuple[tuple[str, str], ...]  # audit_event_context (name, value) pairs
     blobs: tuple[str, ...]  # audit_event_blobs: the SHA-256 (hex) of each blob the event refers to, each once
+    blob_media_types: tuple[str | None, ...] = ()  # beside `blobs`: each reference's media_type, where given
 
 
 def idempotency_key_of(producer: str, event_id: str) -> bytes:
@@ -99,4 +100,5 @@ def check_envelope(obj: Any, exact: bool, now: int) -> CheckedEnvelope:
          event.get("parent_event_id"), actor["type"], actor["id"], event["event_type"], ts),
         tuple((event.get("context") or {}).items()),
         content_references(event),
+        content_media_types(event),
     )

@@ -166,7 +166,24 @@ CONTENT_REF_PATHS: tuple[tuple[str, ...], ...] = tuple(_content_ref_paths(EVENT_
 
 def content_references(event: dict) -> tuple[str, ...]:
     """The SHA-256 (hex) of every blob a valid event refers to, each once, in the order of CONTENT_REF_PATHS."""
-    found: list[str] = []
+    found = [reference["sha256"] for reference in _reference_objects(event)]
+    return tuple(dict.fromkeys(found)) if len(found) > 1 else tuple(found)
+
+
+def content_media_types(event: dict) -> tuple[str | None, ...]:
+    """Beside `content_references(event)`, in its order: each blob's media_type as the event's first reference to
+    it gives one (None where none does). Blob retention policies may be set per media type."""
+    types: dict[str, str | None] = {}
+    for reference in _reference_objects(event):
+        media_type = reference.get("media_type")
+        if types.get(reference["sha256"]) is None:
+            types[reference["sha256"]] = media_type if isinstance(media_type, str) else None
+    return tuple(types.values())
+
+
+def _reference_objects(event: dict) -> list[dict]:
+    """Every content reference object (`{"sha256": ...}`) at the places CONTENT_REF_PATHS names, in their order."""
+    found: list[dict] = []
     for path in CONTENT_REF_PATHS:
         values = [event]
         for step in path:
@@ -183,8 +200,8 @@ def content_references(event: dict) -> tuple[str, ...]:
             values = deeper
         for value in values:
             if isinstance(value, dict) and isinstance(value.get("sha256"), str):
-                found.append(value["sha256"])
-    return tuple(dict.fromkeys(found)) if len(found) > 1 else tuple(found)
+                found.append(value)
+    return found
 
 
 def python_regex(pattern: str) -> re.Pattern:

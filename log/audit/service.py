@@ -825,8 +825,10 @@ def _index_rows(checked: CheckedEnvelope) -> list[RowInsert]:
     rows = [RowInsert(audit_events.name, EVENT_COLUMNS, checked.event_row)]
     for name, value in checked.context_rows:
         rows.append(RowInsert(audit_event_context.name, ("name", "value"), (name, value)))
-    for digest in checked.blobs:
-        rows.append(RowInsert(audit_event_blobs.name, ("sha256", "tenant"), (digest, checked.tenant)))
+    media_types = checked.blob_media_types or (None,) * len(checked.blobs)
+    for digest, media_type in zip(checked.blobs, media_types):
+        rows.append(RowInsert(audit_event_blobs.name, ("sha256", "tenant", "media_type"),
+                              (digest, checked.tenant, media_type)))
     for token in tokens_in_event(checked.event_bytes):  # a data subject's events, found from the index
         rows.append(RowInsert(audit_event_tokens.name, ("token", "tenant"), (token, checked.tenant)))
     return rows
