@@ -41,7 +41,7 @@ from log.storage.store import SqlLogStore, peek_latest_checkpoint
 from log.prover import LRU, Prover
 from log.replica import ReplicaHead, ReplicaStatus, check_read_database_url
 from log.bundles import encode_entry_bundle
-from log.prune import pruned_at, pruned_error, pruned_in_range
+from log.prune import pruned_at, pruned_error
 from log.tiles import TILE_HEIGHT, TILE_WIDTH, TileID
 
 HASH_SIZE = 32
@@ -568,7 +568,7 @@ class Log:
             if cached is not None:
                 # A cached bundle may predate a prune (by this process or, for a read worker, by the writer): the
                 # pruned rows decide, read after the cache as after the entries below.
-                pruned = self.read_store.read(lambda tx: pruned_in_range(tx, start, end))
+                pruned = self.read_store.pruned_in_range(start, end)
                 if not pruned:
                     return cached
                 self._full_bundles.pop(tile_id.index)
@@ -578,7 +578,7 @@ class Log:
         bundle = encode_entry_bundle(entries)
         if not all(entries):
             # Read after the entries: an entry emptied by a prune committed before that read has its row by now.
-            pruned = self.read_store.read(lambda tx: pruned_in_range(tx, start, end))
+            pruned = self.read_store.pruned_in_range(start, end)
             emptied = {start + position for position, data in enumerate(entries) if not data}
             pruned = {i: pruned[i] for i in sorted(emptied) if i in pruned}
             if pruned:

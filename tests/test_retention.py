@@ -133,6 +133,9 @@ async def _precedence(tmp_path, database_url=None):
             assert caught.value.deletion_index == result.index and caught.value.index == index
         assert parse_entry((await log.entry(tool[0])).data)[0] == "envelope"
         assert parse_entry((await log.entry(other[0])).data)[0] == "envelope"  # another tenant: no policy
+        with pytest.raises(EntryPruned) as caught:  # the bundle too, on both backends
+            await log.tile(TileID(None, 0, other[0] + 1))
+        assert caught.value.pruned == dict.fromkeys(model, result.index)
         # The readers show a pruned event as pruned: where, its leaf hash, the run that deleted it.
         page = await audit.query_events(EventQuery(tenant="acme"))
         assert [e.index for e in page.events] == tool

@@ -281,6 +281,13 @@ class LogStore(ABC):
     def read_entries(self, start: int, end: int) -> list[bytes]:
         """Entry data for indices [start, end) in order, stopping at the first index that is not stored."""
 
+    def pruned_in_range(self, start: int, end: int) -> dict[int, int]:
+        """The entries in [start, end) a retention run pruned (log/prune.py): index -> its deletion entry's index.
+        Read in a state at least as new as any read made before the call."""
+        from log.prune import pruned_in_range
+
+        return self.read(lambda tx: pruned_in_range(tx, start, end))
+
     @abstractmethod
     def read_entry(self, index: int) -> StoredEntry | None:
         """One entry with its metadata."""

@@ -58,6 +58,8 @@ class SqlLogStore(LogStore):
         # SQLite reads), cheaper than a thread hand-off: Log may call it on its event loop. PostgreSQL: a round trip.
         self.cheap_tile_reads = self.dialect == "sqlite"
         self._tile_sql: dict[int, str] = {}
+        self._pruned_sql = ("SELECT idx, deletion_idx FROM pruned_entries WHERE idx >= {p} AND idx < {p} "
+                            "ORDER BY idx").format(p=self._placeholder)
         self._keys_sql: dict[int, str] = {}
         self._tile_readers = threading.local()
         self._tile_readers_lock = threading.Lock()
@@ -194,6 +196,11 @@ class SqlLogStore(LogStore):
                     break
                 out.append(bytes(data))
         return out
+
+    def pruned_in_range(self, start: int, end: int) -> dict[int, int]:
+        """The pruned entries in [start, end) (log/prune.py): index -> the deletion entry's index. Asked for every
+        entry bundle served, a cached one included: one fixed statement on a driver connection, as read_tiles."""
+        return {idx: deletion for idx, deletion in self._driver_rows(self._pruned_sql, (start, end))}
 
     def read_entry(self, index: int) -> StoredEntry | None:
         with self.engine.connect() as conn:
