@@ -138,6 +138,12 @@ def world(tmp_path_factory):
         shutil.copytree(root / "data", root / "tampered-data", ignore=shutil.ignore_patterns("*.token"))
         with sqlite3.connect(root / "tampered-data" / "auditlog.db") as db:
             db.execute("UPDATE entries SET data = ? WHERE idx = 1", (b"changed\n",))
+        code, _, err = run("archive", "--data-dir", w["data"], "--log-key", w["vkey"], "--out",
+                           str(root / "world.tar"), cwd=root)
+        assert code == GOOD, err
+        tampered = bytearray((root / "world.tar").read_bytes())
+        tampered[tampered.index(b"an entry")] ^= 0x01
+        (root / "tampered.tar").write_bytes(bytes(tampered))
         yield w
     finally:
         proxy.shutdown()
@@ -300,6 +306,17 @@ CASES = [
     ("db upgrade --database-url postgresql+psycopg://postgres@127.0.0.1:5432/no_such_database_auditlog",
      "bad file", USAGE),
     ("db upgrade --bogus", "bad flag", USAGE),
+    # archive: written from the database (read-only, beside the live server), verified offline
+    ("archive --data-dir {data} --log-key {vkey} --out {root}/a.tar", "good", GOOD),
+    ("archive --database-url postgresql+psycopg://postgres@127.0.0.1:{port}/x --log-key {vkey} --out {root}/b.tar",
+     "down", UNREACHABLE),
+    ("archive --data-dir {data} --out {root}/c.tar --bogus", "bad flag", USAGE),
+    ("archive --data-dir {root}/missing-data --log-key {vkey} --out {root}/d.tar", "bad file", USAGE),
+    ("archive --data-dir {root}/tampered-data --log-key {vkey} --out {root}/e.tar", "tampered", FAILED),
+    ("archive verify {root}/world.tar --log-key {vkey}", "good", GOOD),
+    ("archive verify {root}/world.tar --log-key {vkey} --bogus", "bad flag", USAGE),
+    ("archive verify {root}/missing.tar --log-key {vkey}", "bad file", USAGE),
+    ("archive verify {root}/tampered.tar --log-key {vkey}", "tampered", FAILED),
     # serve (the refusals: a running server is the world fixture itself)
     ("serve --port 0 --data-dir {root}/s1 --database-url postgresql+psycopg://postgres@127.0.0.1:{port}/x", "down",
      UNREACHABLE),

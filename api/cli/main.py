@@ -22,6 +22,8 @@
     auditlog get INDEX [--out FILE] [--json]
     auditlog access-log [--credential C] [--what W] [--target T] [--since WHEN] [--until WHEN] [--all] [--json]
     auditlog token create --role ROLE [--tenant T ...] [--expires 90d] [--reason R] | list | revoke TOKEN_OR_ID
+    auditlog archive --out DIR_OR_TAR [--from-size A] [--to-size B] [--database-url U] [--data-dir D] [--blob-dir D]
+    auditlog archive verify DIR_OR_TAR [--log-key VKEY] [--witness-key VKEY ... [--witness-k K]] [--tsa-ca PEM]
 
 `serve` prints `listening on http://<host>:<port>` (https:// with --tls-cert; flushed) once it accepts connections, so `--port 0` can be
 used by scripts and tests. The client commands share one flag vocabulary (api/cli/options.py): --server (env
@@ -104,6 +106,7 @@ def _oidc_flags(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from api.cli.access_log import add_access_log_parser
+    from api.cli.archive import add_archive_parser
     from api.cli.audit import add_audit_parsers
     from api.cli.query import add_query_parsers
     from api.cli.retention import add_retention_parser
@@ -296,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_evidence.set_defaults(func=client.cmd_verify_evidence)
     add_query_parsers(commands)
     add_access_log_parser(commands)
+    add_archive_parser(commands)
     add_token_parser(commands, exits.HELP)
     add_retention_parser(commands, exits.HELP)
     add_witness_parser(commands)
@@ -324,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     args, unrecognized = build_parser().parse_known_args(argv)
     if unrecognized:
         args.cli_parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
-    command = " ".join(filter(None, (args.command, getattr(args, "db_command", None))))
+    command = " ".join(filter(None, (args.command, getattr(args, "db_command", None),
+                                     getattr(args, "archive_command", None))))
     try:
         return args.func(args)
     except KeyboardInterrupt:
