@@ -30,7 +30,7 @@ from log.errors import (
     ForkRefused, InvalidInput, LogError, NotFound, SequencerLockHeld, StorageUnavailable, Unavailable,
 )
 from log.keys import KEY_FILE_NAME, load_signer, read_signer_key, write_signer_key
-from log.note_keys import Signer
+from log.note_keys import Signer, Verifier
 from log.sequencer import BatchReceipt, IdempotencyKey, Published, Sequencer
 from log.signed_history import SignedHistory, SignedRecord, check_database, history_path, read_record, root_at
 from log.stats import LogStats
@@ -91,6 +91,25 @@ def _record_of_data_dir(config: LogConfig, signer: Signer) -> SignedRecord | Non
     except LogError:
         return None
     return SignedRecord(stored.size, stored.root_hash)
+
+
+@dataclass(frozen=True)
+class PublicKeyOnly:
+    """The key of a Log that signs nothing (`Log.open_archive`): the name, verifier key and verifier of a Signer."""
+
+    verifier: Verifier
+
+    @property
+    def name(self) -> str:
+        return self.verifier.name
+
+    @property
+    def verifier_key(self) -> str:
+        return self.verifier.verifier_key
+
+    @property
+    def key_id(self) -> int:
+        return self.verifier.key_id
 
 
 class StoredHead:
@@ -154,6 +173,7 @@ class Log:
         self._refused: Exception | None = None
         self._role_listeners: list[Callable[[str], Awaitable[None]]] = []
         self._closing = False
+        self._read_only: str | None = None  # why a Log over an archive takes no writes (open_archive)
 
     @classmethod
     async def open(cls, config: LogConfig) -> "Log":
@@ -367,6 +387,24 @@ class Log:
             raise
         return log
 
+    @classmethod
+    async def open_archive(cls, config: LogConfig, verifier_key: str, why: str) -> "Log":
+        """A read-only Log over a database nothing writes, holding a restored archive of a log period (log/audit/
+        archive_restore.py): proofs, tiles and entries of its one checkpoint. It has the log's verifier key only
+        (an archive has no signing key and signs nothing); `why` is what `write_unavailable` says."""
+        from log.note_keys import parse_verifier_key
+
+        store = SqlLogStore(config.resolved_database_url())
+        log = cls(store, PublicKeyOnly(parse_verifier_key(verifier_key)), config)  # type: ignore[arg-type]
+        log._head = StoredHead(store, max_age=float("inf"))  # one checkpoint, forever
+        log._read_only = why
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, log._head.refresh)
+        except BaseException:
+            store.close()
+            raise
+        return log
+
     async def _open_replica(self) -> None:
         """With `config.read_database_url`: from now on the reads go to that hot standby (log/replica.py). An
         unreachable replica does not fail the start: reads answer 503 until it can be read."""
@@ -445,6 +483,8 @@ class Log:
         has stopped for good, else the sequencer's passing condition ("disk full", "database unreachable: ...",
         "shutting down", ...). A read-only replica never takes writes itself: "read-only replica"."""
         if self._sequencer is None:
+            if self._read_only is not None:
+                return self._read_only
             return "standby: another server sequences the log" if self._claim is not None else "read-only replica"
         broken = self._sequencer.broken
         if broken is not None:
@@ -485,7 +525,8 @@ class Log:
             if self._claim is not None:
                 raise StorageUnavailable("this server stands by: another server sequences the log; retry",
                                          "standby")
-            raise Unavailable("this Log is a read-only replica: writes go to the process that sequences the log")
+            raise Unavailable(self._read_only or "this Log is a read-only replica: writes go to the process that "
+                              "sequences the log")
         return sequencer
 
     async def write_outside_tree(self, work):

@@ -350,3 +350,64 @@ def test_an_archive_of_a_postgresql_log_verifies(tmp_path):
         assert report.ok, report.failures
         with contextlib.suppress(Exception):
             SqlLogStore(url).close()
+
+
+def test_a_served_archive_answers_reads_as_the_log_did_and_refuses_writes(world, archived, tmp_path):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from api.server.archive import create_archive_app
+    from log.audit.archive_restore import restore_archive
+    from log.checkpoint import open_checkpoint
+    from log.hashing import hash_leaf
+    from log.note_keys import parse_verifier_key
+    from log.proofs import verify_inclusion
+    from log.storage.engine import sqlite_url_for
+    from tests.credentials import ADMIN, ADMIN_TOKEN
+
+    url = sqlite_url_for(tmp_path / "restored.db")
+    restored = restore_archive(archived.path, url, FileBlobStore(tmp_path / "blobs"), log_key=world["vkey"])
+    assert (restored.entries_from, restored.to_size) == (256, world["size"])
+    live = SqlLogStore(world["url"], read_only=True)
+
+    async def scenario():
+        app = create_archive_app(LogConfig(data_dir=tmp_path, database_url=url, migrate=False),
+                                 verifier_key=restored.log_key, origin=restored.origin, entries_from=256,
+                                 to_size=world["size"], blob_dir=tmp_path / "blobs", admin_token=ADMIN_TOKEN)
+        async with TestClient(TestServer(app), headers=ADMIN) as client:
+            note = await (await client.get("/checkpoint")).read()
+            assert note == (archived.path / "checkpoint").read_bytes()  # with the witness's cosignature
+            checkpoint, _ = open_checkpoint(note, parse_verifier_key(world["vkey"]))
+            for path in ("tile/0/000", "tile/1/000.p/2", "tile/entries/002.p/" + str(world["size"] - 512)):
+                answer = await client.get("/" + path)
+                assert answer.status == 200 and await answer.read() == (archived.path / path).read_bytes()
+            entry = await client.get("/api/v1/entries/400", headers={"Accept": "application/octet-stream"})
+            assert entry.status == 200 and await entry.read() == b"entry 400"
+            proof = await (await client.get("/api/v1/proof/inclusion", params={"index": "400"})).json()
+            verify_inclusion(hash_leaf(b"entry 400"), 400, checkpoint.size,
+                             [base64.b64decode(h) for h in proof["hashes"]], checkpoint.root_hash)
+            consistency = await client.get("/api/v1/proof/consistency", params={"first": "100"})
+            assert consistency.status == 200  # every tile of the tree is archived: proofs from any size
+            before = await client.get("/api/v1/entries/10")
+            assert before.status == 404 and (await before.json())["type"].endswith("before-archive")
+            assert (await client.get("/tile/entries/000")).status == 404
+            for method, path in (("POST", "/api/v1/entries"), ("PUT", "/api/v1/blobs/" + "0" * 64),
+                                 ("DELETE", "/api/v1/blobs/" + "0" * 64), ("POST", "/api/v1/producers")):
+                refused = await client.request(method, path, data=b"x")
+                assert refused.status == 405 and refused.headers["Allow"] == "GET, HEAD", (method, path)
+                assert (await refused.json())["type"].endswith("read-only-archive")
+            blob = await client.get("/api/v1/blobs/" + hashlib.sha256(BLOBS[0]).hexdigest())
+            assert blob.status == 200 and await blob.read() == BLOBS[0]
+            ready = await (await client.get("/readyz")).json()
+            assert "read-only archive" in ready["reason"] and ready["tree_size"] == world["size"]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        live.close()
+    tampered = tmp_path / "tampered"
+    shutil.copytree(archived.path, tampered)
+    _flip(tampered / "tile/0/001", 3)
+    from log.errors import VerificationError
+
+    with pytest.raises(VerificationError, match="check 2"):
+        restore_archive(tampered, sqlite_url_for(tmp_path / "no.db"), FileBlobStore(tmp_path / "b2"))

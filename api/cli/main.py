@@ -7,6 +7,7 @@
                    [--tsa-url URL --tsa-ca PEM] [--timestamp-interval S] [--tls-cert PEM --tls-key PEM]
                    [--oidc-issuer URL --oidc-audience AUD (--oidc-jwks-file PATH | --oidc-jwks-url URL)
                     [--oidc-role-claim C] [--oidc-tenants-claim C] [--oidc-role-map GROUP=ROLE ...]]
+    auditlog serve --archive DIR_OR_TAR [--host H] [--port P] [--data-dir D] [--public] [--oidc-... ]
     auditlog keygen --origin NAME [--out FILE]
     auditlog db upgrade [--database-url U] [--data-dir D]
     auditlog db check [--database-url U] [--data-dir D] [--log-key VKEY] [--quiet]
@@ -193,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "server, CDN or object store to serve: the checkpoint and the hash tiles, and with --public "
                             "the entry bundles too (they hold the entries' contents, so never without it) (env "
                             "AUDITLOG_PUBLISH_DIR)")
+    serve.add_argument("--archive", metavar="DIR_OR_TAR",
+                       help="serve an archive (auditlog archive) read-only instead of a live log: verified, then "
+                            "loaded into a temporary database; every write is refused (405); the database, "
+                            "witnessing, timestamping, publishing and read-worker options do not apply. The admin "
+                            "token is the one of --data-dir (or AUDITLOG_ADMIN_TOKEN)")
     _connection_flags(serve)
     _access_flags(serve)
     _oidc_flags(serve)

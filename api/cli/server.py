@@ -49,6 +49,8 @@ def _server_logging() -> None:
 def cmd_serve(args) -> int:
     from log.service import LogConfig
 
+    if args.archive:
+        return _serve_archive(args)
     # Options first, the AUDITLOG_* numbers among them: a bad one is one line on stderr, before anything starts.
     read_workers = flag_or_env(args.read_workers, "AUDITLOG_READ_WORKERS", count_or_auto, defaults.READ_WORKERS)
     verify_processes = flag_or_env(args.verify_processes, "AUDITLOG_VERIFY_PROCESSES", non_negative,
@@ -84,6 +86,65 @@ def cmd_serve(args) -> int:
                               tls=tls, access_log_retention_days=retention / 86400, access=_access(args),
                               oidc=oidc, blob_dir=args.blob_dir, publish_dir=publish_dir,
                               retention_interval=retention_interval))
+
+
+def _serve_archive(args) -> int:
+    """`serve --archive`: verify the archive, load it into a temporary SQLite database, serve it read-only
+    (api/server/archive.py) until SIGTERM or SIGINT; the temporary database goes with the server."""
+    import tempfile
+
+    from log.audit.archive_restore import restore_archive
+    from log.blobs import FileBlobStore
+    from log.service import LogConfig
+    from log.storage.engine import sqlite_url_for
+
+    limits = _connection_limits(args)
+    tls = _tls(args)
+    oidc = _oidc(args)
+    _server_logging()
+    data_dir = Path(args.data_dir)
+    with tempfile.TemporaryDirectory(prefix="auditlog-archive-") as work:
+        url = sqlite_url_for(Path(work) / "archive.db")
+        print(f"verifying and loading the archive {args.archive}", flush=True)
+        restored = restore_archive(args.archive, url, FileBlobStore(Path(work) / "blobs"))
+        data_dir.mkdir(parents=True, exist_ok=True)  # the operator's admin token
+        config = LogConfig(data_dir=Path(work), database_url=url, migrate=False)
+        return asyncio.run(_serve_archive_app(config, restored, args.host, args.port, limits=limits, tls=tls,
+                                              access=_access(args), oidc=oidc, admin_dir=data_dir,
+                                              blob_dir=Path(work) / "blobs"))
+
+
+async def _serve_archive_app(config, restored, host: str, port: int, *, limits, tls, access, oidc, admin_dir: Path,
+                             blob_dir: Path) -> int:
+    from aiohttp import web
+
+    from api.server.archive import create_archive_app
+    from api.server.connections import GuardedRunner
+    from api.server.oidc import OidcAuthenticator
+
+    app = create_archive_app(config, verifier_key=restored.log_key, origin=restored.origin,
+                             entries_from=restored.entries_from, to_size=restored.to_size, blob_dir=blob_dir,
+                             access=access, authenticators=[OidcAuthenticator(oidc)] if oidc is not None else [],
+                             admin_dir=admin_dir)
+    runner = GuardedRunner(app, limits, access_log=None, handle_signals=False, shutdown_timeout=defaults.SHUTDOWN_GRACE)
+    await runner.setup()
+    try:
+        print(f"origin: {restored.origin}")
+        print(f"verifier key: {restored.log_key} (the archive's: check it is the log's)")
+        print(f"archive: entries [{restored.entries_from:,}, {restored.to_size:,}), {restored.events:,} audit events; "
+              "read-only, every write refused")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await web.TCPSite(runner, host, port, ssl_context=tls[2] if tls else None).start()
+        bound = runner.addresses[0]
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        print(f"listening on {'https' if tls else 'http'}://{shown}:{bound[1]}", flush=True)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+    return 0
 
 
 def advertised_url(host: str, port: int, tls: bool) -> str | None:
