@@ -451,6 +451,9 @@ class _Verification:
         else:
             report.passed[3] = f"{self.verifier.name}+{self.verifier.key_id:08x}"
         size = manifest["to_size"]
+        if -(-size // TILE_WIDTH) > len(self.files.names):  # before listing its tiles: a forged size must not cost
+            self.fail(1, f"the manifest's size {size:,} needs more level-0 tiles than the archive has files")
+            return report
         self.expected_tiles = set(tiles_for_size(size))
         self.expected_bundles = {b.index: b for b in entry_bundles_for_size(size)
                                  if b.index >= manifest["entries_from"] // TILE_WIDTH}
@@ -610,6 +613,8 @@ class _Verification:
             self.fail(8, f"{name} has no level-0 tile to check its entries against")
             return
         first = tile_id.index * TILE_WIDTH
+        if in_pruned and all(members):
+            self.fail(8, f"{name} is a pruned bundle without a pruned (empty) entry")
         hashes = hash_leaves(members)
         if b"".join(hashes) != leaves[: tile_id.width * HASH_SIZE] or in_pruned:
             for position, (entry, leaf) in enumerate(zip(members, hashes)):

@@ -281,6 +281,7 @@ def test_missing_extra_and_linked_files_and_a_changed_manifest_are_invalid(world
         "extra file": (lambda d: (d / "notes.txt").write_text("x"), {2}),
         "symlink": (lambda d: (d / "link").symlink_to(d / "checkpoint"), {2}),
         "manifest range": (lambda d: _edit_manifest(d, to_size=world["size"] - 1), {4, 7, 8}),
+        "manifest forged size": (lambda d: _edit_manifest(d, to_size=10**15), {1}),  # refused before listing tiles
         "manifest log key": (lambda d: _edit_manifest(d, log_key=generate_signer_key(TEST_ORIGIN)[1]), {3}),
         "manifest gone blob": (lambda d: _edit_manifest(d, blobs_gone=[]), {10}),
         "manifest not json": (lambda d: _flip(d / MANIFEST_FILE, 0), {1}),
