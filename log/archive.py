@@ -66,7 +66,7 @@ import stat
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from log.bundles import decode_entry_bundle
 from log.checkpoint import open_checkpoint
@@ -164,8 +164,8 @@ def json_bytes(value) -> bytes:
 
 
 def check_member_name(name: str) -> None:
-    path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts or not name or name != str(path):
+    """InvalidInput unless `name` is a normalised relative POSIX path: no leading "/", no empty, "." or ".." part."""
+    if not name or name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in name.split("/")):
         raise InvalidInput(f"{name!r} is not a relative path inside the archive", field="path")
 
 

@@ -138,12 +138,14 @@ class _TarSink(_Sink):
         self._file = open(self.temporary, "xb")
         try:
             # compresslevel 6: gzip's default trade-off; entry contents are often already dense.
-            self._tar = (tarfile.open(fileobj=self._file, mode="w:gz", compresslevel=6) if gzip
-                         else tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT))
+            # ustar: every name here fits its 100 bytes, and whole-second times need no PAX header (which cost
+            # more than the member's bytes: 0.9 of 7.3 s for 2 x 10^5 entries).
+            self._tar = tarfile.open(fileobj=self._file, mode="w:gz" if gzip else "w", format=tarfile.USTAR_FORMAT,
+                                     **({"compresslevel": 6} if gzip else {}))
         except BaseException:
             self._file.close()
             raise
-        self._mtime = mtime
+        self._mtime = int(mtime)
 
     def _info(self, name: str, size: int) -> tarfile.TarInfo:
         info = tarfile.TarInfo(name)
@@ -343,19 +345,25 @@ class _Writer:
         for first in range(0, len(bundles), CHUNK_BUNDLES):
             chunk = bundles[first:first + CHUNK_BUNDLES]
             low, high = chunk[0].index * TILE_WIDTH, chunk[-1].index * TILE_WIDTH + chunk[-1].width
-            rows = self.tx.execute(select(entries.c.idx, entries.c.data, entries.c.leaf_hash)
+            rows = self.tx.execute(select(entries.c.idx, entries.c.data)
                                    .where(entries.c.idx >= low, entries.c.idx < high).order_by(entries.c.idx))
             if len(rows) != high - low or rows[0][0] != low or rows[-1][0] != high - 1:
                 raise StorageError(f"the database lacks entries in [{low}, {high}): run `auditlog db check`")
             gone = self.records.pruned(self.tx, low, high)
-            datas = [bytes(data) for _, data, _ in rows]
+            datas = [bytes(data) for _, data in rows]
             hashes = hash_leaves(datas)
             for bundle in chunk:
                 offset = bundle.index * TILE_WIDTH - low
                 tile = level0[bundle.index]
                 members = datas[offset:offset + bundle.width]
                 held = []
-                for position in range(bundle.width):
+                if not gone and b"".join(hashes[offset:offset + bundle.width]) == tile:
+                    for member in members:  # the common case: every entry present and hashing right
+                        cited.update(self.records.cited_blobs(member))
+                    positions = range(0)
+                else:
+                    positions = range(bundle.width)
+                for position in positions:
                     index = low + offset + position
                     expected = tile[position * HASH_SIZE:(position + 1) * HASH_SIZE]
                     if index in gone:
