@@ -105,14 +105,13 @@ class ArchivedRecords:
 
     cited_blobs(entry)              the SHA-256 (hex) of each blob an entry cites (its blobs are archived)
     list_sha256(items)              the hash a deletion entry commits to, of its (kind, item) list
-    pruned(tx, start, end)          index -> deletion index of each pruned entry in [start, end) (writing only)
     deletion_items(tx, deletion)    the (kind, item) list of a deletion (writing only)
 
-    The default (`NO_RECORDS`): a plain log, whose entries cite nothing and are never pruned."""
+    Which entries are pruned is the core's (log/prune.py); what authorised it is the personality's. The default
+    (`NO_RECORDS`): a plain log, whose entries cite nothing and whose deletions it cannot describe."""
 
     cited_blobs: Callable[[bytes], Iterable[str]] = lambda entry: ()
     list_sha256: Callable[[Iterable[tuple[str, str]]], str] | None = None
-    pruned: Callable[[ReadTransaction, int, int], dict[int, int]] = lambda tx, start, end: {}
     deletion_items: Callable[[ReadTransaction, int], list[tuple[str, str]]] = lambda tx, deletion: []
 
 

@@ -31,6 +31,7 @@ from log.disk import fsync_directory
 from log.errors import InvalidInput, LogError, NotFound, StorageError
 from log.hashing import HASH_SIZE, hash_leaves
 from log.note_keys import Verifier, parse_verifier_key
+from log.prune import pruned_in_range
 from log.storage import ReadTransaction
 from log.storage.schema import checkpoint_cosignatures, checkpoints, entries, tiles, timestamps
 from log.tiles import TILE_WIDTH, TileID, entry_bundles_for_size, tiles_for_size
@@ -349,7 +350,7 @@ class _Writer:
                                    .where(entries.c.idx >= low, entries.c.idx < high).order_by(entries.c.idx))
             if len(rows) != high - low or rows[0][0] != low or rows[-1][0] != high - 1:
                 raise StorageError(f"the database lacks entries in [{low}, {high}): run `auditlog db check`")
-            gone = self.records.pruned(self.tx, low, high)
+            gone = pruned_in_range(self.tx, low, high)
             datas = [bytes(data) for _, data in rows]
             hashes = hash_leaves(datas)
             for bundle in chunk:

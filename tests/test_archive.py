@@ -388,6 +388,8 @@ def test_a_served_archive_answers_reads_as_the_log_did_and_refuses_writes(world,
                              [base64.b64decode(h) for h in proof["hashes"]], checkpoint.root_hash)
             consistency = await client.get("/api/v1/proof/consistency", params={"first": "100"})
             assert consistency.status == 200  # every tile of the tree is archived: proofs from any size
+            pruned = await client.get("/api/v1/entries/300")  # as the live log answers it: 410, naming the deletion
+            assert pruned.status == 410 and str(world["deletion"]) in (await pruned.json())["detail"]
             before = await client.get("/api/v1/entries/10")
             assert before.status == 404 and (await before.json())["type"].endswith("before-archive")
             assert (await client.get("/tile/entries/000")).status == 404
@@ -412,3 +414,10 @@ def test_a_served_archive_answers_reads_as_the_log_did_and_refuses_writes(world,
 
     with pytest.raises(VerificationError, match="check 2"):
         restore_archive(tampered, sqlite_url_for(tmp_path / "no.db"), FileBlobStore(tmp_path / "b2"))
+
+
+def test_the_clients_deletion_list_hash_is_retentions():
+    from log.audit import retention
+
+    for items in ([], [("entry", "5")], [("entry", "10"), ("entry", "9"), ("blob", "ab" * 32), ("subject", "t/vt.x")]):
+        assert deletion_list_sha256(items) == retention.deletion_list_sha256(items)

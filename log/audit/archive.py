@@ -1,6 +1,6 @@
 """What an archive of the log (log/archive.py) needs to know of the audit personality's entries: the blobs an
-audit event cites (archived beside it), which entries a retention run pruned and the lists of its deletions
-(design20: `deletion_items`, `pruned_entries`, `list_sha256`).
+audit event cites (archived beside it), and the lists of the deletions that pruned entries (design20:
+`deletion_items`, `list_sha256`; which entries are pruned is the core's, log/prune.py).
 
 `AUDIT_RECORDS` is the `ArchivedRecords` that `auditlog archive` writes and verifies with. The database reads
 import SQLAlchemy when called, so the verifying side (the client) never loads it.
@@ -40,17 +40,6 @@ def deletion_list_sha256(items: Iterable[tuple[str, str]]) -> str:
     return hashlib.sha256(b"".join(lines)).hexdigest()
 
 
-def pruned_in_range(tx: ReadTransaction, start: int, end: int) -> dict[int, int]:
-    """index -> deletion index of every pruned entry in [start, end)."""
-    from sqlalchemy import select
-
-    from log.audit.tables import pruned_entries
-
-    return {idx: deletion for idx, deletion in tx.execute(
-        select(pruned_entries.c.idx, pruned_entries.c.deletion_idx)
-        .where(pruned_entries.c.idx >= start, pruned_entries.c.idx < end))}
-
-
 def deletion_list(tx: ReadTransaction, deletion: int) -> list[tuple[str, str]]:
     """The (kind, item) list of the deletion whose log entry is `deletion`."""
     from sqlalchemy import select
@@ -61,5 +50,5 @@ def deletion_list(tx: ReadTransaction, deletion: int) -> list[tuple[str, str]]:
         select(deletion_items.c.kind, deletion_items.c.item).where(deletion_items.c.deletion_idx == deletion))]
 
 
-AUDIT_RECORDS = ArchivedRecords(cited_blobs=cited_blobs, list_sha256=deletion_list_sha256, pruned=pruned_in_range,
+AUDIT_RECORDS = ArchivedRecords(cited_blobs=cited_blobs, list_sha256=deletion_list_sha256,
                                 deletion_items=deletion_list)

@@ -15,14 +15,14 @@ from log.audit.errors import InvalidEvent
 from log.audit.intake import check_envelope
 from log.audit.records import parse_entry
 from log.audit.service import _index_rows
-from log.audit.tables import audit_registry, deletion_items, pruned_entries
+from log.audit.tables import audit_registry, deletion_items
 from log.audit.tables import metadata as audit_metadata
 from log.blobs import BlobStore
 from log.bundles import decode_entry_bundle
 from log.errors import InvalidInput, VerificationError
 from log.hashing import HASH_SIZE
 from log.storage.fill import fill_new_database
-from log.storage.schema import checkpoints, entries, tiles
+from log.storage.schema import checkpoints, entries, pruned_entries, tiles
 from log.storage.schema import metadata as schema_metadata
 from log.tile_nodes import interior_nodes
 from log.tiles import TILE_WIDTH, TileID
