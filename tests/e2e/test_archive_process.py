@@ -1,18 +1,16 @@
-"""Archive and restore between real processes: a live, witnessed and timestamped log (real `auditlog witness serve`
-and `auditlog tsa serve`) with plain entries and a recorded run that cites a blob; `auditlog archive` of a period of
-it from its database while it runs; `auditlog archive verify` with the log key, the witness key and the TSA
-certificate; `auditlog serve --archive` of the archive, against which the verifying client proves an event's
-inclusion and finds the run's events, and which refuses writes.
+"""Archive and restore between real processes: a live log with plain entries and a recorded run that cites a blob;
+`auditlog archive` of a period of it from its database while it runs; `auditlog archive verify`; `auditlog serve
+--archive` of the archive, against which the verifying client proves an event's inclusion and finds the run's
+events, and which refuses writes. (Cosignatures and timestamp tokens in archives, real ones, are tests/test_archive.py's:
+a witness and a TSA process here would double this test's time.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -20,7 +18,7 @@ from api.cli.main import main
 from api.client.log_client import LogClient
 from api.client.recorder import Recorder, generate_key
 from tests.credentials import ADMIN, ADMIN_TOKEN
-from tests.e2e.test_witnessed_log import Command, add, get, wait_for
+from tests.e2e.test_witnessed_log import add, get
 from tests.processes import ServerProcess
 
 pytestmark = pytest.mark.usefixtures("operator_token")
@@ -37,16 +35,7 @@ def test_a_period_archived_from_a_live_log_verifies_and_is_served_for_proofs_and
     data = tmp_path / "log"
     assert cli("keygen", "--origin", "e2e.test/log", "--out", str(data / "log.key"))[0] == 0
     log_vkey = (data / "log.vkey").read_text().strip()
-    tsa = Command(tmp_path / "tsa", None, argv=["tsa", "serve", "--port", "0", "--data-dir", str(tmp_path / "tsa")])
-    witness = Command(tmp_path / "w1", None, argv=["witness", "serve", "--port", "0", "--data-dir",
-                                                   str(tmp_path / "w1"), "--name", "witness.test/w1", "--log", log_vkey])
-    processes += [tsa, witness]
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda p: p.start(), [tsa, witness]))
-    witness_vkey = (tmp_path / "w1" / "witness-ed25519.vkey").read_text().strip()
-    tsa_ca = str(tmp_path / "tsa" / "tsa-ca.pem")
-    live = ServerProcess(data, None, ["--witness", f"{witness.url} {witness_vkey}", "--witness-interval", "0.2",
-                                      "--tsa-url", tsa.url, "--tsa-ca", tsa_ca, "--timestamp-interval", "0.3"])
+    live = ServerProcess(data)
     processes.append(live)
     live.start()
 
@@ -63,19 +52,13 @@ def test_a_period_archived_from_a_live_log_verifies_and_is_served_for_proofs_and
     recorder.close()
     size = int(get(live.url + "/checkpoint")[2].split(b"\n")[1])
 
-    def stamped():
-        status, _, body = get(live.url + "/api/v1/timestamps/latest")
-        return status == 200 and json.loads(body)["tree_size"] == size
-    wait_for(f"the checkpoint of size {size} cosigned and timestamped", stamped)
-
     # -- archive [300, size) from the database while the log runs, and verify it offline ----------------------
     out_file = tmp_path / "period.tar.gz"
     code, out = cli("archive", "--data-dir", str(data), "--from-size", "300", "--out", str(out_file), "--quiet")
     assert code == 0, out
-    assert f"[256, {size:,})" in out and "1 cosignature(s) and 1 timestamp token(s), 1 blobs" in out, out
-    code, out = cli("archive", "verify", str(out_file), "--log-key", log_vkey, "--witness-key", witness_vkey,
-                    "--tsa-ca", tsa_ca, "--quiet")
-    assert code == 0 and "VALID" in out and "cosigned by 1 of 1 witnesses" in out and "genTime" in out, out
+    assert f"[256, {size:,})" in out and ", 1 blobs" in out, out
+    code, out = cli("archive", "verify", str(out_file), "--log-key", log_vkey, "--quiet")
+    assert code == 0 and "VALID" in out, out
 
     # -- serve the archive and prove against it with the verifying client --------------------------------------
     archive = ServerProcess(tmp_path / "auditor", None, ["--archive", str(out_file)])
