@@ -50,6 +50,7 @@ from sqlalchemy import and_, exists, or_, select
 from log.audit.canonical import canonicalize, parse_json
 from log.audit.errors import InvalidEvent
 from log.audit.schema import TOKEN_PATTERN, format_timestamp_ms, parse_timestamp_ms, python_regex
+from log.audit.vault import is_vault_token
 from log.audit.tables import (
     audit_event_blobs, audit_event_context, audit_event_tokens, audit_events, legal_holds, vault_tokens,
 )
@@ -67,7 +68,6 @@ MATCH_CHUNK = 500
 
 _TOKEN = python_regex(TOKEN_PATTERN)
 _CONTEXT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")  # as the event schema's context property names
-_VAULT_TOKEN = re.compile(r"^vt\.[a-z2-7]{26}\Z")  # design20's vault token (log/audit/vault.py VAULT_TOKEN_PATTERN)
 _HOLD_ID = re.compile(r"^[0-9a-f]{16}\Z")
 _SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
@@ -187,7 +187,7 @@ def parse_scope(obj: Any, field: str = "$.scope") -> HoldScope:
     if "subjects" in obj:
         tokens = set()
         for i, value in enumerate(_list(obj["subjects"], f"{field}.subjects")):
-            if not isinstance(value, str) or not _VAULT_TOKEN.match(value):
+            if not is_vault_token(value):
                 raise InvalidEvent(f"a subject is named by its vault token (vt. and 26 of a-z2-7), not {value!r}"
                                    [:200], f"{field}.subjects[{i}]")
             tokens.add(value)
@@ -353,7 +353,8 @@ def select_holds(tx, *, tenant: str | None = None, active: bool | None = None,
 
 # -- the matcher -------------------------------------------------------------------------------------------------
 
-def _chunks(items: Sequence, size: int = MATCH_CHUNK) -> Iterable[Sequence]:
+def in_chunks(items: Sequence, size: int = MATCH_CHUNK) -> Iterable[Sequence]:
+    """`items` in slices of at most `size` (IN lists of a bounded length)."""
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
@@ -382,7 +383,7 @@ class ActiveHolds:
         for hold in holds:
             if hold.scope.subjects:
                 tokens = set(hold.scope.subjects)
-                for chunk in _chunks(hold.scope.subjects):
+                for chunk in in_chunks(hold.scope.subjects):
                     tokens.update(token for token, in tx.execute(
                         select(t.token).where(t.tenant == hold.tenant, t.subject.in_(list(chunk))).distinct()))
                 expanded[hold.hold_id] = frozenset(tokens)
@@ -426,7 +427,7 @@ class ActiveHolds:
         held: dict[int, str] = {}
         for hold in self.holds:
             conditions = self._event_conditions(hold)
-            for chunk in _chunks([i for i in wanted if i not in held]):
+            for chunk in in_chunks([i for i in wanted if i not in held]):
                 for idx, in tx.execute(select(a.idx).where(a.idx.in_(list(chunk)), *conditions)):
                     held[idx] = hold.hold_id
         return held
@@ -438,7 +439,7 @@ class ActiveHolds:
             return {}
         b = audit_event_blobs.c
         citing: list[tuple[str, int]] = []
-        for chunk in _chunks(sorted(set(sha256s))):
+        for chunk in in_chunks(sorted(set(sha256s))):
             citing += tx.execute(select(b.sha256, b.idx).where(b.sha256.in_(list(chunk)),
                                                                 b.tenant.in_(self._tenants)))
         held_events = self.for_events(tx, [idx for _, idx in citing])
@@ -463,7 +464,7 @@ class ActiveHolds:
                 return hold.hold_id
         k = audit_event_tokens.c
         events: set[int] = set()
-        for chunk in _chunks(sorted(tokens)):
+        for chunk in in_chunks(sorted(tokens)):
             events.update(idx for idx, in tx.execute(
                 select(k.idx).where(k.tenant == tenant, k.token.in_(list(chunk)))))
         held = self.for_events(tx, sorted(events))

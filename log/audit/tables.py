@@ -227,3 +227,17 @@ legal_holds = Table(
     Column("released_at", BigInteger, nullable=True),
     Index("ix_legal_holds_tenant", "tenant", "released_idx"),
 )
+
+# One row per data-subject erasure (`auditlog.subject-erasure/v1`, log/audit/subjects.py), written with its entry
+# (its deletion list is in deletion_items under the same idx). `finished_at` NULL: what the list names is not all
+# destroyed yet (a crash after the entry); the server finishes it at start. Migration 0015.
+subject_erasures = Table(
+    "subject_erasures",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(128), nullable=False),
+    Column("subject", String(64), nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger, nullable=True),
+    Index("ix_subject_erasures_subject", "tenant", "subject", "idx"),
+)
