@@ -7,12 +7,15 @@ An archive of the entries [A, B) of a log is a directory, or a tar (optionally g
     tile/<L>/<N>[.p/<W>]            every hash tile of the tree of size B (log/tiles.py tiles_for_size), so that
                                     the root, and a proof of any entry, is recomputed from the archive alone
     tile/entries/<N>[.p/<W>]        the entry bundles covering [A, B): whole bundles, so from A rounded down to a
-                                    multiple of 256 (`entries_from`); a bundle that holds a pruned entry is not
-                                    here (the server answers such a bundle 410 Gone) but at pruned/ below
-    pruned/tile/entries/<N>[.p/<W>] such a bundle, in the same encoding, each pruned entry as zero bytes
-    pruned.json                     every pruned entry in the bundles: index, leaf hash, the deletion entry that
-                                    authorised it; and each such deletion: its entry (when the log had it at the
-                                    time), its list of deleted items and their `list_sha256` (design20)
+                                    multiple of 256 (`entries_from`)
+    tile/entries/<N>[.p/<W>].pruned.json
+                                    in place of a bundle that holds entries a retention run pruned, what the log
+                                    answers for it (410 Gone, log/prune.py): the problem body listing each pruned
+                                    entry with its deletion entry, and the bundle with those entries as zero bytes;
+                                    as a static copy of the log holds it (api/server/publishing.py), so LogClient
+                                    and `auditlog verify` read it the same way
+    api/v1/deletions/<index>        for each such deletion, what GET /api/v1/deletions/<index> answers: its items
+                                    and their `list_sha256` (design20)
     timestamps/<n>.tsr, <n>.note    the RFC 3161 TimeStampResp tokens the log holds for the checkpoint of size B,
                                     each beside the exact note bytes it stamped
     blobs/<sha256>                  every blob an archived event cites that the blob store still holds
@@ -23,10 +26,11 @@ Any tlog-tiles client reads the checkpoint, tiles and bundles as it reads a log'
 trusted: `verify_archive` recomputes everything from the log's key (module checklist below), and the manifest's
 hashes only catch a damaged file early and by name.
 
-Writing (log/archive_writer.py `write_archive`) reads ONE committed state of the database (`LogStore.read`, read-only, beside a live
-server), checks every archived entry against its leaf hash in the tiles as it goes (a database that disagrees
-with itself is never archived), and is atomic: the files go to a temporary name beside the target (a directory,
-or the tar file), are fsynced, and are renamed into place last. An existing target is never overwritten.
+Writing (log/archive_writer.py `write_archive`) reads ONE committed state of the database (`LogStore.read`,
+read-only, beside a live server), checks every archived entry against its leaf hash in the tiles as it goes (a
+database that disagrees with itself is never archived), and is atomic: the files go to a temporary name beside the
+target (a directory, or the tar file), are fsynced, and are renamed into place last. An existing target is never
+overwritten.
 
 `verify_archive` follows this checklist, going on after a failure where the later checks still mean something
 (every failure is reported, the first 20 in full):
@@ -42,11 +46,12 @@ or the tar file), are fsynced, and are renamed into place last. An existing targ
                       there is at least one
      7 hash tiles     exactly the tiles of size B, each of its width; every hash of a level L > 0 tile is the
                       root of the level L-1 tile below it; the root recomputed from the tiles is the checkpoint's
-     8 entries        exactly the bundles of [entries_from, B), each of its width; every entry hashes to its leaf
-                      hash in the level-0 tiles (a pruned entry is zero bytes and listed in pruned.json)
-     9 pruned         every pruned entry listed is in a pruned bundle, with the leaf hash of the tiles; its
-                      deletion lists it, the deletion's list hashes to its `list_sha256`, and the deletion entry
-                      (when the archive's tree holds it) is that very entry, committing to that hash
+     8 entries        exactly the bundles of [entries_from, B), each of its width (a bundle or its .pruned.json);
+                      every entry hashes to its leaf hash in the level-0 tiles, but the pruned ones, which are zero
+                      bytes and each listed in their bundle's .pruned.json
+     9 pruned         each pruned entry's deletion is described (api/v1/deletions/<d>) and lists it; the list
+                      hashes to its `list_sha256`; a deletion entry inside the archive's tree is an entry of that
+                      type committing to that hash (one beyond it is named, not proven, by this archive)
     10 blobs          every blob file hashes to its name; the blobs the archived events cite are exactly the
                       blob files and those the manifest lists as gone
 
@@ -79,11 +84,10 @@ from log.tile_nodes import node_hash_from_tile, tile_for_node
 from log.tiles import TILE_WIDTH, TileID, entry_bundles_for_size, tiles_for_size
 
 FORMAT = "auditlog.archive/v1"
-PRUNED_FORMAT = "auditlog.archive-pruned/v1"
 MANIFEST_FILE = "manifest.json"
 CHECKPOINT_FILE = "checkpoint"
-PRUNED_FILE = "pruned.json"
-PRUNED_PREFIX = "pruned/"
+PRUNED_SUFFIX = ".pruned.json"  # beside (in place of) a bundle the log answers 410 for, as api/server/publishing.py
+DELETIONS_DIR = "api/v1/deletions"
 TIMESTAMPS_DIR = "timestamps"
 BLOBS_DIR = "blobs"
 ENVELOPE_TYPE = b'"auditlog.envelope/v1"'
@@ -105,14 +109,14 @@ class ArchivedRecords:
 
     cited_blobs(entry)              the SHA-256 (hex) of each blob an entry cites (its blobs are archived)
     list_sha256(items)              the hash a deletion entry commits to, of its (kind, item) list
-    deletion_items(tx, deletion)    the (kind, item) list of a deletion (writing only)
+    deletion_document(tx, deletion) what GET /api/v1/deletions/<deletion> answers, or None (writing only)
 
     Which entries are pruned is the core's (log/prune.py); what authorised it is the personality's. The default
     (`NO_RECORDS`): a plain log, whose entries cite nothing and whose deletions it cannot describe."""
 
     cited_blobs: Callable[[bytes], Iterable[str]] = lambda entry: ()
     list_sha256: Callable[[Iterable[tuple[str, str]]], str] | None = None
-    deletion_items: Callable[[ReadTransaction, int], list[tuple[str, str]]] = lambda tx, deletion: []
+    deletion_document: Callable[[ReadTransaction, int], dict | None] = lambda tx, deletion: None
 
 
 NO_RECORDS = ArchivedRecords()
@@ -250,14 +254,16 @@ class ArchiveFiles:
 
 def _order(name: str) -> tuple:
     """The order verification reads files in: what later checks need first (the manifest, the checkpoint, the
-    pruned list, hash tiles by level), then the bundles by index (the standard and pruned ones interleaved), blobs."""
-    fixed = {MANIFEST_FILE: 0, CHECKPOINT_FILE: 1, PRUNED_FILE: 3}
+    deletion lists, hash tiles by level), then the bundles by index (standard and pruned interleaved), blobs."""
+    fixed = {MANIFEST_FILE: 0, CHECKPOINT_FILE: 1}
     if name in fixed:
         return (fixed[name],)
     if name.startswith(TIMESTAMPS_DIR + "/"):
         return (2, name)
-    tile_id = _tile_id(name.removeprefix(PRUNED_PREFIX))
-    if tile_id is not None and tile_id.level is not None and not name.startswith(PRUNED_PREFIX):
+    if name.startswith(DELETIONS_DIR + "/"):
+        return (3, name)
+    tile_id = _tile_id(name.removesuffix(PRUNED_SUFFIX))
+    if tile_id is not None and tile_id.level is not None and not name.endswith(PRUNED_SUFFIX):
         return (4, tile_id.level, tile_id.index)
     if tile_id is not None and tile_id.level is None:
         return (5, tile_id.index)
@@ -405,9 +411,8 @@ class _Verification:
         self.expected_tiles: set[TileID] = set()
         self.expected_bundles: dict[int, TileID] = {}
         self.bundles_seen: set[int] = set()
-        self.zero_length: dict[int, tuple[bytes, bool]] = {}  # index -> (leaf hash from the tiles, in a pruned bundle)
-        self.pruned: dict[int, tuple[str, int]] = {}  # index -> (leaf hash hex, deletion index), from pruned.json
-        self.deletions: dict[int, dict] = {}
+        self.pruned: dict[int, int] = {}  # index -> deletion index, of each pruned entry found (zero bytes, listed)
+        self.deletions: dict[int, dict] = {}  # deletion index -> its document (api/v1/deletions/<index>)
         self.deletion_entries: dict[int, bytes] = {}  # deletion entries found in the bundles
         self.cited: set[str] = set()
         self.blob_files: set[str] = set()
@@ -474,7 +479,7 @@ class _Verification:
             elif kind == 2:
                 self._timestamp_file(name, data)
             elif kind == 3:
-                self._pruned_list(data, manifest)
+                self._deletion_file(name, data)
             elif kind == 4:
                 self._hash_tile(name, data)
             elif kind == 5:
@@ -588,8 +593,8 @@ class _Verification:
 
     # -- 8: entries -------------------------------------------------------------------------------------------
     def _bundle(self, name: str, data: bytes) -> None:
-        in_pruned = name.startswith(PRUNED_PREFIX)
-        tile_id = _tile_id(name.removeprefix(PRUNED_PREFIX))
+        in_pruned = name.endswith(PRUNED_SUFFIX)
+        tile_id = _tile_id(name.removesuffix(PRUNED_SUFFIX))
         expected = self.expected_bundles.get(tile_id.index)
         if expected is None or expected.width != tile_id.width:
             self.fail(8, f"{name} is not a bundle of [{self.report.entries_from:,}, {self.report.to_size:,})")
@@ -599,6 +604,13 @@ class _Verification:
             return
         self.bundles_seen.add(tile_id.index)
         self.report.entry_bundles += 1
+        first = tile_id.index * TILE_WIDTH
+        listed: dict[int, int] = {}
+        if in_pruned:
+            parsed = self._pruned_problem(name, data, range(first, first + tile_id.width))
+            if parsed is None:
+                return
+            listed, data = parsed
         try:
             members = decode_entry_bundle(data)
         except InvalidInput as exc:
@@ -611,19 +623,18 @@ class _Verification:
         if leaves is None or len(leaves) < tile_id.width * HASH_SIZE:
             self.fail(8, f"{name} has no level-0 tile to check its entries against")
             return
-        first = tile_id.index * TILE_WIDTH
-        if in_pruned and all(members):
-            self.fail(8, f"{name} is a pruned bundle without a pruned (empty) entry")
         hashes = hash_leaves(members)
-        if b"".join(hashes) != leaves[: tile_id.width * HASH_SIZE] or in_pruned:
+        if b"".join(hashes) != leaves[: tile_id.width * HASH_SIZE] or listed:
             for position, (entry, leaf) in enumerate(zip(members, hashes)):
-                expected_leaf = leaves[position * HASH_SIZE:(position + 1) * HASH_SIZE]
-                if leaf == expected_leaf:
-                    continue
-                if not entry:
-                    self.zero_length[first + position] = (expected_leaf, in_pruned)
-                else:
-                    self.fail(8, f"entry {first + position} (in {name}) does not hash to its leaf hash")
+                index = first + position
+                if index in listed:
+                    if entry:
+                        self.fail(8, f"entry {index} is listed as pruned in {name} but its bundle holds bytes")
+                    else:
+                        self.pruned[index] = listed[index]
+                elif leaf != leaves[position * HASH_SIZE:(position + 1) * HASH_SIZE]:
+                    self.fail(8, f"entry {index} (in {name}) does not hash to its leaf hash"
+                                 + ("" if entry else ": it is empty, and not listed as pruned"))
         for position, entry in enumerate(members):
             if first + position in self.deletions:
                 self.deletion_entries[first + position] = entry
@@ -632,86 +643,95 @@ class _Verification:
         if self.progress is not None:
             self.progress(self.report.entries, (self.report.to_size or 0) - (self.report.entries_from or 0))
 
+    def _pruned_problem(self, name: str, data: bytes, indices: range) -> tuple[dict[int, int], bytes] | None:
+        """(pruned index -> deletion index, the bundle with them as zero bytes) of a .pruned.json: the 410 problem
+        body the log answers for the bundle (api/server/problems.py); None (and a failure) when it is not one."""
+        try:
+            problem = json.loads(data)
+            if not isinstance(problem, dict) or not str(problem.get("type", "")).endswith(":entry-pruned"):
+                raise ValueError("it is not an entry-pruned problem")
+            listed = {}
+            for item in problem["pruned"]:
+                index, deletion = item["index"], item["deletion_index"]
+                if not all(isinstance(v, int) and not isinstance(v, bool) for v in (index, deletion)):
+                    raise ValueError(f"pruned entry {str(item)[:80]} has a field of the wrong type")
+                if index not in indices:
+                    raise ValueError(f"it lists entry {index}, which is not in its bundle")
+                listed[index] = deletion
+            bundle = base64.b64decode(problem["bundle"], validate=True)
+        except (ValueError, KeyError, TypeError) as exc:
+            self.fail(8, f"{name} is not the problem the log answers for a bundle with pruned entries: {exc}")
+            return None
+        if not listed:
+            self.fail(8, f"{name} lists no pruned entry")
+            return None
+        return listed, bundle
+
     def _entries_complete(self) -> None:
         for index in sorted(set(self.expected_bundles) - self.bundles_seen)[:KEPT]:
             self.fail(8, f"the bundle {self.expected_bundles[index].path()} is missing")
-        for index, (_, in_pruned) in sorted(self.zero_length.items()):
-            if index not in self.pruned:
-                self.fail(8, f"entry {index} is empty, does not hash to its leaf hash, and is not listed as pruned")
-            elif not in_pruned:
-                self.fail(8, f"pruned entry {index} is in a standard bundle (tile/entries/): a tlog-tiles client "
-                             "would take it for the entry")
         if not self.report.failed(8):
+            pruned = f" ({len(self.pruned):,} of them pruned: zero bytes, each listed)" if self.pruned else ""
             self.report.passed[8] = (f"{self.report.entries:,} entries in {self.report.entry_bundles:,} bundles hash "
-                                     "to their leaf hashes" + (f" ({len(self.zero_length):,} pruned)"
-                                                               if self.zero_length else ""))
+                                     f"to their leaf hashes{pruned}")
 
     # -- 9: pruned entries ------------------------------------------------------------------------------------
-    def _pruned_list(self, data: bytes, manifest: dict) -> None:
+    def _deletion_file(self, name: str, data: bytes) -> None:
+        number = name.removeprefix(DELETIONS_DIR + "/")
         try:
-            listed = json.loads(data)
-            if not isinstance(listed, dict) or listed.get("format") != PRUNED_FORMAT:
-                raise ValueError(f"its format is not {PRUNED_FORMAT}")
-            for item in listed["entries"]:
-                index, leaf, deletion = item["index"], item["leaf_hash"], item["deletion_index"]
-                if not (isinstance(index, int) and isinstance(deletion, int) and isinstance(leaf, str)):
-                    raise ValueError(f"entry {item!r} has a field of the wrong type")
-                self.pruned[index] = (leaf, deletion)
-            for item in listed["deletions"]:
-                if not isinstance(item["index"], int) or not isinstance(item["items"], list):
-                    raise ValueError(f"deletion {str(item)[:80]} has a field of the wrong type")
-                self.deletions[item["index"]] = item
+            document = json.loads(data)
+            if not number.isdigit() or not isinstance(document, dict) or document.get("index") != int(number):
+                raise ValueError(f"its index is not {number}")
+            items = document["items"]
+            if not isinstance(items, list) or not all(isinstance(i, list) and len(i) == 2 and
+                                                      all(isinstance(v, str) for v in i) for i in items):
+                raise ValueError("items is not a list of [kind, item] strings")
+            if not isinstance(document.get("list_sha256"), str):
+                raise ValueError("list_sha256 is not a string")
         except (ValueError, KeyError, TypeError) as exc:
-            self.fail(9, f"pruned.json does not parse: {exc}")
+            self.fail(9, f"{name} is not a deletion list: {exc}")
+            return
+        self.deletions[int(number)] = document
 
     def _check_pruned(self) -> None:
-        for index, (leaf_hex, deletion) in sorted(self.pruned.items()):
-            seen = self.zero_length.get(index)
-            if seen is None:
-                self.fail(9, f"pruned entry {index} is listed but its bundle holds the entry or nothing")
-                continue
-            if seen[0].hex() != leaf_hex:
-                self.fail(9, f"pruned entry {index}'s listed leaf hash is not the one in the tiles")
-            record = self.deletions.get(deletion)
-            if record is None:
-                self.fail(9, f"pruned entry {index}: its deletion {deletion} is not described")
-                continue
-            items = [tuple(i) for i in record["items"] if isinstance(i, list) and len(i) == 2]
-            if ("entry", str(index)) not in items:
+        for index, deletion in sorted(self.pruned.items()):
+            document = self.deletions.get(deletion)
+            if document is None:
+                self.fail(9, f"pruned entry {index}: its deletion {deletion} is not in {DELETIONS_DIR}/")
+            elif ["entry", str(index)] not in document["items"]:
                 self.fail(9, f"pruned entry {index} is not in the list of deletion {deletion}")
         if self.deletions and self.records.list_sha256 is None:
-            self.fail(9, "the archive holds pruned entries, and no personality was given to check their deletions")
+            self.fail(9, "the archive holds deletion lists, and no personality was given to check them")
             return
-        for deletion, record in sorted(self.deletions.items()):
-            items = [tuple(i) for i in record["items"] if isinstance(i, list) and len(i) == 2]
-            digest = self.records.list_sha256(items)
-            if digest != record.get("list_sha256"):
+        used = set(self.pruned.values())
+        proven = 0
+        for deletion, document in sorted(self.deletions.items()):
+            if deletion not in used:
+                self.fail(9, f"deletion {deletion} pruned no archived entry")
+                continue
+            digest = self.records.list_sha256([tuple(item) for item in document["items"]])
+            if digest != document["list_sha256"]:
                 self.fail(9, f"the list of deletion {deletion} does not hash to its list_sha256")
                 continue
+            if not (self.report.entries_from or 0) <= deletion < (self.report.to_size or 0):
+                continue  # beyond the archive's tree: named, not proven, by this archive
             entry = self.deletion_entries.get(deletion)
-            if entry is None and deletion < (self.report.to_size or 0) and \
-                    deletion >= (self.report.entries_from or 0):
-                self.fail(9, f"deletion entry {deletion} is in the archive's range but not in its bundles")
+            try:
+                committed = json.loads(entry) if entry else None
+            except ValueError:
+                committed = None
+            if not isinstance(committed, dict) or committed.get("list_sha256") != digest or \
+                    committed.get("type") != document.get("type"):
+                self.fail(9, f"deletion entry {deletion} is not a {document.get('type')} entry committing to the "
+                             "list_sha256 of its list")
                 continue
-            if entry is not None and record.get("entry") not in (None, b64(entry)):
-                self.fail(9, f"deletion {deletion}: pruned.json's copy of its entry is not the archived entry")
-                continue
-            if entry is None and isinstance(record.get("entry"), str):
-                entry = _b64decode(record["entry"])  # beyond the archive's tree: shown, not proven, by the archive
-            if entry is not None:
-                try:
-                    committed = json.loads(entry).get("list_sha256")
-                except (ValueError, AttributeError):
-                    committed = None
-                if committed != digest:
-                    self.fail(9, f"deletion entry {deletion} does not commit to the list_sha256 of its list")
+            proven += 1
         if not self.report.failed(9):
             self.report.pruned = len(self.pruned)
             if self.pruned:
-                proven = sum(1 for d in self.deletions if d in self.deletion_entries)
                 self.report.passed[9] = (f"{len(self.pruned):,} pruned entries, each in the list of its deletion "
                                          f"({len(self.deletions)} deletion(s), {proven} of them proven in the "
-                                         "archive's tree)")
+                                         "archive's tree, the others beyond it)")
             else:
                 self.report.passed[9] = "no pruned entries"
 

@@ -21,17 +21,17 @@ from pathlib import Path
 from sqlalchemy import select
 
 from log.archive import (
-    BLOBS_DIR, CHECKPOINT_FILE, FILE_SYNCERS, FORMAT, MANIFEST_FILE, NO_RECORDS, PRUNED_FILE, PRUNED_FORMAT,
-    PRUNED_PREFIX, TIMESTAMPS_DIR, ArchivedRecords, Progress, archive_kind, check_member_name, json_bytes, b64,
+    BLOBS_DIR, CHECKPOINT_FILE, DELETIONS_DIR, FILE_SYNCERS, FORMAT, MANIFEST_FILE, NO_RECORDS, PRUNED_SUFFIX,
+    TIMESTAMPS_DIR, ArchivedRecords, Progress, archive_kind, check_member_name, json_bytes, b64,
     rfc3339, root_from_tiles,
 )
 from log.bundles import encode_entry_bundle
 from log.checkpoint import open_checkpoint
 from log.disk import fsync_directory
-from log.errors import InvalidInput, LogError, NotFound, StorageError
+from log.errors import EntryPruned, InvalidInput, LogError, NotFound, StorageError
 from log.hashing import HASH_SIZE, hash_leaves
 from log.note_keys import Verifier, parse_verifier_key
-from log.prune import pruned_in_range
+from log.prune import pruned_error, pruned_in_range
 from log.storage import ReadTransaction
 from log.storage.schema import checkpoint_cosignatures, checkpoints, entries, tiles, timestamps
 from log.tiles import TILE_WIDTH, TileID, entry_bundles_for_size, tiles_for_size
@@ -185,14 +185,17 @@ def default_archive_size(tx: ReadTransaction) -> int | None:
 
 
 def write_archive(store, out: str | os.PathLike, *, log_key: str, from_size: int, to_size: int | None = None,
-                  blobs=None, records: ArchivedRecords = NO_RECORDS, progress: Progress | None = None,
+                  blobs=None, records: ArchivedRecords = NO_RECORDS,
+                  pruned_body: Callable[[EntryPruned], dict] | None = None, progress: Progress | None = None,
                   clock: Callable[[], float] = time.time) -> ArchiveSummary:
     """Archive the entries [from_size, to_size) of the log in `store` (a LogStore, opened read-only is enough) to
-    `out` (see the module docstring), in one committed state of the database. `log_key` is the log's verifier key
-    (the database holds none): the checkpoint must verify with it, and the manifest names it. `to_size` must be the size of a
-    checkpoint the log holds; None: `default_archive_size`. `blobs`: the log's BlobStore (None: no blobs are
+    `out` (see the module docstring), in one committed state of the database. `log_key` is the log's verifier key (the
+    database holds none): the checkpoint must verify with it, and the manifest names it. `to_size` must be the size
+    of a checkpoint the log holds; None: `default_archive_size`. `blobs`: the log's BlobStore (None: no blobs are
     archived, every cited blob is listed as gone); `records`: what the personality says of the entries (which are
-    pruned and by which deletion, which blobs they cite: log/audit/archive.py).
+    pruned and by which deletion, which blobs they cite: log/audit/archive.py); `pruned_body(error)`: the problem
+    body the log answers for a bundle holding pruned entries (api/server/problems.py problem_body), which the
+    archive holds in the bundle's place; needed only when the range holds pruned entries (else StorageError).
 
     Raises InvalidInput for a range the log cannot archive (naming the checkpoints nearest to a `to_size` that has
     none) or an `out` that exists; StorageError when the database disagrees with itself (an entry that does not hash
@@ -211,7 +214,8 @@ def write_archive(store, out: str | os.PathLike, *, log_key: str, from_size: int
     kind = archive_kind(target)
     sink: _Sink = _DirectorySink(target) if kind == "dir" else _TarSink(target, kind == "tar.gz", now)
     try:
-        summary = store.read(lambda tx: _Writer(tx, sink, verifier, from_size, to_size, blobs, records, progress, now).run())
+        summary = store.read(lambda tx: _Writer(tx, sink, verifier, from_size, to_size, blobs, records, pruned_body,
+                                                progress, now).run())
         sink.finish()
         sink.commit()
     except BaseException:
@@ -224,9 +228,10 @@ def write_archive(store, out: str | os.PathLike, *, log_key: str, from_size: int
 
 class _Writer:
     def __init__(self, tx: ReadTransaction, sink: _Sink, verifier: Verifier, from_size: int, to_size: int | None,
-                 blobs, records: ArchivedRecords, progress, now: float):
+                 blobs, records: ArchivedRecords, pruned_body, progress, now: float):
         self.tx, self.sink, self.blobs, self.progress, self.now = tx, sink, blobs, progress, now
         self.records = records
+        self.pruned_body = pruned_body or _no_pruned_body
         self.verifier = verifier
         self.from_size, self.to_size = from_size, to_size
 
@@ -269,15 +274,8 @@ class _Writer:
         # 3. The entry bundles of [entries_from, B), each entry checked against its leaf hash.
         pruned, cited = self._bundles(entries_from, size, level0, summary)
 
-        # 4. What the pruned entries' deletions say, and the blobs the archived events cite.
-        deletions = self._deletions(pruned, size)
-        if pruned:
-            self.sink.add(PRUNED_FILE, json_bytes({
-                "format": PRUNED_FORMAT,
-                "entries": [{"index": index, "leaf_hash": leaf.hex(), "deletion_index": deletion}
-                            for index, (leaf, deletion) in sorted(pruned.items())],
-                "deletions": deletions,
-            }))
+        # 4. The deletion lists of the pruned entries' deletions, and the blobs the archived events cite.
+        self._deletions(pruned)
         gone = self._blobs(cited, summary)
 
         # 5. The manifest, last: the hash of every file above.
@@ -377,30 +375,27 @@ class _Writer:
                                            "`auditlog db check`")
                     else:
                         cited.update(self.records.cited_blobs(members[position]))
-                name = bundle.path()
-                self.sink.add(PRUNED_PREFIX + name if held else name, encode_entry_bundle(members))
+                if held:  # what the log answers 410 for, as a static copy of it has it (api/server/publishing.py)
+                    error = pruned_error({index: gone[index] for index in held}, f"GET /{bundle.path()}",
+                                         encode_entry_bundle(members))
+                    self.sink.add(bundle.path() + PRUNED_SUFFIX, json_bytes(self.pruned_body(error)))
+                else:
+                    self.sink.add(bundle.path(), encode_entry_bundle(members))
                 summary.entry_bundles += 1
                 done += bundle.width
             if self.progress is not None:
                 self.progress(done, size - start)
         return pruned, cited
 
-    def _deletions(self, pruned: dict[int, tuple[bytes, int]], size: int) -> list[dict]:
-        if not pruned:
-            return []
-        if self.records.list_sha256 is None:
-            raise StorageError("the log has pruned entries, and no personality was given to describe their deletions")
-        out = []
+    def _deletions(self, pruned: dict[int, tuple[bytes, int]]) -> None:
+        """`api/v1/deletions/<index>` of each deletion that pruned an archived entry: what GET /api/v1/deletions/
+        {index} answers (its items and their list_sha256), as a static copy of the log (`--publish-dir`) has it."""
         for deletion in sorted({d for _, d in pruned.values()}):
-            items = self.records.deletion_items(self.tx, deletion)
-            entry = self.tx.execute(select(entries.c.data).where(entries.c.idx == deletion))
-            out.append({
-                "index": deletion,
-                "entry": b64(bytes(entry[0][0])) if entry else None,
-                "items": sorted([kind, item] for kind, item in items),
-                "list_sha256": self.records.list_sha256(items),
-            })
-        return out
+            document = self.records.deletion_document(self.tx, deletion)
+            if document is None:
+                raise StorageError(f"the deletion entry {deletion} that pruned archived entries lists nothing: run "
+                                   "`auditlog db check`")
+            self.sink.add(f"{DELETIONS_DIR}/{deletion}", json_bytes(document))
 
     def _blobs(self, cited: set[str], summary: ArchiveSummary) -> set[str]:
         gone: set[str] = set()
@@ -418,3 +413,7 @@ class _Writer:
             summary.blobs += 1
         return gone
 
+
+def _no_pruned_body(error: EntryPruned) -> dict:
+    raise StorageError(f"the range holds pruned entries ({error}), and no problem body was given to write in their "
+                       "bundles' place")

@@ -25,7 +25,8 @@ from sqlalchemy import create_engine, text
 
 from api.cli.main import main
 from api.client.archive import verify_archive
-from log.archive import ArchiveFiles, MANIFEST_FILE, PRUNED_FILE, verify_archive as verify_structure
+from api.server.problems import problem_body
+from log.archive import ArchiveFiles, MANIFEST_FILE, verify_archive as verify_structure
 from log.archive_writer import write_archive
 from log.audit.archive import AUDIT_RECORDS, deletion_list_sha256
 from log.blobs import FileBlobStore
@@ -123,7 +124,8 @@ def _write(world, out: Path, **kwargs):
     store = SqlLogStore(world["url"], read_only=True)
     try:
         kwargs.setdefault("from_size", 300)
-        return write_archive(store, out, log_key=world["vkey"], blobs=world["blobs"], records=AUDIT_RECORDS, **kwargs)
+        return write_archive(store, out, log_key=world["vkey"], blobs=world["blobs"], records=AUDIT_RECORDS,
+                             pruned_body=problem_body, **kwargs)
     finally:
         store.close()
 
@@ -157,20 +159,22 @@ def test_an_archive_of_a_period_verifies_with_its_witness_and_timestamp(world, a
     assert (archived.cosignatures, archived.timestamps) == (1, 1)
     assert archived.hash_tiles == 4  # tile/0/000, 001, 002.p/N and tile/1/000.p/2
     files = set(ArchiveFiles.open(archived.path).names)
-    assert {"pruned/tile/entries/001", "tile/entries/002.p/" + str(size - 512)} - files == set()
+    deletion = world["deletion"]
+    assert {"tile/entries/001.pruned.json", f"api/v1/deletions/{deletion}",
+            "tile/entries/002.p/" + str(size - 512)} - files == set()
     assert "tile/entries/000" not in files  # [300, size) is whole bundles from 256
-    assert "tile/entries/001" not in files  # a bundle with a pruned entry is where a tlog-tiles client sees none
-    pruned = json.loads((archived.path / PRUNED_FILE).read_text())
-    assert pruned["entries"] == [{"index": 300, "leaf_hash": pruned["entries"][0]["leaf_hash"],
-                                  "deletion_index": world["deletion"]}]
-    assert pruned["deletions"][0]["items"] == [["entry", "300"], ["entry", "5"]]
+    assert "tile/entries/001" not in files  # the log answers it 410: in its place, that answer, as static copies have
+    problem = json.loads((archived.path / "tile/entries/001.pruned.json").read_text())
+    assert problem["status"] == 410 and problem["pruned"] == [{"index": 300, "deletion_index": deletion}]
+    listed = json.loads((archived.path / f"api/v1/deletions/{deletion}").read_text())
+    assert listed["items"] == [["entry", "300"], ["entry", "5"]] and listed["type"] == "auditlog.retention-run/v1"
 
     report = _verify(world, archived.path, witnesses=WitnessPolicy((world["witness"],)),
                      tsa_trusted=world["tsa_pem"])
     assert report.ok, report.failures
     assert sorted(report.passed) == list(range(1, 11))
     assert "cosigned by 1 of 1" in report.passed[5] and "genTime" in report.passed[6]
-    assert "1 of them proven in the archive's tree" in report.passed[9]
+    assert "1 of them proven in the archive's tree" in report.passed[9] and "1 of them pruned" in report.passed[8]
     assert report.entries == size - 256 and report.blobs == 2 and report.blobs_gone == 1
 
 
@@ -212,7 +216,8 @@ def test_a_database_that_disagrees_with_itself_is_not_archived(world, tmp_path):
     store = SqlLogStore(url, read_only=True)
     try:
         with pytest.raises(StorageError, match="entry 400 does not hash to its leaf hash"):
-            write_archive(store, tmp_path / "out.tar", log_key=world["vkey"], from_size=0, records=AUDIT_RECORDS)
+            write_archive(store, tmp_path / "out.tar", log_key=world["vkey"], from_size=0, records=AUDIT_RECORDS,
+                          pruned_body=problem_body)
     finally:
         store.close()
     assert not [p for p in tmp_path.iterdir() if "out" in p.name]
@@ -252,8 +257,8 @@ MUTATIONS = [
     ("hash tile, level 1", lambda w: "tile/1/000.p/2", 0, 7),
     ("partial hash tile", lambda w: f"tile/0/002.p/{w['size'] - 512}", 5, 7),
     ("entry bundle", lambda w: f"tile/entries/002.p/{w['size'] - 512}", -1, 8),
-    ("pruned bundle", lambda w: "pruned/tile/entries/001", -1, 8),
-    ("pruned list", lambda w: PRUNED_FILE, 60, 9),
+    ("pruned bundle", lambda w: "tile/entries/001.pruned.json", -5, 8),
+    ("deletion list", lambda w: f"api/v1/deletions/{w['deletion']}", 40, 9),
     ("blob", lambda w: _blob_name(w), 0, 10),
     ("timestamp token", lambda w: "timestamps/1.tsr", -40, 6),
     ("timestamped note", lambda w: "timestamps/1.note", 100, 6),
@@ -277,7 +282,7 @@ def test_one_changed_byte_in_any_file_makes_the_archive_invalid(world, archived,
 
 def test_missing_extra_and_linked_files_and_a_changed_manifest_are_invalid(world, archived, tmp_path):
     cases = {
-        "missing bundle": (lambda d: (d / "pruned/tile/entries/001").unlink(), {2, 8, 9}),
+        "missing bundle": (lambda d: (d / "tile/entries/001.pruned.json").unlink(), {2, 8, 9}),
         "extra file": (lambda d: (d / "notes.txt").write_text("x"), {2}),
         "symlink": (lambda d: (d / "link").symlink_to(d / "checkpoint"), {2}),
         "manifest range": (lambda d: _edit_manifest(d, to_size=world["size"] - 1), {4, 7, 8}),
@@ -303,7 +308,7 @@ def _edit_manifest(archive: Path, **changes) -> None:
 def test_a_changed_byte_in_a_tar_member_is_invalid(world, tmp_path):
     summary = _write(world, tmp_path / "a.tar")
     data = bytearray(summary.path.read_bytes())
-    data[data.index(b"entry 290")] ^= 0x01
+    data[data.index(b"entry 590")] ^= 0x01
     (tmp_path / "b.tar").write_bytes(bytes(data))
     report = verify_structure(tmp_path / "b.tar", world["vkey"], records=AUDIT_RECORDS)
     assert {f.check for f in report.failures} == {2, 8}

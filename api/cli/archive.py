@@ -64,6 +64,7 @@ def add_archive_parser(commands) -> None:
 def cmd_archive(args) -> int:
     """Write the archive (log/archive.py write_archive) from the database, opened read-only."""
     from api.cli.server import _check_key
+    from api.server.problems import problem_body  # the 410 a bundle with pruned entries is answered (and archived)
     from log.archive_writer import write_archive
     from log.audit.archive import AUDIT_RECORDS
     from log.blobs import FileBlobStore
@@ -89,7 +90,7 @@ def cmd_archive(args) -> int:
     blob_dir = Path(args.blob_dir) if args.blob_dir else config.data_dir / "blobs"
     try:
         summary = write_archive(store, args.out, log_key=log_key, from_size=args.from_size, to_size=args.to_size,
-                                blobs=FileBlobStore(blob_dir), records=AUDIT_RECORDS,
+                                blobs=FileBlobStore(blob_dir), records=AUDIT_RECORDS, pruned_body=problem_body,
                                 progress=None if args.quiet or args.json else ProgressBar())
     except LogError:
         raise

@@ -19,8 +19,9 @@ from witness.rfc3161 import format_gen_time, verify_timestamp
 
 def verify_archive(path: str | os.PathLike, log_key: str, *, witnesses: WitnessPolicy | None = None,
                    tsa_trusted: bytes | None = None, progress: archive.Progress | None = None) -> archive.ArchiveReport:
-    """log.archive.verify_archive of an audit log's archive (log/audit/archive.py), with check 5 when `witnesses` is given and check 6's token verification when
-    `tsa_trusted` (the PEM certificate(s) the tokens must chain to) is given."""
+    """log.archive.verify_archive of an audit log's archive (log/audit/archive.py), with check 5 when `witnesses`
+    is given and check 6's token verification when `tsa_trusted` (the PEM certificate(s) the tokens must chain to)
+    is given."""
 
     def cosignatures(note: bytes) -> str:
         report = check_cosignatures(note, witnesses)  # SignatureError for a line of a given key that does not verify
@@ -32,5 +33,6 @@ def verify_archive(path: str | os.PathLike, log_key: str, *, witnesses: WitnessP
         info = verify_timestamp(token, note, tsa_trusted)
         return f"genTime {format_gen_time(info.gen_time)} by {info.tsa_name}"
 
-    return archive.verify_archive(path, log_key, records=AUDIT_RECORDS, cosignatures=cosignatures if witnesses is not None else None,
+    return archive.verify_archive(path, log_key, records=AUDIT_RECORDS,
+                                  cosignatures=cosignatures if witnesses is not None else None,
                                   timestamp=timestamp if tsa_trusted is not None else None, progress=progress)

@@ -1,6 +1,6 @@
 """What an archive of the log (log/archive.py) needs to know of the audit personality's entries: the blobs an
-audit event cites (archived beside it), and the lists of the deletions that pruned entries (design20:
-`deletion_items`, `list_sha256`; which entries are pruned is the core's, log/prune.py).
+audit event cites (archived beside it), and the deletions that pruned entries (design20: their lists and
+`list_sha256`, as GET /api/v1/deletions/{index} answers; which entries are pruned is the core's, log/prune.py).
 
 `AUDIT_RECORDS` is the `ArchivedRecords` that `auditlog archive` writes and verifies with. The database reads
 import SQLAlchemy when called, so the verifying side (the client) never loads it.
@@ -40,15 +40,13 @@ def deletion_list_sha256(items: Iterable[tuple[str, str]]) -> str:
     return hashlib.sha256(b"".join(lines)).hexdigest()
 
 
-def deletion_list(tx: ReadTransaction, deletion: int) -> list[tuple[str, str]]:
-    """The (kind, item) list of the deletion whose log entry is `deletion`."""
-    from sqlalchemy import select
+def deletion_document(tx: ReadTransaction, deletion: int) -> dict | None:
+    """What GET /api/v1/deletions/{deletion} answers (log/audit/retention.py; loaded when called: it loads
+    SQLAlchemy, which the verifying side must not)."""
+    from log.audit.retention import deletion_document as document
 
-    from log.audit.tables import deletion_items
-
-    return [(kind, item) for kind, item in tx.execute(
-        select(deletion_items.c.kind, deletion_items.c.item).where(deletion_items.c.deletion_idx == deletion))]
+    return document(tx, deletion)
 
 
 AUDIT_RECORDS = ArchivedRecords(cited_blobs=cited_blobs, list_sha256=deletion_list_sha256,
-                                deletion_items=deletion_list)
+                                deletion_document=deletion_document)

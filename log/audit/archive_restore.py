@@ -4,11 +4,13 @@ own readers serve it (`auditlog serve --archive`, api/server/archive.py): `resto
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from dataclasses import dataclass
 
-from log.archive import BLOBS_DIR, CHECKPOINT_FILE, MANIFEST_FILE, PRUNED_FILE, PRUNED_PREFIX, ArchiveFiles, verify_archive
+from log.archive import (BLOBS_DIR, CHECKPOINT_FILE, DELETIONS_DIR, MANIFEST_FILE, PRUNED_SUFFIX, ArchiveFiles,
+                         verify_archive)
 from log.audit.archive import AUDIT_RECORDS
 from log.audit.canonical import parse_json
 from log.audit.errors import InvalidEvent
@@ -45,14 +47,15 @@ class RestoredArchive:
 
 def restore_archive(path: str | os.PathLike, url: str, blobs: BlobStore, log_key: str | None = None,
                     progress=None) -> RestoredArchive:
-    """Verify the archive at `path` (log/archive.py's checklist, with `log_key`, else the key its manifest names:
-    an archive is served only when it agrees with itself), then load it into the new database at `url` (a SQLite
-    file that does not exist yet) with the log's schema, so that the log's own readers serve it: its entries [entries_from, to_size) (pruned ones as the
-    retention job leaves them: empty, with their `pruned_entries` rows and deletion lists), every hash tile of its
-    tree (full tiles with their interior nodes), its checkpoint (the note with its cosignatures, as /checkpoint
-    served it), and the audit index rebuilt from its entries (events with their context and blob citations, registry
-    changes), and its blobs into `blobs`. API token entries are not loaded: an archive server takes the operator's credentials, never the
-    archived period's (a token revoked after the period would live again).
+    """Verify the archive at `path` (log/archive.py's checklist, with `log_key`, else the key its manifest names: an
+    archive is served only when it agrees with itself), then load it into the new database at `url` (a SQLite file
+    that does not exist yet) with the log's schema, so that the log's own readers serve it: its entries
+    [entries_from, to_size) (pruned ones as the retention job leaves them: empty, with their `pruned_entries` rows
+    and deletion lists), every hash tile of its tree (full tiles with their interior nodes), its checkpoint (the
+    note with its cosignatures, as /checkpoint served it), and the audit index rebuilt from its entries (events with
+    their context and blob citations, registry changes), and its blobs into `blobs`. API token entries are not
+    loaded: an archive server takes the operator's credentials, never the archived period's (a token revoked after
+    the period would live again).
 
     Raises VerificationError (the first failure) for an archive that does not verify; InvalidInput for a path that
     is no archive or a key that does not parse."""
@@ -79,20 +82,25 @@ def restore_archive(path: str | os.PathLike, url: str, blobs: BlobStore, log_key
                 put(tiles, [{"level": tile_id.level, "idx": tile_id.index, "data": data,
                              "interior": interior_nodes(data) if not tile_id.is_partial else None}])
             gone: dict[int, int] = {}
-            if PRUNED_FILE in files.names:
-                listed = json.loads(files.read(PRUNED_FILE))
-                gone = {item["index"]: item["deletion_index"] for item in listed["entries"]}
-                put(pruned_entries, [{"idx": i, "deletion_idx": d, "pruned_at": 0} for i, d in gone.items()])
-                put(deletion_items, [{"deletion_idx": d["index"], "kind": kind, "item": item}
-                                     for d in listed["deletions"] for kind, item in d["items"]])
-            bundles = sorted(((TileID.parse(n.removeprefix(PRUNED_PREFIX)), n) for n in files.names
-                              if n.removeprefix(PRUNED_PREFIX).startswith("tile/entries/")),
-                             key=lambda bundle: bundle[0].index)
+            for name in files.names:
+                if name.startswith(DELETIONS_DIR + "/"):
+                    document = json.loads(files.read(name))
+                    put(deletion_items, [{"deletion_idx": document["index"], "kind": kind, "item": item}
+                                         for kind, item in document["items"]])
+            bundles = sorted(((TileID.parse(n.removesuffix(PRUNED_SUFFIX)), n) for n in files.names
+                              if n.startswith("tile/entries/")), key=lambda bundle: bundle[0].index)
             rows: list[dict] = []
             index_rows: dict[str, list[dict]] = {}
             for tile_id, name in bundles:
                 first, leaves = tile_id.index * TILE_WIDTH, level0[tile_id.index]
-                for position, data in enumerate(decode_entry_bundle(files.read(name))):
+                bundle = files.read(name)
+                if name.endswith(PRUNED_SUFFIX):  # verified above: the 410 problem, its bundle with zero bytes
+                    problem = json.loads(bundle)
+                    pruned = {item["index"]: item["deletion_index"] for item in problem["pruned"]}
+                    put(pruned_entries, [{"idx": i, "deletion_idx": d, "pruned_at": 0} for i, d in pruned.items()])
+                    gone.update(pruned)
+                    bundle = base64.b64decode(problem["bundle"])
+                for position, data in enumerate(decode_entry_bundle(bundle)):
                     index = first + position
                     rows.append({"idx": index, "data": data, "received_at": 0,
                                  "leaf_hash": leaves[position * HASH_SIZE:(position + 1) * HASH_SIZE]})

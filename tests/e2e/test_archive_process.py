@@ -1,8 +1,8 @@
 """Archive and restore between real processes: a live log with plain entries and a recorded run that cites a blob;
 `auditlog archive` of a period of it from its database while it runs; `auditlog archive verify`; `auditlog serve
 --archive` of the archive, against which the verifying client proves an event's inclusion and finds the run's
-events, and which refuses writes. (Cosignatures and timestamp tokens in archives, real ones, are tests/test_archive.py's:
-a witness and a TSA process here would double this test's time.)
+events, and which refuses writes. (Cosignatures and timestamp tokens in archives, real ones, are
+tests/test_archive.py's: a witness and a TSA process here would double this test's time.)
 """
 
 from __future__ import annotations
