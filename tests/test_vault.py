@@ -12,13 +12,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings, strategies as st
 
 from log.access import Principal
 from log.audit.canonical import parse_json
 from log.audit.service import AuditService
 from log.audit.tables import audit_event_tokens, vault_subject_keys, vault_tokens
+from log.audit.canonical import canonicalize
 from log.audit.vault import (
-    VAULT_ACCESS_TYPE, SubjectErased, Vault, VaultIntegrityError, is_vault_token, token_sha256, tokens_in_event,
+    VAULT_ACCESS_TYPE, SubjectErased, Vault, VaultIntegrityError, format_vault_access, is_vault_token,
+    parse_vault_access, token_of, token_of_reference, token_sha256, tokens_in_event,
 )
 from log.audit.vault_keys import (
     MASTER_KEY_ENV, MASTER_KEY_FILE, LocalMasterKey, MasterKeyMismatch, load_master_key, unwrap_key, wrap_key,
@@ -147,6 +150,17 @@ def test_tokens_are_deterministic_per_tenant_and_differ_across_tenants(tmp_path)
     assert a1.created == 3  # the reference and two distinct values
 
 
+@settings(max_examples=300)
+@given(key=st.binary(min_size=32, max_size=32), value=st.text(min_size=1))
+def test_the_fast_token_is_base32_of_the_hmac_as_defined(key, value):
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return
+    assert token_of(key, value) == token_of_reference(key, value)
+    assert is_vault_token(token_of(key, value))
+
+
 def test_tokens_survive_a_restart_and_repeats_store_nothing_new(tmp_path):
     first = _run(tmp_path, lambda log, audit: audit.vault.tokenize("acme", "cust-1", ["v1", "v2"]))
     again = _run(tmp_path, lambda log, audit: audit.vault.tokenize("acme", "cust-1", ["v2", "v1", "v3"]))
@@ -239,6 +253,30 @@ def test_detokenize_logs_first_and_answers_each_token(tmp_path):
     assert (record["tenant"], record["credential"], record["role"], record["purpose"]) == (
         "acme", "token:reader1", "vault-reader", "chargeback 991")
     assert record["at"] == "2026-12-07T10:00:01.000Z"
+
+
+def test_vault_access_records_round_trip_and_mutations_are_refused():
+    tokens = ["vt." + "b" * 26, "vt." + "a" * 26, "vt." + "b" * 26]
+    record = format_vault_access("acme", READER, "court order 2026/77", tokens, 1_796_000_000_123)
+    parsed = parse_vault_access(parse_json(canonicalize(record)).value)
+    assert parsed == {"tenant": "acme", "credential": "token:reader1", "role": "vault-reader",
+                      "purpose": "court order 2026/77", "token_sha256": sorted({token_sha256(t) for t in tokens}),
+                      "at": 1_796_000_000_123}
+    mutations = {
+        "other type": {**record, "type": "auditlog.blob-erasure/v1"},
+        "extra member": {**record, "value": "alice"},
+        "missing purpose": {k: v for k, v in record.items() if k != "purpose"},
+        "empty purpose": {**record, "purpose": ""},
+        "unsorted hashes": {**record, "token_sha256": record["token_sha256"][::-1]},
+        "repeated hash": {**record, "token_sha256": record["token_sha256"][:1] * 2},
+        "a token, not its hash": {**record, "token_sha256": [tokens[0]]},
+        "no hashes": {**record, "token_sha256": []},
+        "bad time": {**record, "at": "yesterday"},
+    }
+    for name, mutated in mutations.items():
+        with pytest.raises(InvalidInput):
+            parse_vault_access(mutated)
+            pytest.fail(name)
 
 
 class _RefusingLog:

@@ -234,7 +234,7 @@ class AuditService:
         holds it: what ingest decides from must not lag behind a read replica."""
         service = cls(log, blobs, **kwargs)
         try:
-            await service.vault.check_master_key()
+            await service.vault.check_master_key()  # a wrong master key stops the start
             await service.reload()
         except BaseException:
             await service.close()
@@ -251,7 +251,10 @@ class AuditService:
         for index, record in await self._token_records(None, primary=True):
             tokens.apply(parse_token_change(parse_json(record).value), index)
         self.registry, self.tokens = registry, tokens
+        # Taking over: another sequencer may have changed the vault meanwhile (erasures), or set it up under another
+        # master key (refused then, call by call, rather than mixing two keys' mappings).
         self.vault.clear_cache()
+        await self.vault.check_master_key(refuse_calls=True)
         self._teach_verifiers()
 
     async def close(self) -> None:
