@@ -17,7 +17,8 @@ from tests.test_access_control import call, create_token, world  # noqa: F401 - 
 
 # The roles per permission, written out here rather than read from log/access.py.
 RIGHT_ROLE = {"entries:read": "monitor", "entries:append": "writer", "events:read": "auditor",
-              "blobs:read": "auditor", "blobs:write": "writer", "metrics": "monitor", "admin": "admin"}
+              "blobs:read": "auditor", "blobs:write": "writer", "metrics": "monitor", "admin": "admin",
+              "vault:tokenize": "writer", "vault:read": "vault-reader"}
 TENANT_SCOPED = {"events:read", "blobs:read"}  # an auditor of another tenant is refused these for acme's records
 
 
@@ -45,6 +46,7 @@ def _concrete(path: str, w: dict, size: int) -> str:
 def walk(world):  # noqa: F811 - the imported fixture
     w = dict(world)
     w["other-tenant"], _ = create_token(w["url"], w["admin-token"], "auditor", ["globex"])
+    w["vault-reader"], _ = create_token(w["url"], w["admin-token"], "vault-reader", ["acme"])
     _, created = create_token(w["url"], w["admin-token"], "writer", ["acme"])  # revoked by the walk's admin
     w["walk-token-id"] = created["token"]["token_id"]
     status, _, body = call(w["url"], "GET", "/api/v1/openapi.json")

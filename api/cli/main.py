@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     from api.cli.query import add_query_parsers
     from api.cli.retention import add_retention_parser
     from api.cli.tokens import add_token_parser
+    from api.cli.vault import add_vault_parser
     from witness.cli import add_witness_parser
     from witness.tsa_cli import add_tsa_parser
 
@@ -199,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "loaded into a temporary database; every write is refused (405); the database, "
                             "witnessing, timestamping, publishing and read-worker options do not apply. The admin "
                             "token is the one of --data-dir (or AUDITLOG_ADMIN_TOKEN)")
+    serve.add_argument("--vault-key-file", default=env("AUDITLOG_VAULT_KEY_FILE"), metavar="PATH",
+                       help="the token vault's master key: base64 of 32 random bytes on one line (env "
+                            "AUDITLOG_VAULT_KEY_FILE; else AUDITLOG_VAULT_MASTER_KEY holds the key itself; else "
+                            "<data dir>/vault-master.key, created on first start; keep it apart from the database in "
+                            "production)")
     _connection_flags(serve)
     _access_flags(serve)
     _oidc_flags(serve)
@@ -308,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_archive_parser(commands)
     add_token_parser(commands, exits.HELP)
     add_retention_parser(commands, exits.HELP)
+    add_vault_parser(commands, exits.HELP)
     add_witness_parser(commands)
     add_tsa_parser(commands)
     _name_each_parser(parser)

@@ -85,7 +85,8 @@ def cmd_serve(args) -> int:
                               verify_processes=verify_processes, limits=limits, blob_uploads=blob_uploads,
                               tls=tls, access_log_retention_days=retention / 86400, access=_access(args),
                               oidc=oidc, blob_dir=args.blob_dir, publish_dir=publish_dir,
-                              retention_interval=retention_interval))
+                              retention_interval=retention_interval,
+                              vault_key_file=args.vault_key_file))
 
 
 def _serve_archive(args) -> int:
@@ -291,7 +292,8 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
                  verify_processes: int = 0, limits=None, blob_uploads: int = defaults.BLOB_UPLOADS, tls=None,
                  access_log_retention_days: float = defaults.ACCESS_LOG_RETENTION_DAYS, access=None,
                  oidc=None, blob_dir: str | None = None, publish_dir: Path | None = None,
-                 retention_interval: float = defaults.RETENTION_INTERVAL) -> int:
+                 retention_interval: float = defaults.RETENTION_INTERVAL,
+                 vault_key_file: str | None = None) -> int:
     from aiohttp import web
 
     from api.server.app import create_app, freeze_startup_heap
@@ -305,7 +307,8 @@ async def _serve(config: LogConfig, host: str, port: int, witnessing=None, read_
                      access_log_retention_days=access_log_retention_days, access=access,
                      authenticators=authenticators, blob_dir=Path(blob_dir) if blob_dir else None,
                      publish_dir=publish_dir, publish_entry_bundles=access is not None and access.public,
-                     retention_interval=retention_interval)
+                     retention_interval=retention_interval,
+                     vault_key_file=vault_key_file)
     runner = GuardedRunner(app, limits, access_log=None, handle_signals=False,
                            shutdown_timeout=defaults.SHUTDOWN_GRACE)
     try:

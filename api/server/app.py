@@ -20,6 +20,7 @@ from api.server import access_log, auth, standby
 from api.server.audit_routes import AUDIT, AUDIT_ADMIN_TOKEN, add_audit_routes
 from api.server.lifecycle_routes import add_lifecycle_routes
 from api.server.retention_job import add_retention
+from api.server.vault_routes import add_vault_routes
 from api.server.metrics import HttpMetrics, metrics_middleware, render_dict_metrics
 from api.server.openapi import document_bytes
 from api.server.problems import problem_middleware
@@ -194,7 +195,8 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
                access: auth.AccessSettings | None = None, authenticators=(),
                admin_token: str | None = None, blob_dir: Path | None = None, publish_dir: str | Path | None = None,
                publish_entry_bundles: bool = False,
-               retention_interval: float = defaults.RETENTION_INTERVAL) -> web.Application:
+               retention_interval: float = defaults.RETENTION_INTERVAL,
+               vault_key_file: str | Path | None = None) -> web.Application:
     """The whole HTTP API over the log `config` describes. The log opens in the app's startup (cleanup_ctx).
     `verify_processes`: child processes that check signed audit events (0: this process does); `blob_uploads`:
     blob PUTs streamed to disk at once (more: 503); `access_log_retention_days`: how long the access log
@@ -203,7 +205,8 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     `admin_token`: instead of AUDITLOG_ADMIN_TOKEN or `<data dir>/admin.token`. `publish_dir`: keep the tlog-tiles
     read API there as files (api/server/publishing.py), the entry bundles too with `publish_entry_bundles` (which
     hold the entries' contents: for a public log). `retention_interval`: seconds between the sequencer's retention
-    runs (api/server/retention_job.py; 0: only when asked)."""
+    runs (api/server/retention_job.py; 0: only when asked). `vault_key_file`: the token vault's master key (else
+    AUDITLOG_VAULT_MASTER_KEY, else `<data dir>/vault-master.key`, log/audit/vault_keys.py)."""
     witnessing = witnessing or Witnessing()
     witnessing.check()
     http_metrics = HttpMetrics()
@@ -239,8 +242,10 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     app.router.add_routes(ROUTES)
     # After the log's lifetime: the service opens over it.
     add_audit_routes(app, data_dir=config.data_dir, admin_token=admin_token, verify_processes=verify_processes,
-                     blob_uploads=blob_uploads, blobs=FileBlobStore(blob_dir) if blob_dir is not None else None)
+                     blob_uploads=blob_uploads, blobs=FileBlobStore(blob_dir) if blob_dir is not None else None,
+                     vault_key_file=Path(vault_key_file) if vault_key_file is not None else None)
     add_lifecycle_routes(app)  # legal holds, data-subject requests: over app[AUDIT]
     add_retention(app, retention_interval)  # retention policies, runs, deletion lists: over app[AUDIT]
+    add_vault_routes(app)
     app.cleanup_ctx.append(_role_lifetime(first=False))  # last: after every other context that follows the role
     return app

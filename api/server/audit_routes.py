@@ -49,6 +49,7 @@ from log.audit.schema import EVENT_SCHEMA, SCHEMA_URL_PATH, parse_timestamp_ms
 from log.audit.service import (
     AuditService, AuditStats, EventQuery, LoggedEvent, PrunedEvent, Receipt, SubmitResult,
 )
+from log.audit.vault_keys import MASTER_KEY_ENV, load_master_key
 from log import defaults
 from log.blobs import MAX_BLOB_SIZE, BlobMismatch, BlobNotFound, BlobStore, FileBlobStore, check_digest
 from log.errors import InvalidInput, LogError, NotFound, Unavailable
@@ -492,12 +493,14 @@ AUDIT_ROUTES = with_expect_continue([
 
 def add_audit_routes(app: web.Application, *, data_dir: Path, admin_token: str | None = None,
                      blobs: BlobStore | None = None, verify_processes: int = 0,
-                     blob_uploads: int = defaults.BLOB_UPLOADS) -> None:
+                     blob_uploads: int = defaults.BLOB_UPLOADS, vault_key_file: Path | None = None) -> None:
     """Add the audit routes and the service's lifetime to `app`. Call after the log's cleanup context is added
     (the service opens over `app[LOG]`). Blobs default to `<data_dir>/blobs`; the admin token to
     AUDITLOG_ADMIN_TOKEN or `<data_dir>/admin.token` (created on first start). `verify_processes` child
     processes check submitted envelopes and their signatures (log/audit/verifier.py; 0: this process does).
-    `blob_uploads`: blob PUTs streaming at once; more are answered 503 with Retry-After."""
+    `blob_uploads`: blob PUTs streaming at once; more are answered 503 with Retry-After. The token vault's master
+    key: `vault_key_file`, else AUDITLOG_VAULT_MASTER_KEY, else `<data_dir>/vault-master.key` (created on first
+    start); one the vault's keys were not wrapped with stops the start (log/audit/vault_keys.py)."""
     data_dir = Path(data_dir)
     app[AUDIT_BLOB_UPLOADS] = asyncio.Semaphore(blob_uploads)
 
@@ -506,8 +509,13 @@ def add_audit_routes(app: web.Application, *, data_dir: Path, admin_token: str |
         if created:
             logger.warning("created the admin token for the producer registry in %s", data_dir / "admin.token")
         app[AUDIT_ADMIN_TOKEN] = token
+        master_key, where, created = load_master_key(data_dir, vault_key_file)
+        if created:
+            logger.warning("created the token vault's master key in %s: keep a copy elsewhere (it opens every "
+                           "mapping; without it none opens), and in production supply it with --vault-key-file or "
+                           "%s instead", where, MASTER_KEY_ENV)
         app[AUDIT] = await AuditService.open(app[LOG], blobs or FileBlobStore(data_dir / "blobs"),
-                                             verify_processes=verify_processes)
+                                             verify_processes=verify_processes, vault_master_key=master_key)
         app[METRIC_SOURCES].append(lambda: render_audit_metrics(app[AUDIT].stats))
 
         async def reload_on_takeover(role: str) -> None:

@@ -98,6 +98,9 @@ ROUTE_POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/retention/runs"): access.ADMIN,
     ("POST", "/api/v1/retention/runs"): access.ADMIN,
     ("GET", "/api/v1/deletions/{index}"): access.ENTRIES_READ,
+    # The token vault: a writer tokenises for its tenants; only a vault-reader detokenises (its tenants), logged first.
+    ("POST", "/api/v1/vault/tokenize"): access.VAULT_TOKENIZE,
+    ("POST", "/api/v1/vault/detokenize"): access.VAULT_READ,
     ("GET", "/metrics"): access.METRICS,  # public with `serve --metrics-public`
     ("*", "/{tail}"): FORWARDED,
 }

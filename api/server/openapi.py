@@ -417,6 +417,58 @@ _RETENTION_PATHS: dict = {
     },
 }
 
+# The token vault (api/server/vault_routes.py): tokenise at the boundary, detokenise with a purpose, logged first.
+_VAULT_TOKEN = {"type": "string", "pattern": "^vt\\.[a-z2-7]{26}$",
+                "description": "a vault token: vt. and 26 lowercase base32 characters"}
+_VAULT_PATHS: dict = {
+    "/api/v1/vault/tokenize": {
+        "post": {
+            "summary": "Tokenise values of one data subject in a tenant (a writer: its tenants); the same value in the "
+                       "same tenant always gets the same token; the mappings are stored sealed under the subject's "
+                       "key before the answer",
+            "operationId": "vaultTokenize",
+            "requestBody": _json_body({"type": "object", "required": ["tenant", "subject", "values"],
+                                       "additionalProperties": False, "properties": {
+                                           "tenant": {"type": "string", "pattern": _TOKEN},
+                                           "subject": {"type": "string", "minLength": 1, "description":
+                                                       "the data subject's reference (a customer id); answered as "
+                                                       "its token, stored only sealed"},
+                                           "values": {"type": "array", "minItems": 1, "maxItems": 10_000,
+                                                      "items": {"type": "string", "minLength": 1, "description":
+                                                                "at most 4,096 bytes of UTF-8"}}}}),
+            "responses": {"200": _json_object("the tokens, in the order of the values", {
+                "type": "object", "required": ["tenant", "subject", "tokens", "created"], "properties": {
+                    "tenant": {"type": "string"}, "subject": _VAULT_TOKEN,
+                    "tokens": {"type": "array", "items": _VAULT_TOKEN},
+                    "created": {"type": "integer", "minimum": 0, "description": "mappings new in this request"}}}),
+                          **_errors(400, 401, 403, 410, 413, 503)},
+        },
+    },
+    "/api/v1/vault/detokenize": {
+        "post": {
+            "summary": "The values of vault tokens (a vault-reader: its tenants), for a stated purpose; the "
+                       "auditlog.vault-access/v1 entry (who, role, purpose, the SHA-256 of each token, when) is "
+                       "committed in the log before any value is read; unknown and erased tokens are answered as such",
+            "operationId": "vaultDetokenize",
+            "requestBody": _json_body({"type": "object", "required": ["tenant", "tokens", "purpose"],
+                                       "additionalProperties": False, "properties": {
+                                           "tenant": {"type": "string", "pattern": _TOKEN},
+                                           "tokens": {"type": "array", "minItems": 1, "maxItems": 500,
+                                                      "items": _VAULT_TOKEN},
+                                           "purpose": {"type": "string", "minLength": 1, "maxLength": 1000}}}),
+            "responses": {"200": _json_object("each token's answer, in the order asked, and the vault-access entry", {
+                "type": "object", "required": ["tenant", "values", "index"], "properties": {
+                    "tenant": {"type": "string"}, "index": _UINT,
+                    "values": {"type": "array", "items": {"type": "object", "required": ["token", "status"],
+                                                          "properties": {
+                                                              "token": _VAULT_TOKEN,
+                                                              "status": {"enum": ["found", "unknown", "erased"]},
+                                                              "value": {"type": "string"}}}}}}),
+                          **_errors(400, 401, 403, 413, 500, 503)},
+        },
+    },
+}
+
 _TILE_N = _path("n", "tile index in tlog-tiles encoding (groups of 3 digits, all but the last prefixed 'x'), "
                      "then '.p/<W>' for a partial tile of width W (1-255)")
 
@@ -544,6 +596,7 @@ DOCUMENT: dict = {
         **_ACCESS_LOG_PATHS,
         **_LIFECYCLE_PATHS,
         **_RETENTION_PATHS,
+        **_VAULT_PATHS,
         "/tile/entries/{n}": {
             "get": {
                 "summary": "An entry bundle (c2sp.org/tlog-tiles): uint16 length-prefixed entries",
