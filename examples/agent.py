@@ -12,7 +12,8 @@ AUDITLOG_SERVER (or --server) may name several servers of one log, separated by 
 next on connection errors and 503s, so the agent keeps recording while one of them is down or being replaced.
 
 The agent handles one case: it may only call its (pretend) model once the intent is acknowledged by the log with
-a verified inclusion proof; the prompt and the answer go to the blob store, the events carry their hashes. With
+a verified inclusion proof; the prompt and the answer go to the blob store, the events carry their hashes; the
+customer id is tokenised in the log's vault (`recorder.tokenize`), and the events carry its token. With
 `--outbox DIR` every event is spooled before it is sent; what a killed run left there goes first on the next run.
 
 Exit codes: 0 recorded, 1 an acknowledgement did not verify, 2 bad input or an event the log refused,
@@ -41,8 +42,9 @@ def main() -> int:
     parser.add_argument("--producer", default="demo-agent")
     parser.add_argument("--tenant", default="acme")
     parser.add_argument("--token", default=os.environ.get("AUDITLOG_TOKEN"),
-                        help="a writer token for the blob uploads (auditlog token create --role writer; default: "
-                             "$AUDITLOG_TOKEN); events need none, their signature authenticates them")
+                        help="a writer token for the blob uploads and tokenising (auditlog token create --role writer "
+                             "--tenant acme; default: $AUDITLOG_TOKEN); events need none, their signature "
+                             "authenticates them")
     args = parser.parse_args()
     try:
         run(args)
@@ -65,10 +67,15 @@ def run(args: argparse.Namespace) -> None:
     except (LogError, ValueError) as exc:
         raise ValueError(f"--seed or --log-key is not a key: {exc}") from exc
     run_id = f"run-{uuid.uuid4()}"
-    context = {"case_id": "case-2026-0042", "customer_id": "cust_8f3a"}
+    customer_id = "cust_8f3a"  # the customer's id in the bank's own systems: it never reaches the log
     snapshot = {"model_id": "demo-model-1", "prompt_version": "kyc-review-v3"}
 
-    with recorder.action(run_id, context=context, snapshot=snapshot) as action:
+    with recorder.action(run_id, context={"case_id": "case-2026-0042"}, snapshot=snapshot) as action:
+        # Tokenisation at the boundary: the events carry the customer's vault token, never the id (the same id always
+        # gets the same token, so the customer's events are found by it; only a vault-reader with a stated purpose
+        # turns it back, and that is logged). Done once the intent is acknowledged: the customer's identity is
+        # handled only by a run the log knows of.
+        context = {"case_id": "case-2026-0042", "customer_id": recorder.tokenize(customer_id, subject=customer_id)}
         prompt = b"Summarise the risk indicators for case 2026-0042."
         prompt_ref = recorder.put_blob(prompt, "text/plain")
         answer = b"No sanctions match; two unusual transfers need human review."  # the model call would go here

@@ -281,6 +281,19 @@ CASES = [
     ("retention runs --server {server} --data-dir {data}", "good", GOOD),
     ("retention runs --server {server} --data-dir {data}", "down", UNREACHABLE),
     ("retention runs --server {server} --data-dir {root}/missing", "bad file", USAGE),
+    # vault (the data dir's admin token tokenises; detokenising is a vault-reader's alone: an admin is refused, 403)
+    ("vault tokenize --tenant acme --subject cust-1 alice@example.com --server {server} --data-dir {data}", "good",
+     GOOD),
+    ("vault tokenize --tenant acme --subject cust-1 alice --server {server} --data-dir {data}", "down", UNREACHABLE),
+    ("vault tokenize --tenant acme --subject cust-1 alice --server {server} --bogus", "bad flag", USAGE),
+    ("vault tokenize --tenant acme --subject cust-1 alice --server {server} --data-dir {root}/missing", "bad file",
+     USAGE),
+    ("vault detokenize --tenant acme --purpose audit vt.aaaaaaaaaaaaaaaaaaaaaaaaaa --server {server} "
+     "--data-dir {data}", "good", USAGE),
+    ("vault detokenize --tenant acme vt.aaaaaaaaaaaaaaaaaaaaaaaaaa --server {server} --data-dir {data}", "bad flag",
+     USAGE),  # no --purpose
+    ("vault detokenize --tenant acme --purpose audit vt.aaaaaaaaaaaaaaaaaaaaaaaaaa --server {server} --token t",
+     "down", UNREACHABLE),
     # keygen, db
     ("keygen --origin example.com/log --out {root}/keys/log.key", "good", GOOD),
     ("keygen --origin example.com/log --out {root}/data/log.key", "bad file", USAGE),  # exists: never overwritten

@@ -749,6 +749,46 @@ class LogClient:
         return await self._get_json(f"/api/v1/runs/{quote(run_id, safe='')}/evidence", params)
 
 
+    # -- the token vault (api/server/vault_routes.py) --------------------------------------------------------------
+    async def tokenize(self, tenant: str, subject: str, values: Sequence[str]) -> dict:
+        """Tokens for `values` of the data subject `subject` (its reference, e.g. a customer id) in `tenant`, in
+        order: `{"tenant", "subject" (the subject's token), "tokens", "created"}`. Needs a writer (or admin)
+        credential covering the tenant. Sent in requests of at most 10,000 values; a resend after a lost answer is
+        harmless (the same values get the same tokens, mappings already stored are kept)."""
+        from log import defaults
+
+        values = list(values)
+        if not values:
+            raise InvalidInput("give at least one value to tokenise", field="values")
+        out = {"tenant": tenant, "subject": None, "tokens": [], "created": 0}
+        for start in range(0, len(values), defaults.VAULT_MAX_VALUES):
+            chunk = values[start:start + defaults.VAULT_MAX_VALUES]
+            body, _ = await self._request("POST", "/api/v1/vault/tokenize",
+                                          json={"tenant": tenant, "subject": subject, "values": chunk})
+            document = self._parse_json(body, "POST /api/v1/vault/tokenize")
+            tokens = document.get("tokens")
+            if not isinstance(tokens, list) or len(tokens) != len(chunk) or not all(
+                    isinstance(t, str) and t.startswith("vt.") for t in tokens):
+                raise _malformed(f"the tokenise answer does not hold {len(chunk)} tokens")
+            out["subject"] = document.get("subject")
+            out["tokens"] += tokens
+            out["created"] += int(document.get("created", 0))
+        return out
+
+    async def detokenize(self, tenant: str, tokens: Sequence[str], purpose: str) -> dict:
+        """The values of vault `tokens` in `tenant`, for `purpose`: `{"tenant", "values": [{"token", "status"
+        (found, unknown, erased), "value"?}], "index"}`, `index` being the log entry that records this request
+        (committed before the values were read). Needs a vault-reader credential covering the tenant. Not resent
+        to another server once sent: each request is a log entry of its own."""
+        body, _ = await self._request("POST", "/api/v1/vault/detokenize", idempotent=False,
+                                      json={"tenant": tenant, "tokens": list(tokens), "purpose": purpose})
+        document = self._parse_json(body, "POST /api/v1/vault/detokenize")
+        values = document.get("values")
+        if not isinstance(values, list) or len(values) != len(tokens) or not isinstance(document.get("index"), int):
+            raise _malformed(f"the detokenise answer does not hold {len(tokens)} values and its log entry")
+        return document
+
+
 class SyncLogClient:
     """A blocking wrapper around LogClient for scripts: each call runs on a private event loop."""
 
@@ -779,6 +819,12 @@ class SyncLogClient:
 
     def tile(self, tile_id: TileID) -> bytes:
         return self._run(self._client.tile(tile_id))
+
+    def tokenize(self, tenant: str, subject: str, values: Sequence[str]) -> dict:
+        return self._run(self._client.tokenize(tenant, subject, values))
+
+    def detokenize(self, tenant: str, tokens: Sequence[str], purpose: str) -> dict:
+        return self._run(self._client.detokenize(tenant, tokens, purpose))
 
     def close(self) -> None:
         self._run(self._client.close())
