@@ -9,6 +9,8 @@ Kinds:
   batch   POST /api/v1/entries, {"entries": [base64, ...]} with --batch entries per request
   get     GET the paths listed (JSON array) in --paths-file, round robin
   events  POST /api/v1/events with the JSON bodies listed (JSON array) in --bodies-file, round robin
+  post    POST --path with the JSON bodies listed (JSON array) in --bodies-file, round robin, with --token (the
+          token vault's routes)
 
 --token (env AUDITLOG_TOKEN) is sent as a bearer credential with every request but signed events (which their
 signature authenticates). Each of --concurrency workers sends its next request as soon as the previous one is answered (closed loop, one
@@ -150,6 +152,12 @@ async def run(args) -> dict:
 
         def make_request():
             return "POST", "/api/v1/events", next(bodies), {"Content-Type": "application/json"}  # signed
+    elif args.kind == "post":
+        with open(args.bodies_file) as f:
+            bodies = itertools.cycle([json.dumps(b).encode() for b in json.load(f)])
+
+        def make_request():
+            return "POST", args.path, next(bodies), {"Content-Type": "application/json", **auth}
     else:
         raise SystemExit(f"unknown kind {args.kind!r}")
 
@@ -281,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", required=True, action="append",
                         help="a server's base URL; repeat it to spread the workers over several (worker n sends to "
                              "URL n mod the number given)")
-    parser.add_argument("--kind", required=True, choices=["single", "batch", "get", "events"])
+    parser.add_argument("--kind", required=True, choices=["single", "batch", "get", "events", "post"])
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--warmup", type=float, default=1.0)
@@ -290,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--paths-file")
     parser.add_argument("--bodies-file")
+    parser.add_argument("--path", help="the route of --kind post")
     parser.add_argument("--client", choices=sorted(DESCRIPTION), default="raw")
     parser.add_argument("--token", default=os.environ.get("AUDITLOG_TOKEN"),
                         help="a bearer credential sent with every request (env AUDITLOG_TOKEN)")
