@@ -321,18 +321,20 @@ class Vault:
     async def _check_master_key(self) -> None:
         t, s = vault_tenant_keys.c, vault_subject_keys.c
 
-        def read(tx):
-            ids = {row[0] for row in tx.execute(select(t.master_key_id).distinct())}
-            ids |= {row[0] for row in tx.execute(select(s.master_key_id).where(s.wrapped_key.is_not(None))
-                                                 .distinct())}
-            sample = tx.execute(select(t.wrapped_key).where(t.master_key_id == self.master_key.key_id).limit(1))
-            return ids, sample[0][0] if sample else None
+        mine = self.master_key.key_id
 
-        ids, sample = await self.log.read(read, primary=True)
-        others = sorted(ids - {self.master_key.key_id})
+        def read(tx):
+            # One row wrapped by another key is enough to refuse (no DISTINCT over every subject's row at start).
+            others = [row[0] for row in tx.execute(select(t.master_key_id).where(t.master_key_id != mine).limit(1))]
+            others += [row[0] for row in tx.execute(select(s.master_key_id).where(
+                s.wrapped_key.is_not(None), s.master_key_id != mine).limit(1))]
+            sample = tx.execute(select(t.wrapped_key).where(t.master_key_id == mine).limit(1))
+            return others, sample[0][0] if sample else None
+
+        others, sample = await self.log.read(read, primary=True)
         if others:
             raise MasterKeyMismatch(f"the vault's keys are wrapped by master key {others[0]}, and this server's "
-                                    f"master key is {self.master_key.key_id}: start it with the vault's master key "
+                                    f"master key is {mine}: start it with the vault's master key "
                                     "(--vault-key-file or AUDITLOG_VAULT_MASTER_KEY)")
         if sample is not None:
             await self._crypto_call(self.master_key.unwrap, bytes(sample))
