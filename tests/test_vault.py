@@ -468,3 +468,23 @@ def test_the_vault_on_postgresql(tmp_path):
     assert again.created == 1 and again.tokens[0] == out.tokens[1]
     assert [v.value for v in found.values] == ["alice", "bob", "carol"]
     assert [v.status for v in gone.values] == ["erased", "erased"]
+
+
+def test_a_takeover_under_another_master_key_refuses_vault_calls(tmp_path):
+    """A server that finds, on taking over, the vault under another master key cannot stop: it refuses every vault
+    call (Unavailable, naming the mismatch) instead of wrapping new keys under its own."""
+    async def work(log, audit):
+        await audit.vault.tokenize("acme", "cust-1", ["alice"])
+        other = Vault(log, LocalMasterKey(b"w" * 32), clock=_clock)
+        try:
+            await other.check_master_key(refuse_calls=True)
+            with pytest.raises(Unavailable, match="master key"):
+                await other.tokenize("acme", "cust-2", ["bob"])
+            with pytest.raises(Unavailable, match="master key"):
+                await other.detokenize("acme", ["vt." + "a" * 26], "p", READER)
+            await audit.vault.check_master_key(refuse_calls=True)  # the right key: nothing refused
+            return (await audit.vault.tokenize("acme", "cust-2", ["bob"])).created
+        finally:
+            other.close()
+
+    assert _run(tmp_path, work) == 2
