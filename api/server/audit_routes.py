@@ -58,6 +58,7 @@ AUDIT = web.AppKey("audit", AuditService)
 AUDIT_ADMIN_TOKEN = web.AppKey("audit_admin_token", str)
 AUDIT_SETTINGS = web.AppKey("audit_settings", object)
 AUDIT_BLOB_UPLOADS = web.AppKey("audit_blob_uploads", asyncio.Semaphore)
+VAULT_SERVED = web.AppKey("vault_served", bool)  # set by api/server/vault_routes.py: the vault's key is loaded
 
 MAX_EVENTS_BODY = 8 << 20
 logger = logging.getLogger(__name__)
@@ -509,11 +510,13 @@ def add_audit_routes(app: web.Application, *, data_dir: Path, admin_token: str |
         if created:
             logger.warning("created the admin token for the producer registry in %s", data_dir / "admin.token")
         app[AUDIT_ADMIN_TOKEN] = token
-        master_key, where, created = load_master_key(data_dir, vault_key_file)
-        if created:
-            logger.warning("created the token vault's master key in %s: keep a copy elsewhere (it opens every "
-                           "mapping; without it none opens), and in production supply it with --vault-key-file or "
-                           "%s instead", where, MASTER_KEY_ENV)
+        master_key = None
+        if app.get(VAULT_SERVED):  # an app without the vault's routes (an archive's) needs no master key, makes none
+            master_key, where, created = load_master_key(data_dir, vault_key_file)
+            if created:
+                logger.warning("created the token vault's master key in %s: keep a copy elsewhere (it opens every "
+                               "mapping; without it none opens), and in production supply it with --vault-key-file "
+                               "or %s instead", where, MASTER_KEY_ENV)
         app[AUDIT] = await AuditService.open(app[LOG], blobs or FileBlobStore(data_dir / "blobs"),
                                              verify_processes=verify_processes, vault_master_key=master_key)
         app[METRIC_SOURCES].append(lambda: render_audit_metrics(app[AUDIT].stats))

@@ -21,7 +21,7 @@ import json
 from aiohttp import web
 
 from api.server.access_log import record_read
-from api.server.audit_routes import AUDIT, _body, _json, parse_admin_body
+from api.server.audit_routes import AUDIT, VAULT_SERVED, _body, _json, parse_admin_body
 from api.server.auth import principal_of, tenant_scope
 from api.server.problems import ProblemKind, register_problem_kinds, with_expect_continue
 from log import defaults
@@ -93,5 +93,7 @@ VAULT_ROUTES = with_expect_continue([
 
 
 def add_vault_routes(app: web.Application) -> None:
-    """Add the vault's routes (the vault itself lives in the audit service, opened by add_audit_routes)."""
+    """Add the vault's routes (the vault itself lives in the audit service, opened by add_audit_routes, which loads
+    the master key only for an app that serves them). Call before the app starts."""
+    app[VAULT_SERVED] = True
     app.router.add_routes(VAULT_ROUTES)
