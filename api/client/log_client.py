@@ -596,7 +596,8 @@ class LogClient:
             raise _malformed("the events answer holds no list of events")
         if next_cursor is not None and not isinstance(next_cursor, str):
             raise _malformed("next_cursor is not a string")
-        if not items and next_cursor is not None:
+        if not items and next_cursor is not None and not document.get("pruned"):
+            # (a page of pruned events only lists them apart, under "pruned", and may be followed by another)
             raise _malformed("an empty page of events names a next page")
         if limit is not None and len(items) > limit:
             raise _malformed(f"{len(items)} events in a page of at most {limit}")

@@ -128,8 +128,10 @@ _AUDIT_PATHS: dict = {
                 _query("limit", "page size (default 100)"),
             ],
             "responses": {"200": _json_object("{events: [{index, entry, producer, key_id, signature, event}], "
-                                              "next_cursor}; `context.<name>=<value>` parameters filter on "
-                                              "context ids too"),
+                                              "next_cursor, pruned?: [{index, leaf_hash, deletion_index, event_id, "
+                                              "run_id, tenant, event_type}]}; `context.<name>=<value>` parameters "
+                                              "filter on context ids too; `pruned` lists the page's events whose "
+                                              "contents a retention run deleted"),
                           **_errors(400)},
         },
     },
@@ -139,7 +141,8 @@ _AUDIT_PATHS: dict = {
             "operationId": "runTimeline",
             "parameters": [_path("run_id", "the run id", _TOKEN), _TENANT, _PROOFS],
             "responses": {"200": _json_object("{run_id, origin, log_key, tree_size, checkpoint, events, "
-                                              "external_parents}"),
+                                              "external_parents, pruned?} (pruned: the run's events whose contents "
+                                              "a retention run deleted, as in GET /api/v1/events)"),
                           **_errors(400, 404)},
         },
     },
