@@ -330,6 +330,8 @@ CASES = [
     ("archive verify {root}/world.tar --log-key {vkey} --bogus", "bad flag", USAGE),
     ("archive verify {root}/missing.tar --log-key {vkey}", "bad file", USAGE),
     ("archive verify {root}/tampered.tar --log-key {vkey}", "tampered", FAILED),
+    ("serve --archive {root}/missing.tar --port 0 --data-dir {root}/s4", "bad file", USAGE),
+    ("serve --archive {root}/tampered.tar --port 0 --data-dir {root}/s5", "tampered", FAILED),
     # serve (the refusals: a running server is the world fixture itself)
     ("serve --port 0 --data-dir {root}/s1 --database-url postgresql+psycopg://postgres@127.0.0.1:{port}/x", "down",
      UNREACHABLE),

@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 
 from api.cli.main import main
+from api.client.evidence import verify_run_bundle
 from api.client.log_client import LogClient
 from api.client.recorder import Recorder, generate_key
 from tests.credentials import ADMIN, ADMIN_TOKEN
@@ -77,6 +78,9 @@ def test_a_period_archived_from_a_live_log_verifies_and_is_served_for_proofs_and
             assert proof.tree_size == size
             assert await client.entry(450) == b"entry 450"  # proven included in the archived checkpoint
             blob = page.events[1].envelope.event["output"]["sha256"]
+            bundle = await client.run_evidence("run-archived")  # the run's evidence, from the archive alone
+            report = verify_run_bundle(bundle, log_vkey)
+            assert report.evidence.events == 3 and report.checkpoint.size == size
             return blob
 
     blob = asyncio.run(audit())
