@@ -426,3 +426,26 @@ def test_the_clients_deletion_list_hash_is_retentions():
 
     for items in ([], [("entry", "5")], [("entry", "10"), ("entry", "9"), ("blob", "ab" * 32), ("subject", "t/vt.x")]):
         assert deletion_list_sha256(items) == retention.deletion_list_sha256(items)
+
+
+def test_an_archive_directory_behind_any_static_web_server_passes_the_monitor(world, tmp_path, capsys):
+    """The archive is the layout of a static copy of the log (`--publish-dir`), pruned bundles included: `auditlog
+    verify` checks it from a plain file server as it checks the live log."""
+    import functools
+    import http.server
+    import threading
+
+    summary = _write(world, tmp_path / "static", from_size=0)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(summary.path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        vkey_file = tmp_path / "log.vkey"
+        vkey_file.write_text(world["vkey"] + "\n")
+        code = main(["verify", "--server", f"http://127.0.0.1:{server.server_address[1]}", "--log-key",
+                     str(vkey_file), "--quiet"])
+        out = capsys.readouterr().out
+        assert code == 0 and f"Verified {world['size']:,} entries" in out and "VALID" in out, out
+    finally:
+        server.shutdown()
