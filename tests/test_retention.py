@@ -204,8 +204,19 @@ def test_pruning_keeps_every_proof_and_checkpoint_and_readers_answer_410(tmp_pat
         try:
             indices = await _submit(audit, producer, *[_event(n, "acme" if n % 3 else "globex") for n in range(300)])
             before = log.checkpoint
+            # A read-only Log on the same database (what a read worker and a standby serve from), its full bundle
+            # cached before the prune.
+            reader = await Log.open_reader(log.config)
+            assert decode_entry_bundle(await reader.tile(TileID(None, 0, 256)))[1]
             await retention.set_policy("acme", "event", "*", 7, "one week")
             [result] = await retention.run("acme")
+            try:
+                with pytest.raises(EntryPruned):
+                    await reader.tile(TileID(None, 0, 256))  # the cached bundle is not served
+                with pytest.raises(EntryPruned):
+                    await reader.entry(indices[1])
+            finally:
+                await reader.close()
             pruned = [i for n, i in enumerate(indices) if n % 3]
             assert result.deleted["entry"] == len(pruned)
             after = log.checkpoint
@@ -411,6 +422,8 @@ def test_the_routes_set_policies_run_and_answer_410_naming_the_deletion(log_conf
             runs = await (await client.get("/api/v1/retention/runs")).json()
             assert [r["index"] for r in runs["runs"]] == [run["index"]]
             assert (await client.post("/api/v1/retention/runs", json={"bogus": 1})).status == 400
+            metrics = await (await client.get("/metrics")).text()
+            assert "auditlog_retention_entries_pruned_total 3" in metrics
 
     asyncio.run(main())
 
