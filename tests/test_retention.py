@@ -531,7 +531,7 @@ def test_a_static_copy_replaces_pruned_bundles_and_verifies(tmp_path):
         log, audit, producer, retention = await _world(tmp_path)
         try:
             await _submit(audit, producer, *[_event(n, "acme" if n % 2 else "globex") for n in range(300)])
-            publisher = TilePublisher(log, directory, entry_bundles=True)
+            publisher = TilePublisher(log, directory, entry_bundles=True, pruned_look_interval=0)
             assert await publisher.publish_once()
             assert (directory / "tile/entries/000").exists()
             await retention.set_policy("acme", "event", "*", 1, "a day")

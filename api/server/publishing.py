@@ -30,7 +30,7 @@ problem (the pruned entries with their deletion entries, and the bundle with tho
 each such deletion entry's list at `api/v1/deletions/<index>`, the path the API serves it at, so `auditlog verify`
 checks a static copy as it checks the log (api/client/log_client.py reads the `.pruned.json` beside a bundle that is
 not there). Every round also looks for entries pruned since the last (pruned_entries.pruned_at): the bundles they
-are in, published before, are replaced so.
+are in, published before, are replaced so (looked for every PRUNED_LOOK_INTERVAL seconds at most).
 
 The directory may lag the log by up to `interval` seconds plus a round's writes; a checkpoint the log published and
 replaced within one interval is never written (each published checkpoint still comes with all its partial tiles).
@@ -72,6 +72,9 @@ TILES_PER_WRITE = 64  # tiles read, then written and synced, at a time: a catch-
 FILE_WRITERS = 16  # threads writing and syncing one round's files at once
 PRUNED_SUFFIX = ".pruned.json"  # beside a bundle the log answers 410 for: that answer's problem body
 PRUNED_CLOCK_MARGIN_MS = 60_000
+# How often a round looks for newly pruned entries: the look scans the pruned rows (pruned_at has no index), too
+# much for every 0.1 s round; a static copy may so serve a pruned bundle this much longer than the log does.
+PRUNED_LOOK_INTERVAL = 5.0
 
 
 class TilePublisher:
@@ -80,6 +83,7 @@ class TilePublisher:
     `await start()` starts the background task; `await stop()` ends it. `publish_once()` is one round (what the
     task does every `interval` seconds), for tests and manual triggers. `note_for(published)` gives the checkpoint
     file's bytes for a checkpoint (default: the log's signed note; with witnesses, WitnessJob.cosigned_note).
+    `pruned_look_interval`: seconds between two looks for newly pruned entries (module docstring).
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class TilePublisher:
         interval: float = defaults.PUBLISH_INTERVAL,
         retry_max: float = defaults.PUBLISH_RETRY_MAX,
         note_for: Callable[[Published], bytes] | None = None,
+        pruned_look_interval: float = PRUNED_LOOK_INTERVAL,
     ):
         if interval <= 0 or retry_max < interval:
             raise InvalidInput("the publishing interval must be positive and at most the longest retry wait",
@@ -119,6 +124,8 @@ class TilePublisher:
         self._io: asyncio.Future | None = None  # the file work in progress on a thread
         self._pruned_seen = -1  # pruned_entries.pruned_at looked at up to (minus a margin): see _replace_pruned_bundles
         self._deletions_written: set[int] = set()
+        self._pruned_looked_at = float("-inf")
+        self.pruned_look_interval = pruned_look_interval
 
     # -- lifetime -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -230,6 +237,10 @@ class TilePublisher:
         the bundle files removed (a reader sees the bundle or its replacement, then only the replacement)."""
         if self._size is None or not self._size:
             return
+        now = time.monotonic()
+        if now - self._pruned_looked_at < self.pruned_look_interval:
+            return
+        self._pruned_looked_at = now
         since = self._pruned_seen
         rows = await self.log.read(lambda tx: pruned_since(tx, since))
         if not rows:
