@@ -155,3 +155,49 @@ def test_a_held_blob_is_not_deleted_until_the_hold_is_released(log_config):
         assert (await client.get(f"/api/v1/blobs/{sha_held}", headers=ADMIN)).status == 404
 
     _serve(log_config, work)
+
+
+def test_subject_access_and_erasure_over_http(log_config):
+    """The reference goes in the body and never comes back; access answers a bundle the offline verifier accepts
+    (before and after the erasure) and is in the access log under the subject's token; erasure is logged."""
+    from api.client.evidence import verify_evidence
+
+    producer = Producer()
+    prompt = b"a prompt about the customer"
+
+    async def work(app, client):
+        audit = app[AUDIT]
+        subject = (await audit.vault.tokenize("acme", "carol@example.com", ["carol@example.com"])).subject
+        await setup_world(app, producer, event(1, context={"customer_id": subject}, input=ref(prompt)),
+                          event(2, run_id="run-2"), blobs=(prompt,))
+        body = {"tenant": "acme", "subject": "carol@example.com"}
+
+        answer = await client.post("/api/v1/subjects/access", json=body, headers=ADMIN)
+        assert answer.status == 200, await answer.text()
+        bundle = await answer.json()
+        assert bundle["subject"]["subject"] == subject and len(bundle["events"]) == 1
+        verify_evidence(bundle, audit.log.verifier_key)
+        nobody = await client.post("/api/v1/subjects/access", json={"tenant": "acme", "subject": "dan"},
+                                   headers=ADMIN)
+        assert nobody.status == 404 and b"dan" not in await nobody.read()
+        records = await (await client.get("/api/v1/access-log?what=subject-access", headers=ADMIN)).json()
+        targets = [r["target"] for r in records["records"]]
+        assert len(targets) == 2 and targets[0] == f"acme/{subject}" and targets[1].startswith("acme/vt.")
+        assert [r["status"] for r in records["records"]] == [200, 404]
+
+        for bad, field in (({**body}, "reason"), ({**body, "reason": "r", "extra": 1}, "extra"),
+                           ({"tenant": "acme", "reason": "r"}, "subject"), ({**body, "reason": ""}, "reason")):
+            refused = await client.post("/api/v1/subjects/erase", json=bad, headers=ADMIN)
+            assert (refused.status, (await refused.json()).get("field")) == (400, field)
+        erased = await client.post("/api/v1/subjects/erase", json={**body, "reason": "DSR 7"}, headers=ADMIN)
+        text = await erased.read()
+        assert erased.status == 200 and b"carol" not in text
+        answer = json.loads(text)
+        assert (answer["subject"], answer["complete"], answer["blobs_deleted"]) == (subject, True, 1)
+        assert json.loads((await audit.log.entry(answer["index"])).data)["type"] == "auditlog.subject-erasure/v1"
+
+        after = await (await client.post("/api/v1/subjects/access", json=body, headers=ADMIN)).json()
+        verify_evidence(after, audit.log.verifier_key)  # the erased subject and deleted blob stated, and proven
+        assert after["format"] == "auditlog.evidence/v3"
+
+    _serve(log_config, work)

@@ -90,6 +90,8 @@ ROUTE_POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/holds"): access.ADMIN,
     ("POST", "/api/v1/holds"): access.ADMIN,
     ("POST", "/api/v1/holds/{hold_id}/release"): access.ADMIN,
+    ("POST", "/api/v1/subjects/access"): access.ADMIN,
+    ("POST", "/api/v1/subjects/erase"): access.ADMIN,
     # Retention (api/server/retention_job.py): policies and runs are administration; a deletion list says only which
     # entries (indices), blobs (hashes) and subjects (tokens) a deletion removed, what a reader of entries needs to
     # check a pruned entry against (auditlog verify).

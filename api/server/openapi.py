@@ -324,6 +324,10 @@ _HOLD_SCOPE = {"type": "object", "required": ["tenant"], "additionalProperties":
     "to": {"type": "string", "format": "date-time", "description": "events at or before (their timestamp)"}}}
 _HOLD_ANSWER = "{hold: {hold_id, tenant, scope, reason, reference, active, placed_index, placed_at, " \
                "released_index, released_at}, index}"
+_SUBJECT_BODY = {"type": "object", "required": ["tenant", "subject"], "additionalProperties": False, "properties": {
+    "tenant": {"type": "string", "pattern": _TOKEN},
+    "subject": {"type": "string", "minLength": 1, "description": "the subject's reference (a customer id, an e-mail "
+                                                                 "address): in the body, never in a URL"}}}
 _LIFECYCLE_PATHS: dict = {
     "/api/v1/holds": {
         "get": {
@@ -356,6 +360,31 @@ _LIFECYCLE_PATHS: dict = {
                                        "properties": {"reason": {"type": "string", "minLength": 1},
                                                       "reference": {"type": "string"}}}),
             "responses": {"200": _json_object(_HOLD_ANSWER), **_errors(400, 401, 403, 404, 409, 503)},
+        },
+    },
+    "/api/v1/subjects/access": {
+        "post": {
+            "summary": "A data subject's access request (admin): every event of the tenant carrying any of the "
+                       "subject's vault tokens, as an evidence bundle that verifies offline. Recorded in the access "
+                       "log (what subject-access, target <tenant>/<subject token>)",
+            "operationId": "subjectAccess",
+            "requestBody": _json_body(_SUBJECT_BODY),
+            "responses": {"200": _json_object("the evidence bundle (auditlog.evidence/v3, with `subject`)"),
+                          **_errors(400, 401, 403, 404, 503)},
+        },
+    },
+    "/api/v1/subjects/erase": {
+        "post": {
+            "summary": "Erase a data subject (admin): logged first (auditlog.subject-erasure/v1 with its deletion "
+                       "list), then its vault key destroyed and its blobs deleted, except what a legal hold or a "
+                       "retention policy keeps (complete: false, skipped says what and why)",
+            "operationId": "subjectErase",
+            "requestBody": _json_body({**_SUBJECT_BODY, "required": ["tenant", "subject", "reason"], "properties": {
+                **_SUBJECT_BODY["properties"], "reason": {"type": "string", "minLength": 1}}}),
+            "responses": {"200": _json_object("{tenant, subject (token), index, complete, key_shredded, "
+                                              "blobs_deleted, list_sha256, skipped: {subject_hold, blobs_held, "
+                                              "blobs_retained, blobs_shared}, at}"),
+                          **_errors(400, 401, 403, 503)},
         },
     },
 }
