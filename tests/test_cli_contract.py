@@ -294,6 +294,36 @@ CASES = [
      USAGE),  # no --purpose
     ("vault detokenize --tenant acme --purpose audit vt.aaaaaaaaaaaaaaaaaaaaaaaaaa --server {server} --token t",
      "down", UNREACHABLE),
+    # hold, subject (admin; a hold is placed and released by the data dir's admin token)
+    ("hold place --tenant acme --run run-1 --reason litigation --reference case-17 --server {server} --data-dir {data}",
+     "good", GOOD),
+    ("hold place --tenant acme --context case_id --reason r --reference c --server {server} --data-dir {data}", "good",
+     USAGE),  # NAME=VALUE, refused before anything is sent
+    ("hold place --tenant acme --reason r --reference c --server {server} --data-dir {data}", "down", UNREACHABLE),
+    ("hold place --tenant acme --reason r --reference c --server {server} --data-dir {data} --bogus", "bad flag",
+     USAGE),
+    ("hold place --tenant acme --reason r --reference c --server {server} --data-dir {root}/missing", "bad file",
+     USAGE),
+    ("hold list --server {server} --data-dir {data}", "good", GOOD),
+    ("hold list --server {server} --data-dir {data}", "down", UNREACHABLE),
+    ("hold list --server {server} --data-dir {data} --bogus", "bad flag", USAGE),
+    ("hold release 0123456789abcdef --reason done --server {server} --data-dir {data}", "good", USAGE),  # no such hold
+    ("hold release 0123456789abcdef --reason done --server {server} --data-dir {data}", "down", UNREACHABLE),
+    ("hold release 0123456789abcdef --reason done --server {server} --data-dir {data} --bogus", "bad flag", USAGE),
+    ("subject erase --tenant acme --subject customer-7 --reason dsr-31 --server {server} --data-dir {data}", "good",
+     GOOD),
+    ("subject erase --tenant acme --subject customer-7 --reason dsr-31 --server {server} --data-dir {data}", "down",
+     UNREACHABLE),
+    ("subject erase --tenant acme --subject c --reason r --server {server} --data-dir {data} --bogus", "bad flag",
+     USAGE),
+    ("subject access --tenant acme --subject customer-8 --out {root}/s.json --server {server} --data-dir {data} "
+     "--log-key {vkey}", "good", USAGE),  # nothing carries its tokens: 404
+    ("subject access --tenant acme --subject c --out {root}/s.json --server {server} --data-dir {data} "
+     "--log-key {vkey}", "down", UNREACHABLE),
+    ("subject access --tenant acme --subject c --out {root}/no-dir/s.json --server {server} --data-dir {data} "
+     "--log-key {vkey}", "bad file", USAGE),
+    ("subject access --tenant acme --subject c --out {root}/s.json --server {server} --data-dir {data} --bogus",
+     "bad flag", USAGE),
     # keygen, db
     ("keygen --origin example.com/log --out {root}/keys/log.key", "good", GOOD),
     ("keygen --origin example.com/log --out {root}/data/log.key", "bad file", USAGE),  # exists: never overwritten
