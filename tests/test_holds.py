@@ -304,7 +304,8 @@ def test_a_hold_covers_exactly_the_events_its_scope_matches(tmp_path, name):
     _run(tmp_path, work)
 
 
-def test_holds_for_blobs_subjects_and_their_release(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_holds_for_blobs_subjects_and_their_release(tmp_path, backend):
     async def work(log, book):
         await _world().store(log)
         blobs = ["a" * 64, "b" * 64, "c" * 64, "d" * 64]
@@ -345,7 +346,11 @@ def test_holds_for_blobs_subjects_and_their_release(tmp_path):
         assert await log.read(lambda tx: (holds.for_subject(tx, "acme", "vt." + "z" * 26),
                                           holds.for_blobs(tx, blobs))) == (wide, {"a" * 64: wide, "c" * 64: wide})
 
-    _run(tmp_path, work)
+    if backend == "sqlite":
+        _run(tmp_path, work)
+    else:
+        with fresh_database() as url:
+            _run(tmp_path, work, url)
 
 
 class _NoQueries:
