@@ -33,6 +33,7 @@ from log.audit.vault_keys import LocalMasterKey
 from log.blobs import FileBlobStore
 from log.errors import InvalidInput, StorageError
 from log.service import Log, LogConfig
+from tests.postgres import fresh_database
 from tests.test_lifecycle_routes import Producer, event, ref
 
 VAULT_READER = Principal("token:reader", "vault-reader", frozenset({"acme"}))
@@ -43,7 +44,7 @@ def _clock() -> float:
     return datetime.datetime(2026, 3, 2, tzinfo=datetime.timezone.utc).timestamp()
 
 
-def _run(tmp_path, work, *, retained=()):
+def _run(tmp_path, work, *, retained=(), database_url: str | None = None):
     """`retained`: sha256s a retention policy (entry index 42) still obliges the log to keep."""
 
     def retention_until(tx, tenant, sha256s, now_ms):
@@ -51,7 +52,7 @@ def _run(tmp_path, work, *, retained=()):
 
     async def main():
         log = await Log.open(LogConfig(data_dir=tmp_path / "data", origin="example.com/subjects",
-                                       batch_max_age=0.002))
+                                       batch_max_age=0.002, database_url=database_url))
         audit = await AuditService.open(log, FileBlobStore(tmp_path / "blobs"), clock=_clock,
                                         vault_master_key=LocalMasterKey(b"k" * 32))
         try:
@@ -84,7 +85,8 @@ async def erasure_rows(log, index: int):
         tx.execute(select(s.tenant, s.subject, s.finished_at).where(s.idx == index))))
 
 
-def test_erasure_destroys_the_key_and_free_blobs_and_records_what_it_kept(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_erasure_destroys_the_key_and_free_blobs_and_records_what_it_kept(tmp_path, backend):
     shared, obliged, free = b"prompt also in a held run", b"answer under retention", b"prompt of the subject"
     system = b"the system prompt every run sends"
 
@@ -130,7 +132,11 @@ def test_erasure_destroys_the_key_and_free_blobs_and_records_what_it_kept(tmp_pa
         assert (again.record["blobs_deleted"], again.record["key_shredded"]) == (0, True)
         assert (await audit.vault.subject_state("acme", subject))["erasure_idx"] == receipt.index
 
-    _run(tmp_path, work, retained={sha(obliged)})
+    if backend == "sqlite":
+        _run(tmp_path, work, retained={sha(obliged)})
+    else:
+        with fresh_database() as url:
+            _run(tmp_path, work, retained={sha(obliged)}, database_url=url)
 
 
 def test_a_held_subject_keeps_its_key(tmp_path):
