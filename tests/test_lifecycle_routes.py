@@ -194,7 +194,12 @@ def test_subject_access_and_erasure_over_http(log_config):
         assert erased.status == 200 and b"carol" not in text
         answer = json.loads(text)
         assert (answer["subject"], answer["complete"], answer["blobs_deleted"]) == (subject, True, 1)
-        assert json.loads((await audit.log.entry(answer["index"])).data)["type"] == "auditlog.subject-erasure/v1"
+        record = json.loads((await audit.log.entry(answer["index"])).data)
+        assert record["type"] == "auditlog.subject-erasure/v1"
+        listed = await (await client.get(f"/api/v1/deletions/{answer['index']}", headers=ADMIN)).json()
+        assert sorted(map(tuple, listed["items"])) == [("blob", hashlib.sha256(prompt).hexdigest()),
+                                                       ("subject", f"acme/{subject}")]
+        assert listed["list_sha256"] == record["list_sha256"] == answer["list_sha256"]  # anyone recomputes it
 
         after = await (await client.post("/api/v1/subjects/access", json=body, headers=ADMIN)).json()
         verify_evidence(after, audit.log.verifier_key)  # the erased subject and deleted blob stated, and proven
