@@ -16,6 +16,9 @@ An archive of the entries [A, B) of a log is a directory, or a tar (optionally g
                                     and `auditlog verify` read it the same way
     api/v1/deletions/<index>        for each such deletion, what GET /api/v1/deletions/<index> answers: its items
                                     and their `list_sha256` (design20)
+    pruned-rows.json                what the log still says each archived pruned entry was (the audit personality:
+                                    its event's index row, so a run's evidence still lists it): the log's word, as
+                                    on the live log, not proven by the archive
     timestamps/<n>.tsr, <n>.note    the RFC 3161 TimeStampResp tokens the log holds for the checkpoint of size B,
                                     each beside the exact note bytes it stamped
     blobs/<sha256>                  every blob an archived event cites that the blob store still holds
@@ -88,6 +91,7 @@ MANIFEST_FILE = "manifest.json"
 CHECKPOINT_FILE = "checkpoint"
 PRUNED_SUFFIX = ".pruned.json"  # beside (in place of) a bundle the log answers 410 for, as api/server/publishing.py
 DELETIONS_DIR = "api/v1/deletions"
+PRUNED_ROWS_FILE = "pruned-rows.json"  # ArchivedRecords.pruned_rows of the archived pruned entries
 TIMESTAMPS_DIR = "timestamps"
 BLOBS_DIR = "blobs"
 ENVELOPE_TYPE = b'"auditlog.envelope/v1"'
@@ -110,6 +114,8 @@ class ArchivedRecords:
     cited_blobs(entry)              the SHA-256 (hex) of each blob an entry cites (its blobs are archived)
     list_sha256(items)              the hash a deletion entry commits to, of its (kind, item) list
     deletion_document(tx, deletion) what GET /api/v1/deletions/<deletion> answers, or None (writing only)
+    pruned_rows(tx, indices)        the personality's index rows that outlive a prune, JSON objects each with its
+                                    entry's `idx`: what the log still says a pruned entry was (writing only)
 
     Which entries are pruned is the core's (log/prune.py); what authorised it is the personality's. The default
     (`NO_RECORDS`): a plain log, whose entries cite nothing and whose deletions it cannot describe."""
@@ -117,6 +123,7 @@ class ArchivedRecords:
     cited_blobs: Callable[[bytes], Iterable[str]] = lambda entry: ()
     list_sha256: Callable[[Iterable[tuple[str, str]]], str] | None = None
     deletion_document: Callable[[ReadTransaction, int], dict | None] = lambda tx, deletion: None
+    pruned_rows: Callable[[ReadTransaction, list[int]], list[dict]] = lambda tx, indices: []
 
 
 NO_RECORDS = ArchivedRecords()
@@ -260,7 +267,7 @@ def _order(name: str) -> tuple:
         return (fixed[name],)
     if name.startswith(TIMESTAMPS_DIR + "/"):
         return (2, name)
-    if name.startswith(DELETIONS_DIR + "/"):
+    if name.startswith(DELETIONS_DIR + "/") or name == PRUNED_ROWS_FILE:
         return (3, name)
     tile_id = _tile_id(name.removesuffix(PRUNED_SUFFIX))
     if tile_id is not None and tile_id.level is not None and not name.endswith(PRUNED_SUFFIX):
@@ -413,6 +420,7 @@ class _Verification:
         self.bundles_seen: set[int] = set()
         self.pruned: dict[int, int] = {}  # index -> deletion index, of each pruned entry found (zero bytes, listed)
         self.deletions: dict[int, dict] = {}  # deletion index -> its document (api/v1/deletions/<index>)
+        self.pruned_rows: list[int] = []  # the entries pruned-rows.json describes
         self.deletion_entries: dict[int, bytes] = {}  # deletion entries found in the bundles
         self.cited: set[str] = set()
         self.blob_files: set[str] = set()
@@ -478,6 +486,8 @@ class _Verification:
                 self._checkpoint(data, size)
             elif kind == 2:
                 self._timestamp_file(name, data)
+            elif kind == 3 and name == PRUNED_ROWS_FILE:
+                self._pruned_rows_file(data)
             elif kind == 3:
                 self._deletion_file(name, data)
             elif kind == 4:
@@ -693,7 +703,22 @@ class _Verification:
             return
         self.deletions[int(number)] = document
 
+    def _pruned_rows_file(self, data: bytes) -> None:
+        try:
+            rows = json.loads(data)["rows"]
+            if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("idx"), int)
+                                                     for r in rows):
+                raise ValueError("rows is not a list of objects with an integer idx")
+        except (ValueError, KeyError, TypeError) as exc:
+            self.fail(9, f"{PRUNED_ROWS_FILE} does not parse: {exc}")
+            return
+        self.pruned_rows = [row["idx"] for row in rows]
+
     def _check_pruned(self) -> None:
+        if len(set(self.pruned_rows)) != len(self.pruned_rows):
+            self.fail(9, f"{PRUNED_ROWS_FILE} describes an entry twice")
+        for index in sorted(set(self.pruned_rows) - set(self.pruned))[:KEPT]:
+            self.fail(9, f"{PRUNED_ROWS_FILE} describes entry {index}, which is not an archived pruned entry")
         for index, deletion in sorted(self.pruned.items()):
             document = self.deletions.get(deletion)
             if document is None:
@@ -731,7 +756,8 @@ class _Verification:
             if self.pruned:
                 self.report.passed[9] = (f"{len(self.pruned):,} pruned entries, each in the list of its deletion "
                                          f"({len(self.deletions)} deletion(s), {proven} of them proven in the "
-                                         "archive's tree, the others beyond it)")
+                                         "archive's tree, the others beyond it); what the log still says of "
+                                         f"{len(self.pruned_rows):,} of them kept")
             else:
                 self.report.passed[9] = "no pruned entries"
 

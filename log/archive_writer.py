@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from log.archive import (
-    BLOBS_DIR, CHECKPOINT_FILE, DELETIONS_DIR, FILE_SYNCERS, FORMAT, MANIFEST_FILE, NO_RECORDS, PRUNED_SUFFIX,
+    BLOBS_DIR, CHECKPOINT_FILE, DELETIONS_DIR, FILE_SYNCERS, FORMAT, MANIFEST_FILE, NO_RECORDS, PRUNED_ROWS_FILE, PRUNED_SUFFIX,
     TIMESTAMPS_DIR, ArchivedRecords, Progress, archive_kind, check_member_name, json_bytes, b64,
     rfc3339, root_from_tiles,
 )
@@ -276,6 +276,9 @@ class _Writer:
 
         # 4. The deletion lists of the pruned entries' deletions, and the blobs the archived events cite.
         self._deletions(pruned)
+        rows = self.records.pruned_rows(self.tx, sorted(pruned)) if pruned else []
+        if rows:
+            self.sink.add(PRUNED_ROWS_FILE, json_bytes({"rows": rows}))
         gone = self._blobs(cited, summary)
 
         # 5. The manifest, last: the hash of every file above.

@@ -87,6 +87,10 @@ def _make_log(root: Path, url: str | None = None) -> dict:
         _sql(url, "INSERT INTO pruned_entries (idx, deletion_idx, pruned_at) VALUES (:i, :d, 1)", i=index, d=deletion)
         _sql(url, "INSERT INTO deletion_items (deletion_idx, kind, item) VALUES (:d, 'entry', :i)", d=deletion,
              i=str(index))
+    # Entry 300 stands for a pruned event: the prune keeps its index row, so its run still shows it existed.
+    _sql(url, "INSERT INTO audit_events (idx, tenant, producer, event_id, run_id, trace_id, parent_event_id, "
+              "actor_type, actor_id, event_type, ts) VALUES (300, 'acme', 'agent', 'ev-300', 'run-pruned', 'trace', "
+              "NULL, 'agent', 'agent', 'tool_call', 1)")
     blobs = FileBlobStore(root / "data" / "blobs")
     for data in BLOBS[:2]:
         blobs.put(hashlib.sha256(data).hexdigest(), data)
@@ -166,6 +170,8 @@ def test_an_archive_of_a_period_verifies_with_its_witness_and_timestamp(world, a
     assert "tile/entries/001" not in files  # the log answers it 410: in its place, that answer, as static copies have
     problem = json.loads((archived.path / "tile/entries/001.pruned.json").read_text())
     assert problem["status"] == 410 and problem["pruned"] == [{"index": 300, "deletion_index": deletion}]
+    kept = json.loads((archived.path / "pruned-rows.json").read_text())["rows"]
+    assert [(row["idx"], row["run_id"]) for row in kept] == [(300, "run-pruned")]
     listed = json.loads((archived.path / f"api/v1/deletions/{deletion}").read_text())
     assert listed["items"] == [["entry", "300"], ["entry", "5"]] and listed["type"] == "auditlog.retention-run/v1"
 
@@ -289,6 +295,7 @@ def test_missing_extra_and_linked_files_and_a_changed_manifest_are_invalid(world
         "manifest forged size": (lambda d: _edit_manifest(d, to_size=10**15), {1}),  # refused before listing tiles
         "manifest log key": (lambda d: _edit_manifest(d, log_key=generate_signer_key(TEST_ORIGIN)[1]), {3}),
         "manifest gone blob": (lambda d: _edit_manifest(d, blobs_gone=[]), {10}),
+        "kept row of an entry not pruned": (lambda d: _edit_rows(d, idx=301), {2, 9}),
         "manifest not json": (lambda d: _flip(d / MANIFEST_FILE, 0), {1}),
     }
     for name, (change, checks) in cases.items():
@@ -297,6 +304,12 @@ def test_missing_extra_and_linked_files_and_a_changed_manifest_are_invalid(world
         change(copy)
         report = _verify(world, copy)
         assert not report.ok and checks <= set(report.failure_counts), (name, report.failures)
+
+
+def _edit_rows(archive: Path, **changes) -> None:
+    kept = json.loads((archive / "pruned-rows.json").read_text())
+    kept["rows"][0].update(changes)
+    (archive / "pruned-rows.json").write_text(json.dumps(kept))
 
 
 def _edit_manifest(archive: Path, **changes) -> None:
@@ -393,6 +406,9 @@ def test_a_served_archive_answers_reads_as_the_log_did_and_refuses_writes(world,
                              [base64.b64decode(h) for h in proof["hashes"]], checkpoint.root_hash)
             consistency = await client.get("/api/v1/proof/consistency", params={"first": "100"})
             assert consistency.status == 200  # every tile of the tree is archived: proofs from any size
+            listed = await (await client.get("/api/v1/events", params={"run_id": "run-pruned"})).json()
+            assert [(p["index"], p["event_id"], p["deletion_index"]) for p in listed["pruned"]] == \
+                [(300, "ev-300", world["deletion"])]  # the run still shows its pruned event, as on the live log
             pruned = await client.get("/api/v1/entries/300")  # as the live log answers it: 410, naming the deletion
             assert pruned.status == 410 and str(world["deletion"]) in (await pruned.json())["detail"]
             before = await client.get("/api/v1/entries/10")

@@ -48,5 +48,20 @@ def deletion_document(tx: ReadTransaction, deletion: int) -> dict | None:
     return document(tx, deletion)
 
 
+def pruned_event_rows(tx: ReadTransaction, indices: list[int]) -> list[dict]:
+    """The audit_events rows of pruned event entries (a prune keeps them: the run still shows the event existed),
+    as JSON objects of their columns."""
+    from sqlalchemy import select
+
+    from log.audit.tables import audit_events
+
+    rows: list[dict] = []
+    for start in range(0, len(indices), 500):
+        chunk = indices[start:start + 500]
+        result = tx.execute(select(*audit_events.c).where(audit_events.c.idx.in_(chunk)).order_by(audit_events.c.idx))
+        rows += [dict(zip(audit_events.c.keys(), row)) for row in result]
+    return rows
+
+
 AUDIT_RECORDS = ArchivedRecords(cited_blobs=cited_blobs, list_sha256=deletion_list_sha256,
-                                deletion_document=deletion_document)
+                                deletion_document=deletion_document, pruned_rows=pruned_event_rows)

@@ -9,15 +9,15 @@ import json
 import os
 from dataclasses import dataclass
 
-from log.archive import (BLOBS_DIR, CHECKPOINT_FILE, DELETIONS_DIR, MANIFEST_FILE, PRUNED_SUFFIX, ArchiveFiles,
-                         verify_archive)
+from log.archive import (BLOBS_DIR, CHECKPOINT_FILE, DELETIONS_DIR, MANIFEST_FILE, PRUNED_ROWS_FILE, PRUNED_SUFFIX,
+                         ArchiveFiles, verify_archive)
 from log.audit.archive import AUDIT_RECORDS
 from log.audit.canonical import parse_json
 from log.audit.errors import InvalidEvent
 from log.audit.intake import check_envelope
 from log.audit.records import parse_entry
 from log.audit.service import _index_rows
-from log.audit.tables import audit_registry, deletion_items
+from log.audit.tables import audit_events, audit_registry, deletion_items
 from log.audit.tables import metadata as audit_metadata
 from log.blobs import BlobStore
 from log.bundles import decode_entry_bundle
@@ -87,6 +87,10 @@ def restore_archive(path: str | os.PathLike, url: str, blobs: BlobStore, log_key
                     document = json.loads(files.read(name))
                     put(deletion_items, [{"deletion_idx": document["index"], "kind": kind, "item": item}
                                          for kind, item in document["items"]])
+            if PRUNED_ROWS_FILE in files.names:  # what the log still said of its pruned events (verified: pruned ones)
+                columns = set(audit_events.c.keys())
+                put(audit_events, [{k: v for k, v in row.items() if k in columns}
+                                   for row in json.loads(files.read(PRUNED_ROWS_FILE))["rows"]])
             bundles = sorted(((TileID.parse(n.removesuffix(PRUNED_SUFFIX)), n) for n in files.names
                               if n.startswith("tile/entries/")), key=lambda bundle: bundle[0].index)
             rows: list[dict] = []
