@@ -192,6 +192,8 @@ def test_a_failing_directory_is_retried_and_never_stops_the_log(log_config, tmp_
                 await fill(log, 20, 30)
                 await publisher.start()
                 await _wait(lambda: checkpoint_size(directory) == 30)
+                # The checkpoint file is visible a moment before the round counts it (as above): wait for the count.
+                await _wait(lambda: publisher.metrics()["publish_files_total"] >= written + 3)
                 assert publisher.metrics()["publish_files_total"] == written + 3
             finally:
                 await publisher.stop()
