@@ -28,7 +28,8 @@ from api.client.archive import verify_archive
 from api.server.problems import problem_body
 from log.archive import ArchiveFiles, MANIFEST_FILE, verify_archive as verify_structure
 from log.archive_writer import write_archive
-from log.audit.archive import AUDIT_RECORDS, deletion_list_sha256
+from log.audit.archive import AUDIT_RECORDS
+from log.audit.lifecycle_names import deletion_list_sha256
 from log.blobs import FileBlobStore
 from log.errors import InvalidInput, StorageError
 from log.note import COSIGNATURE_ED25519
@@ -435,13 +436,6 @@ def test_a_served_archive_answers_reads_as_the_log_did_and_refuses_writes(world,
 
     with pytest.raises(VerificationError, match="check 2"):
         restore_archive(tampered, sqlite_url_for(tmp_path / "no.db"), FileBlobStore(tmp_path / "b2"))
-
-
-def test_the_clients_deletion_list_hash_is_retentions():
-    from log.audit import retention
-
-    for items in ([], [("entry", "5")], [("entry", "10"), ("entry", "9"), ("blob", "ab" * 32), ("subject", "t/vt.x")]):
-        assert deletion_list_sha256(items) == retention.deletion_list_sha256(items)
 
 
 def test_an_archive_directory_behind_any_static_web_server_passes_the_monitor(world, tmp_path, capsys):

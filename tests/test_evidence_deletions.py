@@ -24,7 +24,8 @@ from api.cli.main import main as cli_main
 from api.client.evidence import verify_evidence
 from log.audit.canonical import canonicalize
 from log.audit.errors import EvidenceError
-from log.audit.evidence import FORMAT, FORMAT_V2, deletion_list_sha256, verify_bundle
+from log.audit.evidence import FORMAT, FORMAT_V2, verify_bundle
+from log.audit.lifecycle_names import deletion_list_sha256
 from log.audit.schema import format_timestamp_ms
 from log.audit.tables import (
     audit_event_tokens, deletion_items, pruned_entries, vault_subject_keys, vault_tokens,
@@ -269,25 +270,28 @@ def test_a_list_too_long_to_carry_is_checked_against_its_entry_with_a_warning(wo
     assert any(f"GET /api/v1/deletions/{w.erasure}" in warning for warning in report.warnings), report.warnings
 
 
-@pytest.mark.parametrize("text", [
-    "vt." + "a" * 26, "id vt." + "b" * 26 + " and vt." + "c" * 26, "xvt." + "a" * 26, "vt." + "a" * 27,
-    "vt." + "A" * 26, "vt." + "a" * 25, "case:vt." + "d" * 26, "vt." + "e" * 26 + ".x", "no token",
+A, B, C = "vt." + "a" * 26, "vt." + "b" * 26, "vt." + "c" * 26
+
+
+@pytest.mark.parametrize("text, whole, found", [
+    (A, True, [A]),
+    (f"id {B} and {C}", False, [B, C]),
+    ("x" + A, False, []),  # the token would continue an id
+    ("case:" + A, False, []),
+    (A + "a", False, []),  # 27 characters
+    ("vt." + "A" * 26, False, []),  # base32 here is lowercase
+    ("vt." + "a" * 25, False, []),
+    (A + ".x", False, [A]),  # a full stop ends a token in prose
+    ("no token", False, []),
 ])
-def test_the_verifiers_copy_of_the_vault_token_shapes_agrees_with_the_vault(text):
-    """log/audit/evidence.py carries its own copy (a verifier imports it without sqlalchemy, which vault.py needs)."""
-    from log.audit import evidence, vault
+def test_vault_token_shapes_in_events(text, whole, found):
+    """log/audit/lifecycle_names.py: what the index of tokens in events and the verifiers take for a vault token,
+    anywhere in any string of an event, member names too."""
+    from log.audit.lifecycle_names import is_vault_token, tokens_in_event
 
-    event = json.dumps({"context": {"id": text}, text: [text]}).encode()
-    assert evidence.tokens_in_event(event) == vault.tokens_in_event(event)
-    assert evidence.is_vault_token(text) == vault.is_vault_token(text)
-
-
-def test_the_verifiers_copy_of_the_deletion_list_hash_agrees_with_retention():
-    from log.audit import evidence, retention
-
-    for items in ([], [("entry", "7")], [("subject", "acme/vt." + "a" * 26), ("blob", "f" * 64), ("entry", "10"),
-                                         ("entry", "9")]):
-        assert evidence.deletion_list_sha256(items) == retention.deletion_list_sha256(items)
+    assert is_vault_token(text) is whole
+    assert tokens_in_event(json.dumps({"context": {"id": text}}).encode()) == found
+    assert tokens_in_event(json.dumps({text: 1}).encode()) == found
 
 
 def test_a_real_retention_runs_deletions_verify(tmp_path):

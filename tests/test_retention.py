@@ -16,9 +16,10 @@ import sqlalchemy as sa
 from log import proofs
 from log.audit import retention as retention_module
 from log.audit.canonical import parse_json
+from log.audit.lifecycle_names import deletion_list_sha256
 from log.audit.records import parse_entry
 from log.audit.retention import (
-    Retention, blob_retention_until, deletion_list_sha256, parse_policy, parse_run, policy_change,
+    Retention, blob_retention_until, parse_policy, parse_run, policy_change,
 )
 from log.audit.service import AuditService, EventQuery
 from log.blobs import FileBlobStore

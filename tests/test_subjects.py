@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from log.access import Principal
 from log.audit.service import AuditService
-from log.audit.retention import deletion_list_sha256
+from log.audit.lifecycle_names import deletion_list_sha256
 from log.audit.subjects import SubjectRequests, parse_subject_erasure
 from log.audit.tables import deletion_items, subject_erasures
 from log.audit.vault_keys import LocalMasterKey

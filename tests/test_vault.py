@@ -19,9 +19,10 @@ from log.audit.canonical import parse_json
 from log.audit.service import AuditService
 from log.audit.tables import audit_event_tokens, vault_subject_keys, vault_tokens
 from log.audit.canonical import canonicalize
+from log.audit.lifecycle_names import is_vault_token, token_sha256, tokens_in_event
 from log.audit.vault import (
-    VAULT_ACCESS_TYPE, SubjectErased, Vault, VaultIntegrityError, format_vault_access, is_vault_token,
-    parse_vault_access, token_of, token_of_reference, token_sha256, tokens_in_event,
+    VAULT_ACCESS_TYPE, SubjectErased, Vault, VaultIntegrityError, format_vault_access, parse_vault_access, token_of,
+    token_of_reference,
 )
 from log.audit.vault_keys import (
     MASTER_KEY_ENV, MASTER_KEY_FILE, LocalMasterKey, MasterKeyMismatch, load_master_key, unwrap_key, wrap_key,

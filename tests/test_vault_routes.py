@@ -16,7 +16,8 @@ from api.server.audit_routes import AUDIT
 from api.server.state import LOG
 from log.access import Principal
 from log.audit.canonical import parse_json
-from log.audit.vault import VAULT_ACCESS_TYPE, token_sha256
+from log.audit.lifecycle_names import token_sha256
+from log.audit.vault import VAULT_ACCESS_TYPE
 from log.audit.vault_keys import LocalMasterKey
 from log.errors import StorageUnavailable
 

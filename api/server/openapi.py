@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from log.audit.lifecycle_names import VAULT_TOKEN_PATTERN
 from log.tiles import MAX_ENTRY_SIZE
 
 _PROBLEM_REF = {"$ref": "#/components/responses/Problem"}
@@ -450,7 +451,7 @@ _RETENTION_PATHS: dict = {
 }
 
 # The token vault (api/server/vault_routes.py): tokenise at the boundary, detokenise with a purpose, logged first.
-_VAULT_TOKEN = {"type": "string", "pattern": "^vt\\.[a-z2-7]{26}$",
+_VAULT_TOKEN = {"type": "string", "pattern": VAULT_TOKEN_PATTERN,
                 "description": "a vault token: vt. and 26 lowercase base32 characters"}
 _VAULT_PATHS: dict = {
     "/api/v1/vault/tokenize": {

@@ -8,11 +8,10 @@ import SQLAlchemy when called, so the verifying side (the client) never loads it
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable
 
 from log.archive import ArchivedRecords
+from log.audit.lifecycle_names import deletion_list_sha256
 from log.audit.schema import content_references
 from log.storage import ReadTransaction
 
@@ -32,12 +31,6 @@ def cited_blobs(entry: bytes) -> tuple[str, ...]:
     if not isinstance(obj, dict) or obj.get("type") != ENVELOPE_TYPE or not isinstance(obj.get("event"), dict):
         return ()
     return content_references(obj["event"])
-
-
-def deletion_list_sha256(items: Iterable[tuple[str, str]]) -> str:
-    """design20's `list_sha256` of a deletion: SHA-256 hex of the UTF-8 lines `<kind> <item>\\n`, sorted bytewise."""
-    lines = sorted(f"{kind} {item}\n".encode() for kind, item in items)
-    return hashlib.sha256(b"".join(lines)).hexdigest()
 
 
 def deletion_document(tx: ReadTransaction, deletion: int) -> dict | None:

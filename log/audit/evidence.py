@@ -84,15 +84,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from log.audit.canonical import canonicalize, parse_json
 from log.audit.errors import EvidenceError, InvalidEvent
+from log.audit.lifecycle_names import deletion_list_sha256, is_vault_token, tokens_in_event
 from log.audit.records import BLOB_ERASURE_TYPE, parse_blob_erasure, parse_entry
 from log.audit.registry import Registry
 from log.audit.schema import TOKEN_PATTERN, content_references, format_timestamp_ms, parse_timestamp_ms, python_regex
@@ -130,34 +128,6 @@ FIELDS = {  # each format's required fields (v3: run_id or subject, checked apar
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 _TENANT = python_regex(TOKEN_PATTERN)
-# The vault's token shapes (log/audit/vault.py VAULT_TOKEN_PATTERN and tokens_in_event), copied: a verifier imports
-# this module without the server or sqlalchemy, which vault.py needs. tests/test_evidence_deletions.py holds the two
-# together.
-_VAULT_TOKEN = re.compile(r"^vt\.[a-z2-7]{26}\Z")
-_TOKEN_IN_TEXT = re.compile(r"(?<![A-Za-z0-9_.:~-])vt\.[a-z2-7]{26}(?![A-Za-z0-9_:~-])")
-
-
-def is_vault_token(text: object) -> bool:
-    return isinstance(text, str) and _VAULT_TOKEN.match(text) is not None
-
-
-def tokens_in_event(event_bytes: bytes) -> list[str]:
-    """The distinct vault tokens in any string (member names included) of an event's JSON bytes, sorted."""
-    if b"vt." not in event_bytes:
-        return []
-    found: set[str] = set()
-    stack = [json.loads(event_bytes)]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "vt." in item:
-                found.update(_TOKEN_IN_TEXT.findall(item))
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return sorted(found)
 
 
 def _b64(data: bytes) -> str:
@@ -166,13 +136,6 @@ def _b64(data: bytes) -> str:
 
 def _proven(index: int, data: bytes, proof: list[bytes]) -> dict:
     return {"index": index, "entry": _b64(data), "inclusion_proof": [_b64(h) for h in proof]}
-
-
-def deletion_list_sha256(items: Iterable[tuple[str, str]]) -> str:
-    """The deletion list hash: SHA-256 (hex) of the UTF-8 lines `<kind> <item>\n`, sorted bytewise. A copy of
-    log/audit/retention.py's, which needs sqlalchemy that a verifier does without; a test holds the two together."""
-    lines = sorted(f"{kind} {item}\n".encode() for kind, item in items)
-    return hashlib.sha256(b"".join(lines)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -810,4 +773,4 @@ def _check_deletions(bundle: dict, checkpoint: Checkpoint, nodes: list[Node], ev
 
 __all__ = ["DELETION_TYPES", "FORMAT", "FORMAT_V1", "FORMAT_V2", "MAX_CARRIED_ITEMS", "DeletedItem", "Deletions",
            "DeletionRecord", "ErasedSubject", "EvidenceReport", "PolicyRecord", "PrunedEvent", "build_bundle",
-           "deletion_list_sha256", "verify_bundle"]
+           "verify_bundle"]

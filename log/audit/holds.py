@@ -50,7 +50,7 @@ from sqlalchemy import and_, exists, or_, select
 from log.audit.canonical import canonicalize, parse_json
 from log.audit.errors import InvalidEvent
 from log.audit.schema import TOKEN_PATTERN, format_timestamp_ms, parse_timestamp_ms, python_regex
-from log.audit.vault import is_vault_token
+from log.audit.lifecycle_names import is_vault_token
 from log.audit.tables import (
     audit_event_blobs, audit_event_context, audit_event_tokens, audit_events, legal_holds, vault_tokens,
 )

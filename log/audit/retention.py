@@ -29,15 +29,13 @@ list when the next run starts (the job starts one at each start of the sequencer
 and nothing is ever half-deleted. A run that finds nothing due and nothing held writes no entry (nothing happened
 that an auditor could ask about; the answer to the caller says so).
 
-The deletion list hash (`deletion_list_sha256`) is SHA-256 of the lines `<kind> <item>\\n`, sorted bytewise, one
-per item (kinds `entry`: the decimal index; `blob`: the sha256; `subject`: `<tenant>/<subject token>`). The entry
-commits to it; GET /api/v1/deletions/{index} serves the list, so anyone recomputes it.
+The deletion list hash is log/audit/lifecycle_names.py `deletion_list_sha256` (SHA-256 of the lines
+`<kind> <item>\\n`, sorted bytewise). The entry commits to it; GET /api/v1/deletions/{index} serves the list, so anyone recomputes it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import logging
 import os
@@ -53,6 +51,7 @@ from sqlalchemy import and_, func, select, update
 from log.audit import holds as holds_module
 from log.audit.canonical import canonicalize, parse_json
 from log.audit.errors import InvalidEvent
+from log.audit.lifecycle_names import deletion_list_sha256
 from log.audit.schema import EVENT_TYPES, TOKEN_PATTERN, format_timestamp_ms, parse_timestamp_ms, python_regex
 from log.audit.tables import (
     audit_event_blobs, audit_event_context, audit_event_tokens, audit_events, deletion_items, pruned_entries, retention_policies,
@@ -81,16 +80,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 # -- the deletion list -------------------------------------------------------------------------------------------
-
-def deletion_list_sha256(items: Iterable[tuple[str, str]]) -> str:
-    """SHA-256 hex of the deletion list `items` ((kind, item) pairs, any order): the UTF-8 lines `<kind> <item>\\n`
-    sorted bytewise. The same list in any order gives the same hash; an empty list, SHA-256 of nothing."""
-    lines = sorted(f"{kind} {item}\n".encode() for kind, item in items)
-    digest = hashlib.sha256()
-    for line in lines:
-        digest.update(line)
-    return digest.hexdigest()
-
 
 # -- records -----------------------------------------------------------------------------------------------------
 
@@ -738,5 +727,5 @@ def _check_tenant_input(tenant: str) -> None:
 
 __all__ = ["ANY", "DAY_MS", "DELETION_KINDS", "POLICY_TYPE", "Plan", "Policy", "PolicyReceipt", "RECORD_CLASSES",
            "RUN_TYPE", "Retention", "RunResult", "blob_retention_until", "check_selector", "deletion_list",
-           "deletion_document", "deletion_list_sha256", "entries_listed", "format_policy", "format_run", "parse_policy", "parse_run", "plan_run",
+           "deletion_document", "entries_listed", "format_policy", "format_run", "parse_policy", "parse_run", "plan_run",
            "policies_in_force", "policy_change"]

@@ -56,7 +56,8 @@ from log.audit.tables import (
 )
 from log.audit.tokens import ApiToken, TokenRegistry, new_token, token_digest
 from log.audit.timeline import Node, causal_order
-from log.audit.vault import Vault, tokens_in_event
+from log.audit.lifecycle_names import tokens_in_event
+from log.audit.vault import Vault
 from log.audit.vault_keys import MasterKey
 from log.audit.verifier import VerifierPool, VerifierUnavailable
 from log.blobs import BlobStore, check_digest

@@ -53,12 +53,12 @@ from sqlalchemy import select, update
 from log.audit.canonical import canonicalize
 from log.audit.errors import InvalidEvent
 from log.audit.holds import MAX_TEXT, ActiveHolds, in_chunks
-from log.audit.retention import blob_retention_until, deletion_list_sha256
+from log.audit.lifecycle_names import deletion_list_sha256, is_vault_token
+from log.audit.retention import blob_retention_until
 from log.audit.schema import TOKEN_PATTERN, format_timestamp_ms, python_regex
 from log.audit.tables import (
     audit_event_blobs, audit_event_tokens, deletion_items, subject_erasures, vault_tokens,
 )
-from log.audit.vault import is_vault_token
 from log.errors import InvalidInput, NotFound
 from log.storage import RowInsert
 

@@ -50,20 +50,17 @@ from sqlalchemy import and_, select, update
 from log import defaults
 from log.access import Principal
 from log.audit.canonical import canonicalize
+from log.audit.lifecycle_names import is_vault_token, token_sha256
 from log.audit.schema import TOKEN_PATTERN, format_timestamp_ms, python_regex
 from log.audit.tables import vault_subject_keys, vault_tenant_keys, vault_tokens
 from log.audit.vault_keys import MasterKey, MasterKeyMismatch
 from log.errors import InvalidInput, LogError, StorageError, Unavailable
 
-VAULT_TOKEN_PATTERN = r"^vt\.[a-z2-7]{26}$"
 VAULT_ACCESS_TYPE = "auditlog.vault-access/v1"
 DATA_KEY_SIZE = 32
 NONCE_SIZE = 12
 
-_VAULT_TOKEN = python_regex(VAULT_TOKEN_PATTERN)
 _TENANT = python_regex(TOKEN_PATTERN)
-# A vault token inside any string: not preceded or followed by characters a token or an id could continue with.
-_TOKEN_IN_TEXT = re.compile(r"(?<![A-Za-z0-9_.:~-])vt\.[a-z2-7]{26}(?![A-Za-z0-9_:~-])")
 _AD_DOMAIN = "auditlog.vault-value/v1"
 logger = logging.getLogger(__name__)
 _IN_CHUNK = 500  # tokens per IN list: well under SQLite's variable limit, a few statements per 10,000 values
@@ -88,11 +85,6 @@ class VaultIntegrityError(StorageError):
     code = "vault-integrity"
 
 
-def is_vault_token(text: object) -> bool:
-    """True for a string shaped as a vault token (`^vt\\.[a-z2-7]{26}$`)."""
-    return isinstance(text, str) and _VAULT_TOKEN.match(text) is not None
-
-
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648 base32, lowercase
 _B32_PAIRS = [_B32[i >> 5] + _B32[i & 31] for i in range(1024)]  # 10 bits -> two characters
 _PAIR_SHIFTS = tuple(range(120, -1, -10))
@@ -111,32 +103,6 @@ def token_of_reference(tenant_key: bytes, value: str) -> str:
     """`token_of` written the obvious way (base64.b32encode): the definition the fast one is tested against."""
     digest = hmac.new(tenant_key, value.encode(), hashlib.sha256).digest()[:16]
     return "vt." + base64.b32encode(digest).decode().rstrip("=").lower()
-
-
-def tokens_in_event(event_bytes: bytes) -> list[str]:
-    """The distinct vault tokens in any string (member names included) of an event, given as its JSON bytes, sorted.
-    Fast when there is none (a byte search); else the strings are walked as decoded (an escape before a token in
-    the raw JSON must not hide it)."""
-    if b"vt." not in event_bytes:
-        return []
-    found: set[str] = set()
-    stack = [json.loads(event_bytes)]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "vt." in item:
-                found.update(_TOKEN_IN_TEXT.findall(item))
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return sorted(found)
-
-
-def token_sha256(token: str) -> str:
-    """How a vault-access entry names a token: SHA-256 hex of its ASCII (the token itself is not in the log)."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def format_vault_access(tenant: str, principal: Principal, purpose: str, tokens: Iterable[str], at: int) -> dict:
@@ -646,7 +612,5 @@ def _check_text(value: object, field: str, limit: int) -> None:
         raise InvalidInput(f"{field} is {size} bytes; a vault value is at most {limit} bytes (UTF-8)", field=field)
 
 
-__all__ = ["VAULT_ACCESS_TYPE", "VAULT_TOKEN_PATTERN", "Detokenization", "Detokenized", "ShredOutcome",
-           "SubjectErased", "Tokenized", "Vault", "VaultIntegrityError", "format_vault_access", "is_vault_token",
-           "parse_vault_access",
-           "token_of", "token_sha256", "tokens_in_event"]
+__all__ = ["VAULT_ACCESS_TYPE", "Detokenization", "Detokenized", "ShredOutcome", "SubjectErased", "Tokenized",
+           "Vault", "VaultIntegrityError", "format_vault_access", "parse_vault_access", "token_of"]

@@ -14,7 +14,8 @@ import sys
 import psycopg
 
 from api.client.log_client import SyncLogClient
-from log.audit.vault import VAULT_ACCESS_TYPE, token_sha256
+from log.audit.lifecycle_names import token_sha256
+from log.audit.vault import VAULT_ACCESS_TYPE
 from log.audit.vault_keys import LocalMasterKey
 from tests.postgres import fresh_database
 from tests.processes import REPO, ServerProcess
