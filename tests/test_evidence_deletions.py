@@ -334,3 +334,12 @@ def test_a_real_retention_runs_deletions_verify(tmp_path):
     assert {(d.kind, d.item, d.deletion.index, tuple(p.index for p in d.policies)) for d in report.deleted} == {
         ("entry", str(indices[1]), run, tuple(policies)),
         ("blob", hashlib.sha256(answer).hexdigest(), run, tuple(policies))}
+
+
+def test_the_verifier_names_the_lifecycle_records_as_their_writers_do():
+    """log/audit/evidence.py names the record types it checks without importing their writers (which need
+    sqlalchemy, and a verifier does without): held to the writers' names here."""
+    from log.audit import evidence, retention, subjects
+
+    assert (evidence.RETENTION_RUN_TYPE, evidence.RETENTION_POLICY_TYPE, evidence.SUBJECT_ERASURE_TYPE) == (
+        retention.RUN_TYPE, retention.POLICY_TYPE, subjects.SUBJECT_ERASURE_TYPE)
