@@ -21,6 +21,7 @@ from pyasn1.codec.der import decoder as der_decoder
 from pyasn1_modules import rfc3161
 
 from log.errors import InvalidInput
+from witness import tsa_cli
 from witness.rfc3161 import (
     TIMESTAMP_QUERY, TIMESTAMP_REPLY, TimestampRejected, build_request, verify_timestamp,
 )
@@ -251,6 +252,7 @@ def test_standalone_process_serves_and_writes_the_trust_anchor(tmp_path):
     try:
         banner = proc.stdout.readline()  # the trust anchor's path, then the listening line, last of all
         assert banner.strip() == f"trust anchor: {tmp_path / 'tsa' / CA_CERT_FILE}", banner
+        assert tsa_cli.TRUST_ANCHOR_FILE == CA_CERT_FILE  # the name `tsa serve --help` gives, without the TSA loaded
         line = proc.stdout.readline()
         match = re.match(r"listening on (http://127\.0\.0\.1:\d+)$", line.strip())
         assert match, line

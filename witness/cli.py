@@ -23,11 +23,15 @@ import sys
 from pathlib import Path
 
 
+from typing import TYPE_CHECKING
+
 from log.errors import InvalidInput
 from log.note import COSIGNATURE_ED25519, COSIGNATURE_MLDSA44
 from log.note_keys import CosignatureSigner, generate_signer_key
 from log.secret_files import write_secret_file
-from witness.cosigner import Cosigner, parse_log_keys
+
+if TYPE_CHECKING:
+    from witness.cosigner import Cosigner
 
 DEFAULT_PORT = 8319
 DATABASE_FILE = "witness.db"
@@ -81,6 +85,8 @@ def load_or_create_cosigner_key(path: Path, name: str | None, key_type: int) -> 
 
 
 def _log_keys(args: argparse.Namespace):
+    from witness.cosigner import parse_log_keys  # the cosigner (and its store) load only to serve
+
     lines = [item.replace("=", " ", 1) if "=" in item.split("+", 1)[0] else item for item in args.log]
     if args.logs_file is not None:
         lines += args.logs_file.read_text().splitlines()
@@ -93,6 +99,7 @@ def _log_keys(args: argparse.Namespace):
 def build_cosigner(args: argparse.Namespace) -> Cosigner:
     """Keys (made if missing), migrated state database and trusted logs, from the `serve` arguments."""
     from log.storage.engine import sqlite_url_for, upgrade_schema  # storage loads only to serve, not to parse
+    from witness.cosigner import Cosigner
     from witness.store import WitnessStore
 
     data_dir = Path(args.data_dir)

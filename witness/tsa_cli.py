@@ -16,10 +16,10 @@ import os
 import sys
 from pathlib import Path
 
-
-from witness.tsa import CA_CERT_FILE, TimestampAuthority, TsaIdentity
-
 DEFAULT_PORT = 8318
+# witness/tsa.py CA_CERT_FILE, named here without importing the TSA: its ASN.1 modules take a second to load, and
+# every `auditlog` command builds this parser (tests/test_tsa.py holds the two names together).
+TRUST_ANCHOR_FILE = "tsa-ca.pem"
 
 
 def add_tsa_parser(subparsers) -> argparse.ArgumentParser:
@@ -38,7 +38,7 @@ def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--data-dir", type=Path,
                        default=Path(os.environ.get("AUDITLOG_TSA_DATA_DIR", "data/tsa")),
                        help=f"key and certificates (env AUDITLOG_TSA_DATA_DIR; default ./data/tsa); the trust "
-                            f"anchor is written to <data-dir>/{CA_CERT_FILE}")
+                            f"anchor is written to <data-dir>/{TRUST_ANCHOR_FILE}")
     serve.set_defaults(func=run_tsa_serve)
 
 
@@ -48,7 +48,8 @@ def run_tsa_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(host: str, port: int, data_dir: Path) -> int:
-    from witness.serving import serve_until_signalled  # the server's parts load only to serve
+    from witness.serving import serve_until_signalled  # the TSA's parts load only to serve
+    from witness.tsa import CA_CERT_FILE, TimestampAuthority, TsaIdentity
     from witness.tsa_server import make_tsa_app
 
     identity = await asyncio.to_thread(TsaIdentity.load_or_create, data_dir)
