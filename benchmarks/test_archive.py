@@ -8,30 +8,21 @@ one the Sequencer wrote in batches of 1024 (as for db check and db copy), 256-by
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-from benchmarks.test_fsck import _write
-from benchmarks.workloads import random_entries
+from benchmarks.workloads import write_log
 
 
 def test_archive_and_verify_seconds(benchmark, bench_mode, results, tmp_path):
     from log.archive import verify_archive
     from log.archive_writer import write_archive
     from log.audit.archive import AUDIT_RECORDS
-    from log.note_keys import generate_signer_key, parse_signer_key
-    from log.storage.engine import sqlite_url_for, upgrade_schema
+    from log.storage.engine import sqlite_url_for
     from log.storage.store import SqlLogStore
 
     count = bench_mode.durable_entries
-    signer = parse_signer_key(generate_signer_key("bench.example/log")[0])
     url = sqlite_url_for(tmp_path / "log.db")
-    upgrade_schema(url)
-    store = SqlLogStore(url)
-    try:
-        asyncio.run(_write(store, signer, random_entries(count)))
-    finally:
-        store.close()
+    signer = write_log(url, count)
 
     store = SqlLogStore(url, read_only=True)
     try:

@@ -7,14 +7,12 @@ The copy must verify and hold every entry.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
 
 from benchmarks.conftest import REPO
-from benchmarks.test_fsck import _write
-from benchmarks.workloads import random_entries
+from benchmarks.workloads import write_log
 
 # Runs one copy with the command's own check and reports its time and the process's peak RSS.
 _COPY = """
@@ -42,20 +40,12 @@ def _copy(source: str, destination: str, verifier_key: str) -> dict:
 
 
 def test_db_copy_throughput(benchmark, bench_mode, results, tmp_path):
-    from log.note_keys import generate_signer_key, parse_signer_key
-    from log.storage.engine import sqlite_url_for, upgrade_schema
-    from log.storage.store import SqlLogStore
+    from log.storage.engine import sqlite_url_for
     from tests.postgres import fresh_database
 
     count = bench_mode.durable_entries
-    signer = parse_signer_key(generate_signer_key("bench.example/log")[0])
     source = sqlite_url_for(tmp_path / "source.db")
-    upgrade_schema(source)
-    store = SqlLogStore(source)
-    try:
-        asyncio.run(_write(store, signer, random_entries(count)))
-    finally:
-        store.close()
+    signer = write_log(source, count)
 
     with fresh_database() as postgres:
         def run():

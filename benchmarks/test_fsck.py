@@ -6,40 +6,19 @@ entry, tile and checkpoint.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-
-from benchmarks.workloads import BATCH_SIZE, chunks, random_entries
-
-
-async def _write(store, signer, entries) -> None:
-    from log.sequencer import Sequencer
-
-    seq = Sequencer(store, store.acquire_writer(), signer, batch_size=BATCH_SIZE, max_pending=1 << 22)
-    await seq.start()
-    try:
-        pending = [asyncio.create_task(seq.submit(batch)) for batch in chunks(entries, BATCH_SIZE)]
-        await asyncio.gather(*pending)
-    finally:
-        await seq.close()
+from benchmarks.workloads import BATCH_SIZE, write_log
 
 
 def test_db_check_throughput(benchmark, bench_mode, results, database):
     from log.fsck import check_log
-    from log.note_keys import generate_signer_key, parse_signer_key, parse_verifier_key
-    from log.storage.engine import upgrade_schema
+    from log.note_keys import parse_verifier_key
     from log.storage.store import SqlLogStore
 
     backend, url = database
-    upgrade_schema(url)
-    signer = parse_signer_key(generate_signer_key("bench.example/log")[0])
     count = bench_mode.durable_entries
-    writer_store = SqlLogStore(url)
-    try:
-        asyncio.run(_write(writer_store, signer, random_entries(count)))
-    finally:
-        writer_store.close()
+    signer = write_log(url, count)
 
     store = SqlLogStore(url, read_only=True)
     verifier = parse_verifier_key(signer.verifier_key)

@@ -58,3 +58,33 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def write_log(url: str, count: int, origin: str = "bench.example/log"):
+    """A log of `count` random entries at `url` (schema migrated first), written by the Sequencer in batches of
+    BATCH_SIZE (one checkpoint per batch) under a new key; returns that key's signer. What the db check, db copy and
+    archive benchmarks measure against."""
+    import asyncio
+
+    from log.note_keys import generate_signer_key, parse_signer_key
+    from log.sequencer import Sequencer
+    from log.storage.engine import upgrade_schema
+    from log.storage.store import SqlLogStore
+
+    async def sequence(store, signer) -> None:
+        seq = Sequencer(store, store.acquire_writer(), signer, batch_size=BATCH_SIZE, max_pending=1 << 22)
+        await seq.start()
+        try:
+            pending = [asyncio.create_task(seq.submit(batch)) for batch in chunks(random_entries(count), BATCH_SIZE)]
+            await asyncio.gather(*pending)
+        finally:
+            await seq.close()
+
+    signer = parse_signer_key(generate_signer_key(origin)[0])
+    upgrade_schema(url)
+    store = SqlLogStore(url)
+    try:
+        asyncio.run(sequence(store, signer))
+    finally:
+        store.close()
+    return signer
