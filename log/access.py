@@ -13,6 +13,7 @@ or that it is public; its middleware resolves credentials to a `Principal`). The
 | metrics         | monitor, admin   | /metrics (unless the server runs with --metrics-public)                   |
 | vault:tokenize  | writer, admin    | POST /api/v1/vault/tokenize (a writer: its tenants)                       |
 | vault:read      | vault-reader     | POST /api/v1/vault/detokenize, with a purpose, logged before it answers   |
+| drills:record   | auditor, admin   | POST /api/v1/drills: an audit drill's result, as a log entry (its tenant) |
 | admin           | admin            | producer registry, API tokens, blob deletion, the access log, retention   |
 |                 |                  | policies, legal holds, data-subject access and erasure                    |
 
@@ -38,6 +39,7 @@ BLOBS_WRITE = "blobs:write"
 METRICS = "metrics"
 VAULT_TOKENIZE = "vault:tokenize"
 VAULT_READ = "vault:read"
+DRILLS_RECORD = "drills:record"
 ADMIN = "admin"
 
 # permission -> the roles that hold it. The one place a role's rights are written down.
@@ -50,6 +52,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     METRICS: frozenset({"monitor", "admin"}),
     VAULT_TOKENIZE: frozenset({"writer", "admin"}),
     VAULT_READ: frozenset({"vault-reader"}),
+    DRILLS_RECORD: frozenset({"auditor", "admin"}),
     ADMIN: frozenset({"admin"}),
 }
 
