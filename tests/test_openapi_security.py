@@ -18,8 +18,8 @@ from tests.test_access_control import call, create_token, world  # noqa: F401 - 
 # The roles per permission, written out here rather than read from log/access.py.
 RIGHT_ROLE = {"entries:read": "monitor", "entries:append": "writer", "events:read": "auditor",
               "blobs:read": "auditor", "blobs:write": "writer", "metrics": "monitor", "admin": "admin",
-              "vault:tokenize": "writer", "vault:read": "vault-reader"}
-TENANT_SCOPED = {"events:read", "blobs:read"}  # an auditor of another tenant is refused these for acme's records
+              "vault:tokenize": "writer", "vault:read": "vault-reader", "drills:record": "auditor"}
+TENANT_SCOPED = {"events:read", "blobs:read", "drills:record"}  # an auditor of another tenant is refused these for acme's records
 
 
 def _operations(document: dict):
@@ -39,7 +39,7 @@ def _concrete(path: str, w: dict, size: int) -> str:
         return f"/tile/entries/{width}"
     for name, value in values.items():
         path = path.replace(name, value)
-    return path + ("?tenant=acme" if path == "/api/v1/events" else "")
+    return path + ("?tenant=acme" if path in ("/api/v1/events", "/api/v1/drills") else "")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,9 @@ def walk(world):  # noqa: F811 - the imported fixture
     return w
 
 
-def _body(method: str) -> bytes | None:
+def _body(method: str, path: str = "") -> bytes | None:
+    if (method, path) == ("POST", "/api/v1/drills"):
+        return b'{"tenant":"acme"}'  # acme's drill: another tenant's auditor is refused it
     return b"{}" if method in ("POST", "PUT") else None
 
 
@@ -89,7 +91,7 @@ def test_each_operation_answers_each_credential_as_declared(walk, who):
             token = walk[RIGHT_ROLE[permission]] if permission else None
         if (method, path) == ("DELETE", "/api/v1/blobs/{sha256}"):
             target = f"/api/v1/blobs/{walk['throwaway']}?reason=walk"  # acme's blob stays for the other rows
-        status, _, body = call(walk["url"], method, target, token, _body(method))
+        status, _, body = call(walk["url"], method, target, token, _body(method, path))
         if who in ("unknown", "expired", "revoked"):
             expected = {401}
         elif who == "none":

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from api.server import access_log, auth, standby
 from api.server.audit_routes import AUDIT, AUDIT_ADMIN_TOKEN, add_audit_routes
+from api.server.drills_routes import add_drill_routes
 from api.server.lifecycle_routes import add_lifecycle_routes
 from api.server.retention_job import add_retention
 from api.server.vault_routes import add_vault_routes
@@ -247,5 +248,6 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     add_lifecycle_routes(app)  # legal holds, data-subject requests: over app[AUDIT]
     add_retention(app, retention_interval)  # retention policies, runs, deletion lists: over app[AUDIT]
     add_vault_routes(app)
+    add_drill_routes(app)  # audit drills' results, logged and listed
     app.cleanup_ctx.append(_role_lifetime(first=False))  # last: after every other context that follows the role
     return app

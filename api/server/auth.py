@@ -103,6 +103,10 @@ ROUTE_POLICY: dict[tuple[str, str], str] = {
     # The token vault: a writer tokenises for its tenants; only a vault-reader detokenises (its tenants), logged first.
     ("POST", "/api/v1/vault/tokenize"): access.VAULT_TOKENIZE,
     ("POST", "/api/v1/vault/detokenize"): access.VAULT_READ,
+    # Audit drills (api/server/drills_routes.py): an auditor logs a drill of its tenants (the handler checks the
+    # tenant); the drills are listed to those who read the tenant's events.
+    ("POST", "/api/v1/drills"): access.DRILLS_RECORD,
+    ("GET", "/api/v1/drills"): access.EVENTS_READ,
     ("GET", "/metrics"): access.METRICS,  # public with `serve --metrics-public`
     ("*", "/{tail}"): FORWARDED,
 }

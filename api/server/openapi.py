@@ -502,6 +502,63 @@ _VAULT_PATHS: dict = {
     },
 }
 
+# Audit drills (api/server/drills_routes.py, log/audit/drills.py): an auditor's drill result, logged; listed.
+_NULLABLE_UINT = {"type": ["integer", "null"], "minimum": 0}
+_DRILL_RUN = {"type": "object", "additionalProperties": False,
+              "required": ["run_id", "events", "evidence", "failed_check", "findings", "findings_total",
+                           "time_to_evidence_ms"],
+              "properties": {
+                  "run_id": {"type": "string", "pattern": _TOKEN}, "events": _UINT,
+                  "evidence": {"enum": ["valid", "invalid", "unavailable"]},
+                  "failed_check": {"type": ["string", "null"], "maxLength": 1000,
+                                   "description": "why the evidence did not verify (the check that failed); null "
+                                                  "exactly when it did"},
+                  "findings": {"type": "array", "maxItems": 20, "items": {
+                      "type": "object", "additionalProperties": False, "required": ["check", "index", "event_id"],
+                      "properties": {"check": {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,63}$"},
+                                     "index": _NULLABLE_UINT,
+                                     "event_id": {"type": ["string", "null"], "pattern": _TOKEN}}}},
+                  "findings_total": _UINT,
+                  "time_to_evidence_ms": {**_NULLABLE_UINT, "description": "from asking for the evidence bundle to "
+                                                                           "its offline verification passing"}}}
+_DRILL_BODY = {"type": "object", "additionalProperties": False,
+               "required": ["tenant", "seed", "scenario", "runs", "checks"],
+               "properties": {
+                   "tenant": {"type": "string", "pattern": _TOKEN},
+                   "seed": {"type": "integer", "minimum": 0, "maximum": 2**53 - 1},
+                   "scenario": {"enum": ["random", "denied-action", "approval-trace", "incident-replay", "scope",
+                                         "retention"]},
+                   "runs": {"type": "array", "maxItems": 100, "items": _DRILL_RUN},
+                   "checks": {"type": "array", "maxItems": 2, "items": {
+                       "type": "object", "additionalProperties": False, "required": ["check", "status", "detail"],
+                       "properties": {"check": {"enum": ["scope", "retention"]},
+                                      "status": {"enum": ["passed", "failed", "not-checked"]},
+                                      "detail": {"type": "string", "maxLength": 1000}}}},
+                   "summary": {"type": "object", "description": "optional: computed by the server from runs and "
+                                                                "checks; one that disagrees is refused"}}}
+_DRILL_PATHS: dict = {
+    "/api/v1/drills": {
+        "get": {
+            "summary": "Audit drills, newest first (an auditor: its tenants'), each its logged record "
+                       "(auditlog.audit-drill/v1) with its entry index",
+            "operationId": "listDrills",
+            "parameters": [_query("tenant", "only this tenant's", schema={"type": "string", "pattern": _TOKEN}),
+                           _query("after", "cursor: a previous page's next_cursor (drills logged before it)"),
+                           _query("limit", "drills per page, 1 to 1000 (default 100)")],
+            "responses": {"200": _json_object("{drills: [{index, type, tenant, at, by, seed, scenario, runs, checks, "
+                                              "summary}], next_cursor}"), **_errors(400, 401, 403)},
+        },
+        "post": {
+            "summary": "Log an audit drill's result (an auditor: of its tenants): the server sets at (its clock) "
+                       "and by (the credential) and computes the summary; 201 once the entry is committed",
+            "operationId": "recordDrill",
+            "requestBody": _json_body(_DRILL_BODY),
+            "responses": {"201": _json_object("{index, drill: the record as logged}"),
+                          **_errors(400, 401, 403, 413, 503)},
+        },
+    },
+}
+
 _TILE_N = _path("n", "tile index in tlog-tiles encoding (groups of 3 digits, all but the last prefixed 'x'), "
                      "then '.p/<W>' for a partial tile of width W (1-255)")
 
@@ -630,6 +687,7 @@ DOCUMENT: dict = {
         **_LIFECYCLE_PATHS,
         **_RETENTION_PATHS,
         **_VAULT_PATHS,
+        **_DRILL_PATHS,
         "/tile/entries/{n}": {
             "get": {
                 "summary": "An entry bundle (c2sp.org/tlog-tiles): uint16 length-prefixed entries",

@@ -1,4 +1,4 @@
-"""What the audit personality writes into the log: three kinds of entry, each the RFC 8785 canonical JSON of an
+"""What the audit personality writes into the log: these kinds of entry, each the RFC 8785 canonical JSON of an
 object whose `type` says which.
 
 * `auditlog.envelope/v1`: a producer's signed event, exactly as accepted:
@@ -12,6 +12,10 @@ object whose `type` says which.
   SHA-256 of its secret, never the secret) or revoked one (log/audit/tokens.py).
 * `auditlog.retention-policy/v1`, `auditlog.retention-run/v1`: a retention policy set, changed or removed, and a
   retention run with the hash of what it deletes (log/audit/retention.py formats and parses them).
+* `auditlog.legal-hold/v1`, `auditlog.subject-erasure/v1`: a legal hold placed or released, a data subject erased
+  (log/audit/holds.py, log/audit/subjects.py).
+* `auditlog.audit-drill/v1`: an auditor's drill of a tenant: the runs picked with its seed, whether each one's
+  evidence verified offline, the completeness findings, time-to-evidence (log/audit/drills.py formats and parses it).
 
 Times are RFC 3339 UTC with milliseconds on the wire and Unix milliseconds in memory; public keys are standard
 base64 on the wire and raw bytes in memory. Every formatter here has its parser, held together by round-trip
@@ -39,6 +43,7 @@ BLOB_ERASURE_TYPE = "auditlog.blob-erasure/v1"
 TOKEN_CHANGE_TYPE = "auditlog.token-change/v1"
 RETENTION_POLICY_TYPE = "auditlog.retention-policy/v1"  # log/audit/retention.py
 RETENTION_RUN_TYPE = "auditlog.retention-run/v1"
+AUDIT_DRILL_TYPE = "auditlog.audit-drill/v1"  # log/audit/drills.py
 TOKEN_CHANGES = ("token-created", "token-revoked")
 REGISTRY_CHANGES = ("producer-registered", "key-added", "key-retired", "key-revoked")
 ENVELOPE_FIELDS = frozenset({"producer", "key_id", "signature", "event"})
@@ -302,7 +307,8 @@ def parse_token_change(obj: Any) -> dict:
 
 def parse_entry(data: bytes) -> tuple[str, Any]:
     """Classify and parse a stored log entry: ("envelope", Envelope), ("registry-change", dict),
-    ("blob-erasure", dict), ("token-change", dict), ("retention-policy", dict), ("retention-run", dict). Raises InvalidEvent if it is none of these or is not in canonical form."""
+    ("blob-erasure", dict), ("token-change", dict), ("retention-policy", dict), ("retention-run", dict),
+    ("audit-drill", dict). Raises InvalidEvent if it is none of these or is not in canonical form."""
     parsed = parse_json(data)
     obj = parsed.value
     kind = obj.get("type") if isinstance(obj, dict) else None
@@ -321,6 +327,10 @@ def parse_entry(data: bytes) -> tuple[str, Any]:
     elif kind in (RETENTION_POLICY_TYPE, RETENTION_RUN_TYPE):
         from log.audit import retention  # its records are its own (log/audit/retention.py)
         value = retention.parse_policy(obj) if kind == RETENTION_POLICY_TYPE else retention.parse_run(obj)
+        canonical = canonicalize(obj)
+    elif kind == AUDIT_DRILL_TYPE:
+        from log.audit import drills  # its record is its own (log/audit/drills.py)
+        value = drills.parse_drill(obj)
         canonical = canonicalize(obj)
     else:
         raise InvalidEvent(f"not an audit record (type {kind!r})", "$.type")

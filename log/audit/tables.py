@@ -241,3 +241,22 @@ subject_erasures = Table(
     Column("finished_at", BigInteger, nullable=True),
     Index("ix_subject_erasures_subject", "tenant", "subject", "idx"),
 )
+
+# One row per audit drill (`auditlog.audit-drill/v1`, log/audit/drills.py), written with its entry: who drilled which
+# tenant when (the record's `by` and `at`: `by` is an SQL keyword, and the writer's INSERTs name columns bare) and the
+# counts an auditor scans for (runs drilled, passed, failed, findings), so GET /api/v1/drills lists a tenant's drills
+# newest first from the index. `record` is the entry's canonical JSON. Migration 0016.
+audit_drills = Table(
+    "audit_drills",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(128), nullable=False),
+    Column("drilled_at", BigInteger, nullable=False),
+    Column("drilled_by", String(512), nullable=False),
+    Column("runs", Integer, nullable=False),
+    Column("passed", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("findings", Integer, nullable=False),
+    Column("record", Text, nullable=False),
+    Index("ix_audit_drills_tenant", "tenant", "idx"),
+)
