@@ -120,7 +120,7 @@ class World:
             tx.execute(vault_tokens.insert().values(tenant=TENANT, token=TOKEN_A, subject=SUBJECT, sealed=b"x",
                                                     created_at=0))
             have = tx.execute(sa.select(audit_event_tokens.c.idx).where(audit_event_tokens.c.token == TOKEN_A))
-            if not have:  # the vault's index of tokens in events (log/audit/service.py _index_rows) may write it
+            if not have:  # the vault's index of tokens in events (log/audit/service.py index_rows) may write it
                 tx.execute(audit_event_tokens.insert().values(token=TOKEN_A, tenant=TENANT, idx=self.indices[0]))
 
         self.erasure = await _log_deletion(log, {

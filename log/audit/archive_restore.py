@@ -16,7 +16,7 @@ from log.audit.canonical import parse_json
 from log.audit.errors import InvalidEvent
 from log.audit.intake import check_envelope
 from log.audit.records import parse_entry
-from log.audit.service import _index_rows
+from log.audit.service import index_rows
 from log.audit.tables import audit_events, audit_registry, deletion_items
 from log.audit.tables import metadata as audit_metadata
 from log.blobs import BlobStore
@@ -94,7 +94,7 @@ def restore_archive(path: str | os.PathLike, url: str, blobs: BlobStore, log_key
             bundles = sorted(((TileID.parse(n.removesuffix(PRUNED_SUFFIX)), n) for n in files.names
                               if n.startswith("tile/entries/")), key=lambda bundle: bundle[0].index)
             rows: list[dict] = []
-            index_rows: dict[str, list[dict]] = {}
+            rows_by_table: dict[str, list[dict]] = {}
             for tile_id, name in bundles:
                 first, leaves = tile_id.index * TILE_WIDTH, level0[tile_id.index]
                 bundle = files.read(name)
@@ -109,12 +109,12 @@ def restore_archive(path: str | os.PathLike, url: str, blobs: BlobStore, log_key
                     rows.append({"idx": index, "data": data, "received_at": 0,
                                  "leaf_hash": leaves[position * HASH_SIZE:(position + 1) * HASH_SIZE]})
                     if data and index not in gone:
-                        events += _index_entry(index, data, index_rows)
+                        events += _index_entry(index, data, rows_by_table)
                 if len(rows) >= RESTORE_CHUNK:
                     put(entries, rows)
                     rows = []
             put(entries, rows)
-            for table_name, table_rows in index_rows.items():
+            for table_name, table_rows in rows_by_table.items():
                 put(audit_metadata.tables[table_name], table_rows)
             for name in files.names:
                 if name.startswith(BLOBS_DIR + "/"):
@@ -134,8 +134,8 @@ def restore_archive(path: str | os.PathLike, url: str, blobs: BlobStore, log_key
 _FAR_FUTURE_MS = 2**62  # an archived event is never "ahead of the clock": it was accepted when it was logged
 
 
-def _index_entry(index: int, data: bytes, index_rows: dict[str, list[dict]]) -> int:
-    """Add the audit index rows of one archived entry to `index_rows` (table -> rows); 1 for an event, else 0."""
+def _index_entry(index: int, data: bytes, table_rows: dict[str, list[dict]]) -> int:
+    """Add the audit index rows of one archived entry to `table_rows` (table -> rows); 1 for an event, else 0."""
     if not data.startswith(b"{"):
         return 0
     try:
@@ -145,12 +145,12 @@ def _index_entry(index: int, data: bytes, index_rows: dict[str, list[dict]]) -> 
     if kind == "envelope":
         parsed = parse_json(data)
         checked = check_envelope(parsed.value, parsed.exact, _FAR_FUTURE_MS)
-        for row in _index_rows(checked):
+        for row in index_rows(checked):
             values = dict(zip(row.columns, row.values))
-            index_rows.setdefault(row.table, []).append({row.index_column: index, **values})
+            table_rows.setdefault(row.table, []).append({row.index_column: index, **values})
         return 1
     if kind == "registry-change":
-        index_rows.setdefault(audit_registry.name, []).append({
+        table_rows.setdefault(audit_registry.name, []).append({
             "idx": index, "producer": value["producer"], "key_id": value.get("key_id"), "change": value["change"],
             "record": data.decode()})
     return 0

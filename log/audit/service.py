@@ -397,7 +397,7 @@ class AuditService:
             checked = item.checked
             entries.append(checked.entry)
             keys.append(IdempotencyKey(checked.idempotency_key, checked.content_hash))
-            rows.append(_index_rows(checked))
+            rows.append(index_rows(checked))
         added = await self.log.add_entries(entries, keys=keys, rows=rows)
         for item, outcome in zip(items, added.outcomes):
             checked = item.checked
@@ -825,7 +825,9 @@ def _verify_chunk(items: list[_Admitted]) -> None:
             item.error = exc
 
 
-def _index_rows(checked: CheckedEnvelope) -> list[RowInsert]:
+def index_rows(checked: CheckedEnvelope) -> list[RowInsert]:
+    """The index rows an accepted envelope's entry is committed with (ingest, an archive's restore, the benchmarks'
+    bulk-written logs: one definition, so the index never depends on how the entry came in)."""
     rows = [RowInsert(audit_events.name, EVENT_COLUMNS, checked.event_row)]
     for name, value in checked.context_rows:
         rows.append(RowInsert(audit_event_context.name, ("name", "value"), (name, value)))
@@ -866,4 +868,4 @@ def _node(event: LoggedEvent) -> Node:
 
 
 __all__ = ["AuditService", "AuditStats", "EventPage", "EventQuery", "LoggedEvent", "PrunedEvent", "Receipt", "RegistryReceipt",
-           "SubmitResult", "Timeline", "TokenReceipt"]
+           "SubmitResult", "Timeline", "TokenReceipt", "index_rows"]
