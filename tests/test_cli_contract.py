@@ -324,6 +324,14 @@ CASES = [
      "--log-key {vkey}", "bad file", USAGE),
     ("subject access --tenant acme --subject c --out {root}/s.json --server {server} --data-dir {data} --bogus",
      "bad flag", USAGE),
+    # drill (client-side, as an auditor; the data dir's admin token here): run-1 verifies and is complete
+    ("drill --tenant acme --runs 1 --seed 1 --server {server} --log-key {vkey}", "good", GOOD),
+    ("drill --tenant nobody --runs 1 --server {server} --log-key {vkey}", "good", USAGE),  # no events of the tenant
+    ("drill --tenant acme --runs 1 --server {server} --log-key {vkey}", "down", UNREACHABLE),
+    ("drill --tenant acme --runs 0 --server {server} --log-key {vkey}", "bad flag", USAGE),
+    ("drill --tenant acme --runs 1 --server {server} --log-key {vkey} --bogus", "bad flag", USAGE),
+    ("drill --tenant acme --runs 1 --server {server} --log-key {root}/missing.vkey", "bad file", USAGE),
+    ("drill --tenant acme --runs 1 --server {server} --log-key {vkey}", "tampered", FAILED),
     # keygen, db
     ("keygen --origin example.com/log --out {root}/keys/log.key", "good", GOOD),
     ("keygen --origin example.com/log --out {root}/data/log.key", "bad file", USAGE),  # exists: never overwritten

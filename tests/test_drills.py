@@ -13,6 +13,7 @@ What each would catch:
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
 
@@ -196,3 +197,98 @@ def test_a_record_too_big_for_an_entry_is_refused_naming_runs():
     with pytest.raises(InvalidEvent) as caught:
         drill_entry(drill)
     assert caught.value.field == "$.runs"
+
+
+# -- the command, against a live in-process server -----------------------------------------------------------------
+
+def _call(url: str, method: str, path: str, token: str, body: dict | None = None) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(url + path, method=method, headers={"Authorization": f"Bearer {token}",
+                                                                         "Content-Type": "application/json"},
+                                     data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def _seed_runs(url: str, admin: str) -> None:
+    """acme: two whole runs (intent -> tool_call -> outcome) and one whose tool_call reaches no intent and names no
+    on_behalf_of (execution-without-actor); globex: one whole run."""
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from log.audit.registry import key_id_for
+    from log.audit.schema import format_timestamp_ms
+
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    _call(url, "POST", "/api/v1/producers", admin, {"producer": "gw", "tenants": ["acme", "globex"], "reason": ""})
+    _call(url, "POST", "/api/v1/producers/gw/keys", admin, {"public_key": base64.b64encode(public).decode(),
+                                                           "not_before": "2020-01-01T00:00:00.000Z"})
+    stamp = format_timestamp_ms(int(time.time() * 1000) - 60_000)
+    events = []
+
+    def add(tenant, run, n, event_type, parent=None, **extra):
+        events.append({"schema": "auditlog.event/v1", "event_id": f"{run}-ev{n}", "trace_id": "tr", "run_id": run,
+                       "timestamp": stamp, "tenant": tenant, "actor": {"type": "agent", "id": "agent-1"},
+                       "event_type": event_type, "parent_event_id": parent, **extra})
+
+    for tenant, run in (("acme", "run-a"), ("acme", "run-b"), ("globex", "run-g")):
+        add(tenant, run, 1, "intent")
+        add(tenant, run, 2, "tool_call", f"{run}-ev1")
+        add(tenant, run, 3, "outcome", f"{run}-ev2", outcome={"status": "success"})
+    add("acme", "run-broken", 1, "tool_call")
+    envelopes = [{"producer": "gw", "key_id": key_id_for(public), "event": e,
+                  "signature": base64.b64encode(key.sign(canonicalize(e))).decode()} for e in events]
+    answer = _call(url, "POST", "/api/v1/events", admin, {"events": envelopes})
+    assert answer["accepted"] == len(events), answer
+
+
+def test_the_drill_command_verifies_checks_logs_and_exits_by_what_it_found(log_config, live_server, capsys):
+    from api.cli.main import main
+    from log.keys import read_signer_key
+
+    url = live_server(create_app(log_config, admin_token=ADMIN_TOKEN))
+    vkey = read_signer_key(log_config.resolved_key_file()).verifier_key
+    _seed_runs(url, ADMIN_TOKEN)
+    auditors = {tenant: _call(url, "POST", "/api/v1/tokens", ADMIN_TOKEN, {"role": "auditor", "tenants": [tenant]})
+                for tenant in ("acme", "globex")}
+    common = ["--server", url, "--log-key", vkey, "--json"]
+
+    # Every acme run, the broken one among them: exit 1, its finding named, the drill logged as the auditor's.
+    code = main(["drill", "--tenant", "acme", "--runs", "5", "--seed", "7", "--token", auditors["acme"]["secret"],
+                 *common])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1
+    drill = out["drill"]
+    assert sorted(r["run_id"] for r in drill["runs"]) == ["run-a", "run-b", "run-broken"] and out["candidates"] == 3
+    assert {r["evidence"] for r in drill["runs"]} == {"valid"}
+    broken = next(r for r in drill["runs"] if r["run_id"] == "run-broken")
+    assert [f["check"] for f in broken["findings"]] == ["execution-without-actor"]
+    assert drill["summary"]["passed"] == 2 and drill["summary"]["findings"] == 1
+    assert drill["by"] == f"token:{auditors['acme']['token']['token_id']}" and drill["seed"] == 7
+    listed = _call(url, "GET", "/api/v1/drills?tenant=acme", auditors["acme"]["secret"])["drills"]
+    assert [d["index"] for d in listed] == [out["index"]] and listed[0]["summary"] == drill["summary"]
+    entry = _call(url, "GET", f"/api/v1/entries/{out['index']}", ADMIN_TOKEN)
+    assert parse_entry(base64.b64decode(entry["data"]))[1]["runs"] == parse_drill(drill)["runs"]
+
+    # The same seed over the same runs picks the same runs.
+    code = main(["drill", "--tenant", "acme", "--runs", "2", "--seed", "7", "--token", auditors["acme"]["secret"],
+                 *common])
+    again = json.loads(capsys.readouterr().out)["drill"]["runs"]
+    code_again = main(["drill", "--tenant", "acme", "--runs", "2", "--seed", "7", "--token",
+                       auditors["acme"]["secret"], *common])
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)["drill"]["runs"]] == \
+        [r["run_id"] for r in again] and code == code_again
+
+    # globex's one clean run, the scope scenario with its own auditor: every check holds, exit 0.
+    code = main(["drill", "--tenant", "globex", "--runs", "3", "--scenario", "scope", "--token",
+                 auditors["globex"]["secret"], *common])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    assert out["drill"]["checks"][0]["status"] == "passed" and out["drill"]["summary"]["passed"] == 1
+    # ... and the acme auditor may not drill globex at all.
+    assert main(["drill", "--tenant", "globex", "--runs", "1", "--token", auditors["acme"]["secret"], *common]) == 2
+    capsys.readouterr()

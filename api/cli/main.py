@@ -28,6 +28,8 @@
     auditlog hold place --tenant T [--run R]... [--context NAME=VALUE]... [--subject TOKEN]... [--actor A]
                         [--from WHEN] [--to WHEN] --reason R --reference REF | release HOLD_ID --reason R | list
     auditlog subject access --tenant T --subject REF --out FILE | erase --tenant T --subject REF --reason R
+    auditlog drill --tenant T --runs N [--seed S] [--scenario random|denied-action|approval-trace|incident-replay|
+                   scope|retention] [--log-key VKEY] [--json]
 
 `serve` prints `listening on http://<host>:<port>` (https:// with --tls-cert; flushed) once it accepts connections, so `--port 0` can be
 used by scripts and tests. The client commands share one flag vocabulary (api/cli/options.py): --server (env
@@ -112,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     from api.cli.access_log import add_access_log_parser
     from api.cli.archive import add_archive_parser
     from api.cli.audit import add_audit_parsers
+    from api.cli.drill import add_drill_parser
     from api.cli.lifecycle import add_lifecycle_parsers
     from api.cli.query import add_query_parsers
     from api.cli.retention import add_retention_parser
@@ -320,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_retention_parser(commands, exits.HELP)
     add_vault_parser(commands, exits.HELP)
     add_lifecycle_parsers(commands, exits.HELP)
+    add_drill_parser(commands, exits.HELP)
     add_witness_parser(commands)
     add_tsa_parser(commands)
     _name_each_parser(parser)

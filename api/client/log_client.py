@@ -749,6 +749,50 @@ class LogClient:
         params = {"tenant": tenant} if tenant else None
         return await self._get_json(f"/api/v1/runs/{quote(run_id, safe='')}/evidence", params)
 
+    async def listed_events(self, filters: dict[str, str], *, cursor: str | None = None,
+                            limit: int | None = None) -> dict:
+        """One page of GET /api/v1/events as the server says it, `{"events", "next_cursor"}`, unverified: for
+        choosing what to fetch and verify (an audit drill picks runs from it), where `events()` would prove every
+        event's inclusion first."""
+        params = {**filters, **({"cursor": cursor} if cursor is not None else {}),
+                  **({"limit": str(limit)} if limit is not None else {})}
+        return await self._get_json("/api/v1/events", params)
+
+    async def blob(self, sha256: str) -> bytes:
+        """GET /api/v1/blobs/<sha256>: the bytes as served (the caller hashes them: nothing here checks them)."""
+        data, _ = await self._request("GET", f"/api/v1/blobs/{quote(sha256, safe='')}")
+        return data
+
+    async def retention_policies(self, tenant: str | None = None) -> list[dict]:
+        """GET /api/v1/retention/policies (an admin's route): the policies in force, of `tenant` or all, as the
+        server says them (each is the entry at its index)."""
+        document = await self._get_json("/api/v1/retention/policies", {"tenant": tenant} if tenant else None)
+        policies = document.get("policies")
+        if not isinstance(policies, list) or not all(isinstance(p, dict) for p in policies):
+            raise _malformed("the retention policies answer holds no list of policies")
+        return policies
+
+    # -- audit drills (api/server/drills_routes.py) ----------------------------------------------------------------
+    async def record_drill(self, drill: dict) -> dict:
+        """POST /api/v1/drills: log an audit drill's result (log/audit/drills.py: tenant, seed, scenario, runs,
+        checks); `{"index", "drill"}`, the record as logged (the server sets at, by and the summary). Needs an
+        auditor credential covering the tenant, or an admin's. Not resent once sent: each is an entry of its own."""
+        body, _ = await self._request("POST", "/api/v1/drills", idempotent=False, json=drill)
+        document = self._parse_json(body, "POST /api/v1/drills")
+        if not isinstance(document.get("index"), int) or not isinstance(document.get("drill"), dict):
+            raise _malformed("the drill's answer does not hold its entry's index and record")
+        return document
+
+    async def drills(self, tenant: str | None = None, *, limit: int | None = None, after: int | None = None) -> dict:
+        """GET /api/v1/drills: `{"drills": [{"index", ...record}], "next_cursor"}`, newest first, as the server says
+        it (each record is the entry at its index: `entry(index)` proves it); `after`: a page's next_cursor."""
+        params = {name: str(value) for name, value in (("tenant", tenant), ("limit", limit), ("after", after))
+                  if value is not None}
+        document = await self._get_json("/api/v1/drills", params)
+        if not isinstance(document.get("drills"), list):
+            raise _malformed("the drills answer holds no list of drills")
+        return document
+
 
     # -- the token vault (api/server/vault_routes.py) --------------------------------------------------------------
     async def tokenize(self, tenant: str, subject: str, values: Sequence[str]) -> dict:
