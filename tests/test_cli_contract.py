@@ -226,6 +226,20 @@ CASES = [
     ("access-log --server {server} --bogus", "bad flag", USAGE),
     ("access-log --server {server} --ca-cert {root}/missing.pem --data-dir {data}", "bad file", USAGE),
     ("access-log --server {server} --ca-cert {root}/not-pem.pem --data-dir {data}", "bad file", USAGE),
+    # report (the server verifies and renders; the command writes the file and exits 1 on an INVALID chain)
+    ("report --tenant acme --from 2020-01-01 --to 2100-01-01 --format json --out {root}/r.json --server {server} "
+     "--data-dir {data}", "good", GOOD),
+    ("report --tenant acme --from 2020-01-01 --to 2100-01-01 --out {root}/r.html --server {server} --data-dir {data}",
+     "down", UNREACHABLE),
+    ("report --tenant acme --from 2020-01-01 --to 2100-01-01 --out {root}/r.html --server {server} --bogus",
+     "bad flag", USAGE),
+    ("report --tenant acme --from yesterday --to 2100-01-01 --out {root}/r.html --server {server}", "bad flag", USAGE),
+    ("report --tenant acme --from 2020-01-01 --to 2100-01-01 --framework pci --out {root}/r.html --server {server}",
+     "bad flag", USAGE),
+    ("report --tenant acme --from 2020-01-01 --to 2100-01-01 --out {root}/no-dir/r.html --server {server}",
+     "bad file", USAGE),
+    ("report --tenant acme --from 2020-01-01 --to 2100-01-01 --out {root}/r.html --server {server} --token wrong",
+     "good", USAGE),
     # producer
     ("producer list --server {server}", "good", GOOD),
     ("producer list --server {server}", "down", UNREACHABLE),

@@ -39,7 +39,8 @@ def _concrete(path: str, w: dict, size: int) -> str:
         return f"/tile/entries/{width}"
     for name, value in values.items():
         path = path.replace(name, value)
-    return path + ("?tenant=acme" if path in ("/api/v1/events", "/api/v1/drills") else "")
+    return path + {"/api/v1/events": "?tenant=acme", "/api/v1/drills": "?tenant=acme",
+                   "/api/v1/reports": "?tenant=acme&from=2020-01-01&to=2100-01-01"}.get(path, "")
 
 
 @pytest.fixture(scope="module")

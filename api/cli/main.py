@@ -30,6 +30,7 @@
     auditlog subject access --tenant T --subject REF --out FILE | erase --tenant T --subject REF --reason R
     auditlog drill --tenant T --runs N [--seed S] [--scenario random|denied-action|approval-trace|incident-replay|
                    scope|retention] [--log-key VKEY] [--json]
+    auditlog report --tenant T --from DATE --to DATE [--framework F] [--format html|pdf|json] --out FILE
 
 `serve` prints `listening on http://<host>:<port>` (https:// with --tls-cert; flushed) once it accepts connections, so `--port 0` can be
 used by scripts and tests. The client commands share one flag vocabulary (api/cli/options.py): --server (env
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     from api.cli.drill import add_drill_parser
     from api.cli.lifecycle import add_lifecycle_parsers
     from api.cli.query import add_query_parsers
+    from api.cli.report import add_report_parser
     from api.cli.retention import add_retention_parser
     from api.cli.tokens import add_token_parser
     from api.cli.vault import add_vault_parser
@@ -324,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_vault_parser(commands, exits.HELP)
     add_lifecycle_parsers(commands, exits.HELP)
     add_drill_parser(commands, exits.HELP)
+    add_report_parser(commands, exits.HELP)
     add_witness_parser(commands)
     add_tsa_parser(commands)
     _name_each_parser(parser)

@@ -134,6 +134,7 @@ class Answer:
     content_type: str
     body: bytes
     retry_after: float | None = None
+    headers: dict[str, str] | None = None  # the answer's headers (the blocking client's 2xx answers)
 
 
 class ServersUnavailable(Unavailable):
@@ -320,7 +321,7 @@ def _read_answer(url: str, opener, request: urllib.request.Request, timeout: flo
     try:
         with opener.open(request, timeout=timeout) as response:
             return Answer(url, response.status, response.headers.get_content_type(), response.read(),
-                          retry_after_seconds(response.headers.get("Retry-After")))
+                          retry_after_seconds(response.headers.get("Retry-After")), dict(response.headers))
     except urllib.error.HTTPError as exc:  # a 4xx or 5xx answer: an answer all the same
         with exc:
             return Answer(url, exc.code, exc.headers.get_content_type(), exc.read(),

@@ -20,6 +20,7 @@ from api.server import access_log, auth, standby
 from api.server.audit_routes import AUDIT, AUDIT_ADMIN_TOKEN, add_audit_routes
 from api.server.drills_routes import add_drill_routes
 from api.server.lifecycle_routes import add_lifecycle_routes
+from api.server.report_routes import add_report_routes
 from api.server.retention_job import add_retention
 from api.server.vault_routes import add_vault_routes
 from api.server.metrics import HttpMetrics, metrics_middleware, render_dict_metrics
@@ -249,5 +250,6 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     add_retention(app, retention_interval)  # retention policies, runs, deletion lists: over app[AUDIT]
     add_vault_routes(app)
     add_drill_routes(app)  # audit drills' results, logged and listed
+    add_report_routes(app)  # compliance reports: over app[AUDIT] and app[LOG]
     app.cleanup_ctx.append(_role_lifetime(first=False))  # last: after every other context that follows the role
     return app

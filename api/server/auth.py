@@ -72,6 +72,7 @@ ROUTE_POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/events"): access.EVENTS_READ,
     ("GET", "/api/v1/runs/{run_id}/timeline"): access.EVENTS_READ,
     ("GET", "/api/v1/runs/{run_id}/evidence"): access.EVENTS_READ,
+    ("GET", "/api/v1/reports"): access.EVENTS_READ,  # compliance reports: the handler checks the tenant's scope
     ("GET", "/api/v1/blobs/{sha256}"): access.BLOBS_READ,
     ("PUT", "/api/v1/blobs/{sha256}"): access.BLOBS_WRITE,
     ("DELETE", "/api/v1/blobs/{sha256}"): access.ADMIN,

@@ -162,6 +162,35 @@ _AUDIT_PATHS: dict = {
                           **_errors(400, 404)},
         },
     },
+    "/api/v1/reports": {
+        "get": {
+            "summary": "A compliance report over one tenant and period: the verification summary against the "
+                       "witnessed (else latest) signed checkpoint, framework controls with their evidencing events, "
+                       "completeness findings, per-producer gaps, human-review statistics, cost and tokens, charts. "
+                       "Recorded in the access log",
+            "operationId": "complianceReport",
+            "parameters": [
+                _query("tenant", "the tenant (in the credential's scope)", required=True,
+                       schema={"type": "string", "pattern": _TOKEN}),
+                _query("from", "start of the period, included: RFC 3339 or YYYY-MM-DD (midnight UTC)", required=True,
+                       schema={"type": "string"}),
+                _query("to", "end of the period, excluded: RFC 3339 or YYYY-MM-DD (midnight UTC)", required=True,
+                       schema={"type": "string"}),
+                _query("framework", "which controls (default all)", schema={
+                    "type": "string", "enum": ["soc2", "hipaa", "sox", "iso27001", "eu-ai-act", "all"]}),
+                _query("format", "json (default), html (one self-contained file) or pdf",
+                       schema={"type": "string", "enum": ["json", "html", "pdf"]}),
+            ],
+            "responses": {"200": {
+                "description": "the report (format auditlog.compliance-report/v1 as JSON); headers "
+                               "Auditlog-Chain-Integrity (VALID or INVALID) and Auditlog-Summary (the summary line, "
+                               "a JSON string)",
+                "content": {"application/json": {"schema": _OBJECT},
+                            "text/html": {"schema": {"type": "string"}},
+                            "application/pdf": {"schema": {"type": "string", "contentMediaType": "application/pdf"}}}},
+                **_errors(400, 401, 403)},
+        },
+    },
     "/api/v1/schemas/auditlog.event/v1": {
         "get": {
             "summary": "The JSON Schema (draft 2020-12) of audit events",
