@@ -161,7 +161,8 @@ def test_drills_over_http(log_config):
         answer = await client.post("/api/v1/drills", json=body, headers=acme)
         problem = await answer.json()
         assert answer.status == 400 and problem["field"] == "runs[0].evidence", problem
-        for raw, field in ((b"[1]", "$"), (b"{not json", "$"), (b'{"seed": 1}', "tenant")):
+        for raw, field in ((b"[1]", "$"), (b"{not json", "$"), (b'{"seed": 1}', "tenant"), (b"[" * 100_000, "$"),
+                           (json.dumps(dict(submission(), seed=2**70)).encode(), "seed")):
             answer = await client.post("/api/v1/drills", data=raw, headers=acme)
             assert answer.status == 400 and (await answer.json())["field"] == field
 
@@ -182,7 +183,8 @@ def test_drills_over_http(log_config):
                                       .json())["drills"]] == ["globex"]
         assert (await client.get("/api/v1/drills", headers=tokens["writer"][0])).status == 403
         for query, field in (("limit=0", "limit"), ("after=x", "after"), ("color=red", "color"),
-                             ("tenant=a&tenant=b", "tenant")):
+                             ("tenant=a&tenant=b", "tenant"), ("tenant=a%00b", "tenant"),
+                             ("after=99999999999999999999", "after")):
             answer = await client.get(f"/api/v1/drills?{query}", headers=acme)
             assert answer.status == 400 and (await answer.json())["field"] == field, query
 

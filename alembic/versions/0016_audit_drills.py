@@ -22,7 +22,7 @@ def upgrade() -> None:
         sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("tenant", sa.String(128), nullable=False),
         sa.Column("drilled_at", sa.BigInteger, nullable=False),
-        sa.Column("drilled_by", sa.String(512), nullable=False),
+        sa.Column("drilled_by", sa.Text, nullable=False),
         sa.Column("runs", sa.Integer, nullable=False),
         sa.Column("passed", sa.Integer, nullable=False),
         sa.Column("failed", sa.Integer, nullable=False),

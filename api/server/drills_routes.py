@@ -39,7 +39,7 @@ async def record_drill(request: web.Request) -> web.Response:
     body = parse_admin_body(await _body(request, MAX_DRILL_BODY))
     tenant = body.get("tenant")
     if not isinstance(tenant, str):
-        raise InvalidInput("tenant is required: the tenant drilled", field="tenant")
+        raise InvalidInput("tenant is required: the tenant drilled, a string", field="tenant")
     principal = principal_of(request)  # access control let only a credential holding drills:record here
     if not principal.may_read_tenant(tenant):
         raise Forbidden(f"tenant {tenant[:128]!r} is outside this credential's tenants")

@@ -252,7 +252,7 @@ audit_drills = Table(
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("tenant", String(128), nullable=False),
     Column("drilled_at", BigInteger, nullable=False),
-    Column("drilled_by", String(512), nullable=False),
+    Column("drilled_by", Text, nullable=False),
     Column("runs", Integer, nullable=False),
     Column("passed", Integer, nullable=False),
     Column("failed", Integer, nullable=False),
