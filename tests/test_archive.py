@@ -29,6 +29,7 @@ from api.server.problems import problem_body
 from log.archive import ArchiveFiles, MANIFEST_FILE, verify_archive as verify_structure
 from log.archive_writer import write_archive
 from log.audit.archive import AUDIT_RECORDS
+from log.audit.drills import drill_entry, parse_submission
 from log.audit.lifecycle_names import deletion_list_sha256
 from log.blobs import FileBlobStore
 from log.errors import InvalidInput, StorageError
@@ -45,6 +46,11 @@ PRUNED = (5, 300)  # pruned later, as a retention run would: one in the first bu
 BLOBS = [b"prompt one", b"output two", b"never stored"]
 
 
+# An audit drill's entry (log/audit/drills.py): a served archive lists the period's drills as the log did.
+DRILL = drill_entry({**parse_submission({"tenant": "acme", "seed": 7, "scenario": "random", "runs": [], "checks": []}),
+                     "at": 0, "by": "admin-token"})
+
+
 def _envelope(digest: str) -> bytes:
     """An entry shaped as an audit envelope that cites a blob (what the archive reads of one: its references)."""
     return json.dumps({"type": "auditlog.envelope/v1", "event": {"input": {"sha256": digest}}},
@@ -57,7 +63,7 @@ async def _build(config: LogConfig) -> tuple[str, int, int]:
     try:
         for start in range(0, PLAIN, 100):
             await log.add_entries([b"entry %d" % i for i in range(start, start + 100)])
-        await log.add_entries([_envelope(hashlib.sha256(b).hexdigest()) for b in BLOBS])
+        await log.add_entries([_envelope(hashlib.sha256(b).hexdigest()) for b in BLOBS] + [DRILL])
         middle = log.size
         items = [("entry", str(i)) for i in PRUNED]
         deletion = json.dumps({"type": "auditlog.retention-run/v1", "list_sha256": deletion_list_sha256(items)},
@@ -420,6 +426,9 @@ def test_a_served_archive_answers_reads_as_the_log_did_and_refuses_writes(world,
                 refused = await client.request(method, path, data=b"x")
                 assert refused.status == 405 and refused.headers["Allow"] == "GET, HEAD", (method, path)
                 assert (await refused.json())["type"].endswith("read-only-archive")
+            drills = (await (await client.get("/api/v1/drills")).json())["drills"]
+            assert [(d["tenant"], d["seed"], d["index"]) for d in drills] == [("acme", 7, world["middle"] - 1)]
+            assert (await client.post("/api/v1/drills", json={"tenant": "acme"})).status == 405
             blob = await client.get("/api/v1/blobs/" + hashlib.sha256(BLOBS[0]).hexdigest())
             assert blob.status == 200 and await blob.read() == BLOBS[0]
             ready = await (await client.get("/readyz")).json()

@@ -34,6 +34,7 @@ from aiohttp import web
 
 from api.server import access_log, auth
 from api.server.audit_routes import AUDIT_ADMIN_TOKEN, add_audit_routes
+from api.server.drills_routes import add_drill_routes
 from api.server.metrics import HttpMetrics, metrics_middleware
 from api.server.openapi import document_bytes
 from api.server.problems import problem_middleware, problem_response
@@ -118,4 +119,5 @@ def create_archive_app(config: LogConfig, *, verifier_key: str, origin: str, ent
     app.router.add_routes(ROUTES)
     add_audit_routes(app, data_dir=admin_dir or config.data_dir, admin_token=admin_token,
                      blobs=FileBlobStore(blob_dir))
+    add_drill_routes(app)  # the period's audit drills (a POST is refused above, as every write)
     return app
