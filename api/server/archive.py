@@ -5,7 +5,8 @@ How: the archive is verified and loaded into a private SQLite database with the 
 archive_restore.py: entries, every hash tile, the checkpoint, the audit index rebuilt from the archived envelopes)
 in a temporary directory, and the log's own app serves it over a read-only Log (`Log.open_archive`), so every read
 answers exactly as the live log answered for that period: /checkpoint (with its cosignatures), tiles, entry bundles,
-entries, inclusion and consistency proofs up to its size, events, run timelines and evidence bundles, blobs.
+entries, inclusion and consistency proofs up to its size, events, run timelines and evidence bundles, blobs,
+audit drills.
 
 What differs, each with a problem body that says so:
 
