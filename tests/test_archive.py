@@ -47,8 +47,8 @@ BLOBS = [b"prompt one", b"output two", b"never stored"]
 
 
 # An audit drill's entry (log/audit/drills.py): a served archive lists the period's drills as the log did.
-DRILL = drill_entry({**parse_submission({"tenant": "acme", "seed": 7, "scenario": "random", "runs": [], "checks": []}),
-                     "at": 0, "by": "admin-token"})
+DRILL = drill_entry({**parse_submission({"tenant": "acme", "seed": 7, "scenario": "random", "runs": [], "checks": [],
+                                         "period": {"since": None, "until": None}}), "at": 0, "by": "admin-token"})
 
 
 def _envelope(digest: str) -> bytes:

@@ -43,6 +43,7 @@ FINDING = {"check": "execution-without-actor", "index": 12, "event_id": "ev-12"}
 
 def submission(tenant: str = "acme") -> dict:
     return {"tenant": tenant, "seed": 12345, "scenario": "random",
+            "period": {"since": "2026-10-01T00:00:00.000Z", "until": None},
             "runs": [_run("run-1", ms=300), _run("run-2", findings=[FINDING], ms=900),
                      _run("run-3", evidence="invalid")],
             "checks": [{"check": "scope", "status": "passed", "detail": "another tenant's run: 404"}]}
@@ -61,7 +62,8 @@ def test_a_drill_record_reads_back_as_it_was_written():
     kind, value = parse_entry(entry)
     assert (kind, value) == ("audit-drill", drill)
     # A drill of nothing (a retention scenario whose credential could not read the policies) is a drill too.
-    empty = {**parse_submission({"tenant": "acme", "seed": 0, "scenario": "retention", "runs": [], "checks": [
+    empty = {**parse_submission({"tenant": "acme", "seed": 0, "scenario": "retention",
+                                 "period": {"since": None, "until": None}, "runs": [], "checks": [
         {"check": "retention", "status": "not-checked", "detail": "not checked: credential cannot read policies"}]}),
         "at": 0, "by": "admin-token"}
     assert parse_drill(format_drill(empty)) == empty and drill_passed(empty)
@@ -95,6 +97,8 @@ REFUSALS = {
                                                             "checks_failed": 0, "time_to_evidence_ms": {
                                                                 "median": 300, "max": 900}}), "$.summary")[1],
     "a check twice": lambda b: (b["checks"].append(dict(b["checks"][0])), "$.checks")[1],
+    "a period without its end": lambda b: (b["period"].pop("until"), "$.period.until")[1],
+    "a period that is no time": lambda b: (b["period"].__setitem__("since", "2026-10-01"), "$.period.since")[1],
 }
 
 
@@ -260,11 +264,12 @@ def test_the_drill_command_verifies_checks_logs_and_exits_by_what_it_found(log_c
     common = ["--server", url, "--log-key", vkey, "--json"]
 
     # Every acme run, the broken one among them: exit 1, its finding named, the drill logged as the auditor's.
-    code = main(["drill", "--tenant", "acme", "--runs", "5", "--seed", "7", "--token", auditors["acme"]["secret"],
-                 *common])
+    code = main(["drill", "--tenant", "acme", "--runs", "5", "--seed", "7", "--since", "2020-01-01", "--token",
+                 auditors["acme"]["secret"], *common])
     out = json.loads(capsys.readouterr().out)
     assert code == 1
     drill = out["drill"]
+    assert drill["period"] == {"since": "2020-01-01T00:00:00.000Z", "until": None}
     assert sorted(r["run_id"] for r in drill["runs"]) == ["run-a", "run-b", "run-broken"] and out["candidates"] == 3
     assert {r["evidence"] for r in drill["runs"]} == {"valid"}
     broken = next(r for r in drill["runs"] if r["run_id"] == "run-broken")
@@ -291,6 +296,9 @@ def test_the_drill_command_verifies_checks_logs_and_exits_by_what_it_found(log_c
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out
     assert out["drill"]["checks"][0]["status"] == "passed" and out["drill"]["summary"]["passed"] == 1
+    # No events in the period asked for is bad input, not a drill of nothing.
+    assert main(["drill", "--tenant", "globex", "--runs", "1", "--until", "2020-01-01", "--token",
+                 auditors["globex"]["secret"], *common]) == 2
     # ... and the acme auditor may not drill globex at all.
     assert main(["drill", "--tenant", "globex", "--runs", "1", "--token", auditors["acme"]["secret"], *common]) == 2
     capsys.readouterr()

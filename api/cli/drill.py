@@ -1,12 +1,12 @@
 """`auditlog drill`: an audit drill, run as an auditor runs it, with the caller's credential, against the log.
 
-    auditlog drill --tenant T --runs N [--seed S]
+    auditlog drill --tenant T --runs N [--seed S] [--since WHEN] [--until WHEN]
                    [--scenario random|denied-action|approval-trace|incident-replay|scope|retention]
                    [--server URL] [--token T] [--log-key VKEY] [--witness-key VKEY ... [--witness-k K]] [--tsa-ca PEM]
                    [--json]
 
 1. Candidates: the tenant's runs, from its events as GET /api/v1/events lists them (unverified: they only say what to
-   fetch). A scenario narrows them: denied-action, runs holding a denial (log/audit/completeness.py `is_denial`);
+   fetch), those timestamped in --since/--until when given (the period is logged with the drill). A scenario narrows them: denied-action, runs holding a denial (log/audit/completeness.py `is_denial`);
    approval-trace, an approval (`is_approval`); incident-replay, an outcome with status failure or an escalation.
    random, scope and retention take every run.
 2. N of them are picked at random with the seed (given, or drawn and printed), in the order the log first lists
@@ -42,6 +42,7 @@ import time
 
 from api.cli.exits import USAGE, CommandFailed, say
 from api.cli.options import json_option, log_key_option, positive, server_option, token_option, witness_options
+from api.cli.query import when
 from log.audit.drills import MAX_BY, MAX_RUN_FINDINGS, MAX_RUNS, SCENARIOS, drill_entry, drill_passed, summarize
 from log.audit.errors import InvalidEvent
 from log.audit.schema import TOKEN_PATTERN, python_regex
@@ -65,14 +66,15 @@ def scenario_filter(scenario: str):
             "incident-replay": _is_incident}.get(scenario)
 
 
-async def candidates(client, tenant: str, scenario: str) -> tuple[list[str], int]:
-    """The tenant's run ids that fit `scenario`, in the order the log first lists them, and how many events were
-    looked at."""
+async def candidates(client, tenant: str, scenario: str, period: dict) -> tuple[list[str], int]:
+    """The tenant's run ids that fit `scenario` among its events timestamped in `period` ({since, until}, RFC 3339 or
+    None), in the order the log first lists them, and how many events were looked at."""
     wanted = scenario_filter(scenario)
+    filters = {"tenant": tenant, **{name: value for name, value in period.items() if value is not None}}
     runs: dict[str, bool] = {}
     cursor, seen = None, 0
     while True:
-        page = await client.listed_events({"tenant": tenant}, cursor=cursor, limit=PAGE)
+        page = await client.listed_events(filters, cursor=cursor, limit=PAGE)
         for item in page.get("events") or ():
             event = item.get("event") if isinstance(item, dict) else None
             if not isinstance(event, dict) or not isinstance(event.get("run_id"), str):
@@ -233,9 +235,11 @@ async def _drill(args, log_key: str, witnesses, tsa) -> tuple[dict, dict, list, 
     from api.cli import inputs
 
     async with inputs.log_client(args, log_key) as client:
-        runs_of_tenant, seen = await candidates(client, args.tenant, args.scenario)
+        period = {"since": args.since, "until": args.until}
+        runs_of_tenant, seen = await candidates(client, args.tenant, args.scenario, period)
         if not seen:
-            raise CommandFailed(f"no events of tenant {args.tenant} are readable with this credential: is the "
+            window = " in that period" if args.since or args.until else ""
+            raise CommandFailed(f"no events of tenant {args.tenant}{window} are readable with this credential: is the "
                                 "tenant right, and the credential an auditor's of it (or an admin's)?", USAGE)
         picked = pick(runs_of_tenant, args.runs, args.seed)
         runs, findings, drilled = [], [], []
@@ -251,8 +255,8 @@ async def _drill(args, log_key: str, witnesses, tsa) -> tuple[dict, dict, list, 
             check, found = await retention_check(client, args.tenant)
             checks.append(check)
             findings += found
-        drill = fitted({"tenant": args.tenant, "seed": args.seed, "scenario": args.scenario, "runs": runs,
-                        "checks": checks})
+        drill = fitted({"tenant": args.tenant, "seed": args.seed, "scenario": args.scenario, "period": period,
+                        "runs": runs, "checks": checks})
         answer = await client.record_drill(drill)
     return drill, answer, findings, len(runs_of_tenant)
 
@@ -262,7 +266,10 @@ def _ms(value) -> str:
 
 
 def _print_table(drill: dict, index: int, findings: list, candidates_count: int) -> None:
-    print(f"audit drill of tenant {drill['tenant']}: scenario {drill['scenario']}, seed {drill['seed']}, "
+    period = drill["period"]
+    window = "" if period == {"since": None, "until": None} else \
+        f", events from {period['since'] or 'the start'} to {period['until'] or 'now'}"
+    print(f"audit drill of tenant {drill['tenant']}: scenario {drill['scenario']}, seed {drill['seed']}{window}, "
           f"{len(drill['runs'])} of {candidates_count} candidate runs")
     rows = [("run", "events", "evidence", "time-to-evidence", "findings", "failed check")]
     for run in drill["runs"]:
@@ -304,8 +311,8 @@ def cmd_drill(args) -> int:
         raise Unavailable(f"{exc} (the drill, seed {args.seed}, was not logged)") from None
     recorded = answer["drill"]
     # What was logged must be what was drilled: the server sets at, by and the summary, and nothing else.
-    if {k: recorded.get(k) for k in ("tenant", "seed", "scenario", "runs", "checks")} != \
-            {k: drill[k] for k in ("tenant", "seed", "scenario", "runs", "checks")} or \
+    sent = ("tenant", "seed", "scenario", "period", "runs", "checks")
+    if {k: recorded.get(k) for k in sent} != {k: drill[k] for k in sent} or \
             recorded.get("summary") != summarize(drill["runs"], drill["checks"]):
         raise LogError(f"the log recorded a drill other than the one sent (entry {answer['index']})")
     if args.json:
@@ -347,6 +354,10 @@ def add_drill_parser(commands, epilog: str = "") -> None:
                    help="the random pick's seed, to repeat a drill (default: drawn, printed and logged)")
     p.add_argument("--scenario", choices=SCENARIOS, default="random",
                    help="which runs, and which tenant checks (default random)")
+    p.add_argument("--since", type=when, metavar="WHEN",
+                   help="pick among runs with events timestamped at or after WHEN: RFC 3339 or a duration ago (1d); "
+                        "for a big tenant, a period keeps the search for runs short")
+    p.add_argument("--until", type=when, metavar="WHEN", help="... and before WHEN (as --since)")
     server_option(p)
     token_option(p)
     log_key_option(p)

@@ -551,12 +551,16 @@ _DRILL_RUN = {"type": "object", "additionalProperties": False,
                   "time_to_evidence_ms": {**_NULLABLE_UINT, "description": "from asking for the evidence bundle to "
                                                                            "its offline verification passing"}}}
 _DRILL_BODY = {"type": "object", "additionalProperties": False,
-               "required": ["tenant", "seed", "scenario", "runs", "checks"],
+               "required": ["tenant", "seed", "scenario", "period", "runs", "checks"],
                "properties": {
                    "tenant": {"type": "string", "pattern": _TOKEN},
                    "seed": {"type": "integer", "minimum": 0, "maximum": 2**53 - 1},
                    "scenario": {"enum": ["random", "denied-action", "approval-trace", "incident-replay", "scope",
                                          "retention"]},
+                   "period": {"type": "object", "additionalProperties": False, "required": ["since", "until"],
+                              "description": "the window of event timestamps the runs were picked from",
+                              "properties": {"since": {"type": ["string", "null"], "format": "date-time"},
+                                             "until": {"type": ["string", "null"], "format": "date-time"}}},
                    "runs": {"type": "array", "maxItems": 100, "items": _DRILL_RUN},
                    "checks": {"type": "array", "maxItems": 2, "items": {
                        "type": "object", "additionalProperties": False, "required": ["check", "status", "detail"],
@@ -574,8 +578,8 @@ _DRILL_PATHS: dict = {
             "parameters": [_query("tenant", "only this tenant's", schema={"type": "string", "pattern": _TOKEN}),
                            _query("after", "cursor: a previous page's next_cursor (drills logged before it)"),
                            _query("limit", "drills per page, 1 to 1000 (default 100)")],
-            "responses": {"200": _json_object("{drills: [{index, type, tenant, at, by, seed, scenario, runs, checks, "
-                                              "summary}], next_cursor}"), **_errors(400, 401, 403)},
+            "responses": {"200": _json_object("{drills: [{index, type, tenant, at, by, seed, scenario, period, runs, "
+                                              "checks, summary}], next_cursor}"), **_errors(400, 401, 403)},
         },
         "post": {
             "summary": "Log an audit drill's result (an auditor: of its tenants): the server sets at (its clock) "

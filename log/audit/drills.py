@@ -6,14 +6,17 @@ log entry, the RFC 8785 canonical JSON of:
 
     {"type": "auditlog.audit-drill/v1", "tenant": T, "at": "<RFC 3339 ms>", "by": "<credential>",
      "seed": 12345, "scenario": "random" | "denied-action" | "approval-trace" | "incident-replay" | "scope" | "retention",
+     "period": {"since": "<RFC 3339 ms>" | null, "until": ... | null},
      "runs": [{"run_id", "events": n, "evidence": "valid" | "invalid" | "unavailable", "failed_check": str | null,
                "findings": [{"check", "index": n | null, "event_id": str | null}], "findings_total": n,
                "time_to_evidence_ms": n | null}],
      "checks": [{"check": "scope" | "retention", "status": "passed" | "failed" | "not-checked", "detail": str}],
      "summary": {"runs", "passed", "failed", "findings", "checks_failed", "time_to_evidence_ms": {"median", "max"}}}
 
-`at` and `by` are the server's: its clock when it logged the drill, and the credential that asked (the access
-log's name for it: "token:<id>", "oidc:<issuer>#<sub>", "admin-token"). A run passes when its evidence verified and
+`period` is the window of event timestamps the runs were picked from (null: unbounded): with the tenant, the
+scenario and the seed, what repeats the pick. `at` and `by` are the server's: its clock when it logged the drill,
+and the credential that asked (the access log's name for it: "token:<id>", "oidc:<issuer>#<sub>", "admin-token").
+A run passes when its evidence verified and
 it has no finding. `time_to_evidence_ms` is from asking for the bundle to its offline verification passing (null
 when it did not pass). An entry is at most 65,535 bytes, so a run records at most MAX_RUN_FINDINGS findings and
 `findings_total` counts them all; `summary` is computed from the runs and checks, never taken on trust (a body
@@ -58,7 +61,7 @@ _CHECK_ID = re.compile(r"^[a-z][a-z0-9-]{0,63}\Z")  # completeness.CHECKS keys; 
 _RUN_FIELDS = {"run_id", "events", "evidence", "failed_check", "findings", "findings_total", "time_to_evidence_ms"}
 _FINDING_FIELDS = {"check", "index", "event_id"}
 _CHECK_FIELDS = {"check", "status", "detail"}
-_SUBMITTED = {"tenant", "seed", "scenario", "runs", "checks", "summary"}
+_SUBMITTED = {"tenant", "seed", "scenario", "period", "runs", "checks", "summary"}
 _RECORD = _SUBMITTED | {"type", "at", "by"}
 
 
@@ -146,6 +149,16 @@ def _run(obj: Any, path: str) -> dict:
             "time_to_evidence_ms": elapsed}
 
 
+def _period(obj: Any) -> dict:
+    _exact(obj, {"since", "until"}, set(), "a drill's period", "$.period")
+    for name in ("since", "until"):
+        value = obj[name]
+        if value is not None and (not isinstance(value, str) or parse_timestamp_ms(value) is None):
+            raise InvalidEvent(f"period.{name} must be an RFC 3339 UTC timestamp with milliseconds, or null",
+                               f"$.period.{name}")
+    return {"since": obj["since"], "until": obj["until"]}
+
+
 def _check(obj: Any, path: str) -> dict:
     _exact(obj, _CHECK_FIELDS, set(), "a drill check", path)
     return {"check": _choice(obj["check"], DRILL_CHECKS, f"{path}.check"),
@@ -198,6 +211,7 @@ def _parts(obj: dict) -> dict:
                            "$.summary")
     return {"tenant": _token(obj["tenant"], "$.tenant"),
             "seed": _count(obj["seed"], "$.seed"), "scenario": _choice(obj["scenario"], SCENARIOS, "$.scenario"),
+            "period": _period(obj["period"]),
             "runs": runs, "checks": checks, "summary": summary}
 
 
@@ -214,6 +228,7 @@ def format_drill(drill: dict) -> dict:
     """The wire object of a drill in memory (`at` in Unix ms); its canonical bytes are the log entry."""
     return {"type": DRILL_TYPE, "tenant": drill["tenant"], "at": format_timestamp_ms(drill["at"]),
             "by": drill["by"], "seed": drill["seed"], "scenario": drill["scenario"],
+            "period": dict(drill["period"]),
             "runs": [dict(r, findings=[dict(f) for f in r["findings"]]) for r in drill["runs"]],
             "checks": [dict(c) for c in drill["checks"]], "summary": summarize(drill["runs"], drill["checks"])}
 
