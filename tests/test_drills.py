@@ -8,6 +8,9 @@ What each would catch:
   valid run with a failed check, more findings listed than counted), or refused without naming the field.
 - test_drills_over_http: a drill logged without its entry or row, `at`/`by` taken from the client, another tenant's
   auditor or a writer allowed to log one, another tenant's drills listed, pagination that repeats or skips a drill.
+- test_the_drill_command_...: a broken run passed, a finding lost, a drill not logged or logged as someone else, a
+  seed that does not repeat its pick, an auditor drilling another tenant, an empty period taken for a clean drill.
+- test_drills_are_logged_..._on_postgresql: the drills' rows on PostgreSQL (its column types and lengths).
 """
 
 from __future__ import annotations
@@ -302,3 +305,31 @@ def test_the_drill_command_verifies_checks_logs_and_exits_by_what_it_found(log_c
     # ... and the acme auditor may not drill globex at all.
     assert main(["drill", "--tenant", "globex", "--runs", "1", "--token", auditors["acme"]["secret"], *common]) == 2
     capsys.readouterr()
+
+
+def test_drills_are_logged_with_their_rows_and_listed_on_postgresql(tmp_path):
+    """(SQLite: test_drills_over_http.) A long OIDC credential's name fits its row."""
+    from log.audit.drills import Drills
+    from log.service import Log, LogConfig
+    from tests.conftest import TEST_ORIGIN
+    from tests.postgres import fresh_database
+
+    async def work(url):
+        log = await Log.open(LogConfig(data_dir=tmp_path / "data", database_url=url, origin=TEST_ORIGIN,
+                                       batch_max_age=0.002))
+        try:
+            drills = Drills(log, clock=lambda: 1_765_166_400.0)
+            first, _ = await drills.record(submission(), "oidc:https://idp.example#" + "s" * 3000)
+            second, logged = await drills.record(submission("globex"), "admin-token")
+            assert logged["at"] == "2025-12-08T04:00:00.000Z"
+            page, cursor = await drills.list(tenants=frozenset({"acme"}))
+            assert [d["index"] for d in page] == [first] and cursor is None
+            assert page[0]["by"].startswith("oidc:") and page[0]["summary"]["failed"] == 2
+            page, cursor = await drills.list(limit=1)
+            assert [d["index"] for d in page] == [second] and cursor == second
+            assert [d["index"] for d in (await drills.list(after=cursor))[0]] == [first]
+        finally:
+            await log.close()
+
+    with fresh_database() as url:
+        asyncio.run(work(url))
