@@ -19,6 +19,7 @@ def _png(figure) -> bytes:
 
 def events_per_day(report: dict) -> bytes:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     data = report["charts"]["events_per_day"]
     days, types = data["days"], data["types"]
@@ -32,6 +33,7 @@ def events_per_day(report: dict) -> bytes:
     axes.set_xticks(range(0, len(days), step), [days[i] for i in range(0, len(days), step)], rotation=30,
                     ha="right", fontsize=7)
     axes.set_ylabel("events")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_title("Events per day by type")
     if types:
         axes.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -49,6 +51,7 @@ def _duration(ms: int | None) -> str:
 
 def approval_latency(report: dict) -> bytes:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     buckets = report["charts"]["approval_latency_ms"]["buckets"]
     labels, previous = [], None
@@ -62,6 +65,7 @@ def approval_latency(report: dict) -> bytes:
     axes.bar(range(len(buckets)), [b["count"] for b in buckets], color="#4a6fa5")
     axes.set_xticks(range(len(buckets)), labels, rotation=20, ha="right", fontsize=7)
     axes.set_ylabel("approvals")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_title("Approval latency (from the event approved to the approval)")
     return _png(figure)
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
+import binascii
 import hashlib
 import json
 import os
@@ -86,6 +87,7 @@ DIFF_BLOB_LIMIT = 64 << 10  # bytes of a draft or final read for a diff
 SIGNATURE_CHUNK = 1024  # signatures per request to a verifier process
 OWN_VERIFIERS_FROM = 20_000  # events from which a report without the server's verifier starts processes of its own
 LATENCY_BUCKETS_MS = (1_000, 10_000, 60_000, 300_000, 3_600_000, 86_400_000)
+_decode = json.JSONDecoder().decode
 _EVENT_PREFIX = b'{"event":'
 _EVENT_END = b',"key_id":'
 _DAY_MS = 86_400_000
@@ -128,7 +130,13 @@ class _Tally:
     def __init__(self, controls: list[frameworks.Control], tenant: str):
         self.tenant = tenant
         self.controls = controls
-        self.event_controls = [c for c in controls if c.predicate is not None]
+        # Each distinct predicate once per event, for every control it serves; "every event" is counted apart.
+        by_predicate: dict = {}
+        for control in controls:
+            if control.predicate is not None and control.predicate is not frameworks.any_event:
+                by_predicate.setdefault(control.predicate, []).append(control.key)
+        self.predicates = list(by_predicate.items())
+        self.every_event = [c.key for c in controls if c.predicate is frameworks.any_event]
         self.evidence_count = Counter()
         self.evidence_listed: dict[str, list] = {c.key: [] for c in controls}
         self.checked = 0
@@ -153,21 +161,19 @@ class _Tally:
     def tamper(self, index: int, event_id: str | None, reason: str) -> None:
         self.tampered.append({"index": index, "event_id": event_id, "reason": reason})
 
-    def add_event(self, index: int, producer: str, event: dict, by_id: dict[str, dict]) -> None:
-        """One verified event's contribution (by_id: its batch's events by id, for parent lookups)."""
+    def add_event(self, index: int, producer: str, event: dict, ms: int, by_id: dict[str, tuple[dict, int]]) -> None:
+        """One verified event's contribution (`ms` its timestamp; by_id: its batch's events and times by id, for
+        parent lookups)."""
         timestamp = event["timestamp"]
-        ms = parse_timestamp_ms(timestamp)
         if self.first is None or timestamp < self.first:
             self.first = timestamp
         if self.last is None or timestamp > self.last:
             self.last = timestamp
         kind = event["event_type"]
-        for control in self.event_controls:
-            if control.predicate(event):
-                self.evidence_count[control.key] += 1
-                listed = self.evidence_listed[control.key]
-                if len(listed) < LISTED:
-                    listed.append({"index": index, "event_id": event["event_id"], "event_type": kind})
+        for predicate, keys in self.predicates:
+            if predicate(event):
+                self._evidence(keys, index, event)
+        self._evidence(self.every_event, index, event)
         stats = self.producers.get(producer)
         if stats is None:
             stats = self.producers[producer] = _Producer()
@@ -178,8 +184,8 @@ class _Tally:
         if parent_id and parent is None:
             self.orphans.append((index, event["event_id"], parent_id, producer, event["run_id"]))
         self.per_day[(timestamp[:10], kind)] += 1
-        if completeness.is_approval(event) and parent is not None:
-            self.latencies.append(ms - parse_timestamp_ms(parent["timestamp"]))
+        if parent is not None and completeness.is_approval(event):
+            self.latencies.append(ms - parent[1])
         verdict = review.review_verdict(event)
         if verdict is not None:
             self.verdicts[verdict] += 1
@@ -193,6 +199,13 @@ class _Tally:
         metadata = event.get("metadata")
         if metadata:
             self._usage(producer, event, metadata)
+
+    def _evidence(self, keys: list[str], index: int, event: dict) -> None:
+        for key in keys:
+            self.evidence_count[key] += 1
+            listed = self.evidence_listed[key]
+            if len(listed) < LISTED:
+                listed.append({"index": index, "event_id": event["event_id"], "event_type": event["event_type"]})
 
     def _usage(self, producer: str, event: dict, metadata: dict) -> None:
         model = (event.get("snapshot") or {}).get("model_id") or "-"
@@ -227,7 +240,7 @@ class _Batch:
 class _Checked:
     """A batch after hashing and parsing: the events whose leaf hash matched, and their signature jobs."""
 
-    events: list[tuple[int, str, dict]]  # (index, producer, event)
+    events: list[tuple[int, str, dict, int]]  # (index, producer, event, its timestamp in ms)
     jobs: list[tuple[bytes, bytes, bytes]]  # (public key, canonical event bytes, signature) per event with a key
     job_events: list[int]  # position in `events` of each job
 
@@ -300,6 +313,7 @@ class _Report:
         self.tally = _Tally(self.controls, request.tenant)
         self.problems: list[str] = []
         self.leaves: dict[int, bytes] = {}  # level-0 tile index -> its leaf hashes, within the checkpoint's tree
+        self.keys: dict = {}  # (producer, key_id) -> its ProducerKey, found and tenant-checked once
         self.analysing = asyncio.Lock()  # one batch's tally at a time (the tally is not thread-safe)
 
     async def run(self) -> dict:
@@ -467,11 +481,16 @@ class _Report:
         return runs, not_covered
 
     def _read_batch(self, tx, run_ids: list[str]) -> _Batch:
+        """The batch's events: looked up by run (ix_audit_events_run), the tenant and period applied here, not in
+        SQL, where they would lead the planner to the tenant's whole period for every batch."""
         a = audit_events.c
+        tenant, since, until = self.request.tenant, self.request.since_ms, self.request.until_ms
         rows = []
         for start in range(0, len(run_ids), RUNS_PER_QUERY):
-            rows += tx.execute(select(a.idx, a.producer).where(
-                self._period(), a.idx < self.size, a.run_id.in_(run_ids[start:start + RUNS_PER_QUERY])))
+            rows += [(idx, producer) for idx, producer, row_tenant, ts in tx.execute(
+                select(a.idx, a.producer, a.tenant, a.ts).where(a.run_id.in_(run_ids[start:start + RUNS_PER_QUERY]),
+                                                               a.idx < self.size))
+                     if row_tenant == tenant and since <= ts < until]
         rows.sort()
         data = tx.entries_at([idx for idx, _ in rows])
         present = [(idx, producer, data[idx]) for idx, producer in rows if data.get(idx)]
@@ -487,30 +506,38 @@ class _Report:
         tally = self.tally
         tally.pruned += batch.pruned
         hashes = hash_leaves([data for _, _, data in batch.rows])
-        events: list[tuple[int, str, dict]] = []
+        events: list[tuple[int, str, dict, int]] = []
         jobs: list[tuple[bytes, bytes, bytes]] = []
         job_events: list[int] = []
         tenant = self.request.tenant
+        keys = self.keys
         for (index, producer, data), leaf in zip(batch.rows, hashes):
             tally.checked += 1
             if leaf != self._leaf(index):
                 tally.tamper(index, None, "the entry does not hash to its leaf in the checkpoint's tree")
                 continue
+            event = None
             try:
-                envelope = json.loads(data)
+                envelope = _decode(data.decode())
                 event = envelope["event"]
                 if envelope.get("type") != ENVELOPE_TYPE or not isinstance(event, dict):
                     raise ValueError
-                signature = base64.b64decode(envelope["signature"])
-                key = registry.key(envelope["producer"], envelope["key_id"])
-                registry.check_tenant(envelope["producer"], tenant)
-            except (ValueError, KeyError, TypeError):
+                signature = binascii.a2b_base64(envelope["signature"])
+                signer = (envelope["producer"], envelope["key_id"])
+                key = keys.get(signer)
+                if key is None:  # looked up once per producer key: its registry entry and tenants
+                    key = registry.key(*signer)
+                    registry.check_tenant(signer[0], tenant)
+                    keys[signer] = key
+                ms = parse_timestamp_ms(event.get("timestamp"))
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError, binascii.Error):
                 tally.tamper(index, None, "the entry is not an audit envelope")
                 continue
             except LogError as exc:
-                tally.tamper(index, event.get("event_id"), f"the signature cannot be checked: {exc}")
+                tally.tamper(index, event.get("event_id") if event else None,
+                             f"the signature cannot be checked: {exc}")
                 continue
-            if event.get("tenant") != tenant or not key.valid_at(parse_timestamp_ms(event.get("timestamp")) or -1):
+            if event.get("tenant") != tenant or ms is None or not key.valid_at(ms):
                 tally.tamper(index, event.get("event_id"), "the event's key was not valid at its timestamp, or the "
                                                            "event is not the tenant's")
                 continue
@@ -518,19 +545,19 @@ class _Report:
             message = data[len(_EVENT_PREFIX):data.rindex(_EVENT_END)]
             job_events.append(len(events))
             jobs.append((key.public_key, message, signature))
-            events.append((index, producer, event))
+            events.append((index, producer, event, ms))
         return _Checked(events, jobs, job_events)
 
     async def _finish_batch(self, checked: _Checked, signatures: _Signatures) -> None:
         verdicts = await signatures.verify(checked.jobs)
         bad = {checked.job_events[n] for n, valid in enumerate(verdicts) if not valid}
         kept = []
-        for position, (index, producer, event) in enumerate(checked.events):
+        for position, item in enumerate(checked.events):
             if position in bad:
-                self.tally.tamper(index, event.get("event_id"), "the producer's signature does not verify")
+                self.tally.tamper(item[0], item[2].get("event_id"), "the producer's signature does not verify")
             else:
-                kept.append((index, producer, event))
-        cited = {sha for _, _, event in kept for sha in content_references(event)}
+                kept.append(item)
+        cited = {sha for _, _, event, _ in kept for sha in content_references(event)}
         unknown = [sha for sha in cited if sha not in self.tally.blob_states]
         if unknown:
             states = await asyncio.to_thread(self._blob_states, unknown)
@@ -553,12 +580,12 @@ class _Report:
             states[sha] = "present" if hashlib.sha256(data).hexdigest() == sha else "mismatch"
         return states
 
-    def _analyse(self, events: list[tuple[int, str, dict]]) -> None:
+    def _analyse(self, events: list[tuple[int, str, dict, int]]) -> None:
         tally = self.tally
-        by_id = {event["event_id"]: event for _, _, event in events}
-        for index, producer, event in events:
-            tally.add_event(index, producer, event, by_id)
-        pairs = [(index, event) for index, _, event in events]
+        by_id = {event["event_id"]: (event, ms) for _, _, event, ms in events}
+        for index, producer, event, ms in events:
+            tally.add_event(index, producer, event, ms, by_id)
+        pairs = [(index, event) for index, _, event, _ in events]
         tally.findings.extend(completeness.event_findings(pairs))
         tally.findings.extend(completeness.payload_findings(pairs, tally.blob_states.__getitem__))
 
