@@ -80,45 +80,51 @@ async def serve_app(app: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+def serve_in_thread(app: web.Application) -> tuple[str, Callable[[], None]]:
+    """Run `app` in a background thread with its own loop: (its URL, a function that stops it)."""
+    ready = threading.Event()
+    box: dict = {}
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        stop = asyncio.Event()
+
+        async def main() -> None:
+            try:
+                async with serve_app(app) as url:
+                    box["url"] = url
+                    ready.set()
+                    await stop.wait()
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                box["error"] = exc
+                ready.set()
+
+        box["stop"] = lambda: loop.call_soon_threadsafe(stop.set)
+        loop.run_until_complete(main())
+        loop.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    ready.wait(30)
+    if "error" in box:
+        raise box["error"]
+
+    def stop() -> None:
+        box["stop"]()
+        thread.join(30)
+
+    return box["url"], stop
+
+
 @pytest.fixture
 def live_server() -> Callable[[web.Application], str]:
     """start(app) runs `app` in a background thread and returns its URL; every app started is stopped after."""
     stops: list[Callable[[], None]] = []
 
     def start(app: web.Application) -> str:
-        ready = threading.Event()
-        box: dict = {}
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            stop = asyncio.Event()
-
-            async def main() -> None:
-                try:
-                    async with serve_app(app) as url:
-                        box["url"] = url
-                        ready.set()
-                        await stop.wait()
-                except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-                    box["error"] = exc
-                    ready.set()
-
-            box["stop"] = lambda: loop.call_soon_threadsafe(stop.set)
-            loop.run_until_complete(main())
-            loop.close()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        ready.wait(30)
-        if "error" in box:
-            raise box["error"]
-
-        def stop() -> None:
-            box["stop"]()
-            thread.join(30)
-
+        url, stop = serve_in_thread(app)
         stops.append(stop)
-        return box["url"]
+        return url
 
     yield start
     for stop in reversed(stops):

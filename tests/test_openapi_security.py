@@ -34,7 +34,7 @@ def _concrete(path: str, w: dict, size: int) -> str:
     width = f"000.p/{size}" if size < 256 else "000"
     values = {"{level}": "0", "{n}": width, "{index}": "0", "{size}": str(size), "{run_id}": "run-acme",
               "{sha256}": w["blobs"]["acme"], "{producer}": "agent-acme", "{key_id}": "0000000000000000",
-              "{token_id}": w["walk-token-id"], "{hold_id}": "0" * 16}
+              "{token_id}": w["walk-token-id"], "{hold_id}": "0" * 16, "{file}": "app.js"}
     if path == "/tile/entries/{n}":
         return f"/tile/entries/{width}"
     for name, value in values.items():

@@ -19,6 +19,7 @@ from aiohttp import web
 from api.server import access_log, auth, standby
 from api.server.audit_routes import AUDIT, AUDIT_ADMIN_TOKEN, add_audit_routes
 from api.server.drills_routes import add_drill_routes
+from api.server.explorer import EXPLORER_ROUTES
 from api.server.lifecycle_routes import add_lifecycle_routes
 from api.server.report_routes import add_report_routes
 from api.server.retention_job import add_retention
@@ -242,6 +243,7 @@ def create_app(config: LogConfig, witnessing: Witnessing | None = None, *, verif
     # After the log opens; closed (its last records written) before the log closes.
     app.cleanup_ctx.append(access_log.lifetime(_access_log_sink, retention_days=access_log_retention_days))
     app.router.add_routes(ROUTES)
+    app.router.add_routes(EXPLORER_ROUTES)  # the web explorer at / and the witnesses it shows
     # After the log's lifetime: the service opens over it.
     add_audit_routes(app, data_dir=config.data_dir, admin_token=admin_token, verify_processes=verify_processes,
                      blob_uploads=blob_uploads, blobs=FileBlobStore(blob_dir) if blob_dir is not None else None,

@@ -61,6 +61,11 @@ ROUTE_POLICY: dict[tuple[str, str], str] = {
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/api/v1/openapi.json"): PUBLIC,
     ("GET", "/api/v1/schemas/auditlog.event/v1"): PUBLIC,
+    ("GET", "/api/v1/witnesses"): PUBLIC,  # the witnesses' names, keys and cosigned sizes: what a monitor checks with
+    # The web explorer's page and files (api/server/explorer.py) hold no data: what it shows, it fetches from the
+    # routes below with the credential the user signs in with.
+    ("GET", "/"): PUBLIC,
+    ("GET", "/explorer/{file}"): PUBLIC,
     # Signed audit events: each is authenticated by its producer's Ed25519 signature and the registry's tenant
     # check; a transport credential would add a second secret per producer and no assurance (README, "Security").
     ("POST", "/api/v1/events"): PUBLIC,

@@ -671,6 +671,40 @@ DOCUMENT: dict = {
                 "responses": {"200": _json_ok("LogInfo", "log parameters and state")},
             },
         },
+        "/api/v1/witnesses": {
+            "get": {
+                "summary": "The log's witnesses: each one's name, verifier keys and the largest checkpoint size it has "
+                           "cosigned (null: none yet), and k, the cosignatures a checkpoint needs to count as "
+                           "witnessed; an empty list and k null without witnesses",
+                "operationId": "witnesses",
+                "responses": {"200": _json_object("the witnesses", {
+                    "type": "object", "required": ["witnesses", "k"],
+                    "properties": {
+                        "witnesses": {"type": "array", "items": {
+                            "type": "object", "required": ["name", "keys", "latest_cosigned_size"],
+                            "properties": {"name": {"type": "string"},
+                                           "keys": {"type": "array", "items": {"type": "string"}},
+                                           "latest_cosigned_size": {"type": ["integer", "null"], "minimum": 0}}}},
+                        "k": {"type": ["integer", "null"], "minimum": 1}}})},
+            },
+        },
+        "/": {
+            "get": {
+                "summary": "The web explorer (HTML): the log's state, event search, run timelines, events and entries, "
+                           "verified in the browser; its data comes from the API with the user's credential",
+                "operationId": "explorer",
+                "responses": {"200": _binary("the explorer's page", "text/html; charset=utf-8")},
+            },
+        },
+        "/explorer/{file}": {
+            "get": {
+                "summary": "One of the explorer's static files (app.js, verify.js, style.css)",
+                "operationId": "explorerFile",
+                "parameters": [_path("file", "the file's name", "^[A-Za-z0-9._-]+$")],
+                "responses": {"200": _binary("the file (text/javascript, text/css)", "text/javascript; charset=utf-8"),
+                              **_errors(404)},
+            },
+        },
         "/api/v1/openapi.json": {
             "get": {
                 "summary": "This document",

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable
 import aiohttp
 from aiohttp import web
 
-from api.server import forwarding, routes
+from api.server import explorer, forwarding, routes
 from api.server.problems import problem_response
 from api.server.state import ROLE, ServingRole
 from log import defaults
@@ -35,7 +35,9 @@ from log import defaults
 logger = logging.getLogger(__name__)
 
 # What a standby answers itself: the stored tree's reads, and the server's own state.
-LOCAL_HANDLERS = routes.READ_WORKER_HANDLERS | {routes.healthz, routes.readyz, routes.metrics_text, routes.openapi}
+# The explorer's static files too: the same on every server.
+LOCAL_HANDLERS = routes.READ_WORKER_HANDLERS | {routes.healthz, routes.readyz, routes.metrics_text, routes.openapi,
+                                                explorer.index, explorer.explorer_file}
 RETRY_AFTER_SECONDS = 1
 
 
