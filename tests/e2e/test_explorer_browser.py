@@ -101,6 +101,17 @@ async def _seed(url: str) -> dict:
         out["loan"], out["denied"] = loan, denied
         created = await call("POST", "/api/v1/tokens", json={"role": "auditor", "tenants": [TENANT]})
         out["auditor"] = created["secret"]
+        # An audit drill's result, as `auditlog drill` records it with the auditor's credential.
+        denial = denied[1]
+        drill = {"tenant": TENANT, "seed": 7, "scenario": "random", "checks": [], "runs": [
+            {"run_id": LOAN_RUN, "events": 6, "evidence": "valid", "failed_check": None, "findings": [],
+             "findings_total": 0, "time_to_evidence_ms": 120},
+            {"run_id": DENIED_RUN, "events": 3, "evidence": "valid", "failed_check": None, "findings_total": 1,
+             "findings": [{"check": "denial-without-rationale", "index": out["indices"][denial["event_id"]],
+                           "event_id": denial["event_id"]}], "time_to_evidence_ms": 95}]}
+        recorded = await call("POST", "/api/v1/drills", json=drill,
+                              headers={"Authorization": f"Bearer {out['auditor']}"})
+        out["drill_index"] = recorded["index"]
     return out
 
 
@@ -308,8 +319,19 @@ def test_the_event_detail_shows_payloads_and_the_review_diff(world, browser):
     added = [i.text for i in browser.find_elements("css selector", "#review-diff ins")]
     assert removed[0] == "12" and added[0] == "10" and "guarantor" in " ".join(added)
     assert state["failed"] == "0"
-    browser.execute_script("document.getElementById('review').scrollIntoView()")
+    browser.execute_script("document.getElementById('payloads').previousElementSibling.scrollIntoView()")
     shot(browser, "event")
+
+
+def test_past_drills_are_listed_and_their_entries_verified(world, browser):
+    state = go(browser, f"#/drills?tenant={TENANT}")
+    row = browser.find_element("css selector", f"#drills-table tr[data-index='{world['drill_index']}']")
+    assert "1 of 2 runs passed, 1 findings" in row.text and "random" in row.text
+    assert badges(browser, "#drills-table") == [("verified", "verified")]
+    assert state["failed"] == "0"
+    row.find_element("tag name", "summary").click()
+    assert "denial-without-rationale" in row.text
+    shot(browser, "drills")
 
 
 def test_an_entry_needs_entries_read_and_the_page_says_so(world, browser):

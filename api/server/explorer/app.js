@@ -10,7 +10,7 @@
 // data-verified / data-failed (event counts) and data-verify-ms (the time the page spent verifying, performance.now()).
 
 import {
-  VerificationError, b64decode, b64encode, filterMismatch, hex, leafHash, parseVerifierKey, sha256, timestampGenTime,
+  VerificationError, b64decode, b64encode, canonicalJson, filterMismatch, hex, leafHash, parseVerifierKey, sha256, timestampGenTime,
   verifyCheckpoint, verifyCosignature, verifyEvent, verifyInclusion,
 } from "./verify.js";
 import { isReview, reviewVerdict, textDiff } from "./review.js";
@@ -754,18 +754,21 @@ async function showDrills(gen, params) {
     location.hash = `#/drills?${query({ tenant: input.value.trim() })}`;
   } }, h("label", { for: "drills-tenant" }, "Tenant "), input, " ", h("button", { type: "submit" }, "Show drills"));
   const out = h("section", { id: "drills" });
-  fill(view, h("h2", {}, "Audit drills"), form, out);
+  fill(view, h("h2", {}, "Audit drills"), h("p", { class: "note" }, "Each drill picked runs of the tenant at random, " +
+    "verified their evidence bundles offline, checked them for completeness and timed it (auditlog drill); its result " +
+    "is a log entry, whose inclusion is verified here."), form, out);
   if (!tenant) {
     view.dataset.state = "ready";
     return;
   }
+  const tally = startVerifying();
   let answer;
   try {
     answer = await api(`/api/v1/drills?${query({ tenant, limit: 20, after: params.get("after") })}`);
   } catch (error) {
-    const missing = error instanceof ApiError && error.status === 404 && /nothing is served|not found/i.test(error.message);
+    const missing = error instanceof ApiError && error.status === 404 && /nothing is served/i.test(error.message);
     fill(out, h("p", { class: "error", role: "alert" },
-      missing ? "This server does not record audit drills yet (GET /api/v1/drills answered 404)." : explain(error)));
+      missing ? "This server does not record audit drills (GET /api/v1/drills answered 404)." : explain(error)));
     view.dataset.state = "ready";
     return;
   }
@@ -775,22 +778,51 @@ async function showDrills(gen, params) {
     view.dataset.state = "ready";
     return;
   }
-  const rows = answer.drills.map((d) => {
+  const slots = answer.drills.map(() => h("td", {}, badge("pending")));
+  const rows = answer.drills.map((d, position) => {
     const s = d.summary || {};
     const runs = (d.runs || []).map((r) => h("li", {},
       hashLink(`#/run/${encodeURIComponent(r.run_id)}?${query({ tenant })}`, r.run_id),
       ` — ${r.events} events, evidence ${r.evidence}${r.failed_check ? ` (${r.failed_check})` : ""}, ` +
-      `${(r.findings || []).length} findings, ${r.time_to_evidence_ms} ms to evidence`));
+      `${r.findings_total ?? (r.findings || []).length} findings` +
+      (r.time_to_evidence_ms === null || r.time_to_evidence_ms === undefined ? "" : `, ${r.time_to_evidence_ms} ms to evidence`),
+      (r.findings || []).length ? h("ul", {}, r.findings.map((f) => h("li", {}, f.check,
+        f.index === null || f.index === undefined ? "" : [" at ", hashLink(`#/event/${f.index}?${query({ run: r.run_id, tenant })}`,
+          `entry ${f.index}`)]))) : null));
+    const checks = (d.checks || []).map((c) => h("li", {}, `${c.check}: ${c.status}${c.detail ? ` — ${c.detail}` : ""}`));
+    const times = s.time_to_evidence_ms || {};
     return h("tr", { "data-index": d.index },
-      h("td", { class: "num" }, String(d.index)), h("td", { class: "nowrap" }, d.at), h("td", {}, d.by), h("td", {}, d.scenario),
-      h("td", { class: "num" }, String(d.seed)),
-      h("td", {}, `${s.passed ?? "?"} of ${s.runs ?? "?"} passed, ${s.findings ?? 0} findings`),
-      h("td", {}, s.time_to_evidence_ms ? `median ${s.time_to_evidence_ms.median} ms, max ${s.time_to_evidence_ms.max} ms` : ""),
-      h("td", {}, h("details", {}, h("summary", {}, "runs"), h("ul", {}, runs))));
+      h("td", { class: "num" }, hashLink(`#/entry/${d.index}`, String(d.index))), h("td", { class: "nowrap" }, d.at),
+      h("td", {}, d.by), h("td", {}, d.scenario), h("td", { class: "num" }, String(d.seed)),
+      h("td", { class: s.failed || s.checks_failed ? "error" : "" },
+        `${s.passed} of ${s.runs} runs passed, ${s.findings} findings` + (s.checks_failed ? `, ${s.checks_failed} checks failed` : "")),
+      h("td", {}, times.median === null || times.median === undefined ? "—" : `median ${times.median} ms, max ${times.max} ms`),
+      h("td", {}, h("details", {}, h("summary", {}, `${(d.runs || []).length} runs`), h("ul", {}, runs),
+        checks.length ? h("ul", {}, checks) : null)), slots[position]);
   });
-  const more = answer.next_cursor ? hashLink(`#/drills?${query({ tenant, after: answer.next_cursor })}`, "Older drills →") : null;
+  const more = answer.next_cursor !== null && answer.next_cursor !== undefined
+    ? hashLink(`#/drills?${query({ tenant, after: answer.next_cursor })}`, "Older drills →") : null;
   fill(out, h("table", { id: "drills-table" }, h("thead", {}, h("tr", {}, ["Entry", "At", "By", "Scenario", "Seed",
-    "Result", "Time to evidence", "Runs"].map((c) => h("th", { scope: "col" }, c)))), h("tbody", {}, rows)), more);
+    "Result", "Time to evidence", "Runs", "Verification"].map((c) => h("th", { scope: "col" }, c)))), h("tbody", {}, rows)), more);
+  // Each drill is a log entry: the canonical JSON of its record. Hash it here and prove it in the checkpoint.
+  try {
+    const k = await logKey();
+    const checkpoint = await verifiedLatest(k, Math.max(...answer.drills.map((d) => d.index)));
+    await pool(answer.drills, PROOF_CONCURRENCY, async (drill, i) => {
+      try {
+        const { index, ...record } = drill;
+        const proof = await api(`/api/v1/proof/inclusion?index=${index}&tree_size=${checkpoint.size}`);
+        const leaf = await leafHash(new TextEncoder().encode(canonicalJson(record)));
+        await verifyInclusion(leaf, index, checkpoint.bigSize, proof.hashes.map((x) => b64decode(x)), checkpoint.root);
+        setBadge(slots[i], tally, null);
+      } catch (error) {
+        setBadge(slots[i], tally, error);
+      }
+    });
+  } catch (error) {
+    for (const slot of slots) setBadge(slot, tally, error);
+  }
+  finishVerifying(tally);
   view.dataset.state = "ready";
 }
 

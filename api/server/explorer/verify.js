@@ -245,6 +245,17 @@ function canonicalEqual(a, b) {
   return ka.length === kb.length && ka.every((k, i) => k === kb[i] && canonicalEqual(a[k], b[k]));
 }
 
+/**
+ * RFC 8785 canonical JSON of a value made of objects, arrays, strings, integers, booleans and null: members sorted
+ * by UTF-16 code units, no whitespace, strings and numbers as ECMAScript serializes them (which RFC 8785 adopts).
+ * The log's own records (a drill, a retention run) are entries of exactly these bytes.
+ */
+export function canonicalJson(value) {
+  if (value === null || typeof value !== "object") return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(",")}}`;
+}
+
 /** The signed envelope an entry's bytes hold, checked to be the one `item` (a listed event) shows beside it. */
 export function envelopeShown(item, entry) {
   let envelope;
