@@ -103,7 +103,8 @@ async def _seed(url: str) -> dict:
         out["auditor"] = created["secret"]
         # An audit drill's result, as `auditlog drill` records it with the auditor's credential.
         denial = denied[1]
-        drill = {"tenant": TENANT, "seed": 7, "scenario": "random", "checks": [], "runs": [
+        drill = {"tenant": TENANT, "seed": 7, "scenario": "random", "checks": [],
+                 "period": {"since": None, "until": None}, "runs": [
             {"run_id": LOAN_RUN, "events": 6, "evidence": "valid", "failed_check": None, "findings": [],
              "findings_total": 0, "time_to_evidence_ms": 120},
             {"run_id": DENIED_RUN, "events": 3, "evidence": "valid", "failed_check": None, "findings_total": 1,

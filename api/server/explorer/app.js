@@ -793,7 +793,10 @@ async function showDrills(gen, params) {
     const times = s.time_to_evidence_ms || {};
     return h("tr", { "data-index": d.index },
       h("td", { class: "num" }, hashLink(`#/entry/${d.index}`, String(d.index))), h("td", { class: "nowrap" }, d.at),
-      h("td", {}, d.by), h("td", {}, d.scenario), h("td", { class: "num" }, String(d.seed)),
+      h("td", {}, d.by),
+      h("td", {}, d.scenario, d.period && (d.period.since || d.period.until)
+        ? h("div", { class: "note" }, `events ${d.period.since || "…"} to ${d.period.until || "…"}`) : null),
+      h("td", { class: "num" }, String(d.seed)),
       h("td", { class: s.failed || s.checks_failed ? "error" : "" },
         `${s.passed} of ${s.runs} runs passed, ${s.findings} findings` + (s.checks_failed ? `, ${s.checks_failed} checks failed` : "")),
       h("td", {}, times.median === null || times.median === undefined ? "—" : `median ${times.median} ms, max ${times.max} ms`),
