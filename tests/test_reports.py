@@ -25,7 +25,7 @@ from log.audit.retention import Retention
 from log.audit.service import AuditService
 from log.blobs import FileBlobStore
 from log.service import Log, LogConfig
-from log.storage.schema import entries
+from log.storage.schema import access_log, entries
 from tests.test_audit_blobs import Producer, _clock
 
 ORIGIN = "example.com/reports"
@@ -323,6 +323,13 @@ def test_the_route_answers_json_html_and_pdf_to_an_auditor_of_the_tenant(seeded,
     for check in ("approval-without-policy-version", "execution-without-actor", "unprovable-payload",
                   "denial-without-rationale", "no-retention-policy", "run-broken-approval.2", "run-broken-payload.2"):
         assert check in text, check
+
+    engine = sa.create_engine(f"sqlite:///{copy / 'auditlog.db'}")  # the access log, written at the app's close
+    with engine.connect() as connection:
+        reads = connection.execute(sa.select(access_log.c.what, access_log.c.target, access_log.c.status)
+                                   .where(access_log.c.what == "report")).all()
+    engine.dispose()
+    assert [tuple(r) for r in reads] == [("report", f"{TENANT} {FROM}..{TO}", 200)] * 3
 
     assert refusals == {
         f"tenant=globex&from={FROM}&to={TO}": (403, None), f"{period}&framework=pci": (400, "framework"),

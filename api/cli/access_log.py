@@ -22,7 +22,7 @@ from log import defaults
 MAX_PAGE = 1000  # the log's largest page (log/defaults.py ACCESS_LOG_MAX_PAGE)
 _FILTERS = (
     ("--credential", "credential", "the credential that read: token:<id>, oidc:<issuer>#<subject>, admin-token"),
-    ("--what", "what", "the kind of read: events, timeline, evidence, blob, entry, entry-bundle"),
+    ("--what", "what", "the kind of read: events, timeline, evidence, blob, entry, entry-bundle, report"),
     ("--target", "target", "what was read: a run id, a sha256, an index, a tile path, an events query"),
 )
 

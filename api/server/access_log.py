@@ -1,9 +1,9 @@
 """The access log: who read which contents, when, from where, and what they were answered (issue 18).
 
 `record_read(request, what, target)` is called by the handlers of every read of contents (event lists, run
-timelines, evidence bundles, blobs, entries and entry bundles) once the request is authorized (api/server/auth.py
-has put its principal in `request[PRINCIPAL]`). `what` names the kind of read ("events", "timeline", "evidence",
-"blob", "entry", "entry-bundle") and `target` the thing read (a query string, a run id, a sha256, an index, a tile
+timelines, evidence bundles, blobs, entries and entry bundles, compliance reports) once the request is authorized
+(api/server/auth.py has put its principal in `request[PRINCIPAL]`). `what` names the kind of read ("events",
+"timeline", "evidence", "blob", "entry", "entry-bundle", "report") and `target` the thing read (a query string, a run id, a sha256, an index, a tile
 path). A read without a credential (an anonymous read of a `--public` log, or a public route) is not recorded: there
 is nobody to name, and the public surface is public. A read with a credential is recorded whatever it is answered
 once authorized (200, or a 404 for a blob or run that is not there: a probe for what exists is a read too); a

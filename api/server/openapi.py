@@ -323,7 +323,8 @@ _ACCESS_LOG_PATHS: dict = {
             "parameters": [
                 _query("credential", "only reads by this credential (token:<id>, oidc:<issuer>#<sub>, admin-token)",
                        schema={"type": "string"}),
-                _query("what", "only this kind of read: events, timeline, evidence, blob, entry, entry-bundle",
+                _query("what", "only this kind of read: events, timeline, evidence, blob, entry, entry-bundle, "
+                               "report",
                        schema={"type": "string"}),
                 _query("target", "only reads of this target (run id, sha256, index, tile path, events query)",
                        schema={"type": "string"}),

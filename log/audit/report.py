@@ -59,7 +59,7 @@ from log.audit.canonical import parse_json
 from log.audit.records import ENVELOPE_TYPE, parse_registry_change
 from log.audit.registry import Registry
 from log.audit.retention import policies_in_force
-from log.audit.schema import content_references, format_timestamp_ms, parse_timestamp_ms
+from log.audit.schema import CONTENT_REF_PATHS, content_references, format_timestamp_ms, parse_timestamp_ms
 from log.audit.tables import access_tokens, audit_events, audit_registry
 from log.audit.verifier import VerifierPool, VerifierUnavailable
 from log.checkpoint import open_checkpoint
@@ -88,6 +88,7 @@ SIGNATURE_CHUNK = 1024  # signatures per request to a verifier process
 OWN_VERIFIERS_FROM = 20_000  # events from which a report without the server's verifier starts processes of its own
 LATENCY_BUCKETS_MS = (1_000, 10_000, 60_000, 300_000, 3_600_000, 86_400_000)
 _decode = json.JSONDecoder().decode
+_REFERENCING = frozenset(path[0] for path in CONTENT_REF_PATHS)  # the top-level fields a blob reference can be in
 _EVENT_PREFIX = b'{"event":'
 _EVENT_END = b',"key_id":'
 _DAY_MS = 86_400_000
@@ -557,7 +558,8 @@ class _Report:
                 self.tally.tamper(item[0], item[2].get("event_id"), "the producer's signature does not verify")
             else:
                 kept.append(item)
-        cited = {sha for _, _, event, _ in kept for sha in content_references(event)}
+        cited = {sha for _, _, event, _ in kept if not _REFERENCING.isdisjoint(event)
+                 for sha in content_references(event)}
         unknown = [sha for sha in cited if sha not in self.tally.blob_states]
         if unknown:
             states = await asyncio.to_thread(self._blob_states, unknown)
@@ -587,7 +589,8 @@ class _Report:
             tally.add_event(index, producer, event, ms, by_id)
         pairs = [(index, event) for index, _, event, _ in events]
         tally.findings.extend(completeness.event_findings(pairs))
-        tally.findings.extend(completeness.payload_findings(pairs, tally.blob_states.__getitem__))
+        citing = [(index, event) for index, event in pairs if not _REFERENCING.isdisjoint(event)]
+        tally.findings.extend(completeness.payload_findings(citing, tally.blob_states.__getitem__))
 
     def _unresolved_parents(self, tx) -> list[tuple[int, str, str, str, str]]:
         """Gaps of kind (b): the orphans' parents looked for among all the tenant's events below the size."""
