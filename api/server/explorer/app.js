@@ -443,6 +443,7 @@ async function showSearch(gen, params, asked) {
     return;
   }
   let checkpoint;
+  tally.started = performance.now(); // the verification's time: the checkpoint, then each event's proof and hashes
   try {
     checkpoint = await verifiedLatest(k, events[events.length - 1].index);
   } catch (error) {
@@ -528,6 +529,7 @@ async function showRun(gen, runId, params) {
       "calls → outcome). ", download),
     verdict, tree, pruned.length ? h("ul", { class: "pruned" }, pruned) : null);
   let checkpoint;
+  tally.started = performance.now(); // the verification's time: the checkpoint, then each event's proof and hashes
   try {
     checkpoint = await openCheckpoint(timeline.checkpoint, k);
   } catch (error) {
