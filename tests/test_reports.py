@@ -245,15 +245,20 @@ def test_an_altered_entry_is_a_tampered_event_and_an_invalid_chain(seeded, tmp_p
     copy = tmp_path / "data"
     shutil.copytree(data_dir, copy)
     index = seed["indices"]["run-denied-with-rule.2"]
+    removed = seed["indices"]["run-other-tenant.1"]
 
-    def alter(tx):  # what someone with the database's file does to a logged denial (the server still running)
+    def alter(tx):  # what someone with the database file does, the server running: a denial rewritten,
         (data,) = tx.execute(sa.select(entries.c.data).where(entries.c.idx == index))[0]
         altered = bytes(data).replace(b"no-wire-transfers", b"wire-transfers-ok")
         tx.execute(sa.update(entries).where(entries.c.idx == index).values(data=altered))
+        tx.execute(sa.delete(entries).where(entries.c.idx == removed))  # another tenant's event taken out
 
     report = _report(copy, before=alter, frameworks=("iso27001",))
     assert "Chain integrity: INVALID" in report["summary"]["line"]
     assert report["summary"]["line"].endswith("Tampered events: 1")
+    assert "Gaps detected: 2 ·" in report["summary"]["line"]  # the position without an entry, and the orphan
+    assert {"kind": "position", "index": removed, "detail": "no entry in the database"} in \
+        report["verification"]["gaps"]
     assert report["verification"]["tampered"] == [
         {"index": index, "event_id": None, "reason": "the entry does not hash to its leaf in the checkpoint's tree"}]
     assert _control(report, "iso27001", "A.12.4.2")["status"] == "findings"

@@ -52,7 +52,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, case, func, select
 
 from log.audit import completeness, deleted, frameworks, review
 from log.audit.canonical import parse_json
@@ -70,7 +70,7 @@ from log.note import parse_note
 from log.note_keys import parse_verifier_key
 from log.prune import pruned_at
 from log.storage.schema import entries as log_entries
-from log.storage.schema import tiles
+from log.storage.schema import pruned_entries, tiles
 from log.tiles import TILE_WIDTH
 
 FORMAT = "auditlog.compliance-report/v1"
@@ -433,9 +433,15 @@ class _Report:
         return tile[at:at + HASH_SIZE]
 
     def _missing_positions(self, tx) -> list[tuple[int, str]]:
-        """Gaps of kind (a): positions below the size with no entry, or an empty one no prune accounts for."""
-        e = log_entries.c
-        stored = tx.execute(select(func.count()).select_from(log_entries).where(e.idx < self.size))[0][0]
+        """Gaps of kind (a): positions below the size with no entry, or an empty one no prune accounts for. One
+        scan counts both; the positions are looked for only when the counts disagree with the size and the prunes."""
+        e, p = log_entries.c, pruned_entries.c
+        stored, empty = tx.execute(select(func.count(), func.coalesce(func.sum(case((func.length(e.data) == 0, 1),
+                                                                                 else_=0)), 0))
+                                   .where(e.idx < self.size))[0]
+        pruned = tx.execute(select(func.count()).select_from(pruned_entries).where(p.idx < self.size))[0][0]
+        if stored == self.size and empty == pruned:
+            return []
         found: list[tuple[int, str]] = []
         if stored < self.size:
             expected = 0
@@ -443,10 +449,10 @@ class _Report:
                 found.extend((i, "no entry in the database") for i in range(expected, idx))
                 expected = idx + 1
             found.extend((i, "no entry in the database") for i in range(expected, self.size))
-        empty = [idx for idx, in tx.execute(select(e.idx).where(e.idx < self.size, func.length(e.data) == 0))]
-        if empty:
-            accounted = pruned_at(tx, empty)
-            found.extend((i, "an empty entry no retention run pruned") for i in empty if i not in accounted)
+        emptied = [idx for idx, in tx.execute(select(e.idx).where(e.idx < self.size, func.length(e.data) == 0))]
+        if emptied:
+            accounted = pruned_at(tx, emptied)
+            found.extend((i, "an empty entry no retention run pruned") for i in emptied if i not in accounted)
         return sorted(found)
 
     # -- the registry -----------------------------------------------------------------------------------------------
