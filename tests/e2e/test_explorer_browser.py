@@ -19,6 +19,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -26,13 +27,18 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from api.server.app import create_app
+from api.server.app import Witnessing, create_app
 from api.server.forwarding import passed_on
+from log.note_keys import generate_signer_key, parse_verifier_key
 from log.service import LogConfig
 from tests.browser import chromium_driver, wait_ready
 from tests.conftest import serve_in_thread
 from tests.credentials import ADMIN, ADMIN_TOKEN
 from tests.e2e.test_audit import Producer
+from tests.test_witness_job import ORIGIN, WitnessServer
+from witness.server import create_witness_app
+from witness.tsa import CA_CERT_FILE, TimestampAuthority, TsaIdentity
+from witness.tsa_server import make_tsa_app
 
 REPO = Path(__file__).resolve().parents[2]
 ARTEFACTS = REPO / "artefacts" / "explorer"
@@ -91,7 +97,8 @@ async def _seed(url: str) -> dict:
         denied = chain(DENIED_RUN, [
             ("intent", {}),
             ("denial", {"policy": {"decision": "deny", "matched_rule": "no loans to minors",
-                                   "snapshot": "credit-policy-v7"}}),
+                                   "snapshot": "credit-policy-v7"},
+                        "input": {"sha256": hashlib.sha256(b"a request never uploaded").hexdigest()}}),
             ("outcome", {"outcome": {"status": "cancelled", "reason": "denied by policy"}}),
         ])
         answer = await call("POST", "/api/v1/events", json={"events": [agent.envelope(e) for e in loan + denied]})
@@ -157,24 +164,53 @@ def _tampering_proxy(upstream: str, index: int) -> web.Application:
     return app
 
 
+def _wait_for_witness_and_timestamp(url: str, size: int) -> None:
+    """Until a checkpoint of at least `size` is witnessed and timestamped (the jobs run every 0.05 s)."""
+    async def main():
+        deadline = time.monotonic() + 20
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                async with session.get(url + "/api/v1/timestamps/latest") as resp:
+                    if resp.status == 200 and (await resp.json())["tree_size"] >= size:
+                        return
+                await asyncio.sleep(0.05)
+        raise AssertionError("no witnessed, timestamped checkpoint of the seeded log within 20 s")
+
+    asyncio.run(main())
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     data = tmp_path_factory.mktemp("explorer")
-    app = create_app(LogConfig(data_dir=data / "data", origin="explorer.test/log", batch_max_age=0.002),
-                     admin_token=ADMIN_TOKEN)
-    url, stop = serve_in_thread(app)
+    # One witness and a TSA beside the log, each on its own thread, as in production.
+    signer_key, log_vkey = generate_signer_key(ORIGIN)
+    (data / "log.key").write_text(signer_key + "\n")
+    witness = WitnessServer(data, "witness.test/explorer", parse_verifier_key(log_vkey))
+    identity = TsaIdentity.load_or_create(data / "tsa")
+    stops = []
     try:
+        witness_url, stop_witness = serve_in_thread(create_witness_app(witness.cosigner, close_store=True))
+        stops.append(stop_witness)
+        tsa_url, stop_tsa = serve_in_thread(make_tsa_app(TimestampAuthority(identity)))
+        stops.append(stop_tsa)
+        settings = Witnessing(witnesses=(f"{witness_url} {witness.vkeys[0]}",), witness_interval=0.05,
+                              tsa_url=tsa_url, tsa_ca_pem=(data / "tsa" / CA_CERT_FILE).read_bytes(),
+                              timestamp_interval=0.05)
+        app = create_app(LogConfig(data_dir=data / "data", origin=ORIGIN, key_file=data / "log.key",
+                                   batch_max_age=0.002), settings, admin_token=ADMIN_TOKEN)
+        url, stop = serve_in_thread(app)
+        stops.append(stop)
         seeded = asyncio.run(_seed(url))
+        _wait_for_witness_and_timestamp(url, max(seeded["indices"].values()) + 1)
         review = seeded["loan"][2]
         tampered_index = seeded["indices"][seeded["loan"][3]["event_id"]]  # the tool call
         proxy_url, stop_proxy = serve_in_thread(_tampering_proxy(url, tampered_index))
-        try:
-            yield {"url": url, "proxy": proxy_url, "tampered": tampered_index, "review": review,
-                   "review_index": seeded["indices"][review["event_id"]], **seeded}
-        finally:
-            stop_proxy()
+        stops.append(stop_proxy)
+        yield {"url": url, "proxy": proxy_url, "tampered": tampered_index, "review": review,
+               "review_index": seeded["indices"][review["event_id"]], "witness": witness.name, **seeded}
     finally:
-        stop()
+        for stop_one in reversed(stops):
+            stop_one()
 
 
 @pytest.fixture(scope="module")
@@ -227,15 +263,16 @@ def test_the_page_loads_and_verifies_the_checkpoint(world, browser):
     assert verdict.startswith("verified") and "key from the server, not pinned" in verdict, verdict
     assert state["failed"] == "0"
     assert int(browser.find_element("id", "log-size").text) >= 9
-    assert "no witnesses" in browser.find_element("id", "witnesses").text
-    assert "No timestamp" in browser.find_element("id", "timestamp").text
+    witnesses = browser.find_element("id", "witnesses").text
+    assert world["witness"] in witnesses and "none yet" not in witnesses
+    witnessed = browser.find_element("id", "witnessed-verdict").text
+    assert witnessed.startswith("verified") and f"cosignatures of {world['witness']} verified" in witnessed, witnessed
+    assert re.search(r"stamped at 20\d\d-\d\d-\d\dT", browser.find_element("id", "timestamp").text)
     shot(browser, "state")
 
 
 def test_a_pinned_key_that_is_not_the_servers_fails_and_says_why(world, browser):
-    from log.note_keys import generate_signer_key
-
-    _, other = generate_signer_key("explorer.test/log")
+    _, other = generate_signer_key(ORIGIN)
     browser.execute_script("localStorage.setItem('auditlog.pinnedKey', arguments[0])", other)
     try:
         go(browser, "#/state?pinned")
@@ -322,6 +359,14 @@ def test_the_event_detail_shows_payloads_and_the_review_diff(world, browser):
     assert state["failed"] == "0"
     browser.execute_script("document.getElementById('payloads').previousElementSibling.scrollIntoView()")
     shot(browser, "event")
+
+
+def test_a_payload_the_viewer_cannot_read_says_so(world, browser):
+    denial = world["denied"][1]
+    state = go(browser, f"#/event/{world['indices'][denial['event_id']]}?run={DENIED_RUN}&tenant={TENANT}")
+    assert browser.find_element("id", "event-badge").text.startswith("verified") and state["failed"] == "0"
+    assert "not readable (404" in browser.find_element("id", "payloads").text
+    assert not browser.find_elements("id", "review")[0].text  # a denial is no human review
 
 
 def test_past_drills_are_listed_and_their_entries_verified(world, browser):

@@ -227,10 +227,9 @@ async function showState(gen) {
     h("dt", {}, "Key in use"), h("dd", { class: "mono", id: "key-in-use" }, k.key.text,
       h("div", { class: "note" }, k.pinned ? "pinned in this browser" : "key from the server, not pinned"))));
   parts.push(checkpointLine, h("details", {}, h("summary", {}, "The signed checkpoint"), h("pre", {}, k.info.checkpoint)));
-  parts.push(pinForm(k));
   const witnessBox = h("section", { id: "witnesses", "aria-labelledby": "witnesses-h" }, h("h3", { id: "witnesses-h" }, "Witnesses"), h("p", {}, "Loading…"));
   const stampBox = h("section", { id: "timestamp", "aria-labelledby": "timestamp-h" }, h("h3", { id: "timestamp-h" }, "Latest timestamp"), h("p", {}, "Loading…"));
-  parts.push(witnessBox, stampBox);
+  parts.push(witnessBox, stampBox, pinForm(k));
   if (gen !== generation) return;
   fill(view, ...parts);
   await Promise.all([showWitnesses(witnessBox, tally), showTimestamp(stampBox)]);
