@@ -160,7 +160,7 @@ class AuditEvents:
     SHAPES = ("automatic", "approved", "reviewed", "denied", "escalated")
     SHAPE_WEIGHTS = (25, 30, 25, 12, 8)
     MEAN_RUN_LENGTH = 6.77  # of the shapes above at those weights; spaces the runs over the period
-    BLOB_POOL = 256
+    BLOB_POOL = 256  # prompts (each with its draft and an edit of it), at most
 
     def __init__(self, events: int, *, tenants: Sequence[str] = AUDIT_TENANTS, seed: int = 0, days: int = 90,
                  end_ms: int | None = None, defects: float = 0.002):
@@ -189,7 +189,7 @@ class AuditEvents:
         blobs: dict[str, bytes] = {}
         self.prompts: list[dict] = []
         self.drafts: list[tuple[dict, dict]] = []  # (the AI's draft, a reviewer's edit of it), as references
-        for n in range(self.BLOB_POOL):
+        for n in range(max(16, min(self.BLOB_POOL, self.count // 64))):  # a small log, a small pool
             action, amount = rng.choice(actions), rng.randint(5, 5000)
             prompt = (f"Customer {n:04d} asks to {action} customer {n:04d} ({amount} EUR). Summarise the case, "
                       f"check it against the policy and propose the action.").encode()
@@ -266,7 +266,7 @@ class AuditEvents:
         reviewer = f"{tenant}-reviewer-{rng.randrange(15)}"
         rule = f"{tenant}-rule-{rng.randrange(40):02d}"
         policy_version = f"{tenant}-policy-2026.{rng.randrange(1, 4)}"
-        prompt = rng.randrange(self.BLOB_POOL)
+        prompt = rng.randrange(len(self.prompts))
         defect = rng.random() < self.defects
         context = {"case_id": case} if customer is None else {"case_id": case, "customer_id": customer}
         events: list[tuple[int, dict]] = []
@@ -431,14 +431,12 @@ def write_audit_log(url_or_path: str | Path, events: int = 10**6, *, tenants: Se
                 await audit.register_producer(producer, [tenant], reason="benchmark workload")
                 await audit.add_key(producer, keys[tenant].verify_key.encode(),
                                     not_before=workload.start_ms - DAY_MS, reason="benchmark workload")
-            for digest, data in workload.blobs.items():
-                await audit.put_blob(digest, data)
+            await asyncio.gather(*(audit.put_blob(digest, data) for digest, data in workload.blobs.items()))
             await asyncio.gather(*(audit.record_blob_upload(digest, None) for digest in workload.blobs))
             if retention_days is not None:
                 retention = Retention(log, blobs)
-                for tenant in workload.tenants[:-1]:
-                    for record_class in ("event", "blob"):
-                        await retention.set_policy(tenant, record_class, "*", retention_days, "benchmark workload")
+                await asyncio.gather(*(retention.set_policy(tenant, record_class, "*", retention_days, "benchmark")
+                                       for tenant in workload.tenants[:-1] for record_class in ("event", "blob")))
 
             now = int(time.time() * 1000)
             pending: set[asyncio.Task] = set()
@@ -485,15 +483,16 @@ def write_audit_log(url_or_path: str | Path, events: int = 10**6, *, tenants: Se
 
 
 def _audit_fingerprint() -> str:
-    """What a cached audit log depends on: this generator, the schema and migrations, ingest's index rows."""
-    from benchmarks.prooftree import REPO
+    """What a cached audit log's contents depend on: the generator, the writer, ingest's checks and index rows
+    (their source). Not the schema: a server (or Log.open) started on a copy migrates it as it would a production
+    database, so an index added later is built there, not by rebuilding the log."""
+    import inspect
+
+    from log.audit import intake, service
 
     digest = hashlib.sha256(str(AUDIT_FORMAT).encode())
-    sources = [Path(__file__), REPO / "log" / "storage" / "schema.py", REPO / "log" / "audit" / "tables.py",
-               REPO / "log" / "audit" / "intake.py", *sorted((REPO / "alembic" / "versions").glob("*.py"))]
-    for path in sources:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+    for code in (AuditEvents, write_audit_log, intake, service.index_rows):
+        digest.update(inspect.getsource(code).encode())
     return digest.hexdigest()[:12]
 
 

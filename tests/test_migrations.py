@@ -159,6 +159,44 @@ def test_a_page_of_one_producers_events_is_read_in_index_order_not_sorted(tmp_pa
     assert "TEMP B-TREE" not in plan, plan
 
 
+# The explorer's searches (as an auditor of one tenant makes them) and the index each must be driven by: in index
+# order, read from the index alone where its filters allow (no table lookup per event to check them), never sorted.
+SEARCH_PLANS = [
+    (dict(tenant="acme"), "COVERING INDEX ix_audit_events_tenant_idx (tenant=? AND idx>? AND idx<?)"),
+    (dict(tenant="acme", since=1, until=2), "COVERING INDEX ix_audit_events_tenant_idx (tenant=? AND idx>? AND idx<?)"),
+    (dict(tenant="acme", event_type="approval", since=1),
+     "COVERING INDEX ix_audit_events_tenant_idx (tenant=? AND idx>? AND idx<?)"),
+    (dict(tenant="acme", run_id="run-1"), "INDEX ix_audit_events_run (run_id=? AND idx>? AND idx<?)"),
+    (dict(tenant="acme", trace_id="tr-1", event_type="tool_call"),
+     "INDEX ix_audit_events_trace (trace_id=? AND idx>? AND idx<?)"),
+    (dict(tenant="acme", actor_id="policy-engine", event_type="denial", since=1, until=2),
+     "COVERING INDEX ix_audit_events_actor (actor_id=? AND idx>? AND idx<?)"),
+    (dict(tenant="acme", context=(("case_id", "case-9"),), event_type="approval"),
+     "COVERING INDEX ix_audit_event_context_lookup (name=? AND value=? AND idx>? AND idx<?)"),
+    (dict(event_type="denial"), "COVERING INDEX ix_audit_events_type (event_type=? AND idx>? AND idx<?)"),
+]
+
+
+@pytest.mark.parametrize("filters,driven_by", SEARCH_PLANS, ids=[" ".join(sorted(f)) for f, _ in SEARCH_PLANS])
+def test_each_explorer_search_is_driven_by_its_most_selective_index(tmp_path, filters, driven_by):
+    """SQLite keeps no statistics: without events_statement naming its driver, it drove a run's search from the
+    tenant's index (every event of the tenant) as readily as from the run's."""
+    from log.audit.service import EventQuery, events_statement
+
+    url = f"sqlite:///{tmp_path / 'auditlog.db'}"
+    upgrade_schema(url)
+    engine = sa.create_engine(normalize_database_url(url))
+    try:
+        query = EventQuery(**filters, tenants=frozenset(["acme"]) if "tenant" in filters else None, after=10, limit=50)
+        sql = str(events_statement(query, 10**9).compile(engine, compile_kwargs={"literal_binds": True}))
+        with engine.connect() as conn:
+            plan = " | ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    finally:
+        engine.dispose()
+    assert plan.startswith("SEARCH ") and f"USING {driven_by}" in plan.split(" | ")[0], plan
+    assert "TEMP B-TREE" not in plan and "SCAN" not in plan, plan
+
+
 def _sqlite_shape(url: str) -> dict[str, tuple[str, bool]]:
     """{table: (its key's declared type, whether SQLite keeps an index beside the table for that key)}."""
     engine = sa.create_engine(normalize_database_url(url))

@@ -795,26 +795,58 @@ def _note_size(note: bytes) -> int:
     return Checkpoint.from_text(parse_note(note).text).size
 
 
+# The filters that can drive a search, most selective first: each has an index (column, idx) that yields its events
+# in index order from the cursor on. A run, a trace or an actor has few events; a producer, a tenant or an event type
+# many. The tenant's index (tenant, idx, ts, event_type) also answers the time range and the event type itself.
+_DRIVERS = ("run_id", "trace_id", "actor_id", "producer", "tenant", "event_type")
+
+
+def _unindexed(column):
+    """`column` as an expression no index serves: its filter is checked on the rows the driving index finds."""
+    return column.concat("")
+
+
 def events_statement(query: EventQuery, size: int):
     """The indices of the page of audit events that `query` asks for, in a tree of `size` entries, ascending: one
-    more than query.limit, so the caller knows whether another page follows."""
+    more than query.limit, so the caller knows whether another page follows.
+
+    One index drives the search: a context id's (audit_event_context (name, value, idx)) when there is one, else that
+    of the first filter of _DRIVERS the query has; every other filter is checked on the rows it yields, in forms no
+    index serves. Said, not left to the planner: SQLite keeps no statistics, so its planner takes an equality on a
+    tenant (a few values) for as selective as one on a run (10^5 values), and drove run searches from the tenant's
+    index, and with context ids it walked every event of the tenant with a correlated probe per event (most of a
+    second at 10^6 events)."""
     a = audit_events.c
-    conditions = [a.idx > query.after, a.idx < size]
-    for column, value in ((a.tenant, query.tenant), (a.run_id, query.run_id), (a.trace_id, query.trace_id),
-                          (a.actor_id, query.actor_id), (a.actor_type, query.actor_type),
-                          (a.event_type, query.event_type), (a.producer, query.producer)):
+    source, position, conditions = audit_events, a.idx, []
+    for name, value in query.context:
+        c = audit_event_context.alias()
+        if position is a.idx:
+            source, position = c.join(audit_events, a.idx == c.c.idx), c.c.idx
+        else:
+            source = source.join(c, c.c.idx == position)
+        conditions += [c.c.name == name, c.c.value == value]
+    conditions += [position > query.after, position < size]
+    tenant = query.tenant
+    if tenant is None and query.tenants is not None and len(query.tenants) == 1:
+        tenant = next(iter(query.tenants))  # a scope of one tenant is that tenant's filter
+    values = {"run_id": query.run_id, "trace_id": query.trace_id, "actor_id": query.actor_id,
+              "producer": query.producer, "tenant": tenant, "event_type": query.event_type}
+    driver = None if query.context else next((name for name in _DRIVERS if values[name] is not None), None)
+    for name, value in values.items():
         if value is not None:
-            conditions.append(column == value)
+            column = getattr(a, name)
+            conditions.append((column if name == driver else _unindexed(column)) == value)
+    if query.actor_type is not None:
+        conditions.append(a.actor_type == query.actor_type)
     if query.tenants is not None:
-        conditions.append(a.tenant.in_(sorted(query.tenants)))
+        column = a.tenant if driver == "tenant" or (driver is None and not query.context) else _unindexed(a.tenant)
+        conditions.append(column.in_(sorted(query.tenants)))
     if query.since is not None:
         conditions.append(a.ts >= query.since)
     if query.until is not None:
         conditions.append(a.ts < query.until)
-    for name, value in query.context:
-        c = audit_event_context.alias()
-        conditions.append(select(c.c.idx).where(c.c.idx == a.idx, c.c.name == name, c.c.value == value).exists())
-    return select(a.idx).where(and_(*conditions)).order_by(a.idx).limit(query.limit + 1)
+    return (select(a.idx).select_from(source).where(and_(*conditions)).order_by(position)
+            .limit(query.limit + 1))
 
 
 def _verify_chunk(items: list[_Admitted]) -> None:
