@@ -37,6 +37,7 @@ def chromium_driver(download_dir: Path | None = None):
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                  f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for script and CSP errors
     if download_dir is not None:
         options.add_experimental_option("prefs", {"download.default_directory": str(download_dir),
                                                   "download.prompt_for_download": False})

@@ -470,6 +470,16 @@ def test_one_altered_proof_fails_that_event_and_no_other(world, browser):
     assert row.get_attribute("data-verify") == "failed"
 
 
+def test_no_script_error_and_nothing_the_content_security_policy_refused(world, browser):
+    """Last of the module: the console of every view above holds no uncaught error and no CSP violation (refused
+    network answers, the 401s, 403s and 404s the tests asked for, are not script errors)."""
+    console = browser.get_log("browser")
+    bad = [entry["message"] for entry in console
+           if "Content Security Policy" in entry["message"] or "Uncaught" in entry["message"]
+           or ("SEVERE" == entry["level"] and "Failed to load resource" not in entry["message"])]
+    assert not bad, bad
+
+
 JS_VECTORS = r"""
 const vectors = arguments[0], done = arguments[arguments.length - 1];
 import("/explorer/verify.js").then(async (v) => {
