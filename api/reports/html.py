@@ -26,7 +26,7 @@ ul.events{margin:0;padding-left:1.1rem}code{font-size:.85rem;word-break:break-al
 
 def _list(items: list[str], more: int = 0) -> str:
     if not items:
-        return "-"
+        return ""
     out = "<ul class=events>" + "".join(f"<li>{escape(i)}</li>" for i in items)
     if more > 0:
         out += f"<li>... and {more:,} more</li>"

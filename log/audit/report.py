@@ -387,8 +387,8 @@ class _Report:
                            "witnessed": self.witnessed, "cosigners": cosigners, "note": self.note.decode()},
             "summary": summary,
             "verification": {
-                "tree": "the level-0 tiles fold to the signed root" if tree_ok else
-                        "the level-0 tiles do NOT fold to the signed root",
+                "tree": "The level-0 tiles fold to the signed root" if tree_ok else
+                        "The level-0 tiles do NOT fold to the signed root",
                 "gaps": gaps[:GAPS_LISTED], "tampered": tampered[:GAPS_LISTED], "problems": self.problems,
                 "signatures": {"checked": signatures.checked, "in_processes": signatures.in_processes,
                                "seconds": round(signatures.seconds, 3)},
