@@ -91,13 +91,13 @@ def render_pdf(report: dict) -> bytes:
     story.append(table(rows, [5.5, 1.5, 10.5]))
 
     story.append(p("Producers", styles["Heading2"]))
-    rows = [[p("Producer"), p("Events"), p("Longest silences"), p("Broken parent links")]]
+    rows = [[p("Producer", small), p("Events", small), p("Longest silences", small), p("Broken parent links", small)]]
     for pr in report["producers"]:
         rows.append([p(pr["producer"], small), p(f"{pr['events']:,}", small),
                      cell([f"{s['from']} to {s['to']} ({s['ms'] / 1000:,.0f} s)" for s in pr["silences"]]),
                      cell([f"#{b['index']} {b['event_id']} -> {b['parent_event_id']}" for b in pr["broken_parent_links"]],
                           pr["broken_parent_link_count"] - len(pr["broken_parent_links"]))])
-    story.append(table(rows, [4.0, 1.5, 6.0, 6.0]))
+    story.append(table(rows, [3.7, 1.8, 6.0, 6.0]))
 
     r = report["review"]
     story += [p("Human review", styles["Heading2"]),
