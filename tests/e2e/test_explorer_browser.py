@@ -312,6 +312,16 @@ def test_an_auditor_searches_by_keyboard_and_every_event_is_verified(world, brow
     shot(browser, "search")
 
 
+def test_filters_by_context_type_and_time(world, browser):
+    state = go(browser, f"#/search?context=case_id%3Dcase-{LOAN_RUN}&event_type=human_review&since=2020-01-01"
+                        "&until=2999-01-01T00:00:00Z")
+    rows = browser.find_elements("css selector", "#events tbody tr")
+    assert [r.get_attribute("data-event-id") for r in rows] == [world["review"]["event_id"]]
+    assert state["verified"] == "1" and state["failed"] == "0"
+    go(browser, "#/search?since=yesterday")
+    assert "must be a date" in browser.find_element("css selector", "#results .error").text
+
+
 def test_paging_with_the_cursor(world, browser):
     state = go(browser, f"#/search?tenant={TENANT}&limit=4")
     assert len(browser.find_elements("css selector", "#events tbody tr")) == 4 and state["failed"] == "0"

@@ -320,8 +320,8 @@ async function showTimestamp(box) {
     const stamp = await api("/api/v1/timestamps/latest");
     const genTime = timestampGenTime(b64decode(stamp.timestamp));
     fill(box, box.firstChild, h("p", {}, `The newest RFC 3161 timestamp covers the checkpoint of size ` +
-      `${stamp.tree_size}` + (genTime ? `, stamped at ${genTime} (as the token says; its signature is checked by ` +
-      "auditlog verify, not here)." : ".")));
+      `${stamp.tree_size}` + (genTime ? `, stamped at ${genTime} (as the token says: its signature is not checked ` +
+      "here; auditlog verify-evidence --tsa-ca checks it)." : ".")));
   } catch (error) {
     fill(box, box.firstChild, h("p", {}, error.status === 404
       ? `No timestamp: ${error.message}.` : explain(error)));
