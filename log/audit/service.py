@@ -67,6 +67,7 @@ from log.note import parse_note
 from log.sequencer import EntryOutcome, IdempotencyKey, Published
 from log.prune import pruned_at
 from log.storage import RowInsert
+from log.storage.hints import not_index_key
 from log.storage.schema import entries as log_entries
 
 MAX_TIMELINE = 10_000
@@ -795,27 +796,22 @@ def _note_size(note: bytes) -> int:
     return Checkpoint.from_text(parse_note(note).text).size
 
 
-# The filters that can drive a search, most selective first: each has an index (column, idx) that yields its events
-# in index order from the cursor on. A run, a trace or an actor has few events; a producer, a tenant or an event type
-# many. The tenant's index (tenant, idx, ts, event_type) also answers the time range and the event type itself.
+# The filters that can drive a search, most selective first: each has an index (column, idx, ...) that yields its
+# events in index order from the cursor on. A run, a trace or an actor has few events; a producer, a tenant or an event
+# type many. The tenant's and the actor's indexes also hold the time and the event type (and the actor's the tenant),
+# so their pages are checked in the index itself.
 _DRIVERS = ("run_id", "trace_id", "actor_id", "producer", "tenant", "event_type")
-
-
-def _unindexed(column):
-    """`column` as an expression no index serves: its filter is checked on the rows the driving index finds."""
-    return column.concat("")
 
 
 def events_statement(query: EventQuery, size: int):
     """The indices of the page of audit events that `query` asks for, in a tree of `size` entries, ascending: one
     more than query.limit, so the caller knows whether another page follows.
 
-    One index drives the search: a context id's (audit_event_context (name, value, idx)) when there is one, else that
-    of the first filter of _DRIVERS the query has; every other filter is checked on the rows it yields, in forms no
-    index serves. Said, not left to the planner: SQLite keeps no statistics, so its planner takes an equality on a
-    tenant (a few values) for as selective as one on a run (10^5 values), and drove run searches from the tenant's
-    index, and with context ids it walked every event of the tenant with a correlated probe per event (most of a
-    second at 10^6 events)."""
+    A context id's search is driven from the context index (audit_event_context (name, value, idx), joined): a
+    correlated EXISTS per event walked every event of the tenant instead (most of a second at 10^6 events). Without
+    one, on SQLite, the first filter of _DRIVERS the query has drives it and the others are `not_index_keys`:
+    SQLite keeps no statistics, and took an equality on a tenant (a few values) for as selective as one on a run
+    (10^5 values), driving a run's search from the tenant's index. PostgreSQL's planner, with statistics, chooses."""
     a = audit_events.c
     source, position, conditions = audit_events, a.idx, []
     for name, value in query.context:
@@ -832,21 +828,23 @@ def events_statement(query: EventQuery, size: int):
     values = {"run_id": query.run_id, "trace_id": query.trace_id, "actor_id": query.actor_id,
               "producer": query.producer, "tenant": tenant, "event_type": query.event_type}
     driver = None if query.context else next((name for name in _DRIVERS if values[name] is not None), None)
+
+    def column(name: str):
+        bare = getattr(a, name)
+        return bare if name == driver or (driver is None and not query.context) else not_index_key(bare)
+
     for name, value in values.items():
         if value is not None:
-            column = getattr(a, name)
-            conditions.append((column if name == driver else _unindexed(column)) == value)
+            conditions.append(column(name) == value)
     if query.actor_type is not None:
         conditions.append(a.actor_type == query.actor_type)
     if query.tenants is not None:
-        column = a.tenant if driver == "tenant" or (driver is None and not query.context) else _unindexed(a.tenant)
-        conditions.append(column.in_(sorted(query.tenants)))
+        conditions.append(column("tenant").in_(sorted(query.tenants)))
     if query.since is not None:
         conditions.append(a.ts >= query.since)
     if query.until is not None:
         conditions.append(a.ts < query.until)
-    return (select(a.idx).select_from(source).where(and_(*conditions)).order_by(position)
-            .limit(query.limit + 1))
+    return select(a.idx).select_from(source).where(and_(*conditions)).order_by(position).limit(query.limit + 1)
 
 
 def _verify_chunk(items: list[_Admitted]) -> None:
