@@ -2,22 +2,19 @@
 under 32 concurrent writers spread across the servers (each moves to the next server on a connection error or a
 503):
 
-- 8 SIGKILLs of whichever server sequences, each restarted after: the time from each kill to the first
+- 20 SIGKILLs of whichever server sequences, each restarted after: the time from each kill to the first
   acknowledgement of a write sent after it is printed (median, max, and whether each met the issue's 5 s; only a
   generous bound is asserted); answers are 200 or 503, or no answer from a server while it is dead, never 500; every
   acknowledged entry is stored at its index with its leaf hash; the stored checkpoints form one chain (one per size,
   each the root of the first `size` stored entries); `auditlog verify` says VALID;
-- SIGSTOP of the sequencer until another server has taken over (writes sent after the stop are acknowledged, and a
-  write each standby passed on to the stopped one is answered) and 2 s more: resumed, the stopped server steps down
-  (its /healthz says standby, writes sent to it are acknowledged by the new sequencer) and never commits: every
-  batch it counts as committed is a checkpoint stored before the takeover;
+- SIGSTOP of the sequencer for 30 s: another server takes over while it is stopped (writes sent after the stop are
+  acknowledged, and a write each standby passed on to the stopped one is answered, before it resumes); resumed, the
+  stopped server steps down (its /healthz says standby, writes sent to it are acknowledged by the new sequencer) and
+  never commits: every batch it counts as committed is a checkpoint stored before the takeover;
 - witnessing and timestamping once per log: with a real witness and TSA, only the sequencer speaks to them, and
   after a kill the new sequencer carries on.
 
-In-process tests of the same machinery: tests/test_ha.py. The issue's 20 kills and 30 s stop were cut for the suite's
-time: every kill is the same takeover (the benchmark, benchmarks/test_ha.py, measures 40 in its full mode), and a
-stop that outlasts the takeover by 28 s more showed nothing that 2 s does not (a stop inside a statement, where the
-takeover waits STALLED_STATEMENT_SECONDS, is still waited for).
+In-process tests of the same machinery: tests/test_ha.py. The 20 kills and the 30 s stop are issue 19's figures.
 """
 
 from __future__ import annotations
@@ -40,9 +37,9 @@ from tests.ha_cluster import (FAILOVER_TARGET, Cluster, SpreadWriters, failover_
                               kill_sequencers, metric)
 from tests.postgres import fresh_database
 
-KILLS = 8
+KILLS = 20
 BOUND = 30.0  # seconds: asserted per failover; the 5 s target is reported, not asserted (CI is noisy)
-STOPPED_AFTER_TAKEOVER = 2.0  # seconds the sequencer stays stopped once another has taken over
+PAUSE = 30.0  # seconds the sequencer stays stopped
 # Lean servers: no verifier processes (no signed events here), no read workers; restarts under load stay quick.
 SERVER_ARGS = ["--verify-processes", "0", "--read-workers", "0"]
 TAKEN_OVER = re.compile(r"this server now sequences the log, at size (\d+)")
@@ -97,7 +94,7 @@ def test_twenty_sigkills_of_the_sequencer_under_load_lose_nothing_and_fork_nothi
         _verify(cluster.servers[0], tmp_path)
 
 
-def test_a_stopped_sequencer_is_replaced_and_resumed_never_commits(tmp_path):
+def test_a_sequencer_stopped_for_30_seconds_is_replaced_and_resumed_never_commits(tmp_path):
     with fresh_database() as url, Cluster(tmp_path, url, extra_args=SERVER_ARGS) as cluster:
         load = SpreadWriters(cluster.servers)
         moments: dict[str, float] = {}
@@ -115,13 +112,14 @@ def test_a_stopped_sequencer_is_replaced_and_resumed_never_commits(tmp_path):
                 held = asyncio.gather(*(_timed_post(session, server) for server in cluster.servers
                                         if server is not paused))
                 try:
-                    # Stopped until another server has taken over (a write sent after the stop is acknowledged)
-                    # and the held writes are answered, then a while more under the new sequencer.
-                    deadline = moments["stopped"] + BOUND
+                    # Another server takes over while it is stopped (a write sent after the stop is acknowledged)
+                    # and the held writes are answered before it resumes; it stays stopped for the whole pause.
                     while first_acknowledgement_after(load, moments["stopped"]) is None or not held.done():
-                        assert time.monotonic() < deadline, "no takeover and answers within the bound while stopped"
+                        assert time.monotonic() < moments["stopped"] + PAUSE, \
+                            "no takeover, or the held writes unanswered, while the sequencer was stopped"
                         await asyncio.sleep(0.1)
-                    await asyncio.sleep(STOPPED_AFTER_TAKEOVER)
+                    while time.monotonic() < moments["stopped"] + PAUSE:
+                        await asyncio.sleep(0.1)
                     acknowledged = [a for a in load.answers if a[3] == 200 and a[0] >= moments["stopped"]]
                     others = await cluster.roles(session)  # the stopped one does not answer
                 finally:
@@ -151,8 +149,7 @@ def test_a_stopped_sequencer_is_replaced_and_resumed_never_commits(tmp_path):
         taker = next(server for server in cluster.servers if server.url == health["sequencer"])
         taken_at = [int(match.group(1)) for line in taker.output if (match := TAKEN_OVER.search(line))]
         new_epoch, since = _lease(url)
-        print(f"\nsequencer stopped for {moments['resumed'] - moments['stopped']:.1f} s under {load.workers} writers: "
-              f"{taker.url} took the lease "
+        print(f"\nsequencer stopped for {PAUSE:.0f} s under {load.workers} writers: {taker.url} took the lease "
               f"{since - moments['stopped wall']:.2f} s after the SIGSTOP (at size {taken_at}; a lease is "
               f"{SEQUENCER_LEASE_SECONDS:.0f} s), writes were acknowledged again after "
               f"{acknowledged[0][1] - moments['stopped']:.2f} s; a write sent to each standby at the SIGSTOP was "
