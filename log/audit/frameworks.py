@@ -75,9 +75,12 @@ class Control:
 
 # -- predicates over one event (a valid auditlog.event/v1 object) ----------------------------------------------------
 
+_NONE: dict = {}
+
+
 def _block(event: dict, name: str) -> dict:
-    value = event.get(name)
-    return value if isinstance(value, dict) else {}
+    """A block of a valid event (the schema makes each an object), or an empty one when absent."""
+    return event.get(name) or _NONE
 
 
 def any_event(event: dict) -> bool:

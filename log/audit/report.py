@@ -137,9 +137,10 @@ class _Tally:
             if control.predicate is not None and control.predicate is not frameworks.any_event:
                 by_predicate.setdefault(control.predicate, []).append(control.key)
         self.predicates = list(by_predicate.items())
-        self.every_event = [c.key for c in controls if c.predicate is frameworks.any_event]
         self.evidence_count = Counter()
         self.evidence_listed: dict[str, list] = {c.key: [] for c in controls}
+        self.first_events: list[dict] = []  # the evidence listed for controls every event evidences
+        self.analysed = 0  # events verified and tallied
         self.checked = 0
         self.pruned = 0
         self.first: str | None = None
@@ -174,7 +175,9 @@ class _Tally:
         for predicate, keys in self.predicates:
             if predicate(event):
                 self._evidence(keys, index, event)
-        self._evidence(self.every_event, index, event)
+        self.analysed += 1
+        if len(self.first_events) < LISTED:
+            self.first_events.append({"index": index, "event_id": event["event_id"], "event_type": kind})
         stats = self.producers.get(producer)
         if stats is None:
             stats = self.producers[producer] = _Producer()
@@ -643,8 +646,10 @@ class _Report:
         tally = self.tally
         out = []
         for control in self.controls:
-            listed = list(tally.evidence_listed[control.key])
-            count = tally.evidence_count[control.key]
+            if control.predicate is frameworks.any_event:
+                listed, count = list(tally.first_events), tally.analysed
+            else:
+                listed, count = list(tally.evidence_listed[control.key]), tally.evidence_count[control.key]
             for kind in control.records:
                 count += len(records[kind])
                 listed += [{"index": r["index"], "record": r["record"]} for r in records[kind][:LISTED]]
