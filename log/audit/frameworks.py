@@ -134,6 +134,15 @@ def with_payload(event: dict) -> bool:
     return "input" in event or "output" in event
 
 
+def shape(event: dict) -> tuple:
+    """The parts of an event the predicates above read, and nothing else: two events of one shape evidence the same
+    controls, so a report evaluates the predicates once per shape (a predicate that reads more must add it here)."""
+    policy, approval = _block(event, "policy"), event.get("approval")
+    return (event.get("event_type"), _block(event, "actor").get("type"), "on_behalf_of" in event,
+            policy.get("decision"), "snapshot" in policy, bool(_block(event, "snapshot")), approval is not None,
+            "error" in event, _block(event, "outcome").get("status"), "input" in event or "output" in event)
+
+
 APPROVAL, EXECUTION, PAYLOAD, DENIAL, RETENTION = (
     "approval-without-policy-version", "execution-without-actor", "unprovable-payload", "denial-without-rationale",
     "no-retention-policy")

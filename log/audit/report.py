@@ -84,7 +84,7 @@ SILENCES_LISTED = 3
 EDITS_LISTED = 10
 DIFFS_READ = 200  # edited reviews whose draft and final blobs are read for "commonest edits"
 DIFF_BLOB_LIMIT = 64 << 10  # bytes of a draft or final read for a diff
-SIGNATURE_CHUNK = 1024  # signatures per request to a verifier process
+SIGNATURE_CHUNK = 2048  # signatures per request to a verifier process (half a batch: one to each of two)
 OWN_VERIFIERS_FROM = 20_000  # events from which a report without the server's verifier starts processes of its own
 LATENCY_BUCKETS_MS = (1_000, 10_000, 60_000, 300_000, 3_600_000, 86_400_000)
 _decode = json.JSONDecoder().decode
@@ -131,14 +131,12 @@ class _Tally:
     def __init__(self, controls: list[frameworks.Control], tenant: str):
         self.tenant = tenant
         self.controls = controls
-        # Each distinct predicate once per event, for every control it serves; "every event" is counted apart.
-        by_predicate: dict = {}
-        for control in controls:
-            if control.predicate is not None and control.predicate is not frameworks.any_event:
-                by_predicate.setdefault(control.predicate, []).append(control.key)
-        self.predicates = list(by_predicate.items())
-        self.evidence_count = Counter()
+        # The predicates are evaluated once per event shape (frameworks.shape), and events counted per shape.
+        self.predicated = [c for c in controls if c.predicate is not None and c.predicate is not frameworks.any_event]
+        self.by_shape: dict[tuple, tuple[str, ...]] = {}  # shape -> the keys of the controls its events evidence
+        self.shape_count: Counter = Counter()
         self.evidence_listed: dict[str, list] = {c.key: [] for c in controls}
+        self.unlisted = {c.key for c in self.predicated}  # controls whose evidence list is not full yet
         self.first_events: list[dict] = []  # the evidence listed for controls every event evidences
         self.analysed = 0  # events verified and tallied
         self.checked = 0
@@ -172,9 +170,13 @@ class _Tally:
         if self.last is None or timestamp > self.last:
             self.last = timestamp
         kind = event["event_type"]
-        for predicate, keys in self.predicates:
-            if predicate(event):
-                self._evidence(keys, index, event)
+        shape = frameworks.shape(event)
+        evidenced = self.by_shape.get(shape)
+        if evidenced is None:
+            evidenced = self.by_shape[shape] = tuple(c.key for c in self.predicated if c.predicate(event))
+        self.shape_count[shape] += 1
+        if self.unlisted:
+            self._list(evidenced, index, event)
         self.analysed += 1
         if len(self.first_events) < LISTED:
             self.first_events.append({"index": index, "event_id": event["event_id"], "event_type": kind})
@@ -204,12 +206,16 @@ class _Tally:
         if metadata:
             self._usage(producer, event, metadata)
 
-    def _evidence(self, keys: list[str], index: int, event: dict) -> None:
+    def _list(self, keys: tuple[str, ...], index: int, event: dict) -> None:
         for key in keys:
-            self.evidence_count[key] += 1
-            listed = self.evidence_listed[key]
-            if len(listed) < LISTED:
+            if key in self.unlisted:
+                listed = self.evidence_listed[key]
                 listed.append({"index": index, "event_id": event["event_id"], "event_type": event["event_type"]})
+                if len(listed) >= LISTED:
+                    self.unlisted.discard(key)
+
+    def evidence_count(self, key: str) -> int:
+        return sum(count for shape, count in self.shape_count.items() if key in self.by_shape[shape])
 
     def _usage(self, producer: str, event: dict, metadata: dict) -> None:
         model = (event.get("snapshot") or {}).get("model_id") or "-"
@@ -643,7 +649,7 @@ class _Report:
             if control.predicate is frameworks.any_event:
                 listed, count = list(tally.first_events), tally.analysed
             else:
-                listed, count = list(tally.evidence_listed[control.key]), tally.evidence_count[control.key]
+                listed, count = list(tally.evidence_listed[control.key]), tally.evidence_count(control.key)
             for kind in control.records:
                 count += len(records[kind])
                 listed += [{"index": r["index"], "record": r["record"]} for r in records[kind][:LISTED]]
