@@ -34,12 +34,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
-
 from log.audit.canonical import canonicalize, parse_json
 from log.audit.errors import InvalidEvent
 from log.audit.schema import MAX_SAFE_INTEGER, TOKEN_PATTERN, format_timestamp_ms, parse_timestamp_ms, python_regex
-from log.audit.tables import audit_drills
 from log.errors import InvalidInput
 from log.storage import RowInsert
 from log.tiles import MAX_ENTRY_SIZE
@@ -280,6 +277,8 @@ class Drills:
             parse_drill(parse_json(record).value)  # what is logged must read back: `by` is checked there
         except InvalidEvent as exc:
             raise InvalidInput(str(exc), field=(exc.field or "$").removeprefix("$.")) from None
+        from log.audit.tables import audit_drills  # SQLAlchemy: loaded by the server, not by `auditlog drill`
+
         summary = drill["summary"]
         row = RowInsert(audit_drills.name, _COLUMNS, (
             drill["tenant"], drill["at"], by, summary["runs"], summary["passed"], summary["failed"],
@@ -294,6 +293,10 @@ class Drills:
         last page)."""
         if not 1 <= limit <= MAX_LIST:
             raise InvalidInput(f"limit must be between 1 and {MAX_LIST}, not {limit}", field="limit")
+        from sqlalchemy import select
+
+        from log.audit.tables import audit_drills
+
         d = audit_drills.c
         query = select(d.idx, d.record)
         if tenant is not None:
