@@ -234,8 +234,6 @@ CASES = [
     ("report --tenant acme --from 2020-01-01 --to 2100-01-01 --out {root}/r.html --server {server} --bogus",
      "bad flag", USAGE),
     ("report --tenant acme --from yesterday --to 2100-01-01 --out {root}/r.html --server {server}", "bad flag", USAGE),
-    ("report --tenant acme --from 2020-01-01 --to 2100-01-01 --framework pci --out {root}/r.html --server {server}",
-     "bad flag", USAGE),
     ("report --tenant acme --from 2020-01-01 --to 2100-01-01 --out {root}/no-dir/r.html --server {server}",
      "bad file", USAGE),
     ("report --tenant acme --from 2020-01-01 --to 2100-01-01 --out {root}/r.html --server {server} --token wrong",
