@@ -25,13 +25,14 @@ Field rules worth knowing:
 from __future__ import annotations
 
 import datetime
+import functools
 import re
-from typing import Any
-
-import fastjsonschema
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from log.audit.errors import FieldError, InvalidEvent
+
+if TYPE_CHECKING:
+    import jsonschema
 
 SCHEMA_ID = "auditlog.event/v1"
 SCHEMA_URL_PATH = "/api/v1/schemas/auditlog.event/v1"
@@ -213,13 +214,24 @@ def python_regex(pattern: str) -> re.Pattern:
 
 
 def _ecma_pattern(validator, pattern, instance, schema):
+    import jsonschema
+
     if validator.is_type(instance, "string") and not python_regex(pattern).search(instance):
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-# fastjsonschema implements draft 7; everything EVENT_SCHEMA uses means the same in draft 7 and 2020-12.
-_fast_validate = fastjsonschema.compile({**EVENT_SCHEMA, "$schema": "http://json-schema.org/draft-07/schema#"})
-_reference = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern})(EVENT_SCHEMA)
+@functools.cache
+def _validators():
+    """The compiled validator and the reference one, made at the first event validated: importing jsonschema and
+    compiling the schema is 80 ms of CPU, which every `auditlog` command paid at start (the CLI imports this module
+    for its timestamp helpers) and most never validate an event."""
+    import fastjsonschema
+    import jsonschema
+
+    # fastjsonschema implements draft 7; everything EVENT_SCHEMA uses means the same in draft 7 and 2020-12.
+    fast = fastjsonschema.compile({**EVENT_SCHEMA, "$schema": "http://json-schema.org/draft-07/schema#"})
+    reference = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern})(EVENT_SCHEMA)
+    return fast, reference, fastjsonschema.JsonSchemaException
 
 
 def _path(error: jsonschema.ValidationError) -> str:
@@ -256,7 +268,7 @@ def _describe(error: jsonschema.ValidationError) -> FieldError:
 
 def field_errors(event: Any) -> list[FieldError]:
     """Every schema violation in `event`, in a stable order (by path), plus the semantic timestamp checks."""
-    errors = [_describe(e) for e in _reference.iter_errors(event)]
+    errors = [_describe(e) for e in _validators()[1].iter_errors(event)]
     if not errors:
         errors = _semantic_errors(event)
     return sorted(errors, key=lambda e: (e.field, e.message))
@@ -273,9 +285,10 @@ def _semantic_errors(event: dict) -> list[FieldError]:
 
 def validate_event(event: Any) -> dict:
     """Return `event` if it is a valid auditlog.event/v1 object; raise InvalidEvent listing every problem."""
+    fast_validate, _, invalid = _validators()
     try:
-        _fast_validate(event)
-    except fastjsonschema.JsonSchemaException:
+        fast_validate(event)
+    except invalid:
         pass
     else:
         if not _semantic_errors(event):
