@@ -6,7 +6,6 @@ from __future__ import annotations
 
 FORMATS = ("json", "html", "pdf")
 CONTENT_TYPES = {"json": "application/json", "html": "text/html; charset=utf-8", "pdf": "application/pdf"}
-STATUS_WORDS = {"evidenced": "evidenced", "findings": "findings", "no evidence": "no evidence"}
 
 
 def render(report: dict, format: str) -> tuple[bytes, str]:

@@ -91,7 +91,6 @@ _decode = json.JSONDecoder().decode
 _REFERENCING = frozenset(path[0] for path in CONTENT_REF_PATHS)  # the top-level fields a blob reference can be in
 _EVENT_PREFIX = b'{"event":'
 _EVENT_END = b',"key_id":'
-_DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
