@@ -124,14 +124,16 @@ def test_the_client_side_imports_without_the_server_or_sqlalchemy():
     SQLAlchemy, alembic or a database driver (checked in a fresh interpreter, so nothing else has loaded them).
     Neither the client nor the server loads the ASN.1 stack of RFC 3161 until a timestamp is requested or read (a
     third of a server's start-up), nor the JSON Schema validators until an event is validated (80 ms of every
-    command's): start-up is paid by every command and every process a test starts."""
+    command's), nor the report's charts and PDF libraries; and building the CLI's parser (every command does) loads
+    none of these either: start-up is paid by every command and every process a test starts."""
     client = [_module_name(path) for path in _modules("api/client")]
     client += ["witness.cosignatures", "witness.rfc3161", "api.cli.main", "api.cli.client"]
     probe = (
         "import importlib, sys\n"
-        "lazy = ('pyasn1', 'pyasn1_modules', 'rfc3161ng', 'jsonschema', 'fastjsonschema')\n"
+        "lazy = ('pyasn1', 'pyasn1_modules', 'rfc3161ng', 'jsonschema', 'fastjsonschema', 'matplotlib', 'reportlab')\n"
         f"for name in {client!r}:\n"
         "    importlib.import_module(name)\n"
+        "importlib.import_module('api.cli.main').build_parser()\n"
         "heavy = ('aiohttp.web', 'sqlalchemy', 'alembic', 'psycopg') + lazy\n"
         "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith('aiohttp.web'))))\n"
         "import api.cli.server, api.server.app\n"
