@@ -78,33 +78,12 @@ async def exchange_raw(port: int, request: bytes, timeout: float = 30) -> tuple[
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _sqlite_logs_start_from_a_migrated_copy(tmp_path_factory):
-    """A new SQLite log opened in-process (Log.open with migrate) starts as a copy of a database the migrations built
-    once this session, instead of running the 15 migrations again: 0.1-0.2 s a log, in hundreds of tests. The copy is
-    byte for byte what the migrations make; an existing database, PostgreSQL, another revision and every `auditlog`
-    process still migrate for real, and tests/test_migrations.py tests the migrations themselves."""
-    import shutil
-    from pathlib import Path
-
-    from sqlalchemy.engine import make_url
-
+def _sqlite_logs_start_from_a_migrated_copy():
+    """A new SQLite log opened in-process (Log.open with migrate) starts as a copy of a database the migrations
+    built once (tests/schema_template.py), instead of running the 15 migrations again: 0.1-0.2 s a log, in hundreds
+    of tests."""
     import log.service
-    from log.storage.engine import normalize_database_url, sqlite_url_for
-
-    migrate = log.service.upgrade_schema
-    template = tmp_path_factory.mktemp("migrated") / "auditlog.db"
-
-    def upgrade_schema(url: str, revision: str = "head") -> None:
-        parsed = make_url(normalize_database_url(url))
-        path = parsed.database
-        if revision != "head" or parsed.get_backend_name() != "sqlite" or not path or path == ":memory:" \
-                or Path(path).exists():
-            migrate(url, revision)
-            return
-        if not template.exists():
-            migrate(sqlite_url_for(template))
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(template, path)
+    from tests.schema_template import upgrade_schema
 
     patch = pytest.MonkeyPatch()
     patch.setattr(log.service, "upgrade_schema", upgrade_schema)

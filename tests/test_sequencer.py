@@ -21,10 +21,11 @@ from log.note_keys import generate_signer_key, parse_signer_key
 from log.sequencer import IdempotencyKey, Sequencer, load_tree_state
 from log.storage import RowInsert
 from log.storage.schema import tiles
-from log.storage.engine import sqlite_url_for, upgrade_schema
+from log.storage.engine import sqlite_url_for
 from log.storage.store import SqlLogStore
 from tests.postgres import fresh_database
 from tests.reference_tree import mth
+from tests.schema_template import upgrade_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from log.checkpoint import Checkpoint, sign_checkpoint
 from log.note_keys import generate_signer_key, parse_signer_key
 from log.storage import BatchWrite, WorkFailed
-from log.storage.engine import sqlite_url_for, upgrade_schema
+from log.storage.engine import sqlite_url_for
+from tests.schema_template import upgrade_schema
 from log.storage.store import SqlLogStore
 from api.server.timestamping import TimestampJob
 from witness.rfc3161 import verify_timestamp

@@ -24,7 +24,7 @@ from log.note_keys import (
     parse_signer_key,
     parse_verifier_key,
 )
-from log.storage.engine import sqlite_url_for, upgrade_schema
+from log.storage.engine import sqlite_url_for
 from witness.cosigner import EMPTY_TREE_ROOT, AddCheckpointRequest, Cosigner, format_signature_lines, parse_log_keys
 from witness.errors import (
     BadLogSignature, InconsistentProof, MalformedRequest, OldSizeConflict, RootConflict, UnknownLog,
@@ -32,6 +32,7 @@ from witness.errors import (
 from witness.store import WitnessState, WitnessStore
 from witness.server import create_witness_app
 from tests.conftest import exchange_raw
+from tests.schema_template import upgrade_schema
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 REFERENCE = VECTORS / "reference-log"

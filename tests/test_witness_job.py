@@ -13,7 +13,8 @@ from log.errors import InvalidInput
 from log.note import COSIGNATURE_ED25519, COSIGNATURE_MLDSA44, open_note, parse_note
 from log.note_keys import CosignatureSigner, CosignatureVerifier, generate_signer_key
 from log.service import Log, LogConfig
-from log.storage.engine import sqlite_url_for, upgrade_schema
+from log.storage.engine import sqlite_url_for
+from tests.schema_template import upgrade_schema
 from witness.cosigner import AddCheckpointRequest, Cosigner
 from witness.store import WitnessStore
 from api.server.witnessing import KOfN, WitnessEndpoint, WitnessJob
