@@ -157,13 +157,13 @@ def seeded(tmp_path_factory):
     return data_dir, seed
 
 
-def _report(data_dir, before=None, **kwargs) -> dict:
+def _report(data_dir, before=None, since=FROM, **kwargs) -> dict:
     async def main():
         log = await Log.open(LogConfig(data_dir=data_dir, origin=ORIGIN, batch_max_age=0.002))
         try:
             if before is not None:
                 await log.write(before)
-            request = ReportRequest(TENANT, parse_day_or_time(FROM, "from"), parse_day_or_time(TO, "to"),
+            request = ReportRequest(TENANT, parse_day_or_time(since, "from"), parse_day_or_time(TO, "to"),
                                     kwargs.pop("frameworks", ("all",)))
             return await build_report(log, FileBlobStore(data_dir / "blobs"), request, **kwargs)
         finally:
@@ -238,6 +238,17 @@ def test_the_report_finds_every_finding_maps_the_controls_and_counts_reviews_and
     # Each approval's (and approving review's) wait after the event it answers.
     assert sorted(charts["approval_latency_ms"]["values"]) == [5000, 9000, 30000, 39000]
     json.dumps(report)  # JSON-able throughout
+
+
+def test_a_run_that_began_before_the_period_is_followed_back_to_its_intent(seeded):
+    """run-approved's intent and policy decision come before this period, its approval, tool call and outcome in it:
+    the tool call's chain still reaches the intent (through the index), so it is no execution-without-actor finding;
+    run-broken-execution, wholly in the period and without an intent, still is. Only the period's events count."""
+    data_dir, seed = seeded
+    report = _report(data_dir, since="2026-12-05T09:00:20.000Z")
+    executions = next(f for f in report["findings"] if f["check"] == "execution-without-actor")
+    assert [item["event_id"] for item in executions["items"]] == ["run-broken-execution.2"]
+    assert report["summary"]["events"] == 22 - 2  # the run's intent and policy decision are outside the period
 
 
 def test_an_altered_entry_is_a_tampered_event_and_an_invalid_chain(seeded, tmp_path):

@@ -241,10 +241,12 @@ class _Tally:
 
 @dataclass
 class _Batch:
-    """One batch of events read: (index, producer, entry bytes) present, and how many were pruned."""
+    """One batch of events read: (index, producer, entry bytes) present, and how many were pruned; and the runs'
+    events of the tenant outside the period, as the index knows them, for the causal chains (`_context_event`)."""
 
     rows: list[tuple[int, str, bytes]]
     pruned: int
+    context: list[tuple[int, dict]] = field(default_factory=list)
 
 
 @dataclass
@@ -254,6 +256,7 @@ class _Checked:
     events: list[tuple[int, str, dict, int]]  # (index, producer, event, its timestamp in ms)
     jobs: list[tuple[bytes, bytes, bytes]]  # (public key, canonical event bytes, signature) per event with a key
     job_events: list[int]  # position in `events` of each job
+    context: list[tuple[int, dict]] = field(default_factory=list)  # _Batch.context, passed on
 
 
 class _Signatures:
@@ -290,6 +293,12 @@ def _yield_to_this_process(pids: list[int]) -> None:
             os.setpriority(os.PRIO_PROCESS, pid, VERIFIER_NICENESS)
         except (OSError, AttributeError):  # not permitted, or no such call here: equals, as before
             pass
+
+
+def _context_event(run_id: str, event_id: str, parent_event_id: str | None, event_type: str) -> dict:
+    """An event of a reported run outside the report's period, as the audit index knows it: enough for the causal
+    chains the completeness checks follow. Neither checked nor counted: the period's events are."""
+    return {"run_id": run_id, "event_id": event_id, "parent_event_id": parent_event_id, "event_type": event_type}
 
 
 def _verify_here(jobs) -> list[bool]:
@@ -512,17 +521,23 @@ class _Report:
         a = audit_events.c
         tenant, since, until = self.request.tenant, self.request.since_ms, self.request.until_ms
         rows = []
+        context = []
         for start in range(0, len(run_ids), RUNS_PER_QUERY):
-            rows += [(idx, producer) for idx, producer, row_tenant, ts in tx.execute(
-                select(a.idx, a.producer, a.tenant, a.ts).where(a.run_id.in_(run_ids[start:start + RUNS_PER_QUERY]),
-                                                               a.idx < self.size))
-                     if row_tenant == tenant and since <= ts < until]
+            for idx, producer, row_tenant, ts, *linked in tx.execute(
+                    select(a.idx, a.producer, a.tenant, a.ts, a.run_id, a.event_id, a.parent_event_id, a.event_type)
+                    .where(a.run_id.in_(run_ids[start:start + RUNS_PER_QUERY]), a.idx < self.size)):
+                if row_tenant != tenant:
+                    continue
+                if since <= ts < until:
+                    rows.append((idx, producer))
+                else:
+                    context.append((idx, _context_event(*linked)))
         rows.sort()
         data = tx.entries_at([idx for idx, _ in rows])
         present = [(idx, producer, data[idx]) for idx, producer in rows if data.get(idx)]
         empty = [idx for idx, _ in rows if not data.get(idx)]
         # An event whose bytes are gone without a prune is a gap of kind (a), which _missing_positions counts.
-        return _Batch(present, len(pruned_at(tx, empty)) if empty else 0)
+        return _Batch(present, len(pruned_at(tx, empty)) if empty else 0, context)
 
     def _check_batch(self, batch: _Batch, registry: Registry) -> _Checked:
         """Re-hash, parse, and prepare the signature checks of one batch (on a thread)."""
@@ -569,7 +584,7 @@ class _Report:
             job_events.append(len(events))
             jobs.append((key.public_key, message, signature))
             events.append((index, producer, event, ms))
-        return _Checked(events, jobs, job_events)
+        return _Checked(events, jobs, job_events, batch.context)
 
     async def _finish_batch(self, checked: _Checked, signatures: _Signatures) -> None:
         verdicts = await signatures.verify(checked.jobs)
@@ -591,7 +606,7 @@ class _Report:
                 states.update((sha, "deleted") for sha in listed)
             self.tally.blob_states.update(states)
         async with self.analysing:
-            await asyncio.to_thread(self._analyse, kept)
+            await asyncio.to_thread(self._analyse, kept, checked.context)
 
     def _blob_states(self, sha256s: list[str]) -> dict[str, str]:
         states = {}
@@ -604,13 +619,17 @@ class _Report:
             states[sha] = "present" if hashlib.sha256(data).hexdigest() == sha else "mismatch"
         return states
 
-    def _analyse(self, events: list[tuple[int, str, dict, int]]) -> None:
+    def _analyse(self, events: list[tuple[int, str, dict, int]], context: Sequence[tuple[int, dict]] = ()) -> None:
         tally = self.tally
         by_id = {event["event_id"]: (event, ms) for _, _, event, ms in events}
         for index, producer, event, ms in events:
             tally.add_event(index, producer, event, ms, by_id)
         pairs = [(index, event) for index, _, event, _ in events]
-        tally.findings.extend(completeness.event_findings(pairs))
+        if context:  # the runs' events outside the period link chains (an intent logged before `from`), no more
+            in_period = {index for index, _ in pairs}
+            tally.findings.extend(f for f in completeness.event_findings(pairs + list(context)) if f.index in in_period)
+        else:
+            tally.findings.extend(completeness.event_findings(pairs))
         citing = [(index, event) for index, event in pairs if not _REFERENCING.isdisjoint(event)]
         tally.findings.extend(completeness.payload_findings(citing, tally.blob_states.__getitem__))
 
