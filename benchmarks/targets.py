@@ -131,7 +131,9 @@ FIGURES: list[Figure] = [
     Figure("report.pdf", "(11) the same report rendered as PDF with its charts (api/reports/pdf.py)"),
     Figure("explorer.verify.timeline", "(11) the web explorer in headless chromium: a run's events verified in the "
            "browser (the checkpoint's Ed25519 signature, each event's entry hashed and its inclusion proof from the "
-           "timeline checked, the event matched to its entry), the page's own performance.now() timing",
+           "timeline checked, the event matched to its entry; the run's evidence bundle's registry entries proven "
+           "and each producer's Ed25519 signature checked with the key they prove), the page's own performance.now() "
+           "timing",
            _le(1_000, "≤ 1 s for 100 events")),
     Figure("explorer.verify.search", "(11) the same for a page of search results: each event's inclusion proof "
            "fetched from GET /api/v1/proof/inclusion (six at a time) and checked, the page's own timing",

@@ -5,8 +5,10 @@ the API as producers send them: a loan run (intent -> policy decision -> human r
 -> tool call -> tool result -> outcome) and a denied one. One browser session serves the module's tests: the page
 loads and verifies the checkpoint, an auditor signs in and searches by keyboard only, every event found says
 verified, the run renders as a causal tree, the event detail shows the payloads (hashes recomputed in the browser)
-and the review diff, the evidence bundle downloads. Then the same page from a proxy in front of the server that
-alters ONE inclusion proof: that event says failed, the others verified. The page's crypto (verify.js) is also held
+and the review diff, the evidence bundle downloads; every event's producer signature is verified with the keys the
+run's evidence bundle proves. Then the same page from a proxy in front of the server that alters ONE inclusion proof
+and ONE event's signature (in its entry): those two events say failed and why, the others verified; and that withholds
+one run's evidence bundle: its events say their signatures were not checked, not verified. The page's crypto (verify.js) is also held
 to vectors made elsewhere (tests/vectors: RFC 6962, the Go reference log's checkpoint, key and cosignature, a real
 CT log's checkpoint and witness cosignature), not only to our own server's answers.
 
@@ -123,9 +125,19 @@ async def _seed(url: str) -> dict:
     return out
 
 
-def _tampering_proxy(upstream: str, index: int) -> web.Application:
+def _tampering_proxy(upstream: str, index: int, forged: int, withheld_run: str) -> web.Application:
     """Everything as `upstream` answers it, but for entry `index` a first proof hash with one bit flipped: in the
-    inclusion proofs served for it (GET /api/v1/proof/inclusion) and in the timelines that carry its proof."""
+    inclusion proofs served for it (GET /api/v1/proof/inclusion) and in the timelines that carry its proof; for entry
+    `forged`, in the timelines, a signature altered in the entry's bytes and beside them; and no evidence bundle of
+    `withheld_run` (404)."""
+
+    def forge(item: dict) -> None:
+        signature = item["signature"]
+        altered = ("B" if signature[0] == "A" else "A") + signature[1:]
+        entry = base64.b64decode(item["entry"])
+        assert entry.count(signature.encode()) == 1
+        item["entry"] = base64.b64encode(entry.replace(signature.encode(), altered.encode())).decode()
+        item["signature"] = altered
 
     def flip(hash_b64: str) -> str:
         raw = bytearray(base64.b64decode(hash_b64))
@@ -141,6 +153,9 @@ def _tampering_proxy(upstream: str, index: int) -> web.Application:
             body = await resp.read()
             answer_headers = passed_on(resp.headers)
             status = resp.status
+        if request.path == f"/api/v1/runs/{withheld_run}/evidence":
+            return web.json_response({"title": "Not Found", "status": 404, "detail": "withheld by the proxy"},
+                                     status=404, content_type="application/problem+json")
         if status == 200 and request.path == "/api/v1/proof/inclusion" and request.query.get("index") == str(index):
             document = json.loads(body)
             document["hashes"][0] = flip(document["hashes"][0])
@@ -150,6 +165,8 @@ def _tampering_proxy(upstream: str, index: int) -> web.Application:
             for item in document["events"]:
                 if item["index"] == index:
                     item["inclusion_proof"][0] = flip(item["inclusion_proof"][0])
+                elif item["index"] == forged:
+                    forge(item)
             body = json.dumps(document).encode()
         return web.Response(status=status, body=body, headers=answer_headers)
 
@@ -204,9 +221,10 @@ def world(tmp_path_factory):
         _wait_for_witness_and_timestamp(url, max(seeded["indices"].values()) + 1)
         review = seeded["loan"][2]
         tampered_index = seeded["indices"][seeded["loan"][3]["event_id"]]  # the tool call
-        proxy_url, stop_proxy = serve_in_thread(_tampering_proxy(url, tampered_index))
+        forged_index = seeded["indices"][seeded["loan"][4]["event_id"]]  # the tool result
+        proxy_url, stop_proxy = serve_in_thread(_tampering_proxy(url, tampered_index, forged_index, DENIED_RUN))
         stops.append(stop_proxy)
-        yield {"url": url, "proxy": proxy_url, "tampered": tampered_index, "review": review,
+        yield {"url": url, "proxy": proxy_url, "tampered": tampered_index, "forged": forged_index, "review": review,
                "review_index": seeded["indices"][review["event_id"]], "witness": witness.name, **seeded}
     finally:
         for stop_one in reversed(stops):
@@ -346,6 +364,9 @@ def test_the_run_is_a_verified_causal_tree_and_its_evidence_downloads(world, bro
     assert len(browser.find_elements("css selector", nested)) == 1
     assert badges(browser, "#timeline") == [("verified", "verified")] * 6
     assert state["verified"] == "6" and state["failed"] == "0"
+    assert state["signatures"] == "6" and state["unchecked"] == "0", state
+    verdict = browser.find_element("id", "run-verdict").text
+    assert "each producer's Ed25519 signature verified" in verdict and "6 signatures verified" in verdict, verdict
     shot(browser, "timeline")
     browser.find_element("id", "evidence").click()
     saved = browser.downloads / f"evidence-{LOAN_RUN}.json"
@@ -358,7 +379,9 @@ def test_the_run_is_a_verified_causal_tree_and_its_evidence_downloads(world, bro
 
 def test_the_event_detail_shows_payloads_and_the_review_diff(world, browser):
     state = go(browser, f"#/event/{world['review_index']}?run={LOAN_RUN}&tenant={TENANT}")
-    assert browser.find_element("id", "event-badge").text.startswith("verified")
+    verdict = browser.find_element("id", "event-badge").text
+    assert verdict.startswith("verified") and "producer's Ed25519 signature verified with key" in verdict, verdict
+    assert state["signatures"] == "1"
     assert browser.find_element("id", "review-verdict").text == "edited"
     for name in ("Input (what was seen)", "Output (what was let through)"):
         value = browser.find_element("css selector", f"[data-blob='{name}']").text
@@ -470,14 +493,23 @@ def test_one_altered_proof_fails_that_event_and_no_other(world, browser):
     wait_ready(browser)
     sign_in(browser, world["auditor"])
     state = go(browser, f"#/run/{LOAN_RUN}?tenant={TENANT}")
-    assert state["verified"] == "5" and state["failed"] == "1"
+    assert state["verified"] == "4" and state["failed"] == "2" and state["signatures"] == "4", state
     failed = browser.find_element("css selector", f"#timeline li[data-index='{world['tampered']}'] .badge")
     assert failed.get_attribute("data-verify") == "failed" and "inclusion proof leads to root" in failed.text
+    assert "signature" not in failed.text, failed.text  # its signature is fine: only what failed is named
+    forged = browser.find_element("css selector", f"#timeline li[data-index='{world['forged']}'] .badge")
+    assert forged.get_attribute("data-verify") == "failed", forged.text
+    assert "the signature does not verify with key" in forged.text and "of loan-agent" in forged.text, forged.text
     shot(browser, "failed")
     state = go(browser, f"#/search?run_id={LOAN_RUN}")
     assert state["verified"] == "5" and state["failed"] == "1"
     row = browser.find_element("css selector", f"#events tr[data-index='{world['tampered']}'] .badge")
     assert row.get_attribute("data-verify") == "failed"
+    # Without the evidence bundle the signatures are not checked, and the page does not call that verified.
+    state = go(browser, f"#/run/{DENIED_RUN}?tenant={TENANT}")
+    assert state["unchecked"] == "3" and state["verified"] == "0" and state["failed"] == "0", state
+    assert badges(browser, "#timeline")[0][0] == "unchecked"
+    assert "signature not checked: the evidence bundle could not be fetched" in badges(browser, "#timeline")[0][1]
 
 
 def test_no_script_error_and_nothing_the_content_security_policy_refused(world, browser):

@@ -7,11 +7,12 @@
 //
 // The credential (an API token or an OIDC JWT) is kept in this tab's sessionStorage and sent as a bearer token; the
 // pinned log key in localStorage. For tests and benchmarks, #view carries data-state ("loading", "ready"),
-// data-verified / data-failed (event counts) and data-verify-ms (the time the page spent verifying, performance.now()).
+// data-verified / data-failed / data-unchecked (event counts), data-signatures (events whose producer signature
+// verified) and data-verify-ms (the time the page spent verifying, performance.now()).
 
 import {
-  VerificationError, b64decode, b64encode, canonicalJson, filterMismatch, hex, leafHash, parseVerifierKey, sha256, timestampGenTime,
-  verifyCheckpoint, verifyCosignature, verifyEvent, verifyInclusion,
+  VerificationError, b64decode, b64encode, canonicalJson, filterMismatch, hex, leafHash, parseVerifierKey, registryFromBundle, sha256,
+  timestampGenTime, verifyCheckpoint, verifyCosignature, verifyEvent, verifyInclusion, verifyProducerSignature,
 } from "./verify.js";
 import { isReview, reviewVerdict, textDiff } from "./review.js";
 
@@ -53,7 +54,8 @@ function say(text, kind = "info") {
 }
 
 function badge(state, why) {
-  const text = state === "verified" ? "verified" : state === "pending" ? "verifying…" : `failed: ${why}`;
+  const text = state === "verified" ? "verified" : state === "pending" ? "verifying…"
+    : state === "unchecked" ? `included; signature not checked: ${why}` : `failed: ${why}`;
   return h("span", { class: `badge ${state}`, "data-verify": state, title: why || text }, text);
 }
 
@@ -161,19 +163,79 @@ function startVerifying() {
   view.dataset.verified = "0";
   view.dataset.failed = "0";
   delete view.dataset.verifyMs;
-  return { started: performance.now(), verified: 0, failed: 0 };
+  delete view.dataset.unchecked;
+  delete view.dataset.signatures;
+  return { started: performance.now(), verified: 0, failed: 0, unchecked: 0, signatures: 0 };
 }
 
 function finishVerifying(tally) {
   view.dataset.verifyMs = (performance.now() - tally.started).toFixed(1);
   view.dataset.verified = String(tally.verified);
   view.dataset.failed = String(tally.failed);
+  view.dataset.unchecked = String(tally.unchecked);
+  view.dataset.signatures = String(tally.signatures);
 }
 
 function setBadge(slot, tally, error) {
   if (error) tally.failed++;
   else tally.verified++;
   fill(slot, error ? badge("failed", error.message || String(error)) : badge("verified"));
+}
+
+// --- producers' signatures ---------------------------------------------------------------------------------------
+
+/** The run's evidence bundle, asked for at once (an auditor may read it); an Error in place of it if refused. */
+function askEvidence(runId, tenant) {
+  return api(`/api/v1/runs/${encodeURIComponent(runId)}/evidence?${query({ tenant })}`).catch((error) => error);
+}
+
+/**
+ * The producer keys the bundle proves: {registry}, or {unchecked: why} when there is no bundle to check with (the
+ * events' signatures are then not checked, which is not verified), or {failed: why} when its registry entries do
+ * not verify (then no signature does).
+ */
+async function provenProducerKeys(asked, k) {
+  const bundle = await asked;
+  if (bundle instanceof Error) return { unchecked: `the evidence bundle could not be fetched (${explain(bundle)})` };
+  try {
+    return { registry: await registryFromBundle(bundle, await openCheckpoint(bundle.checkpoint, k)) };
+  } catch (error) {
+    return { failed: `the evidence bundle's producer keys do not verify: ${error.message}` };
+  }
+}
+
+/**
+ * Verify one event of a run: its inclusion (verifyEvent) and its producer's signature with `keys`
+ * (provenProducerKeys'), each on its own so that the badge names every check that fails. Sets the badge.
+ */
+async function verifyRunEvent(slot, tally, item, checkpoint, proof, expect, keys) {
+  const problems = [];
+  try {
+    if (checkpoint instanceof Error) throw checkpoint;
+    await verifyEvent(item, checkpoint, proof, expect);
+  } catch (error) {
+    problems.push(error.message || String(error));
+  }
+  let signed = false;
+  if (keys.failed) problems.push(keys.failed);
+  else if (keys.registry) {
+    try {
+      await verifyProducerSignature(b64decode(item.entry || "", "its entry"), keys.registry);
+      signed = true;
+    } catch (error) {
+      problems.push(error.message || String(error));
+    }
+  }
+  if (problems.length) {
+    setBadge(slot, tally, new VerificationError(problems.join("; ")));
+  } else if (!signed) {
+    tally.unchecked++;
+    fill(slot, badge("unchecked", keys.unchecked));
+  } else {
+    tally.signatures++;
+    setBadge(slot, tally, null);
+  }
+  return { ok: !problems.length, signed };
 }
 
 // --- sign in ---------------------------------------------------------------------------------------------------
@@ -501,6 +563,7 @@ async function runTimeline(runId, tenant) {
 async function showRun(gen, runId, params) {
   const tenant = params.get("tenant") || undefined;
   const tally = startVerifying();
+  const evidence = askEvidence(runId, tenant); // beside the timeline: its registry entries prove the producers' keys
   const timeline = await runTimeline(runId, tenant);
   if (gen !== generation) return;
   const k = await logKey();
@@ -528,7 +591,9 @@ async function showRun(gen, runId, params) {
       "calls → outcome). ", download),
     verdict, tree, pruned.length ? h("ul", { class: "pruned" }, pruned) : null);
   let checkpoint;
-  tally.started = performance.now(); // the verification's time: the checkpoint, then each event's proof and hashes
+  // The verification's time: the checkpoint, the bundle's registry entries (its fetch, begun with the timeline's,
+  // counted from here), then each event's proof, hashes and signature.
+  tally.started = performance.now();
   try {
     checkpoint = await openCheckpoint(timeline.checkpoint, k);
   } catch (error) {
@@ -538,17 +603,17 @@ async function showRun(gen, runId, params) {
     view.dataset.state = "ready";
     return;
   }
-  await Promise.all(timeline.events.map(async (item) => {
-    try {
-      await verifyEvent(item, checkpoint, item.inclusion_proof, { run_id: runId, tenant });
-      setBadge(slots.get(item.index), tally, null);
-    } catch (error) {
-      setBadge(slots.get(item.index), tally, error);
-    }
-  }));
+  const keys = await provenProducerKeys(evidence, k);
+  await Promise.all(timeline.events.map((item) => verifyRunEvent(slots.get(item.index), tally, item, checkpoint,
+    item.inclusion_proof, { run_id: runId, tenant }, keys)));
   finishVerifying(tally);
+  const signatures = keys.registry
+    ? `each producer's Ed25519 signature verified with a key the evidence bundle's registry entries prove (valid at ` +
+      `the event's time, for its tenant): ${tally.signatures} signatures verified`
+    : `producers' signatures not checked: ${keys.unchecked || keys.failed}`;
   verdict.textContent = `Every event's entry hashed in this browser and proven included in the checkpoint of size ` +
-    `${checkpoint.size} (signature verified with ${keyWords(k)}): ${tally.verified} verified, ${tally.failed} failed.`;
+    `${checkpoint.size} (signature verified with ${keyWords(k)}); ${signatures}. ${tally.verified} verified, ` +
+    `${tally.failed} failed` + (tally.unchecked ? `, ${tally.unchecked} included but their signatures not checked.` : ".");
   view.dataset.state = "ready";
 }
 
@@ -624,7 +689,9 @@ async function showEvent(gen, index, params) {
   let item;
   let checkpoint;
   let proof;
+  let keys = { unchecked: "open the event from its run, whose evidence bundle proves its producer's keys" };
   if (runId) {
+    const evidence = askEvidence(runId, tenant);
     const timeline = await runTimeline(runId, tenant);
     item = timeline.events.find((e) => e.index === index);
     if (!item) throw new Error(`run ${runId} has no event at index ${index}`);
@@ -634,6 +701,7 @@ async function showEvent(gen, index, params) {
     } catch (error) {
       checkpoint = error;
     }
+    keys = await provenProducerKeys(evidence, k);
   } else {
     ({ item, checkpoint, proof } = await eventFromEntry(index, k));
   }
@@ -652,14 +720,11 @@ async function showEvent(gen, index, params) {
     h("dl", { class: "facts" }, facts.map(([name, value]) => [h("dt", {}, name), h("dd", {}, value)])),
     h("h3", {}, "Payloads"), payloads, review,
     h("details", { open: true }, h("summary", {}, "The event as signed"), h("pre", { class: "json" }, JSON.stringify(e, null, 2))));
-  try {
-    if (checkpoint instanceof Error) throw checkpoint;
-    await verifyEvent(item, checkpoint, proof, runId ? { run_id: runId } : {});
-    setBadge(slot, tally, null);
+  const { ok, signed } = await verifyRunEvent(slot, tally, item, checkpoint, proof, runId ? { run_id: runId } : {}, keys);
+  if (ok) {
     slot.append(` Its entry was hashed in this browser and proven included in the checkpoint of size ${checkpoint.size}, ` +
-      `signed by ${keyWords(k)}.`);
-  } catch (error) {
-    setBadge(slot, tally, error);
+      `signed by ${keyWords(k)}` + (signed ? `; the producer's Ed25519 signature verified with key ${item.key_id} of ` +
+      `${item.producer}, which the evidence bundle's registry entries prove valid at ${e.timestamp} for ${e.tenant}.` : "."));
   }
   const references = [["input", e.input], ["output", e.output]].filter(([, r]) => r?.sha256);
   const blobs = {};

@@ -8,7 +8,11 @@
 //   "cosignature/v1\ntime <t>\n" || checkpoint text, the line's signature being u64 t || signature;
 // - RFC 9162 inclusion proofs: leaf hash SHA-256(0x00 || entry), node hash SHA-256(0x01 || left || right);
 // - that an event shown is the one its entry holds (the entry is the canonical JSON of the signed envelope, as
-//   `auditlog events` checks it: api/client/log_client.py).
+//   `auditlog events` checks it: api/client/log_client.py);
+// - producers' signatures (check 6 of log/audit/evidence.py): the producer registry folded from a run's evidence
+//   bundle's registry-change entries, each proven in the bundle's checkpoint; an event's Ed25519 signature over its
+//   canonical bytes, sliced from its entry as log/audit/report.py does, by a key of that registry valid at the
+//   event's timestamp (log/audit/registry.py, rule 1) of a producer registered for the event's tenant.
 //
 // Every failure throws VerificationError whose message says why, for the page to show as "failed: <why>".
 
@@ -189,8 +193,12 @@ export function parseCheckpoint(text) {
   return { origin, size: Number(size), bigSize: size, root: b64decode(rootText), rootB64: rootText, extensions: lines.slice(3) };
 }
 
+function importEd25519(key) {
+  return crypto.subtle.importKey("raw", key, { name: "Ed25519" }, false, ["verify"]);
+}
+
 async function ed25519Verify(key, signature, message) {
-  const imported = await crypto.subtle.importKey("raw", key, { name: "Ed25519" }, false, ["verify"]);
+  const imported = key instanceof CryptoKey ? key : await importEd25519(key);
   return crypto.subtle.verify({ name: "Ed25519" }, imported, signature, message);
 }
 
@@ -315,6 +323,151 @@ export function filterMismatch(event, filters) {
     if (actual !== value) return `${name}=${value}`;
   }
   return null;
+}
+
+// --- producers' signatures ------------------------------------------------------------------------------------
+
+export const REGISTRY_CHANGE_TYPE = "auditlog.registry-change/v1";
+// An envelope entry is canonical JSON, members sorted: the signed event's bytes come first, up to the top-level
+// key_id (the last one: a nested "key_id" inside the event comes before it). As log/audit/report.py slices them.
+const EVENT_PREFIX = utf8.encode('{"event":');
+const EVENT_END = utf8.encode(',"key_id":');
+const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+/** A producer key's id (log/audit/registry.py key_id_for): the first 16 hex digits of SHA-256 of its 32 bytes. */
+export async function producerKeyId(publicKey) {
+  return hex(await sha256(publicKey)).slice(0, 16);
+}
+
+function timeMs(text, what) {
+  const ms = typeof text === "string" && TIMESTAMP.test(text) ? Date.parse(text) : NaN;
+  if (Number.isNaN(ms)) throw new VerificationError(`${what} is not an RFC 3339 UTC time with milliseconds`);
+  return ms;
+}
+
+async function applyRegistryChange(producers, change, index) {
+  const where = `registry entry ${index}`;
+  if (!change || change.type !== REGISTRY_CHANGE_TYPE) throw new VerificationError(`${where} is not a registry change`);
+  const existing = producers.get(change.producer);
+  if (change.change === "producer-registered") {
+    if (existing) throw new VerificationError(`${where} registers producer ${change.producer} a second time`);
+    if (!Array.isArray(change.tenants) || !change.tenants.length) throw new VerificationError(`${where} names no tenants`);
+    producers.set(change.producer, { tenants: new Set(change.tenants), keys: new Map() });
+    return;
+  }
+  if (!existing) throw new VerificationError(`${where} changes producer ${change.producer}, which is not registered`);
+  const key = existing.keys.get(change.key_id);
+  if (change.change === "key-added") {
+    if (key) throw new VerificationError(`${where} adds key ${change.key_id} a second time`);
+    const publicKey = b64decode(change.public_key || "", `${where}'s public key`);
+    if (publicKey.length !== 32) throw new VerificationError(`${where}'s public key is not 32 bytes`);
+    const derived = await producerKeyId(publicKey);
+    if (derived !== change.key_id) throw new VerificationError(`${where} names key ${change.key_id}, but its key's id is ${derived}`);
+    existing.keys.set(change.key_id, {
+      producer: change.producer, keyId: derived, publicKey, notBefore: timeMs(change.not_before, `${where}'s not_before`),
+      notAfter: change.not_after === null || change.not_after === undefined ? null : timeMs(change.not_after, `${where}'s not_after`),
+      revokedAt: null, imported: null,
+    });
+    return;
+  }
+  if (!key) throw new VerificationError(`${where} changes key ${change.key_id}, which producer ${change.producer} does not have`);
+  if (key.revokedAt !== null) throw new VerificationError(`${where} changes key ${change.key_id}, which is revoked`);
+  if (change.change === "key-retired") {
+    if (key.notAfter !== null) throw new VerificationError(`${where} retires key ${change.key_id} a second time`);
+    key.notAfter = timeMs(change.not_after, `${where}'s not_after`);
+  } else if (change.change === "key-revoked") {
+    key.revokedAt = timeMs(change.revoked_at, `${where}'s revoked_at`);
+  } else {
+    throw new VerificationError(`${where} is a change of unknown kind ${String(change.change).slice(0, 40)}`);
+  }
+}
+
+/**
+ * The producer registry an evidence bundle (log/audit/evidence.py) proves: its `registry` entries, in increasing log
+ * order, each included in `checkpoint` (the bundle's own, verified by the caller), folded as log/audit/registry.py
+ * folds them. A Map producer -> {tenants: Set, keys: Map key id -> key}; throws the first entry that fails.
+ */
+export async function registryFromBundle(bundle, checkpoint) {
+  if (!bundle || !Array.isArray(bundle.registry)) throw new VerificationError("the evidence bundle has no registry entries");
+  const producers = new Map();
+  let last = -1;
+  for (const record of bundle.registry) {
+    if (!Number.isSafeInteger(record?.index) || record.index <= last) {
+      throw new VerificationError("the evidence bundle's registry entries are not in increasing log order");
+    }
+    last = record.index;
+    const entry = b64decode(record.entry || "", `registry entry ${record.index}`);
+    if (!Array.isArray(record.inclusion_proof)) throw new VerificationError(`registry entry ${record.index} has no inclusion proof`);
+    const hashes = record.inclusion_proof.map((x, i) => b64decode(x, `registry entry ${record.index}'s proof hash ${i}`));
+    try {
+      await verifyInclusion(await leafHash(entry), record.index, checkpoint.bigSize ?? checkpoint.size, hashes, checkpoint.root);
+    } catch (error) {
+      throw new VerificationError(`registry entry ${record.index}: ${error.message}`);
+    }
+    let change;
+    try {
+      change = JSON.parse(fromUtf8.decode(entry));
+    } catch {
+      throw new VerificationError(`registry entry ${record.index} is not JSON`);
+    }
+    await applyRegistryChange(producers, change, record.index);
+  }
+  return producers;
+}
+
+function lastIndexOfBytes(haystack, needle) {
+  outer: for (let i = haystack.length - needle.length; i >= 0; i--) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+/** The exact bytes of the event an envelope entry holds: what the producer signed (RFC 8785 canonical JSON). */
+export function signedEventBytes(entry) {
+  const end = lastIndexOfBytes(entry, EVENT_END);
+  if (end < EVENT_PREFIX.length || !equalBytes(entry.subarray(0, EVENT_PREFIX.length), EVENT_PREFIX)) {
+    throw new VerificationError("its entry is not an envelope in canonical form");
+  }
+  return entry.subarray(EVENT_PREFIX.length, end);
+}
+
+/**
+ * Check 6 of an evidence bundle for one envelope entry (bytes): its producer and key are in `registry`
+ * (registryFromBundle's), the producer may write for the event's tenant, the key was valid at the event's
+ * timestamp, and the Ed25519 signature verifies over the event's bytes as the entry holds them. Throws why not.
+ */
+export async function verifyProducerSignature(entry, registry) {
+  let envelope;
+  try {
+    envelope = JSON.parse(fromUtf8.decode(entry));
+  } catch {
+    throw new VerificationError("its entry is not JSON");
+  }
+  if (!envelope || envelope.type !== ENVELOPE_TYPE || !envelope.event) throw new VerificationError("its entry is not a signed audit event");
+  const { producer, key_id: keyId, event } = envelope;
+  const message = signedEventBytes(entry);
+  let sliced;
+  try {
+    sliced = JSON.parse(fromUtf8.decode(message));
+  } catch { sliced = undefined; }
+  if (!canonicalEqual(sliced, event)) throw new VerificationError("its entry is not an envelope in canonical form");
+  const registered = registry.get(producer);
+  if (!registered) throw new VerificationError(`producer ${producer} is not registered (no registry entry in the evidence)`);
+  const key = registered.keys.get(keyId);
+  if (!key) throw new VerificationError(`key ${keyId} is not registered for producer ${producer}`);
+  if (!registered.tenants.has(event.tenant)) throw new VerificationError(`producer ${producer} is not registered for tenant ${event.tenant}`);
+  const at = timeMs(event.timestamp, "the event's timestamp");
+  if (at < key.notBefore || (key.notAfter !== null && at >= key.notAfter) || (key.revokedAt !== null && at >= key.revokedAt)) {
+    throw new VerificationError(`key ${keyId} of ${producer} was not valid at ${event.timestamp}` +
+      (key.revokedAt !== null && at >= key.revokedAt ? " (revoked from then on)" : at < key.notBefore ? " (not yet valid)" : " (retired)"));
+  }
+  const signature = b64decode(envelope.signature || "", "its signature");
+  key.imported ||= importEd25519(key.publicKey);
+  if (signature.length !== 64 || !(await ed25519Verify(await key.imported, signature, message))) {
+    throw new VerificationError(`the signature does not verify with key ${keyId} of ${producer}`);
+  }
+  return key;
 }
 
 // --- RFC 3161 --------------------------------------------------------------------------------------------------
