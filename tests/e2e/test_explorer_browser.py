@@ -488,6 +488,91 @@ def test_the_pages_review_rules_are_log_audit_review(world, browser):
     assert result["verdicts"] == [review_verdict(e) for e in REVIEW_SAMPLES]
 
 
+def test_the_pages_producer_key_rules_are_log_audit_registry(world, browser):
+    """verify.js's registry fold and signature check hold to log/audit/registry.py's verdicts: key ids derived,
+    validity at the event's time (retired, revoked, not yet valid), the producer's tenants, the signed bytes sliced
+    from the entry (a nested key_id in the event does not cut it short), a bad signature; and a registry entry whose
+    proof or key id is wrong fails the registry."""
+    from log.audit.canonical import canonicalize
+    from log.audit.errors import TenantForbidden, UnknownKey
+    from log.audit.records import ENVELOPE_TYPE, format_registry_change, registry_change
+    from log.audit.registry import Registry
+    from tests import reference_tree
+    from tests.e2e.test_audit import Producer
+
+    t0 = 1_790_000_000_000
+    a, b = Producer("signer", TENANT), Producer("signer", TENANT)
+    changes = [registry_change("producer-registered", "signer", t0, tenants=[TENANT, "beta"]),
+               registry_change("key-added", "signer", t0, key_id=a.key_id, public_key=a.public, not_before=t0),
+               registry_change("key-added", "signer", t0, key_id=b.key_id, public_key=b.public, not_before=t0 + 10),
+               registry_change("key-retired", "signer", t0 + 100, key_id=a.key_id, not_after=t0 + 100),
+               registry_change("key-revoked", "signer", t0 + 200, key_id=b.key_id, revoked_at=t0 + 150)]
+    entries = [canonicalize(format_registry_change(c)) for c in changes]
+    root = reference_tree.mth(entries)
+    bundle = {"registry": [{"index": i, "entry": base64.b64encode(e).decode(), "inclusion_proof": [
+        base64.b64encode(h).decode() for h in reference_tree.path(i, entries)]} for i, e in enumerate(entries)]}
+    registry = Registry()
+    for change in changes:
+        registry.apply(change)
+
+    def case(signer, at, tenant=TENANT, key_id=None, tamper=False):
+        from log.audit.schema import format_timestamp_ms
+
+        event = {"schema": "auditlog.event/v1", "tenant": tenant, "timestamp": format_timestamp_ms(at),
+                 "extensions": {"x": {"key_id": "nested", "z": 1}}}
+        envelope = signer.envelope(event, key_id=key_id)
+        if tamper:
+            envelope["event"] = {**event, "run_id": "not what was signed"}
+        entry = canonicalize({**envelope, "type": ENVELOPE_TYPE})
+        try:  # the verdict of log/audit/registry.py (rule 1, the tenant, the signature)
+            key = registry.key("signer", envelope["key_id"])
+            registry.check_tenant("signer", tenant)
+            if not key.valid_at(at):
+                return entry, "was not valid at"
+            key.verify(canonicalize(envelope["event"]), base64.b64decode(envelope["signature"]))
+        except UnknownKey:
+            return entry, "is not registered for producer"
+        except TenantForbidden:
+            return entry, "is not registered for tenant"
+        except Exception:
+            return entry, "the signature does not verify"
+        return entry, None
+
+    cases = [case(a, t0), case(a, t0 + 99), case(a, t0 + 100), case(b, t0 + 5), case(b, t0 + 149), case(b, t0 + 150),
+             case(a, t0, tenant="beta"), case(a, t0, tenant="gamma"), case(a, t0, key_id="0" * 16),
+             case(a, t0 + 1, tamper=True)]
+    expected = [why for _, why in cases]
+    assert expected.count(None) == 4 and len(set(expected)) == 5, expected
+    bad_proof = json.loads(json.dumps(bundle))
+    bad_proof["registry"][3]["inclusion_proof"][0] = bundle["registry"][2]["inclusion_proof"][0]
+    wrong_id = json.loads(json.dumps(bundle))
+    wrong_id["registry"][1]["entry"] = base64.b64encode(canonicalize(
+        {**format_registry_change(changes[1]), "key_id": b.key_id})).decode()
+    result = browser.execute_async_script("""
+        const [bundle, root, size, entries, broken] = arguments, done = arguments[arguments.length - 1];
+        import("/explorer/verify.js").then(async (v) => {
+          const checkpoint = { size, root: v.b64decode(root) };
+          const registry = await v.registryFromBundle(bundle, checkpoint);
+          const verdicts = [];
+          for (const entry of entries) {
+            try { await v.verifyProducerSignature(v.b64decode(entry), registry); verdicts.push(null); }
+            catch (e) { verdicts.push(e instanceof v.VerificationError ? e.message : `not a VerificationError: ${e}`); }
+          }
+          const refused = [];
+          for (const b of broken) {
+            try { await v.registryFromBundle(b, checkpoint); refused.push(null); } catch (e) { refused.push(e.message); }
+          }
+          done({ verdicts, refused });
+        }).catch((e) => done({ error: String(e && e.stack || e) }));""",
+        bundle, base64.b64encode(root).decode(), len(entries), [base64.b64encode(e).decode() for e, _ in cases],
+        [bad_proof, wrong_id])
+    assert result.get("error") is None, result
+    for verdict, why in zip(result["verdicts"], expected):
+        assert (verdict is None) if why is None else (verdict is not None and why in verdict), (verdict, why)
+    assert "registry entry 3: the inclusion proof leads to root" in result["refused"][0], result["refused"]
+    assert "registry entry 1" in result["refused"][1], result["refused"]
+
+
 def test_one_altered_proof_fails_that_event_and_no_other(world, browser):
     browser.get(world["proxy"] + "/")  # another origin: a fresh tab session, signed out
     wait_ready(browser)
