@@ -612,7 +612,7 @@ async function showRun(gen, runId, params) {
       `the event's time, for its tenant): ${tally.signatures} signatures verified`
     : `producers' signatures not checked: ${keys.unchecked || keys.failed}`;
   verdict.textContent = `Every event's entry hashed in this browser and proven included in the checkpoint of size ` +
-    `${checkpoint.size} (signature verified with ${keyWords(k)}); ${signatures}. ${tally.verified} verified, ` +
+    `${checkpoint.size} (its signature verified with ${keyWords(k)}); ${signatures}. Events: ${tally.verified} verified, ` +
     `${tally.failed} failed` + (tally.unchecked ? `, ${tally.unchecked} included but their signatures not checked.` : ".");
   view.dataset.state = "ready";
 }
