@@ -34,19 +34,12 @@ def _context(text: str) -> dict:
     return {"name": name, "value": value}
 
 
-def _when(text: str) -> str:
-    """An RFC 3339 time as the server takes it (milliseconds, UTC): 2026-01-31, 2026-01-31T12:00:00Z accepted."""
-    import datetime
-
+def _when(text: str, flag: str) -> str:
+    """A date or an RFC 3339 time (log/audit/periods.py) as the server takes it: milliseconds, UTC."""
+    from log.audit.periods import parse_day_or_time
     from log.audit.schema import format_timestamp_ms
 
-    try:
-        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"not a date or an RFC 3339 time: {text!r}", field="from/to") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return format_timestamp_ms(round(moment.timestamp() * 1000))
+    return format_timestamp_ms(parse_day_or_time(text, flag))
 
 
 def _describe(hold: dict) -> str:
@@ -85,9 +78,9 @@ def cmd_hold(args) -> int:
         if args.actor:
             scope["actor_id"] = args.actor
         if args.from_time:
-            scope["from"] = _when(args.from_time)
+            scope["from"] = _when(args.from_time, "from")
         if args.to_time:
-            scope["to"] = _when(args.to_time)
+            scope["to"] = _when(args.to_time, "to")
         status, answer = _http(args, "POST", "/api/v1/holds",
                                {"scope": scope, "reason": args.reason, "reference": args.reference}, token)
         if status != 201:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime
 import json
 import sys
 import time
@@ -37,7 +36,9 @@ def when(text: str) -> str:
     """A time bound for --since/--until: an RFC 3339 instant (`2026-12-07T18:00:00Z`, an offset, fractions, or a
     date for its midnight UTC), or a duration ago (`90s`, `15m`, `2h`, `1d`); as the API takes it, RFC 3339 UTC
     with milliseconds."""
+    from log.audit.periods import parse_day_or_time
     from log.audit.schema import format_timestamp_ms
+    from log.errors import InvalidInput
 
     value = text.strip()
     try:
@@ -47,18 +48,9 @@ def when(text: str) -> str:
     if ago is not None:
         return format_timestamp_ms(int((time.time() - ago) * 1000))
     try:
-        moment = datetime.datetime.fromisoformat(value.replace("z", "Z"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither an RFC 3339 time (2026-12-07T18:00:00Z) nor a "
-                                         "duration ago (90s, 15m, 2h, 1d)") from None
-    if moment.tzinfo is None:
-        if len(value) > 10:
-            raise argparse.ArgumentTypeError(f"{text!r} has no time zone: end it with Z (UTC) or an offset")
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    ms = int(moment.timestamp() * 1000)
-    if ms < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is before 1970")
-    return format_timestamp_ms(ms)
+        return format_timestamp_ms(parse_day_or_time(value, "time"))
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; or a duration ago (90s, 15m, 2h, 1d)") from None
 
 
 def context_pair(text: str) -> tuple[str, str]:

@@ -52,6 +52,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from email.message import Message
 
 from log import defaults
 from log.errors import InvalidInput, Unavailable
@@ -134,7 +135,7 @@ class Answer:
     content_type: str
     body: bytes
     retry_after: float | None = None
-    headers: dict[str, str] | None = None  # the answer's headers (the blocking client's 2xx answers)
+    headers: Message | None = None  # the answer's headers, names matched in any case (the blocking client's 2xx)
 
 
 class ServersUnavailable(Unavailable):
@@ -321,7 +322,7 @@ def _read_answer(url: str, opener, request: urllib.request.Request, timeout: flo
     try:
         with opener.open(request, timeout=timeout) as response:
             return Answer(url, response.status, response.headers.get_content_type(), response.read(),
-                          retry_after_seconds(response.headers.get("Retry-After")), dict(response.headers))
+                          retry_after_seconds(response.headers.get("Retry-After")), response.headers)
     except urllib.error.HTTPError as exc:  # a 4xx or 5xx answer: an answer all the same
         with exc:
             return Answer(url, exc.code, exc.headers.get_content_type(), exc.read(),

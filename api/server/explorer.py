@@ -10,8 +10,9 @@ answers carry a strict Content-Security-Policy (scripts, styles and requests to 
 no frames), and `no-cache` so that a browser revalidates (ETag, Last-Modified) and never runs an old script against
 a new API.
 
-Read workers (api/server/readers.py) and servers that stand by (api/server/standby.py) send these requests to the
-writer, as every route they do not answer themselves: their catch-all `/{tail:.*}` matches `/` and `/explorer/...`.
+Read workers (api/server/readers.py) send these requests to the writer, as every route they do not answer
+themselves: their catch-all `/{tail:.*}` matches `/` and `/explorer/...`. Servers that stand by (api/server/standby.py)
+serve the files themselves: they are the same in every server of the log.
 
 `GET /api/v1/witnesses` (public: names, keys and sizes are what a monitor verifies with): each configured witness's
 name, verifier keys and the largest checkpoint size it has cosigned (from the `checkpoint_cosignatures` table), and
@@ -86,8 +87,8 @@ async def witnesses(request: web.Request) -> web.Response:
     latest = await CosignatureStore.for_log(request.app[LOG]).latest_sizes()
     listed = []
     for endpoint in job.witnesses:
-        keys = [endpoint.verifier_key] if isinstance(endpoint.verifier_key, str) else list(endpoint.verifier_key)
-        listed.append({"name": endpoint.name, "keys": keys, "latest_cosigned_size": latest.get(endpoint.name)})
+        listed.append({"name": endpoint.name, "keys": [verifier.verifier_key for verifier in endpoint.verifiers],
+                       "latest_cosigned_size": latest.get(endpoint.name)})
     return web.json_response({"witnesses": listed, "k": job.policy.k}, headers={"Cache-Control": "no-cache"})
 
 

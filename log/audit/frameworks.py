@@ -25,6 +25,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from log.audit import completeness
+from log.audit.completeness import EXECUTION_TYPES
+
 SIX_MONTHS_DAYS = 183  # EU AI Act Art. 19: "at least six months"
 
 FRAMEWORKS: dict[str, str] = {
@@ -43,7 +46,6 @@ KEY_GRANTS = "registry-grant"  # a producer of the tenant registered, or given a
 RETENTION_POLICIES = "retention-policy"  # a retention policy in force for the tenant (for Art. 19: six months)
 RECORD_KINDS = (REGISTRY_REMOVALS, TOKEN_REVOCATIONS, TOKEN_GRANTS, KEY_GRANTS, RETENTION_POLICIES)
 
-EXECUTION_TYPES = frozenset({"tool_call", "tool_result", "external_action"})
 INCIDENT_TYPES = frozenset({"escalation", "denial"})
 
 
@@ -143,9 +145,7 @@ def shape(event: dict) -> tuple:
             "error" in event, _block(event, "outcome").get("status"), "input" in event or "output" in event)
 
 
-APPROVAL, EXECUTION, PAYLOAD, DENIAL, RETENTION = (
-    "approval-without-policy-version", "execution-without-actor", "unprovable-payload", "denial-without-rationale",
-    "no-retention-policy")
+APPROVAL, EXECUTION, PAYLOAD, DENIAL, RETENTION = completeness.CHECKS  # the checks' ids, in their order
 
 CONTROLS: tuple[Control, ...] = (
     # SOC 2, common criteria.

@@ -42,7 +42,6 @@ import array
 import asyncio
 import base64
 import binascii
-import hashlib
 import json
 import os
 import statistics
@@ -64,6 +63,7 @@ from log.audit.tables import access_tokens, audit_events, audit_registry
 from log.audit.verifier import VerifierPool, VerifierUnavailable
 from log.checkpoint import open_checkpoint
 from log.compact import CompactRange
+from log.blobs import BlobNotFound
 from log.errors import InvalidInput, LogError, SignatureError
 from log.hashing import HASH_SIZE, hash_leaves
 from log.note import parse_note
@@ -115,7 +115,6 @@ class ReportRequest:
 class _Producer:
     events: int = 0
     times: array.array = field(default_factory=lambda: array.array("q"))
-    broken_links: list = field(default_factory=list)
 
 
 @dataclass
@@ -129,8 +128,7 @@ class _Usage:
 class _Tally:
     """What the report accumulates over the batches; only counts, capped lists and per-event integers."""
 
-    def __init__(self, controls: list[frameworks.Control], tenant: str):
-        self.tenant = tenant
+    def __init__(self, controls: list[frameworks.Control]):
         self.controls = controls
         # The predicates are evaluated once per event shape (frameworks.shape), and events counted per shape.
         self.predicated = [c for c in controls if c.predicate is not None and c.predicate is not frameworks.any_event]
@@ -339,7 +337,7 @@ class _Report:
         self.pool = pool
         self.now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         self.controls = frameworks.controls_for(request.frameworks)
-        self.tally = _Tally(self.controls, request.tenant)
+        self.tally = _Tally(self.controls)
         self.problems: list[str] = []
         self.leaves: dict[int, bytes] = {}  # level-0 tile index -> its leaf hashes, within the checkpoint's tree
         self.keys: dict = {}  # (producer, key_id) -> its ProducerKey, found and tenant-checked once
@@ -609,14 +607,17 @@ class _Report:
             await asyncio.to_thread(self._analyse, kept, checked.context)
 
     def _blob_states(self, sha256s: list[str]) -> dict[str, str]:
+        """Each blob as completeness.payload_findings reads it. The store's `get` checks the bytes against the hash
+        (BlobStore.get): absent is "missing", bytes that do not hash to it (or cannot be read) "mismatch"."""
         states = {}
         for sha in sha256s:
             try:
-                data = self.blobs.get(sha)
-            except LogError:
+                self.blobs.get(sha)
+                states[sha] = "present"
+            except BlobNotFound:
                 states[sha] = "missing"
-                continue
-            states[sha] = "present" if hashlib.sha256(data).hexdigest() == sha else "mismatch"
+            except LogError:
+                states[sha] = "mismatch"
         return states
 
     def _analyse(self, events: list[tuple[int, str, dict, int]], context: Sequence[tuple[int, dict]] = ()) -> None:
