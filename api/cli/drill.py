@@ -13,8 +13,8 @@
    them: the same seed over the same runs picks the same runs, so a drill can be repeated.
 3. Each: its evidence bundle is fetched and verified offline (api/client/evidence.py, with the log key of
    --log-key, $AUDITLOG_VERIFIER_KEY or <data-dir>/log.vkey, never one the server gives); time-to-evidence runs from
-   the request to the verification passing. From the verified bundle's events the causal timeline is rebuilt
-   (log/audit/timeline.py) and the completeness checks run: approvals without a policy version, executions cut off
+   the request to the verification passing. The verified bundle's events are the run's causal timeline (its check
+   7 holds them to log/audit/timeline.py's order), and on them the completeness checks run: approvals without a policy version, executions cut off
    from their intent, denials without their rule (event_findings), and payloads that cannot be proven
    (payload_findings: each blob the events cite is fetched and hashed; one the bundle states deleted is accounted
    for).
@@ -127,8 +127,6 @@ async def drill_run(client, tenant: str, run_id: str, log_key: str, witnesses, t
     events in causal order (none when it did not verify)."""
     from api.client.evidence import verify_run_bundle
     from log.audit import completeness
-    from log.audit.schema import parse_timestamp_ms
-    from log.audit.timeline import Node, causal_order
 
     run = {"run_id": run_id, "events": 0, "evidence": "valid", "failed_check": None, "findings": [],
            "findings_total": 0, "time_to_evidence_ms": None}
@@ -143,10 +141,7 @@ async def drill_run(client, tenant: str, run_id: str, log_key: str, witnesses, t
         return {**run, "evidence": "invalid", "events": len(listed) if isinstance(listed, list) else 0,
                 "failed_check": str(exc)[:1000]}, [], []
     elapsed = round((time.monotonic() - started) * 1000)
-    events = bundle_events(bundle)
-    timeline = causal_order([Node(index, e["event_id"], e.get("parent_event_id"), parse_timestamp_ms(e["timestamp"]))
-                             for index, e in events])
-    ordered = [events[position] for position in timeline.order]
+    ordered = events = bundle_events(bundle)  # in causal order: verification check 7 held the bundle to it
     deleted = {item.item for item in report.evidence.deleted if item.kind == "blob"}
     states = await _blob_states(client, ordered, deleted)
     findings = completeness.event_findings(ordered) + completeness.payload_findings(ordered, states.__getitem__)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from urllib.parse import urlencode
 
 from api.cli.audit import _admin_token, _fail, _http
 from api.cli.options import json_option, log_key_option, server_option, token_option
@@ -53,13 +54,8 @@ def _describe(hold: dict) -> str:
 def cmd_hold(args) -> int:
     token = _admin_token(args)
     if args.action == "list":
-        query = []
-        if args.tenant:
-            query.append(f"tenant={args.tenant}")
-        if args.active:
-            query.append("active=true")
-        status, answer = _http(args, "GET", "/api/v1/holds" + ("?" + "&".join(query) if query else ""),
-                               token=token)
+        query = {**({"tenant": args.tenant} if args.tenant else {}), **({"active": "true"} if args.active else {})}
+        status, answer = _http(args, "GET", "/api/v1/holds" + ("?" + urlencode(query) if query else ""), token=token)
         if status != 200:
             return _fail(status, answer)
         for hold in answer["holds"]:

@@ -12,27 +12,21 @@ as the rest of the audit personality.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from api.server.access_log import record_read
-from api.server.audit_routes import _body, _param, parse_admin_body
+from api.server.audit_routes import _body, _json, _param, parse_admin_body
 from api.server.auth import principal_of, tenant_scope
 from api.server.problems import with_expect_continue
-from api.server.routes import parse_uint
+from api.server.routes import _query, parse_uint
 from api.server.state import LOG
 from log.audit.drills import Drills
-from log.errors import Forbidden, InvalidInput
+from log.errors import InvalidInput
 
 DRILLS = web.AppKey("drills", Drills)
 MAX_DRILL_BODY = 1 << 20  # a drill's entry is at most 64 KiB; its body, pretty-printed, a little more
-
-
-def _json(body, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=json.dumps(body, separators=(",", ":")).encode(),
-                        content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 async def record_drill(request: web.Request) -> web.Response:
@@ -40,20 +34,13 @@ async def record_drill(request: web.Request) -> web.Response:
     tenant = body.get("tenant")
     if not isinstance(tenant, str):
         raise InvalidInput("tenant is required: the tenant drilled, a string", field="tenant")
-    principal = principal_of(request)  # access control let only a credential holding drills:record here
-    if not principal.may_read_tenant(tenant):
-        raise Forbidden(f"tenant {tenant[:128]!r} is outside this credential's tenants")
-    index, drill = await request.app[DRILLS].record(body, principal.credential)
+    tenant_scope(request, tenant)  # access control let only a credential holding drills:record here; its tenant?
+    index, drill = await request.app[DRILLS].record(body, principal_of(request).credential)
     return _json({"index": index, "drill": drill}, status=201)
 
 
 async def list_drills(request: web.Request) -> web.Response:
-    params = request.query
-    for name in params:
-        if name not in ("tenant", "limit", "after"):
-            raise InvalidInput(f"unknown query parameter {name[:40]!r} (known: tenant, limit, after)", field=name[:40])
-        if len(params.getall(name)) > 1:
-            raise InvalidInput(f"query parameter {name!r} is repeated", field=name)
+    params = _query(request, {"tenant", "limit", "after"})
     tenant = _param(params.get("tenant"), "tenant")
     tenants = tenant_scope(request, tenant)
     limit = parse_uint(params.get("limit", "100"), "limit")
