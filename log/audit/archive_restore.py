@@ -13,11 +13,12 @@ from log.archive import (BLOBS_DIR, CHECKPOINT_FILE, DELETIONS_DIR, MANIFEST_FIL
                          ArchiveFiles, verify_archive)
 from log.audit.archive import AUDIT_RECORDS
 from log.audit.canonical import parse_json
+from log.audit.drills import drill_row
 from log.audit.errors import InvalidEvent
 from log.audit.intake import check_envelope
 from log.audit.records import parse_entry
 from log.audit.service import index_rows
-from log.audit.tables import audit_drills, audit_events, audit_registry, deletion_items
+from log.audit.tables import audit_events, audit_registry, deletion_items
 from log.audit.tables import metadata as audit_metadata
 from log.blobs import BlobStore
 from log.bundles import decode_entry_bundle
@@ -154,9 +155,6 @@ def _index_entry(index: int, data: bytes, table_rows: dict[str, list[dict]]) -> 
             "idx": index, "producer": value["producer"], "key_id": value.get("key_id"), "change": value["change"],
             "record": data.decode()})
     if kind == "audit-drill":  # the period's drills, listed by GET /api/v1/drills as on the live log
-        summary = value["summary"]
-        table_rows.setdefault(audit_drills.name, []).append({
-            "idx": index, "tenant": value["tenant"], "drilled_at": value["at"], "drilled_by": value["by"],
-            "runs": summary["runs"], "passed": summary["passed"], "failed": summary["failed"],
-            "findings": summary["findings"], "record": data.decode()})
+        row = drill_row(value, data)
+        table_rows.setdefault(row.table, []).append({row.index_column: index, **dict(zip(row.columns, row.values))})
     return 0

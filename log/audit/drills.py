@@ -261,6 +261,17 @@ def drill_entry(drill: dict) -> bytes:
 _COLUMNS = ("tenant", "drilled_at", "drilled_by", "runs", "passed", "failed", "findings", "record")
 
 
+def drill_row(drill: dict, record: bytes) -> RowInsert:
+    """The `audit_drills` row of a drill entry (`record`, its bytes; `drill`, the record as parse_drill reads it):
+    one definition for the sequencer's write and an archive's restore."""
+    from log.audit.tables import audit_drills  # SQLAlchemy: loaded by the server, not by `auditlog drill`
+
+    summary = drill["summary"]
+    return RowInsert(audit_drills.name, _COLUMNS, (
+        drill["tenant"], drill["at"], drill["by"], summary["runs"], summary["passed"], summary["failed"],
+        summary["findings"], record.decode()))
+
+
 class Drills:
     """The drills of one log: record one (its entry and row committed together), list them."""
 
@@ -277,13 +288,7 @@ class Drills:
             parse_drill(parse_json(record).value)  # what is logged must read back: `by` is checked there
         except InvalidEvent as exc:
             raise InvalidInput(str(exc), field=(exc.field or "$").removeprefix("$.")) from None
-        from log.audit.tables import audit_drills  # SQLAlchemy: loaded by the server, not by `auditlog drill`
-
-        summary = drill["summary"]
-        row = RowInsert(audit_drills.name, _COLUMNS, (
-            drill["tenant"], drill["at"], by, summary["runs"], summary["passed"], summary["failed"],
-            summary["findings"], record.decode()))
-        added = await self.log.add_entries([record], rows=[[row]])
+        added = await self.log.add_entries([record], rows=[[drill_row(drill, record)]])
         return added.first_index, parse_json(record).value
 
     async def list(self, tenant: str | None = None, *, tenants: frozenset[str] | None = None, after: int | None = None,
