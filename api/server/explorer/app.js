@@ -124,6 +124,18 @@ async function pool(items, limit, work) {
 // --- the log key and the checkpoint ----------------------------------------------------------------------------
 
 /** The key verification uses: the pinned one, else /api/v1/log's (said so), with the server's own for comparison. */
+// The inclusion proof of entry `index` in `checkpoint`, as the log serves it (base64 hashes): the checks are the
+// caller's (verifyInclusion computes the path for the index and size asked, whatever the answer claims).
+async function inclusionHashes(index, checkpoint) {
+  return (await api(`/api/v1/proof/inclusion?index=${index}&tree_size=${checkpoint.size}`)).hashes;
+}
+
+// `leaf` (the entry's hash, computed here) proven included in the verified `checkpoint`.
+async function proveIncluded(leaf, index, checkpoint) {
+  const hashes = await inclusionHashes(index, checkpoint);
+  await verifyInclusion(leaf, index, checkpoint.bigSize, hashes.map((x) => b64decode(x)), checkpoint.root);
+}
+
 async function logKey() {
   const info = await api("/api/v1/log");
   const pinned = localStorage.getItem(PINNED_KEY);
@@ -294,7 +306,7 @@ async function showState(gen) {
   parts.push(witnessBox, stampBox, pinForm(k));
   if (gen !== generation) return;
   fill(view, ...parts);
-  await Promise.all([showWitnesses(witnessBox, tally), showTimestamp(stampBox)]);
+  await Promise.all([showWitnesses(witnessBox, tally, k), showTimestamp(stampBox)]);
   finishVerifying(tally);
 }
 
@@ -327,7 +339,7 @@ function pinForm(k) {
   } }, "Unpin"), error);
 }
 
-async function showWitnesses(box, tally) {
+async function showWitnesses(box, tally, k) {
   let listed;
   try {
     listed = await api("/api/v1/witnesses");
@@ -353,7 +365,6 @@ async function showWitnesses(box, tally) {
       verdict.textContent = "No checkpoint has been witnessed yet.";
       return;
     }
-    const k = await logKey();
     const checkpoint = await openCheckpoint(await response.text(), k);
     const good = [];
     for (const w of listed.witnesses) {
@@ -516,9 +527,7 @@ async function showSearch(gen, params, asked) {
   }
   await pool(events, PROOF_CONCURRENCY, async (item, i) => {
     try {
-      const proof = await api(`/api/v1/proof/inclusion?index=${item.index}&tree_size=${checkpoint.size}`);
-      if (proof.index !== item.index || proof.tree_size !== checkpoint.size) throw new VerificationError("the server answered a proof for another index or tree");
-      await verifyEvent(item, checkpoint, proof.hashes);
+      await verifyEvent(item, checkpoint, await inclusionHashes(item.index, checkpoint));
       const outside = filterMismatch(item.event, filters);
       if (outside) throw new VerificationError(`the log listed an event outside the filter ${outside}`);
       setBadge(slots[i], tally, null);
@@ -677,8 +686,7 @@ async function eventFromEntry(index, k) {
   if (envelope?.type !== "auditlog.envelope/v1") throw new VerificationError(`entry ${index} is not an audit event`);
   const item = { index, entry: entry.data, ...envelope };
   const checkpoint = await verifiedLatest(k, index);
-  const proof = await api(`/api/v1/proof/inclusion?index=${index}&tree_size=${checkpoint.size}`);
-  return { item, checkpoint, proof: proof.hashes };
+  return { item, checkpoint, proof: await inclusionHashes(index, checkpoint) };
 }
 
 async function showEvent(gen, index, params) {
@@ -797,10 +805,9 @@ async function showEntry(gen, index) {
   link, shown !== null ? h("pre", { class: "json" }, shown) : h("p", {}, "binary content, not shown"));
   try {
     const checkpoint = await verifiedLatest(k, index);
-    const proof = await api(`/api/v1/proof/inclusion?index=${index}&tree_size=${checkpoint.size}`);
     const leaf = await leafHash(bytes);
     if (b64encode(leaf) !== entry.leaf_hash) throw new VerificationError("the served leaf hash is not the hash of the served bytes");
-    await verifyInclusion(leaf, index, checkpoint.bigSize, proof.hashes.map((x) => b64decode(x)), checkpoint.root);
+    await proveIncluded(leaf, index, checkpoint);
     setBadge(slot, tally, null);
     slot.append(` Hashed in this browser and proven included in the checkpoint of size ${checkpoint.size}, signed by ${keyWords(k)}.`);
   } catch (error) {
@@ -880,9 +887,8 @@ async function showDrills(gen, params) {
     await pool(answer.drills, PROOF_CONCURRENCY, async (drill, i) => {
       try {
         const { index, ...record } = drill;
-        const proof = await api(`/api/v1/proof/inclusion?index=${index}&tree_size=${checkpoint.size}`);
         const leaf = await leafHash(new TextEncoder().encode(canonicalJson(record)));
-        await verifyInclusion(leaf, index, checkpoint.bigSize, proof.hashes.map((x) => b64decode(x)), checkpoint.root);
+        await proveIncluded(leaf, index, checkpoint);
         setBadge(slots[i], tally, null);
       } catch (error) {
         setBadge(slots[i], tally, error);
