@@ -276,6 +276,32 @@ def test_an_altered_entry_is_a_tampered_event_and_an_invalid_chain(seeded, tmp_p
     assert {c["framework"] for c in report["controls"]} == {"iso27001"}
 
 
+def test_a_payload_altered_in_the_store_is_a_mismatch_not_a_missing_blob(seeded, tmp_path):
+    """The draft a review cites, rewritten on disk: the store's read refuses bytes that no longer hash to the name,
+    and the report says so ("do not hash"), not that the blob is absent."""
+    data_dir, seed = seeded
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    (path,) = [p for p in (copy / "blobs").rglob("*") if p.is_file() and p.name.startswith(_sha(DRAFT))]
+    path.write_bytes(DRAFT.replace(b"120", b"999"))
+    report = _report(copy)
+    payloads = next(f for f in report["findings"] if f["check"] == "unprovable-payload")
+    altered = [item for item in payloads["items"] if _sha(DRAFT) in item["detail"]]
+    assert altered and all("do not hash" in item["detail"] for item in altered), payloads
+
+
+def test_report_bounds_are_dates_or_zoned_times_before_the_year_10000():
+    from log.errors import InvalidInput
+
+    assert parse_day_or_time("2026-01-01", "from") == 1767225600000
+    assert parse_day_or_time("9999-12-31T23:59:59.999Z", "to") == 253402300799999
+    for text, says in (("2026-W01-1", "nor a date YYYY-MM-DD"), ("2026-01-01T00:00:00", "no time zone"),
+                       ("9999-12-31T23:00:00-10:00", "year 10000"), ("1969-12-31", "before 1970")):
+        with pytest.raises(InvalidInput, match=says) as raised:
+            parse_day_or_time(text, "to")
+        assert raised.value.field == "to"
+
+
 def _pdf_text(pdf: bytes, tmp_path) -> str:
     if shutil.which("pdftotext") is None:
         pytest.fail("pdftotext (poppler-utils) is not installed: scripts/test installs it")

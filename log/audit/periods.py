@@ -19,13 +19,16 @@ def parse_day_or_time(text: str, name: str) -> int:
     midnight UTC); InvalidInput naming `name` otherwise (no time zone on a time, before 1970, from the year 10000 on,
     anything else)."""
     value = (text or "").strip()
+    unreadable = InvalidInput(f"{text[:40]!r} is neither an RFC 3339 time (2026-12-07T18:00:00Z) nor a date "
+                              f"YYYY-MM-DD", field=name)
     try:
         moment = datetime.datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
-        raise InvalidInput(f"{text[:40]!r} is neither an RFC 3339 time (2026-12-07T18:00:00Z) nor a date "
-                           f"YYYY-MM-DD", field=name) from None
+        raise unreadable from None
     if moment.tzinfo is None:
         if not _DATE.match(value):
+            if "T" not in value.upper() and " " not in value:  # ISO week or ordinal dates, which RFC 3339 has not
+                raise unreadable
             raise InvalidInput(f"{text[:40]!r} has no time zone: end it with Z (UTC) or an offset", field=name)
         moment = moment.replace(tzinfo=datetime.timezone.utc)
     ms = int(moment.timestamp() * 1000)
